@@ -1,0 +1,39 @@
+"""One exception family for everything a user can get wrong.
+
+Each error carries a one-line message that names the problem, an optional hint that names the fix,
+and the process exit code the CLI uses (2: bad usage or data, 1: internal failure).
+"""
+
+from __future__ import annotations
+
+
+class OfframpError(Exception):
+    """Base class: a failure with a message meant for the person running offramp."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(OfframpError):
+    """A flag or argument that cannot work as given."""
+
+    exit_code = 2
+
+
+class DataError(OfframpError):
+    """A data file that is missing, unreadable, or not usable for the task."""
+
+    exit_code = 2
+
+
+class ModelDirError(OfframpError):
+    """A model directory that is missing, foreign, damaged or tampered with."""
+
+    exit_code = 2

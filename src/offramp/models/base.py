@@ -1,0 +1,74 @@
+"""The estimator contract every offramp model follows.
+
+``fit(texts, labels)`` learns and returns ``self``; ``decision_function`` gives raw class scores;
+``predict_proba`` turns them into calibrated probabilities (softmax of scores / temperature);
+``predict`` picks the most probable label. ``save(dir)`` / ``load(dir)`` go through
+:mod:`offramp.models.store`, which writes JSON and ``.npz`` arrays only: nothing that runs code on load.
+Learned attributes end with ``_`` (``classes_``, ``temperature_``), as in scikit-learn.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+
+def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(scores, dtype=np.float64) / float(temperature)
+    z = z - z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+class TextClassifier:
+    """Base class: subclasses implement ``fit``, ``decision_function`` and the state hooks."""
+
+    family: ClassVar[str] = ""
+    classes_: np.ndarray
+    temperature_: float = 1.0
+
+    # -- learning ---------------------------------------------------------------
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> "TextClassifier":  # pragma: no cover
+        raise NotImplementedError
+
+    def decision_function(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def decision_one(self, text: str) -> np.ndarray:
+        """Scores for one message; families override this with a faster path."""
+        return self.decision_function([text])[0]
+
+    # -- prediction ---------------------------------------------------------------
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return softmax(self.decision_function(texts), self.temperature_)
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        return self.classes_[np.argmax(self.decision_function(texts), axis=1)]
+
+    def predict_one(self, text: str) -> tuple[str, float, np.ndarray]:
+        """(label, confidence, probabilities) for a single message, on the fast path."""
+        p = softmax(self.decision_one(text), self.temperature_)
+        i = int(np.argmax(p))
+        return str(self.classes_[i]), float(p[i]), p
+
+    # -- persistence --------------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # pragma: no cover
+        """(JSON-able description, named numeric arrays) that rebuild the fitted model."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "TextClassifier":  # pragma: no cover
+        raise NotImplementedError
+
+    def save(self, path, **extra) -> None:
+        from offramp.models.store import save_model
+
+        save_model(self, path, **extra)
+
+    @classmethod
+    def load(cls, path) -> "TextClassifier":
+        from offramp.models.store import load_model
+
+        return load_model(path)

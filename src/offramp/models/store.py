@@ -1,0 +1,211 @@
+"""Model directories: written as JSON + ``.npz`` (no pickle), checked on every load.
+
+A model directory holds::
+
+    model.json      family, parameters, classes, vocabulary: everything that is not a number array
+    arrays.npz      the number arrays (read with allow_pickle=False, so loading runs no code)
+    metrics.json    what the model scored when it was trained
+    MODEL_CARD.md   a human-readable account of the data, labels, metrics and candidates tried
+    manifest.json   the SHA-256 of every file above (and, with OFFRAMP_MODEL_KEY set, an HMAC of it)
+
+Loading refuses a directory whose manifest is missing (foreign), whose files changed since they
+were saved (tampered or damaged), or whose format version this offramp does not know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offramp.errors import ModelDirError
+
+FORMAT = "offramp-model"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+KEY_ENV = "OFFRAMP_MODEL_KEY"
+_MAX_JSON_BYTES = 512 * 1024 * 1024
+
+
+def _families() -> dict[str, type]:
+    from offramp.models.tfidf import TfidfLinear
+
+    return {TfidfLinear.family: TfidfLinear}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _signature(files: dict[str, str], key: str) -> str:
+    payload = json.dumps(files, sort_keys=True).encode()
+    return hmac.new(key.encode(), payload, hashlib.sha256).hexdigest()
+
+
+def is_model_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / MANIFEST).is_file() and (Path(path) / "model.json").is_file()
+
+
+def save_model(model, path: str | os.PathLike, *, metrics: dict | None = None, card: str | None = None,
+               info: dict | None = None) -> Path:
+    """Write ``model`` to the directory ``path`` (created, or replaced if it is a model directory).
+
+    The files are written to a temporary sibling first and moved into place, so a reader never
+    sees a half-written model.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ModelDirError(f"{path} is a file, not a directory", "give --out a directory path")
+    if path.is_dir() and any(path.iterdir()) and not is_model_dir(path):
+        raise ModelDirError(
+            f"{path} already exists and is not an offramp model directory",
+            "choose a new or empty directory so nothing in it is overwritten",
+        )
+    meta, arrays = model.get_state()
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "family": model.family,
+        "offramp_version": _version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "info": info or {},
+        **meta,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        (tmp / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        np.savez_compressed(tmp / "arrays.npz", **arrays)
+        (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, ensure_ascii=False), encoding="utf-8")
+        (tmp / "MODEL_CARD.md").write_text(card or f"# {model.family} model\n", encoding="utf-8")
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        manifest: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "files": files}
+        key = os.environ.get(KEY_ENV)
+        if key:
+            manifest["hmac_sha256"] = _signature(files, key)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            old.rmdir()
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def verify_model_dir(path: str | os.PathLike) -> dict:
+    """Check a model directory's manifest and hashes; return the manifest. Raises ModelDirError."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelDirError(f"model directory {path} does not exist", "train one with: offramp train DATA --out DIR")
+    if not path.is_dir():
+        raise ModelDirError(f"{path} is a file, not a model directory")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise ModelDirError(
+            f"{path} is not an offramp model directory (no {MANIFEST})",
+            "point at a directory written by 'offramp train'",
+        )
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        assert isinstance(files, dict) and manifest.get("format") == FORMAT
+    except Exception:
+        raise ModelDirError(f"{mpath} is not a valid offramp manifest", "retrain or restore the directory") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelDirError(
+            f"{path} uses model format version {manifest.get('format_version')}, this offramp reads {FORMAT_VERSION}",
+            "retrain the model with this version of offramp",
+        )
+    for name, digest in files.items():
+        f = path / name
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise ModelDirError(f"{mpath} names a file outside the directory: {name!r}")
+        if not f.is_file():
+            raise ModelDirError(f"{path} is incomplete: {name} is missing", "retrain or restore the directory")
+        if _sha256(f) != digest:
+            raise ModelDirError(
+                f"{path / name} was changed after the model was saved (SHA-256 mismatch)",
+                "the directory may have been tampered with; retrain or restore it",
+            )
+    for required in ("model.json", "arrays.npz"):
+        if required not in files:
+            raise ModelDirError(f"{mpath} does not list {required}", "retrain or restore the directory")
+    key = os.environ.get(KEY_ENV)
+    if key:
+        sig = manifest.get("hmac_sha256")
+        if not sig:
+            raise ModelDirError(f"{path} is not signed but {KEY_ENV} is set", "retrain with the key set, or unset it")
+        if not hmac.compare_digest(sig, _signature(files, key)):
+            raise ModelDirError(f"{path} has a signature that does not match {KEY_ENV}", "the directory was not signed with this key")
+    return manifest
+
+
+def read_model_json(path: str | os.PathLike) -> dict:
+    """model.json of a verified directory."""
+    path = Path(path)
+    verify_model_dir(path)
+    mj = path / "model.json"
+    if mj.stat().st_size > _MAX_JSON_BYTES:
+        raise ModelDirError(f"{mj} is larger than {_MAX_JSON_BYTES >> 20} MiB; refusing to read it")
+    try:
+        doc = json.loads(mj.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ModelDirError(f"{mj} is not valid JSON", "retrain or restore the directory") from None
+    if doc.get("format") != FORMAT:
+        raise ModelDirError(f"{mj} is not an offramp model description")
+    return doc
+
+
+def load_model(path: str | os.PathLike):
+    """Load a model directory written by :func:`save_model`, after checking its integrity."""
+    path = Path(path)
+    doc = read_model_json(path)
+    cls = _families().get(doc.get("family"))
+    if cls is None:
+        raise ModelDirError(f"{path} holds a model family this offramp does not know: {doc.get('family')!r}",
+                            "upgrade offramp or retrain")
+    try:
+        with np.load(path / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        return cls.from_state(doc, arrays)
+    except ModelDirError:
+        raise
+    except Exception as e:  # a directory whose hashes match but whose content is inconsistent
+        raise ModelDirError(f"{path} could not be loaded: {e}", "retrain or restore the directory") from None
+
+
+def read_metrics(path: str | os.PathLike) -> dict:
+    f = Path(path) / "metrics.json"
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def model_bytes(path: str | os.PathLike) -> int:
+    """Size of the files a model needs to predict (model.json + arrays.npz)."""
+    return sum((Path(path) / n).stat().st_size for n in ("model.json", "arrays.npz"))
+
+
+def _version() -> str:
+    from offramp import __version__
+
+    return __version__

@@ -1,0 +1,142 @@
+"""The fast tier: word + character n-gram TF-IDF with a linear classifier.
+
+Training uses scikit-learn's liblinear solvers; prediction is a sparse product with the learned
+weights, so a loaded model needs only numpy and scipy. Weights are rounded to float16 at fit time
+(halving the model directory) and used as float32, so a model predicts exactly the same before
+and after a save/load round trip.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from offramp.models.base import TextClassifier
+from offramp.models.features import NgramFeaturizer
+
+LOSSES = ("svm", "logreg")
+
+
+def make_linear(loss: str, C: float, seed: int):
+    """The scikit-learn linear model behind a loss name."""
+    if loss == "svm":
+        from sklearn.svm import LinearSVC
+
+        return LinearSVC(C=C, random_state=seed)
+    if loss == "logreg":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=C, max_iter=1000, random_state=seed)
+    raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+
+
+class TfidfLinear(TextClassifier):
+    """TF-IDF (words + characters) and a linear classifier.
+
+    Parameters
+    ----------
+    word_ngrams, char_ngrams, min_df : see :class:`NgramFeaturizer`.
+    loss : "svm" (LinearSVC) or "logreg" (LogisticRegression).
+    C : inverse regularisation strength.
+    seed : random seed passed to the solver.
+
+    Example
+    -------
+    >>> m = TfidfLinear(min_df=1).fit(["reset my pin", "thank you", "pin reset please", "thanks!"],
+    ...                              ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"])
+    >>> m.predict(["how do I reset my pin"])[0]
+    'SUPPORT'
+    """
+
+    family = "tfidf-linear"
+
+    def __init__(self, word_ngrams=(1, 2), char_ngrams=(1, 4), min_df: int = 2, loss: str = "svm",
+                 C: float = 1.0, seed: int = 0):
+        self.word_ngrams = word_ngrams
+        self.char_ngrams = char_ngrams
+        self.min_df = min_df
+        self.loss = loss
+        self.C = C
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "word_ngrams": list(self.word_ngrams) if self.word_ngrams else None,
+            "char_ngrams": list(self.char_ngrams) if self.char_ngrams else None,
+            "min_df": self.min_df,
+            "loss": self.loss,
+            "C": self.C,
+            "seed": self.seed,
+        }
+
+    def make_featurizer(self) -> NgramFeaturizer:
+        return NgramFeaturizer(self.word_ngrams, self.char_ngrams, min_df=self.min_df)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> "TfidfLinear":
+        featurizer = self.make_featurizer().fit(texts)
+        return self.fit_features(featurizer, featurizer.transform(texts), labels)
+
+    def fit_features(self, featurizer: NgramFeaturizer, X: sp.csr_matrix, labels: Sequence[str]) -> "TfidfLinear":
+        """Fit the linear part on features an already fitted featurizer produced."""
+        y = np.asarray(labels, dtype=object).astype(str)
+        clf = make_linear(self.loss, self.C, self.seed).fit(X, y)
+        coef = np.asarray(clf.coef_, dtype=np.float64)
+        intercept = np.asarray(clf.intercept_, dtype=np.float64).ravel()
+        if coef.shape[0] == 1:  # binary: one score s for the second class -> (-s/2, s/2)
+            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        self.featurizer_ = featurizer
+        self.classes_ = np.asarray(clf.classes_).astype(str)
+        self.coef_ = coef.T.astype(np.float16).astype(np.float32)  # (n_features, n_classes)
+        self.intercept_ = intercept.astype(np.float32)
+        self.temperature_ = getattr(self, "temperature_", 1.0)
+        return self
+
+    # ------------------------------------------------------------------ predict
+    def _scores(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.featurizer_.transform(texts) @ self.coef_) + self.intercept_
+
+    def decision_function(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        n = len(texts)
+        workers = min(os.cpu_count() or 1, 4)
+        if n < 8192 or workers < 2:
+            return self._scores(texts)
+        step = -(-n // (workers * 4))
+        chunks = [texts[i : i + step] for i in range(0, n, step)]
+        with ThreadPoolExecutor(workers) as pool:
+            return np.vstack(list(pool.map(self._scores, chunks)))
+
+    def decision_one(self, text: str) -> np.ndarray:
+        cols, w = self.featurizer_.transform_one(text)
+        return w @ self.coef_[cols] + self.intercept_
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        words, f_arrays = self.featurizer_.get_state()
+        meta = {
+            "params": self.get_params(),
+            "featurizer": self.featurizer_.get_config(),
+            "classes": [str(c) for c in self.classes_],
+            "temperature": float(self.temperature_),
+            "words": words,
+        }
+        arrays = {"coef": self.coef_.astype(np.float16), "intercept": self.intercept_, **f_arrays}
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "TfidfLinear":
+        m = cls(**meta["params"])
+        m.featurizer_ = NgramFeaturizer.from_state(meta["featurizer"], meta["words"], arrays)
+        m.classes_ = np.asarray(meta["classes"]).astype(str)
+        m.coef_ = np.asarray(arrays["coef"]).astype(np.float32)
+        m.intercept_ = np.asarray(arrays["intercept"]).astype(np.float32)
+        m.temperature_ = float(meta["temperature"])
+        if m.coef_.shape != (m.featurizer_.n_features_, len(m.classes_)) or m.intercept_.shape != (len(m.classes_),):
+            raise ValueError("weights do not match the vocabulary and classes")
+        return m
