@@ -59,11 +59,12 @@ def is_model_dir(path: str | os.PathLike) -> bool:
 
 
 def save_model(model, path: str | os.PathLike, *, metrics: dict | None = None, card: str | None = None,
-               info: dict | None = None) -> Path:
+               info: dict | None = None, extra_arrays: dict[str, np.ndarray] | None = None) -> Path:
     """Write ``model`` to the directory ``path`` (created, or replaced if it is a model directory).
 
     The files are written to a temporary sibling first and moved into place, so a reader never
-    sees a half-written model.
+    sees a half-written model. ``extra_arrays`` are stored beside the weights (prefixed ``x_``) for
+    tools that need them, such as the training-text fingerprints the leakage check reads.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -74,6 +75,7 @@ def save_model(model, path: str | os.PathLike, *, metrics: dict | None = None, c
             "choose a new or empty directory so nothing in it is overwritten",
         )
     meta, arrays = model.get_state()
+    arrays = {**arrays, **{f"x_{k}": v for k, v in (extra_arrays or {}).items()}}
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -190,6 +192,12 @@ def load_model(path: str | os.PathLike):
         raise
     except Exception as e:  # a directory whose hashes match but whose content is inconsistent
         raise ModelDirError(f"{path} could not be loaded: {e}", "retrain or restore the directory") from None
+
+
+def read_extra_array(path: str | os.PathLike, name: str) -> np.ndarray | None:
+    """An array stored with ``extra_arrays`` (None when absent)."""
+    with np.load(Path(path) / "arrays.npz", allow_pickle=False) as z:
+        return z[f"x_{name}"] if f"x_{name}" in z.files else None
 
 
 def read_metrics(path: str | os.PathLike) -> dict:

@@ -1,0 +1,423 @@
+"""``offramp``: train, evaluate, predict, price and report, from the command line.
+
+Every command is a thin layer: parse, call the library, render. Exit codes: 0 ok, 2 bad usage or
+data (one-line message naming the problem and the fix), 1 internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from offramp.errors import OfframpError, UsageError
+
+app = typer.Typer(
+    name="offramp",
+    help="Move a narrow text task off a paid LLM onto a small local model, and prove the move.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+TEXT_COL = typer.Option("text", "--text-col", help="Name of the column holding the texts.")
+LABEL_COL = typer.Option("label", "--label-col", help="Name of the column holding the labels.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress or information on stderr (warnings still show).")
+MAX_CHARS = typer.Option(20_000, "--max-chars", min=1, help="Texts longer than this are cut (with a warning).")
+
+
+@contextmanager
+def _status(message: str, quiet: bool):
+    """A spinner whose text follows the work; silent with --quiet or when stderr is not a terminal."""
+    if quiet or not err.is_terminal:
+        yield (lambda msg: None if quiet else err.print(f"[dim]{msg}[/dim]"))
+        return
+    with err.status(message) as st:
+        yield (lambda msg: st.update(msg))
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def _info(msg: str, quiet: bool) -> None:
+    if not quiet:
+        err.print(msg)
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise UsageError(f"{name} must be greater than zero, got {value}")
+
+
+# --------------------------------------------------------------------------- train
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Training file: CSV, TSV, JSONL or Parquet with a text and a label column."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory to write the model to."),
+    text_col: str = TEXT_COL,
+    label_col: str = LABEL_COL,
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds the model search may take (the first candidate always runs)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same data and seed give the same model."),
+    max_chars: int = MAX_CHARS,
+    as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON on stdout."),
+    quiet: bool = QUIET,
+):
+    """Train a classifier: choose among candidates by cross-validated macro-F1, calibrate, save."""
+    from offramp.data.io import read_dataset
+    from offramp.models.training import train as train_model
+
+    _positive("--time-limit", time_limit)
+    ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
+    _info(f"read {len(ds)} texts from {data}", quiet)
+    with _status("training", quiet) as say:
+        res = train_model(ds, out_dir, time_limit=time_limit, seed=seed, on_progress=say)
+    _warn(res.warnings)
+    m = res.metrics
+    if as_json:
+        out.print_json(json.dumps({"model_dir": str(out_dir), "winner": res.selection.winner, **m,
+                                   "candidates": [r.as_dict() for r in res.selection.results], "warnings": res.warnings}))
+        return
+    t = Table(title=f"candidates ({res.selection.n_folds}-fold CV)")
+    for c in ("candidate", "CV macro-F1", "seconds", "status"):
+        t.add_column(c, justify="left" if c in ("candidate", "status") else "right")
+    for r in res.selection.results:
+        mark = " ✓" if r.name == res.selection.winner else ""
+        t.add_row(r.name + mark, "—" if r.cv_macro_f1 is None else f"{r.cv_macro_f1:.4f}", f"{r.seconds:.1f}", r.status)
+    if not quiet:
+        out.print(t)
+    out.print(f"model written to {out_dir} ({m['model_bytes'] / 1e6:.2f} MB) in {m['train_seconds']:.1f} s; "
+              f"CV macro-F1 {m['cv_macro_f1']:.4f}; calibration error {m['ece_uncalibrated']:.3f} → {m['ece_calibrated']:.3f}")
+
+
+# --------------------------------------------------------------------------- eval
+def _print_side_by_side(small: dict, llm: dict | None) -> None:
+    from offramp.evaluation.report import side_by_side_rows
+
+    t = Table(title=f"{small['n']} test messages")
+    t.add_column("metric")
+    t.add_column("small model", justify="right")
+    if llm:
+        t.add_column(f"LLM ({llm.get('model', 'LLM')})", justify="right")
+    for name, a, b in side_by_side_rows(small, llm):
+        t.add_row(name, a, *([b] if llm else []))
+    out.print(t)
+    pc = Table(title="per class")
+    for c in ("label", "support", "precision", "recall", "F1") + (("LLM F1",) if llm else ()):
+        pc.add_column(c, justify="left" if c == "label" else "right")
+    for lab, m in small["per_class"].items():
+        extra = [f"{llm['per_class'].get(lab, {}).get('f1', 0):.3f}"] if llm else []
+        pc.add_row(lab, str(m["support"]), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", *extra)
+    out.print(pc)
+
+
+def _load(model_dir: Path):
+    from offramp.models.store import load_model
+
+    return load_model(model_dir)
+
+
+@app.command("eval")
+def eval_cmd(
+    model_dir: Path = typer.Argument(..., help="Model directory written by 'offramp train'."),
+    data: Path = typer.Argument(..., help="Labelled test file."),
+    text_col: str = TEXT_COL,
+    label_col: str = LABEL_COL,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    max_chars: int = MAX_CHARS,
+    quiet: bool = QUIET,
+):
+    """Evaluate a model on a labelled file: quality, calibration, latency, throughput, size, cost."""
+    from offramp.data.io import read_dataset
+    from offramp.evaluation.evaluate import evaluate_model
+
+    model = _load(model_dir)
+    ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
+    with _status("evaluating", quiet):
+        res = evaluate_model(model, model_dir, ds)
+    _warn(res["warnings"])
+    if as_json:
+        print(json.dumps(res))
+        return
+    _print_side_by_side(res, None)
+
+
+# --------------------------------------------------------------------------- predict
+@app.command()
+def predict(
+    model_dir: Path = typer.Argument(..., help="Model directory written by 'offramp train'."),
+    texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify (or use --input, or pipe lines on stdin)."),
+    input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="File of texts (CSV, TSV, JSONL, Parquet)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here instead of stdout."),
+    text_col: str = TEXT_COL,
+    top: int = typer.Option(3, "--top", min=1, help="How many class scores to include per text."),
+    max_chars: int = MAX_CHARS,
+    quiet: bool = QUIET,
+):
+    """Classify texts; one JSON line each with label, confidence and the top scores."""
+    import numpy as np
+
+    from offramp.data.io import read_dataset
+
+    if texts and input_file:
+        raise UsageError("give texts as arguments or --input FILE, not both")
+    model = _load(model_dir)
+    warnings: list[str] = []
+    if input_file:
+        ds = read_dataset(input_file, text_col=text_col, label_col=None, need_labels=False, max_chars=max_chars)
+        items, warnings = ds.texts, ds.warnings
+    elif texts:
+        items = list(texts)
+    elif not sys.stdin.isatty():
+        items = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    else:
+        raise UsageError("nothing to classify", "pass texts as arguments, --input FILE, or lines on stdin")
+    if not items:
+        raise UsageError("nothing to classify: the input has no non-empty text")
+    cut = sum(1 for t in items if len(t) > max_chars)
+    if cut and not input_file:
+        items = [t[:max_chars] for t in items]
+        warnings.append(f"{cut} texts longer than {max_chars} characters were cut to {max_chars}")
+    _warn(warnings)
+    k = min(top, len(model.classes_))
+    sink = open(output, "w", encoding="utf-8") if output else sys.stdout
+    try:
+        step = 4096
+        with _status(f"classifying {len(items)} texts", quiet or len(items) < step) as say:
+            for start in range(0, len(items), step):
+                chunk = items[start : start + step]
+                proba = model.predict_proba(chunk)
+                order = np.argsort(-proba, axis=1)[:, :k]
+                for j, t in enumerate(chunk):
+                    o = order[j]
+                    rec = {
+                        "text": t,
+                        "label": str(model.classes_[o[0]]),
+                        "confidence": round(float(proba[j, o[0]]), 6),
+                        "top": [{"label": str(model.classes_[c]), "score": round(float(proba[j, c]), 6)} for c in o],
+                    }
+                    sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                say(f"classified {min(start + step, len(items))} of {len(items)}")
+    finally:
+        if output:
+            sink.close()
+    if output:
+        _info(f"wrote {len(items)} predictions to {output}", quiet)
+
+
+# --------------------------------------------------------------------------- cost
+def _cost_report(messages_per_day, messages_per_month, messages_total, tokens_in, tokens_out, data, text_col,
+                 prompt_tokens, models, prices_file, gpu_usd_per_hour, gpu_tokens_per_s, cpu_usd_per_hour,
+                 throughput, model_dir):
+    from offramp.costs.calculator import CostInputs, compute_costs, estimate_tokens, load_prices
+    from offramp.data.io import read_dataset
+
+    given = [x for x in (messages_per_day, messages_per_month, messages_total) if x is not None]
+    if len(given) > 1:
+        raise UsageError("give one of --messages-per-day, --messages-per-month, --messages-total")
+    if messages_per_day is not None:
+        volume = messages_per_day * 365 / 12
+    elif messages_per_month is not None:
+        volume = messages_per_month
+    elif messages_total is not None:
+        volume = messages_total
+    else:
+        volume = 1_000_000 * 30
+    prices = load_prices(prices_file)
+    if tokens_in is None:
+        if data is not None:
+            ds = read_dataset(data, text_col=text_col, label_col=None, need_labels=False)
+            tokens_in = estimate_tokens(ds.texts, prompt_tokens)
+        else:
+            tokens_in = prompt_tokens + 25.0
+    measured = False
+    if throughput is None and model_dir is not None:
+        from offramp.models.store import read_metrics, verify_model_dir
+
+        verify_model_dir(model_dir)
+        throughput = read_metrics(model_dir).get("throughput_per_s")
+        measured = throughput is not None
+    sh, lm = prices["self_hosted_llm"], prices["local_model"]
+    inputs = CostInputs(
+        messages_per_month=float(volume),
+        tokens_in=float(tokens_in),
+        tokens_out=float(tokens_out),
+        gpu_usd_per_hour=float(gpu_usd_per_hour if gpu_usd_per_hour is not None else sh["gpu_usd_per_hour"]),
+        gpu_tokens_per_s=float(gpu_tokens_per_s if gpu_tokens_per_s is not None else sh["tokens_per_second"]),
+        gpu_watts=float(sh.get("gpu_watts", 300)),
+        cpu_usd_per_hour=float(cpu_usd_per_hour if cpu_usd_per_hour is not None else lm["cpu_usd_per_hour"]),
+        cpu_watts=float(lm.get("cpu_watts", 20)),
+        throughput_per_s=float(throughput) if throughput is not None else 10_000.0,
+        throughput_measured=measured or throughput is not None,
+    )
+    return compute_costs(inputs, prices, models or None), messages_total is not None
+
+
+@app.command()
+def cost(
+    messages_per_day: Optional[float] = typer.Option(None, "--messages-per-day", help="Traffic per day."),
+    messages_per_month: Optional[float] = typer.Option(None, "--messages-per-month", help="Traffic per month."),
+    messages_total: Optional[float] = typer.Option(None, "--messages-total", help="A one-off batch of this many messages."),
+    tokens_in: Optional[float] = typer.Option(None, "--tokens-in", help="Input tokens per message, prompt included."),
+    tokens_out: float = typer.Option(5.0, "--tokens-out", help="Output tokens per message."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Estimate tokens per message from this file's texts."),
+    text_col: str = TEXT_COL,
+    prompt_tokens: int = typer.Option(150, "--prompt-tokens", min=0, help="Prompt tokens added to each message when estimating."),
+    model: Optional[List[str]] = typer.Option(None, "--model", help="API model(s) to price (default: every row of the table)."),
+    prices_file: Optional[Path] = typer.Option(None, "--prices", help="Your own price table (JSON, same shape as the bundled one)."),
+    gpu_usd_per_hour: Optional[float] = typer.Option(None, "--gpu-usd-per-hour", help="Self-hosted LLM: GPU price per hour."),
+    gpu_tokens_per_s: Optional[float] = typer.Option(None, "--gpu-tokens-per-s", help="Self-hosted LLM: tokens per second it serves."),
+    cpu_usd_per_hour: Optional[float] = typer.Option(None, "--cpu-usd-per-hour", help="Small model: CPU instance price per hour."),
+    throughput: Optional[float] = typer.Option(None, "--throughput", help="Small model: messages per second (default: measured in --model-dir, else 10,000)."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Read the small model's measured throughput from here."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+):
+    """Price the move: paid LLM API vs self-hosted LLM vs the small model, at your volume."""
+    for name, v in (("--messages-per-day", messages_per_day), ("--messages-per-month", messages_per_month),
+                    ("--messages-total", messages_total), ("--tokens-in", tokens_in), ("--gpu-usd-per-hour", gpu_usd_per_hour),
+                    ("--gpu-tokens-per-s", gpu_tokens_per_s), ("--cpu-usd-per-hour", cpu_usd_per_hour), ("--throughput", throughput)):
+        if v is not None and (v != v or v < 0 or v == float("inf")):
+            raise UsageError(f"{name} must be a non-negative number, got {v}")
+    if tokens_out < 0:
+        raise UsageError(f"--tokens-out must be a non-negative number, got {tokens_out}")
+    report, one_off = _cost_report(messages_per_day, messages_per_month, messages_total, tokens_in, tokens_out, data,
+                                   text_col, prompt_tokens, model, prices_file, gpu_usd_per_hour, gpu_tokens_per_s,
+                                   cpu_usd_per_hour, throughput, model_dir)
+    if as_json:
+        print(json.dumps(report.as_dict()))
+        return
+    v = report.inputs.messages_per_month
+    period = "for the batch" if one_off else "per month"
+    t = Table(title=f"{v:,.0f} messages {'in total' if one_off else 'a month'}, "
+                    f"{report.inputs.tokens_in:.0f} tokens in / {report.inputs.tokens_out:.0f} out per message")
+    for c in ("option", "$ per 1M messages", f"$ {period}", "Wh per 1M messages", "small model cheaper above"):
+        t.add_column(c, justify="left" if c == "option" else "right")
+    for r in report.rows:
+        be = "—" if r.breakeven_messages_per_month is None else f"{r.breakeven_messages_per_month:,.0f}/month"
+        usd_period = r.usd_per_message * v if one_off else r.usd_per_month
+        t.add_row(r.name, f"${r.usd_per_million:,.4f}" if r.usd_per_million < 1 else f"${r.usd_per_million:,.2f}",
+                  f"${usd_period:,.2f}", f"{r.wh_per_million:,.1f}", be)
+    out.print(t)
+    for a in report.assumptions:
+        out.print(f"[dim]· {a}[/dim]")
+
+
+# --------------------------------------------------------------------------- report
+@app.command()
+def report(
+    model_dir: Path = typer.Argument(..., help="Model directory written by 'offramp train'."),
+    data: Path = typer.Argument(..., help="Labelled test file."),
+    llm_predictions: Optional[Path] = typer.Option(None, "--llm-predictions", help="The LLM's predictions on the same texts (columns text, prediction)."),
+    out_file: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write (Markdown is written beside it)."),
+    text_col: str = TEXT_COL,
+    label_col: str = LABEL_COL,
+    messages_per_day: float = typer.Option(100_000, "--messages-per-day", help="Traffic used for the cost section."),
+    quiet: bool = QUIET,
+):
+    """Write the side-by-side report (HTML + Markdown): small model vs LLM, charts, cost."""
+    html_path, md_path, small, llm = build_report(model_dir, data, llm_predictions, out_file, text_col, label_col,
+                                                  messages_per_day, quiet)
+    _print_side_by_side(small, llm)
+    out.print(f"report written to {html_path} and {md_path}")
+
+
+def build_report(model_dir, data, llm_predictions, out_file, text_col, label_col, messages_per_day, quiet):
+    from offramp.costs.calculator import CostInputs, compute_costs, estimate_tokens, load_prices
+    from offramp.data.io import read_dataset
+    from offramp.evaluation.evaluate import evaluate_model
+    from offramp.evaluation.llm import score_llm_predictions
+    from offramp.evaluation.report import write_report
+
+    if out_file.exists() and out_file.is_dir():
+        raise UsageError(f"--out {out_file} is a directory", "give a file name such as report.html")
+    model = _load(model_dir)
+    ds = read_dataset(data, text_col=text_col, label_col=label_col)
+    with _status("evaluating", quiet):
+        small = evaluate_model(model, model_dir, ds)
+        llm = score_llm_predictions(llm_predictions, ds, small["confusion"]["labels"]) if llm_predictions else None
+    _warn(small["warnings"] + [f"LLM: {w}" for w in (llm or {}).get("warnings", [])])
+    prices = load_prices()
+    lm, sh = prices["local_model"], prices["self_hosted_llm"]
+    costs = compute_costs(CostInputs(
+        messages_per_month=messages_per_day * 365 / 12, tokens_in=estimate_tokens(ds.texts),
+        gpu_usd_per_hour=sh["gpu_usd_per_hour"], gpu_tokens_per_s=sh["tokens_per_second"], gpu_watts=sh["gpu_watts"],
+        cpu_usd_per_hour=lm["cpu_usd_per_hour"], cpu_watts=lm["cpu_watts"],
+        throughput_per_s=small["throughput_per_s"], throughput_measured=True), prices)
+    html_path, md_path = write_report(out_file, small, llm, costs)
+    return html_path, md_path, small, llm
+
+
+# --------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("offramp-demo"), "--out", "-o", help="Where to write the model and the report."),
+    time_limit: float = typer.Option(30.0, "--time-limit", help="Seconds the model search may take."),
+    quiet: bool = QUIET,
+):
+    """The whole story on the bundled support-inbox data: train, evaluate, compare, report."""
+    import time
+
+    from offramp.data.demo import demo_paths
+    from offramp.data.io import read_dataset
+    from offramp.models.training import train as train_model
+
+    _positive("--time-limit", time_limit)
+    t0 = time.perf_counter()
+    train_path, test_path, llm_path = demo_paths()
+    ds = read_dataset(train_path)
+    _info(f"support inbox: {len(ds)} training messages, labels {', '.join(sorted(set(ds.labels)))}", quiet)
+    model_dir = out_dir / "model"
+    with _status("training", quiet) as say:
+        res = train_model(ds, model_dir, time_limit=time_limit, on_progress=say)
+    _warn(res.warnings)
+    _info(f"trained {res.selection.winner} in {res.metrics['train_seconds']:.1f} s "
+          f"(CV macro-F1 {res.metrics['cv_macro_f1']:.4f})", quiet)
+    html_path, md_path, small, llm = build_report(model_dir, test_path, llm_path, out_dir / "report.html",
+                                                  "text", "label", 100_000, quiet)
+    _print_side_by_side(small, llm)
+    out.print(f"model in {model_dir}; report in {html_path} (and {md_path.name}); "
+              f"whole demo {time.perf_counter() - t0:.1f} s")
+
+
+# --------------------------------------------------------------------------- entry point
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point: maps every failure to a one-line message and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        e.show()
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    except OfframpError as e:
+        err.print(f"[red]error:[/red] {e.message}", markup=True, highlight=False)
+        if e.hint:
+            err.print(f"  fix: {e.hint}")
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as e:  # an internal failure: say what, not a traceback (OFFRAMP_DEBUG=1 shows it)
+        if os.environ.get("OFFRAMP_DEBUG"):
+            raise
+        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (set OFFRAMP_DEBUG=1 for the traceback)")
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,265 @@
+"""The side-by-side report: small model vs LLM, as HTML (self-contained, inline SVG) and Markdown.
+
+No plotting library: the charts are small SVG drawings, so the report opens anywhere, offline,
+and the core install stays light.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from offramp.costs.calculator import CostReport
+
+PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444"]
+
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(v, kind: str) -> str:
+    if v is None:
+        return "—"
+    if kind == "pct":
+        return f"{100 * v:.1f}%"
+    if kind == "f3":
+        return f"{v:.3f}"
+    if kind == "ms":
+        return f"{v:.3f} ms" if v < 10 else f"{v:,.0f} ms"
+    if kind == "rate":
+        return f"{v:,.0f}/s"
+    if kind == "bytes":
+        return f"{v / 1e6:.2f} MB"
+    if kind == "usd":
+        return f"${v:,.4f}" if v < 1 else f"${v:,.2f}"
+    if kind == "s":
+        return f"{v:.1f} s"
+    return str(v)
+
+
+def side_by_side_rows(small: dict, llm: dict | None) -> list[tuple[str, str, str | None]]:
+    """(metric, small model, LLM) rows shared by the terminal table, the HTML and the Markdown."""
+    def get(d, *path):
+        for p in path:
+            if not isinstance(d, dict):
+                return None
+            d = d.get(p)
+        return d
+
+    spec = [
+        ("macro-F1", ("macro_f1",), "f3"),
+        ("accuracy", ("accuracy",), "pct"),
+        ("latency p50", ("latency_ms", "p50"), "ms"),
+        ("latency p99", ("latency_ms", "p99"), "ms"),
+        ("throughput", ("throughput_per_s",), "rate"),
+        ("model size", ("model_bytes",), "bytes"),
+        ("$ per 1M messages", ("cost_per_million_usd",), "usd"),
+        ("training time", ("train_seconds",), "s"),
+    ]
+    rows = []
+    for name, path, kind in spec:
+        rows.append((name, _fmt(get(small, *path), kind), _fmt(get(llm, *path), kind) if llm else None))
+    return rows
+
+
+# ---------------------------------------------------------------- SVG charts
+def svg_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: str) -> str:
+    n = len(labels)
+    cell, left, top = 46, 130, 40
+    w, h = left + cell * n + 20, top + cell * n + 110
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{_e(title)}">',
+             f'<text x="{left}" y="20" font-weight="bold">{_e(title)}</text>']
+    for i, row in enumerate(matrix):
+        total = sum(row) or 1
+        for j, v in enumerate(row):
+            share = v / total
+            color = f"rgba(37,99,235,{0.08 + 0.92 * share:.3f})" if i == j else f"rgba(239,68,68,{min(1, 0.08 + 2 * share):.3f})"
+            if v == 0:
+                color = "#f8fafc"
+            x, y = left + j * cell, top + i * cell
+            parts.append(f'<rect x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" fill="{color}"><title>'
+                         f'true {_e(labels[i])}, predicted {_e(labels[j])}: {v}</title></rect>')
+            parts.append(f'<text x="{x + cell / 2 - 1}" y="{y + cell / 2 + 4}" text-anchor="middle" font-size="12">{v}</text>')
+        parts.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end" font-size="12">{_e(labels[i])}</text>')
+    for j, lab in enumerate(labels):
+        x = left + j * cell + cell / 2
+        parts.append(f'<text transform="translate({x},{top + n * cell + 8}) rotate(40)" font-size="12">{_e(lab)}</text>')
+    parts.append(f'<text x="8" y="{top + n * cell / 2}" font-size="11" fill="#555">true ↓</text>')
+    parts.append(f'<text x="{left}" y="{h - 6}" font-size="11" fill="#555">predicted →</text></svg>')
+    return "".join(parts)
+
+
+def svg_grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float]], title: str) -> str:
+    """Values in [0, 1], one group per category, one bar per series."""
+    k = max(1, len(series))
+    bar, gap, left, top, height = 16, 18, 40, 36, 180
+    w = left + len(categories) * (k * bar + gap) + 160
+    h = top + height + 80
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{_e(title)}">',
+             f'<text x="{left}" y="20" font-weight="bold">{_e(title)}</text>']
+    for t in (0, 0.5, 1.0):
+        y = top + height * (1 - t)
+        parts.append(f'<line x1="{left}" x2="{w - 150}" y1="{y}" y2="{y}" stroke="#ddd"/>'
+                     f'<text x="{left - 4}" y="{y + 4}" text-anchor="end" font-size="11">{t:.1f}</text>')
+    for ci, cat in enumerate(categories):
+        x0 = left + ci * (k * bar + gap) + gap / 2
+        for si, (name, values) in enumerate(series.items()):
+            v = max(0.0, min(1.0, float(values[ci] or 0)))
+            x, bh = x0 + si * bar, height * v
+            parts.append(f'<rect x="{x}" y="{top + height - bh}" width="{bar - 2}" height="{bh}" fill="{PALETTE[si % 4]}">'
+                         f'<title>{_e(name)} {_e(cat)}: {v:.3f}</title></rect>')
+        parts.append(f'<text transform="translate({x0},{top + height + 12}) rotate(35)" font-size="11">{_e(cat)}</text>')
+    for si, name in enumerate(series):
+        y = top + 10 + si * 18
+        parts.append(f'<rect x="{w - 145}" y="{y - 10}" width="12" height="12" fill="{PALETTE[si % 4]}"/>'
+                     f'<text x="{w - 128}" y="{y}" font-size="12">{_e(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def svg_cost_bars(names: Sequence[str], values: Sequence[float], title: str) -> str:
+    """Horizontal bars on a log scale ($ per 1M messages spans many orders of magnitude)."""
+    left, top, row, width = 210, 36, 24, 420
+    vals = [max(v, 1e-6) for v in values]
+    lo = math.floor(math.log10(min(vals)))
+    hi = math.ceil(math.log10(max(vals))) + (1 if max(vals) == min(vals) else 0)
+    span = max(hi - lo, 1)
+    h = top + row * len(names) + 40
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 120}" height="{h}" role="img" aria-label="{_e(title)}">',
+             f'<text x="{left}" y="20" font-weight="bold">{_e(title)}</text>']
+    for d in range(lo, hi + 1):
+        x = left + width * (d - lo) / span
+        parts.append(f'<line x1="{x}" x2="{x}" y1="{top - 4}" y2="{h - 30}" stroke="#eee"/>'
+                     f'<text x="{x}" y="{h - 16}" text-anchor="middle" font-size="10">${10.0 ** d:g}</text>')
+    for i, (n, v) in enumerate(zip(names, vals)):
+        y = top + i * row
+        bw = max(2.0, width * (math.log10(v) - lo) / span)
+        color = PALETTE[2] if "small model" in n else PALETTE[0]
+        parts.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end" font-size="12">{_e(n)}</text>'
+                     f'<rect x="{left}" y="{y + 3}" width="{bw}" height="{row - 8}" fill="{color}"/>'
+                     f'<text x="{left + bw + 4}" y="{y + 14}" font-size="11">{_e(_fmt(v, "usd"))}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def svg_reliability(bins: Sequence[dict], title: str) -> str:
+    size, left, top = 220, 40, 34
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + size + 30}" height="{top + size + 40}" role="img" aria-label="{_e(title)}">',
+             f'<text x="{left}" y="20" font-weight="bold">{_e(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#ccc"/>',
+             f'<line x1="{left}" y1="{top + size}" x2="{left + size}" y2="{top}" stroke="#999" stroke-dasharray="4"/>']
+    for b in bins:
+        if not b["count"]:
+            continue
+        x = left + size * b["lo"]
+        bw = size * (b["hi"] - b["lo"])
+        bh = size * b["accuracy"]
+        parts.append(f'<rect x="{x + 1}" y="{top + size - bh}" width="{bw - 2}" height="{bh}" fill="{PALETTE[0]}" opacity="0.75">'
+                     f'<title>confidence {b["lo"]:.1f}–{b["hi"]:.1f}: accuracy {b["accuracy"]:.3f} over {b["count"]} messages</title></rect>')
+    parts.append(f'<text x="{left + size / 2}" y="{top + size + 28}" text-anchor="middle" font-size="11">confidence</text>'
+                 f'<text x="12" y="{top + size / 2}" font-size="11" transform="rotate(-90 12 {top + size / 2})" text-anchor="middle">accuracy</text></svg>')
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- documents
+def _per_class_rows(small: dict, llm: dict | None) -> list[list[str]]:
+    rows = []
+    for lab, m in small["per_class"].items():
+        row = [lab, str(m["support"]), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}"]
+        if llm:
+            o = llm["per_class"].get(lab, {})
+            row += [f"{o.get('precision', 0):.3f}", f"{o.get('recall', 0):.3f}", f"{o.get('f1', 0):.3f}"]
+        rows.append(row)
+    return rows
+
+
+def write_report(out: str | Path, small: dict, llm: dict | None = None, costs: CostReport | None = None,
+                 title: str = "offramp report") -> tuple[Path, Path]:
+    """Write ``out`` (HTML) and the same content as Markdown beside it; return both paths."""
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        out = out.with_suffix(".html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    md_path = out.with_suffix(".md")
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    llm_name = llm.get("model", "LLM") if llm else None
+    sbs = side_by_side_rows(small, llm)
+    pcr = _per_class_rows(small, llm)
+    warnings = list(small.get("warnings", [])) + [f"LLM: {w}" for w in (llm or {}).get("warnings", [])]
+
+    # ---- Markdown
+    md = [f"# {title}", "", f"Model `{small.get('model_dir', '')}` ({small.get('model', '')}) on `{small.get('data', '')}` "
+          f"({small['n']} messages). Written {created}.", ""]
+    head = ["metric", "small model"] + ([f"LLM ({llm_name})"] if llm else [])
+    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join([r[0], r[1]] + ([r[2]] if llm else [])) + " |" for r in sbs]
+    md += ["", "## Per class", ""]
+    ph = ["label", "support", "precision", "recall", "F1"] + (["LLM precision", "LLM recall", "LLM F1"] if llm else [])
+    md += ["| " + " | ".join(ph) + " |", "|" + "---|" * len(ph)] + ["| " + " | ".join(r) + " |" for r in pcr]
+    labels = small["confusion"]["labels"]
+    md += ["", "## Confusion matrix (small model; rows: true, columns: predicted)", "",
+           "| | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+    md += ["| " + labels[i] + " | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(small["confusion"]["matrix"])]
+    if small.get("ece") is not None:
+        md += ["", f"Expected calibration error of the small model's confidence: {small['ece']:.4f}."]
+    if costs:
+        md += ["", "## Cost at "
+               f"{costs.inputs.messages_per_month:,.0f} messages a month", "",
+               "| option | $ per 1M messages | $ per month | Wh per 1M messages |", "|---|---|---|---|"]
+        md += [f"| {r.name} | {_fmt(r.usd_per_million, 'usd')} | {_fmt(r.usd_per_month, 'usd')} | {r.wh_per_million:,.1f} |" for r in costs.rows]
+        md += [""] + [f"- {a}" for a in costs.assumptions]
+    if warnings:
+        md += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+
+    # ---- HTML
+    def table(head: list[str], rows: list[list[str]]) -> str:
+        th = "".join(f"<th>{_e(h)}</th>" for h in head)
+        trs = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+    charts = [svg_heatmap(labels, small["confusion"]["matrix"], "Confusion matrix: small model")]
+    if llm:
+        charts.append(svg_heatmap(llm["confusion"]["labels"], llm["confusion"]["matrix"], f"Confusion matrix: {llm_name}"))
+    f1_series = {"small model": [m["f1"] for m in small["per_class"].values()]}
+    if llm:
+        f1_series[llm_name] = [llm["per_class"].get(lab, {}).get("f1", 0.0) for lab in small["per_class"]]
+    charts.append(svg_grouped_bars(list(small["per_class"]), f1_series, "F1 per class"))
+    if small.get("reliability"):
+        charts.append(svg_reliability(small["reliability"], "Reliability: small model"))
+    cost_html = ""
+    if costs:
+        charts.append(svg_cost_bars([r.name for r in costs.rows], [r.usd_per_million for r in costs.rows],
+                                    "$ per 1M messages (log scale)"))
+        cost_html = (f"<h2>Cost at {costs.inputs.messages_per_month:,.0f} messages a month</h2>"
+                     + table(["option", "$ per 1M messages", "$ per month", "Wh per 1M messages"],
+                             [[r.name, _fmt(r.usd_per_million, "usd"), _fmt(r.usd_per_month, "usd"), f"{r.wh_per_million:,.1f}"]
+                              for r in costs.rows])
+                     + "<ul>" + "".join(f"<li>{_e(a)}</li>" for a in costs.assumptions) + "</ul>")
+    warn_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>") if warnings else ""
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<style>
+body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#111;padding:0 1rem}}
+table{{border-collapse:collapse;margin:1rem 0}} th,td{{border:1px solid #ddd;padding:4px 10px;text-align:right}}
+th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
+.charts{{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}} .muted{{color:#555}}
+</style></head><body>
+<h1>{_e(title)}</h1>
+<p class="muted">Model <code>{_e(small.get('model_dir', ''))}</code> ({_e(small.get('model', ''))}) on <code>{_e(small.get('data', ''))}</code>
+({small['n']} messages). Written {_e(created)}.</p>
+<h2>Side by side</h2>
+{table(head, [[r[0], r[1]] + ([r[2]] if llm else []) for r in sbs])}
+<h2>Per class</h2>
+{table(ph, pcr)}
+<div class="charts">{''.join(charts)}</div>
+{cost_html}
+{warn_html}
+</body></html>
+"""
+    out.write_text(page, encoding="utf-8")
+    return out, md_path

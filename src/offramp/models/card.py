@@ -1,0 +1,66 @@
+"""The model card: a Markdown account of a trained model, filled from the real training facts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """Markdown for MODEL_CARD.md from the training summary and metrics."""
+    data = info["data"]
+    lines = [
+        f"# offramp model: {info['winner']}",
+        "",
+        f"Trained {info['created']} with offramp {info['offramp_version']} in {info['train_seconds']:.1f} s "
+        f"(time limit {info['time_limit']:.0f} s, seed {info['seed']}).",
+        "",
+        "## Intended use",
+        "",
+        "Classifies short texts into the labels below, as the training data defined them. It is meant to take",
+        "over a narrow, stable task from an LLM; it knows nothing beyond these labels and should be re-evaluated",
+        "(`offramp eval`) whenever the incoming traffic changes. Low-confidence predictions are the ones to route",
+        "to a person or an LLM.",
+        "",
+        "## Training data",
+        "",
+        f"- source: `{data['path']}` ({data['rows_read']} rows read, {data['n']} used)",
+        f"- mean length: {data['mean_chars']:.0f} characters",
+    ]
+    for w in data.get("warnings", []):
+        lines.append(f"- warning: {w}")
+    lines += ["", "| label | examples |", "|---|---:|"]
+    for lab, c in data["class_counts"].items():
+        lines.append(f"| {lab} | {c} |")
+    lines += [
+        "",
+        "## Quality (cross-validated on the training data)",
+        "",
+        f"- folds: {info['n_folds']} (stratified)",
+        f"- macro-F1: {metrics['cv_macro_f1']:.4f}, accuracy: {metrics['cv_accuracy']:.4f}",
+        f"- expected calibration error: {metrics['ece_uncalibrated']:.4f} before, "
+        f"{metrics['ece_calibrated']:.4f} after temperature scaling (T = {metrics['temperature']:.3f})",
+        "",
+        "## What was tried",
+        "",
+        "| candidate | description | CV macro-F1 | CV accuracy | seconds | status |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for r in info["candidates"]:
+        f1 = "—" if r["cv_macro_f1"] is None else f"{r['cv_macro_f1']:.4f}"
+        acc = "—" if r["cv_accuracy"] is None else f"{r['cv_accuracy']:.4f}"
+        mark = " **(chosen)**" if r["name"] == info["winner"] else ""
+        lines.append(f"| {r['name']}{mark} | {r['description']} | {f1} | {acc} | {r['seconds']:.1f} | {r['status']} |")
+    lines += [
+        "",
+        f"Chosen: the highest cross-validated macro-F1 (ties go to the candidate listed first).",
+        "",
+        "## Size",
+        "",
+        f"- model files: {metrics.get('model_bytes', 0) / 1e6:.2f} MB; features: {info['n_features']:,}",
+        "",
+    ]
+    return "\n".join(lines)
