@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -29,7 +28,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 TEXT_COL = typer.Option("text", "--text-col", help="Name of the column holding the texts.")
 LABEL_COL = typer.Option("label", "--label-col", help="Name of the column holding the labels.")
@@ -49,7 +48,7 @@ def _status(message: str, quiet: bool):
 
 def _warn(warnings: list[str]) -> None:
     for w in warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}")
+        err.print(f"warning: {w}", markup=False)
 
 
 def _info(msg: str, quiet: bool) -> None:
@@ -395,26 +394,20 @@ def demo(
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: maps every failure to a one-line message and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.UsageError as e:
-        e.show()
-        sys.exit(2)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        app(args=argv)  # usage errors are the CLI framework's: it prints them and exits with 2
+    except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
     except OfframpError as e:
-        err.print(f"[red]error:[/red] {e.message}", markup=True, highlight=False)
-        if e.hint:
-            err.print(f"  fix: {e.hint}")
+        # plain text: a message may contain brackets that markup would eat
+        err.print(f"error: {e.message}" + (f" (fix: {e.hint})" if e.hint else ""), markup=False)
         sys.exit(e.exit_code)
     except BrokenPipeError:
         sys.exit(0)
     except Exception as e:  # an internal failure: say what, not a traceback (OFFRAMP_DEBUG=1 shows it)
         if os.environ.get("OFFRAMP_DEBUG"):
             raise
-        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (set OFFRAMP_DEBUG=1 for the traceback)")
+        err.print(f"internal error: {type(e).__name__}: {e} (set OFFRAMP_DEBUG=1 for the traceback)", markup=False)
         sys.exit(1)
     sys.exit(0)
 

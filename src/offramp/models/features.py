@@ -70,7 +70,7 @@ class NgramFeaturizer:
 
     def _char_buckets(self, norms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(doc index, bucket) for every character n-gram of every text, vectorised."""
-        padded = [" " + t + " " for t in norms]
+        padded = [" " + t + " " if t else "" for t in norms]
         lengths = np.fromiter((len(t) for t in padded), dtype=np.int64, count=len(padded))
         code = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
         total = code.shape[0]
@@ -83,6 +83,8 @@ class NgramFeaturizer:
         rows, buckets = [], []
         h = np.zeros(total, dtype=np.uint64)
         for n in range(1, hi + 1):
+            if n > total:
+                break
             # h[i] = hash of code[i : i + n]
             h[: total - n + 1] = h[: total - n + 1] * _P + code[n - 1 :]
             if n < lo:

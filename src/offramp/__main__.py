@@ -1,0 +1,3 @@
+from offramp.cli.main import run
+
+run()

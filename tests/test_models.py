@@ -1,0 +1,174 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from offramp.data.io import read_dataset
+from offramp.errors import ModelDirError
+from offramp.models.calibration import expected_calibration_error
+from offramp.models.base import softmax
+from offramp.models.features import NgramFeaturizer
+from offramp.models.selection import fast_candidates, select_model
+from offramp.models.store import load_model, save_model
+from offramp.models.tfidf import TfidfLinear
+
+
+def test_featurizer_single_path_matches_batch():
+    texts = ["How do I reset my PIN?", "merci beaucoup !", "Переведи это на английский", "", "🙂 ok"]
+    f = NgramFeaturizer(min_df=1).fit(texts)
+    X = f.transform(texts)
+    for i, t in enumerate(texts):
+        cols, w = f.transform_one(t)
+        dense = X[i].toarray()[0]
+        assert np.allclose(dense[cols], w)
+        assert X[i].nnz == len(cols)
+    assert X[3].nnz == 0  # empty text: no features, no crash
+    # each block is L2-normalised on its own
+    row = X[0].toarray()[0]
+    assert np.isclose(np.linalg.norm(row[: f.n_word_]), 1) and np.isclose(np.linalg.norm(row[f.n_word_:]), 1)
+
+
+def test_featurizer_state_round_trip():
+    texts = ["card arrived broken", "thank you so much", "card not working"]
+    f = NgramFeaturizer(min_df=1).fit(texts)
+    words, arrays = f.get_state()
+    g = NgramFeaturizer.from_state(f.get_config(), words, arrays)
+    assert (f.transform(texts) != g.transform(texts)).nnz == 0
+
+
+def test_binary_and_unicode_classification():
+    texts = ["спасибо большое", "спасибо", "благодарю вас", "где моя карта", "карта не пришла", "моя карта где"]
+    labels = ["THANKS"] * 3 + ["CARD"] * 3
+    m = TfidfLinear(min_df=1).fit(texts, labels)
+    assert list(m.predict(["спасибо!", "карта"])) == ["THANKS", "CARD"]
+    assert m.predict_proba(["спасибо"]).shape == (1, 2)
+    label, conf, p = m.predict_one("спасибо")
+    assert label == "THANKS" and 0.5 < conf <= 1 and np.isclose(p.sum(), 1)
+
+
+@pytest.fixture(scope="module")
+def small_model(inbox_sample, tmp_path_factory):
+    ds = read_dataset(inbox_sample[0])
+    sel = select_model(ds.texts, ds.labels, fast_candidates(len(ds.texts))[:2], time_limit=30, seed=0)
+    d = tmp_path_factory.mktemp("m") / "model"
+    save_model(sel.model, d)
+    return sel.model, d, read_dataset(inbox_sample[1])
+
+
+def test_save_load_round_trip_identical(small_model):
+    model, d, test = small_model
+    loaded = load_model(d)
+    assert list(loaded.predict(test.texts)) == list(model.predict(test.texts))
+    assert np.array_equal(loaded.predict_proba(test.texts), model.predict_proba(test.texts))
+    assert loaded.temperature_ == model.temperature_
+    for t in test.texts[:20]:
+        assert loaded.predict_one(t)[0] == model.predict_one(t)[0]
+
+
+def test_model_dir_has_no_pickle(small_model):
+    _, d, _ = small_model
+    with np.load(d / "arrays.npz", allow_pickle=False) as z:  # would raise if an object array were stored
+        assert all(z[k].dtype != object for k in z.files)
+    json.loads((d / "model.json").read_text())
+
+
+@pytest.mark.parametrize("damage", ["arrays", "model_json", "delete", "manifest_json"])
+def test_tampered_dir_refused(small_model, tmp_path, damage):
+    _, d, _ = small_model
+    t = tmp_path / "t"
+    shutil.copytree(d, t)
+    if damage == "arrays":
+        b = bytearray((t / "arrays.npz").read_bytes())
+        b[len(b) // 2] ^= 0xFF
+        (t / "arrays.npz").write_bytes(bytes(b))
+        match = "arrays.npz was changed after the model was saved"
+    elif damage == "model_json":
+        doc = json.loads((t / "model.json").read_text())
+        doc["temperature"] = 99.0
+        (t / "model.json").write_text(json.dumps(doc))
+        match = "model.json was changed after the model was saved"
+    elif damage == "delete":
+        (t / "arrays.npz").unlink()
+        match = "arrays.npz is missing"
+    else:
+        (t / "manifest.json").write_text("{not json")
+        match = "not a valid offramp manifest"
+    with pytest.raises(ModelDirError, match=match):
+        load_model(t)
+
+
+def test_foreign_and_missing_dirs_refused(tmp_path):
+    with pytest.raises(ModelDirError, match="does not exist"):
+        load_model(tmp_path / "nothing")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "model.pkl").write_bytes(b"\x80\x04")
+    with pytest.raises(ModelDirError, match="not an offramp model directory"):
+        load_model(tmp_path / "foreign")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelDirError, match="is a file"):
+        load_model(tmp_path / "file")
+
+
+def test_future_format_version_refused(small_model, tmp_path):
+    _, d, _ = small_model
+    t = tmp_path / "t"
+    shutil.copytree(d, t)
+    m = json.loads((t / "manifest.json").read_text())
+    m["format_version"] = 999
+    (t / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelDirError, match="format version 999"):
+        load_model(t)
+
+
+def test_signed_dir_with_key(small_model, tmp_path, monkeypatch):
+    model, _, _ = small_model
+    monkeypatch.setenv("OFFRAMP_MODEL_KEY", "secret-1")
+    save_model(model, tmp_path / "s")
+    load_model(tmp_path / "s")
+    monkeypatch.setenv("OFFRAMP_MODEL_KEY", "secret-2")
+    with pytest.raises(ModelDirError, match="signature that does not match"):
+        load_model(tmp_path / "s")
+    monkeypatch.delenv("OFFRAMP_MODEL_KEY")
+    save_model(model, tmp_path / "u")
+    monkeypatch.setenv("OFFRAMP_MODEL_KEY", "secret-1")
+    with pytest.raises(ModelDirError, match="not signed"):
+        load_model(tmp_path / "u")
+
+
+def test_save_refuses_to_clobber_other_dirs(small_model, tmp_path):
+    model, _, _ = small_model
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    with pytest.raises(ModelDirError, match="not an offramp model directory"):
+        save_model(model, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+    save_model(model, tmp_path / "again")
+    save_model(model, tmp_path / "again")  # replacing a model directory is fine
+    assert load_model(tmp_path / "again").classes_.tolist() == model.classes_.tolist()
+
+
+def test_selection_is_deterministic(inbox_sample):
+    ds = read_dataset(inbox_sample[0])
+    a = select_model(ds.texts, ds.labels, fast_candidates(len(ds.texts))[:3], time_limit=60, seed=7)
+    b = select_model(ds.texts, ds.labels, fast_candidates(len(ds.texts))[:3], time_limit=60, seed=7)
+    assert a.winner == b.winner
+    assert [r.cv_macro_f1 for r in a.results] == [r.cv_macro_f1 for r in b.results]
+    assert np.array_equal(a.model.coef_, b.model.coef_)
+
+
+def test_time_limit_skips_but_always_scores_one(inbox_sample):
+    ds = read_dataset(inbox_sample[0])
+    sel = select_model(ds.texts, ds.labels, fast_candidates(len(ds.texts)), time_limit=1e-6)
+    statuses = [r.status for r in sel.results]
+    assert statuses[0] == "scored" and all(s == "skipped: time limit" for s in statuses[1:])
+
+
+def test_calibration_lowers_ece_on_real_data(small_model):
+    model, _, test = small_model
+    idx = {c: i for i, c in enumerate(model.classes_)}
+    y = np.array([idx[lab] for lab in test.labels])
+    scores = model.decision_function(test.texts)
+    raw = expected_calibration_error(softmax(scores, 1.0), y)
+    cal = expected_calibration_error(softmax(scores, model.temperature_), y)
+    assert cal < raw
