@@ -1,27 +1,28 @@
 """Word and character n-gram TF-IDF features, computed with vectorised hashing.
 
 scikit-learn's ``TfidfVectorizer`` builds n-grams one Python string at a time, which caps a
-word+char model at roughly 10k messages/s and ~2 ms per single message. Here character n-grams are
-hashed for a whole batch at once with numpy (codepoints -> rolling 64-bit hash -> bucket), and a
-lookup table maps the buckets kept at fit time to columns. Word uni/bigrams go through a plain
-dict. The weighting matches scikit-learn's recipe: sublinear tf, smooth idf, and each block (words,
-characters) L2-normalised on its own, as a ``FeatureUnion`` of two vectorisers would do.
+word+char model at roughly 10k messages/s and ~2 ms per single message. Here a whole batch is
+turned into one array of Unicode codepoints, and every n-gram -- character n-grams and word
+n-grams alike -- gets a 64-bit polynomial hash from prefix sums (``hash(a, b) = (S[b] - S[a]) *
+P^-a mod 2^64``; P is odd, so it has an inverse). A lookup table maps the hash buckets kept at fit
+time to columns. No Python loop runs per n-gram, and the model stores no vocabulary strings.
 
-Everything the featurizer learns is plain data (a word list, integer and float arrays), so a model
-directory can store it without pickle.
+The weighting follows scikit-learn's recipe: sublinear tf, smooth idf, and each block (words,
+characters) L2-normalised on its own, as a ``FeatureUnion`` of two vectorisers would do.
+Everything learned is plain integer and float arrays, so a model directory stores it without pickle.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-from typing import Iterable, Sequence
+import threading
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-_WORD_RE = re.compile(r"\w+")
-_P = np.uint64(0x100000001B3)  # FNV-style multiplier for the rolling hash
+_MASK = (1 << 64) - 1
+_P = 0x100000001B3  # odd multiplier of the polynomial hash
+_PINV = pow(_P, -1, 1 << 64)
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _SHIFT = np.uint64(31)
@@ -32,16 +33,66 @@ def normalize(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+class _Tables:
+    """Process-wide caches: powers of P and its inverse, and which codepoints are word characters."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pw = np.ones(1, dtype=np.uint64)
+        self.ipw = np.ones(1, dtype=np.uint64)
+        self.word = np.zeros(0x110000, dtype=bool)
+        self.known = np.zeros(0x110000, dtype=bool)
+        ascii_word = [chr(c).isalnum() or chr(c) == "_" for c in range(128)]
+        self.word[:128] = ascii_word
+        self.known[:128] = True
+
+    def powers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.pw.shape[0] < n:
+            with self.lock:
+                if self.pw.shape[0] < n:
+                    size = max(n, 2 * self.pw.shape[0], 1 << 16)
+                    pw = np.full(size, _P, dtype=np.uint64)
+                    pw[0] = 1
+                    ipw = np.full(size, _PINV, dtype=np.uint64)
+                    ipw[0] = 1
+                    self.ipw = np.cumprod(ipw, dtype=np.uint64)
+                    self.pw = np.cumprod(pw, dtype=np.uint64)
+        return self.pw, self.ipw
+
+    def is_word(self, code: np.ndarray) -> np.ndarray:
+        high = code[code >= 128]
+        if high.size:
+            u = np.unique(high)
+            new = u[~self.known[u]]
+            for c in new.tolist():  # once per distinct non-ASCII codepoint per process
+                ch = chr(c)
+                self.word[c] = ch.isalnum() or ch == "_"
+            self.known[new] = True
+        return self.word[code]
+
+
+_TABLES = _Tables()
+
+
+def _mix(h: np.ndarray, salt: int) -> np.ndarray:
+    """Spread the bits of a polynomial hash (and make n-grams of different kinds/sizes differ)."""
+    k = h ^ np.uint64((salt * 0xD6E8FEB86659FD93) & _MASK)
+    k = k * _M1
+    k ^= k >> _SHIFT
+    return k * _M2
+
+
 class NgramFeaturizer:
-    """TF-IDF over word n-grams and hashed character n-grams.
+    """TF-IDF over hashed word n-grams and character n-grams.
 
     Parameters
     ----------
-    word_ngrams : (min_n, max_n) for word n-grams, or None to skip words.
+    word_ngrams : (min_n, max_n) for word n-grams (words are runs of letters, digits and ``_``),
+        or None to skip words.
     char_ngrams : (min_n, max_n) for character n-grams (over the text padded with a space on
         each side), or None to skip characters.
     min_df : keep an n-gram only if it occurs in at least this many training texts.
-    hash_bits : character n-grams are hashed into 2**hash_bits buckets before selection.
+    hash_bits : n-grams are hashed into 2**hash_bits buckets per block before selection.
 
     Example
     -------
@@ -57,114 +108,91 @@ class NgramFeaturizer:
         self.hash_bits = int(hash_bits)
 
     # ------------------------------------------------------------------ extraction
-    def _word_terms(self, norm: str) -> list[str]:
-        lo, hi = self.word_ngrams
-        toks = _WORD_RE.findall(norm)
-        terms: list[str] = []
-        for n in range(lo, hi + 1):
-            if n == 1:
-                terms.extend(toks)
-            else:
-                terms.extend(" ".join(toks[i : i + n]) for i in range(len(toks) - n + 1))
-        return terms
-
-    def _char_buckets(self, norms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(doc index, bucket) for every character n-gram of every text, vectorised."""
-        padded = [" " + t + " " if t else "" for t in norms]
+    def _buckets(self, texts: Sequence[str]) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """((doc, bucket) of word n-grams, (doc, bucket) of character n-grams) for a batch."""
+        padded = [" " + t + " " if t else "" for t in (normalize(x) for x in texts)]
         lengths = np.fromiter((len(t) for t in padded), dtype=np.int64, count=len(padded))
         code = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
         total = code.shape[0]
-        ends = np.cumsum(lengths)
-        end_of = np.repeat(ends, lengths)  # for each position, where its text ends
+        pw, ipw = _TABLES.powers(total + 1)
+        prefix = np.zeros(total + 1, dtype=np.uint64)
+        np.cumsum(code * pw[:total], out=prefix[1:])
         doc_of = np.repeat(np.arange(len(padded), dtype=np.int64), lengths)
-        pos = np.arange(total, dtype=np.int64)
-        lo, hi = self.char_ngrams
         shift = np.uint64(64 - self.hash_bits)
-        rows, buckets = [], []
-        h = np.zeros(total, dtype=np.uint64)
-        for n in range(1, hi + 1):
-            if n > total:
-                break
-            # h[i] = hash of code[i : i + n]
-            h[: total - n + 1] = h[: total - n + 1] * _P + code[n - 1 :]
-            if n < lo:
-                continue
-            valid = pos + n <= end_of
-            k = h[valid] ^ np.uint64((n * int(_M2)) & 0xFFFFFFFFFFFFFFFF)
-            k = k * _M1
-            k ^= k >> _SHIFT
-            k = k * _M2
-            buckets.append((k >> shift).astype(np.int64))
-            rows.append(doc_of[valid])
-        if not rows:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(rows), np.concatenate(buckets)
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        words = chars = empty
+        if self.word_ngrams and total:
+            is_word = _TABLES.is_word(code)
+            edge = np.diff(is_word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+            starts, ends = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+            h = (prefix[ends] - prefix[starts]) * ipw[starts]
+            docs = doc_of[starts]
+            rows, buckets = [], []
+            lo, hi = self.word_ngrams
+            hn = h.copy()
+            for n in range(1, hi + 1):
+                if n > 1:  # hash of tokens j..j+n-1 from the hash of j..j+n-2
+                    hn = hn[:-1] * _M1 + h[n - 1 :]
+                if n >= lo and hn.size:
+                    same = docs[: hn.size] == docs[n - 1 :]
+                    rows.append(docs[: hn.size][same])
+                    buckets.append((_mix(hn[same], 100 + n) >> shift).astype(np.int64))
+            if rows:
+                words = (np.concatenate(rows), np.concatenate(buckets))
+        if self.char_ngrams and total:
+            end_of = np.repeat(np.cumsum(lengths), lengths)
+            pos = np.arange(total, dtype=np.int64)
+            rows, buckets = [], []
+            lo, hi = self.char_ngrams
+            for n in range(lo, hi + 1):
+                if n > total:
+                    break
+                valid = np.flatnonzero(pos[: total - n + 1] + n <= end_of[: total - n + 1])
+                h = (prefix[valid + n] - prefix[valid]) * ipw[valid]
+                rows.append(doc_of[valid])
+                buckets.append((_mix(h, n) >> shift).astype(np.int64))
+            if rows:
+                chars = (np.concatenate(rows), np.concatenate(buckets))
+        return words, chars
 
     # ------------------------------------------------------------------ fit
+    def _document_frequency(self, rows: np.ndarray, buckets: np.ndarray) -> np.ndarray:
+        size = 1 << self.hash_bits
+        pairs = np.unique(rows * size + buckets)
+        return np.bincount(pairs & (size - 1), minlength=size)
+
     def fit(self, texts: Sequence[str]) -> "NgramFeaturizer":
         if not self.word_ngrams and not self.char_ngrams:
             raise ValueError("NgramFeaturizer needs word_ngrams or char_ngrams")
-        norms = [normalize(t) for t in texts]
-        n_docs = len(norms)
+        n_docs = len(texts)
         self.n_docs_ = n_docs
-        # words
-        if self.word_ngrams:
-            df: Counter = Counter()
-            for norm in norms:
-                df.update(set(self._word_terms(norm)))
-            kept = sorted(t for t, c in df.items() if c >= self.min_df)
-            self.words_ = kept
-            self._word_index = {t: i for i, t in enumerate(kept)}
-            wdf = np.array([df[t] for t in kept], dtype=np.float64)
-            self.word_idf_ = (np.log((1 + n_docs) / (1 + wdf)) + 1).astype(np.float32)
-        else:
-            self.words_, self._word_index = [], {}
-            self.word_idf_ = np.zeros(0, np.float32)
-        # characters
-        if self.char_ngrams:
-            rows, buckets = self._char_buckets(norms)
-            pairs = np.unique(rows * (1 << self.hash_bits) + buckets)
-            cdf = np.bincount(pairs & ((1 << self.hash_bits) - 1), minlength=1 << self.hash_bits)
-            self.char_buckets_ = np.flatnonzero(cdf >= self.min_df).astype(np.int64)
-            self.char_idf_ = (np.log((1 + n_docs) / (1 + cdf[self.char_buckets_])) + 1).astype(np.float32)
-        else:
-            self.char_buckets_ = np.zeros(0, np.int64)
-            self.char_idf_ = np.zeros(0, np.float32)
+        words, chars = self._buckets(texts)
+        for name, (rows, buckets) in (("word", words), ("char", chars)):
+            df = self._document_frequency(rows, buckets)
+            kept = np.flatnonzero(df >= self.min_df).astype(np.int64)
+            setattr(self, f"{name}_buckets_", kept)
+            setattr(self, f"{name}_idf_", (np.log((1 + n_docs) / (1 + df[kept])) + 1).astype(np.float32))
         self._build_lookup()
         return self
 
     def _build_lookup(self) -> None:
-        self._word_index = {t: i for i, t in enumerate(self.words_)}
-        self.n_word_ = len(self.words_)
+        self.n_word_ = len(self.word_buckets_)
         self.n_features_ = self.n_word_ + len(self.char_buckets_)
-        if self.char_ngrams:
-            lut = np.full(1 << self.hash_bits, -1, dtype=np.int64)
-            lut[self.char_buckets_] = np.arange(len(self.char_buckets_)) + self.n_word_
-            self._lut = lut
+        size = 1 << self.hash_bits
+        self._word_lut = np.full(size, -1, dtype=np.int32)
+        self._word_lut[self.word_buckets_] = np.arange(self.n_word_, dtype=np.int32)
+        self._char_lut = np.full(size, -1, dtype=np.int32)
+        self._char_lut[self.char_buckets_] = np.arange(len(self.char_buckets_), dtype=np.int32) + self.n_word_
         self.idf_ = np.concatenate([self.word_idf_, self.char_idf_]).astype(np.float32)
 
     # ------------------------------------------------------------------ transform
     def _pairs(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(row, column) for every known n-gram occurrence, duplicates kept."""
-        norms = [normalize(t) for t in texts]
-        rows_l, cols_l = [], []
-        if self.word_ngrams:
-            index = self._word_index
-            wr: list[int] = []
-            wc: list[int] = []
-            for r, norm in enumerate(norms):
-                ids = [index[t] for t in self._word_terms(norm) if t in index]
-                wc.extend(ids)
-                wr.extend([r] * len(ids))
-            rows_l.append(np.asarray(wr, dtype=np.int64))
-            cols_l.append(np.asarray(wc, dtype=np.int64))
-        if self.char_ngrams:
-            rows, buckets = self._char_buckets(norms)
-            cols = self._lut[buckets]
-            keep = cols >= 0
-            rows_l.append(rows[keep])
-            cols_l.append(cols[keep])
-        return np.concatenate(rows_l), np.concatenate(cols_l)
+        (wr, wb), (cr, cb) = self._buckets(texts)
+        wc, cc = self._word_lut[wb], self._char_lut[cb]
+        rows = np.concatenate([wr[wc >= 0], cr[cc >= 0]])
+        cols = np.concatenate([wc[wc >= 0], cc[cc >= 0]]).astype(np.int64)
+        return rows, cols
 
     def _weigh(self, rows: np.ndarray, cols: np.ndarray, data: np.ndarray) -> np.ndarray:
         """Counts -> sublinear tf * idf, each block L2-normalised per row."""
@@ -220,30 +248,33 @@ class NgramFeaturizer:
             "hash_bits": self.hash_bits,
         }
 
-    def get_state(self) -> tuple[list[str], dict[str, np.ndarray]]:
-        """Learned state as (word list, named arrays): no Python objects, safe to store."""
-        arrays = {
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Learned state as named arrays: no Python objects, safe to store."""
+        return {
+            "word_buckets": self.word_buckets_.astype(np.int64),
             "word_idf": self.word_idf_,
             "char_buckets": self.char_buckets_.astype(np.int64),
             "char_idf": self.char_idf_,
         }
-        return list(self.words_), arrays
 
     @classmethod
-    def from_state(cls, config: dict, words: Iterable[str], arrays: dict[str, np.ndarray]) -> "NgramFeaturizer":
+    def from_state(cls, config: dict, arrays: dict[str, np.ndarray]) -> "NgramFeaturizer":
         f = cls(
             word_ngrams=config.get("word_ngrams"),
             char_ngrams=config.get("char_ngrams"),
             min_df=config.get("min_df", 2),
             hash_bits=config.get("hash_bits", 21),
         )
-        f.words_ = list(words)
-        f.word_idf_ = np.asarray(arrays["word_idf"], dtype=np.float32)
-        f.char_buckets_ = np.asarray(arrays["char_buckets"], dtype=np.int64)
-        f.char_idf_ = np.asarray(arrays["char_idf"], dtype=np.float32)
-        if len(f.words_) != len(f.word_idf_) or len(f.char_buckets_) != len(f.char_idf_):
-            raise ValueError("featurizer state is inconsistent (vocabulary and idf lengths differ)")
-        if f.char_buckets_.size and (f.char_buckets_.min() < 0 or f.char_buckets_.max() >= 1 << f.hash_bits):
-            raise ValueError("featurizer state is inconsistent (character bucket out of range)")
+        if not 8 <= f.hash_bits <= 26:
+            raise ValueError(f"hash_bits {f.hash_bits} is out of range")
+        for name in ("word", "char"):
+            buckets = np.asarray(arrays[f"{name}_buckets"], dtype=np.int64)
+            idf = np.asarray(arrays[f"{name}_idf"], dtype=np.float32)
+            if buckets.shape != idf.shape or buckets.ndim != 1:
+                raise ValueError(f"featurizer state is inconsistent ({name} buckets and idf lengths differ)")
+            if buckets.size and (buckets.min() < 0 or buckets.max() >= 1 << f.hash_bits):
+                raise ValueError(f"featurizer state is inconsistent ({name} bucket out of range)")
+            setattr(f, f"{name}_buckets_", buckets)
+            setattr(f, f"{name}_idf_", idf)
         f._build_lookup()
         return f

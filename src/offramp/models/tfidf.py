@@ -118,13 +118,12 @@ class TfidfLinear(TextClassifier):
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        words, f_arrays = self.featurizer_.get_state()
+        f_arrays = self.featurizer_.get_state()
         meta = {
             "params": self.get_params(),
             "featurizer": self.featurizer_.get_config(),
             "classes": [str(c) for c in self.classes_],
             "temperature": float(self.temperature_),
-            "words": words,
         }
         arrays = {"coef": self.coef_.astype(np.float16), "intercept": self.intercept_, **f_arrays}
         return meta, arrays
@@ -132,7 +131,7 @@ class TfidfLinear(TextClassifier):
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "TfidfLinear":
         m = cls(**meta["params"])
-        m.featurizer_ = NgramFeaturizer.from_state(meta["featurizer"], meta["words"], arrays)
+        m.featurizer_ = NgramFeaturizer.from_state(meta["featurizer"], arrays)
         m.classes_ = np.asarray(meta["classes"]).astype(str)
         m.coef_ = np.asarray(arrays["coef"]).astype(np.float32)
         m.intercept_ = np.asarray(arrays["intercept"]).astype(np.float32)
