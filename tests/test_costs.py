@@ -35,6 +35,8 @@ def test_against_hand_computed_figures():
     assert local.usd_per_month == pytest.approx(0.072 * 730)
     # local energy: 20 W * (1/20000) s * 1e6 / 3600 = 0.2778 Wh per 1M
     assert local.wh_per_million == pytest.approx(20 / 20000 * 1e6 / 3600)
+    # GPU and CPU both billed always-on, CPU cheaper per month and per message: cheaper at any volume
+    assert gpu.breakeven_messages_per_month == 0
     # break-even: 52.56 $/month / (3.3e-5 - 1e-9) $/message
     assert api.breakeven_messages_per_month == pytest.approx(52.56 / (3.3e-5 - 1e-9))
 

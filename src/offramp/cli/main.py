@@ -27,7 +27,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(highlight=False, soft_wrap=True)
+# when piped, rich would assume 80 columns and squeeze the tables; give them room instead
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 TEXT_COL = typer.Option("text", "--text-col", help="Name of the column holding the texts.")
@@ -304,7 +305,8 @@ def cost(
     for c in ("option", "$ per 1M messages", f"$ {period}", "Wh per 1M messages", "small model cheaper above"):
         t.add_column(c, justify="left" if c == "option" else "right")
     for r in report.rows:
-        be = "—" if r.breakeven_messages_per_month is None else f"{r.breakeven_messages_per_month:,.0f}/month"
+        be = r.breakeven_messages_per_month
+        be = "—" if be is None else ("always" if be == 0 else f"{be:,.0f}/month")
         usd_period = r.usd_per_message * v if one_off else r.usd_per_month
         t.add_row(r.name, f"${r.usd_per_million:,.4f}" if r.usd_per_million < 1 else f"${r.usd_per_million:,.2f}",
                   f"${usd_period:,.2f}", f"{r.wh_per_million:,.1f}", be)

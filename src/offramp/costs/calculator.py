@@ -160,9 +160,11 @@ def compute_costs(inputs: CostInputs, prices: dict, models: Sequence[str] | None
         per = api_usd_per_message(table[n], inputs.tokens_in, inputs.tokens_out)
         rows.append(CostRow(n, "api", per, v * per, gpu_wh_per_million, table[n].get("source", ""), breakeven(per)))
     sh_per = inputs.gpu_usd_per_hour / 3600 * gpu_seconds_per_msg
-    rows.append(CostRow("self-hosted LLM (GPU)", "self-hosted", sh_per,
-                        max(inputs.gpu_usd_per_hour * HOURS_PER_MONTH, v * sh_per), gpu_wh_per_million,
-                        "price table assumptions", breakeven(sh_per)))
+    gpu_fixed = inputs.gpu_usd_per_hour * HOURS_PER_MONTH
+    # both are billed always-on: if the CPU instance costs less than the GPU, it is cheaper at any volume
+    sh_breakeven = 0.0 if local_fixed <= gpu_fixed and local_per_msg <= sh_per else breakeven(sh_per)
+    rows.append(CostRow("self-hosted LLM (GPU)", "self-hosted", sh_per, max(gpu_fixed, v * sh_per),
+                        gpu_wh_per_million, "price table assumptions", sh_breakeven))
     rows.append(local)
     assumptions = [
         f"{inputs.tokens_in:.0f} input and {inputs.tokens_out:.0f} output tokens per message",

@@ -62,5 +62,10 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
         f"- model files: {metrics.get('model_bytes', 0) / 1e6:.2f} MB; features: {info['n_features']:,}",
         "",
+        "## Speed (measured on the training machine, on training texts)",
+        "",
+        f"- single message, in process: p50 {metrics['latency_ms']['p50']:.3f} ms, p99 {metrics['latency_ms']['p99']:.3f} ms",
+        f"- batch: {metrics['throughput_per_s']:,.0f} messages/s",
+        "",
     ]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import numpy as np
 
 from offramp.data.io import Dataset
 from offramp.data.validate import check_training_set, text_fingerprints
+from offramp.evaluation.metrics import measure_latency, measure_throughput
 from offramp.models.card import render_card
 from offramp.models.selection import Selection, fast_candidates, select_model
 from offramp.models.store import model_bytes, save_model
@@ -70,6 +71,12 @@ def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float = 60.0, seed
         "n_train": len(ds.texts),
         "classes": [str(c) for c in classes],
     }
+    # speed on (a sample of) the training texts, so `offramp cost --model-dir` has a measured figure
+    sample = ds.texts[:2000]
+    if on_progress:
+        on_progress("measuring speed")
+    metrics["latency_ms"] = measure_latency(sel.model.predict_one, sample, n=500)
+    metrics["throughput_per_s"] = measure_throughput(sel.model.predict, sample, min_messages=10_000, min_seconds=0.5)
     fps = {"train_fingerprints": text_fingerprints(ds.texts, salt)}
     if on_progress:
         on_progress(f"writing {out}")
