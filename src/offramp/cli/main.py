@@ -285,6 +285,7 @@ def cost(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ):
     """Price the move: paid LLM API vs self-hosted LLM vs the small model, at your volume."""
+    from offramp.evaluation.report import breakeven_text
     for name, v in (("--messages-per-day", messages_per_day), ("--messages-per-month", messages_per_month),
                     ("--messages-total", messages_total), ("--tokens-in", tokens_in), ("--gpu-usd-per-hour", gpu_usd_per_hour),
                     ("--gpu-tokens-per-s", gpu_tokens_per_s), ("--cpu-usd-per-hour", cpu_usd_per_hour), ("--throughput", throughput)):
@@ -305,14 +306,13 @@ def cost(
     for c in ("option", "$ per 1M messages", f"$ {period}", "Wh per 1M messages", "small model cheaper above"):
         t.add_column(c, justify="left" if c == "option" else "right")
     for r in report.rows:
-        be = r.breakeven_messages_per_month
-        be = "—" if be is None else ("always" if be == 0 else f"{be:,.0f}/month")
+        be = breakeven_text(r)
         usd_period = r.usd_per_message * v if one_off else r.usd_per_month
         t.add_row(r.name, f"${r.usd_per_million:,.4f}" if r.usd_per_million < 1 else f"${r.usd_per_million:,.2f}",
                   f"${usd_period:,.2f}", f"{r.wh_per_million:,.1f}", be)
     out.print(t)
     for a in report.assumptions:
-        out.print(f"[dim]· {a}[/dim]")
+        out.print(f"· {a}", style="dim", markup=False)
 
 
 # --------------------------------------------------------------------------- report

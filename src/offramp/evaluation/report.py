@@ -41,6 +41,11 @@ def _fmt(v, kind: str) -> str:
     return str(v)
 
 
+def breakeven_text(row) -> str:
+    be = row.breakeven_messages_per_month
+    return "—" if be is None else ("always" if be == 0 else f"{be:,.0f} messages/month")
+
+
 def side_by_side_rows(small: dict, llm: dict | None) -> list[tuple[str, str, str | None]]:
     """(metric, small model, LLM) rows shared by the terminal table, the HTML and the Markdown."""
     def get(d, *path):
@@ -70,9 +75,10 @@ def side_by_side_rows(small: dict, llm: dict | None) -> list[tuple[str, str, str
 def svg_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: str) -> str:
     n = len(labels)
     cell, left, top = 46, 130, 40
-    w, h = left + cell * n + 20, top + cell * n + 110
+    longest = max((len(str(lab)) for lab in labels), default=4)
+    w, h = left + cell * n + 8 * longest, top + cell * n + 30 + 7 * longest
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{_e(title)}">',
-             f'<text x="{left}" y="20" font-weight="bold">{_e(title)}</text>']
+             f'<text x="8" y="20" font-weight="bold">{_e(title)}</text>']
     for i, row in enumerate(matrix):
         total = sum(row) or 1
         for j, v in enumerate(row):
@@ -209,8 +215,9 @@ def write_report(out: str | Path, small: dict, llm: dict | None = None, costs: C
     if costs:
         md += ["", "## Cost at "
                f"{costs.inputs.messages_per_month:,.0f} messages a month", "",
-               "| option | $ per 1M messages | $ per month | Wh per 1M messages |", "|---|---|---|---|"]
-        md += [f"| {r.name} | {_fmt(r.usd_per_million, 'usd')} | {_fmt(r.usd_per_month, 'usd')} | {r.wh_per_million:,.1f} |" for r in costs.rows]
+               "| option | $ per 1M messages | $ per month | Wh per 1M messages | small model cheaper above |", "|---|---|---|---|---|"]
+        md += [f"| {r.name} | {_fmt(r.usd_per_million, 'usd')} | {_fmt(r.usd_per_month, 'usd')} | {r.wh_per_million:,.1f} | {breakeven_text(r)} |"
+               for r in costs.rows]
         md += [""] + [f"- {a}" for a in costs.assumptions]
     if warnings:
         md += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
@@ -236,9 +243,9 @@ def write_report(out: str | Path, small: dict, llm: dict | None = None, costs: C
         charts.append(svg_cost_bars([r.name for r in costs.rows], [r.usd_per_million for r in costs.rows],
                                     "$ per 1M messages (log scale)"))
         cost_html = (f"<h2>Cost at {costs.inputs.messages_per_month:,.0f} messages a month</h2>"
-                     + table(["option", "$ per 1M messages", "$ per month", "Wh per 1M messages"],
-                             [[r.name, _fmt(r.usd_per_million, "usd"), _fmt(r.usd_per_month, "usd"), f"{r.wh_per_million:,.1f}"]
-                              for r in costs.rows])
+                     + table(["option", "$ per 1M messages", "$ per month", "Wh per 1M messages", "small model cheaper above"],
+                             [[r.name, _fmt(r.usd_per_million, "usd"), _fmt(r.usd_per_month, "usd"), f"{r.wh_per_million:,.1f}",
+                               breakeven_text(r)] for r in costs.rows])
                      + "<ul>" + "".join(f"<li>{_e(a)}</li>" for a in costs.assumptions) + "</ul>")
     warn_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>") if warnings else ""
     page = f"""<!doctype html>
