@@ -69,8 +69,10 @@ def train(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory to write the model to."),
     text_col: str = TEXT_COL,
     label_col: str = LABEL_COL,
-    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds the model search may take (the first candidate always runs)."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Seconds the model search may take (the first candidate always runs); default 60 / 180 / 300 for fast / balanced / best."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same data and seed give the same model."),
+    quality: str = typer.Option("auto", "--quality", help="fast (TF-IDF), balanced or best (add sentence embeddings); auto = balanced when the encoder is installed."),
+    latency_budget_ms: Optional[float] = typer.Option(None, "--latency-budget-ms", help="Only candidates whose single-message p99 fits this budget can win."),
     max_chars: int = MAX_CHARS,
     as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON on stdout."),
     quiet: bool = QUIET,
@@ -80,10 +82,12 @@ def train(
     from offramp.models.training import train as train_model
 
     _positive("--time-limit", time_limit)
+    _positive("--latency-budget-ms", latency_budget_ms)
     ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
     _info(f"read {len(ds)} texts from {data}", quiet)
     with _status("training", quiet) as say:
-        res = train_model(ds, out_dir, time_limit=time_limit, seed=seed, on_progress=say)
+        res = train_model(ds, out_dir, time_limit=time_limit, seed=seed, quality=quality,
+                          latency_budget_ms=latency_budget_ms, on_progress=say)
     _warn(res.warnings)
     m = res.metrics
     if as_json:
@@ -91,11 +95,12 @@ def train(
                                    "candidates": [r.as_dict() for r in res.selection.results], "warnings": res.warnings}))
         return
     t = Table(title=f"candidates ({res.selection.n_folds}-fold CV)")
-    for c in ("candidate", "CV macro-F1", "seconds", "status"):
+    for c in ("candidate", "CV macro-F1", "p99 ms", "seconds", "status"):
         t.add_column(c, justify="left" if c in ("candidate", "status") else "right")
     for r in res.selection.results:
         mark = " ✓" if r.name == res.selection.winner else ""
-        t.add_row(r.name + mark, "—" if r.cv_macro_f1 is None else f"{r.cv_macro_f1:.4f}", f"{r.seconds:.1f}", r.status)
+        t.add_row(r.name + mark, "—" if r.cv_macro_f1 is None else f"{r.cv_macro_f1:.4f}",
+                  "—" if r.latency_p99_ms is None else f"{r.latency_p99_ms:.2f}", f"{r.seconds:.1f}", r.status)
     if not quiet:
         out.print(t)
     out.print(f"model written to {out_dir} ({m['model_bytes'] / 1e6:.2f} MB) in {m['train_seconds']:.1f} s; "
@@ -364,7 +369,8 @@ def build_report(model_dir, data, llm_predictions, out_file, text_col, label_col
 @app.command()
 def demo(
     out_dir: Path = typer.Option(Path("offramp-demo"), "--out", "-o", help="Where to write the model and the report."),
-    time_limit: float = typer.Option(30.0, "--time-limit", help="Seconds the model search may take."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Seconds the model search may take (default: 30 fast, 45 with the encoder)."),
+    quality: str = typer.Option("auto", "--quality", help="fast, balanced, best, or auto (balanced when the encoder is installed)."),
     quiet: bool = QUIET,
 ):
     """The whole story on the bundled support-inbox data: train, evaluate, compare, report."""
@@ -380,8 +386,13 @@ def demo(
     ds = read_dataset(train_path)
     _info(f"support inbox: {len(ds)} training messages, labels {', '.join(sorted(set(ds.labels)))}", quiet)
     model_dir = out_dir / "model"
+    from offramp.models.training import resolve_quality
+
+    q, _ = resolve_quality(quality)
+    if time_limit is None:
+        time_limit = 30.0 if q == "fast" else 45.0
     with _status("training", quiet) as say:
-        res = train_model(ds, model_dir, time_limit=time_limit, on_progress=say)
+        res = train_model(ds, model_dir, time_limit=time_limit, quality=quality, on_progress=say)
     _warn(res.warnings)
     _info(f"trained {res.selection.winner} in {res.metrics['train_seconds']:.1f} s "
           f"(CV macro-F1 {res.metrics['cv_macro_f1']:.4f})", quiet)

@@ -16,7 +16,8 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"# offramp model: {info['winner']}",
         "",
         f"Trained {info['created']} with offramp {info['offramp_version']} in {info['train_seconds']:.1f} s "
-        f"(time limit {info['time_limit']:.0f} s, seed {info['seed']}).",
+        f"(quality {info.get('quality', 'fast')}, time limit {info['time_limit']:.0f} s, seed {info['seed']}"
+        + (f", latency budget {info['latency_budget_ms']:g} ms" if info.get("latency_budget_ms") else "") + ").",
         "",
         "## Intended use",
         "",
@@ -46,17 +47,20 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
         "## What was tried",
         "",
-        "| candidate | description | CV macro-F1 | CV accuracy | seconds | status |",
-        "|---|---|---:|---:|---:|---|",
+        "| candidate | description | CV macro-F1 | CV accuracy | p99 ms (one message) | seconds | status |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for r in info["candidates"]:
         f1 = "—" if r["cv_macro_f1"] is None else f"{r['cv_macro_f1']:.4f}"
         acc = "—" if r["cv_accuracy"] is None else f"{r['cv_accuracy']:.4f}"
+        lat = "—" if r.get("latency_p99_ms") is None else f"{r['latency_p99_ms']:.2f}"
         mark = " **(chosen)**" if r["name"] == info["winner"] else ""
-        lines.append(f"| {r['name']}{mark} | {r['description']} | {f1} | {acc} | {r['seconds']:.1f} | {r['status']} |")
+        lines.append(f"| {r['name']}{mark} | {r['description']} | {f1} | {acc} | {lat} | {r['seconds']:.1f} | {r['status']} |")
     lines += [
         "",
-        f"Chosen: the highest cross-validated macro-F1 (ties go to the candidate listed first).",
+        "Chosen: the highest cross-validated macro-F1 (ties, to 4 decimals, go to the candidate listed first)"
+        + (f" among candidates within the {info['latency_budget_ms']:g} ms latency budget" if info.get("latency_budget_ms") else "")
+        + ". Accurate-tier candidates also need the shared sentence encoder (about 23 MB, installed once).",
         "",
         "## Size",
         "",

@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
+from offramp.evaluation.metrics import measure_latency
 from offramp.models.calibration import expected_calibration_error, fit_temperature
 from offramp.models.base import softmax
 from offramp.models.tfidf import TfidfLinear
@@ -26,7 +27,7 @@ class Candidate:
     """A named model configuration to try."""
 
     name: str
-    make: Callable[[], TfidfLinear]
+    make: Callable[[], TfidfLinear]  # any model with feature_key / build_features / fit_features
     description: str = ""
 
 
@@ -38,6 +39,7 @@ class CandidateResult:
     cv_macro_f1: float | None = None
     cv_accuracy: float | None = None
     seconds: float = 0.0
+    latency_p99_ms: float | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -74,6 +76,43 @@ def fast_candidates(n_texts: int, seed: int = 0) -> list[Candidate]:
     ]
 
 
+QUALITIES = ("fast", "balanced", "best")
+
+
+def accurate_candidates(n_texts: int, seed: int = 0, best: bool = False) -> list[Candidate]:
+    """The accurate tier: sentence embeddings, stacked with TF-IDF or alone."""
+    from offramp.models.stacked import StackedLinear
+
+    min_df = 1 if n_texts < 2000 else 2
+    tf = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed)
+    out = [
+        Candidate("stacked-w12-c14-e1.5-C0.5", lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.5),
+                  "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x1.5), linear SVM C=0.5"),
+        Candidate("embed-logreg-C10", lambda: StackedLinear(None, None, seed=seed, loss="logreg", C=10.0),
+                  "MiniLM sentence embeddings, logistic regression C=10"),
+    ]
+    if best:
+        out += [
+            Candidate("stacked-w12-c14-e1-C0.5", lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.0),
+                      "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x1), linear SVM C=0.5"),
+            Candidate("stacked-w12-c14-e2-C1", lambda: StackedLinear(**tf, loss="svm", C=1.0, embed_weight=2.0),
+                      "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x2), linear SVM C=1"),
+        ]
+    return out
+
+
+def candidates_for(quality: str, n_texts: int, seed: int = 0) -> list[Candidate]:
+    """Search space per --quality: fast = TF-IDF only; balanced and best add the accurate tier."""
+    if quality not in QUALITIES:
+        raise ValueError(f"quality must be one of {QUALITIES}")
+    fast = fast_candidates(n_texts, seed)
+    if quality == "fast":
+        return fast
+    if quality == "balanced":
+        return fast[:2] + accurate_candidates(n_texts, seed)
+    return fast + accurate_candidates(n_texts, seed, best=True)
+
+
 def n_folds_for(labels: Sequence[str], wanted: int = 3) -> int:
     _, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
     return int(max(2, min(wanted, counts.min())))
@@ -87,12 +126,15 @@ def select_model(
     time_limit: float = 60.0,
     seed: int = 0,
     n_folds: int = 3,
+    latency_budget_ms: float | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> Selection:
     """Cross-validate ``candidates`` and return the best one, calibrated and refitted on everything.
 
     The first candidate is always scored; each further one only if the time spent so far plus its
     expected cost (measured on the candidates before it) stays within ``time_limit`` seconds.
+    Each scored candidate's single-message p99 latency is measured (on the first fold's model);
+    with ``latency_budget_ms`` only candidates within the budget can win (if none is, the fastest).
     """
     t0 = time.perf_counter()
     texts = list(texts)
@@ -108,11 +150,17 @@ def select_model(
     fit_cost: list[float] = []  # seconds per candidate, to forecast the next one
     for i, cand in enumerate(candidates):
         proto = cand.make()
-        key = repr(proto.make_featurizer().get_config())
+        key = proto.feature_key()
         elapsed = time.perf_counter() - t0
         forecast = max(fit_cost) if fit_cost else 0.0
-        if key not in feature_cache and fit_cost:
-            forecast *= 1.3
+        if key not in feature_cache:
+            if fit_cost:
+                forecast *= 1.3
+            if hasattr(proto, "estimate_feature_seconds"):
+                try:
+                    forecast += proto.estimate_feature_seconds(texts)
+                except Exception:  # the candidate will fail and say why below
+                    pass
         # keep room for the final refit of the winner (about one fold's worth)
         if i > 0 and elapsed + forecast * (1 + 1 / n_folds) > time_limit:
             results.append(CandidateResult(cand.name, cand.description, "skipped: time limit"))
@@ -121,10 +169,10 @@ def select_model(
         c0 = time.perf_counter()
         try:
             if key not in feature_cache:
-                feat = proto.make_featurizer().fit(texts)
-                feature_cache[key] = (feat, feat.transform(texts))
+                feature_cache[key] = proto.build_features(texts)
             feat, X = feature_cache[key]
             oof = np.zeros((len(y), len(classes)), dtype=np.float64)
+            first_fold_model = None
             for tr, te in folds:
                 m = cand.make().fit_features(feat, X[tr], y_str[tr])
                 scores = np.asarray(X[te] @ m.coef_) + m.intercept_
@@ -133,12 +181,17 @@ def select_model(
                 fill = np.full((len(te), len(classes)), -1e3)
                 fill[:, cols] = scores
                 oof[te] = fill
+                if first_fold_model is None:
+                    first_fold_model = (m, te)
             pred = oof.argmax(axis=1)
+            m, te = first_fold_model
+            lat = measure_latency(m.predict_one, [texts[i] for i in te[:200]], n=300, warmup=10)
             res = CandidateResult(
                 cand.name, cand.description, "scored",
                 cv_macro_f1=float(f1_score(y, pred, average="macro")),
                 cv_accuracy=float((pred == y).mean()),
                 seconds=time.perf_counter() - c0,
+                latency_p99_ms=lat["p99"],
             )
             oof_by_name[cand.name] = oof
         except Exception as e:  # one failing configuration should not sink the search
@@ -149,7 +202,17 @@ def select_model(
     scored = [r for r in results if r.status == "scored"]
     if not scored:
         raise RuntimeError("no candidate could be trained: " + "; ".join(r.status for r in results))
-    best = max(scored, key=lambda r: (round(r.cv_macro_f1, 4), -results.index(r)))
+    notes = []
+    eligible = scored
+    if latency_budget_ms is not None:
+        eligible = [r for r in scored if r.latency_p99_ms is not None and r.latency_p99_ms <= latency_budget_ms]
+        for r in scored:
+            if r not in eligible:
+                r.status = f"scored, over the {latency_budget_ms:g} ms latency budget"
+        if not eligible:
+            eligible = [min(scored, key=lambda r: r.latency_p99_ms or float("inf"))]
+            notes.append(f"no candidate met the {latency_budget_ms:g} ms budget; the fastest was taken")
+    best = max(eligible, key=lambda r: (round(r.cv_macro_f1, 4), -results.index(r)))
     oof = oof_by_name[best.name]
     temperature = fit_temperature(oof, y)
     ece_before = expected_calibration_error(softmax(oof, 1.0), y)
@@ -158,7 +221,7 @@ def select_model(
     say(f"refitting {best.name} on all {len(y)} texts")
     cand = next(c for c in candidates if c.name == best.name)
     proto = cand.make()
-    feat, X = feature_cache[repr(proto.make_featurizer().get_config())]
+    feat, X = feature_cache[proto.feature_key()]
     model = proto.fit_features(feat, X, y_str)
     model.temperature_ = temperature
-    return Selection(model, best.name, results, n_folds, ece_before, ece_after, time.perf_counter() - t0)
+    return Selection(model, best.name, results, n_folds, ece_before, ece_after, time.perf_counter() - t0, notes)

@@ -36,9 +36,10 @@ _MAX_JSON_BYTES = 512 * 1024 * 1024
 
 
 def _families() -> dict[str, type]:
+    from offramp.models.stacked import StackedLinear
     from offramp.models.tfidf import TfidfLinear
 
-    return {TfidfLinear.family: TfidfLinear}
+    return {TfidfLinear.family: TfidfLinear, StackedLinear.family: StackedLinear}
 
 
 def _sha256(path: Path) -> str:

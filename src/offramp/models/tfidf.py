@@ -76,13 +76,26 @@ class TfidfLinear(TextClassifier):
     def make_featurizer(self) -> NgramFeaturizer:
         return NgramFeaturizer(self.word_ngrams, self.char_ngrams, min_df=self.min_df)
 
+    # Model selection shares features between candidates: candidates with the same feature_key()
+    # reuse one build_features() result, and only the linear part is fitted per fold.
+    def feature_key(self) -> str:
+        return repr(self.make_featurizer().get_config())
+
+    def build_features(self, texts: Sequence[str]):
+        """(feature state, feature matrix) for ``texts``; the state is fitted without labels."""
+        featurizer = self.make_featurizer().fit(texts)
+        return featurizer, featurizer.transform(texts)
+
+    def _set_feature_state(self, state) -> None:
+        self.featurizer_ = state
+
     # ------------------------------------------------------------------ fit
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> "TfidfLinear":
-        featurizer = self.make_featurizer().fit(texts)
-        return self.fit_features(featurizer, featurizer.transform(texts), labels)
+        state, X = self.build_features(texts)
+        return self.fit_features(state, X, labels)
 
-    def fit_features(self, featurizer: NgramFeaturizer, X: sp.csr_matrix, labels: Sequence[str]) -> "TfidfLinear":
-        """Fit the linear part on features an already fitted featurizer produced."""
+    def fit_features(self, state, X, labels: Sequence[str]) -> "TfidfLinear":
+        """Fit the linear part on a feature matrix that ``build_features`` produced."""
         y = np.asarray(labels, dtype=object).astype(str)
         clf = make_linear(self.loss, self.C, self.seed).fit(X, y)
         coef = np.asarray(clf.coef_, dtype=np.float64)
@@ -90,7 +103,7 @@ class TfidfLinear(TextClassifier):
         if coef.shape[0] == 1:  # binary: one score s for the second class -> (-s/2, s/2)
             coef = np.vstack([-coef[0] / 2, coef[0] / 2])
             intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-        self.featurizer_ = featurizer
+        self._set_feature_state(state)
         self.classes_ = np.asarray(clf.classes_).astype(str)
         self.coef_ = coef.T.astype(np.float16).astype(np.float32)  # (n_features, n_classes)
         self.intercept_ = intercept.astype(np.float32)

@@ -15,7 +15,8 @@ from offramp.data.io import Dataset
 from offramp.data.validate import check_training_set, text_fingerprints
 from offramp.evaluation.metrics import measure_latency, measure_throughput
 from offramp.models.card import render_card
-from offramp.models.selection import Selection, fast_candidates, select_model
+from offramp.errors import UsageError
+from offramp.models.selection import QUALITIES, Selection, candidates_for, select_model
 from offramp.models.store import model_bytes, save_model
 
 
@@ -28,13 +29,45 @@ class TrainResult:
     warnings: list[str]
 
 
-def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float = 60.0, seed: int = 0,
+DEFAULT_TIME_LIMITS = {"fast": 60.0, "balanced": 180.0, "best": 300.0}
+
+
+def resolve_quality(quality: str | None) -> tuple[str, list[str]]:
+    """The quality to use: 'auto' (None) means balanced when the encoder is installed, else fast."""
+    from offramp.models import encoder
+
+    if quality in (None, "auto"):
+        if encoder.available():
+            return "balanced", []
+        return "fast", ["the sentence encoder is not installed, so only the fast tier was tried "
+                        f"({encoder.INSTALL_HINT})"]
+    if quality not in QUALITIES:
+        raise UsageError(f"--quality must be one of auto, {', '.join(QUALITIES)}; got {quality!r}")
+    if quality != "fast" and not encoder.available():
+        raise encoder.EncoderUnavailable(f"--quality {quality} needs the sentence encoder, which is not installed",
+                                         encoder.INSTALL_HINT)
+    return quality, []
+
+
+def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float | None = None, seed: int = 0,
+          quality: str | None = None, latency_budget_ms: float | None = None,
           on_progress: Callable[[str], None] | None = None) -> TrainResult:
-    """Select, calibrate and save a model for ``ds`` into the directory ``out``."""
+    """Select, calibrate and save a model for ``ds`` into the directory ``out``.
+
+    ``quality``: "fast" (TF-IDF only), "balanced" or "best" (adds sentence-embedding candidates),
+    or None for balanced when the encoder is installed. ``time_limit`` defaults per quality
+    (60 / 180 / 300 s). ``latency_budget_ms`` keeps candidates whose single-message p99 is larger
+    from winning.
+    """
     t0 = time.perf_counter()
     warnings = list(ds.warnings) + check_training_set(ds)
-    sel = select_model(ds.texts, ds.labels, fast_candidates(len(ds.texts), seed), time_limit=time_limit,
-                       seed=seed, on_progress=on_progress)
+    quality, notes = resolve_quality(quality)
+    warnings += notes
+    if time_limit is None:
+        time_limit = DEFAULT_TIME_LIMITS[quality]
+    sel = select_model(ds.texts, ds.labels, candidates_for(quality, len(ds.texts), seed), time_limit=time_limit,
+                       seed=seed, latency_budget_ms=latency_budget_ms, on_progress=on_progress)
+    warnings += sel.notes
     train_seconds = time.perf_counter() - t0
     best = next(r for r in sel.results if r.name == sel.winner)
     classes, counts = np.unique(np.asarray(ds.labels, dtype=object).astype(str), return_counts=True)
@@ -46,10 +79,12 @@ def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float = 60.0, seed
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "offramp_version": __version__,
         "time_limit": time_limit,
+        "quality": quality,
+        "latency_budget_ms": latency_budget_ms,
         "seed": seed,
         "train_seconds": train_seconds,
         "n_folds": sel.n_folds,
-        "n_features": int(sel.model.featurizer_.n_features_),
+        "n_features": int(sel.model.coef_.shape[0]),
         "candidates": [r.as_dict() for r in sel.results],
         "fingerprint_salt": salt.hex(),
         "data": {
