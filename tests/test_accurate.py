@@ -1,0 +1,135 @@
+"""The accurate tier against the real int8 MiniLM encoder (installed by scripts/setup.sh)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from offramp.data.io import read_dataset
+from offramp.errors import ModelDirError
+from offramp.models import encoder as enc_mod
+from offramp.models.encoder import SentenceEncoder
+from offramp.models.selection import accurate_candidates, fast_candidates, select_model
+from offramp.models.stacked import StackedLinear
+from offramp.models.store import _sha256, load_model, save_model
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    os.environ["OFFRAMP_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    return SentenceEncoder(cache=True)
+
+
+def test_encoder_is_installed_and_pinned():
+    assert enc_mod.available(), enc_mod.INSTALL_HINT
+    e = SentenceEncoder(cache=False)
+    assert e.model_sha256 == enc_mod.ONNX_SHA256
+
+
+def test_vectors_are_unit_length_and_meaningful(encoder):
+    v = encoder.encode_uncached(["my card has not arrived yet", "my new card still hasn't come",
+                                 "tell me a joke about cats"])
+    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    # paraphrases sit closer than unrelated texts
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+
+
+def test_mean_pooling_ignores_padding(encoder):
+    short = "thanks"
+    alone = encoder.encode_uncached([short])[0]
+    encoder_bs = encoder.batch_size
+    try:
+        encoder.batch_size = 2  # the short text is padded to the long one's length in one batch
+        batched = encoder.encode_uncached([short, "please explain in detail how the card replacement process works " * 3])[0]
+    finally:
+        encoder.batch_size = encoder_bs
+    assert float(alone @ batched) > 0.9999
+
+
+def test_cache_prevents_reencoding(encoder):
+    calls = []
+    real_run = encoder._run
+
+    def counting(texts):
+        calls.append(len(texts))
+        return real_run(texts)
+
+    encoder._run = counting
+    try:
+        texts = [f"where is card number {i}" for i in range(40)]
+        a = encoder.encode(texts)
+        first = sum(calls)
+        b = encoder.encode(texts + texts[:5])
+        assert first == 40 and sum(calls) == 40  # nothing encoded the second time
+        assert np.array_equal(a, b[:40]) and np.array_equal(b[40:], a[:5])
+    finally:
+        encoder._run = real_run
+
+
+def test_stacked_round_trip_and_encoder_mismatch(inbox_sample, tmp_path):
+    ds = read_dataset(inbox_sample[0])
+    test = read_dataset(inbox_sample[1])
+    m = StackedLinear(min_df=1).fit(ds.texts, ds.labels)
+    save_model(m, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert isinstance(loaded, StackedLinear)
+    assert np.array_equal(loaded.predict_proba(test.texts), m.predict_proba(test.texts))
+    for t in test.texts[:10]:
+        assert np.allclose(loaded.decision_one(t), m.decision_function([t])[0], atol=1e-3)
+    # a directory trained with another encoder (hashes intact) is refused by name
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    doc["encoder_id"] = "some-other-encoder"
+    (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
+    man = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    man["files"]["model.json"] = _sha256(tmp_path / "m" / "model.json")
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ModelDirError, match="trained with encoder some-other-encoder"):
+        load_model(tmp_path / "m")
+
+
+def test_embeddings_only_model(inbox_sample):
+    ds = read_dataset(inbox_sample[0])
+    m = StackedLinear(None, None, loss="logreg", C=10).fit(ds.texts, ds.labels)
+    assert m.featurizer_ is None and m.coef_.shape == (384, 4)
+    assert m.predict(["thank you very much!"])[0] == "GRATITUDE"
+
+
+def test_accurate_tier_wins_on_real_data_and_selection_is_deterministic(inbox_sample):
+    ds = read_dataset(inbox_sample[0])
+    cands = fast_candidates(len(ds.texts))[:1] + accurate_candidates(len(ds.texts))[:1]
+    a = select_model(ds.texts, ds.labels, cands, time_limit=300, seed=3)
+    b = select_model(ds.texts, ds.labels, cands, time_limit=300, seed=3)
+    assert [r.cv_macro_f1 for r in a.results] == [r.cv_macro_f1 for r in b.results]
+    assert a.winner == b.winner
+    by = {r.name: r for r in a.results}
+    assert all(r.latency_p99_ms and r.latency_p99_ms > 0 for r in a.results)
+    # on this data the stacked model is better in cross-validation, and it is the one chosen
+    assert by["stacked-w12-c14-e1.5-C0.5"].cv_macro_f1 > by["svm-w12-c14-C0.5"].cv_macro_f1
+    assert a.winner == "stacked-w12-c14-e1.5-C0.5"
+
+
+def test_latency_budget_keeps_the_slow_tier_out(inbox_sample, tmp_path):
+    out = tmp_path / "m"
+    r = run_cli("train", str(inbox_sample[0]), "--out", str(out), "--quality", "balanced",
+                "--latency-budget-ms", "2", "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert not res["winner"].startswith(("stacked", "embed"))
+    over = [c for c in res["candidates"] if "latency budget" in c["status"]]
+    assert over and all(c["latency_p99_ms"] > 2 for c in over)
+    assert "latency budget 2 ms" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_quality_flag_errors(inbox_sample, tmp_path):
+    r = run_cli("train", str(inbox_sample[0]), "--out", str(tmp_path / "m"), "--quality", "superb")
+    assert r.returncode == 2 and "--quality must be one of" in r.stderr
+    env = dict(os.environ, OFFRAMP_ENCODER_ONNX=str(tmp_path / "missing.onnx"))
+    r = run_cli("train", str(inbox_sample[0]), "--out", str(tmp_path / "m"), "--quality", "best", env=env)
+    assert r.returncode == 2 and "needs the sentence encoder" in r.stderr and "Traceback" not in r.stderr
+    # auto quality without an encoder falls back to the fast tier, and says so
+    r = run_cli("train", str(inbox_sample[0]), "--out", str(tmp_path / "m2"), "--json", "--quiet", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "only the fast tier was tried" in r.stderr
