@@ -73,6 +73,9 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Random seed: the same data and seed give the same model."),
     quality: str = typer.Option("auto", "--quality", help="fast (TF-IDF), balanced or best (add sentence embeddings); auto = balanced when the encoder is installed."),
     latency_budget_ms: Optional[float] = typer.Option(None, "--latency-budget-ms", help="Only candidates whose single-message p99 fits this budget can win."),
+    reject_target: Optional[str] = typer.Option(None, "--reject-target", help="Fit a \"don't know\" threshold to this target: in_scope_precision>=0.98 or oos_recall>=0.8."),
+    oos_label: Optional[str] = typer.Option(None, "--oos-label", help="The label of out-of-scope examples (trained as a class; also the answer when rejecting)."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Held-out labelled file to fit the threshold on (default: out-of-fold predictions)."),
     max_chars: int = MAX_CHARS,
     as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON on stdout."),
     quiet: bool = QUIET,
@@ -83,11 +86,16 @@ def train(
 
     _positive("--time-limit", time_limit)
     _positive("--latency-budget-ms", latency_budget_ms)
+    from offramp.models.rejection import RejectTarget
+
+    target = RejectTarget.parse(reject_target) if reject_target is not None else None
     ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
+    val_ds = read_dataset(val, text_col=text_col, label_col=label_col, max_chars=max_chars) if val else None
     _info(f"read {len(ds)} texts from {data}", quiet)
     with _status("training", quiet) as say:
         res = train_model(ds, out_dir, time_limit=time_limit, seed=seed, quality=quality,
-                          latency_budget_ms=latency_budget_ms, on_progress=say)
+                          latency_budget_ms=latency_budget_ms, reject_target=target, oos_label=oos_label,
+                          val=val_ds, on_progress=say)
     _warn(res.warnings)
     m = res.metrics
     if as_json:
@@ -105,6 +113,14 @@ def train(
         out.print(t)
     out.print(f"model written to {out_dir} ({m['model_bytes'] / 1e6:.2f} MB) in {m['train_seconds']:.1f} s; "
               f"CV macro-F1 {m['cv_macro_f1']:.4f}; calibration error {m['ece_uncalibrated']:.3f} → {m['ece_calibrated']:.3f}")
+    rej = m.get("rejection")
+    if rej:
+        h = rej["held_out"]
+        oos = "—" if h["oos_recall"] is None else f"{h['oos_recall']:.3f}"
+        out.print(f"don't know: confidence < {rej['threshold']:.4f} → {rej['label']} (target {rej['target']}, "
+                  f"{'met' if rej['met'] else 'NOT met'} on {rej['source']}: in-scope precision "
+                  f"{h['in_scope_precision']:.3f}, in-scope accuracy {h['in_scope_accuracy']:.3f}, oos recall {oos}, "
+                  f"answered {h['coverage']:.1%})")
 
 
 # --------------------------------------------------------------------------- eval
@@ -204,13 +220,15 @@ def predict(
             for start in range(0, len(items), step):
                 chunk = items[start : start + step]
                 proba = model.predict_proba(chunk)
+                labels = model.labels_from_proba(proba)
                 order = np.argsort(-proba, axis=1)[:, :k]
                 for j, t in enumerate(chunk):
                     o = order[j]
                     rec = {
                         "text": t,
-                        "label": str(model.classes_[o[0]]),
+                        "label": str(labels[j]),
                         "confidence": round(float(proba[j, o[0]]), 6),
+                        "rejected": bool(model.reject_threshold_ is not None and labels[j] != model.classes_[o[0]]),
                         "top": [{"label": str(model.classes_[c]), "score": round(float(proba[j, c]), 6)} for c in o],
                     }
                     sink.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -28,8 +28,9 @@ def evaluate_model(model, model_dir: str | os.PathLike, ds: Dataset, *, speed: b
     salt = bytes.fromhex(info["fingerprint_salt"]) if info.get("fingerprint_salt") else None
     warnings = list(ds.warnings) + check_test_set(ds, model.classes_, read_extra_array(model_dir, "train_fingerprints"), salt)
     proba = model.predict_proba(ds.texts)
-    pred = model.classes_[proba.argmax(axis=1)]
-    labels = list(model.classes_) + sorted(set(ds.labels) - set(model.classes_))
+    pred = model.labels_from_proba(proba)  # the reject label where the model does not know
+    labels = list(model.classes_)
+    labels += sorted((set(ds.labels) | set(pred)) - set(labels))
     out = classification_metrics(ds.labels, pred, labels)
     index = {c: i for i, c in enumerate(model.classes_)}
     known = np.array([lab in index for lab in ds.labels])

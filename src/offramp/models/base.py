@@ -28,6 +28,8 @@ class TextClassifier:
     family: ClassVar[str] = ""
     classes_: np.ndarray
     temperature_: float = 1.0
+    reject_threshold_: float | None = None  # below this confidence the answer is reject_label_
+    reject_label_: str | None = None
 
     # -- learning ---------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> "TextClassifier":  # pragma: no cover
@@ -44,14 +46,45 @@ class TextClassifier:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return softmax(self.decision_function(texts), self.temperature_)
 
+    def labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
+        """Top labels, with the reject label where the confidence is under the fitted threshold."""
+        labels = self.classes_[np.argmax(proba, axis=1)].astype(object)
+        if self.reject_threshold_ is not None:
+            labels[proba.max(axis=1) < self.reject_threshold_] = self.reject_label_
+        return labels.astype(str)
+
     def predict(self, texts: Sequence[str]) -> np.ndarray:
-        return self.classes_[np.argmax(self.decision_function(texts), axis=1)]
+        if self.reject_threshold_ is None:
+            return self.classes_[np.argmax(self.decision_function(texts), axis=1)]
+        return self.labels_from_proba(self.predict_proba(texts))
 
     def predict_one(self, text: str) -> tuple[str, float, np.ndarray]:
-        """(label, confidence, probabilities) for a single message, on the fast path."""
+        """(label, confidence, probabilities) for a single message, on the fast path.
+
+        When the confidence is under the rejection threshold the label is the reject label and the
+        confidence is the top probability that fell short.
+        """
         p = softmax(self.decision_one(text), self.temperature_)
         i = int(np.argmax(p))
+        if self.reject_threshold_ is not None and p[i] < self.reject_threshold_:
+            return str(self.reject_label_), float(p[i]), p
         return str(self.classes_[i]), float(p[i]), p
+
+    def common_meta(self) -> dict[str, Any]:
+        """State every family stores: classes, temperature, rejection rule."""
+        return {
+            "classes": [str(c) for c in self.classes_],
+            "temperature": float(self.temperature_),
+            "reject": None if self.reject_threshold_ is None
+            else {"threshold": float(self.reject_threshold_), "label": str(self.reject_label_)},
+        }
+
+    def load_common(self, meta: dict[str, Any]) -> None:
+        self.classes_ = np.asarray(meta["classes"]).astype(str)
+        self.temperature_ = float(meta["temperature"])
+        reject = meta.get("reject")
+        if reject:
+            self.reject_threshold_, self.reject_label_ = float(reject["threshold"]), str(reject["label"])
 
     # -- persistence --------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # pragma: no cover

@@ -45,6 +45,22 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"- expected calibration error: {metrics['ece_uncalibrated']:.4f} before, "
         f"{metrics['ece_calibrated']:.4f} after temperature scaling (T = {metrics['temperature']:.3f})",
         "",
+    ]
+    rej = metrics.get("rejection")
+    if rej:
+        h = rej["held_out"]
+        lines += [
+            "## Don't know",
+            "",
+            f"Messages whose confidence is under {rej['threshold']:.4f} are answered `{rej['label']}`. The threshold "
+            f"was fitted on {rej['source']} ({rej['n_held_out']} messages, {rej['n_oos_held_out']} out of scope) "
+            f"to the target {rej['target']} ({'met' if rej['met'] else 'NOT met'}). There it gave: in-scope precision "
+            f"{h['in_scope_precision']:.4f}, in-scope accuracy {h['in_scope_accuracy']:.4f}, "
+            f"out-of-scope recall {'—' if h['oos_recall'] is None else format(h['oos_recall'], '.4f')}, "
+            f"answered {h['coverage']:.1%}.",
+            "",
+        ]
+    lines += [
         "## What was tried",
         "",
         "| candidate | description | CV macro-F1 | CV accuracy | p99 ms (one message) | seconds | status |",

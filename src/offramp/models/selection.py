@@ -55,6 +55,7 @@ class Selection:
     ece_after: float
     seconds: float
     notes: list[str] = field(default_factory=list)
+    oof_proba: np.ndarray | None = None  # the winner's calibrated out-of-fold probabilities
 
 
 def fast_candidates(n_texts: int, seed: int = 0) -> list[Candidate]:
@@ -224,4 +225,5 @@ def select_model(
     feat, X = feature_cache[proto.feature_key()]
     model = proto.fit_features(feat, X, y_str)
     model.temperature_ = temperature
-    return Selection(model, best.name, results, n_folds, ece_before, ece_after, time.perf_counter() - t0, notes)
+    return Selection(model, best.name, results, n_folds, ece_before, ece_after, time.perf_counter() - t0, notes,
+                     softmax(oof, temperature))

@@ -94,8 +94,7 @@ class StackedLinear(TfidfLinear):
         meta = {
             "params": self.get_params(),
             "featurizer": self.featurizer_.get_config() if self.featurizer_ is not None else None,
-            "classes": [str(c) for c in self.classes_],
-            "temperature": float(self.temperature_),
+            **self.common_meta(),
             "encoder_id": self.encoder_.encoder_id,
         }
         arrays = {"coef": self.coef_.astype(np.float16), "intercept": self.intercept_}
@@ -114,10 +113,9 @@ class StackedLinear(TfidfLinear):
                                 f"but the installed one is {enc.encoder_id}", "install the same encoder or retrain")
         feat = NgramFeaturizer.from_state(meta["featurizer"], arrays) if meta.get("featurizer") else None
         m._set_feature_state((feat, enc))
-        m.classes_ = np.asarray(meta["classes"]).astype(str)
+        m.load_common(meta)
         m.coef_ = np.asarray(arrays["coef"]).astype(np.float32)
         m.intercept_ = np.asarray(arrays["intercept"]).astype(np.float32)
-        m.temperature_ = float(meta["temperature"])
         if m.coef_.shape != (m.n_tfidf_ + DIM, len(m.classes_)):
             raise ValueError("weights do not match the features and classes")
         return m

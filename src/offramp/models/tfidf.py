@@ -135,8 +135,7 @@ class TfidfLinear(TextClassifier):
         meta = {
             "params": self.get_params(),
             "featurizer": self.featurizer_.get_config(),
-            "classes": [str(c) for c in self.classes_],
-            "temperature": float(self.temperature_),
+            **self.common_meta(),
         }
         arrays = {"coef": self.coef_.astype(np.float16), "intercept": self.intercept_, **f_arrays}
         return meta, arrays
@@ -145,10 +144,9 @@ class TfidfLinear(TextClassifier):
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "TfidfLinear":
         m = cls(**meta["params"])
         m.featurizer_ = NgramFeaturizer.from_state(meta["featurizer"], arrays)
-        m.classes_ = np.asarray(meta["classes"]).astype(str)
+        m.load_common(meta)
         m.coef_ = np.asarray(arrays["coef"]).astype(np.float32)
         m.intercept_ = np.asarray(arrays["intercept"]).astype(np.float32)
-        m.temperature_ = float(meta["temperature"])
         if m.coef_.shape != (m.featurizer_.n_features_, len(m.classes_)) or m.intercept_.shape != (len(m.classes_),):
             raise ValueError("weights do not match the vocabulary and classes")
         return m

@@ -16,6 +16,7 @@ from offramp.data.validate import check_training_set, text_fingerprints
 from offramp.evaluation.metrics import measure_latency, measure_throughput
 from offramp.models.card import render_card
 from offramp.errors import UsageError
+from offramp.models.rejection import RejectTarget, fit_rejection
 from offramp.models.selection import QUALITIES, Selection, candidates_for, select_model
 from offramp.models.store import model_bytes, save_model
 
@@ -51,14 +52,22 @@ def resolve_quality(quality: str | None) -> tuple[str, list[str]]:
 
 def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float | None = None, seed: int = 0,
           quality: str | None = None, latency_budget_ms: float | None = None,
+          reject_target: RejectTarget | None = None, oos_label: str | None = None, val: Dataset | None = None,
           on_progress: Callable[[str], None] | None = None) -> TrainResult:
     """Select, calibrate and save a model for ``ds`` into the directory ``out``.
 
     ``quality``: "fast" (TF-IDF only), "balanced" or "best" (adds sentence-embedding candidates),
     or None for balanced when the encoder is installed. ``time_limit`` defaults per quality
     (60 / 180 / 300 s). ``latency_budget_ms`` keeps candidates whose single-message p99 is larger
-    from winning.
+    from winning. ``reject_target`` fits a "don't know" threshold on ``val`` (or, without it, on the
+    winner's out-of-fold predictions); ``oos_label`` names the out-of-scope label, which is also the
+    answer when the model does not know (default ``UNKNOWN``).
     """
+    if val is not None and reject_target is None:
+        raise UsageError("--val is used to fit the rejection threshold; give --reject-target too",
+                         "for example --reject-target in_scope_precision>=0.98")
+    if oos_label and oos_label not in set(ds.labels) and (val is None or oos_label not in set(val.labels)):
+        raise UsageError(f"--oos-label {oos_label!r} appears in neither the training nor the --val data")
     t0 = time.perf_counter()
     warnings = list(ds.warnings) + check_training_set(ds)
     quality, notes = resolve_quality(quality)
@@ -68,6 +77,20 @@ def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float | None = Non
     sel = select_model(ds.texts, ds.labels, candidates_for(quality, len(ds.texts), seed), time_limit=time_limit,
                        seed=seed, latency_budget_ms=latency_budget_ms, on_progress=on_progress)
     warnings += sel.notes
+    rejection = None
+    if reject_target is not None:
+        if val is not None:
+            proba, y_held, source = sel.model.predict_proba(val.texts), val.labels, f"held-out file {val.path}"
+        else:
+            proba, y_held, source = sel.oof_proba, ds.labels, "out-of-fold predictions on the training data"
+        rejection = fit_rejection(proba, sel.model.classes_, y_held, reject_target, oos_label)
+        rejection["source"] = source
+        rejection["label"] = oos_label or "UNKNOWN"
+        sel.model.reject_threshold_ = rejection["threshold"]
+        sel.model.reject_label_ = rejection["label"]
+        if not rejection["met"]:
+            warnings.append(f"the reject target {reject_target} was not reachable on the held-out data; "
+                            "the model rejects everything below the highest confidence seen")
     train_seconds = time.perf_counter() - t0
     best = next(r for r in sel.results if r.name == sel.winner)
     classes, counts = np.unique(np.asarray(ds.labels, dtype=object).astype(str), return_counts=True)
@@ -105,6 +128,7 @@ def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float | None = Non
         "train_seconds": train_seconds,
         "n_train": len(ds.texts),
         "classes": [str(c) for c in classes],
+        "rejection": rejection,
     }
     # speed on (a sample of) the training texts, so `offramp cost --model-dir` has a measured figure
     sample = ds.texts[:2000]
