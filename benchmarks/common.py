@@ -18,7 +18,7 @@ def banking77():
             rows = list(csv.DictReader(f))
         return [r["text"] for r in rows], [r["category"] for r in rows]
 
-    return load("train.csv"), load("test.csv")
+    return load("train.csv"), load("test.csv"), None
 
 
 def clinc150(oos_as_class: bool = True):

@@ -187,3 +187,9 @@ def test_reject_target_flag_errors(inbox_sample, tmp_path):
     p = run_cli("predict", str(tmp_path / "m"), "asdf qwerty zxcv")
     rec = json.loads(p.stdout)
     assert rec["rejected"] is True and rec["label"] == "UNKNOWN"
+    # the report draws the trade-off curve with the chosen point
+    r = run_cli("report", str(tmp_path / "m"), str(inbox_sample[1]), "--out", str(tmp_path / "r.html"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "Don&#x27;t know: target in_scope_precision&gt;=0.99" in page and "<polyline" in page
+    assert "Don't know: confidence under" in (tmp_path / "r.md").read_text()

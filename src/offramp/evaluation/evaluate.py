@@ -42,9 +42,11 @@ def evaluate_model(model, model_dir: str | os.PathLike, ds: Dataset, *, speed: b
     out["model"] = info.get("winner", doc.get("family"))
     out["model_bytes"] = model_bytes(model_dir)
     out["train_seconds"] = trained.get("train_seconds")
+    out["rejection"] = trained.get("rejection")
     if speed:
-        out["latency_ms"] = measure_latency(model.predict_one, ds.texts)
-        out["throughput_per_s"] = measure_throughput(model.predict, ds.texts)
+        with model.uncached():  # speed on texts as if new: no cached sentence vectors
+            out["latency_ms"] = measure_latency(model.predict_one, ds.texts)
+            out["throughput_per_s"] = measure_throughput(model.predict, ds.texts)
         cpu = cpu_usd_per_hour if cpu_usd_per_hour is not None else load_prices()["local_model"]["cpu_usd_per_hour"]
         out["cost_per_million_usd"] = cpu / 3600 / out["throughput_per_s"] * 1e6
     out["warnings"] = warnings

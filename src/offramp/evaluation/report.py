@@ -171,6 +171,31 @@ def svg_reliability(bins: Sequence[dict], title: str) -> str:
     return "".join(parts)
 
 
+def svg_rejection_curve(rejection: dict, title: str) -> str:
+    """The trade-off a "don't know" threshold makes, with the fitted point marked.
+
+    With out-of-scope examples in the held-out data: out-of-scope recall (x) against in-scope
+    accuracy (y); without them: share answered (x) against in-scope precision (y).
+    """
+    curve = rejection["curve"]
+    with_oos = all(p.get("oos_recall") is not None for p in curve)
+    xk, yk = ("oos_recall", "in_scope_accuracy") if with_oos else ("coverage", "in_scope_precision")
+    xl, yl = ("out-of-scope recall", "in-scope accuracy") if with_oos else ("share answered", "in-scope precision")
+    size, left, top = 220, 44, 34
+    pts = " ".join(f"{left + size * p[xk]:.1f},{top + size * (1 - p[yk]):.1f}" for p in curve)
+    chosen = rejection["held_out"]
+    cx, cy = left + size * chosen[xk], top + size * (1 - chosen[yk])
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + size + 30}" height="{top + size + 44}" role="img" aria-label="{_e(title)}">'
+            f'<text x="8" y="20" font-weight="bold">{_e(title)}</text>'
+            f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#ccc"/>'
+            f'<polyline points="{pts}" fill="none" stroke="{PALETTE[0]}" stroke-width="2"/>'
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{PALETTE[3]}"><title>threshold {rejection["threshold"]:.4f}: '
+            f'{_e(xl)} {chosen[xk]:.3f}, {_e(yl)} {chosen[yk]:.3f}</title></circle>'
+            f'<text x="{left}" y="{top + size + 16}" font-size="10">0</text><text x="{left + size - 6}" y="{top + size + 16}" font-size="10">1</text>'
+            f'<text x="{left + size / 2}" y="{top + size + 32}" text-anchor="middle" font-size="11">{_e(xl)}</text>'
+            f'<text x="12" y="{top + size / 2}" font-size="11" transform="rotate(-90 12 {top + size / 2})" text-anchor="middle">{_e(yl)}</text></svg>')
+
+
 # ---------------------------------------------------------------- documents
 def _per_class_rows(small: dict, llm: dict | None) -> list[list[str]]:
     rows = []
@@ -212,6 +237,13 @@ def write_report(out: str | Path, small: dict, llm: dict | None = None, costs: C
     md += ["| " + labels[i] + " | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(small["confusion"]["matrix"])]
     if small.get("ece") is not None:
         md += ["", f"Expected calibration error of the small model's confidence: {small['ece']:.4f}."]
+    rej = small.get("rejection")
+    if rej:
+        h = rej["held_out"]
+        md += ["", f"Don't know: confidence under {rej['threshold']:.4f} is answered `{rej['label']}` "
+               f"(target {rej['target']}, fitted on {rej['source']}: in-scope accuracy {h['in_scope_accuracy']:.3f}, "
+               f"out-of-scope recall {'—' if h['oos_recall'] is None else format(h['oos_recall'], '.3f')}, "
+               f"answered {h['coverage']:.1%})."]
     if costs:
         md += ["", "## Cost at "
                f"{costs.inputs.messages_per_month:,.0f} messages a month", "",
@@ -238,6 +270,8 @@ def write_report(out: str | Path, small: dict, llm: dict | None = None, costs: C
     charts.append(svg_grouped_bars(list(small["per_class"]), f1_series, "F1 per class"))
     if small.get("reliability"):
         charts.append(svg_reliability(small["reliability"], "Reliability: small model"))
+    if small.get("rejection"):
+        charts.append(svg_rejection_curve(small["rejection"], f"Don't know: target {small['rejection']['target']}"))
     cost_html = ""
     if costs:
         charts.append(svg_cost_bars([r.name for r in costs.rows], [r.usd_per_million for r in costs.rows],

@@ -9,6 +9,7 @@ Learned attributes end with ``_`` (``classes_``, ``temperature_``), as in scikit
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -85,6 +86,14 @@ class TextClassifier:
         reject = meta.get("reject")
         if reject:
             self.reject_threshold_, self.reject_label_ = float(reject["threshold"]), str(reject["label"])
+
+    def uncached(self):
+        """A context in which prediction computes everything afresh (for honest speed figures).
+
+        Families that cache work between calls (the accurate tier caches sentence vectors)
+        switch their cache off inside it; the fast tier has nothing to switch.
+        """
+        return contextlib.nullcontext(self)
 
     # -- persistence --------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # pragma: no cover

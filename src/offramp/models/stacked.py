@@ -11,6 +11,7 @@ trained with (its ONNX file's SHA-256) and loading refuses a different one.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -88,6 +89,14 @@ class StackedLinear(TfidfLinear):
             cols, w = self.featurizer_.transform_one(text)
             s = s + w @ self.coef_[cols]
         return s
+
+    @contextlib.contextmanager
+    def uncached(self):
+        cache, self.encoder_._cache = self.encoder_._cache, None
+        try:
+            yield self
+        finally:
+            self.encoder_._cache = cache
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
