@@ -63,15 +63,16 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
     lines += [
         "## What was tried",
         "",
-        "| candidate | description | CV macro-F1 | CV accuracy | p99 ms (one message) | seconds | status |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| candidate | description | CV macro-F1 | CV accuracy | p99 ms (one message) | size MB | seconds | status |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in info["candidates"]:
         f1 = "—" if r["cv_macro_f1"] is None else f"{r['cv_macro_f1']:.4f}"
         acc = "—" if r["cv_accuracy"] is None else f"{r['cv_accuracy']:.4f}"
         lat = "—" if r.get("latency_p99_ms") is None else f"{r['latency_p99_ms']:.2f}"
+        size = "—" if r.get("size_bytes") is None else f"{r['size_bytes'] / 1e6:.2f}"
         mark = " **(chosen)**" if r["name"] == info["winner"] else ""
-        lines.append(f"| {r['name']}{mark} | {r['description']} | {f1} | {acc} | {lat} | {r['seconds']:.1f} | {r['status']} |")
+        lines.append(f"| {r['name']}{mark} | {r['description']} | {f1} | {acc} | {lat} | {size} | {r['seconds']:.1f} | {r['status']} |")
     lines += [
         "",
         "Chosen: the highest cross-validated macro-F1 (ties, to 4 decimals, go to the candidate listed first)"

@@ -40,6 +40,7 @@ class CandidateResult:
     cv_accuracy: float | None = None
     seconds: float = 0.0
     latency_p99_ms: float | None = None
+    size_bytes: int | None = None  # the candidate's stored arrays (uncompressed), without a shared encoder
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -186,13 +187,16 @@ def select_model(
                     first_fold_model = (m, te)
             pred = oof.argmax(axis=1)
             m, te = first_fold_model
-            lat = measure_latency(m.predict_one, [texts[i] for i in te[:200]], n=300, warmup=10)
+            with m.uncached():
+                lat = measure_latency(m.predict_one, [texts[i] for i in te[:200]], n=300, warmup=10, max_seconds=2.0)
+            size = int(sum(a.nbytes for a in m.get_state()[1].values()))
             res = CandidateResult(
                 cand.name, cand.description, "scored",
                 cv_macro_f1=float(f1_score(y, pred, average="macro")),
                 cv_accuracy=float((pred == y).mean()),
                 seconds=time.perf_counter() - c0,
                 latency_p99_ms=lat["p99"],
+                size_bytes=size,
             )
             oof_by_name[cand.name] = oof
         except Exception as e:  # one failing configuration should not sink the search
