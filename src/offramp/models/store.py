@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from offramp.errors import ModelDirError
+from offramp.errors import ModelDirError, OfframpError
 
 FORMAT = "offramp-model"
 FORMAT_VERSION = 1
@@ -189,7 +189,7 @@ def load_model(path: str | os.PathLike):
         with np.load(path / "arrays.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         return cls.from_state(doc, arrays)
-    except ModelDirError:
+    except OfframpError:  # already says what is wrong and how to fix it (e.g. encoder not installed)
         raise
     except Exception as e:  # a directory whose hashes match but whose content is inconsistent
         raise ModelDirError(f"{path} could not be loaded: {e}", "retrain or restore the directory") from None
