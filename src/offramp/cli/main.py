@@ -421,6 +421,44 @@ def demo(
               f"whole demo {time.perf_counter() - t0:.1f} s")
 
 
+# --------------------------------------------------------------------------- serve
+@app.command()
+def serve(
+    model_dir: Path = typer.Argument(..., help="Model directory to serve."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
+    api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="File of SHA-256 hashes of accepted API keys (see 'offramp hash-key')."),
+    rate_limit: float = typer.Option(600.0, "--rate-limit", help="Requests a minute per API key (or per client address without keys)."),
+    max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", min=1, help="Larger request bodies get 413."),
+    max_text_chars: int = typer.Option(20_000, "--max-text-chars", min=1, help="Longer texts get 422."),
+    max_batch: int = typer.Option(256, "--max-batch", min=1, help="Larger batches get 422."),
+    llm_price_model: str = typer.Option("gpt-4o-mini", "--llm-price-model", help="Price-table row used for the dollars-saved metric."),
+):
+    """Serve a model over HTTP: /v1/classify, /v1/chat/completions, /healthz, /readyz, /metrics."""
+    import uvicorn
+
+    from offramp.serving.app import ServeSettings, create_app
+    from offramp.serving.security import load_key_hashes
+
+    _positive("--rate-limit", rate_limit)
+    settings = ServeSettings(model_dir=model_dir, max_body_bytes=max_body_bytes, max_text_chars=max_text_chars,
+                             max_batch=max_batch, api_key_hashes=load_key_hashes(api_keys) if api_keys else None,
+                             rate_limit_per_minute=rate_limit, llm_price_model=llm_price_model)
+    application = create_app(settings)
+    err.print(f"serving {model_dir} on http://{host}:{port} (docs at /docs)", markup=False)
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command("hash-key")
+def hash_key_cmd(key: str = typer.Argument(..., help="An API key to accept.")):
+    """Print the SHA-256 of an API key, for the file 'offramp serve --api-keys' reads."""
+    from offramp.serving.security import hash_key
+
+    if len(key) < 16:
+        raise UsageError("an API key should have at least 16 characters")
+    print(hash_key(key))
+
+
 # --------------------------------------------------------------------------- entry point
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: maps every failure to a one-line message and an exit code."""

@@ -1,0 +1,1 @@
+"""The serving cascade's steps: guard -> classify -> route -> act, each a plain object."""

@@ -1,0 +1,279 @@
+"""The HTTP service: the cascade behind a small, strict API.
+
+Endpoints: ``POST /v1/classify`` (one text or a batch), ``POST /v1/chat/completions`` (an
+OpenAI-compatible drop-in that answers with the label), ``GET /healthz``, ``GET /readyz``,
+``GET /metrics`` (Prometheus), ``POST /v1/admin/reload`` (swap in the model directory's current
+version; requests already running finish on the old one), and the OpenAPI docs at ``/docs``.
+
+Every error is JSON ``{"error": {"type", "message"}}`` naming the problem; no stack trace reaches
+a client. Limits on body size (413), text length and batch size (422) name the limit. With an API
+key file, requests need ``Authorization: Bearer KEY`` and each key has its own rate limit (429 with
+``Retry-After``). CORS is off.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from offramp.costs.calculator import DEFAULT_PROMPT_TOKENS, api_usd_per_message, load_prices
+from offramp.pipeline.cascade import Cascade
+from offramp.serving.metrics import Metrics
+from offramp.serving.security import RateLimiter, key_matches
+
+
+@dataclass
+class ServeSettings:
+    model_dir: Path
+    max_body_bytes: int = 1_000_000
+    max_text_chars: int = 20_000
+    max_batch: int = 256
+    api_key_hashes: Optional[set] = None
+    rate_limit_per_minute: float = 600.0
+    llm_price_model: str = "gpt-4o-mini"
+    route_threshold: Optional[float] = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, kind: str, message: str, headers: dict | None = None):
+        self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
+
+
+def _error(status: int, kind: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """Refuses bodies over the limit with 413 before the app reads them (Content-Length or streamed)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = declared is not None and declared.isdigit() and int(declared) > self.limit
+        chunks, size = [], 0
+        if not too_big:
+            while True:
+                msg = await receive()
+                if msg["type"] != "http.request":
+                    chunks.append(msg)
+                    break
+                size += len(msg.get("body", b""))
+                chunks.append(msg)
+                if size > self.limit:
+                    too_big = True
+                    break
+                if not msg.get("more_body"):
+                    break
+        if too_big:
+            resp = _error(413, "body_too_large", f"request body is over the {self.limit:,}-byte limit; send less per request")
+            return await resp(scope, receive, send)
+        pending = list(chunks)
+
+        async def replay():
+            return pending.pop(0) if pending else await receive()
+
+        return await self.app(scope, replay, send)
+
+
+class ClassifyRequest(BaseModel):
+    text: Optional[str] = Field(None, description="One message to classify.")
+    texts: Optional[list[str]] = Field(None, description="A batch of messages (instead of text).")
+
+
+class ChatMessage(BaseModel):
+    role: str
+    content: Union[str, list[dict[str, Any]], None] = None
+
+
+class ChatRequest(BaseModel):
+    model: Optional[str] = None
+    messages: list[ChatMessage]
+
+
+class _State:
+    """The cascade in use; replaced whole on reload, so a running request keeps its own."""
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.lock = threading.Lock()
+        self.cascade: Cascade | None = None
+        self.info: dict = {}
+
+    def load(self) -> None:
+        from offramp.models.store import load_model, read_model_json
+
+        model = load_model(self.settings.model_dir)
+        doc = read_model_json(self.settings.model_dir)
+        thresholds = {"*": self.settings.route_threshold} if self.settings.route_threshold else {}
+        cascade = Cascade(model, thresholds=thresholds)
+        with self.lock:
+            self.cascade = cascade
+            self.info = {"model": doc.get("info", {}).get("winner", doc.get("family")), "created": doc.get("created"),
+                         "family": doc.get("family"), "labels": [str(c) for c in model.classes_]}
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The service for ``settings`` (the model is loaded now: a bad model directory fails here)."""
+    state = _State(settings)
+    state.load()
+    metrics = Metrics()
+    limiter = RateLimiter(settings.rate_limit_per_minute)
+    price = load_prices()["models"].get(settings.llm_price_model)
+    app = FastAPI(title="offramp", version=_version(),
+                  description="A small local model in place of an LLM, for one text-classification task.")
+
+    # ------------------------------------------------------------------ errors
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return _error(exc.status, exc.kind, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", []) if p != "body") or "body"
+        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        return _error(500, "internal_error", "the server failed to answer this request; it has been counted")
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        path = request.scope.get("route").path if request.scope.get("route") else "other"
+        metrics.inc("offramp_requests_total", endpoint=path, status=response.status_code)
+        if path in ("/v1/classify", "/v1/chat/completions"):
+            metrics.observe(time.perf_counter() - t0)
+        return response
+
+    # ------------------------------------------------------------------ auth
+    def client(request: Request) -> str:
+        ident = request.client.host if request.client else "unknown"
+        if settings.api_key_hashes:
+            auth = request.headers.get("authorization", "")
+            key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+            match = key_matches(key, settings.api_key_hashes) if key else None
+            if match is None:
+                raise ApiError(401, "unauthorized", "missing or unknown API key; send Authorization: Bearer KEY",
+                               {"WWW-Authenticate": "Bearer"})
+            ident = match
+        wait = limiter.take(ident)
+        if wait > 0:
+            raise ApiError(429, "rate_limited", f"over {settings.rate_limit_per_minute:g} requests a minute; "
+                           f"retry in {max(wait, 0.1):.1f} s", {"Retry-After": str(max(1, round(wait)))})
+        return ident
+
+    # ------------------------------------------------------------------ work
+    def check_texts(texts: list[str]) -> None:
+        if not texts:
+            raise ApiError(422, "invalid_request", "no text to classify: send 'text' or a non-empty 'texts'")
+        if len(texts) > settings.max_batch:
+            raise ApiError(422, "batch_too_large", f"{len(texts)} texts in one request; the limit is {settings.max_batch}")
+        for i, t in enumerate(texts):
+            if len(t) > settings.max_text_chars:
+                raise ApiError(422, "text_too_long", f"text {i} has {len(t):,} characters; "
+                               f"the limit is {settings.max_text_chars:,}")
+            if not t.strip():
+                raise ApiError(422, "invalid_request", f"text {i} is empty")
+
+    def decide(text: str, request_id: str) -> dict:
+        cascade = state.cascade  # one reference per message: a reload mid-request cannot mix models
+        d = cascade.run(text)
+        metrics.inc("offramp_decisions_total", route=d.route)
+        metrics.inc("offramp_labels_total", label=d.label)
+        if d.route == "local" and price is not None:
+            tokens_in = DEFAULT_PROMPT_TOKENS + len(text) / 4
+            metrics.inc("offramp_estimated_usd_saved_total", api_usd_per_message(price, tokens_in, 5))
+        return {"label": d.label, "confidence": round(d.confidence, 6), "route": d.route, "flags": d.flags,
+                "action": d.action, "top": d.top, "request_id": request_id}
+
+    @app.post("/v1/classify")
+    def classify(body: ClassifyRequest, who: str = Depends(client)):
+        """Classify one text (``text``) or a batch (``texts``)."""
+        if (body.text is None) == (body.texts is None):
+            raise ApiError(422, "invalid_request", "send exactly one of 'text' or 'texts'")
+        texts = [body.text] if body.text is not None else body.texts
+        check_texts(texts)
+        rid = uuid.uuid4().hex
+        results = [decide(t, f"{rid}-{i}" if body.texts is not None else rid) for i, t in enumerate(texts)]
+        return results[0] if body.text is not None else {"results": results, "request_id": rid}
+
+    @app.post("/v1/chat/completions")
+    def chat(body: ChatRequest, who: str = Depends(client)):
+        """OpenAI-compatible: the last user message is classified; the label is the assistant's reply."""
+        users = [m for m in body.messages if m.role == "user"]
+        if not users:
+            raise ApiError(422, "invalid_request", "messages has no 'user' message to classify")
+        content = users[-1].content
+        if isinstance(content, list):
+            content = "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+        text = content or ""
+        check_texts([text])
+        rid = uuid.uuid4().hex
+        r = decide(text, rid)
+        return {
+            "id": f"chatcmpl-{rid}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": f"offramp:{state.info.get('model')}",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": r["label"]}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "offramp": r,
+        }
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz():
+        if state.cascade is None:
+            raise ApiError(503, "not_ready", "no model loaded")
+        return {"status": "ready", **state.info}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus():
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/admin/reload")
+    def reload(who: str = Depends(client)):
+        """Load the model directory again (e.g. after `offramp train --out` wrote a new version)."""
+        try:
+            state.load()
+        except Exception as e:  # the old model keeps serving
+            metrics.inc("offramp_model_reloads_total", outcome="failed")
+            message = getattr(e, "message", str(e))
+            raise ApiError(409, "reload_failed", f"the new model was not loaded ({message}); the previous one keeps serving")
+        metrics.inc("offramp_model_reloads_total", outcome="ok")
+        return {"status": "reloaded", **state.info}
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.state.offramp = state
+    app.state.metrics = metrics
+    return app
+
+
+def _version() -> str:
+    from offramp import __version__
+
+    return __version__
+

@@ -1,0 +1,70 @@
+"""A small Prometheus registry: counters and one latency histogram, in the text exposition format."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _labels(pairs: tuple) -> str:
+    if not pairs:
+        return ""
+    inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), " ")}"'
+                     for k, v in pairs)
+    return "{" + inner + "}"
+
+
+class Metrics:
+    """Thread-safe counters keyed by (name, labels) and a request-latency histogram."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[tuple, float] = defaultdict(float)
+        self._hist = [0] * (len(BUCKETS) + 1)
+        self._hist_sum = 0.0
+        self._hist_count = 0
+        self._help = {
+            "offramp_requests_total": "HTTP requests by endpoint and status code",
+            "offramp_decisions_total": "classified messages by route (local, llm, refused)",
+            "offramp_labels_total": "classified messages by final label",
+            "offramp_estimated_usd_saved_total": "estimated dollars not spent on the configured LLM",
+            "offramp_model_reloads_total": "model reloads by outcome",
+        }
+
+    def inc(self, name: str, value: float = 1.0, **labels) -> None:
+        with self._lock:
+            self._counters[(name, tuple(sorted(labels.items())))] += value
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            i = next((k for k, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
+            self._hist[i] += 1
+            self._hist_sum += seconds
+            self._hist_count += 1
+
+    def value(self, name: str, **labels) -> float:
+        with self._lock:
+            return self._counters.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def render(self) -> str:
+        with self._lock:
+            lines = []
+            names = sorted({n for n, _ in self._counters} | set(self._help) - {"offramp_model_reloads_total"})
+            for name in names:
+                lines.append(f"# HELP {name} {self._help.get(name, name)}")
+                lines.append(f"# TYPE {name} counter")
+                for (n, pairs), v in sorted(self._counters.items()):
+                    if n == name:
+                        lines.append(f"{name}{_labels(pairs)} {v:g}")
+            lines.append("# HELP offramp_request_seconds time to answer a classify or chat request")
+            lines.append("# TYPE offramp_request_seconds histogram")
+            cum = 0
+            for b, c in zip(BUCKETS, self._hist):
+                cum += c
+                lines.append(f'offramp_request_seconds_bucket{{le="{b:g}"}} {cum}')
+            lines.append(f'offramp_request_seconds_bucket{{le="+Inf"}} {self._hist_count}')
+            lines.append(f"offramp_request_seconds_sum {self._hist_sum:.6f}")
+            lines.append(f"offramp_request_seconds_count {self._hist_count}")
+            return "\n".join(lines) + "\n"

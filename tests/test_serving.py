@@ -1,0 +1,205 @@
+"""The HTTP service, tested as clients see it: a real server process on loopback."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from offramp.data.io import read_dataset
+from offramp.models.store import load_model
+
+from conftest import run_cli
+
+KEY = "test-key-0123456789abcdef"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model_dir, *extra):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "offramp", "serve", str(model_dir), "--port", str(self.port),
+                                      *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stderr.read())
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            return self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def fast_model(inbox_sample, tmp_path_factory):
+    d = tmp_path_factory.mktemp("serve") / "model"
+    r = run_cli("train", str(inbox_sample[0]), "--out", str(d), "--quality", "fast", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(fast_model):
+    s = Server(fast_model, "--max-body-bytes", "20000", "--max-text-chars", "2000", "--max-batch", "50")
+    yield s
+    out, err = s.stop()
+    assert "Traceback" not in err
+
+
+def test_classify_single_and_batch_match_the_model(server, fast_model, inbox_sample):
+    test = read_dataset(inbox_sample[1])
+    texts = [t for t in test.texts if len(t) <= 2000][:40]
+    expected = list(load_model(fast_model).predict(texts))
+    one = httpx.post(server.url + "/v1/classify", json={"text": texts[0]}).json()
+    assert one["label"] == expected[0] and one["route"] == "local" and 0 < one["confidence"] <= 1 and one["request_id"]
+    batch = httpx.post(server.url + "/v1/classify", json={"texts": texts}).json()
+    assert [r["label"] for r in batch["results"]] == expected
+    assert len({r["request_id"] for r in batch["results"]}) == len(texts)
+
+
+def test_openai_compatible_drop_in(server):
+    r = httpx.post(server.url + "/v1/chat/completions", json={
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "system", "content": "Classify the message."},
+                     {"role": "user", "content": [{"type": "text", "text": "thank you so much, that helped!"}]}]})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "GRATITUDE"}
+
+
+def test_limits_and_errors_are_clear_json(server):
+    def err(r, status, kind, needle):
+        assert r.status_code == status, r.text
+        e = r.json()["error"]
+        assert e["type"] == kind and needle in e["message"], e
+        assert "Traceback" not in r.text
+
+    err(httpx.post(server.url + "/v1/classify", content=b"x" * 30000, headers={"content-type": "application/json"}),
+        413, "body_too_large", "20,000-byte limit")
+    err(httpx.post(server.url + "/v1/classify", json={"text": "a" * 2001}), 422, "text_too_long", "the limit is 2,000")
+    err(httpx.post(server.url + "/v1/classify", json={"texts": ["hi"] * 51}), 422, "batch_too_large", "the limit is 50")
+    err(httpx.post(server.url + "/v1/classify", json={"text": "a", "texts": ["b"]}), 422, "invalid_request", "exactly one")
+    err(httpx.post(server.url + "/v1/classify", json={}), 422, "invalid_request", "exactly one")
+    err(httpx.post(server.url + "/v1/classify", json={"text": "   "}), 422, "invalid_request", "is empty")
+    err(httpx.post(server.url + "/v1/classify", json={"texts": []}), 422, "invalid_request", "no text")
+    err(httpx.post(server.url + "/v1/classify", content=b"{not json", headers={"content-type": "application/json"}),
+        422, "invalid_request", "")
+    err(httpx.post(server.url + "/v1/classify", json={"text": 5}), 422, "invalid_request", "text")
+    err(httpx.post(server.url + "/v1/chat/completions", json={"messages": [{"role": "system", "content": "x"}]}),
+        422, "invalid_request", "no 'user' message")
+    err(httpx.get(server.url + "/nope"), 404, "http_error", "Not Found")
+    # no CORS headers unless configured
+    r = httpx.options(server.url + "/v1/classify", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_metrics_count_what_happened(fast_model):
+    s = Server(fast_model)
+    try:
+        for t in ["thanks!", "how do I reset my pin", "thank you"]:
+            assert httpx.post(s.url + "/v1/classify", json={"text": t}).status_code == 200
+        httpx.post(s.url + "/v1/classify", json={"texts": ["hello", "bye"]})
+        httpx.post(s.url + "/v1/classify", json={"text": ""})
+        m = httpx.get(s.url + "/metrics").text
+        assert 'offramp_requests_total{endpoint="/v1/classify",status="200"} 4' in m
+        assert 'offramp_requests_total{endpoint="/v1/classify",status="422"} 1' in m
+        assert 'offramp_decisions_total{route="local"} 5' in m
+        labels = sum(float(line.rsplit(" ", 1)[1]) for line in m.splitlines() if line.startswith("offramp_labels_total{"))
+        assert labels == 5
+        assert "offramp_request_seconds_count 5" in m
+        saved = [line for line in m.splitlines() if line.startswith("offramp_estimated_usd_saved_total ")]
+        assert saved and float(saved[0].split()[1]) > 0
+    finally:
+        s.stop()
+
+
+def test_api_keys_and_rate_limit(fast_model, tmp_path):
+    keys = tmp_path / "keys.txt"
+    h = run_cli("hash-key", KEY).stdout.strip()
+    keys.write_text(f"# the support bot\n{h}\n")
+    assert KEY not in keys.read_text()
+    s = Server(fast_model, "--api-keys", str(keys), "--rate-limit", "3")
+    try:
+        r = httpx.post(s.url + "/v1/classify", json={"text": "hi"})
+        assert r.status_code == 401 and r.json()["error"]["type"] == "unauthorized"
+        r = httpx.post(s.url + "/v1/classify", json={"text": "hi"}, headers={"Authorization": "Bearer wrong-key-xxxxxxxxxxxx"})
+        assert r.status_code == 401
+        auth = {"Authorization": f"Bearer {KEY}"}
+        codes = [httpx.post(s.url + "/v1/classify", json={"text": "hi"}, headers=auth).status_code for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] and codes[3] == 429
+        r = httpx.post(s.url + "/v1/classify", json={"text": "hi"}, headers=auth)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert httpx.get(s.url + "/healthz").status_code == 200  # probes need no key
+    finally:
+        s.stop()
+    bad = tmp_path / "bad.txt"
+    bad.write_text(KEY + "\n")  # a key in clear is refused: the file must hold hashes
+    r = run_cli("serve", str(fast_model), "--api-keys", str(bad))
+    assert r.returncode == 2 and "not a SHA-256 hex digest" in r.stderr
+
+
+def test_hot_reload_keeps_serving(fast_model, inbox_sample, tmp_path):
+    d = tmp_path / "live"
+    shutil.copytree(fast_model, d)
+    s = Server(d, "--rate-limit", "1000000")
+    try:
+        before = httpx.get(s.url + "/readyz").json()
+        stop, codes = threading.Event(), []
+
+        def hammer():
+            with httpx.Client() as c:
+                while not stop.is_set():
+                    codes.append(c.post(s.url + "/v1/classify", json={"text": "where is my new card"}).status_code)
+
+        t = threading.Thread(target=hammer)
+        t.start()
+        time.sleep(0.3)
+        r = run_cli("train", str(inbox_sample[0]), "--out", str(d), "--quality", "fast", "--seed", "5", "--quiet")
+        assert r.returncode == 0, r.stderr
+        rr = httpx.post(s.url + "/v1/admin/reload")
+        time.sleep(0.3)
+        stop.set()
+        t.join()
+        assert rr.status_code == 200, rr.text
+        after = httpx.get(s.url + "/readyz").json()
+        assert after["created"] >= before["created"]
+        assert codes and set(codes) == {200}, set(codes)
+        # a broken new version is refused; the old one keeps answering
+        (d / "arrays.npz").write_bytes(b"garbage")
+        rr = httpx.post(s.url + "/v1/admin/reload")
+        assert rr.status_code == 409 and "previous one keeps serving" in rr.json()["error"]["message"]
+        assert httpx.post(s.url + "/v1/classify", json={"text": "thanks"}).status_code == 200
+    finally:
+        s.stop()
+
+
+def test_bad_model_dir_refused_at_start(tmp_path):
+    r = run_cli("serve", str(tmp_path / "none"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_openapi_docs(server):
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert "/v1/classify" in spec["paths"] and "/v1/chat/completions" in spec["paths"]
