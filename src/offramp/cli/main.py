@@ -417,14 +417,40 @@ def demo(
     html_path, md_path, small, llm = build_report(model_dir, test_path, llm_path, out_dir / "report.html",
                                                   "text", "label", 100_000, quiet)
     _print_side_by_side(small, llm)
+    pipeline = write_demo_pipeline(out_dir)
     out.print(f"model in {model_dir}; report in {html_path} (and {md_path.name}); "
               f"whole demo {time.perf_counter() - t0:.1f} s")
+    out.print(f"serve it: offramp serve {pipeline}")
+
+
+def write_demo_pipeline(out_dir: Path) -> Path:
+    """The support bot's pipeline beside the demo model: docs answer SUPPORT, thanks get a thumbs-up."""
+    import shutil
+
+    from offramp.data.demo import demo_docs
+
+    docs = out_dir / "docs"
+    if docs.exists():
+        shutil.rmtree(docs)
+    shutil.copytree(demo_docs(), docs)
+    path = out_dir / "pipeline.yaml"
+    path.write_text(
+        "# The support bot's inbox: what to do with each label.\n"
+        "model: model\n"
+        "actions:\n"
+        "  SUPPORT: {type: answer_from_docs, docs: docs}\n"
+        '  GRATITUDE: {type: reply, text: "👍"}\n'
+        '  TRY_TO_HACK: {type: refuse, template: "I can only help with questions about your account and cards."}\n'
+        "  OTHER: {type: none}\n",
+        encoding="utf-8",
+    )
+    return path
 
 
 # --------------------------------------------------------------------------- serve
 @app.command()
 def serve(
-    model_dir: Path = typer.Argument(..., help="Model directory to serve."),
+    model_dir: Path = typer.Argument(..., help="Model directory to serve, or a pipeline YAML (model, routing, actions, limits)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
     api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="File of SHA-256 hashes of accepted API keys (see 'offramp hash-key')."),
@@ -441,9 +467,16 @@ def serve(
     from offramp.serving.security import load_key_hashes
 
     _positive("--rate-limit", rate_limit)
+    pipeline = None
+    if model_dir.suffix.lower() in (".yaml", ".yml"):
+        from offramp.pipeline.config import read_pipeline
+
+        pipeline = model_dir
+        limits = read_pipeline(pipeline).limits  # the pipeline's limits replace the flags' defaults
+        max_body_bytes, max_text_chars, max_batch = limits.max_body_bytes, limits.max_text_chars, limits.max_batch
     settings = ServeSettings(model_dir=model_dir, max_body_bytes=max_body_bytes, max_text_chars=max_text_chars,
                              max_batch=max_batch, api_key_hashes=load_key_hashes(api_keys) if api_keys else None,
-                             rate_limit_per_minute=rate_limit, llm_price_model=llm_price_model)
+                             rate_limit_per_minute=rate_limit, llm_price_model=llm_price_model, pipeline_path=pipeline)
     application = create_app(settings)
     err.print(f"serving {model_dir} on http://{host}:{port} (docs at /docs)", markup=False)
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

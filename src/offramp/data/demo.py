@@ -11,3 +11,8 @@ def demo_paths() -> tuple[Path, Path, Path | None]:
     base = Path(str(resources.files("offramp.data").joinpath("inbox")))
     llm = base / "llm_predictions.jsonl"
     return base / "train.csv", base / "test.csv", llm if llm.is_file() else None
+
+
+def demo_docs() -> Path:
+    """The demo's help-centre pages (Markdown), answered from for SUPPORT messages."""
+    return Path(str(resources.files("offramp.data").joinpath("inbox").joinpath("docs")))

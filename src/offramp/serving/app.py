@@ -42,6 +42,7 @@ class ServeSettings:
     rate_limit_per_minute: float = 600.0
     llm_price_model: str = "gpt-4o-mini"
     route_threshold: Optional[float] = None
+    pipeline_path: Optional[Path] = None  # a pipeline YAML: model, routing and actions come from it
 
 
 class ApiError(Exception):
@@ -132,14 +133,21 @@ class _State:
     def load(self) -> None:
         from offramp.models.store import load_model, read_model_json
 
-        model = load_model(self.settings.model_dir)
-        doc = read_model_json(self.settings.model_dir)
-        thresholds = {"*": self.settings.route_threshold} if self.settings.route_threshold else {}
-        cascade = Cascade(model, thresholds=thresholds)
+        if self.settings.pipeline_path is not None:
+            from offramp.pipeline.config import build_cascade
+
+            cascade, _, model_dir, routing = build_cascade(self.settings.pipeline_path)
+            model, doc = cascade.model, read_model_json(model_dir)
+        else:
+            model = load_model(self.settings.model_dir)
+            doc = read_model_json(self.settings.model_dir)
+            thresholds = {"*": self.settings.route_threshold} if self.settings.route_threshold else {}
+            cascade, routing = Cascade(model, thresholds=thresholds), None
         with self.lock:
             self.cascade = cascade
             self.info = {"model": doc.get("info", {}).get("winner", doc.get("family")), "created": doc.get("created"),
-                         "family": doc.get("family"), "labels": [str(c) for c in model.classes_]}
+                         "family": doc.get("family"), "labels": [str(c) for c in model.classes_],
+                         "routing": routing}
 
 
 def create_app(settings: ServeSettings) -> FastAPI:

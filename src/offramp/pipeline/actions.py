@@ -1,0 +1,126 @@
+"""What happens to a message once it has a label.
+
+* ``reply``            a fixed text (e.g. a thumbs-up for thanks)
+* ``refuse``           a templated refusal (``{label}`` and ``{text_chars}`` may appear in it)
+* ``answer_from_docs`` the best-matching passage of a folder of Markdown docs, with its source
+* ``forward``          POST the message and its label as JSON to a webhook
+* ``none``             the label only
+
+Each action is a callable ``(text, label) -> dict``; a failing webhook is reported in the result,
+never raised, so the label still reaches the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from offramp.errors import UsageError
+from offramp.models.features import NgramFeaturizer
+
+
+@dataclass
+class Reply:
+    text: str
+
+    def __call__(self, text: str, label: str) -> dict:
+        return {"type": "reply", "text": self.text}
+
+
+@dataclass
+class Refuse:
+    template: str = "Sorry, I can't help with that here."
+
+    def __call__(self, text: str, label: str) -> dict:
+        return {"type": "refuse", "text": self.template.replace("{label}", label).replace("{text_chars}", str(len(text)))}
+
+
+class AnswerFromDocs:
+    """Retrieval over Markdown passages (split at headings).
+
+    ``method``: "embeddings" (cosine of MiniLM sentence vectors: matches paraphrases), "tfidf"
+    (word + char n-grams: no encoder needed), or "auto" (embeddings when the encoder is installed).
+    Below ``min_score`` (default 0.3 for embeddings, 0.1 for TF-IDF) nothing is returned.
+    """
+
+    def __init__(self, folder: str | Path, min_score: float | None = None, method: str = "auto"):
+        from offramp.models import encoder as enc
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UsageError(f"docs folder {folder} does not exist", "answer_from_docs needs a folder of .md files")
+        self.passages: list[tuple[str, str]] = []  # (source, text)
+        for f in sorted(folder.rglob("*.md")):
+            body = f.read_text(encoding="utf-8", errors="replace")
+            for part in re.split(r"(?m)^(?=#{1,3} )", body):
+                part = part.strip()
+                if part:
+                    heading = part.splitlines()[0].lstrip("# ").strip()
+                    self.passages.append((f"{f.relative_to(folder)}#{heading}", part))
+        if not self.passages:
+            raise UsageError(f"docs folder {folder} has no Markdown passages", "add .md files with # headings")
+        if method not in ("auto", "embeddings", "tfidf"):
+            raise UsageError(f"answer_from_docs method must be auto, embeddings or tfidf, got {method!r}")
+        self.method = ("embeddings" if enc.available() else "tfidf") if method == "auto" else method
+        texts = [p for _, p in self.passages]
+        if self.method == "embeddings":
+            self._enc = enc.SentenceEncoder.shared()
+            self._P = self._enc.encode_uncached(texts)
+        else:
+            self._feat = NgramFeaturizer(min_df=1).fit(texts)
+            self._X = self._feat.transform(texts)
+        self.min_score = min_score if min_score is not None else (0.3 if self.method == "embeddings" else 0.1)
+
+    def scores(self, text: str) -> np.ndarray:
+        if self.method == "embeddings":
+            return self._P @ self._enc.encode_uncached([text])[0]
+        q = self._feat.transform([text])
+        return np.asarray((self._X @ q.T).todense()).ravel() / 2  # two unit-norm blocks: cosine in [0, 1]
+
+    def __call__(self, text: str, label: str) -> dict:
+        scores = self.scores(text)
+        best = int(scores.argmax())
+        if scores[best] < self.min_score:
+            return {"type": "answer_from_docs", "found": False, "score": round(float(scores[best]), 4)}
+        source, passage = self.passages[best]
+        return {"type": "answer_from_docs", "found": True, "source": source, "text": passage,
+                "score": round(float(scores[best]), 4)}
+
+
+@dataclass
+class Forward:
+    url: str
+    timeout_s: float = 2.0
+
+    def __call__(self, text: str, label: str) -> dict:
+        import httpx
+
+        try:
+            r = httpx.post(self.url, json={"text": text, "label": label}, timeout=self.timeout_s)
+            return {"type": "forward", "delivered": r.is_success, "status": r.status_code}
+        except httpx.HTTPError as e:
+            return {"type": "forward", "delivered": False, "error": type(e).__name__}
+
+
+def build_action(spec: dict, base: Path):
+    """An action from its YAML description (``type`` plus its fields); paths are relative to ``base``."""
+    kind = spec.get("type")
+    if kind == "reply":
+        return Reply(str(spec.get("text", "")))
+    if kind == "refuse":
+        return Refuse(str(spec.get("template", Refuse.template)))
+    if kind == "answer_from_docs":
+        ms = spec.get("min_score")
+        return AnswerFromDocs(base / str(spec.get("docs", "docs")), float(ms) if ms is not None else None,
+                              str(spec.get("method", "auto")))
+    if kind == "forward":
+        url = str(spec.get("url", ""))
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"forward action needs an http(s) url, got {url!r}")
+        return Forward(url, float(spec.get("timeout_s", 2.0)))
+    if kind in (None, "none"):
+        return None
+    raise UsageError(f"unknown action type {kind!r}", "use reply, refuse, answer_from_docs, forward or none")

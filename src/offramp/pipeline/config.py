@@ -1,0 +1,110 @@
+"""The pipeline YAML: which model, how to route, what to do per label, the service's limits.
+
+```yaml
+model: model/                     # a model directory (relative to this file)
+routing:                          # optional: when to ask the LLM
+  thresholds: {"*": 0.5}          #   fixed, or fitted on held-out data:
+  fit: {val: val.csv, max_llm_share: 0.05}     # or: local_precision: 0.98
+actions:                          # optional, per label
+  SUPPORT: {type: answer_from_docs, docs: docs/}
+  GRATITUDE: {type: reply, text: "👍"}
+  TRY_TO_HACK: {type: refuse, template: "I can only help with questions about your account."}
+  OTHER: {type: forward, url: "http://127.0.0.1:9000/hook"}
+limits: {max_body_bytes: 1000000, max_text_chars: 20000, max_batch: 256}
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from offramp.errors import UsageError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FitSpec(_Strict):
+    val: str
+    max_llm_share: Optional[float] = None
+    local_precision: Optional[float] = None
+
+
+class RoutingSpec(_Strict):
+    thresholds: Optional[Dict[str, float]] = None
+    fit: Optional[FitSpec] = None
+
+
+class LimitsSpec(_Strict):
+    max_body_bytes: int = 1_000_000
+    max_text_chars: int = 20_000
+    max_batch: int = 256
+
+
+class PipelineSpec(_Strict):
+    model: str
+    routing: Optional[RoutingSpec] = None
+    actions: Dict[str, Dict[str, Any]] = {}
+    limits: LimitsSpec = LimitsSpec()
+
+
+def read_pipeline(path: str | Path) -> PipelineSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"pipeline file {path} does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"{path} must be a YAML mapping with at least 'model:'")
+    try:
+        spec = PipelineSpec.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"{path}: {where}: {first['msg']}") from None
+    r = spec.routing
+    if r and r.fit and (r.fit.max_llm_share is None) == (r.fit.local_precision is None):
+        raise UsageError(f"{path}: routing.fit needs exactly one of max_llm_share or local_precision")
+    return spec
+
+
+def build_cascade(path: str | Path):
+    """(cascade, limits, model_dir, routing summary) from a pipeline file."""
+    from offramp.data.io import read_dataset
+    from offramp.models.store import load_model
+    from offramp.pipeline.actions import build_action
+    from offramp.pipeline.cascade import Cascade
+    from offramp.pipeline.routing import fit_thresholds
+
+    path = Path(path)
+    spec = read_pipeline(path)
+    base = path.parent
+    model_dir = base / spec.model
+    model = load_model(model_dir)
+    labels = set(map(str, model.classes_))
+    unknown = sorted(set(spec.actions) - labels - {str(getattr(model, "reject_label_", None))})
+    if unknown:
+        raise UsageError(f"{path}: actions for labels the model does not have: {', '.join(unknown)}",
+                         f"the model's labels are: {', '.join(sorted(labels))}")
+    actions = {}
+    for label, a in spec.actions.items():
+        act = build_action(a, base)
+        if act is not None:
+            actions[label] = act
+    thresholds, summary = {}, None
+    if spec.routing and spec.routing.thresholds:
+        thresholds = dict(spec.routing.thresholds)
+    if spec.routing and spec.routing.fit:
+        f = spec.routing.fit
+        val = read_dataset(base / f.val)
+        summary = fit_thresholds(model.predict_proba(val.texts), model.classes_, val.labels,
+                                 max_llm_share=f.max_llm_share, local_precision=f.local_precision)
+        thresholds = summary["thresholds"]
+    return Cascade(model, thresholds=thresholds, actions=actions), spec.limits, model_dir, summary

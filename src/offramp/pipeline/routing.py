@@ -1,0 +1,50 @@
+"""Per-class confidence thresholds under which a message goes to the LLM, fitted to a stated target.
+
+* ``max_llm_share: s``     one threshold: at most a share s of the held-out messages fall under it
+* ``local_precision: p``   one threshold per predicted label: the answers kept local are right at
+                           least a share p of the time on the held-out data (a label where no
+                           threshold reaches p sends all its messages to the LLM)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def fit_thresholds(proba: np.ndarray, classes, y_true, *, max_llm_share: float | None = None,
+                   local_precision: float | None = None) -> dict:
+    classes = np.asarray(classes).astype(str)
+    y = np.asarray(y_true, dtype=object).astype(str)
+    pred = classes[proba.argmax(axis=1)]
+    conf = proba.max(axis=1)
+    out: dict = {"thresholds": {}, "held_out": {}}
+    if max_llm_share is not None:
+        k = int(np.floor(max_llm_share * len(conf)))
+        tau = float(np.sort(conf)[k]) if k < len(conf) else 1.01
+        out["thresholds"]["*"] = tau
+        to_llm = conf < tau
+    elif local_precision is not None:
+        to_llm = np.zeros(len(y), bool)
+        for c in classes:
+            m = pred == c
+            if not m.any():
+                continue
+            order = np.argsort(conf[m])
+            correct = (y[m] == c)[order]
+            confs = conf[m][order]
+            # precision of keeping everything from index i upwards, for every i
+            kept_right = np.cumsum(correct[::-1])[::-1]
+            kept = np.arange(len(correct), 0, -1)
+            ok = np.flatnonzero(kept_right / kept >= local_precision)
+            tau = float(confs[ok[0]]) if ok.size else 1.01
+            out["thresholds"][str(c)] = tau
+            to_llm |= m & (conf < tau)
+    else:
+        raise ValueError("give max_llm_share or local_precision")
+    local = ~to_llm
+    out["held_out"] = {
+        "llm_share": float(to_llm.mean()),
+        "local_precision": float((pred[local] == y[local]).mean()) if local.any() else None,
+        "n": int(len(y)),
+    }
+    return out

@@ -1,0 +1,131 @@
+"""Pipeline YAML, routing thresholds, per-label actions, and a served pipeline end to end."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import httpx
+import numpy as np
+import pytest
+
+from offramp.data.demo import demo_docs
+from offramp.data.io import read_dataset
+from offramp.errors import UsageError
+from offramp.models.store import load_model
+from offramp.pipeline.actions import AnswerFromDocs, Forward, Refuse, Reply
+from offramp.pipeline.config import build_cascade, read_pipeline
+from offramp.pipeline.routing import fit_thresholds
+
+from conftest import run_cli
+from test_serving import Server
+
+
+@pytest.fixture(scope="module")
+def fast_model(inbox_sample, tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipe") / "model"
+    r = run_cli("train", str(inbox_sample[0]), "--out", str(d), "--quality", "fast", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("model: [unclosed", "not valid YAML"),
+    ("- just\n- a list\n", "must be a YAML mapping"),
+    ("modle: m\n", "model: Field required"),
+    ("model: m\nrouting: {treshold: 3}\n", "routing.treshold: Extra inputs are not permitted"),
+    ("model: m\nrouting: {fit: {val: v.csv, max_llm_share: 0.1, local_precision: 0.9}}\n", "exactly one of"),
+])
+def test_pipeline_file_errors_name_the_problem(tmp_path, text, needle):
+    with pytest.raises(UsageError, match=needle):
+        read_pipeline(write(tmp_path / "p.yaml", text))
+    with pytest.raises(UsageError, match="does not exist"):
+        read_pipeline(tmp_path / "none.yaml")
+
+
+def test_actions_checked_against_the_model(tmp_path, fast_model):
+    import shutil
+
+    shutil.copytree(fast_model, tmp_path / "model")
+    with pytest.raises(UsageError, match="labels the model does not have: REFUND"):
+        build_cascade(write(tmp_path / "p.yaml", "model: model\nactions: {REFUND: {type: reply, text: x}}\n"))
+    with pytest.raises(UsageError, match="unknown action type 'email'"):
+        build_cascade(write(tmp_path / "p.yaml", "model: model\nactions: {OTHER: {type: email}}\n"))
+    with pytest.raises(UsageError, match="docs folder .* does not exist"):
+        build_cascade(write(tmp_path / "p.yaml", "model: model\nactions: {SUPPORT: {type: answer_from_docs, docs: nope}}\n"))
+    with pytest.raises(UsageError, match="needs an http"):
+        build_cascade(write(tmp_path / "p.yaml", "model: model\nactions: {OTHER: {type: forward, url: 'file:///etc/passwd'}}\n"))
+
+
+def test_routing_thresholds_meet_their_targets(fast_model, inbox_sample):
+    model = load_model(fast_model)
+    val = read_dataset(inbox_sample[1])
+    proba = model.predict_proba(val.texts)
+    r = fit_thresholds(proba, model.classes_, val.labels, max_llm_share=0.05)
+    assert r["held_out"]["llm_share"] <= 0.05
+    r = fit_thresholds(proba, model.classes_, val.labels, local_precision=0.98)
+    assert r["held_out"]["local_precision"] >= 0.98 and set(r["thresholds"]) <= set(model.classes_)
+
+
+def test_simple_actions():
+    assert Reply("👍")("thanks", "GRATITUDE") == {"type": "reply", "text": "👍"}
+    assert Refuse("no {label}")("x", "TRY_TO_HACK")["text"] == "no TRY_TO_HACK"
+
+
+@pytest.mark.parametrize("method", ["embeddings", "tfidf"])
+def test_answer_from_docs(method):
+    a = AnswerFromDocs(demo_docs(), method=method)
+    got = a("how can I change my PIN?", "SUPPORT")
+    assert got["found"] and got["source"].startswith("pin.md#") and "PIN" in got["text"]
+    assert not a("zxqv wplk", "SUPPORT")["found"]
+
+
+def test_answer_from_docs_understands_paraphrase():
+    got = AnswerFromDocs(demo_docs(), method="embeddings")("my card still has not arrived, what should I do?", "SUPPORT")
+    assert got["source"] == "cards.md#Card delivery"
+
+
+def test_forward_to_a_real_webhook_and_a_dead_one():
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Hook)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        out = Forward(f"http://127.0.0.1:{srv.server_port}/hook")("hello there", "OTHER")
+        assert out == {"type": "forward", "delivered": True, "status": 204}
+        assert received == [{"text": "hello there", "label": "OTHER"}]
+    finally:
+        srv.shutdown()
+    dead = Forward(f"http://127.0.0.1:{srv.server_port}/hook", timeout_s=0.5)("x", "OTHER")
+    assert dead["delivered"] is False
+
+
+def test_served_demo_pipeline(fast_model, tmp_path):
+    import shutil
+
+    from offramp.cli.main import write_demo_pipeline
+
+    shutil.copytree(fast_model, tmp_path / "model")
+    p = write_demo_pipeline(tmp_path)
+    s = Server(p)
+    try:
+        thanks = httpx.post(s.url + "/v1/classify", json={"text": "thank you so much!"}).json()
+        assert thanks["label"] == "GRATITUDE" and thanks["action"] == {"type": "reply", "text": "👍"}
+        pin = httpx.post(s.url + "/v1/classify", json={"text": "how do I change my card pin"}).json()
+        assert pin["label"] == "SUPPORT" and pin["action"]["found"] and pin["action"]["source"].startswith("pin.md")
+    finally:
+        s.stop()
