@@ -5,8 +5,10 @@ Every message is real text that nobody on this project wrote:
 * SUPPORT      Banking77 queries and CLINC150's banking and credit-card intents
 * GRATITUDE    CLINC150's ``thank_you`` intent
 * TRY_TO_HACK  CLINC150's off-purpose requests (translate, recipe, jokes, calculator, definitions,
-               spelling, unit conversion, fun facts) and jailbreak templates shipped in the PyPI
-               package ``pyrit`` (MIT), each wrapped around one of those off-purpose requests
+               spelling, unit conversion, fun facts); jailbreak templates shipped in the PyPI
+               package ``pyrit`` (MIT), each wrapped around one of those off-purpose requests; and
+               short attack and off-task prompts from the seed datasets in the same package
+               (AdvBench harmful instructions, system-prompt extraction, code-writing tasks, ...)
 * OTHER        CLINC150's small talk and meta intents, and its out-of-scope queries
 
 Usage (from the repository root; the output is committed, CI does not run this)::
@@ -47,6 +49,13 @@ N_PER_HACK_INTENT = 80
 N_JAILBREAKS = 600
 N_PER_OTHER_INTENT = 30
 N_OOS = 400
+N_ADVBENCH = 300
+SEED_FILES = (  # pyrit seed datasets of short prompts that are attacks on, or off the purpose of, a support bot
+    "airt/harassment", "airt/harms", "airt/hate", "airt/illegal", "airt/leakage", "airt/malware",
+    "airt/misinformation", "airt/scams", "airt/violence", "garak/access_shell_commands",
+    "garak/normal_instructions", "garak/package_hallucination_real_tasks", "garak/system_prompt_extraction",
+    "garak/web_html_js", "psfuzz_steal_system",
+)
 
 
 def norm(t: str) -> str:
@@ -112,6 +121,22 @@ def main() -> None:
     for name, value, source in rng.sample(templates, min(N_JAILBREAKS, len(templates))):
         text = value.replace("{{ prompt }}", rng.choice(requests)).strip()
         rows.append((text, "TRY_TO_HACK", f"pyrit:{Path(name).stem} ({source})"))
+
+    # short attack and off-task prompts from pyrit's seed datasets
+    with zipfile.ZipFile(args.pyrit_wheel) as z:
+        def seeds(name: str) -> tuple[list[str], str]:
+            doc = yaml.safe_load(z.read(f"pyrit/datasets/seed_datasets/local/{name}.prompt"))
+            values = [str(x["value"]).strip() for x in doc.get("seeds", []) if x.get("data_type", "text") == "text"]
+            return [v for v in values if v], str(doc.get("source", "") or doc.get("groups", "") or "")
+
+        adv, src = seeds("adv_bench")
+        for t in rng.sample(adv, N_ADVBENCH):
+            rows.append((t, "TRY_TO_HACK", f"pyrit:adv_bench ({src})"))
+        for name in SEED_FILES:
+            values, src = seeds(name)
+            for t in values:
+                if "<" not in t or "script" in t:  # skip unfilled placeholders such as <language>
+                    rows.append((t, "TRY_TO_HACK", f"pyrit:{name} ({src})"))
 
     # drop exact duplicates (after normalisation) so train and test never share a text
     seen, unique = set(), []

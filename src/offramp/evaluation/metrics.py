@@ -35,7 +35,7 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels:
 
 
 def measure_latency(predict_one, texts: Sequence[str], n: int = 1000, warmup: int = 20,
-                    max_seconds: float = 4.0) -> dict:
+                    max_seconds: float = 2.0) -> dict:
     """Milliseconds per single message, one at a time, in process: p50, p95, p99.
 
     Stops after ``n`` messages or ``max_seconds`` (with at least 100 measured), whichever is first.

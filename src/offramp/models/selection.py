@@ -155,16 +155,17 @@ def select_model(
         key = proto.feature_key()
         elapsed = time.perf_counter() - t0
         forecast = max(fit_cost) if fit_cost else 0.0
+        features = 0.0  # one-off cost of features not built yet (sentence encoding)
         if key not in feature_cache:
             if fit_cost:
                 forecast *= 1.3
             if hasattr(proto, "estimate_feature_seconds"):
                 try:
-                    forecast += proto.estimate_feature_seconds(texts)
+                    features = proto.estimate_feature_seconds(texts)
                 except Exception:  # the candidate will fail and say why below
                     pass
         # keep room for the final refit of the winner (about one fold's worth)
-        if i > 0 and elapsed + forecast * (1 + 1 / n_folds) > time_limit:
+        if i > 0 and elapsed + features + forecast * (1 + 1 / n_folds) > time_limit:
             results.append(CandidateResult(cand.name, cand.description, "skipped: time limit"))
             continue
         say(f"cross-validating {cand.name}")

@@ -135,7 +135,7 @@ def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float | None = Non
     if on_progress:
         on_progress("measuring speed")
     with sel.model.uncached():
-        metrics["latency_ms"] = measure_latency(sel.model.predict_one, sample, n=500)
+        metrics["latency_ms"] = measure_latency(sel.model.predict_one, sample, n=300, max_seconds=1.5)
         metrics["throughput_per_s"] = measure_throughput(sel.model.predict, sample, min_messages=2_000, min_seconds=0.5)
     fps = {"train_fingerprints": text_fingerprints(ds.texts, salt)}
     if on_progress:
