@@ -1,0 +1,1 @@
+"""Talking to LLMs: one client for any OpenAI-compatible chat-completions endpoint."""

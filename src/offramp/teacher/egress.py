@@ -1,0 +1,49 @@
+"""The one place text passes before it leaves the machine for an LLM endpoint.
+
+Every request the LLM client sends goes through :func:`check_egress` first:
+
+* with ``OFFRAMP_OFFLINE=1`` any host that is not loopback is refused before a byte is sent;
+* text bound for a host that is not loopback passes the privacy guard registered with
+  :func:`set_guard` (PII masking); with none registered it goes unchanged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Callable
+from urllib.parse import urlsplit
+
+from offramp.errors import OfframpError
+
+_guard: Callable[[str], str] | None = None
+
+
+class EgressRefused(OfframpError):
+    exit_code = 2
+
+
+def set_guard(guard: Callable[[str], str] | None) -> None:
+    global _guard
+    _guard = guard
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_egress(url: str, texts: list[str]) -> list[str]:
+    """The texts as they may be sent to ``url`` (guarded), or EgressRefused in offline mode."""
+    local = is_loopback(url)
+    if os.environ.get("OFFRAMP_OFFLINE", "").strip() in ("1", "true", "yes") and not local:
+        raise EgressRefused(f"offline mode (OFFRAMP_OFFLINE) forbids sending anything to {urlsplit(url).hostname}",
+                            "use an LLM server on this machine (127.0.0.1) or unset OFFRAMP_OFFLINE")
+    if local or _guard is None:
+        return texts
+    return [_guard(t) for t in texts]
