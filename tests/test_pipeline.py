@@ -129,3 +129,68 @@ def test_served_demo_pipeline(fast_model, tmp_path):
         assert pin["label"] == "SUPPORT" and pin["action"]["found"] and pin["action"]["source"].startswith("pin.md")
     finally:
         s.stop()
+
+
+def test_parse_label():
+    from offramp.pipeline.fallback import parse_label
+
+    labels = ["SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER"]
+    assert parse_label("gratitude", labels) == "GRATITUDE"
+    assert parse_label(' "TRY_TO_HACK". ', labels) == "TRY_TO_HACK"
+    assert parse_label("The label is SUPPORT.", labels) == "SUPPORT"
+    assert parse_label("SUPPORT or OTHER", labels) is None
+    assert parse_label("I think it's a refund request", labels) is None
+
+
+def test_circuit_breaker_opens_and_closes():
+    from misbehaving_llm import ScriptedLLM
+
+    from offramp.pipeline.fallback import CircuitOpen, LLMFallback
+    from offramp.teacher.client import ChatClient, LLMConfig, LLMError
+
+    llm = ScriptedLLM(default=(500, {}, {"error": "down"}, 0))
+    now = [0.0]
+    try:
+        fb = LLMFallback(ChatClient(LLMConfig(llm.url, "m", max_retries=0)), ["A", "B"], failure_threshold=2,
+                         reset_after_s=10, clock=lambda: now[0])
+        for _ in range(2):
+            with pytest.raises(LLMError):
+                fb("x")
+        with pytest.raises(CircuitOpen):
+            fb("x")
+        assert len(llm.requests) == 2  # the open breaker sent nothing
+        now[0] = 11.0
+        llm.default = (200, {}, {"choices": [{"message": {"content": "B"}}]}, 0)
+        assert fb("x") == "B"
+    finally:
+        llm.close()
+
+
+def test_served_cascade_falls_back_to_a_real_llm_and_survives_its_death(fast_model, tmp_path):
+    import shutil
+
+    from misbehaving_llm import ScriptedLLM, completion
+
+    llm = ScriptedLLM(default=(200, {}, completion("OTHER"), 0))
+    shutil.copytree(fast_model, tmp_path / "model")
+    p = write(tmp_path / "p.yaml", f"model: model\nllm: {{base_url: '{llm.url}/v1', model: m, timeout_s: 1, max_retries: 0}}\n"
+                                   "routing: {thresholds: {'*': 1.01}}\n")  # everything goes to the LLM
+    s = Server(p)
+    try:
+        r = httpx.post(s.url + "/v1/classify", json={"text": "thank you so much!"}).json()
+        assert r["route"] == "llm" and r["label"] == "OTHER"
+        asked = llm.requests[-1]["body"]["messages"]
+        assert asked[1]["content"] == "thank you so much!" and "GRATITUDE" in asked[0]["content"]
+        llm.close()  # the LLM dies mid-run: routes change, availability does not
+        codes, routes, flags = [], [], []
+        for _ in range(5):
+            resp = httpx.post(s.url + "/v1/classify", json={"text": "thank you so much!"})
+            codes.append(resp.status_code)
+            routes.append(resp.json()["route"])
+            flags += resp.json()["flags"]
+        assert codes == [200] * 5 and set(routes) == {"local"}
+        assert "fallback_failed" in flags and "llm_circuit_open" in flags
+        m = httpx.get(s.url + "/metrics").text
+        assert 'offramp_decisions_total{route="llm"} 1' in m and 'offramp_decisions_total{route="local"} 5' in m
+    finally:
+        s.stop()

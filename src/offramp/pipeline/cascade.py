@@ -62,8 +62,8 @@ class Cascade:
                 try:
                     outgoing = self.guard(text) if self.guard else text
                     d.label, d.route = self.fallback(outgoing), "llm"
-                except Exception:  # the LLM is down, slow or refusing: keep the local answer
-                    d.flags.append("fallback_failed")
+                except Exception as e:  # the LLM is down, slow or refusing: keep the local answer
+                    d.flags.append("llm_circuit_open" if type(e).__name__ == "CircuitOpen" else "fallback_failed")
         act = self.actions.get(d.label)
         if act is not None:
             d.action = act(text, d.label)

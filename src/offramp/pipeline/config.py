@@ -2,6 +2,10 @@
 
 ```yaml
 model: model/                     # a model directory (relative to this file)
+llm:                              # optional: any OpenAI-compatible server, asked when unsure
+  base_url: http://127.0.0.1:8080/v1
+  model: qwen2.5-1.5b-instruct
+  timeout_s: 5                    # then the local answer is returned, flagged
 routing:                          # optional: when to ask the LLM
   thresholds: {"*": 0.5}          #   fixed, or fitted on held-out data:
   fit: {val: val.csv, max_llm_share: 0.05}     # or: local_precision: 0.98
@@ -40,6 +44,17 @@ class RoutingSpec(_Strict):
     fit: Optional[FitSpec] = None
 
 
+class LLMSpec(_Strict):
+    base_url: str
+    model: str
+    api_key_env: Optional[str] = "OPENAI_API_KEY"
+    timeout_s: float = 5.0
+    max_retries: int = 1
+    failure_threshold: int = 3
+    reset_after_s: float = 30.0
+    descriptions: Dict[str, str] = {}
+
+
 class LimitsSpec(_Strict):
     max_body_bytes: int = 1_000_000
     max_text_chars: int = 20_000
@@ -49,6 +64,7 @@ class LimitsSpec(_Strict):
 class PipelineSpec(_Strict):
     model: str
     routing: Optional[RoutingSpec] = None
+    llm: Optional[LLMSpec] = None
     actions: Dict[str, Dict[str, Any]] = {}
     limits: LimitsSpec = LimitsSpec()
 
@@ -107,4 +123,14 @@ def build_cascade(path: str | Path):
         summary = fit_thresholds(model.predict_proba(val.texts), model.classes_, val.labels,
                                  max_llm_share=f.max_llm_share, local_precision=f.local_precision)
         thresholds = summary["thresholds"]
-    return Cascade(model, thresholds=thresholds, actions=actions), spec.limits, model_dir, summary
+    fallback = None
+    if spec.llm is not None:
+        from offramp.pipeline.fallback import LLMFallback
+        from offramp.teacher.client import ChatClient, LLMConfig
+
+        c = spec.llm
+        client = ChatClient(LLMConfig(base_url=c.base_url, model=c.model, api_key_env=c.api_key_env,
+                                      timeout_s=c.timeout_s, max_retries=c.max_retries))
+        fallback = LLMFallback(client, model.classes_, c.descriptions, c.failure_threshold, c.reset_after_s)
+    return (Cascade(model, fallback=fallback, thresholds=thresholds, actions=actions), spec.limits, model_dir,
+            summary)

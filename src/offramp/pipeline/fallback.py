@@ -1,0 +1,72 @@
+"""The LLM fallback: ask the LLM for a label when the small model is unsure, behind a circuit breaker.
+
+The answer must be one of the model's labels (matched case-insensitively, quotes and punctuation
+around it ignored); anything else is a failure, never a guess. After ``failure_threshold`` failures
+in a row the breaker opens and calls are skipped for ``reset_after_s`` seconds, so a slow or dead
+LLM costs one timeout, not one per message; the next call after that tries again.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Sequence
+
+from offramp.teacher.client import ChatClient, LLMBadResponse, LLMError
+
+
+class CircuitOpen(LLMError):
+    """The LLM failed repeatedly; calls are skipped until the breaker's timer runs out."""
+
+
+def parse_label(answer: str, labels: Sequence[str]) -> str | None:
+    """The label an LLM answer names, or None when it names none (or more than one)."""
+    clean = re.sub(r"^[\s\"'`*.:]+|[\s\"'`*.!:]+$", "", answer or "")
+    by_lower = {str(lab).lower(): str(lab) for lab in labels}
+    if clean.lower() in by_lower:
+        return by_lower[clean.lower()]
+    found = {by_lower[w.lower()] for w in re.findall(r"[A-Za-z0-9_\-]+", answer or "") if w.lower() in by_lower}
+    return found.pop() if len(found) == 1 else None
+
+
+def label_prompt(labels: Sequence[str], descriptions: dict[str, str] | None = None) -> str:
+    lines = ["Classify the user's message. Answer with exactly one of these labels and nothing else:"]
+    for lab in labels:
+        d = (descriptions or {}).get(lab)
+        lines.append(f"- {lab}" + (f": {d}" if d else ""))
+    return "\n".join(lines)
+
+
+class LLMFallback:
+    def __init__(self, client: ChatClient, labels: Sequence[str], descriptions: dict[str, str] | None = None,
+                 failure_threshold: int = 3, reset_after_s: float = 30.0, clock=time.monotonic):
+        self.client, self.labels = client, [str(x) for x in labels]
+        self.system = label_prompt(self.labels, descriptions)
+        self.failure_threshold, self.reset_after_s, self.clock = failure_threshold, reset_after_s, clock
+        self._failures, self._open_until = 0, 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self.clock() < self._open_until
+
+    def __call__(self, text: str) -> str:
+        if self.is_open:
+            raise CircuitOpen("the LLM failed repeatedly; skipping it for now")
+        try:
+            r = self.client.chat([{"role": "system", "content": self.system}, {"role": "user", "content": text}],
+                                 temperature=0, max_tokens=16)
+            label = parse_label(r.content, self.labels)
+            if label is None:
+                raise LLMBadResponse(f"the LLM answered outside the label set: {r.content[:80]!r}")
+        except LLMError:
+            with self._lock:
+                self._failures += 1
+                if self._failures >= self.failure_threshold:
+                    self._open_until = self.clock() + self.reset_after_s
+                    self._failures = 0
+            raise
+        with self._lock:
+            self._failures = 0
+        return label
