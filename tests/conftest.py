@@ -47,6 +47,15 @@ def trained_dir(inbox_sample, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def fast_model(inbox_sample, tmp_path_factory) -> Path:
+    """A fast-tier model directory trained by the real CLI on the sample."""
+    d = tmp_path_factory.mktemp("fast") / "model"
+    r = run_cli("train", str(inbox_sample[0]), "--out", str(d), "--quality", "fast", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return d
+
+
 def run_cli(*args, input: str | None = None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "offramp", *args], capture_output=True, text=True,
                           input=input, env=env, timeout=600)

@@ -20,14 +20,6 @@ from conftest import run_cli
 from test_serving import Server
 
 
-@pytest.fixture(scope="module")
-def fast_model(inbox_sample, tmp_path_factory):
-    d = tmp_path_factory.mktemp("pipe") / "model"
-    r = run_cli("train", str(inbox_sample[0]), "--out", str(d), "--quality", "fast", "--quiet")
-    assert r.returncode == 0, r.stderr
-    return d
-
-
 def write(path, text):
     path.write_text(text, encoding="utf-8")
     return path

@@ -52,14 +52,6 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def fast_model(inbox_sample, tmp_path_factory):
-    d = tmp_path_factory.mktemp("serve") / "model"
-    r = run_cli("train", str(inbox_sample[0]), "--out", str(d), "--quality", "fast", "--quiet")
-    assert r.returncode == 0, r.stderr
-    return d
-
-
-@pytest.fixture(scope="module")
 def server(fast_model):
     s = Server(fast_model, "--max-body-bytes", "20000", "--max-text-chars", "2000", "--max-batch", "50")
     yield s
