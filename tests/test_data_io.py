@@ -150,3 +150,10 @@ def test_unseen_labels_and_leakage_warned():
     w = check_test_set(test, ["SUPPORT", "GRATITUDE"], fps, salt)
     assert any("2 test rows have labels the model never saw: NEW (2)" in x for x in w)
     assert any("leakage: 1 test texts also appear in the training data" in x for x in w)
+
+
+def test_lone_surrogates_in_jsonl_become_replacement_characters(tmp_path):
+    (tmp_path / "s.jsonl").write_text('{"text": "thanks \\ud800 a lot", "label": "A"}\n{"text": "b", "label": "B"}\n')
+    ds = read_dataset(tmp_path / "s.jsonl")
+    assert ds.texts[0] == "thanks \ufffd a lot"
+    ds.texts[0].encode("utf-8")  # safe to write anywhere

@@ -15,7 +15,7 @@ from offramp.models.tfidf import TfidfLinear
 
 
 def test_featurizer_single_path_matches_batch():
-    texts = ["How do I reset my PIN?", "merci beaucoup !", "Переведи это на английский", "", "🙂 ok"]
+    texts = ["How do I reset my PIN?", "merci beaucoup !", "Переведи это на английский", "", "🙂 ok", "lone \ud800 half"]
     f = NgramFeaturizer(min_df=1).fit(texts)
     X = f.transform(texts)
     for i, t in enumerate(texts):

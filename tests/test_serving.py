@@ -102,6 +102,10 @@ def test_limits_and_errors_are_clear_json(server):
     err(httpx.post(server.url + "/v1/chat/completions", json={"messages": [{"role": "system", "content": "x"}]}),
         422, "invalid_request", "no 'user' message")
     err(httpx.get(server.url + "/nope"), 404, "http_error", "Not Found")
+    # a lone surrogate (legal in JSON, not in UTF-8) is classified, not a 500
+    r = httpx.post(server.url + "/v1/classify", content=b'{"text": "thanks \\ud800 a lot"}',
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
     # no CORS headers unless configured
     r = httpx.options(server.url + "/v1/classify", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in r.headers

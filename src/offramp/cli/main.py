@@ -207,6 +207,9 @@ def predict(
         raise UsageError("nothing to classify", "pass texts as arguments, --input FILE, or lines on stdin")
     if not items:
         raise UsageError("nothing to classify: the input has no non-empty text")
+    from offramp.data.io import clean_text
+
+    items = [clean_text(t) for t in items]
     cut = sum(1 for t in items if len(t) > max_chars)
     if cut and not input_file:
         items = [t[:max_chars] for t in items]

@@ -115,6 +115,15 @@ def _records_parquet(path: Path, present: list[str]) -> list[dict]:
     return [dict(zip(present, vals)) for vals in zip(*columns.values())]
 
 
+def clean_text(s: str) -> str:
+    """``s`` with lone surrogates (legal in JSON escapes, not in UTF-8) replaced by U+FFFD."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in s)
+
+
 def cell_value(value) -> str | None:
     """A cell as a stripped string; None when it is missing, NaN or blank."""
     if value is None:
@@ -126,7 +135,7 @@ def cell_value(value) -> str | None:
             value = int(value)
     if isinstance(value, (dict, list)):
         value = json.dumps(value, ensure_ascii=False)
-    s = str(value).strip()
+    s = clean_text(str(value)).strip()
     return s or None
 
 

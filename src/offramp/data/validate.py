@@ -36,7 +36,7 @@ def check_training_set(ds: Dataset) -> list[str]:
 
 
 def _fingerprint(text: str, salt: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(normalize(text).encode(), digest_size=8, key=salt).digest(), "little")
+    return int.from_bytes(hashlib.blake2b(normalize(text).encode("utf-8", "surrogatepass"), digest_size=8, key=salt).digest(), "little")
 
 
 def text_fingerprints(texts: Sequence[str], salt: bytes) -> np.ndarray:

@@ -179,7 +179,8 @@ class SentenceEncoder:
 
     def encode_uncached(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for ``texts`` in order, computed now (length-sorted batches)."""
-        texts = [t if t.strip() else " " for t in texts]
+        # lone surrogates (possible in JSON input) would stop the tokenizer: replace them
+        texts = [(t.encode("utf-8", "replace").decode("utf-8") if t.strip() else " ") for t in texts]
         out = np.zeros((len(texts), DIM), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")
         for i in range(0, len(order), self.batch_size):
@@ -188,7 +189,7 @@ class SentenceEncoder:
         return out
 
     def _keys(self, texts: Sequence[str]) -> list[bytes]:
-        return [hashlib.blake2b(f"{self.encoder_id}\x00{t}".encode(), digest_size=16).digest() for t in texts]
+        return [hashlib.blake2b(f"{self.encoder_id}\x00{t}".encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in texts]
 
     def _n_tokens(self, texts: Sequence[str]) -> int:
         return sum(len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=True))

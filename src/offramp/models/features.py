@@ -112,7 +112,7 @@ class NgramFeaturizer:
         """((doc, bucket) of word n-grams, (doc, bucket) of character n-grams) for a batch."""
         padded = [" " + t + " " if t else "" for t in (normalize(x) for x in texts)]
         lengths = np.fromiter((len(t) for t in padded), dtype=np.int64, count=len(padded))
-        code = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        code = np.frombuffer("".join(padded).encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
         total = code.shape[0]
         pw, ipw = _TABLES.powers(total + 1)
         prefix = np.zeros(total + 1, dtype=np.uint64)

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from offramp.data.io import clean_text
 from offramp.costs.calculator import DEFAULT_PROMPT_TOKENS, api_usd_per_message, load_prices
 from offramp.pipeline.cascade import Cascade
 from offramp.serving.metrics import Metrics
@@ -210,6 +211,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 raise ApiError(422, "invalid_request", f"text {i} is empty")
 
     def decide(text: str, request_id: str) -> dict:
+        text = clean_text(text)  # JSON may carry lone surrogates; nothing downstream should see them
         cascade = state.cascade  # one reference per message: a reload mid-request cannot mix models
         d = cascade.run(text)
         metrics.inc("offramp_decisions_total", route=d.route)
