@@ -450,6 +450,68 @@ def write_demo_pipeline(out_dir: Path) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------- label
+@app.command()
+def label(
+    data: Path = typer.Argument(..., help="Texts to label (CSV, TSV, JSONL, Parquet)."),
+    llm: str = typer.Option(..., "--llm", help="Model name the endpoint serves (also looked up in the price table)."),
+    base_url: str = typer.Option(..., "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1"),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Labelled file to write (.csv or .jsonl); not needed with --dry-run."),
+    task: Path = typer.Option(..., "--task", help="Task spec YAML: labels with descriptions, optional instructions and examples."),
+    text_col: str = TEXT_COL,
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, max=64, help="Requests in flight at once."),
+    timeout_s: float = typer.Option(30.0, "--timeout", help="Seconds to wait for one answer."),
+    price_model: Optional[str] = typer.Option(None, "--price-model", help="Price-table row for the cost (default: --llm)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Answer cache (SQLite; default ~/.cache/offramp/llm-answers.sqlite)."),
+    no_schema: bool = typer.Option(False, "--no-schema", help="Do not send a JSON schema (for servers that reject one)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the token and dollar estimate; send nothing."),
+    max_chars: int = MAX_CHARS,
+    quiet: bool = QUIET,
+):
+    """Label texts with an LLM teacher: constrained answers, cached (re-runs send nothing twice), costed."""
+    import csv as _csv
+
+    from offramp.data.io import read_dataset
+    from offramp.teacher.client import ChatClient, LLMConfig
+    from offramp.teacher.label import AnswerCache, Labeller, TaskSpec, default_cache_path, estimate, label_texts
+
+    spec = TaskSpec.load(task)
+    ds = read_dataset(data, text_col=text_col, label_col=None, need_labels=False, max_chars=max_chars)
+    _warn(ds.warnings)
+    est = estimate(spec, ds.texts, price_model or llm)
+    cost = "unknown (no price-table row; pass --price-model)" if est["cost_usd"] is None else f"${est['cost_usd']:.4f}"
+    if dry_run:
+        out.print(f"{est['texts']} texts, about {est['prompt_tokens']:,} prompt + {est['completion_tokens']:,} "
+                  f"completion tokens, estimated cost {cost}; nothing was sent")
+        return
+    if out_file is None:
+        raise UsageError("--out is needed (or use --dry-run)")
+    if out_file.suffix.lower() not in (".csv", ".jsonl"):
+        raise UsageError(f"--out {out_file} must end in .csv or .jsonl")
+    client = ChatClient(LLMConfig(base_url=base_url, model=llm, api_key_env=api_key_env, timeout_s=timeout_s,
+                                  max_concurrency=concurrency))
+    labeller = Labeller(client, spec, AnswerCache(cache or default_cache_path()), constrain=not no_schema)
+    with _status(f"labelling {len(ds.texts)} texts", quiet) as say:
+        run = label_texts(labeller, ds.texts, workers=concurrency, price_model=price_model or llm,
+                          on_progress=lambda d, n: say(f"labelled {d} of {n}"))
+    rows = [{"text": o.text, "label": o.label or "", "confidence": o.confidence,
+             "status": "labelled" if o.label else "unlabelled", "raw": "" if o.label else o.raw} for o in run.outcomes]
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    if out_file.suffix.lower() == ".jsonl":
+        out_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    else:
+        with open(out_file, "w", newline="", encoding="utf-8") as f:
+            w = _csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    unlabelled = sum(1 for r in rows if r["status"] == "unlabelled")
+    real = "unknown (no price-table row)" if run.cost_usd is None else f"${run.cost_usd:.4f}"
+    out.print(f"wrote {len(rows)} rows to {out_file}: {len(rows) - unlabelled} labelled, {unlabelled} unlabelled "
+              f"(raw answers kept); {run.calls} calls sent, {run.cache_hits} answered from the cache; "
+              f"{run.prompt_tokens:,} + {run.completion_tokens:,} tokens reported, cost {real} (estimate was {cost})")
+
+
 # --------------------------------------------------------------------------- serve
 @app.command()
 def serve(

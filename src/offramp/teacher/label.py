@@ -1,0 +1,220 @@
+"""Label texts with an LLM teacher: constrained answers, a persistent cache, honest costs.
+
+* The task spec (YAML) names the labels (with one-line descriptions), optional instructions and
+  few-shot examples.
+* Answers are constrained with a JSON schema (an enum of the labels) where the server accepts one,
+  and parsed strictly otherwise; an answer outside the label set is asked again once, then recorded
+  as unlabelled with the raw answer: never guessed.
+* Every answer is cached in SQLite under a hash of (endpoint, model, messages, parameters): a
+  re-run, or a resume after a crash or Ctrl-C, sends nothing it has sent before.
+* ``dry_run`` estimates tokens and dollars from the price table before anything is sent; a real run
+  adds up the ``usage`` the server reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import yaml
+
+from offramp.costs.calculator import CHARS_PER_TOKEN, load_prices
+from offramp.errors import UsageError
+from offramp.pipeline.fallback import parse_label
+from offramp.teacher.client import ChatClient, LLMRequestRejected
+
+
+@dataclass
+class TaskSpec:
+    labels: dict[str, str]
+    instructions: str = ""
+    examples: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TaskSpec":
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"task spec {p} does not exist")
+        try:
+            doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise UsageError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("labels"), dict) or len(doc["labels"]) < 2:
+            raise UsageError(f"{p} needs 'labels:', a mapping of at least two labels to one-line descriptions")
+        unknown = set(doc) - {"labels", "instructions", "examples"}
+        if unknown:
+            raise UsageError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}; use labels, instructions, examples")
+        labels = {str(k): str(v or "") for k, v in doc["labels"].items()}
+        examples = doc.get("examples") or []
+        for i, ex in enumerate(examples):
+            if not isinstance(ex, dict) or str(ex.get("label")) not in labels or not ex.get("text"):
+                raise UsageError(f"{p}: example {i + 1} needs a text and one of the labels")
+        return cls(labels, str(doc.get("instructions") or ""), examples)
+
+    def system_prompt(self) -> str:
+        lines = ["Classify the user's message into exactly one of these labels:"]
+        lines += [f"- {k}: {v}" if v else f"- {k}" for k, v in self.labels.items()]
+        if self.instructions:
+            lines += ["", self.instructions.strip()]
+        lines += ["", 'Answer with JSON: {"label": "<one of the labels>"} and nothing else.']
+        return "\n".join(lines)
+
+    def messages(self, text: str) -> list[dict]:
+        msgs = [{"role": "system", "content": self.system_prompt()}]
+        for ex in self.examples:
+            msgs += [{"role": "user", "content": str(ex["text"])},
+                     {"role": "assistant", "content": json.dumps({"label": str(ex["label"])})}]
+        return msgs + [{"role": "user", "content": text}]
+
+    def schema(self) -> dict:
+        return {"type": "json_schema", "json_schema": {"name": "label", "strict": True, "schema": {
+            "type": "object", "properties": {"label": {"type": "string", "enum": list(self.labels)}},
+            "required": ["label"], "additionalProperties": False}}}
+
+
+def read_answer(content: str, labels: Sequence[str]) -> str | None:
+    """The label in a JSON answer ``{"label": ...}``, or in a plain one; None if it names none."""
+    try:
+        doc = json.loads(content)
+        if isinstance(doc, dict) and "label" in doc:
+            return parse_label(str(doc["label"]), labels)
+    except ValueError:
+        pass
+    return parse_label(content, labels)
+
+
+class AnswerCache:
+    """SQLite: hash of the request -> the server's answer and usage (no prompt text is stored)."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS answers (k TEXT PRIMARY KEY, content TEXT, usage TEXT)")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(url: str, model: str, messages: list[dict], params: dict) -> str:
+        blob = json.dumps([url, model, messages, params], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def get(self, k: str):
+        with self._lock:
+            row = self._db.execute("SELECT content, usage FROM answers WHERE k = ?", (k,)).fetchone()
+        return (row[0], json.loads(row[1] or "{}")) if row else None
+
+    def put(self, k: str, content: str, usage: dict) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)", (k, content, json.dumps(usage)))
+
+
+@dataclass
+class LabelOutcome:
+    text: str
+    label: str | None
+    raw: str
+    confidence: float | None = None
+    cached: bool = False
+
+
+@dataclass
+class LabelRun:
+    outcomes: list[LabelOutcome]
+    calls: int
+    cache_hits: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+
+
+def estimate(spec: TaskSpec, texts: Sequence[str], price_model: str | None) -> dict:
+    """Tokens and dollars before anything is sent (characters / 4, plus a few output tokens)."""
+    tin = sum(sum(len(m["content"]) for m in spec.messages(t)) / CHARS_PER_TOKEN + 4 for t in texts)
+    tout = 8 * len(texts)
+    price = load_prices()["models"].get(price_model or "")
+    cost = (tin * price["input"] + tout * price["output"]) / 1e6 if price else None
+    return {"texts": len(texts), "prompt_tokens": int(tin), "completion_tokens": int(tout), "cost_usd": cost,
+            "price_model": price_model if price else None}
+
+
+class Labeller:
+    def __init__(self, client: ChatClient, spec: TaskSpec, cache: AnswerCache, constrain: bool = True,
+                 logprobs: bool = False):
+        self.client, self.spec, self.cache = client, spec, cache
+        self.constrain, self.logprobs = constrain, logprobs
+        self._lock = threading.Lock()
+        self.calls = self.hits = self.tin = self.tout = 0
+
+    def _ask(self, messages: list[dict]) -> tuple[str, dict, object]:
+        params: dict = {"temperature": 0, "max_tokens": 32}
+        if self.constrain:
+            params["response_format"] = self.spec.schema()
+        if self.logprobs:
+            params["logprobs"] = True
+        k = AnswerCache.key(self.client.url, self.client.config.model, messages, params)
+        hit = self.cache.get(k)
+        if hit is not None:
+            with self._lock:
+                self.hits += 1
+            return hit[0], hit[1], None
+        try:
+            r = self.client.chat(messages, **params)
+        except LLMRequestRejected:
+            if not self.constrain:
+                raise
+            self.constrain = False  # this server does not take a JSON schema: parse plain answers
+            return self._ask(messages)
+        self.cache.put(k, r.content, r.usage)
+        with self._lock:
+            self.calls += 1
+            self.tin += int(r.usage.get("prompt_tokens") or 0)
+            self.tout += int(r.usage.get("completion_tokens") or 0)
+        return r.content, r.usage, r.logprobs
+
+    def label_one(self, text: str) -> LabelOutcome:
+        msgs = self.spec.messages(text)
+        content, _, lp = self._ask(msgs)
+        label = read_answer(content, list(self.spec.labels))
+        if label is None:  # one more try, saying what went wrong
+            retry = msgs + [{"role": "assistant", "content": content},
+                            {"role": "user", "content": "Answer with exactly one label from the list, as JSON."}]
+            content, _, lp = self._ask(retry)
+            label = read_answer(content, list(self.spec.labels))
+        return LabelOutcome(text, label, content, _confidence(lp))
+
+
+def _confidence(logprobs) -> float | None:
+    try:
+        tokens = logprobs["content"]
+        return float(math.exp(sum(t["logprob"] for t in tokens)))
+    except (TypeError, KeyError):
+        return None
+
+
+def label_texts(labeller: Labeller, texts: Sequence[str], *, workers: int = 4,
+                on_progress: Callable[[int, int], None] | None = None, price_model: str | None = None) -> LabelRun:
+    outcomes: list[LabelOutcome | None] = [None] * len(texts)
+    done = 0
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        futures = {pool.submit(labeller.label_one, t): i for i, t in enumerate(texts)}
+        for fut in futures:
+            outcomes[futures[fut]] = fut.result()
+            done += 1
+            if on_progress:
+                on_progress(done, len(texts))
+    price = load_prices()["models"].get(price_model or labeller.client.config.model)
+    cost = (labeller.tin * price["input"] + labeller.tout * price["output"]) / 1e6 if price else None
+    return LabelRun(outcomes, labeller.calls, labeller.hits, labeller.tin, labeller.tout, cost)
+
+
+def default_cache_path() -> Path:
+    base = os.environ.get("OFFRAMP_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "offramp")
+    return Path(base) / "llm-answers.sqlite"
