@@ -512,6 +512,41 @@ def label(
               f"{run.prompt_tokens:,} + {run.completion_tokens:,} tokens reported, cost {real} (estimate was {cost})")
 
 
+@app.command("import-logs")
+def import_logs_cmd(
+    log_file: Path = typer.Argument(..., help="JSONL of logged chat completions (request/response, or stored completions)."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="Training file to write (.csv or .jsonl) with text,label."),
+    role: str = typer.Option("user", "--role", help="Role of the message that is the input."),
+    index: int = typer.Option(-1, "--index", help="Which message of that role (-1: the last)."),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help="Read the label from this key of a JSON reply."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set; replies naming none are skipped."),
+):
+    """Turn an LLM's production logs into a training file (text,label), counting what was skipped and why."""
+    import csv as _csv
+
+    from offramp.teacher.logs import import_logs
+
+    if out_file.suffix.lower() not in (".csv", ".jsonl"):
+        raise UsageError(f"--out {out_file} must end in .csv or .jsonl")
+    label_set = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    res = import_logs(log_file, role=role, index=index, label_field=label_field, labels=label_set)
+    for reason, count in res.skipped.most_common():
+        err.print(f"skipped {count} lines: {reason}", markup=False)
+    if not res.rows:
+        raise UsageError(f"no usable rows in {log_file} ({res.lines} lines read)", "check --role, --index and --label-field")
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    if out_file.suffix.lower() == ".jsonl":
+        out_file.write_text("".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\n" for t, lab in res.rows),
+                            encoding="utf-8")
+    else:
+        with open(out_file, "w", newline="", encoding="utf-8") as f:
+            w = _csv.writer(f)
+            w.writerow(["text", "label"])
+            w.writerows(res.rows)
+    out.print(f"wrote {len(res.rows)} rows to {out_file} from {res.lines} log lines "
+              f"({sum(res.skipped.values())} skipped)")
+
+
 # --------------------------------------------------------------------------- serve
 @app.command()
 def serve(

@@ -41,7 +41,7 @@ def _fmt_rows(rows: list[int], limit: int = 5) -> str:
     return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
-def _utf8(raw: bytes, path: Path) -> str:
+def decode_utf8(raw: bytes, path: Path) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -162,7 +162,7 @@ def read_records(path: str | os.PathLike, columns: list[str] | None = None) -> t
     if kind == "parquet":
         names = _parquet_columns(path)
         return names, _records_parquet(path, [c for c in (columns or names) if c in names])
-    text = _utf8(path.read_bytes(), path)
+    text = decode_utf8(path.read_bytes(), path)
     if kind == "jsonl":
         return _records_jsonl(text, path)
     return _records_csv(text, path, "\t" if kind == "tsv" else ",")
