@@ -108,3 +108,21 @@ def test_label_errors(files, tmp_path):
     r = run_cli("label", str(data), "--llm", "m", "--base-url", "http://127.0.0.1:9", "--task", str(task), "--out",
                 str(tmp_path / "x.csv"), "--timeout", "1", "--cache", str(tmp_path / "d.sqlite"))
     assert r.returncode == 1 and "cannot reach" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_llm_and_report_side_by_side(llm, tmp_path, trained_dir, inbox_sample):
+    task = tmp_path / "task.yaml"
+    task.write_text("labels:\n  SUPPORT: product questions\n  GRATITUDE: thanks\n  TRY_TO_HACK: off-purpose\n  OTHER: the rest\n")
+    preds = tmp_path / "llm.jsonl"
+    r = run_cli("eval-llm", str(inbox_sample[1]), "--llm", "gpt-4o-mini", "--base-url", llm.url, "--task", str(task),
+                "--predictions", str(preds), "--cache", str(tmp_path / "c.sqlite"), "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    for key in ("accuracy", "macro_f1", "per_class", "confusion", "latency_ms", "cost_per_million_usd"):
+        assert key in res
+    assert res["calls"] == len(llm.requests) and res["cost_per_million_usd"] > 0
+    # the keyword stand-in is a weak classifier: the report puts it beside the small model
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(trained_dir), str(inbox_sample[1]), "--llm-predictions", str(preds), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "LLM (gpt-4o-mini)" in r.stdout and out.read_text().count("<svg") >= 5

@@ -512,6 +512,67 @@ def label(
               f"{run.prompt_tokens:,} + {run.completion_tokens:,} tokens reported, cost {real} (estimate was {cost})")
 
 
+@app.command("eval-llm")
+def eval_llm(
+    data: Path = typer.Argument(..., help="Labelled test file."),
+    llm: str = typer.Option(..., "--llm", help="Model name the endpoint serves (also looked up in the price table)."),
+    base_url: str = typer.Option(..., "--base-url", help="OpenAI-compatible endpoint."),
+    task: Path = typer.Option(..., "--task", help="Task spec YAML (the same labels as the data)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write the LLM's predictions here (.jsonl) for 'offramp report --llm-predictions'."),
+    text_col: str = TEXT_COL,
+    label_col: str = LABEL_COL,
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, max=64, help="Requests in flight at once."),
+    timeout_s: float = typer.Option(60.0, "--timeout", help="Seconds to wait for one answer."),
+    price_model: Optional[str] = typer.Option(None, "--price-model", help="Price-table row for the cost (default: --llm)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Answer cache (SQLite)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    quiet: bool = QUIET,
+):
+    """Measure the LLM on a labelled test set: the same metrics as 'offramp eval', cost from real usage."""
+    import numpy as np
+
+    from offramp.data.io import read_dataset
+    from offramp.evaluation.metrics import classification_metrics
+    from offramp.teacher.client import ChatClient, LLMConfig
+    from offramp.teacher.label import AnswerCache, Labeller, TaskSpec, default_cache_path, label_texts
+
+    spec = TaskSpec.load(task)
+    ds = read_dataset(data, text_col=text_col, label_col=label_col)
+    _warn(ds.warnings)
+    client = ChatClient(LLMConfig(base_url=base_url, model=llm, api_key_env=api_key_env, timeout_s=timeout_s,
+                                  max_concurrency=concurrency))
+    labeller = Labeller(client, spec, AnswerCache(cache or default_cache_path()))
+    with _status(f"asking {llm} about {len(ds.texts)} texts", quiet) as say:
+        run = label_texts(labeller, ds.texts, workers=concurrency, price_model=price_model or llm,
+                          on_progress=lambda d, n: say(f"{d} of {n}"))
+    preds = [o.label or "(none)" for o in run.outcomes]
+    res = classification_metrics(ds.labels, preds, list(spec.labels) + sorted(set(ds.labels) - set(spec.labels)))
+    lat = [o.latency_ms for o in run.outcomes if o.latency_ms is not None]
+    if lat:
+        res["latency_ms"] = {q: float(np.percentile(lat, int(q[1:]))) for q in ("p50", "p95", "p99")}
+    tin = [o.usage.get("prompt_tokens") or 0 for o in run.outcomes]
+    tout = [o.usage.get("completion_tokens") or 0 for o in run.outcomes]
+    from offramp.costs.calculator import load_prices
+
+    price = load_prices()["models"].get(price_model or llm)
+    res["cost_per_million_usd"] = ((np.mean(tin) * price["input"] + np.mean(tout) * price["output"]) if price and any(tin) else None)
+    res.update({"model": llm, "unlabelled": preds.count("(none)"), "calls": run.calls, "cache_hits": run.cache_hits})
+    if predictions:
+        predictions.parent.mkdir(parents=True, exist_ok=True)
+        predictions.write_text("".join(json.dumps({"text": o.text, "prediction": o.label or "", "model": llm,
+                                                   "latency_ms": o.latency_ms, "raw": "" if o.label else o.raw,
+                                                   "prompt_tokens": o.usage.get("prompt_tokens"),
+                                                   "completion_tokens": o.usage.get("completion_tokens")},
+                                                  ensure_ascii=False) + "\n" for o in run.outcomes), encoding="utf-8")
+    if as_json:
+        print(json.dumps(res))
+        return
+    _print_side_by_side({**res, "model_bytes": None, "train_seconds": None}, None)
+    if predictions:
+        out.print(f"predictions written to {predictions} (use: offramp report MODEL DATA --llm-predictions {predictions})")
+
+
 @app.command("import-logs")
 def import_logs_cmd(
     log_file: Path = typer.Argument(..., help="JSONL of logged chat completions (request/response, or stored completions)."),

@@ -123,6 +123,8 @@ class LabelOutcome:
     raw: str
     confidence: float | None = None
     cached: bool = False
+    latency_ms: float | None = None  # of the server's answer (kept in the cache, so re-runs report it)
+    usage: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -172,23 +174,25 @@ class Labeller:
                 raise
             self.constrain = False  # this server does not take a JSON schema: parse plain answers
             return self._ask(messages)
-        self.cache.put(k, r.content, r.usage)
+        self.cache.put(k, r.content, {**r.usage, "_latency_ms": round(r.latency_s * 1000, 3)})
         with self._lock:
             self.calls += 1
             self.tin += int(r.usage.get("prompt_tokens") or 0)
             self.tout += int(r.usage.get("completion_tokens") or 0)
-        return r.content, r.usage, r.logprobs
+        return r.content, {**r.usage, "_latency_ms": round(r.latency_s * 1000, 3)}, r.logprobs
 
     def label_one(self, text: str) -> LabelOutcome:
         msgs = self.spec.messages(text)
-        content, _, lp = self._ask(msgs)
+        content, usage, lp = self._ask(msgs)
         label = read_answer(content, list(self.spec.labels))
         if label is None:  # one more try, saying what went wrong
             retry = msgs + [{"role": "assistant", "content": content},
                             {"role": "user", "content": "Answer with exactly one label from the list, as JSON."}]
-            content, _, lp = self._ask(retry)
+            content, usage2, lp = self._ask(retry)
+            usage = {k: (usage.get(k) or 0) + (usage2.get(k) or 0) for k in set(usage) | set(usage2)}
             label = read_answer(content, list(self.spec.labels))
-        return LabelOutcome(text, label, content, _confidence(lp))
+        return LabelOutcome(text, label, content, _confidence(lp), latency_ms=usage.get("_latency_ms"),
+                            usage={k: v for k, v in usage.items() if not k.startswith("_")})
 
 
 def _confidence(logprobs) -> float | None:
