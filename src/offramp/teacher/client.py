@@ -131,7 +131,10 @@ class ChatClient:
                 else:
                     if r.is_success:
                         return self._parse(r, time.perf_counter() - t0, attempt + 1)
-                    if r.status_code not in RETRYABLE:
+                    # some servers answer 500 to a request field they do not support (llama-cpp-python
+                    # does for response_format): that is not transient, retrying cannot help
+                    blames_request = "response_format" in r.text[:2000]
+                    if r.status_code not in RETRYABLE or blames_request:
                         raise LLMRequestRejected(f"{self.url} answered {r.status_code}: {r.text[:200]}",
                                                  "check the model name, the API key variable and the request")
                     retry_after = _retry_after(r.headers.get("retry-after"))

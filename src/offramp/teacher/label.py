@@ -74,10 +74,15 @@ class TaskSpec:
                      {"role": "assistant", "content": json.dumps({"label": str(ex["label"])})}]
         return msgs + [{"role": "user", "content": text}]
 
-    def schema(self) -> dict:
-        return {"type": "json_schema", "json_schema": {"name": "label", "strict": True, "schema": {
-            "type": "object", "properties": {"label": {"type": "string", "enum": list(self.labels)}},
-            "required": ["label"], "additionalProperties": False}}}
+    def json_schema(self) -> dict:
+        return {"type": "object", "properties": {"label": {"type": "string", "enum": list(self.labels)}},
+                "required": ["label"], "additionalProperties": False}
+
+    def response_formats(self) -> list[dict]:
+        """Ways to constrain the answer, tried in order: OpenAI's json_schema; a server that refuses
+        it gets plain prompts and strict parsing. (llama-cpp-python 0.3.36's server refuses it with
+        a 500, and its own json_object-with-schema form crashed the server with SmolLM2 here.)"""
+        return [{"type": "json_schema", "json_schema": {"name": "label", "strict": True, "schema": self.json_schema()}}]
 
 
 def read_answer(content: str, labels: Sequence[str]) -> str | None:
@@ -151,14 +156,16 @@ class Labeller:
     def __init__(self, client: ChatClient, spec: TaskSpec, cache: AnswerCache, constrain: bool = True,
                  logprobs: bool = False):
         self.client, self.spec, self.cache = client, spec, cache
-        self.constrain, self.logprobs = constrain, logprobs
+        self.formats = spec.response_formats() if constrain else []
+        self.logprobs = logprobs
         self._lock = threading.Lock()
         self.calls = self.hits = self.tin = self.tout = 0
 
     def _ask(self, messages: list[dict]) -> tuple[str, dict, object]:
         params: dict = {"temperature": 0, "max_tokens": 32}
-        if self.constrain:
-            params["response_format"] = self.spec.schema()
+        formats = self.formats
+        if formats:
+            params["response_format"] = formats[0]
         if self.logprobs:
             params["logprobs"] = True
         k = AnswerCache.key(self.client.url, self.client.config.model, messages, params)
@@ -170,9 +177,11 @@ class Labeller:
         try:
             r = self.client.chat(messages, **params)
         except LLMRequestRejected:
-            if not self.constrain:
+            if not formats:
                 raise
-            self.constrain = False  # this server does not take a JSON schema: parse plain answers
+            with self._lock:  # this server does not take that format: try the next one (or none)
+                if self.formats and self.formats[0] is formats[0]:
+                    self.formats = self.formats[1:]
             return self._ask(messages)
         self.cache.put(k, r.content, {**r.usage, "_latency_ms": round(r.latency_s * 1000, 3)})
         with self._lock:
