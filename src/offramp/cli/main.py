@@ -451,6 +451,16 @@ def write_demo_pipeline(out_dir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- label
+def _labeller(spec, llm, base_url, api_key_env, timeout_s, concurrency, cache, constrain=True):
+    """The LLM teacher both `label` and `eval-llm` use: one client, the shared answer cache."""
+    from offramp.teacher.client import ChatClient, LLMConfig
+    from offramp.teacher.label import AnswerCache, Labeller, default_cache_path
+
+    client = ChatClient(LLMConfig(base_url=base_url, model=llm, api_key_env=api_key_env, timeout_s=timeout_s,
+                                  max_concurrency=concurrency))
+    return Labeller(client, spec, AnswerCache(cache or default_cache_path()), constrain=constrain)
+
+
 @app.command()
 def label(
     data: Path = typer.Argument(..., help="Texts to label (CSV, TSV, JSONL, Parquet)."),
@@ -473,8 +483,7 @@ def label(
     import csv as _csv
 
     from offramp.data.io import read_dataset
-    from offramp.teacher.client import ChatClient, LLMConfig
-    from offramp.teacher.label import AnswerCache, Labeller, TaskSpec, default_cache_path, estimate, label_texts
+    from offramp.teacher.label import TaskSpec, estimate, label_texts
 
     spec = TaskSpec.load(task)
     ds = read_dataset(data, text_col=text_col, label_col=None, need_labels=False, max_chars=max_chars)
@@ -489,9 +498,7 @@ def label(
         raise UsageError("--out is needed (or use --dry-run)")
     if out_file.suffix.lower() not in (".csv", ".jsonl"):
         raise UsageError(f"--out {out_file} must end in .csv or .jsonl")
-    client = ChatClient(LLMConfig(base_url=base_url, model=llm, api_key_env=api_key_env, timeout_s=timeout_s,
-                                  max_concurrency=concurrency))
-    labeller = Labeller(client, spec, AnswerCache(cache or default_cache_path()), constrain=not no_schema)
+    labeller = _labeller(spec, llm, base_url, api_key_env, timeout_s, concurrency, cache, constrain=not no_schema)
     with _status(f"labelling {len(ds.texts)} texts", quiet) as say:
         run = label_texts(labeller, ds.texts, workers=concurrency, price_model=price_model or llm,
                           on_progress=lambda d, n: say(f"labelled {d} of {n}"))
@@ -534,15 +541,12 @@ def eval_llm(
 
     from offramp.data.io import read_dataset
     from offramp.evaluation.metrics import classification_metrics
-    from offramp.teacher.client import ChatClient, LLMConfig
-    from offramp.teacher.label import AnswerCache, Labeller, TaskSpec, default_cache_path, label_texts
+    from offramp.teacher.label import TaskSpec, label_texts
 
     spec = TaskSpec.load(task)
     ds = read_dataset(data, text_col=text_col, label_col=label_col)
     _warn(ds.warnings)
-    client = ChatClient(LLMConfig(base_url=base_url, model=llm, api_key_env=api_key_env, timeout_s=timeout_s,
-                                  max_concurrency=concurrency))
-    labeller = Labeller(client, spec, AnswerCache(cache or default_cache_path()))
+    labeller = _labeller(spec, llm, base_url, api_key_env, timeout_s, concurrency, cache)
     with _status(f"asking {llm} about {len(ds.texts)} texts", quiet) as say:
         run = label_texts(labeller, ds.texts, workers=concurrency, price_model=price_model or llm,
                           on_progress=lambda d, n: say(f"{d} of {n}"))
