@@ -5,7 +5,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
-import numpy as np
 import pytest
 
 from offramp.data.demo import demo_docs
@@ -16,7 +15,6 @@ from offramp.pipeline.actions import AnswerFromDocs, Forward, Refuse, Reply
 from offramp.pipeline.config import build_cascade, read_pipeline
 from offramp.pipeline.routing import fit_thresholds
 
-from conftest import run_cli
 from test_serving import Server
 
 

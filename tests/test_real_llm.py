@@ -75,7 +75,6 @@ def test_label_resume_and_cache_with_a_real_llm(llama_server, tmp_path):
                (row["status"] == "unlabelled" and row["label"] == "" and row["raw"])
     assert "calls sent, 0 answered from the cache" in r.stdout
     # a second run sends nothing: every answer comes from the cache, and the labels are the same
-    t0 = time.perf_counter()
     r = run_cli(*args, "--out", str(tmp_path / "b.jsonl"))
     assert r.returncode == 0, r.stderr
     assert "0 calls sent" in r.stdout

@@ -1,6 +1,5 @@
 """The HTTP service, tested as clients see it: a real server process on loopback."""
 
-import json
 import shutil
 import socket
 import subprocess

@@ -139,6 +139,20 @@ def cell_value(value) -> str | None:
     return s or None
 
 
+def read_yaml_file(path: str | os.PathLike, what: str):
+    """The parsed content of a YAML file, or a UsageError naming the file (``what``: e.g. "task spec")."""
+    from offramp.errors import UsageError
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{what} {p} does not exist")
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UsageError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
 def read_records(path: str | os.PathLike, columns: list[str] | None = None) -> tuple[list[str], list[dict]]:
     """(column names, rows as dicts) of a data file, after the file-level checks.
 

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
 from offramp.models.base import TextClassifier
 from offramp.models.features import NgramFeaturizer

@@ -45,6 +45,11 @@ class Cascade:
     actions: dict[str, Callable[[str, str], Any]] = field(default_factory=dict)
     top_k: int = 3
 
+    def __post_init__(self) -> None:
+        # the label the model answers when it does not know, if it is not one of its classes
+        reject = getattr(self.model, "reject_label_", None)
+        self._refusal = reject if reject is not None and reject not in set(map(str, self.model.classes_)) else None
+
     def threshold_for(self, label: str) -> float | None:
         return self.thresholds.get(label, self.thresholds.get("*"))
 
@@ -52,8 +57,7 @@ class Cascade:
         label, conf, proba = self.model.predict_one(text)
         order = proba.argsort()[::-1][: self.top_k]
         top = [{"label": str(self.model.classes_[i]), "score": round(float(proba[i]), 6)} for i in order]
-        rejected = getattr(self.model, "reject_label_", None) == label and label not in set(self.model.classes_)
-        d = Decision(label, conf, "refused" if rejected else "local", top=top)
+        d = Decision(label, conf, "refused" if label == self._refusal else "local", top=top)
         limit = self.threshold_for(label)
         if limit is not None and conf < limit:
             if self.fallback is None:

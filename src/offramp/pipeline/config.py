@@ -23,7 +23,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from offramp.errors import UsageError
@@ -70,13 +69,10 @@ class PipelineSpec(_Strict):
 
 
 def read_pipeline(path: str | Path) -> PipelineSpec:
+    from offramp.data.io import read_yaml_file
+
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"pipeline file {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    doc = read_yaml_file(path, "pipeline file")
     if not isinstance(doc, dict):
         raise UsageError(f"{path} must be a YAML mapping with at least 'model:'")
     try:

@@ -44,10 +44,6 @@ class Metrics:
             self._hist_sum += seconds
             self._hist_count += 1
 
-    def value(self, name: str, **labels) -> float:
-        with self._lock:
-            return self._counters.get((name, tuple(sorted(labels.items()))), 0.0)
-
     def render(self) -> str:
         with self._lock:
             lines = []

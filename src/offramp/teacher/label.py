@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import yaml
 
 from offramp.costs.calculator import CHARS_PER_TOKEN, load_prices
 from offramp.errors import UsageError
@@ -40,13 +39,10 @@ class TaskSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> "TaskSpec":
+        from offramp.data.io import read_yaml_file
+
         p = Path(path)
-        if not p.is_file():
-            raise UsageError(f"task spec {p} does not exist")
-        try:
-            doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise UsageError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        doc = read_yaml_file(p, "task spec")
         if not isinstance(doc, dict) or not isinstance(doc.get("labels"), dict) or len(doc["labels"]) < 2:
             raise UsageError(f"{p} needs 'labels:', a mapping of at least two labels to one-line descriptions")
         unknown = set(doc) - {"labels", "instructions", "examples"}
