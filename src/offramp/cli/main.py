@@ -124,12 +124,12 @@ def train(
 
 
 # --------------------------------------------------------------------------- eval
-def _print_side_by_side(small: dict, llm: dict | None) -> None:
+def _print_side_by_side(small: dict, llm: dict | None, first: str = "small model") -> None:
     from offramp.evaluation.report import side_by_side_rows
 
     t = Table(title=f"{small['n']} test messages")
     t.add_column("metric")
-    t.add_column("small model", justify="right")
+    t.add_column(first, justify="right")
     if llm:
         t.add_column(f"LLM ({llm.get('model', 'LLM')})", justify="right")
     for name, a, b in side_by_side_rows(small, llm):
@@ -480,9 +480,7 @@ def label(
     quiet: bool = QUIET,
 ):
     """Label texts with an LLM teacher: constrained answers, cached (re-runs send nothing twice), costed."""
-    import csv as _csv
-
-    from offramp.data.io import read_dataset
+    from offramp.data.io import read_dataset, write_records
     from offramp.teacher.label import TaskSpec, estimate, label_texts
 
     spec = TaskSpec.load(task)
@@ -504,14 +502,7 @@ def label(
                           on_progress=lambda d, n: say(f"labelled {d} of {n}"))
     rows = [{"text": o.text, "label": o.label or "", "confidence": o.confidence,
              "status": "labelled" if o.label else "unlabelled", "raw": "" if o.label else o.raw} for o in run.outcomes]
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    if out_file.suffix.lower() == ".jsonl":
-        out_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    else:
-        with open(out_file, "w", newline="", encoding="utf-8") as f:
-            w = _csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+    write_records(out_file, rows)
     unlabelled = sum(1 for r in rows if r["status"] == "unlabelled")
     real = "unknown (no price-table row)" if run.cost_usd is None else f"${run.cost_usd:.4f}"
     out.print(f"wrote {len(rows)} rows to {out_file}: {len(rows) - unlabelled} labelled, {unlabelled} unlabelled "
@@ -572,7 +563,7 @@ def eval_llm(
     if as_json:
         print(json.dumps(res))
         return
-    _print_side_by_side({**res, "model_bytes": None, "train_seconds": None}, None)
+    _print_side_by_side({**res, "model_bytes": None, "train_seconds": None}, None, first=f"LLM ({llm})")
     if predictions:
         out.print(f"predictions written to {predictions} (use: offramp report MODEL DATA --llm-predictions {predictions})")
 
@@ -587,8 +578,7 @@ def import_logs_cmd(
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set; replies naming none are skipped."),
 ):
     """Turn an LLM's production logs into a training file (text,label), counting what was skipped and why."""
-    import csv as _csv
-
+    from offramp.data.io import write_records
     from offramp.teacher.logs import import_logs
 
     if out_file.suffix.lower() not in (".csv", ".jsonl"):
@@ -599,17 +589,100 @@ def import_logs_cmd(
         err.print(f"skipped {count} lines: {reason}", markup=False)
     if not res.rows:
         raise UsageError(f"no usable rows in {log_file} ({res.lines} lines read)", "check --role, --index and --label-field")
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    if out_file.suffix.lower() == ".jsonl":
-        out_file.write_text("".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\n" for t, lab in res.rows),
-                            encoding="utf-8")
-    else:
-        with open(out_file, "w", newline="", encoding="utf-8") as f:
-            w = _csv.writer(f)
-            w.writerow(["text", "label"])
-            w.writerows(res.rows)
+    write_records(out_file, [{"text": t, "label": lab} for t, lab in res.rows])
     out.print(f"wrote {len(res.rows)} rows to {out_file} from {res.lines} log lines "
               f"({sum(res.skipped.values())} skipped)")
+
+
+# --------------------------------------------------------------------------- privacy and audit
+@app.command()
+def mask(
+    data: Path = typer.Argument(..., help="Data file to mask (CSV, TSV, JSONL, Parquet)."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="Masked file to write (.csv, .tsv or .jsonl)."),
+    columns: str = typer.Option("text", "--columns", help="Comma-separated columns to mask; the others are copied."),
+    operator: str = typer.Option("placeholder", "--operator", help="redact, mask, placeholder or pseudonym."),
+    entities: Optional[str] = typer.Option(None, "--entities", help="Comma-separated entity types (default: all)."),
+    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Minimum detection score."),
+    ner: bool = typer.Option(False, "--ner/--no-ner", help="Also find names and places with Presidio + spaCy."),
+    vault: Optional[Path] = typer.Option(None, "--vault", help="Pseudonym vault (SQLite) for --operator pseudonym."),
+    conversation_col: Optional[str] = typer.Option(None, "--conversation-col", help="Column naming the conversation: the same value gets the same pseudonym within it."),
+    quiet: bool = QUIET,
+):
+    """Mask personal data in a dataset before it is shared: e-mails, phones, cards, IBANs, IPs, IDs, names."""
+    from collections import Counter
+
+    from offramp.data.io import WRITABLE, read_records, write_records
+    from offramp.privacy.guard import PrivacyGuard
+    from offramp.privacy.vault import PseudonymVault
+
+    if out_file.suffix.lower() not in WRITABLE:
+        raise UsageError(f"--out {out_file} must end in {', '.join(WRITABLE)}")
+    if out_file.resolve() == data.resolve():
+        raise UsageError("--out must not be the input file", "write the masked copy to a new file")
+    cols = [c.strip() for c in columns.split(",") if c.strip()]
+    names, rows = read_records(data)
+    missing = [c for c in cols + ([conversation_col] if conversation_col else []) if c not in names]
+    if missing:
+        raise UsageError(f"{data} has no column(s) {', '.join(missing)}", f"its columns are: {', '.join(names)}")
+    if operator == "pseudonym" and vault is None:
+        raise UsageError("--operator pseudonym needs --vault FILE", "the vault keeps the mapping to turn pseudonyms back")
+    guard = PrivacyGuard(entities=[e.strip() for e in entities.split(",")] if entities else None,
+                         threshold=threshold, ner=ner, operator=operator,
+                         vault=PseudonymVault(vault) if vault else None)
+    counts: Counter = Counter()
+    masked_rows = []
+    with _status(f"masking {len(rows)} rows", quiet) as say:
+        for i, row in enumerate(rows):
+            row = {k: ("" if v is None else v) for k, v in row.items()}
+            conv = str(row.get(conversation_col, "")) if conversation_col else f"row-{i}"
+            for c in cols:
+                if isinstance(row[c], str) and row[c]:
+                    m = guard.mask(row[c], conv)
+                    row[c] = m.text
+                    counts.update(m.counts)
+            masked_rows.append(row)
+            if i % 500 == 0:
+                say(f"masked {i} of {len(rows)} rows")
+    write_records(out_file, masked_rows)
+    found = ", ".join(f"{k} {v}" for k, v in counts.most_common()) or "none"
+    out.print(f"wrote {len(masked_rows)} rows to {out_file}; personal data replaced ({operator}): {found}")
+
+
+audit_app = typer.Typer(help="Check and export the audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(log_file: Path = typer.Argument(..., help="Audit log (SQLite) written by offramp serve.")):
+    """Check the hash chain: names the first record that was edited, deleted, inserted or moved."""
+    from offramp.audit.log import AuditLog
+
+    verdict = AuditLog(log_file, create=False).verify()
+    if not verdict.ok:
+        err.print(f"TAMPERED: {verdict.message}", markup=False)
+        raise typer.Exit(3)
+    out.print(f"OK: {verdict.message}")
+
+
+@audit_app.command("export")
+def audit_export(
+    log_file: Path = typer.Argument(..., help="Audit log (SQLite) written by offramp serve."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="File to write (.jsonl or .csv)."),
+):
+    """Write the records for an auditor, with a summary (requests, routes, what left the machine)."""
+    from offramp.audit.log import AuditLog, export
+
+    log = AuditLog(log_file, create=False)
+    verdict = log.verify()
+    summary = export(log, out_file)
+    where = ", ".join(f"{k} {v}" for k, v in summary["endpoints"].items())
+    routes = ", ".join(f"{k} {v}" for k, v in sorted(summary["routes"].items()))
+    out.print(f"{summary['requests']} requests, {summary['left_machine']} left the machine"
+              f"{' (' + where + ')' if where else ''}; routes: {routes or 'none'}; "
+              f"{summary['pii_found']} personal-data values found and masked; wrote {out_file}")
+    if not verdict.ok:
+        err.print(f"warning: the chain does not verify: {verdict.message}", markup=False)
+        raise typer.Exit(3)
 
 
 # --------------------------------------------------------------------------- serve

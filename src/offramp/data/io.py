@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from offramp.errors import DataError
+from offramp.errors import DataError, UsageError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 DEFAULT_MAX_CHARS = 20_000
@@ -141,7 +141,6 @@ def cell_value(value) -> str | None:
 
 def read_yaml_file(path: str | os.PathLike, what: str):
     """The parsed content of a YAML file, or a UsageError naming the file (``what``: e.g. "task spec")."""
-    from offramp.errors import UsageError
     import yaml
 
     p = Path(path)
@@ -242,3 +241,25 @@ def read_dataset(path: str | os.PathLike, *, text_col: str = "text", label_col: 
     if not texts:
         raise DataError(f"{path} has no usable rows: every row lacks a text" + (" or a label" if need_labels else ""))
     return Dataset(texts, labels, str(path), warnings, len(records))
+
+
+WRITABLE = (".csv", ".tsv", ".jsonl")
+
+
+def write_records(path: str | os.PathLike, rows: list[dict], option: str = "--out") -> None:
+    """Write rows (dicts with the same keys) as CSV, TSV or JSONL, chosen by the extension."""
+    import csv
+    import json
+
+    path = Path(path)
+    kind = path.suffix.lower()
+    if kind not in WRITABLE:
+        raise UsageError(f"{option} {path} must end in {', '.join(WRITABLE)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        if kind == ".jsonl":
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            return
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [], delimiter="\t" if kind == ".tsv" else ",")
+        w.writeheader()
+        w.writerows(rows)

@@ -1,0 +1,257 @@
+"""The audit log: append-only, hash-chained, in SQLite (WAL).
+
+Each record carries the MAC of the one before it: ``mac = HMAC(key, seq | prev_mac | body)``. The
+key comes from ``OFFRAMP_AUDIT_KEY`` or, without it, from a key file made beside the log on first
+use (``<log>.key``, readable by its owner only). Without the key nobody can rewrite the chain so
+that it verifies again, and :func:`verify` names the first record that was edited, deleted,
+inserted or moved. A head row (last sequence number and its MAC, itself MACed) catches records
+cut from the end.
+
+A record never holds the text: only a keyed hash of it, the decision, the route, the endpoint the
+text went to (if it left) and the counts of personal data found. :meth:`AuditLog.append` returns
+after the record is committed with ``synchronous=FULL``: a record it acknowledged survives a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from offramp.errors import DataError, UsageError
+
+KEY_ENV = "OFFRAMP_AUDIT_KEY"
+GENESIS = "0" * 64
+FIELDS = ("time", "request_id", "model", "model_version", "decision", "confidence", "route", "endpoint",
+          "text_hmac", "pii", "flags", "action")
+
+
+def _canonical(body: dict) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _load_key(path: Path, key_env: str, create: bool) -> bytes:
+    env = os.environ.get(key_env)
+    if env:
+        return hashlib.sha256(env.encode("utf-8")).digest()
+    kf = path.with_name(path.name + ".key")
+    if kf.exists():
+        return bytes.fromhex(kf.read_text().strip())
+    if not create:
+        raise UsageError(f"no key for the audit log {path}: neither {key_env} nor {kf} exists",
+                         f"set {key_env} to the key the log was written with")
+    key = secrets.token_bytes(32)
+    fd = os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    return key
+
+
+class AuditLog:
+    def __init__(self, path: str | Path, *, key_env: str = KEY_ENV, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise UsageError(f"no audit log at {self.path}", "give the path of an audit log written by offramp serve")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._key = _load_key(self.path, key_env, create)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript("""
+                CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, prev TEXT NOT NULL,
+                                                    body TEXT NOT NULL, mac TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER,
+                                                 mac TEXT, seal TEXT);
+            """)
+        except sqlite3.DatabaseError as e:
+            raise DataError(f"{self.path} is not a usable audit log ({e})",
+                            "point the audit setting at a new file or an audit log offramp wrote") from None
+        self._text_key = hmac.new(self._key, b"offramp-audit-text", "sha256").digest()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ writing
+    def text_hmac(self, text: str) -> str:
+        return hmac.new(self._text_key, text.encode("utf-8", "surrogatepass"), "sha256").hexdigest()
+
+    def _mac(self, seq: int, prev: str, body: str) -> str:
+        return hmac.new(self._key, f"{seq}|{prev}|{body}".encode("utf-8"), "sha256").hexdigest()
+
+    def _seal(self, seq: int, mac: str) -> str:
+        return hmac.new(self._key, f"head|{seq}|{mac}".encode(), "sha256").hexdigest()
+
+    def record(self, **fields) -> dict:
+        """A record body with the time filled in and unknown fields refused."""
+        unknown = set(fields) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown audit field(s): {', '.join(sorted(unknown))}")
+        body = {k: fields.get(k) for k in FIELDS}
+        if body["time"] is None:
+            body["time"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        return body
+
+    def append_many(self, bodies: list[dict]) -> list[int]:
+        """Append records in one transaction; returns their sequence numbers once committed."""
+        if not bodies:
+            return []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT seq, mac FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev = row if row else (0, GENESIS)
+                seqs = []
+                for body in bodies:
+                    seq += 1
+                    text = _canonical(body)
+                    mac = self._mac(seq, prev, text)
+                    self._db.execute("INSERT INTO records VALUES (?, ?, ?, ?)", (seq, prev, text, mac))
+                    prev = mac
+                    seqs.append(seq)
+                self._db.execute("INSERT OR REPLACE INTO head VALUES (1, ?, ?, ?)", (seq, prev, self._seal(seq, prev)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return seqs
+
+    def append(self, body: dict) -> int:
+        return self.append_many([body])[0]
+
+    # ------------------------------------------------------------------ reading
+    def records(self):
+        for seq, prev, body, mac in self._db.execute("SELECT seq, prev, body, mac FROM records ORDER BY seq"):
+            yield seq, prev, body, mac
+
+    def verify(self) -> "Verdict":
+        expected, prev, n = 1, GENESIS, 0
+        for seq, stored_prev, body, mac in self.records():
+            if seq != expected:
+                what = "deleted" if seq > expected else "duplicated"
+                return Verdict(False, n, seq, f"record {expected} is missing: the chain jumps from {expected - 1} "
+                                              f"to {seq} (a record was {what})")
+            if stored_prev != prev:
+                return Verdict(False, n, seq, f"record {seq} does not link to record {seq - 1} "
+                                              "(a record was inserted, removed or moved before it)")
+            if not hmac.compare_digest(self._mac(seq, stored_prev, body), mac):
+                return Verdict(False, n, seq, f"record {seq} does not match its MAC (it was edited, or moved, "
+                                              "or the key is not the one the log was written with)")
+            prev, expected, n = mac, expected + 1, n + 1
+        head = self._db.execute("SELECT seq, mac, seal FROM head WHERE id = 1").fetchone()
+        if head is None:
+            if n:
+                return Verdict(False, n, None, "the log's head row is missing (it was removed)")
+            return Verdict(True, 0, None, "the log is empty")
+        hseq, hmac_, seal = head
+        if not hmac.compare_digest(self._seal(hseq, hmac_), seal or ""):
+            return Verdict(False, n, None, "the log's head row does not match its seal (it was edited)")
+        if hseq != n or hmac_ != prev:
+            return Verdict(False, n, None, f"the log ends at record {n} but its head says {hseq}: "
+                                           "records were cut from the end")
+        return Verdict(True, n, None, f"{n} records, chain intact")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    records: int
+    first_bad: int | None
+    message: str
+
+
+class AuditWriter:
+    """Group commit for a busy server: callers wait for their record to be committed, records
+    that arrive while a commit is in flight share the next one."""
+
+    def __init__(self, log: AuditLog, max_batch: int = 512):
+        self.log = log
+        self.max_batch = max_batch
+        self._cv = threading.Condition()
+        self._pending: list[tuple[dict, list]] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="offramp-audit", daemon=True)
+        self._thread.start()
+
+    def submit(self, body: dict) -> "threading.Event":
+        done = threading.Event()
+        slot: list = [done, None]
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the audit writer is closed")
+            self._pending.append((body, slot))
+            self._cv.notify()
+        done.slot = slot  # type: ignore[attr-defined]
+        return done
+
+    def write(self, body: dict, timeout: float = 30.0) -> int:
+        ev = self.submit(body)
+        if not ev.wait(timeout):
+            raise TimeoutError("the audit log did not commit in time")
+        result = ev.slot[1]  # type: ignore[attr-defined]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._closed:
+                    self._cv.wait()
+                if not self._pending and self._closed:
+                    return
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+            try:
+                seqs = self.log.append_many([b for b, _ in batch])
+                for (_, slot), s in zip(batch, seqs):
+                    slot[1] = s
+            except BaseException as e:  # every waiter hears of the failure
+                for _, slot in batch:
+                    slot[1] = e
+            for _, slot in batch:
+                slot[0].set()
+
+    def close(self, timeout: float = 30.0) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+
+def export(log: AuditLog, out: Path) -> dict:
+    """Write every record (JSONL or CSV) and return a summary for the auditor."""
+    import csv
+
+    fmt = out.suffix.lower()
+    if fmt not in (".jsonl", ".csv"):
+        raise UsageError(f"--out {out} must end in .jsonl or .csv")
+    summary = {"requests": 0, "left_machine": 0, "routes": {}, "endpoints": {}, "pii_found": 0}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8", newline="") as f:
+        w = None
+        if fmt == ".csv":
+            w = csv.DictWriter(f, fieldnames=["seq", *FIELDS, "prev", "mac"])
+            w.writeheader()
+        for seq, prev, body, mac in log.records():
+            rec = {"seq": seq, **json.loads(body), "prev": prev, "mac": mac}
+            summary["requests"] += 1
+            route = rec.get("route") or "?"
+            summary["routes"][route] = summary["routes"].get(route, 0) + 1
+            if rec.get("endpoint"):
+                summary["left_machine"] += 1
+                summary["endpoints"][rec["endpoint"]] = summary["endpoints"].get(rec["endpoint"], 0) + 1
+            summary["pii_found"] += sum((rec.get("pii") or {}).values())
+            if fmt == ".jsonl":
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            else:
+                w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in rec.items()})
+    return summary
+

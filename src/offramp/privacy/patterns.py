@@ -1,0 +1,215 @@
+"""The fast path of the privacy guard: pattern recognizers with checks, pure Python.
+
+Each recognizer finds candidates with a regular expression, then keeps only those that pass a
+check (Luhn for cards, mod-97 for IBANs, a parse for IP addresses, the issuing rules for US social
+security numbers, a real calendar date near a birth word for dates of birth). They need nothing
+but the standard library, so the guard works, fast, without Presidio or spaCy installed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    entity: str
+    score: float
+    source: str = "pattern"
+
+    def value(self, text: str) -> str:
+        return text[self.start:self.end]
+
+
+def luhn_ok(digits: str) -> bool:
+    total, parity = 0, len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = ord(ch) - 48
+        if i % 2 == parity:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+# IBAN lengths by country (ISO 13616 registry); an unknown country still needs mod-97 to pass
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24,
+    "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21,
+    "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LI": 21,
+    "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30,
+    "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24,
+    "SE": 24, "SI": 19, "SK": 24, "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
+}
+
+
+def iban_ok(raw: str) -> bool:
+    s = re.sub(r"[\s-]", "", raw).upper()
+    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}", s):
+        return False
+    if IBAN_LENGTHS.get(s[:2], len(s)) != len(s):
+        return False
+    moved = s[4:] + s[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+def ssn_ok(raw: str) -> bool:
+    d = re.sub(r"\D", "", raw)
+    if len(d) != 9 or len(set(d)) == 1:
+        return False
+    area, group, serial = d[:3], d[3:5], d[5:]
+    return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
+
+
+_MONTHS = {m: i + 1 for i, m in enumerate(
+    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}
+
+
+def _date_ok(y: int, m: int, d: int) -> bool:
+    try:
+        day = _dt.date(y, m, d)
+    except ValueError:
+        return False
+    return 1900 <= y and day <= _dt.date.today()
+
+
+def birth_date_ok(raw: str) -> bool:
+    s = raw.lower()
+    nums = [int(x) for x in re.findall(r"\d+", s)]
+    word = re.search(r"[a-z]{3,}", s)
+    if word:  # "12 March 1985", "March 12, 1985"
+        month = _MONTHS.get(word.group()[:3])
+        if month is None or len(nums) != 2:
+            return False
+        day, year = (nums[0], nums[1]) if nums[1] > 31 else (nums[1], nums[0])
+        return _date_ok(year, month, day)
+    if len(nums) != 3:
+        return False
+    a, b, c = nums
+    if a > 31:  # 1985-03-12
+        return _date_ok(a, b, c)
+    if c < 100:
+        c += 1900 if c > _dt.date.today().year % 100 else 2000
+    return _date_ok(c, b, a) or _date_ok(c, a, b)  # day-first or month-first
+
+
+def ip_ok(raw: str) -> bool:
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def _phone_ok(raw: str) -> bool:
+    return 8 <= len(re.sub(r"\D", "", raw)) <= 15 and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw)
+
+
+_BIRTH_WORDS = re.compile(r"\b(?:born|birth|birthday|dob|d\.o\.b|date of birth|geboren|né|née)\b", re.I)
+_PHONE_WORDS = re.compile(r"\b(?:phone|call|tel|telephone|mobile|cell|number|text me|whatsapp|fax)\b", re.I)
+
+_MONTH_NAMES = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|" \
+               r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+
+
+@dataclass(frozen=True)
+class Recognizer:
+    entity: str
+    pattern: re.Pattern
+    score: float
+    check: object = None          # callable(str) -> bool, or None
+    context: re.Pattern | None = None   # words that raise the score when they precede the match
+    context_score: float = 0.0
+    needs_context: bool = False   # no context word, no finding
+    trim: str = ""                # characters stripped from the end of a match (URL punctuation)
+    shrink: bool = False          # a match that fails its check is retried without its trailing groups
+
+
+RECOGNIZERS: list[Recognizer] = [
+    Recognizer("EMAIL_ADDRESS", re.compile(
+        r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+        r"[A-Za-z]{2,24}(?![\w-])"), 0.95),
+    Recognizer("URL", re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+", re.I), 0.6, trim=".,;:!?)]}'\""),
+    Recognizer("CREDIT_CARD", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), 0.9,
+               check=lambda s: luhn_ok(re.sub(r"\D", "", s)) and len(set(re.sub(r"\D", "", s))) > 1),
+    Recognizer("IBAN_CODE", re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30}\b"), 0.95, check=iban_ok,
+               shrink=True),
+    Recognizer("IP_ADDRESS", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])"), 0.85, check=ip_ok),
+    Recognizer("IP_ADDRESS", re.compile(
+        r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{1,4}){0,6}(?![\w:])"),
+        0.8, check=lambda s: ":" in s and ip_ok(s)),
+    Recognizer("US_SSN", re.compile(r"(?<![\d-])\d{3}[- ]\d{2}[- ]\d{4}(?![\d-])"), 0.85, check=ssn_ok),
+    Recognizer("UK_NINO", re.compile(
+        r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), 0.8),
+    # a number with a country code or an area code in brackets reads as a phone number by itself;
+    # plain groups of digits ("2024 1234") only next to a word such as "call" or "phone"
+    Recognizer("PHONE_NUMBER", re.compile(
+        r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?|\(\d{1,4}\)[\s.-]?)\d{1,5}(?:[\s.-]?\d{2,6}){0,4}(?![\w-])"),
+        0.75, shrink=True, check=_phone_ok, context=_PHONE_WORDS, context_score=0.9),
+    Recognizer("PHONE_NUMBER", re.compile(r"(?<![\w+])\d{2,5}(?:[\s.-]\d{2,6}){1,4}(?![\w-])"), 0.4, shrink=True,
+               check=_phone_ok, context=_PHONE_WORDS, context_score=0.85),
+    Recognizer("DATE_OF_BIRTH", re.compile(
+        r"\b(?:\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})|\d{4}-\d{2}-\d{2}|\d{1,2}(?:st|nd|rd|th)? " + _MONTH_NAMES +
+        r",? \d{4}|" + _MONTH_NAMES + r" \d{1,2}(?:st|nd|rd|th)?,? \d{4})\b", re.I), 0.3,
+        check=birth_date_ok, context=_BIRTH_WORDS, context_score=0.85, needs_context=True),
+]
+
+SUPPORTED = sorted({r.entity for r in RECOGNIZERS})
+_QUICK = re.compile(r"[\d@:]|www\.", re.I)  # every recognizer needs a digit, an '@', a ':' or 'www.'
+CONTEXT_WINDOW = 40
+
+
+def _shrunk(raw: str, start: int, check) -> int | None:
+    """The end of the longest prefix of ``raw``, cut at a separator, that passes ``check``."""
+    cuts = [m.start() for m in re.finditer(r"[\s.-]", raw)]
+    for cut in reversed(cuts):
+        if check(raw[:cut]):
+            return start + cut
+    return None
+
+
+def find(text: str, entities: set[str] | None = None, threshold: float = 0.5) -> list[Span]:
+    """Every pattern finding at or above ``threshold`` (overlaps not yet resolved)."""
+    if not _QUICK.search(text):
+        return []
+    out: list[Span] = []
+    for r in RECOGNIZERS:
+        if entities is not None and r.entity not in entities:
+            continue
+        for m in r.pattern.finditer(text):
+            start, end = m.span()
+            raw = m.group()
+            if r.trim:
+                stripped = raw.rstrip(r.trim)
+                end -= len(raw) - len(stripped)
+                raw = stripped
+            if r.check is not None and not r.check(raw):
+                end = _shrunk(raw, start, r.check) if r.shrink else None
+                if end is None:
+                    continue
+                raw = text[start:end]
+            score = r.score
+            if r.context is not None:
+                if r.context.search(text, max(0, start - CONTEXT_WINDOW), start):
+                    score = max(score, r.context_score)
+                elif r.needs_context:
+                    continue
+            if score >= threshold:
+                out.append(Span(start, end, r.entity, score))
+    return out
+
+
+def resolve(spans: list[Span]) -> list[Span]:
+    """Non-overlapping spans, preferring the higher score, then the longer span."""
+    chosen: list[Span] = []
+    for s in sorted(spans, key=lambda s: (-s.score, -(s.end - s.start), s.start)):
+        if all(s.end <= c.start or s.start >= c.end for c in chosen):
+            chosen.append(s)
+    return sorted(chosen, key=lambda s: s.start)
