@@ -176,30 +176,28 @@ class AuditWriter:
         self.log = log
         self.max_batch = max_batch
         self._cv = threading.Condition()
-        self._pending: list[tuple[dict, list]] = []
+        self._pending: list[tuple[dict, object]] = []
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="offramp-audit", daemon=True)
         self._thread.start()
 
-    def submit(self, body: dict) -> "threading.Event":
-        done = threading.Event()
-        slot: list = [done, None]
+    def submit(self, body: dict, callback) -> None:
+        """Queue ``body``; ``callback(seq or exception)`` is called from the writer thread once committed."""
         with self._cv:
             if self._closed:
                 raise RuntimeError("the audit writer is closed")
-            self._pending.append((body, slot))
+            self._pending.append((body, callback))
             self._cv.notify()
-        done.slot = slot  # type: ignore[attr-defined]
-        return done
 
     def write(self, body: dict, timeout: float = 30.0) -> int:
-        ev = self.submit(body)
-        if not ev.wait(timeout):
+        """Append ``body`` and wait for the commit; returns its sequence number."""
+        done, box = threading.Event(), []
+        self.submit(body, lambda result: (box.append(result), done.set()))
+        if not done.wait(timeout):
             raise TimeoutError("the audit log did not commit in time")
-        result = ev.slot[1]  # type: ignore[attr-defined]
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
 
     def _run(self) -> None:
         while True:
@@ -210,14 +208,11 @@ class AuditWriter:
                     return
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
             try:
-                seqs = self.log.append_many([b for b, _ in batch])
-                for (_, slot), s in zip(batch, seqs):
-                    slot[1] = s
+                results: list = self.log.append_many([b for b, _ in batch])
             except BaseException as e:  # every waiter hears of the failure
-                for _, slot in batch:
-                    slot[1] = e
-            for _, slot in batch:
-                slot[0].set()
+                results = [e] * len(batch)
+            for (_, callback), result in zip(batch, results):
+                callback(result)
 
     def close(self, timeout: float = 30.0) -> None:
         with self._cv:

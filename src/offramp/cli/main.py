@@ -524,6 +524,7 @@ def eval_llm(
     timeout_s: float = typer.Option(60.0, "--timeout", help="Seconds to wait for one answer."),
     price_model: Optional[str] = typer.Option(None, "--price-model", help="Price-table row for the cost (default: --llm)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Answer cache (SQLite)."),
+    send_chars: int = typer.Option(20_000, "--max-chars", min=1, help="Characters of each text sent to the LLM (longer texts are cut for the LLM only; they are scored whole)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     quiet: bool = QUIET,
 ):
@@ -538,9 +539,12 @@ def eval_llm(
     ds = read_dataset(data, text_col=text_col, label_col=label_col)
     _warn(ds.warnings)
     labeller = _labeller(spec, llm, base_url, api_key_env, timeout_s, concurrency, cache)
+    cut = sum(1 for t in ds.texts if len(t) > send_chars)
+    if cut:
+        _warn([f"{cut} texts are longer than {send_chars} characters: the LLM sees their first {send_chars}"])
     with _status(f"asking {llm} about {len(ds.texts)} texts", quiet) as say:
-        run = label_texts(labeller, ds.texts, workers=concurrency, price_model=price_model or llm,
-                          on_progress=lambda d, n: say(f"{d} of {n}"))
+        run = label_texts(labeller, [t[:send_chars] for t in ds.texts], workers=concurrency,
+                          price_model=price_model or llm, on_progress=lambda d, n: say(f"{d} of {n}"))
     preds = [o.label or "(none)" for o in run.outcomes]
     res = classification_metrics(ds.labels, preds, list(spec.labels) + sorted(set(ds.labels) - set(spec.labels)))
     lat = [o.latency_ms for o in run.outcomes if o.latency_ms is not None]
@@ -554,12 +558,16 @@ def eval_llm(
     res["cost_per_million_usd"] = ((np.mean(tin) * price["input"] + np.mean(tout) * price["output"]) if price and any(tin) else None)
     res.update({"model": llm, "unlabelled": preds.count("(none)"), "calls": run.calls, "cache_hits": run.cache_hits})
     if predictions:
-        predictions.parent.mkdir(parents=True, exist_ok=True)
-        predictions.write_text("".join(json.dumps({"text": o.text, "prediction": o.label or "", "model": llm,
-                                                   "latency_ms": o.latency_ms, "raw": "" if o.label else o.raw,
-                                                   "prompt_tokens": o.usage.get("prompt_tokens"),
-                                                   "completion_tokens": o.usage.get("completion_tokens")},
-                                                  ensure_ascii=False) + "\n" for o in run.outcomes), encoding="utf-8")
+        from datetime import date
+
+        from offramp.data.io import write_records
+
+        today, prompt = date.today().isoformat(), spec.system_prompt()
+        write_records(predictions, [
+            {"text": text, "prediction": o.label or "", "model": llm, "latency_ms": o.latency_ms,
+             "raw": "" if o.label else o.raw, "prompt_tokens": o.usage.get("prompt_tokens"),
+             "completion_tokens": o.usage.get("completion_tokens"), "date": today, "sent_chars": min(len(text), send_chars),
+             "system_prompt": prompt} for text, o in zip(ds.texts, run.outcomes)], option="--predictions")
     if as_json:
         print(json.dumps(res))
         return
@@ -697,6 +705,7 @@ def serve(
     max_text_chars: int = typer.Option(20_000, "--max-text-chars", min=1, help="Longer texts get 422."),
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="Larger batches get 422."),
     llm_price_model: str = typer.Option("gpt-4o-mini", "--llm-price-model", help="Price-table row used for the dollars-saved metric."),
+    audit: Optional[Path] = typer.Option(None, "--audit", help="Hash-chained audit log (SQLite), one record per message (overrides the pipeline's 'audit:')."),
 ):
     """Serve a model over HTTP: /v1/classify, /v1/chat/completions, /healthz, /readyz, /metrics."""
     import uvicorn
@@ -714,7 +723,8 @@ def serve(
         max_body_bytes, max_text_chars, max_batch = limits.max_body_bytes, limits.max_text_chars, limits.max_batch
     settings = ServeSettings(model_dir=model_dir, max_body_bytes=max_body_bytes, max_text_chars=max_text_chars,
                              max_batch=max_batch, api_key_hashes=load_key_hashes(api_keys) if api_keys else None,
-                             rate_limit_per_minute=rate_limit, llm_price_model=llm_price_model, pipeline_path=pipeline)
+                             rate_limit_per_minute=rate_limit, llm_price_model=llm_price_model, pipeline_path=pipeline,
+                             audit_path=audit)
     application = create_app(settings)
     err.print(f"serving {model_dir} on http://{host}:{port} (docs at /docs)", markup=False)
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

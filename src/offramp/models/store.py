@@ -218,3 +218,11 @@ def _version() -> str:
     from offramp import __version__
 
     return __version__
+
+
+def model_version(path: str | os.PathLike) -> str:
+    """A short fingerprint of a model directory's content: the SHA-256 of its manifest, 12 hex digits."""
+    try:
+        return hashlib.sha256((Path(path) / MANIFEST).read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "unknown"

@@ -4,10 +4,13 @@
 * ``refuse``           a templated refusal (``{label}`` and ``{text_chars}`` may appear in it)
 * ``answer_from_docs`` the best-matching passage of a folder of Markdown docs, with its source
 * ``forward``          POST the message and its label as JSON to a webhook
+* ``llm``              hand the message to the LLM and return its reply
 * ``none``             the label only
 
-Each action is a callable ``(text, label) -> dict``; a failing webhook is reported in the result,
-never raised, so the label still reaches the caller.
+Each action is a callable ``(text, label) -> dict``; a failing webhook or LLM is reported in the
+result, never raised, so the label still reaches the caller. Actions marked ``egress`` send the
+message off the machine: the cascade gives them the text after the privacy guard, and turns
+pseudonyms in an LLM's reply back before it reaches the user.
 """
 
 from __future__ import annotations
@@ -94,20 +97,62 @@ class AnswerFromDocs:
 class Forward:
     url: str
     timeout_s: float = 2.0
+    egress = True
+
+    @property
+    def endpoint(self) -> str:
+        return self.url
 
     def __call__(self, text: str, label: str) -> dict:
         import httpx
 
+        from offramp.teacher.egress import EgressRefused, check_egress
+
         try:
+            (text,) = check_egress(self.url, [text])
             r = httpx.post(self.url, json={"text": text, "label": label}, timeout=self.timeout_s)
             return {"type": "forward", "delivered": r.is_success, "status": r.status_code}
+        except EgressRefused as e:
+            return {"type": "forward", "delivered": False, "sent": False, "error": e.message}
         except httpx.HTTPError as e:
             return {"type": "forward", "delivered": False, "error": type(e).__name__}
 
 
-def build_action(spec: dict, base: Path):
+class LLMAction:
+    """Hand the message to the LLM (say, to answer an open question) and return its reply."""
+
+    egress = True
+
+    def __init__(self, client, system: str = "You are a helpful support assistant. Answer briefly.",
+                 max_tokens: int = 256):
+        self.client, self.system, self.max_tokens = client, system, max_tokens
+
+    @property
+    def endpoint(self) -> str:
+        return self.client.url
+
+    def __call__(self, text: str, label: str) -> dict:
+        from offramp.teacher.client import LLMError
+        from offramp.teacher.egress import EgressRefused
+
+        try:
+            r = self.client.chat([{"role": "system", "content": self.system}, {"role": "user", "content": text}],
+                                 temperature=0, max_tokens=self.max_tokens)
+        except EgressRefused as e:
+            return {"type": "llm", "answered": False, "sent": False, "error": e.message}
+        except LLMError as e:
+            return {"type": "llm", "answered": False, "error": getattr(e, "message", str(e))}
+        return {"type": "llm", "answered": True, "text": r.content}
+
+
+def build_action(spec: dict, base: Path, llm_client=None):
     """An action from its YAML description (``type`` plus its fields); paths are relative to ``base``."""
     kind = spec.get("type")
+    if kind == "llm":
+        if llm_client is None:
+            raise UsageError("the llm action needs the pipeline's 'llm:' section (base_url, model)")
+        return LLMAction(llm_client, str(spec.get("system", LLMAction.__init__.__defaults__[0])),
+                         int(spec.get("max_tokens", 256)))
     if kind == "reply":
         return Reply(str(spec.get("text", "")))
     if kind == "refuse":
@@ -123,4 +168,4 @@ def build_action(spec: dict, base: Path):
         return Forward(url, float(spec.get("timeout_s", 2.0)))
     if kind in (None, "none"):
         return None
-    raise UsageError(f"unknown action type {kind!r}", "use reply, refuse, answer_from_docs, forward or none")
+    raise UsageError(f"unknown action type {kind!r}", "use reply, refuse, answer_from_docs, forward, llm or none")

@@ -3,7 +3,10 @@
 Each step is a plain object with one method, so the privacy guard, the LLM fallback and the
 per-label actions plug in without touching the others:
 
-* ``guard(text) -> text``          what may leave the machine (identity until a guard is configured)
+* ``guard.mask(text, conversation)`` personal data replaced before text leaves the machine (LLM
+                                   fallback, ``llm`` and ``forward`` actions); the counts go in the
+                                   decision for the audit log; pseudonyms in an LLM's reply are
+                                   turned back before it reaches the user
 * ``model.predict_one(text)``      the small model: label and calibrated confidence
 * ``fallback(text) -> label``      an LLM asked only when the small model is unsure; any failure
                                    (down, slow, circuit open) keeps the local answer, flagged
@@ -14,6 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
+
+
+_FAILURE_FLAGS = {"CircuitOpen": "llm_circuit_open", "EgressRefused": "egress_refused"}
+_NOT_SENT = {"llm_circuit_open", "egress_refused"}
 
 
 class Fallback(Protocol):
@@ -28,6 +35,8 @@ class Decision:
     flags: list[str] = field(default_factory=list)
     action: Any = None
     top: list[dict] = field(default_factory=list)
+    pii: dict[str, int] = field(default_factory=dict)  # personal data found, by type
+    endpoints: list[str] = field(default_factory=list)  # where (masked) text was sent, if anywhere
 
 
 @dataclass
@@ -41,7 +50,7 @@ class Cascade:
     model: Any
     fallback: Fallback | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
-    guard: Callable[[str], str] | None = None
+    guard: Any = None  # a PrivacyGuard, or any callable text -> text
     actions: dict[str, Callable[[str, str], Any]] = field(default_factory=dict)
     top_k: int = 3
 
@@ -53,22 +62,45 @@ class Cascade:
     def threshold_for(self, label: str) -> float | None:
         return self.thresholds.get(label, self.thresholds.get("*"))
 
-    def run(self, text: str) -> Decision:
+    @property
+    def may_block(self) -> bool:
+        """True when a message can wait on the network (an LLM fallback, a webhook, an LLM action)."""
+        return self.fallback is not None or any(getattr(a, "egress", False) for a in self.actions.values())
+
+    def _outgoing(self, text: str, conversation: str | None, d: Decision) -> str:
+        if self.guard is None:
+            return text
+        if hasattr(self.guard, "mask"):
+            m = self.guard.mask(text, conversation)
+            d.pii = m.counts
+            return m.text
+        return self.guard(text)
+
+    def run(self, text: str, conversation: str | None = None) -> Decision:
         label, conf, proba = self.model.predict_one(text)
         order = proba.argsort()[::-1][: self.top_k]
         top = [{"label": str(self.model.classes_[i]), "score": round(float(proba[i]), 6)} for i in order]
         d = Decision(label, conf, "refused" if label == self._refusal else "local", top=top)
+        outgoing = self._outgoing(text, conversation, d)  # counted for every message, sent only if needed
         limit = self.threshold_for(label)
         if limit is not None and conf < limit:
             if self.fallback is None:
                 d.flags.append("low_confidence_no_fallback")
             else:
                 try:
-                    outgoing = self.guard(text) if self.guard else text
                     d.label, d.route = self.fallback(outgoing), "llm"
                 except Exception as e:  # the LLM is down, slow or refusing: keep the local answer
-                    d.flags.append("llm_circuit_open" if type(e).__name__ == "CircuitOpen" else "fallback_failed")
+                    d.flags.append(_FAILURE_FLAGS.get(type(e).__name__, "fallback_failed"))
+                if not set(d.flags) & _NOT_SENT:  # the request went out (even if no answer came back)
+                    d.endpoints.append(getattr(self.fallback, "endpoint", "llm"))
         act = self.actions.get(d.label)
         if act is not None:
-            d.action = act(text, d.label)
+            if getattr(act, "egress", False):
+                d.action = act(outgoing, d.label)
+                if d.action.get("sent", True):
+                    d.endpoints.append(getattr(act, "endpoint", "webhook"))
+                if self.guard is not None and hasattr(self.guard, "reveal") and isinstance(d.action.get("text"), str):
+                    d.action["text"] = self.guard.reveal(d.action["text"], conversation)
+            else:
+                d.action = act(text, d.label)
         return d

@@ -15,13 +15,19 @@ actions:                          # optional, per label
   TRY_TO_HACK: {type: refuse, template: "I can only help with questions about your account."}
   OTHER: {type: forward, url: "http://127.0.0.1:9000/hook"}
 limits: {max_body_bytes: 1000000, max_text_chars: 20000, max_batch: 256}
+privacy:                          # optional: the guard in front of everything that leaves
+  operator: pseudonym             #   redact | mask | placeholder | pseudonym
+  ner: false                      #   true: also names and places (Presidio + spaCy)
+  vault: pseudonyms.sqlite        #   pseudonym mapping (encrypted with OFFRAMP_VAULT_KEY)
+audit: audit.sqlite               # optional: hash-chained audit log, one record per message
 ```
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -60,12 +66,35 @@ class LimitsSpec(_Strict):
     max_batch: int = 256
 
 
+class PrivacySpec(_Strict):
+    enabled: bool = True
+    operator: str = "placeholder"
+    entities: Optional[List[str]] = None
+    threshold: float = 0.5
+    language: str = "en"
+    ner: bool = False
+    spacy_model: Optional[str] = None
+    vault: Optional[str] = None
+    ttl_s: float = 86_400.0
+
+
 class PipelineSpec(_Strict):
     model: str
     routing: Optional[RoutingSpec] = None
     llm: Optional[LLMSpec] = None
     actions: Dict[str, Dict[str, Any]] = {}
     limits: LimitsSpec = LimitsSpec()
+    privacy: Optional[PrivacySpec] = None
+    audit: Optional[str] = None
+
+
+@dataclass
+class Pipeline:
+    cascade: Any
+    limits: LimitsSpec
+    model_dir: Path
+    routing: Optional[dict]
+    audit_path: Optional[Path]
 
 
 def read_pipeline(path: str | Path) -> PipelineSpec:
@@ -87,8 +116,8 @@ def read_pipeline(path: str | Path) -> PipelineSpec:
     return spec
 
 
-def build_cascade(path: str | Path):
-    """(cascade, limits, model_dir, routing summary) from a pipeline file."""
+def build_cascade(path: str | Path) -> Pipeline:
+    """The cascade and its service settings from a pipeline file."""
     from offramp.data.io import read_dataset
     from offramp.models.store import load_model
     from offramp.pipeline.actions import build_action
@@ -105,9 +134,16 @@ def build_cascade(path: str | Path):
     if unknown:
         raise UsageError(f"{path}: actions for labels the model does not have: {', '.join(unknown)}",
                          f"the model's labels are: {', '.join(sorted(labels))}")
+    client = None
+    if spec.llm is not None:
+        from offramp.teacher.client import ChatClient, LLMConfig
+
+        c = spec.llm
+        client = ChatClient(LLMConfig(base_url=c.base_url, model=c.model, api_key_env=c.api_key_env,
+                                      timeout_s=c.timeout_s, max_retries=c.max_retries))
     actions = {}
     for label, a in spec.actions.items():
-        act = build_action(a, base)
+        act = build_action(a, base, client)
         if act is not None:
             actions[label] = act
     thresholds, summary = {}, None
@@ -120,13 +156,16 @@ def build_cascade(path: str | Path):
                                  max_llm_share=f.max_llm_share, local_precision=f.local_precision)
         thresholds = summary["thresholds"]
     fallback = None
-    if spec.llm is not None:
+    if client is not None:
         from offramp.pipeline.fallback import LLMFallback
-        from offramp.teacher.client import ChatClient, LLMConfig
 
-        c = spec.llm
-        client = ChatClient(LLMConfig(base_url=c.base_url, model=c.model, api_key_env=c.api_key_env,
-                                      timeout_s=c.timeout_s, max_retries=c.max_retries))
-        fallback = LLMFallback(client, model.classes_, c.descriptions, c.failure_threshold, c.reset_after_s)
-    return (Cascade(model, fallback=fallback, thresholds=thresholds, actions=actions), spec.limits, model_dir,
-            summary)
+        fallback = LLMFallback(client, model.classes_, spec.llm.descriptions, spec.llm.failure_threshold,
+                               spec.llm.reset_after_s)
+    guard = None
+    if spec.privacy is not None:
+        from offramp.privacy.guard import build_guard
+
+        guard = build_guard(spec.privacy.model_dump(), base)
+    audit = (base / spec.audit) if spec.audit else None
+    return Pipeline(Cascade(model, fallback=fallback, thresholds=thresholds, actions=actions, guard=guard),
+                    spec.limits, model_dir, summary, audit)

@@ -48,6 +48,10 @@ class LLMFallback:
         self._lock = threading.Lock()
 
     @property
+    def endpoint(self) -> str:
+        return self.client.url
+
+    @property
     def is_open(self) -> bool:
         return self.clock() < self._open_until
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
@@ -44,6 +45,7 @@ class ServeSettings:
     llm_price_model: str = "gpt-4o-mini"
     route_threshold: Optional[float] = None
     pipeline_path: Optional[Path] = None  # a pipeline YAML: model, routing and actions come from it
+    audit_path: Optional[Path] = None  # else the pipeline's 'audit:', else no audit log
 
 
 class ApiError(Exception):
@@ -110,6 +112,8 @@ class Gateway:
 class ClassifyRequest(BaseModel):
     text: Optional[str] = Field(None, description="One message to classify.")
     texts: Optional[list[str]] = Field(None, description="A batch of messages (instead of text).")
+    conversation_id: Optional[str] = Field(None, max_length=200, description=(
+        "Groups messages of one conversation: the same personal data gets the same pseudonym across turns."))
 
 
 class ChatMessage(BaseModel):
@@ -120,6 +124,7 @@ class ChatMessage(BaseModel):
 class ChatRequest(BaseModel):
     model: Optional[str] = None
     messages: list[ChatMessage]
+    user: Optional[str] = Field(None, max_length=200, description="Taken as the conversation id.")
 
 
 class _State:
@@ -130,31 +135,40 @@ class _State:
         self.lock = threading.Lock()
         self.cascade: Cascade | None = None
         self.info: dict = {}
+        self.audit_path: Path | None = settings.audit_path
 
     def load(self) -> None:
-        from offramp.models.store import load_model, read_model_json
+        from offramp.models.store import load_model, model_version, read_model_json
 
         if self.settings.pipeline_path is not None:
             from offramp.pipeline.config import build_cascade
 
-            cascade, _, model_dir, routing = build_cascade(self.settings.pipeline_path)
-            model, doc = cascade.model, read_model_json(model_dir)
+            built = build_cascade(self.settings.pipeline_path)
+            cascade, model_dir, routing = built.cascade, built.model_dir, built.routing
+            if self.settings.audit_path is None:
+                self.audit_path = built.audit_path
         else:
-            model = load_model(self.settings.model_dir)
-            doc = read_model_json(self.settings.model_dir)
+            model_dir = self.settings.model_dir
+            model = load_model(model_dir)
             thresholds = {"*": self.settings.route_threshold} if self.settings.route_threshold else {}
             cascade, routing = Cascade(model, thresholds=thresholds), None
+        doc = read_model_json(model_dir)
         with self.lock:
             self.cascade = cascade
             self.info = {"model": doc.get("info", {}).get("winner", doc.get("family")), "created": doc.get("created"),
-                         "family": doc.get("family"), "labels": [str(c) for c in model.classes_],
-                         "routing": routing}
+                         "family": doc.get("family"), "version": model_version(model_dir),
+                         "labels": [str(c) for c in cascade.model.classes_], "routing": routing}
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """The service for ``settings`` (the model is loaded now: a bad model directory fails here)."""
     state = _State(settings)
     state.load()
+    audit = None
+    if state.audit_path is not None:
+        from offramp.audit.log import AuditLog, AuditWriter
+
+        audit = AuditWriter(AuditLog(state.audit_path))
     metrics = Metrics()
     limiter = RateLimiter(settings.rate_limit_per_minute)
     price = load_prices()["models"].get(settings.llm_price_model)
@@ -210,17 +224,40 @@ def create_app(settings: ServeSettings) -> FastAPI:
             if not t.strip():
                 raise ApiError(422, "invalid_request", f"text {i} is empty")
 
-    def decide(text: str, request_id: str) -> dict:
+    def decide(text: str, request_id: str, conversation: str | None) -> tuple[dict, dict | None]:
+        """The answer for one message, and its audit record (None without an audit log)."""
         text = clean_text(text)  # JSON may carry lone surrogates; nothing downstream should see them
-        cascade = state.cascade  # one reference per message: a reload mid-request cannot mix models
-        d = cascade.run(text)
+        cascade, info = state.cascade, state.info  # one reference per message: a reload cannot mix models
+        d = cascade.run(text, conversation or request_id)
         metrics.inc("offramp_decisions_total", route=d.route)
         metrics.inc("offramp_labels_total", label=d.label)
         if d.route == "local" and price is not None:
             tokens_in = DEFAULT_PROMPT_TOKENS + len(text) / 4
             metrics.inc("offramp_estimated_usd_saved_total", api_usd_per_message(price, tokens_in, 5))
-        return {"label": d.label, "confidence": round(d.confidence, 6), "route": d.route, "flags": d.flags,
-                "action": d.action, "top": d.top, "request_id": request_id}
+        for kind, n in d.pii.items():
+            metrics.inc("offramp_pii_found_total", n, entity=kind)
+        if d.endpoints:
+            metrics.inc("offramp_egress_total")
+        record = None
+        if audit is not None:
+            record = audit.log.record(
+                request_id=request_id, model=info.get("model"), model_version=info.get("version"),
+                decision=d.label, confidence=round(d.confidence, 6), route=d.route,
+                endpoint=" ".join(dict.fromkeys(_host(u) for u in d.endpoints)) or None,
+                text_hmac=audit.log.text_hmac(text), pii=d.pii, flags=d.flags,
+                action=(d.action or {}).get("type") if isinstance(d.action, dict) else None)
+        return ({"label": d.label, "confidence": round(d.confidence, 6), "route": d.route, "flags": d.flags,
+                 "action": d.action, "top": d.top, "request_id": request_id}, record)
+
+    async def decide_all(texts: list[str], ids: list[str], conversation: str | None) -> list[dict]:
+        cascade = state.cascade
+        if cascade.may_block:  # an LLM or a webhook may be waited on: keep the event loop free
+            pairs = await run_in_threadpool(lambda: [decide(t, i, conversation) for t, i in zip(texts, ids)])
+        else:
+            pairs = [decide(t, i, conversation) for t, i in zip(texts, ids)]
+        if audit is not None:  # answer only once every record is committed
+            await _committed(audit, [r for _, r in pairs])
+        return [a for a, _ in pairs]
 
     # async: the model's work per message is short and CPU-bound, so a thread-pool hop per request
     # would cost more than it frees (measured with benchmarks/serving.py)
@@ -232,7 +269,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         texts = [body.text] if body.text is not None else body.texts
         check_texts(texts)
         rid = uuid.uuid4().hex
-        results = [decide(t, f"{rid}-{i}" if body.texts is not None else rid) for i, t in enumerate(texts)]
+        ids = [rid] if body.text is not None else [f"{rid}-{i}" for i in range(len(texts))]
+        results = await decide_all(texts, ids, body.conversation_id)
         # plain JSON types already: skip FastAPI's generic encoder, which costs more than the model
         return JSONResponse(results[0] if body.text is not None else {"results": results, "request_id": rid})
 
@@ -248,7 +286,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         text = content or ""
         check_texts([text])
         rid = uuid.uuid4().hex
-        r = decide(text, rid)
+        (r,) = await decide_all([text], [rid], body.user)
         return JSONResponse({
             "id": f"chatcmpl-{rid}",
             "object": "chat.completion",
@@ -288,7 +326,37 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.add_middleware(Gateway, limit=settings.max_body_bytes, metrics=metrics)
     app.state.offramp = state
     app.state.metrics = metrics
+    app.state.audit = audit
     return app
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.netloc or url
+
+
+async def _committed(writer, records: list[dict]) -> None:
+    """Wait, without blocking the event loop, until the audit writer has committed ``records``."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    futures = []
+    for rec in records:
+        fut = loop.create_future()
+        writer.submit(rec, lambda result, f=fut: loop.call_soon_threadsafe(_settle, f, result))
+        futures.append(fut)
+    await asyncio.gather(*futures)
+
+
+def _settle(fut, result) -> None:
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
 
 
 def _version() -> str:

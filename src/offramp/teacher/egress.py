@@ -4,7 +4,12 @@ Every request the LLM client sends goes through :func:`check_egress` first:
 
 * with ``OFFRAMP_OFFLINE=1`` any host that is not loopback is refused before a byte is sent;
 * text bound for a host that is not loopback passes the privacy guard registered with
-  :func:`set_guard` (PII masking); with none registered it goes unchanged.
+  :func:`set_guard`; with none registered, the default guard (pattern recognizers, typed
+  placeholders: e-mails, phones, cards, IBANs, IPs, national IDs, dates of birth, URLs).
+
+``OFFRAMP_EGRESS_GUARD`` sets where the guard applies: ``remote`` (the default: hosts that are not
+loopback), ``always`` (loopback too, e.g. a local LLM whose logs you do not control) or ``off``
+(text goes unchanged, say to an endpoint inside your own network).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from urllib.parse import urlsplit
 from offramp.errors import OfframpError
 
 _guard: Callable[[str], str] | None = None
+GUARD_MODES = ("remote", "always", "off")
 
 
 class EgressRefused(OfframpError):
@@ -44,6 +50,23 @@ def check_egress(url: str, texts: list[str]) -> list[str]:
     if os.environ.get("OFFRAMP_OFFLINE", "").strip() in ("1", "true", "yes") and not local:
         raise EgressRefused(f"offline mode (OFFRAMP_OFFLINE) forbids sending anything to {urlsplit(url).hostname}",
                             "use an LLM server on this machine (127.0.0.1) or unset OFFRAMP_OFFLINE")
-    if local or _guard is None:
+    mode = os.environ.get("OFFRAMP_EGRESS_GUARD", "remote").strip().lower() or "remote"
+    if mode not in GUARD_MODES:
+        raise EgressRefused(f"OFFRAMP_EGRESS_GUARD={mode!r} is not one of {', '.join(GUARD_MODES)}",
+                            "set it to remote (the default), always or off")
+    if mode == "off" or (local and mode == "remote"):
         return texts
-    return [_guard(t) for t in texts]
+    guard = _guard if _guard is not None else _default_guard()
+    return [guard(t) for t in texts]
+
+
+_default = None
+
+
+def _default_guard():
+    global _default
+    if _default is None:
+        from offramp.privacy.guard import PrivacyGuard
+
+        _default = PrivacyGuard()
+    return _default
