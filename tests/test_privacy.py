@@ -27,6 +27,7 @@ FOUND = [
     ("IBAN_CODE", "IBAN GB82 WEST 1234 5698 7654 32 thanks", "GB82 WEST 1234 5698 7654 32"),
     ("IBAN_CODE", "send it to DE89370400440532013000.", "DE89370400440532013000"),
     ("IP_ADDRESS", "login from 203.0.113.7 failed", "203.0.113.7"),
+    ("IP_ADDRESS", "I logged in from 203.0.113.7.", "203.0.113.7"),
     ("IP_ADDRESS", "ipv6 2001:db8::8a2e:370:7334 too", "2001:db8::8a2e:370:7334"),
     ("US_SSN", "ssn 536-22-1234", "536-22-1234"),
     ("UK_NINO", "NI number AB 12 34 56 C", "AB 12 34 56 C"),

@@ -113,7 +113,8 @@ def _phone_ok(raw: str) -> bool:
 
 
 _BIRTH_WORDS = re.compile(r"\b(?:born|birth|birthday|dob|d\.o\.b|date of birth|geboren|né|née)\b", re.I)
-_PHONE_WORDS = re.compile(r"\b(?:phone|call|tel|telephone|mobile|cell|number|text me|whatsapp|fax)\b", re.I)
+_PHONE_WORDS = re.compile(r"\b(?:phone|call|ring|tel|telephone|mobile|cell|number|text me|sms|whatsapp|fax|"
+                          r"reach|contact)\b", re.I)
 
 _MONTH_NAMES = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|" \
                r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
@@ -136,15 +137,15 @@ RECOGNIZERS: list[Recognizer] = [
     Recognizer("EMAIL_ADDRESS", re.compile(
         r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
         r"[A-Za-z]{2,24}(?![\w-])"), 0.95),
-    Recognizer("URL", re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+", re.I), 0.6, trim=".,;:!?)]}'\""),
+    Recognizer("URL", re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+", re.I), 0.85, trim=".,;:!?)]}'\""),
     Recognizer("CREDIT_CARD", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), 0.9,
                check=lambda s: luhn_ok(re.sub(r"\D", "", s)) and len(set(re.sub(r"\D", "", s))) > 1),
     Recognizer("IBAN_CODE", re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30}\b"), 0.95, check=iban_ok,
                shrink=True),
-    Recognizer("IP_ADDRESS", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])"), 0.85, check=ip_ok),
+    Recognizer("IP_ADDRESS", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)"), 0.85, check=ip_ok),
     Recognizer("IP_ADDRESS", re.compile(
         r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{1,4}){0,6}(?![\w:])"),
-        0.8, check=lambda s: ":" in s and ip_ok(s)),
+        0.85, check=lambda s: ":" in s and ip_ok(s)),
     Recognizer("US_SSN", re.compile(r"(?<![\d-])\d{3}[- ]\d{2}[- ]\d{4}(?![\d-])"), 0.85, check=ssn_ok),
     Recognizer("UK_NINO", re.compile(
         r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), 0.8),
