@@ -82,6 +82,23 @@ def test_label_resume_and_cache_with_a_real_llm(llama_server, tmp_path):
     assert [x["label"] for x in again] == [x["label"] for x in rows]
 
 
+def test_logprob_confidence_from_a_real_llm_is_kept_in_the_cache(llama_server, tmp_path):
+    from offramp.teacher.client import ChatClient, LLMConfig
+    from offramp.teacher.label import AnswerCache, Labeller, TaskSpec
+
+    task = tmp_path / "task.yaml"
+    task.write_text(TASK)
+    client = ChatClient(LLMConfig(base_url=llama_server + "/v1", model="smollm2", timeout_s=120))
+    labeller = Labeller(client, TaskSpec.load(task), AnswerCache(tmp_path / "c.sqlite"), logprobs=True)
+    msgs = labeller.spec.messages("my card was declined at the shop")
+    content, usage = labeller._ask(msgs)
+    conf = usage["_confidence"]  # llama.cpp returns token logprobs: the answer's probability
+    assert isinstance(conf, float) and 0.0 < conf <= 1.0
+    assert labeller.calls == 1
+    content2, usage2 = labeller._ask(msgs)  # from the cache: same answer, same confidence, no call
+    assert (content2, usage2["_confidence"], labeller.calls, labeller.hits) == (content, conf, 1, 1)
+
+
 def test_served_cascade_with_a_real_llm_fallback(llama_server, fast_model, tmp_path):
     import shutil
 

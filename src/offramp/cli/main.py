@@ -34,6 +34,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 TEXT_COL = typer.Option("text", "--text-col", help="Name of the column holding the texts.")
 LABEL_COL = typer.Option("label", "--label-col", help="Name of the column holding the labels.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress or information on stderr (warnings still show).")
+LOGPROBS = typer.Option(True, "--logprobs/--no-logprobs", help="Ask for token logprobs and report the answer's probability as its confidence (skipped if the server refuses them).")
 MAX_CHARS = typer.Option(20_000, "--max-chars", min=1, help="Texts longer than this are cut (with a warning).")
 
 
@@ -451,14 +452,14 @@ def write_demo_pipeline(out_dir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- label
-def _labeller(spec, llm, base_url, api_key_env, timeout_s, concurrency, cache, constrain=True):
+def _labeller(spec, llm, base_url, api_key_env, timeout_s, concurrency, cache, constrain=True, logprobs=True):
     """The LLM teacher both `label` and `eval-llm` use: one client, the shared answer cache."""
     from offramp.teacher.client import ChatClient, LLMConfig
     from offramp.teacher.label import AnswerCache, Labeller, default_cache_path
 
     client = ChatClient(LLMConfig(base_url=base_url, model=llm, api_key_env=api_key_env, timeout_s=timeout_s,
                                   max_concurrency=concurrency))
-    return Labeller(client, spec, AnswerCache(cache or default_cache_path()), constrain=constrain)
+    return Labeller(client, spec, AnswerCache(cache or default_cache_path()), constrain=constrain, logprobs=logprobs)
 
 
 @app.command()
@@ -475,6 +476,7 @@ def label(
     price_model: Optional[str] = typer.Option(None, "--price-model", help="Price-table row for the cost (default: --llm)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Answer cache (SQLite; default ~/.cache/offramp/llm-answers.sqlite)."),
     no_schema: bool = typer.Option(False, "--no-schema", help="Do not send a JSON schema (for servers that reject one)."),
+    logprobs: bool = LOGPROBS,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the token and dollar estimate; send nothing."),
     max_chars: int = MAX_CHARS,
     quiet: bool = QUIET,
@@ -496,7 +498,8 @@ def label(
         raise UsageError("--out is needed (or use --dry-run)")
     if out_file.suffix.lower() not in (".csv", ".jsonl"):
         raise UsageError(f"--out {out_file} must end in .csv or .jsonl")
-    labeller = _labeller(spec, llm, base_url, api_key_env, timeout_s, concurrency, cache, constrain=not no_schema)
+    labeller = _labeller(spec, llm, base_url, api_key_env, timeout_s, concurrency, cache, constrain=not no_schema,
+                         logprobs=logprobs)
     with _status(f"labelling {len(ds.texts)} texts", quiet) as say:
         run = label_texts(labeller, ds.texts, workers=concurrency, price_model=price_model or llm,
                           on_progress=lambda d, n: say(f"labelled {d} of {n}"))
@@ -524,6 +527,7 @@ def eval_llm(
     timeout_s: float = typer.Option(60.0, "--timeout", help="Seconds to wait for one answer."),
     price_model: Optional[str] = typer.Option(None, "--price-model", help="Price-table row for the cost (default: --llm)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Answer cache (SQLite)."),
+    logprobs: bool = LOGPROBS,
     send_chars: int = typer.Option(20_000, "--max-chars", min=1, help="Characters of each text sent to the LLM (longer texts are cut for the LLM only; they are scored whole)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     quiet: bool = QUIET,
@@ -538,7 +542,7 @@ def eval_llm(
     spec = TaskSpec.load(task)
     ds = read_dataset(data, text_col=text_col, label_col=label_col)
     _warn(ds.warnings)
-    labeller = _labeller(spec, llm, base_url, api_key_env, timeout_s, concurrency, cache)
+    labeller = _labeller(spec, llm, base_url, api_key_env, timeout_s, concurrency, cache, logprobs=logprobs)
     cut = sum(1 for t in ds.texts if len(t) > send_chars)
     if cut:
         _warn([f"{cut} texts are longer than {send_chars} characters: the LLM sees their first {send_chars}"])
@@ -565,7 +569,7 @@ def eval_llm(
         today, prompt = date.today().isoformat(), spec.system_prompt()
         write_records(predictions, [
             {"text": text, "prediction": o.label or "", "model": llm, "latency_ms": o.latency_ms,
-             "raw": "" if o.label else o.raw, "prompt_tokens": o.usage.get("prompt_tokens"),
+             "confidence": o.confidence, "raw": "" if o.label else o.raw, "prompt_tokens": o.usage.get("prompt_tokens"),
              "completion_tokens": o.usage.get("completion_tokens"), "date": today, "sent_chars": min(len(text), send_chars),
              "system_prompt": prompt} for text, o in zip(ds.texts, run.outcomes)], option="--predictions")
     if as_json:

@@ -157,54 +157,63 @@ class Labeller:
         self._lock = threading.Lock()
         self.calls = self.hits = self.tin = self.tout = 0
 
-    def _ask(self, messages: list[dict]) -> tuple[str, dict, object]:
+    def _ask(self, messages: list[dict]) -> tuple[str, dict]:
         params: dict = {"temperature": 0, "max_tokens": 32}
         formats = self.formats
         if formats:
             params["response_format"] = formats[0]
-        if self.logprobs:
-            params["logprobs"] = True
+        if self.logprobs:  # llama.cpp's server returns logprobs only when top_logprobs is set too
+            params["logprobs"], params["top_logprobs"] = True, 1
         k = AnswerCache.key(self.client.url, self.client.config.model, messages, params)
         hit = self.cache.get(k)
         if hit is not None:
             with self._lock:
                 self.hits += 1
-            return hit[0], hit[1], None
+            return hit[0], hit[1]
         try:
             r = self.client.chat(messages, **params)
         except LLMRequestRejected:
-            if not formats:
-                raise
-            with self._lock:  # this server does not take that format: try the next one (or none)
-                if self.formats and self.formats[0] is formats[0]:
+            with self._lock:  # this server does not take that format (or logprobs): try without
+                if formats and self.formats and self.formats[0] is formats[0]:
                     self.formats = self.formats[1:]
+                elif not formats and self.logprobs:
+                    self.logprobs = False
+                elif not formats:
+                    raise
             return self._ask(messages)
-        self.cache.put(k, r.content, {**r.usage, "_latency_ms": round(r.latency_s * 1000, 3)})
+        usage = {**r.usage, "_latency_ms": round(r.latency_s * 1000, 3), "_confidence": _confidence(r.logprobs)}
+        self.cache.put(k, r.content, usage)  # the confidence is kept with the answer: a re-run reports it
         with self._lock:
             self.calls += 1
             self.tin += int(r.usage.get("prompt_tokens") or 0)
             self.tout += int(r.usage.get("completion_tokens") or 0)
-        return r.content, {**r.usage, "_latency_ms": round(r.latency_s * 1000, 3)}, r.logprobs
+        return r.content, usage
 
     def label_one(self, text: str) -> LabelOutcome:
         msgs = self.spec.messages(text)
-        content, usage, lp = self._ask(msgs)
+        content, usage = self._ask(msgs)
         label = read_answer(content, list(self.spec.labels))
+        confidence = usage.get("_confidence")
         if label is None:  # one more try, saying what went wrong
             retry = msgs + [{"role": "assistant", "content": content},
                             {"role": "user", "content": "Answer with exactly one label from the list, as JSON."}]
-            content, usage2, lp = self._ask(retry)
-            usage = {k: (usage.get(k) or 0) + (usage2.get(k) or 0) for k in set(usage) | set(usage2)}
+            content, usage2 = self._ask(retry)
+            confidence = usage2.get("_confidence")
+            usage = {k: (usage.get(k) or 0) + (usage2.get(k) or 0) for k in set(usage) | set(usage2)
+                     if not k.startswith("_") or k == "_latency_ms"}
             label = read_answer(content, list(self.spec.labels))
-        return LabelOutcome(text, label, content, _confidence(lp), latency_ms=usage.get("_latency_ms"),
+        return LabelOutcome(text, label, content, confidence if label else None, latency_ms=usage.get("_latency_ms"),
                             usage={k: v for k, v in usage.items() if not k.startswith("_")})
 
 
 def _confidence(logprobs) -> float | None:
+    """The probability the model gave its whole answer: exp of the sum of its tokens' logprobs."""
     try:
         tokens = logprobs["content"]
-        return float(math.exp(sum(t["logprob"] for t in tokens)))
-    except (TypeError, KeyError):
+        if not tokens:
+            return None
+        return round(float(math.exp(sum(float(t["logprob"]) for t in tokens))), 6)
+    except (TypeError, KeyError, ValueError):
         return None
 
 
