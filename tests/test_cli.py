@@ -187,6 +187,32 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "unknown extension '.md'" in res.stderr
 
 
+def test_demo_reruns_the_llm_column_live(tmp_path):
+    import json
+
+    from misbehaving_llm import ScriptedLLM, completion
+
+    def answer(body):  # a plausible LLM: a keyword rule, so its column differs from the small model's
+        text = body["messages"][-1]["content"].lower()
+        label = "GRATITUDE" if "thank" in text else "SUPPORT" if "card" in text else "OTHER"
+        return completion(json.dumps({"label": label}))
+
+    llm = ScriptedLLM(default=(200, {}, answer, 0))
+    try:
+        r = run_cli("demo", "--quality", "fast", "--out", str(tmp_path / "d"), "--llm", "keyword-llm",
+                    "--base-url", llm.url + "/v1", "--quiet", env={"OFFRAMP_CACHE_DIR": str(tmp_path / "cache")})
+    finally:
+        llm.close()
+    assert r.returncode == 0, r.stderr
+    assert "LLM (keyword-llm)" in r.stdout
+    rows = [json.loads(x) for x in (tmp_path / "d" / "llm_predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 1052 and {x["model"] for x in rows} == {"keyword-llm"}
+    assert rows[0]["date"] and "GRATITUDE" in rows[0]["system_prompt"]
+    assert "keyword-llm" in (tmp_path / "d" / "report.md").read_text()
+    r = run_cli("demo", "--llm", "m", "--out", str(tmp_path / "e"))
+    assert r.returncode == 2 and "go together" in r.stderr
+
+
 def test_internal_errors_are_one_line(tmp_path):
     r = run_cli("--help")
     assert r.returncode == 0 and "train" in r.stdout

@@ -393,6 +393,11 @@ def demo(
     out_dir: Path = typer.Option(Path("offramp-demo"), "--out", "-o", help="Where to write the model and the report."),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Seconds the model search may take (default: 30 fast, 45 with the encoder)."),
     quality: str = typer.Option("auto", "--quality", help="fast, balanced, best, or auto (balanced when the encoder is installed)."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="Rerun the LLM column live with this model (else the recorded predictions are shown)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for --llm."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, max=64, help="LLM requests in flight at once."),
+    send_chars: int = typer.Option(1500, "--max-chars", min=1, help="Characters of each test text sent to the LLM."),
     quiet: bool = QUIET,
 ):
     """The whole story on the bundled support-inbox data: train, evaluate, compare, report."""
@@ -403,6 +408,8 @@ def demo(
     from offramp.models.training import train as train_model
 
     _positive("--time-limit", time_limit)
+    if (llm is None) != (base_url is None):
+        raise UsageError("--llm and --base-url go together", "give both to rerun the LLM column live, or neither")
     t0 = time.perf_counter()
     train_path, test_path, llm_path = demo_paths()
     ds = read_dataset(train_path)
@@ -418,9 +425,21 @@ def demo(
     _warn(res.warnings)
     _info(f"trained {res.selection.winner} in {res.metrics['train_seconds']:.1f} s "
           f"(CV macro-F1 {res.metrics['cv_macro_f1']:.4f})", quiet)
-    html_path, md_path, small, llm = build_report(model_dir, test_path, llm_path, out_dir / "report.html",
-                                                  "text", "label", 100_000, quiet)
-    _print_side_by_side(small, llm)
+    if llm is not None:
+        from offramp.data.demo import demo_task
+        from offramp.data.io import write_records
+        from offramp.teacher.label import TaskSpec
+
+        spec = TaskSpec.load(demo_task())
+        labeller = _labeller(spec, llm, base_url, api_key_env, 120.0, concurrency, None)
+        _, rows = _ask_llm(read_dataset(test_path), spec, labeller, llm, None, send_chars, concurrency, quiet)
+        llm_path = out_dir / "llm_predictions.jsonl"
+        write_records(llm_path, rows)
+    elif llm_path is not None:
+        _info(f"LLM column: recorded predictions ({llm_path.name}); rerun it live with --llm M --base-url URL", quiet)
+    html_path, md_path, small, llm_res = build_report(model_dir, test_path, llm_path, out_dir / "report.html",
+                                                      "text", "label", 100_000, quiet)
+    _print_side_by_side(small, llm_res)
     pipeline = write_demo_pipeline(out_dir)
     out.print(f"model in {model_dir}; report in {html_path} (and {md_path.name}); "
               f"whole demo {time.perf_counter() - t0:.1f} s")
@@ -533,51 +552,35 @@ def eval_llm(
     quiet: bool = QUIET,
 ):
     """Measure the LLM on a labelled test set: the same metrics as 'offramp eval', cost from real usage."""
-    import numpy as np
-
-    from offramp.data.io import read_dataset
-    from offramp.evaluation.metrics import classification_metrics
-    from offramp.teacher.label import TaskSpec, label_texts
+    from offramp.data.io import read_dataset, write_records
+    from offramp.teacher.label import TaskSpec
 
     spec = TaskSpec.load(task)
     ds = read_dataset(data, text_col=text_col, label_col=label_col)
     _warn(ds.warnings)
+    if predictions is not None and predictions.suffix.lower() not in (".jsonl", ".csv", ".tsv"):
+        raise UsageError(f"--predictions {predictions} must end in .jsonl, .csv or .tsv")
     labeller = _labeller(spec, llm, base_url, api_key_env, timeout_s, concurrency, cache, logprobs=logprobs)
-    cut = sum(1 for t in ds.texts if len(t) > send_chars)
-    if cut:
-        _warn([f"{cut} texts are longer than {send_chars} characters: the LLM sees their first {send_chars}"])
-    with _status(f"asking {llm} about {len(ds.texts)} texts", quiet) as say:
-        run = label_texts(labeller, [t[:send_chars] for t in ds.texts], workers=concurrency,
-                          price_model=price_model or llm, on_progress=lambda d, n: say(f"{d} of {n}"))
-    preds = [o.label or "(none)" for o in run.outcomes]
-    res = classification_metrics(ds.labels, preds, list(spec.labels) + sorted(set(ds.labels) - set(spec.labels)))
-    lat = [o.latency_ms for o in run.outcomes if o.latency_ms is not None]
-    if lat:
-        res["latency_ms"] = {q: float(np.percentile(lat, int(q[1:]))) for q in ("p50", "p95", "p99")}
-    tin = [o.usage.get("prompt_tokens") or 0 for o in run.outcomes]
-    tout = [o.usage.get("completion_tokens") or 0 for o in run.outcomes]
-    from offramp.costs.calculator import load_prices
-
-    price = load_prices()["models"].get(price_model or llm)
-    res["cost_per_million_usd"] = ((np.mean(tin) * price["input"] + np.mean(tout) * price["output"]) if price and any(tin) else None)
-    res.update({"model": llm, "unlabelled": preds.count("(none)"), "calls": run.calls, "cache_hits": run.cache_hits})
+    res, rows = _ask_llm(ds, spec, labeller, llm, price_model, send_chars, concurrency, quiet)
     if predictions:
-        from datetime import date
-
-        from offramp.data.io import write_records
-
-        today, prompt = date.today().isoformat(), spec.system_prompt()
-        write_records(predictions, [
-            {"text": text, "prediction": o.label or "", "model": llm, "latency_ms": o.latency_ms,
-             "confidence": o.confidence, "raw": "" if o.label else o.raw, "prompt_tokens": o.usage.get("prompt_tokens"),
-             "completion_tokens": o.usage.get("completion_tokens"), "date": today, "sent_chars": min(len(text), send_chars),
-             "system_prompt": prompt} for text, o in zip(ds.texts, run.outcomes)], option="--predictions")
+        write_records(predictions, rows, option="--predictions")
     if as_json:
         print(json.dumps(res))
         return
     _print_side_by_side({**res, "model_bytes": None, "train_seconds": None}, None, first=f"LLM ({llm})")
     if predictions:
         out.print(f"predictions written to {predictions} (use: offramp report MODEL DATA --llm-predictions {predictions})")
+
+
+def _ask_llm(ds, spec, labeller, llm, price_model, send_chars, concurrency, quiet):
+    from offramp.evaluation.llm import run_llm_eval
+
+    cut = sum(1 for t in ds.texts if len(t) > send_chars)
+    if cut:
+        _warn([f"{cut} texts are longer than {send_chars} characters: the LLM sees their first {send_chars}"])
+    with _status(f"asking {llm} about {len(ds.texts)} texts", quiet) as say:
+        return run_llm_eval(ds, spec, labeller, llm=llm, price_model=price_model, send_chars=send_chars,
+                            workers=concurrency, on_progress=lambda d, n: say(f"{d} of {n}"))
 
 
 @app.command("import-logs")

@@ -16,3 +16,8 @@ def demo_paths() -> tuple[Path, Path, Path | None]:
 def demo_docs() -> Path:
     """The demo's help-centre pages (Markdown), answered from for SUPPORT messages."""
     return Path(str(resources.files("offramp.data").joinpath("inbox").joinpath("docs")))
+
+
+def demo_task() -> Path:
+    """The inbox as a task spec for an LLM (labels with one-line descriptions)."""
+    return Path(str(resources.files("offramp.data").joinpath("inbox").joinpath("task.yaml")))

@@ -72,3 +72,36 @@ def score_llm_predictions(path: str | os.PathLike, test: Dataset, labels: list[s
         out["cost_per_million_usd"] = per * 1e6
         out["cost_basis"] = f"measured tokens at {pm} prices"
     return out
+
+
+def run_llm_eval(ds: Dataset, spec, labeller, *, llm: str, price_model: str | None = None,
+                 send_chars: int = 20_000, workers: int = 4, on_progress=None) -> tuple[dict, list[dict]]:
+    """Ask the LLM about every text of ``ds``; (metrics like ``offramp eval``, prediction rows).
+
+    Texts longer than ``send_chars`` are cut for the LLM only; rows keep the whole text, so they
+    match the test set. Rows carry the model, the date and the system prompt.
+    """
+    from datetime import date
+
+    from offramp.teacher.label import label_texts
+
+    run = label_texts(labeller, [t[:send_chars] for t in ds.texts], workers=workers,
+                      price_model=price_model or llm, on_progress=on_progress)
+    preds = [o.label or "(none)" for o in run.outcomes]
+    res = classification_metrics(ds.labels, preds, list(spec.labels) + sorted(set(ds.labels) - set(spec.labels)))
+    lat = [o.latency_ms for o in run.outcomes if o.latency_ms is not None]
+    if lat:
+        res["latency_ms"] = {q: float(np.percentile(lat, int(q[1:]))) for q in ("p50", "p95", "p99")}
+    tin = [o.usage.get("prompt_tokens") or 0 for o in run.outcomes]
+    tout = [o.usage.get("completion_tokens") or 0 for o in run.outcomes]
+    price = load_prices()["models"].get(price_model or llm)
+    res["cost_per_million_usd"] = ((np.mean(tin) * price["input"] + np.mean(tout) * price["output"])
+                                   if price and any(tin) else None)
+    res.update({"model": llm, "unlabelled": preds.count("(none)"), "calls": run.calls, "cache_hits": run.cache_hits})
+    today, prompt = date.today().isoformat(), spec.system_prompt()
+    rows = [{"text": text, "prediction": o.label or "", "model": llm, "latency_ms": o.latency_ms,
+             "confidence": o.confidence, "raw": "" if o.label else o.raw, "prompt_tokens": o.usage.get("prompt_tokens"),
+             "completion_tokens": o.usage.get("completion_tokens"), "date": today,
+             "sent_chars": min(len(text), send_chars), "system_prompt": prompt}
+            for text, o in zip(ds.texts, run.outcomes)]
+    return res, rows
