@@ -109,16 +109,41 @@ def test_served_demo_pipeline(fast_model, tmp_path):
 
     from offramp.cli.main import write_demo_pipeline
 
+    from offramp.audit.log import AuditLog
+    from offramp.data.demo import demo_paths
+    from offramp.data.io import read_dataset
+    from offramp.models.store import load_model
+
     shutil.copytree(fast_model, tmp_path / "model")
     p = write_demo_pipeline(tmp_path)
     s = Server(p)
+    test = read_dataset(demo_paths()[1])
+    texts = test.texts[::10][:100]  # 100 messages of the demo test split, one request each
+    expected = [str(x) for x in load_model(tmp_path / "model").predict(texts)]
+    kinds = {"SUPPORT": "answer_from_docs", "GRATITUDE": "reply", "TRY_TO_HACK": "refuse", "OTHER": None}
     try:
         thanks = httpx.post(s.url + "/v1/classify", json={"text": "thank you so much!"}).json()
         assert thanks["label"] == "GRATITUDE" and thanks["action"] == {"type": "reply", "text": "👍"}
         pin = httpx.post(s.url + "/v1/classify", json={"text": "how do I change my card pin"}).json()
         assert pin["label"] == "SUPPORT" and pin["action"]["found"] and pin["action"]["source"].startswith("pin.md")
+        got = [httpx.post(s.url + "/v1/classify", json={"text": t}).json() for t in texts]
+        metrics = httpx.get(s.url + "/metrics").text
     finally:
         s.stop()
+    assert [g["label"] for g in got] == expected
+    assert all((g["action"] or {}).get("type") == kinds[g["label"]] for g in got)
+    assert f'offramp_decisions_total{{route="local"}} {len(texts) + 2}' in metrics
+    for label in set(expected):
+        n = expected.count(label) + (label == "GRATITUDE") + (label == "SUPPORT")
+        assert f'offramp_labels_total{{label="{label}"}} {n}' in metrics
+    log = AuditLog(tmp_path / "audit.sqlite", create=False)
+    v = log.verify()
+    assert v.ok and v.records == len(texts) + 2
+    import json
+
+    recs = [json.loads(b) for _, _, b, _ in log.records()]
+    assert [r["decision"] for r in recs[2:]] == expected and {r["route"] for r in recs} == {"local"}
+    assert not any(r["endpoint"] for r in recs)  # nothing left the machine
 
 
 def test_parse_label():

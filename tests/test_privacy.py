@@ -187,3 +187,25 @@ def test_mask_cli(tmp_path, monkeypatch):
 def test_presidio_is_installed_without_torch():
     assert importlib.util.find_spec("presidio_analyzer") is not None
     assert importlib.util.find_spec("torch") is None
+
+
+def test_offline_pipeline_keeps_every_answer_local(fast_model, tmp_path):
+    import shutil
+
+    import httpx
+
+    from offramp.audit.log import AuditLog
+    from test_serving import Server
+
+    shutil.copytree(fast_model, tmp_path / "model")
+    (tmp_path / "p.yaml").write_text(
+        "model: model\nllm: {base_url: 'https://llm.example.com/v1', model: m, timeout_s: 2, max_retries: 0}\n"
+        "routing: {thresholds: {'*': 1.01}}\noffline: true\naudit: audit.sqlite\n")
+    s = Server(tmp_path / "p.yaml")
+    try:
+        r = httpx.post(s.url + "/v1/classify", json={"text": "my card 4111 1111 1111 1111 was declined"}).json()
+    finally:
+        s.stop()
+    assert r["route"] == "local" and "egress_refused" in r["flags"]
+    rec = json.loads(next(AuditLog(tmp_path / "audit.sqlite", create=False).records())[2])
+    assert rec["endpoint"] is None and rec["flags"] == ["egress_refused"]

@@ -464,7 +464,11 @@ def write_demo_pipeline(out_dir: Path) -> Path:
         "  SUPPORT: {type: answer_from_docs, docs: docs}\n"
         '  GRATITUDE: {type: reply, text: "👍"}\n'
         '  TRY_TO_HACK: {type: refuse, template: "I can only help with questions about your account and cards."}\n'
-        "  OTHER: {type: none}\n",
+        "  OTHER: {type: none}\n"
+        "# personal data is masked before anything leaves (here: nothing does without an llm: section)\n"
+        "privacy: {operator: placeholder}\n"
+        "# one hash-chained record per message: offramp audit verify audit.sqlite\n"
+        "audit: audit.sqlite\n",
         encoding="utf-8",
     )
     return path

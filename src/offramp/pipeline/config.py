@@ -20,6 +20,7 @@ privacy:                          # optional: the guard in front of everything t
   ner: false                      #   true: also names and places (Presidio + spaCy)
   vault: pseudonyms.sqlite        #   pseudonym mapping (encrypted with OFFRAMP_VAULT_KEY)
 audit: audit.sqlite               # optional: hash-chained audit log, one record per message
+offline: true                     # optional: refuse every host that is not loopback (as OFFRAMP_OFFLINE=1)
 ```
 """
 
@@ -86,6 +87,7 @@ class PipelineSpec(_Strict):
     limits: LimitsSpec = LimitsSpec()
     privacy: Optional[PrivacySpec] = None
     audit: Optional[str] = None
+    offline: bool = False  # air-gapped: any host that is not loopback is refused before a byte is sent
 
 
 @dataclass
@@ -127,6 +129,10 @@ def build_cascade(path: str | Path) -> Pipeline:
     path = Path(path)
     spec = read_pipeline(path)
     base = path.parent
+    if spec.offline:
+        from offramp.teacher.egress import set_offline
+
+        set_offline(True)
     model_dir = base / spec.model
     model = load_model(model_dir)
     labels = set(map(str, model.classes_))

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from offramp.errors import OfframpError
 
 _guard: Callable[[str], str] | None = None
+_offline = False
 GUARD_MODES = ("remote", "always", "off")
 
 
@@ -32,6 +33,16 @@ class EgressRefused(OfframpError):
 def set_guard(guard: Callable[[str], str] | None) -> None:
     global _guard
     _guard = guard
+
+
+def set_offline(on: bool) -> None:
+    """Air-gapped mode from configuration (the pipeline's ``offline: true``), as OFFRAMP_OFFLINE=1."""
+    global _offline
+    _offline = bool(on)
+
+
+def is_offline() -> bool:
+    return _offline or os.environ.get("OFFRAMP_OFFLINE", "").strip().lower() in ("1", "true", "yes")
 
 
 def is_loopback(url: str) -> bool:
@@ -47,8 +58,8 @@ def is_loopback(url: str) -> bool:
 def check_egress(url: str, texts: list[str]) -> list[str]:
     """The texts as they may be sent to ``url`` (guarded), or EgressRefused in offline mode."""
     local = is_loopback(url)
-    if os.environ.get("OFFRAMP_OFFLINE", "").strip() in ("1", "true", "yes") and not local:
-        raise EgressRefused(f"offline mode (OFFRAMP_OFFLINE) forbids sending anything to {urlsplit(url).hostname}",
+    if is_offline() and not local:
+        raise EgressRefused(f"offline mode (OFFRAMP_OFFLINE or offline: true) forbids sending anything to {urlsplit(url).hostname}",
                             "use an LLM server on this machine (127.0.0.1) or unset OFFRAMP_OFFLINE")
     mode = os.environ.get("OFFRAMP_EGRESS_GUARD", "remote").strip().lower() or "remote"
     if mode not in GUARD_MODES:
