@@ -99,6 +99,9 @@ def test_train_bad_data_exit_2(tmp_path):
     p = write_csv(tmp_path / "ok.csv", [("a", "X"), ("b", "X"), ("c", "Y"), ("d", "Y")])
     assert_clean_error(run_cli("train", str(p), "--out", out, "--time-limit", "0"), 2, "--time-limit must be greater")
     assert_clean_error(run_cli("train", str(p)), 2, "--out")  # missing required option: click's usage error
+    (tmp_path / "a-file").write_text("x")  # a bad --out is refused before any training, in one line
+    assert_clean_error(run_cli("train", str(p), "--out", str(tmp_path / "a-file")), 2, "is a file, not a directory")
+    assert_clean_error(run_cli("train", str(p), "--out", str(tmp_path / "a-file" / "m")), 2, "a-file is a file")
     assert not (tmp_path / "m").exists()
 
 

@@ -59,13 +59,10 @@ def is_model_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / MANIFEST).is_file() and (Path(path) / "model.json").is_file()
 
 
-def save_model(model, path: str | os.PathLike, *, metrics: dict | None = None, card: str | None = None,
-               info: dict | None = None, extra_arrays: dict[str, np.ndarray] | None = None) -> Path:
-    """Write ``model`` to the directory ``path`` (created, or replaced if it is a model directory).
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """``path`` if a model directory can be written there; else a ModelDirError saying why.
 
-    The files are written to a temporary sibling first and moved into place, so a reader never
-    sees a half-written model. ``extra_arrays`` are stored beside the weights (prefixed ``x_``) for
-    tools that need them, such as the training-text fingerprints the leakage check reads.
+    Called before training too, so a bad ``--out`` is refused before minutes of work, not after.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -75,6 +72,25 @@ def save_model(model, path: str | os.PathLike, *, metrics: dict | None = None, c
             f"{path} already exists and is not an offramp model directory",
             "choose a new or empty directory so nothing in it is overwritten",
         )
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ModelDirError(f"cannot create {path}: {parent} is a file", "give --out a path inside a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ModelDirError(f"cannot create {path}: {parent} is not writable", "give --out a writable location")
+    return path
+
+
+def save_model(model, path: str | os.PathLike, *, metrics: dict | None = None, card: str | None = None,
+               info: dict | None = None, extra_arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """Write ``model`` to the directory ``path`` (created, or replaced if it is a model directory).
+
+    The files are written to a temporary sibling first and moved into place, so a reader never
+    sees a half-written model. ``extra_arrays`` are stored beside the weights (prefixed ``x_``) for
+    tools that need them, such as the training-text fingerprints the leakage check reads.
+    """
+    path = check_output_dir(path)
     meta, arrays = model.get_state()
     arrays = {**arrays, **{f"x_{k}": v for k, v in (extra_arrays or {}).items()}}
     doc = {

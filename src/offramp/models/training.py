@@ -68,6 +68,9 @@ def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float | None = Non
                          "for example --reject-target in_scope_precision>=0.98")
     if oos_label and oos_label not in set(ds.labels) and (val is None or oos_label not in set(val.labels)):
         raise UsageError(f"--oos-label {oos_label!r} appears in neither the training nor the --val data")
+    from offramp.models.store import check_output_dir
+
+    check_output_dir(out)  # a bad --out is refused now, not after the search
     t0 = time.perf_counter()
     warnings = list(ds.warnings) + check_training_set(ds)
     quality, notes = resolve_quality(quality)
