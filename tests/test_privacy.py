@@ -209,3 +209,15 @@ def test_offline_pipeline_keeps_every_answer_local(fast_model, tmp_path):
     assert r["route"] == "local" and "egress_refused" in r["flags"]
     rec = json.loads(next(AuditLog(tmp_path / "audit.sqlite", create=False).records())[2])
     assert rec["endpoint"] is None and rec["flags"] == ["egress_refused"]
+
+
+def test_cascade_counts_personal_data_but_stores_none_for_local_answers(fast_model, tmp_path):
+    from offramp.models.store import load_model
+    from offramp.pipeline.cascade import Cascade
+
+    vault = PseudonymVault(tmp_path / "v.sqlite")
+    cascade = Cascade(load_model(fast_model), guard=PrivacyGuard(operator="pseudonym", vault=vault))
+    d = cascade.run("my card 4111 1111 1111 1111 was declined, mail me at a@b.com", "c1")
+    assert d.route == "local" and d.pii == {"CREDIT_CARD": 1, "EMAIL_ADDRESS": 1} and d.endpoints == []
+    rows = sqlite3.connect(str(tmp_path / "v.sqlite")).execute("SELECT COUNT(*) FROM pseudonyms").fetchone()[0]
+    assert rows == 0  # nothing left the machine, so nothing needed a pseudonym

@@ -81,14 +81,25 @@ class Cascade:
         order = proba.argsort()[::-1][: self.top_k]
         top = [{"label": str(self.model.classes_[i]), "score": round(float(proba[i]), 6)} for i in order]
         d = Decision(label, conf, "refused" if label == self._refusal else "local", top=top)
-        outgoing = self._outgoing(text, conversation, d)  # counted for every message, sent only if needed
+        masked: list[str] = []
+
+        def outgoing() -> str:  # masked once, when something is about to leave
+            if not masked:
+                masked.append(self._outgoing(text, conversation, d))
+            return masked[0]
+
+        if hasattr(self.guard, "find") and not getattr(self.guard, "ner", False):
+            # the fast path costs microseconds: count personal data in every message for the audit
+            # log (nothing is written to the pseudonym vault unless the text is about to leave)
+            for span in self.guard.find(text):
+                d.pii[span.entity] = d.pii.get(span.entity, 0) + 1
         limit = self.threshold_for(label)
         if limit is not None and conf < limit:
             if self.fallback is None:
                 d.flags.append("low_confidence_no_fallback")
             else:
                 try:
-                    d.label, d.route = self.fallback(outgoing), "llm"
+                    d.label, d.route = self.fallback(outgoing()), "llm"
                 except Exception as e:  # the LLM is down, slow or refusing: keep the local answer
                     d.flags.append(_FAILURE_FLAGS.get(type(e).__name__, "fallback_failed"))
                 if not set(d.flags) & _NOT_SENT:  # the request went out (even if no answer came back)
@@ -96,7 +107,7 @@ class Cascade:
         act = self.actions.get(d.label)
         if act is not None:
             if getattr(act, "egress", False):
-                d.action = act(outgoing, d.label)
+                d.action = act(outgoing(), d.label)
                 if d.action.get("sent", True):
                     d.endpoints.append(getattr(act, "endpoint", "webhook"))
                 if self.guard is not None and hasattr(self.guard, "reveal") and isinstance(d.action.get("text"), str):
