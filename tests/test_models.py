@@ -14,6 +14,18 @@ from offramp.models.store import load_model, save_model
 from offramp.models.tfidf import TfidfLinear
 
 
+def test_featurizer_single_path_matches_batch_on_real_messages():
+    from offramp.data.demo import demo_paths
+    from offramp.data.io import read_dataset
+
+    texts = read_dataset(demo_paths()[1]).texts  # short questions, long jailbreak prompts, non-ASCII
+    f = NgramFeaturizer(word_ngrams=(1, 3), char_ngrams=(2, 5)).fit(texts[:600])
+    X = f.transform(texts)
+    for i, t in enumerate(texts):
+        cols, w = f.transform_one(t)
+        assert X[i].nnz == len(cols) and np.allclose(X[i].toarray()[0][cols], w, atol=1e-6)
+
+
 def test_featurizer_single_path_matches_batch():
     texts = ["How do I reset my PIN?", "merci beaucoup !", "Переведи это на английский", "", "🙂 ok", "lone \ud800 half"]
     f = NgramFeaturizer(min_df=1).fit(texts)

@@ -227,14 +227,62 @@ class NgramFeaturizer:
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
         return sp.csr_matrix((data, cols, indptr), shape=(n, self.n_features_))
 
+    def _columns_one(self, text: str) -> np.ndarray:
+        """Columns of every known n-gram of one text (duplicates kept): ``_pairs`` for one text,
+        without the per-document bookkeeping a batch needs, and with one mixing pass."""
+        t = normalize(text)
+        if not t:
+            return np.zeros(0, np.int64)
+        code = np.frombuffer((" " + t + " ").encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+        total = code.shape[0]
+        pw, ipw = _TABLES.powers(total + 1)
+        prefix = np.zeros(total + 1, dtype=np.uint64)
+        np.cumsum(code * pw[:total], out=prefix[1:])
+        hashes, salts, kinds = [], [], []
+        if self.word_ngrams:
+            is_word = _TABLES.is_word(code)
+            edge = np.diff(is_word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+            starts, ends = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+            h = (prefix[ends] - prefix[starts]) * ipw[starts]
+            lo, hi = self.word_ngrams
+            hn = h
+            for n in range(1, hi + 1):
+                if n > 1:
+                    hn = hn[:-1] * _M1 + h[n - 1 :]
+                if n >= lo and hn.size:
+                    hashes.append(hn)
+                    salts.append(np.full(hn.size, 100 + n, np.uint64))
+                    kinds.append(np.zeros(hn.size, bool))
+        if self.char_ngrams:
+            lo, hi = self.char_ngrams
+            for n in range(lo, min(hi, total) + 1):
+                m = total - n + 1
+                hashes.append((prefix[n:] - prefix[:m]) * ipw[:m])
+                salts.append(np.full(m, n, np.uint64))
+                kinds.append(np.ones(m, bool))
+        if not hashes:
+            return np.zeros(0, np.int64)
+        h, salt, is_char = np.concatenate(hashes), np.concatenate(salts), np.concatenate(kinds)
+        k = h ^ (salt * np.uint64(0xD6E8FEB86659FD93))
+        k = k * _M1
+        k ^= k >> _SHIFT
+        buckets = ((k * _M2) >> np.uint64(64 - self.hash_bits)).astype(np.int64)
+        cols = np.where(is_char, self._char_lut[buckets], self._word_lut[buckets])
+        return cols[cols >= 0].astype(np.int64)
+
     def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Column indices and weights of one text: the fast path for single messages."""
-        rows, cols = self._pairs([text])
+        cols = self._columns_one(text)
         if cols.size == 0:
             return cols, np.zeros(0, np.float32)
         cols, counts = np.unique(cols, return_counts=True)
-        w = self._weigh(np.zeros(cols.shape[0], np.int64), cols, counts.astype(np.float64))
-        return cols, w
+        w = (1.0 + np.log(counts)) * self.idf_[cols]
+        split = int(np.searchsorted(cols, self.n_word_))  # cols are sorted: words first, then chars
+        for part in (slice(0, split), slice(split, None)):
+            norm = float(np.sqrt(np.dot(w[part], w[part])))
+            if norm > 0:
+                w[part] /= norm
+        return cols, w.astype(np.float32)
 
     def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         return self.fit(texts).transform(texts)
