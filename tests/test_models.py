@@ -183,3 +183,12 @@ def test_calibration_lowers_ece_on_real_data(small_model):
     raw = expected_calibration_error(softmax(scores, 1.0), y)
     cal = expected_calibration_error(softmax(scores, model.temperature_), y)
     assert cal < raw
+
+
+def test_metrics_keep_predictions_outside_the_label_set():
+    from offramp.evaluation.metrics import classification_metrics
+
+    m = classification_metrics(["A", "A", "B", "B"], ["A", "(none)", "B", "(none)"], ["A", "B"])
+    assert m["confusion"]["labels"] == ["A", "B", "(none)"]
+    assert sum(map(sum, m["confusion"]["matrix"])) == 4  # every message counted
+    assert m["macro_f1"] == pytest.approx(2 / 3)  # over the true classes only: F1 of A and B is 2/3 each

@@ -13,12 +13,16 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
 
     ``labels`` fixes the order of classes; by default the sorted union of true and predicted labels.
+    Predicted values outside ``labels`` are added after them, so the confusion matrix counts every
+    message; macro-F1 is over the classes present in ``y_true`` either way.
     """
     y_true = np.asarray(y_true, dtype=object).astype(str)
     y_pred = np.asarray(y_pred, dtype=object).astype(str)
     if labels is None:
         labels = sorted(set(y_true) | set(y_pred))
     labels = [str(x) for x in labels]
+    # a prediction outside the label set (an LLM's "(none)") gets its own column: never dropped
+    labels += sorted(set(y_pred) - set(labels))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     present = [lab for lab in labels if lab in set(y_true)]
     return {
