@@ -308,3 +308,22 @@ def test_seeded_pii_masked_dataset_and_teacher(tmp_path, monkeypatch):
     assert len(llm.requests) >= 7 and not [k for k, v in SEEDS.items() if v in sent]
     for f in ("cache.sqlite", "cache2.sqlite", "labelled.csv"):
         assert not [k for k, v in SEEDS.items() if v.encode() in (tmp_path / f).read_bytes()]
+
+
+def test_foreign_files_are_refused_and_left_alone(tmp_path, monkeypatch):
+    from offramp.errors import DataError
+
+    monkeypatch.setenv("OFFRAMP_AUDIT_KEY", "k")
+    other = tmp_path / "app.sqlite"
+    db = sqlite3.connect(str(other))
+    db.execute("CREATE TABLE users (name TEXT)")
+    db.commit()
+    db.close()
+    before = other.read_bytes()
+    for create in (True, False):  # neither serving nor verifying writes into somebody else's database
+        with pytest.raises(DataError, match="not an offramp audit log"):
+            AuditLog(other, create=create)
+    assert other.read_bytes() == before
+    (tmp_path / "text.sqlite").write_text("hello")
+    r = run_cli("audit", "verify", str(tmp_path / "text.sqlite"), env={"OFFRAMP_AUDIT_KEY": "k"})
+    assert r.returncode == 2 and "not a usable audit log" in r.stderr

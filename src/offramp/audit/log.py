@@ -63,6 +63,11 @@ class AuditLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._key = _load_key(self.path, key_env, create)
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and not {"records", "head"} <= tables or not tables and not create:
+                self._db.close()
+                raise DataError(f"{self.path} is a SQLite file but not an offramp audit log",
+                                "give the path of an audit log written by offramp serve, or a new file")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript("""
