@@ -100,6 +100,17 @@ def test_pseudonyms_consistent_reversible_and_encrypted(tmp_path, monkeypatch):
         PseudonymVault(tmp_path / "v.sqlite")
 
 
+def test_vault_refuses_foreign_files(tmp_path):
+    db = sqlite3.connect(str(tmp_path / "app.sqlite"))
+    db.execute("CREATE TABLE users (name TEXT)")
+    db.commit()
+    with pytest.raises(UsageError, match="not a pseudonym vault"):
+        PseudonymVault(tmp_path / "app.sqlite")
+    (tmp_path / "notes.sqlite").write_text("hello")
+    with pytest.raises(UsageError, match="cannot open the pseudonym vault"):
+        PseudonymVault(tmp_path / "notes.sqlite")
+
+
 def test_pseudonyms_expire(tmp_path):
     now = [1000.0]
     vault = PseudonymVault(tmp_path / "v.sqlite", ttl_s=60, clock=lambda: now[0])

@@ -36,6 +36,11 @@ class PseudonymVault:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and not {"meta", "pseudonyms"} <= tables:
+                self._db.close()
+                raise UsageError(f"{self.path} is a SQLite file but not a pseudonym vault",
+                                 "point the vault setting at a new file or a vault offramp wrote")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript("""
                 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
