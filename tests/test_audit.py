@@ -327,3 +327,22 @@ def test_foreign_files_are_refused_and_left_alone(tmp_path, monkeypatch):
     (tmp_path / "text.sqlite").write_text("hello")
     r = run_cli("audit", "verify", str(tmp_path / "text.sqlite"), env={"OFFRAMP_AUDIT_KEY": "k"})
     assert r.returncode == 2 and "not a usable audit log" in r.stderr
+
+
+def test_a_failing_audit_log_gives_a_clear_503(fast_model, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from offramp.serving.app import ServeSettings, create_app
+
+    monkeypatch.setenv("OFFRAMP_AUDIT_KEY", "k")
+    app = create_app(ServeSettings(model_dir=fast_model, audit_path=tmp_path / "audit.sqlite"))
+    client = TestClient(app)
+    assert client.post("/v1/classify", json={"text": "thanks!"}).status_code == 200
+
+    def disk_full(self, bodies):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(AuditLog, "append_many", disk_full)
+    r = client.post("/v1/classify", json={"text": "thanks!"})
+    assert r.status_code == 503 and r.json()["error"]["type"] == "audit_unavailable"
+    assert "offramp_audit_failures_total 1" in client.get("/metrics").text

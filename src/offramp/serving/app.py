@@ -256,7 +256,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
         else:
             pairs = [decide(t, i, conversation) for t, i in zip(texts, ids)]
         if audit is not None:  # answer only once every record is committed
-            await _committed(audit, [r for _, r in pairs])
+            try:
+                await _committed(audit, [r for _, r in pairs])
+            except Exception as e:
+                metrics.inc("offramp_audit_failures_total")
+                raise ApiError(503, "audit_unavailable", f"the audit log could not record this request "
+                               f"({type(e).__name__}); no answer is given without its record") from None
         return [a for a, _ in pairs]
 
     # async: the model's work per message is short and CPU-bound, so a thread-pool hop per request
