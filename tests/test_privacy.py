@@ -187,6 +187,16 @@ def test_mask_cli(tmp_path, monkeypatch):
     r = run_cli("mask", str(data), "--out", str(tmp_path / "p.csv"), "--operator", "pseudonym",
                 "--vault", str(tmp_path / "v.sqlite"), env={"OFFRAMP_VAULT_KEY": "k"})
     assert r.returncode == 0, r.stderr
+    # JSONL keeps types: a card stored as a number is masked, an empty cell stays empty
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text('{"text": 4111111111111111, "label": "A"}\n{"text": null, "label": "B"}\n{"text": 12, "label": "B"}\n')
+    r = run_cli("mask", str(odd), "--out", str(tmp_path / "odd_out.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(x)["text"] for x in (tmp_path / "odd_out.jsonl").read_text().splitlines()] == \
+        ["<CREDIT_CARD>", None, 12]
+    (tmp_path / "header.csv").write_text("text,label\n")
+    r = run_cli("mask", str(tmp_path / "header.csv"), "--out", str(tmp_path / "h.csv"))
+    assert r.returncode == 2 and "no data rows" in r.stderr
     for args, needle in ((["--out", str(tmp_path / "x.txt")], "must end in"),
                          (["--out", str(tmp_path / "y.csv"), "--columns", "body"], "no column(s) body"),
                          (["--out", str(tmp_path / "y.csv"), "--operator", "pseudonym"], "needs --vault"),

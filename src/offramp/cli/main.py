@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from offramp.errors import OfframpError, UsageError
+from offramp.errors import DataError, OfframpError, UsageError
 
 app = typer.Typer(
     name="offramp",
@@ -640,6 +640,8 @@ def mask(
         raise UsageError("--out must not be the input file", "write the masked copy to a new file")
     cols = [c.strip() for c in columns.split(",") if c.strip()]
     names, rows = read_records(data)
+    if not rows:
+        raise DataError(f"{data} has no data rows", "add at least one row below the header")
     missing = [c for c in cols + ([conversation_col] if conversation_col else []) if c not in names]
     if missing:
         raise UsageError(f"{data} has no column(s) {', '.join(missing)}", f"its columns are: {', '.join(names)}")
@@ -652,11 +654,15 @@ def mask(
     masked_rows = []
     with _status(f"masking {len(rows)} rows", quiet) as say:
         for i, row in enumerate(rows):
-            row = {k: ("" if v is None else v) for k, v in row.items()}
-            conv = str(row.get(conversation_col, "")) if conversation_col else f"row-{i}"
+            row = dict(row)  # empty cells stay empty (null in JSONL): nothing is invented or dropped
+            conv = str(row.get(conversation_col) or "") if conversation_col else f"row-{i}"
             for c in cols:
-                if isinstance(row[c], str) and row[c]:
-                    m = guard.mask(row[c], conv)
+                value = row[c]
+                if value is None or isinstance(value, bool):
+                    continue
+                # numbers are checked too: a phone or card number stored as a number is still personal data
+                m = guard.mask(value if isinstance(value, str) else str(value), conv)
+                if m.counts:
                     row[c] = m.text
                     counts.update(m.counts)
             masked_rows.append(row)
