@@ -23,7 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import numpy as np  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from offramp.data.demo import demo_paths  # noqa: E402

@@ -174,7 +174,7 @@ def main() -> None:
         print(f"{name}: typical message p50 {p50:.3f} ms, p99 {p99:.3f} ms; with personal data p50 {s50:.3f} ms, "
               f"p99 {s99:.3f} ms")
     print()
-    print(f"| entity | n | fast recall | fast precision | NER-path recall | NER-path precision |")
+    print("| entity | n | fast recall | fast precision | NER-path recall | NER-path precision |")
     print("|---|---:|---:|---:|---:|---:|")
     for entity, _, _ in KINDS:
         cells = []

@@ -2,7 +2,6 @@
 seeded personal data sent through every path is found in no file, log or table written."""
 
 import json
-import os
 import shutil
 import signal
 import sqlite3

@@ -121,6 +121,8 @@ def test_pseudonyms_expire(tmp_path):
     now[0] += 31  # past the time to live: no longer turned back, and purged
     assert g.reveal("<EMAIL_ADDRESS_1>", "c") == "<EMAIL_ADDRESS_1>"
     assert vault.purge() == 1
+    assert g.mask("a@b.com", "d").text == "<EMAIL_ADDRESS_1>"
+    assert vault.forget("d") == 1 and g.reveal("<EMAIL_ADDRESS_1>", "d") == "<EMAIL_ADDRESS_1>"
 
 
 def test_ner_path_finds_names_and_places():

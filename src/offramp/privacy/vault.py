@@ -143,6 +143,7 @@ class PseudonymVault:
         return cur.rowcount
 
     def forget(self, conversation: str) -> int:
+        """Delete one conversation's mapping now (say, on a request to erase it); returns how many."""
         with self._lock:
             return self._db.execute("DELETE FROM pseudonyms WHERE conversation=?", (conversation,)).rowcount
 
