@@ -34,6 +34,10 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 TEXT_COL = typer.Option("text", "--text-col", help="Name of the column holding the texts.")
 LABEL_COL = typer.Option("label", "--label-col", help="Name of the column holding the labels.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress or information on stderr (warnings still show).")
+API_KEY_ENV = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (never printed).")
+CONCURRENCY = typer.Option(4, "--concurrency", min=1, max=64, help="LLM requests in flight at once.")
+PRICE_MODEL = typer.Option(None, "--price-model", help="Price-table row for the cost (default: --llm).")
+ANSWER_CACHE = typer.Option(None, "--cache", help="Answer cache (SQLite; default ~/.cache/offramp/llm-answers.sqlite).")
 LOGPROBS = typer.Option(True, "--logprobs/--no-logprobs", help="Ask for token logprobs and report the answer's probability as its confidence (skipped if the server refuses them).")
 MAX_CHARS = typer.Option(20_000, "--max-chars", min=1, help="Texts longer than this are cut (with a warning).")
 
@@ -395,8 +399,8 @@ def demo(
     quality: str = typer.Option("auto", "--quality", help="fast, balanced, best, or auto (balanced when the encoder is installed)."),
     llm: Optional[str] = typer.Option(None, "--llm", help="Rerun the LLM column live with this model (else the recorded predictions are shown)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for --llm."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
-    concurrency: int = typer.Option(4, "--concurrency", min=1, max=64, help="LLM requests in flight at once."),
+    api_key_env: str = API_KEY_ENV,
+    concurrency: int = CONCURRENCY,
     send_chars: int = typer.Option(1500, "--max-chars", min=1, help="Characters of each test text sent to the LLM."),
     quiet: bool = QUIET,
 ):
@@ -493,11 +497,11 @@ def label(
     out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Labelled file to write (.csv or .jsonl); not needed with --dry-run."),
     task: Path = typer.Option(..., "--task", help="Task spec YAML: labels with descriptions, optional instructions and examples."),
     text_col: str = TEXT_COL,
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
-    concurrency: int = typer.Option(4, "--concurrency", min=1, max=64, help="Requests in flight at once."),
+    api_key_env: str = API_KEY_ENV,
+    concurrency: int = CONCURRENCY,
     timeout_s: float = typer.Option(30.0, "--timeout", help="Seconds to wait for one answer."),
-    price_model: Optional[str] = typer.Option(None, "--price-model", help="Price-table row for the cost (default: --llm)."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Answer cache (SQLite; default ~/.cache/offramp/llm-answers.sqlite)."),
+    price_model: Optional[str] = PRICE_MODEL,
+    cache: Optional[Path] = ANSWER_CACHE,
     no_schema: bool = typer.Option(False, "--no-schema", help="Do not send a JSON schema (for servers that reject one)."),
     logprobs: bool = LOGPROBS,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the token and dollar estimate; send nothing."),
@@ -545,11 +549,11 @@ def eval_llm(
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write the LLM's predictions here (.jsonl) for 'offramp report --llm-predictions'."),
     text_col: str = TEXT_COL,
     label_col: str = LABEL_COL,
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
-    concurrency: int = typer.Option(4, "--concurrency", min=1, max=64, help="Requests in flight at once."),
+    api_key_env: str = API_KEY_ENV,
+    concurrency: int = CONCURRENCY,
     timeout_s: float = typer.Option(60.0, "--timeout", help="Seconds to wait for one answer."),
-    price_model: Optional[str] = typer.Option(None, "--price-model", help="Price-table row for the cost (default: --llm)."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Answer cache (SQLite)."),
+    price_model: Optional[str] = PRICE_MODEL,
+    cache: Optional[Path] = ANSWER_CACHE,
     logprobs: bool = LOGPROBS,
     send_chars: int = typer.Option(20_000, "--max-chars", min=1, help="Characters of each text sent to the LLM (longer texts are cut for the LLM only; they are scored whole)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
