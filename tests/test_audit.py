@@ -336,7 +336,10 @@ def test_a_failing_audit_log_gives_a_clear_503(fast_model, tmp_path, monkeypatch
     monkeypatch.setenv("OFFRAMP_AUDIT_KEY", "k")
     app = create_app(ServeSettings(model_dir=fast_model, audit_path=tmp_path / "audit.sqlite"))
     client = TestClient(app)
-    assert client.post("/v1/classify", json={"text": "thanks!"}).status_code == 200
+    assert client.post("/v1/classify", json={"text": "thanks! write to a@b.com"}).status_code == 200
+    # serving a model directory, the default guard still counts personal data for the record
+    rec = json.loads(next(AuditLog(tmp_path / "audit.sqlite").records())[2])
+    assert rec["pii"] == {"EMAIL_ADDRESS": 1} and rec["endpoint"] is None
 
     def disk_full(self, bodies):
         raise sqlite3.OperationalError("database or disk is full")

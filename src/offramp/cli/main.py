@@ -708,7 +708,7 @@ def audit_export(
     routes = ", ".join(f"{k} {v}" for k, v in sorted(summary["routes"].items()))
     out.print(f"{summary['requests']} requests, {summary['left_machine']} left the machine"
               f"{' (' + where + ')' if where else ''}; routes: {routes or 'none'}; "
-              f"{summary['pii_found']} personal-data values found and masked; wrote {out_file}")
+              f"{summary['pii_found']} personal-data values found; wrote {out_file}")
     if not verdict.ok:
         err.print(f"warning: the chain does not verify: {verdict.message}", markup=False)
         raise typer.Exit(3)

@@ -15,7 +15,7 @@ actions:                          # optional, per label
   TRY_TO_HACK: {type: refuse, template: "I can only help with questions about your account."}
   OTHER: {type: forward, url: "http://127.0.0.1:9000/hook"}
 limits: {max_body_bytes: 1000000, max_text_chars: 20000, max_batch: 256}
-privacy:                          # optional: the guard in front of everything that leaves
+privacy:                          # optional (default: patterns, placeholders; enabled: false for none)
   operator: pseudonym             #   redact | mask | placeholder | pseudonym
   ner: false                      #   true: also names and places (Presidio + spaCy)
   vault: pseudonyms.sqlite        #   pseudonym mapping (encrypted with OFFRAMP_VAULT_KEY)
@@ -167,11 +167,11 @@ def build_cascade(path: str | Path) -> Pipeline:
 
         fallback = LLMFallback(client, model.classes_, spec.llm.descriptions, spec.llm.failure_threshold,
                                spec.llm.reset_after_s)
-    guard = None
-    if spec.privacy is not None:
-        from offramp.privacy.guard import build_guard
+    from offramp.privacy.guard import PrivacyGuard, build_guard
 
-        guard = build_guard(spec.privacy.model_dump(), base)
+    # no privacy: section means the default guard (pattern fast path, typed placeholders);
+    # privacy: {enabled: false} turns it off
+    guard = build_guard(spec.privacy.model_dump(), base) if spec.privacy is not None else PrivacyGuard()
     audit = (base / spec.audit) if spec.audit else None
     return Pipeline(Cascade(model, fallback=fallback, thresholds=thresholds, actions=actions, guard=guard),
                     spec.limits, model_dir, summary, audit)

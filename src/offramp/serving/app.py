@@ -150,8 +150,10 @@ class _State:
         else:
             model_dir = self.settings.model_dir
             model = load_model(model_dir)
+            from offramp.privacy.guard import PrivacyGuard
+
             thresholds = {"*": self.settings.route_threshold} if self.settings.route_threshold else {}
-            cascade, routing = Cascade(model, thresholds=thresholds), None
+            cascade, routing = Cascade(model, thresholds=thresholds, guard=PrivacyGuard()), None
         doc = read_model_json(model_dir)
         with self.lock:
             self.cascade = cascade
