@@ -73,6 +73,8 @@ def test_operators():
         PrivacyGuard(entities=["SHOE_SIZE"])
     with pytest.raises(UsageError, match="needs a vault"):
         PrivacyGuard(operator="pseudonym")
+    with pytest.raises(UsageError, match="entity list is empty"):
+        PrivacyGuard(entities=[])
 
 
 def test_pseudonyms_consistent_reversible_and_encrypted(tmp_path, monkeypatch):
@@ -112,6 +114,8 @@ def test_vault_refuses_foreign_files(tmp_path):
 
 
 def test_pseudonyms_expire(tmp_path):
+    with pytest.raises(UsageError, match="above 0 seconds"):
+        PseudonymVault(tmp_path / "bad.sqlite", ttl_s=0)
     now = [1000.0]
     vault = PseudonymVault(tmp_path / "v.sqlite", ttl_s=60, clock=lambda: now[0])
     g = PrivacyGuard(operator="pseudonym", vault=vault)

@@ -57,6 +57,8 @@ class PrivacyGuard:
         from offramp.privacy import ner as _ner
 
         known = set(patterns.SUPPORTED) | set(_ner.NER_ENTITIES)
+        if entities is not None and not entities:
+            raise UsageError("the privacy entity list is empty", "list at least one type, or leave it out for all")
         if entities is not None:
             unknown = sorted(set(entities) - known)
             if unknown:

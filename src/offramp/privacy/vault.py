@@ -28,6 +28,9 @@ class PseudonymVault:
     def __init__(self, path: str | Path, *, ttl_s: float = 86_400.0, key: str | None = None,
                  key_env: str = KEY_ENV, clock=time.time):
         self.path = Path(path)
+        if not ttl_s > 0:
+            raise UsageError(f"the pseudonym time to live must be above 0 seconds, got {ttl_s}",
+                             "set ttl_s to how long a pseudonym may be turned back, e.g. 86400")
         self.ttl_s = float(ttl_s)
         self._clock = clock
         secret = key if key is not None else os.environ.get(key_env)
