@@ -74,9 +74,13 @@ class _Tables:
 _TABLES = _Tables()
 
 
+def _salt(salt: int) -> int:
+    return (salt * 0xD6E8FEB86659FD93) & _MASK
+
+
 def _mix(h: np.ndarray, salt: int) -> np.ndarray:
     """Spread the bits of a polynomial hash (and make n-grams of different kinds/sizes differ)."""
-    k = h ^ np.uint64((salt * 0xD6E8FEB86659FD93) & _MASK)
+    k = h ^ np.uint64(_salt(salt))
     k = k * _M1
     k ^= k >> _SHIFT
     return k * _M2
@@ -177,11 +181,14 @@ class NgramFeaturizer:
 
     def _build_lookup(self) -> None:
         self.n_word_ = len(self.word_buckets_)
+        self._plan = None  # see _char_plan
         self.n_features_ = self.n_word_ + len(self.char_buckets_)
         size = 1 << self.hash_bits
-        self._word_lut = np.full(size, -1, dtype=np.int32)
+        # one table, words in the first half and characters in the second (the single-message path
+        # looks both up at once)
+        self._lut = np.full(2 * size, -1, dtype=np.int32)
+        self._word_lut, self._char_lut = self._lut[:size], self._lut[size:]
         self._word_lut[self.word_buckets_] = np.arange(self.n_word_, dtype=np.int32)
-        self._char_lut = np.full(size, -1, dtype=np.int32)
         self._char_lut[self.char_buckets_] = np.arange(len(self.char_buckets_), dtype=np.int32) + self.n_word_
         self.idf_ = np.concatenate([self.word_idf_, self.char_idf_]).astype(np.float32)
 
@@ -227,62 +234,101 @@ class NgramFeaturizer:
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
         return sp.csr_matrix((data, cols, indptr), shape=(n, self.n_features_))
 
+    def _char_plan(self, total: int) -> np.ndarray:
+        """Rows (start, end, salt, P^-start) of every character n-gram of a padded text of
+        ``total`` codepoints.
+
+        One plan, position by position, serves every length: the n-grams of a text of length L are
+        the first entries of the plan (those starting before L) that also end by L. It grows to the
+        longest text seen, so its memory is bounded by the text-length limit.
+        """
+        lo, hi = self.char_ngrams
+        per = hi - lo + 1
+        plan = self._plan
+        if plan is None or plan.shape[1] < per * total:
+            size = max(total, 256, 2 * (plan.shape[1] // per if plan is not None else 0))
+            sizes = np.arange(lo, hi + 1, dtype=np.uint64)
+            starts = np.repeat(np.arange(size, dtype=np.uint64), per)
+            _, ipw = _TABLES.powers(size + 1)
+            plan = np.stack([starts, starts + np.tile(sizes, size),
+                             np.tile(np.array([_salt(int(n)) for n in sizes], dtype=np.uint64), size),
+                             ipw[: size].repeat(per)])
+            self._plan = plan
+        plan = plan[:, : per * total]
+        return plan[:, plan[1] <= total] if hi > 1 else plan
+
     def _columns_one(self, text: str) -> np.ndarray:
         """Columns of every known n-gram of one text (duplicates kept): ``_pairs`` for one text,
-        without the per-document bookkeeping a batch needs, and with one mixing pass."""
+        without the per-document bookkeeping a batch needs, in as few array operations as possible
+        (for a single message the cost is the number of numpy calls more than their size)."""
         t = normalize(text)
         if not t:
-            return np.zeros(0, np.int64)
+            return np.zeros(0, np.int32)
         code = np.frombuffer((" " + t + " ").encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
         total = code.shape[0]
         pw, ipw = _TABLES.powers(total + 1)
-        prefix = np.zeros(total + 1, dtype=np.uint64)
+        prefix = np.empty(total + 1, dtype=np.uint64)
+        prefix[0] = 0
         np.cumsum(code * pw[:total], out=prefix[1:])
-        hashes, salts, kinds = [], [], []
+        hashes, salts = [], []
         if self.word_ngrams:
-            is_word = _TABLES.is_word(code)
-            edge = np.diff(is_word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
-            starts, ends = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
-            h = (prefix[ends] - prefix[starts]) * ipw[starts]
+            # the text is padded with spaces, so word runs alternate start, end, start, end ...
+            is_word = _TABLES.word[code] if t.isascii() else _TABLES.is_word(code)
+            edges = np.flatnonzero(is_word[1:] != is_word[:-1]) + 1
+            starts = edges[0::2]
+            h = (prefix[edges[1::2]] - prefix[starts]) * ipw[starts]
             lo, hi = self.word_ngrams
-            hn = h
+            hn, sizes = h, []
             for n in range(1, hi + 1):
                 if n > 1:
                     hn = hn[:-1] * _M1 + h[n - 1 :]
                 if n >= lo and hn.size:
                     hashes.append(hn)
-                    salts.append(np.full(hn.size, 100 + n, np.uint64))
-                    kinds.append(np.zeros(hn.size, bool))
+                    sizes.append((n, hn.size))
+            if sizes:
+                salts.append(np.repeat(np.array([_salt(100 + n) for n, _ in sizes], dtype=np.uint64), [c for _, c in sizes]))
+        n_word = sum(x.size for x in hashes)
         if self.char_ngrams:
-            lo, hi = self.char_ngrams
-            for n in range(lo, min(hi, total) + 1):
-                m = total - n + 1
-                hashes.append((prefix[n:] - prefix[:m]) * ipw[:m])
-                salts.append(np.full(m, n, np.uint64))
-                kinds.append(np.ones(m, bool))
+            starts, ends, char_salts, inv = self._char_plan(total)
+            hashes.append((prefix[ends] - prefix[starts]) * inv)
+            salts.append(char_salts)
         if not hashes:
-            return np.zeros(0, np.int64)
-        h, salt, is_char = np.concatenate(hashes), np.concatenate(salts), np.concatenate(kinds)
-        k = h ^ (salt * np.uint64(0xD6E8FEB86659FD93))
-        k = k * _M1
+            return np.zeros(0, np.int32)
+        k = np.concatenate(hashes)
+        k ^= salts[0] if len(salts) == 1 else np.concatenate(salts)
+        k *= _M1  # the same mixing as _mix, in place
         k ^= k >> _SHIFT
-        buckets = ((k * _M2) >> np.uint64(64 - self.hash_bits)).astype(np.int64)
-        cols = np.where(is_char, self._char_lut[buckets], self._word_lut[buckets])
-        return cols[cols >= 0].astype(np.int64)
+        k *= _M2
+        k >>= np.uint64(64 - self.hash_bits)
+        buckets = k.astype(np.intp)
+        buckets[n_word:] += 1 << self.hash_bits  # character n-grams look up the second half
+        cols = self._lut[buckets]
+        return cols[cols >= 0]
 
     def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Column indices and weights of one text: the fast path for single messages."""
         cols = self._columns_one(text)
         if cols.size == 0:
             return cols, np.zeros(0, np.float32)
-        cols, counts = np.unique(cols, return_counts=True)
-        w = (1.0 + np.log(counts)) * self.idf_[cols]
+        cols.sort()  # np.unique(return_counts=True), without its overhead
+        n = cols.size
+        new = np.empty(n, dtype=bool)
+        new[0] = True
+        np.not_equal(cols[1:], cols[:-1], out=new[1:])
+        first = np.flatnonzero(new)
+        w = self.idf_[cols[first]]
+        if first.size < n:  # some n-gram occurs more than once: sublinear tf = 1 + log(count)
+            counts = np.empty(first.size, dtype=np.float32)
+            np.subtract(first[1:], first[:-1], out=counts[:-1], casting="unsafe")
+            counts[-1] = n - first[-1]
+            w *= 1.0 + np.log(counts)
+        cols = cols[first].astype(np.int64)
         split = int(np.searchsorted(cols, self.n_word_))  # cols are sorted: words first, then chars
-        for part in (slice(0, split), slice(split, None)):
-            norm = float(np.sqrt(np.dot(w[part], w[part])))
+        for part in (w[:split], w[split:]):
+            norm = float(np.sqrt(np.dot(part, part)))
             if norm > 0:
-                w[part] /= norm
-        return cols, w.astype(np.float32)
+                part /= norm
+        return cols, w
 
     def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         return self.fit(texts).transform(texts)
