@@ -59,6 +59,31 @@ def test_pattern_checks_reject_lookalikes(text):
     assert patterns.resolve(patterns.find(text)) == []
 
 
+def test_prefilters_never_drop_a_finding():
+    """The digit counts and substrings tested before each expression are necessary conditions: the
+    findings are the same with them switched off, on the found and not-found cases, the demo
+    messages, and variants in capitals, with other scripts' digits and with non-ASCII text around."""
+    import dataclasses
+
+    from offramp.data.demo import demo_paths
+    from offramp.data.io import read_dataset
+
+    texts = [t for _, t, _ in FOUND] + NOT_FOUND + read_dataset(demo_paths()[1]).texts
+    texts += [t.upper() for _, t, _ in FOUND] + ["« " + t + " » — merci" for _, t, _ in FOUND]
+    texts += ["card ٤١١١ 1111 1111 1111 declined", "SEE HTTPS://EXAMPLE.COM/X", "Née le 12/03/1985",
+              "DOB 12.03.85", "call ٠٧٧٠٠ ٩٠٠١٢٣", "2001:db8::1 and 203.0.113.7 and a@b.io"]
+    plain = [dataclasses.replace(r, min_digits=0, needs=()) for r in patterns.RECOGNIZERS]
+    found = [patterns.find(t) for t in texts]
+    original = patterns.RECOGNIZERS[:]
+    try:
+        patterns.RECOGNIZERS[:] = plain
+        reference = [patterns.find(t) for t in texts]
+    finally:
+        patterns.RECOGNIZERS[:] = original
+    assert found == reference
+    assert sum(map(len, found)) > len(FOUND)  # the cases do hold findings
+
+
 def test_operators():
     text = "Hi, mail a@b.com or call +44 20 7946 0958, card 4111 1111 1111 1111"
     assert PrivacyGuard(operator="placeholder")(text) == "Hi, mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>, card <CREDIT_CARD>"

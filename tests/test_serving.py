@@ -198,3 +198,60 @@ def test_bad_model_dir_refused_at_start(tmp_path):
 def test_openapi_docs(server):
     spec = httpx.get(server.url + "/openapi.json").json()
     assert "/v1/classify" in spec["paths"] and "/v1/chat/completions" in spec["paths"]
+
+
+def test_micro_batcher_groups_what_is_ready_and_fails_a_batch_whole():
+    import asyncio
+
+    from offramp.serving.app import MicroBatcher
+
+    calls = []
+
+    def work(items):
+        calls.append(list(items))
+        if "boom" in items:
+            raise RuntimeError("model failed")
+        return [x.upper() for x in items]
+
+    async def main():
+        b = MicroBatcher(work, max_size=3)
+        # five messages ready in the same turn of the event loop: one call per max_size chunk
+        got = await asyncio.gather(*[b.submit(x) for x in "abcde"])
+        assert got == list("ABCDE") and calls == [list("abc"), list("de")]
+        # a lone message is not held back for company
+        assert await asyncio.wait_for(b.submit("z"), timeout=1) == "Z" and calls[-1] == ["z"]
+        # a failure reaches every message of its batch, and only that batch
+        results = await asyncio.gather(b.submit("x"), b.submit("boom"), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert await b.submit("y") == "Y"
+        # a message whose client went away is not worked on
+        gone = b.submit("gone")
+        gone.cancel()
+        assert await b.submit("kept") == "KEPT" and calls[-1] == ["kept"]
+
+    asyncio.run(main())
+
+
+def test_concurrent_requests_share_model_calls_and_keep_their_own_answers(fast_model, inbox_sample):
+    import asyncio
+
+    texts = [t for t in read_dataset(inbox_sample[1]).texts if t.strip()][:48]
+    model = load_model(fast_model)
+    s = Server(fast_model, "--rate-limit", "100000")
+    try:
+        async def main():
+            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=48)) as client:
+                return await asyncio.gather(*[client.post(s.url + "/v1/classify", json={"text": t}) for t in texts])
+
+        responses = asyncio.run(main())
+        assert all(r.status_code == 200 for r in responses)
+        bodies = [r.json() for r in responses]
+        assert [b["label"] for b in bodies] == [model.predict_one(t)[0] for t in texts]
+        for b, t in zip(bodies, texts):
+            assert abs(b["confidence"] - model.predict_one(t)[1]) < 1e-4
+        assert len({b["request_id"] for b in bodies}) == len(texts)
+        m = httpx.get(s.url + "/metrics").text
+        calls = float(next(line.split()[1] for line in m.splitlines() if line.startswith("offramp_model_calls_total ")))
+        assert 1 <= calls < len(texts)  # requests that arrived together were classified together
+    finally:
+        s.stop()

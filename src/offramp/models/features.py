@@ -28,6 +28,16 @@ _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _SHIFT = np.uint64(31)
 
 
+def csr_dot(indptr: np.ndarray, cols: np.ndarray, data: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(CSR rows) @ ``weights`` for a few rows, with plain numpy: the rows' weight rows gathered,
+    scaled and summed per row."""
+    out = np.zeros((len(indptr) - 1, weights.shape[1]), dtype=np.float32)
+    if cols.size:
+        filled = indptr[:-1] < indptr[1:]
+        out[filled] = np.add.reduceat(weights[cols] * data[:, None], indptr[:-1][filled], axis=0)
+    return out
+
+
 def normalize(text: str) -> str:
     """Lower-case and collapse runs of white space to one space."""
     return " ".join(text.lower().split())
@@ -225,6 +235,12 @@ class NgramFeaturizer:
         return parts[0] if len(parts) == 1 else sp.vstack(parts, format="csr")
 
     def _transform_chunk(self, texts: Sequence[str]) -> sp.csr_matrix:
+        indptr, cols, data = self.transform_arrays(texts)
+        return sp.csr_matrix((data, cols, indptr), shape=(len(texts), self.n_features_))
+
+    def transform_arrays(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, columns, weights) of ``transform(texts)`` in CSR layout, without building the
+        sparse matrix (whose construction costs more than the features of a few messages)."""
         n = len(texts)
         rows, cols = self._pairs(texts)
         keys, counts = np.unique(rows * self.n_features_ + cols, return_counts=True)
@@ -232,7 +248,7 @@ class NgramFeaturizer:
         data = self._weigh(rows, cols, counts.astype(np.float64))
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-        return sp.csr_matrix((data, cols, indptr), shape=(n, self.n_features_))
+        return indptr, cols, data
 
     def _char_plan(self, total: int) -> np.ndarray:
         """Rows (start, end, salt, P^-start) of every character n-gram of a padded text of

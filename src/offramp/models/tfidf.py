@@ -15,7 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from offramp.models.base import TextClassifier
-from offramp.models.features import NgramFeaturizer
+from offramp.models.features import NgramFeaturizer, csr_dot
+
+SMALL_BATCH = 64  # up to this many texts, scores are summed with numpy rather than a scipy sparse product
 
 LOSSES = ("svm", "logreg")
 
@@ -111,6 +113,8 @@ class TfidfLinear(TextClassifier):
 
     # ------------------------------------------------------------------ predict
     def _scores(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) <= SMALL_BATCH:
+            return csr_dot(*self.featurizer_.transform_arrays(texts), self.coef_) + self.intercept_
         return np.asarray(self.featurizer_.transform(texts) @ self.coef_) + self.intercept_
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:

@@ -78,8 +78,27 @@ class Cascade:
 
     def run(self, text: str, conversation: str | None = None) -> Decision:
         label, conf, proba = self.model.predict_one(text)
-        order = proba.argsort()[::-1][: self.top_k]
-        top = [{"label": str(self.model.classes_[i]), "score": round(float(proba[i]), 6)} for i in order]
+        return self._after_model(text, conversation, label, conf, proba)
+
+    def run_many(self, texts: list[str], conversations: list[str | None]) -> list[Decision]:
+        """``run`` for several messages, the small model called once for all of them (a batch costs
+        the model far less per message than one call per message)."""
+        if len(texts) == 1:
+            return [self.run(texts[0], conversations[0])]
+        proba = self.model.predict_proba(texts)
+        labels = self.model.labels_from_proba(proba)
+        conf = proba.max(axis=1)
+        return [self._after_model(t, c, str(label), float(p), row)
+                for t, c, label, p, row in zip(texts, conversations, labels, conf, proba)]
+
+    def _after_model(self, text: str, conversation: str | None, label: str, conf: float, proba) -> Decision:
+        """Route and act on one message, given the small model's answer."""
+        classes = self.model.classes_
+        if len(proba) <= 32:  # few labels: plain Python sorts them faster than numpy's call overhead
+            order = sorted(range(len(proba)), key=proba.__getitem__, reverse=True)[: self.top_k]
+        else:
+            order = proba.argsort()[::-1][: self.top_k]
+        top = [{"label": str(classes[i]), "score": round(float(proba[i]), 6)} for i in order]
         d = Decision(label, conf, "refused" if label == self._refusal else "local", top=top)
         masked: list[str] = []
 

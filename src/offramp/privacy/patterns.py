@@ -131,35 +131,41 @@ class Recognizer:
     needs_context: bool = False   # no context word, no finding
     trim: str = ""                # characters stripped from the end of a match (URL punctuation)
     shrink: bool = False          # a match that fails its check is retried without its trailing groups
+    # cheap necessary conditions, tested before the regular expression runs: the fewest digits a
+    # kept finding has, and substrings one of which the lower-cased text must contain
+    min_digits: int = 0
+    needs: tuple[str, ...] = ()
 
 
 RECOGNIZERS: list[Recognizer] = [
     Recognizer("EMAIL_ADDRESS", re.compile(
         r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-        r"[A-Za-z]{2,24}(?![\w-])"), 0.95),
-    Recognizer("URL", re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+", re.I), 0.85, trim=".,;:!?)]}'\""),
+        r"[A-Za-z]{2,24}(?![\w-])"), 0.95, needs=("@",)),
+    Recognizer("URL", re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+", re.I), 0.85, trim=".,;:!?)]}'\"",
+               needs=("http", "www.")),
     Recognizer("CREDIT_CARD", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), 0.9,
-               check=lambda s: luhn_ok(re.sub(r"\D", "", s)) and len(set(re.sub(r"\D", "", s))) > 1),
+               check=lambda s: luhn_ok(re.sub(r"\D", "", s)) and len(set(re.sub(r"\D", "", s))) > 1, min_digits=13),
     Recognizer("IBAN_CODE", re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30}\b"), 0.95, check=iban_ok,
-               shrink=True),
-    Recognizer("IP_ADDRESS", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)"), 0.85, check=ip_ok),
+               shrink=True, min_digits=2),
+    Recognizer("IP_ADDRESS", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)"), 0.85, check=ip_ok, min_digits=4),
     Recognizer("IP_ADDRESS", re.compile(
         r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{1,4}){0,6}(?![\w:])"),
-        0.85, check=lambda s: ":" in s and ip_ok(s)),
-    Recognizer("US_SSN", re.compile(r"(?<![\d-])\d{3}[- ]\d{2}[- ]\d{4}(?![\d-])"), 0.85, check=ssn_ok),
+        0.85, check=lambda s: ":" in s and ip_ok(s), needs=(":",)),
+    Recognizer("US_SSN", re.compile(r"(?<![\d-])\d{3}[- ]\d{2}[- ]\d{4}(?![\d-])"), 0.85, check=ssn_ok, min_digits=9),
     Recognizer("UK_NINO", re.compile(
-        r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), 0.8),
+        r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), 0.8, min_digits=6),
     # a number with a country code or an area code in brackets reads as a phone number by itself;
     # plain groups of digits ("2024 1234") only next to a word such as "call" or "phone"
     Recognizer("PHONE_NUMBER", re.compile(
         r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?|\(\d{1,4}\)[\s.-]?)\d{1,5}(?:[\s.-]?\d{2,6}){0,4}(?![\w-])"),
-        0.75, shrink=True, check=_phone_ok, context=_PHONE_WORDS, context_score=0.9),
+        0.75, shrink=True, check=_phone_ok, context=_PHONE_WORDS, context_score=0.9, min_digits=8),
     Recognizer("PHONE_NUMBER", re.compile(r"(?<![\w+])\d{2,5}(?:[\s.-]\d{2,6}){1,4}(?![\w-])"), 0.4, shrink=True,
-               check=_phone_ok, context=_PHONE_WORDS, context_score=0.85),
+               check=_phone_ok, context=_PHONE_WORDS, context_score=0.85, min_digits=8),
     Recognizer("DATE_OF_BIRTH", re.compile(
         r"\b(?:\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})|\d{4}-\d{2}-\d{2}|\d{1,2}(?:st|nd|rd|th)? " + _MONTH_NAMES +
         r",? \d{4}|" + _MONTH_NAMES + r" \d{1,2}(?:st|nd|rd|th)?,? \d{4})\b", re.I), 0.3,
-        check=birth_date_ok, context=_BIRTH_WORDS, context_score=0.85, needs_context=True),
+        check=birth_date_ok, context=_BIRTH_WORDS, context_score=0.85, needs_context=True,
+        min_digits=4, needs=("born", "birth", "dob", "d.o.b", "geboren", "né")),
 ]
 
 SUPPORTED = sorted({r.entity for r in RECOGNIZERS})
@@ -176,14 +182,33 @@ def _shrunk(raw: str, start: int, check) -> int | None:
     return None
 
 
+_DIGIT = re.compile(r"\d")
+
+
+def _digits(text: str) -> int:
+    """How many digits (as the recognizers' \\d sees them) ``text`` holds."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        return len(raw) - len(raw.translate(None, b"0123456789"))
+    return len(_DIGIT.findall(text))  # \d matches other scripts' digits too
+
+
 def find(text: str, entities: set[str] | None = None, threshold: float = 0.5) -> list[Span]:
     """Every pattern finding at or above ``threshold`` (overlaps not yet resolved)."""
     if not _QUICK.search(text):
         return []
+    digits = _digits(text)
+    low = None
     out: list[Span] = []
     for r in RECOGNIZERS:
         if entities is not None and r.entity not in entities:
             continue
+        if digits < r.min_digits:
+            continue
+        if r.needs:
+            low = text.lower() if low is None else low
+            if not any(n in low for n in r.needs):
+                continue
         for m in r.pattern.finditer(text):
             start, end = m.span()
             raw = m.group()

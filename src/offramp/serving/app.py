@@ -13,6 +13,8 @@ key file, requests need ``Authorization: Bearer KEY`` and each key has its own r
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 import uuid
@@ -230,11 +232,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
             if not t.strip():
                 raise ApiError(422, "invalid_request", f"text {i} is empty")
 
-    def decide(text: str, request_id: str, conversation: str | None) -> tuple[dict, dict | None]:
-        """The answer for one message, and its audit record (None without an audit log)."""
-        text = clean_text(text)  # JSON may carry lone surrogates; nothing downstream should see them
-        cascade, info = state.cascade, state.info  # one reference per message: a reload cannot mix models
-        d = cascade.run(text, conversation or request_id)
+    def decide_many(items: list[tuple[str, str, str | None]]) -> list[tuple[dict, dict | None]]:
+        """The answers for (text, request id, conversation) items, with their audit records (None
+        without an audit log); the small model is called once for all of them."""
+        texts = [clean_text(t) for t, _, _ in items]  # JSON may carry lone surrogates
+        cascade, info = state.cascade, state.info  # one reference per batch: a reload cannot mix models
+        decisions = cascade.run_many(texts, [conv or rid for _, rid, conv in items])
+        metrics.inc("offramp_model_calls_total")
+        return [answer(d, text, rid, info) for d, text, (_, rid, _) in zip(decisions, texts, items)]
+
+    def answer(d, text: str, request_id: str, info: dict) -> tuple[dict, dict | None]:
         metrics.inc("offramp_decisions_total", route=d.route)
         metrics.inc("offramp_labels_total", label=d.label)
         if d.route == "local" and price is not None:
@@ -255,12 +262,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return ({"label": d.label, "confidence": round(d.confidence, 6), "route": d.route, "flags": d.flags,
                  "action": d.action, "top": d.top, "request_id": request_id}, record)
 
+    batcher = MicroBatcher(decide_many, max_size=64)
+
     async def decide_all(texts: list[str], ids: list[str], conversation: str | None) -> list[dict]:
-        cascade = state.cascade
-        if cascade.may_block:  # an LLM or a webhook may be waited on: keep the event loop free
-            pairs = await run_in_threadpool(lambda: [decide(t, i, conversation) for t, i in zip(texts, ids)])
-        else:
-            pairs = [decide(t, i, conversation) for t, i in zip(texts, ids)]
+        items = [(t, i, conversation) for t, i in zip(texts, ids)]
+        if state.cascade.may_block:  # an LLM or a webhook may be waited on: keep the event loop free
+            pairs = await run_in_threadpool(decide_many, items)
+        else:  # messages of requests that arrive together share one model call
+            pairs = [await batcher.submit(items[0])] if len(items) == 1 else \
+                await asyncio.gather(*[batcher.submit(item) for item in items])
         if audit is not None:  # answer only once every record is committed
             try:
                 await _committed(audit, [r for _, r in pairs])
@@ -279,8 +289,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def classify(request: Request):
         """Classify one text (``text``) or a batch (``texts``)."""
         identify(request)
+        try:  # the standard parser, as FastAPI's: it accepts the lone surrogates JSON escapes allow
+            data = json.loads(await request.body())
+        except ValueError as e:
+            raise ApiError(422, "invalid_request", f"the body is not valid JSON ({e})") from None
         try:
-            body = ClassifyRequest.model_validate_json(await request.body())
+            body = ClassifyRequest.model_validate(data)
         except ValidationError as e:
             raise RequestValidationError(e.errors(include_url=False)) from None
         if (body.text is None) == (body.texts is None):
@@ -346,7 +360,51 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.offramp = state
     app.state.metrics = metrics
     app.state.audit = audit
+    app.state.batcher = batcher
     return app
+
+
+class MicroBatcher:
+    """Collects the messages of requests that are ready at the same moment and hands them to
+    ``work`` in one call, on the event loop.
+
+    A message waits for no timer: the batch is whatever has arrived by the next turn of the event
+    loop, so a lone request is answered at once, and under load the requests parsed while the
+    previous batch ran go together. ``work(items) -> results`` must be quick and CPU-bound (it runs
+    on the event loop); a failure fails every message of its batch.
+    """
+
+    def __init__(self, work, max_size: int = 64):
+        self.work, self.max_size = work, max_size
+        self._pending: list = []
+        self._scheduled = False
+
+    def submit(self, item) -> "asyncio.Future":
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending.append((item, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), self.max_size):
+            chunk = [(item, fut) for item, fut in pending[start : start + self.max_size] if not fut.done()]
+            if not chunk:
+                continue
+            try:
+                results = self.work([item for item, _ in chunk])
+            except Exception as e:  # noqa: BLE001 - handed to every waiting request
+                for _, fut in chunk:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, fut), result in zip(chunk, results):
+                if not fut.done():
+                    fut.set_result(result)
 
 
 def _host(url: str) -> str:
@@ -358,8 +416,6 @@ def _host(url: str) -> str:
 
 async def _committed(writer, records: list[dict]) -> None:
     """Wait, without blocking the event loop, until the audit writer has committed ``records``."""
-    import asyncio
-
     loop = asyncio.get_running_loop()
     futures = []
     for rec in records:

@@ -31,6 +31,7 @@ class Metrics:
             "offramp_labels_total": "classified messages by final label",
             "offramp_estimated_usd_saved_total": "estimated dollars not spent on the configured LLM",
             "offramp_model_reloads_total": "model reloads by outcome",
+            "offramp_model_calls_total": "calls to the small model (messages that arrive together share one)",
         }
 
     def inc(self, name: str, value: float = 1.0, **labels) -> None:
