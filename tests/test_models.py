@@ -192,3 +192,20 @@ def test_metrics_keep_predictions_outside_the_label_set():
     assert m["confusion"]["labels"] == ["A", "B", "(none)"]
     assert sum(map(sum, m["confusion"]["matrix"])) == 4  # every message counted
     assert m["macro_f1"] == pytest.approx(2 / 3)  # over the true classes only: F1 of A and B is 2/3 each
+
+
+def test_featurizer_one_pass_hashing_matches_the_fitted_buckets():
+    """Transforming hashes every n-gram in one pass; fitting (and big batches) go n-gram size by
+    size. Both must find the same n-grams in the same texts, texts next to each other included."""
+    from offramp.data.demo import demo_paths
+    from offramp.data.io import read_dataset
+
+    texts = read_dataset(demo_paths()[1]).texts[:300] + ["", "a", "Переведи это", "🙂 ok", "x  y", "lone \ud800 half"]
+    for words, chars in [((1, 2), (1, 4)), ((1, 3), (2, 5)), ((2, 2), None), (None, (3, 3))]:
+        f = NgramFeaturizer(word_ngrams=words, char_ngrams=chars, min_df=1).fit(texts)
+        for batch in (texts, texts[:1], texts[5:9], texts[-6:]):
+            one_pass = f._pairs(batch)
+            by_size = f._pairs_from_buckets(batch)
+            assert one_pass[0].size > 0 or not any(t.strip() for t in batch)
+            key = lambda rc: np.sort(rc[0].astype(np.int64) * f.n_features_ + rc[1])  # noqa: E731
+            assert np.array_equal(key(one_pass), key(by_size))

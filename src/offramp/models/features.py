@@ -84,6 +84,9 @@ class _Tables:
 _TABLES = _Tables()
 
 
+_ONE_PASS_MAX = 1 << 16  # codepoints in a batch up to which all n-grams are hashed in one pass
+
+
 def _salt(salt: int) -> int:
     return (salt * 0xD6E8FEB86659FD93) & _MASK
 
@@ -204,12 +207,80 @@ class NgramFeaturizer:
 
     # ------------------------------------------------------------------ transform
     def _pairs(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(row, column) for every known n-gram occurrence, duplicates kept."""
+        """(row, column) for every known n-gram occurrence, duplicates kept.
+
+        The same hashes as ``_buckets`` (which fitting uses), computed in as few array operations
+        as possible: every n-gram of every size is hashed, mixed and looked up in one pass, because
+        for one message or a few, the cost is the number of numpy calls more than their size.
+        """
+        padded = [" " + t + " " if t else "" for t in (normalize(x) for x in texts)]
+        joined = "".join(padded)
+        empty = np.zeros(0, np.int64), np.zeros(0, np.int32)
+        if not joined:
+            return empty
+        if len(joined) > _ONE_PASS_MAX:  # a big batch: n-gram size by n-gram size, in less memory
+            return self._pairs_from_buckets(texts)
+        code = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+        total = code.shape[0]
+        pw, ipw = _TABLES.powers(total + 1)
+        prefix = np.empty(total + 1, dtype=np.uint64)
+        prefix[0] = 0
+        np.cumsum(code * pw[:total], out=prefix[1:])
+        lengths = [len(t) for t in padded]
+        doc_of = np.repeat(np.arange(len(padded), dtype=np.int64), lengths) if len(padded) > 1 \
+            else np.zeros(total, np.int64)
+        hashes, salts, rows = [], [], []
+        if self.word_ngrams:
+            # every text is padded with spaces, so word runs alternate start, end, start, end ...
+            is_word = _TABLES.word[code] if joined.isascii() else _TABLES.is_word(code)
+            edges = np.flatnonzero(is_word[1:] != is_word[:-1]) + 1
+            starts = edges[0::2]
+            h = (prefix[edges[1::2]] - prefix[starts]) * ipw[starts]
+            docs = doc_of[starts]
+            lo, hi = self.word_ngrams
+            hn, sizes = h, []
+            for n in range(1, hi + 1):
+                if n > 1:  # hash of tokens j..j+n-1 from the hash of j..j+n-2
+                    hn = hn[:-1] * _M1 + h[n - 1 :]
+                if n >= lo and hn.size:
+                    d = docs[: hn.size]
+                    if n > 1 and len(padded) > 1:  # no n-gram across two texts
+                        same = d == docs[n - 1 :]
+                        hn_kept, d = hn[same], d[same]
+                    else:
+                        hn_kept = hn
+                    hashes.append(hn_kept)
+                    rows.append(d)
+                    sizes.append((_salt(100 + n), hn_kept.size))
+            if sizes:
+                salts.append(np.repeat(np.array([x for x, _ in sizes], dtype=np.uint64), [c for _, c in sizes]))
+        n_word = sum(x.size for x in hashes)
+        if self.char_ngrams:
+            # no n-gram across two texts
+            doc_end = np.repeat(np.cumsum(lengths), lengths) if len(padded) > 1 else None
+            starts, ends, char_salts, inv = self._char_plan(total, doc_end)
+            hashes.append((prefix[ends] - prefix[starts]) * inv)
+            salts.append(char_salts)
+            rows.append(doc_of[starts])
+        if not hashes:
+            return empty
+        k = np.concatenate(hashes) if len(hashes) > 1 else hashes[0]
+        k ^= salts[0] if len(salts) == 1 else np.concatenate(salts)
+        k *= _M1  # the same mixing as _mix, in place
+        k ^= k >> _SHIFT
+        k *= _M2
+        k >>= np.uint64(64 - self.hash_bits)
+        buckets = k.astype(np.intp)
+        buckets[n_word:] += 1 << self.hash_bits  # character n-grams look up the second half
+        cols = self._lut[buckets]
+        known = cols >= 0
+        row = np.concatenate(rows) if len(rows) > 1 else rows[0]
+        return row[known], cols[known]
+
+    def _pairs_from_buckets(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         (wr, wb), (cr, cb) = self._buckets(texts)
         wc, cc = self._word_lut[wb], self._char_lut[cb]
-        rows = np.concatenate([wr[wc >= 0], cr[cc >= 0]])
-        cols = np.concatenate([wc[wc >= 0], cc[cc >= 0]]).astype(np.int64)
-        return rows, cols
+        return np.concatenate([wr[wc >= 0], cr[cc >= 0]]), np.concatenate([wc[wc >= 0], cc[cc >= 0]])
 
     def _weigh(self, rows: np.ndarray, cols: np.ndarray, data: np.ndarray) -> np.ndarray:
         """Counts -> sublinear tf * idf, each block L2-normalised per row."""
@@ -250,13 +321,13 @@ class NgramFeaturizer:
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
         return indptr, cols, data
 
-    def _char_plan(self, total: int) -> np.ndarray:
-        """Rows (start, end, salt, P^-start) of every character n-gram of a padded text of
-        ``total`` codepoints.
+    def _char_plan(self, total: int, doc_end: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """(starts, ends, salts, P^-start) of every character n-gram that ends within ``total``
+        codepoints (and within its own text: ``doc_end[i]`` is where the text holding position i ends).
 
         One plan, position by position, serves every length: the n-grams of a text of length L are
         the first entries of the plan (those starting before L) that also end by L. It grows to the
-        longest text seen, so its memory is bounded by the text-length limit.
+        longest text (or batch) seen, so its memory is bounded by the size limits.
         """
         lo, hi = self.char_ngrams
         per = hi - lo + 1
@@ -271,55 +342,13 @@ class NgramFeaturizer:
                              ipw[: size].repeat(per)])
             self._plan = plan
         plan = plan[:, : per * total]
-        return plan[:, plan[1] <= total] if hi > 1 else plan
+        if hi > 1 or doc_end is not None:
+            plan = plan.compress(plan[1] <= (total if doc_end is None else doc_end[plan[0].view(np.int64)]), axis=1)
+        return plan[0].view(np.int64), plan[1].view(np.int64), plan[2], plan[3]
 
     def _columns_one(self, text: str) -> np.ndarray:
-        """Columns of every known n-gram of one text (duplicates kept): ``_pairs`` for one text,
-        without the per-document bookkeeping a batch needs, in as few array operations as possible
-        (for a single message the cost is the number of numpy calls more than their size)."""
-        t = normalize(text)
-        if not t:
-            return np.zeros(0, np.int32)
-        code = np.frombuffer((" " + t + " ").encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
-        total = code.shape[0]
-        pw, ipw = _TABLES.powers(total + 1)
-        prefix = np.empty(total + 1, dtype=np.uint64)
-        prefix[0] = 0
-        np.cumsum(code * pw[:total], out=prefix[1:])
-        hashes, salts = [], []
-        if self.word_ngrams:
-            # the text is padded with spaces, so word runs alternate start, end, start, end ...
-            is_word = _TABLES.word[code] if t.isascii() else _TABLES.is_word(code)
-            edges = np.flatnonzero(is_word[1:] != is_word[:-1]) + 1
-            starts = edges[0::2]
-            h = (prefix[edges[1::2]] - prefix[starts]) * ipw[starts]
-            lo, hi = self.word_ngrams
-            hn, sizes = h, []
-            for n in range(1, hi + 1):
-                if n > 1:
-                    hn = hn[:-1] * _M1 + h[n - 1 :]
-                if n >= lo and hn.size:
-                    hashes.append(hn)
-                    sizes.append((n, hn.size))
-            if sizes:
-                salts.append(np.repeat(np.array([_salt(100 + n) for n, _ in sizes], dtype=np.uint64), [c for _, c in sizes]))
-        n_word = sum(x.size for x in hashes)
-        if self.char_ngrams:
-            starts, ends, char_salts, inv = self._char_plan(total)
-            hashes.append((prefix[ends] - prefix[starts]) * inv)
-            salts.append(char_salts)
-        if not hashes:
-            return np.zeros(0, np.int32)
-        k = np.concatenate(hashes)
-        k ^= salts[0] if len(salts) == 1 else np.concatenate(salts)
-        k *= _M1  # the same mixing as _mix, in place
-        k ^= k >> _SHIFT
-        k *= _M2
-        k >>= np.uint64(64 - self.hash_bits)
-        buckets = k.astype(np.intp)
-        buckets[n_word:] += 1 << self.hash_bits  # character n-grams look up the second half
-        cols = self._lut[buckets]
-        return cols[cols >= 0]
+        """Columns of every known n-gram of one text (duplicates kept)."""
+        return self._pairs([text])[1]
 
     def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Column indices and weights of one text: the fast path for single messages."""
