@@ -89,6 +89,12 @@ def test_limits_and_errors_are_clear_json(server):
 
     err(httpx.post(server.url + "/v1/classify", content=b"x" * 30000, headers={"content-type": "application/json"}),
         413, "body_too_large", "20,000-byte limit")
+    # a body sent in chunks, with no declared length, is counted as it arrives
+    err(httpx.post(server.url + "/v1/classify", content=iter([b'{"text": "' + b"x" * 15000, b"x" * 15000 + b'"}']),
+                   headers={"content-type": "application/json"}), 413, "body_too_large", "20,000-byte limit")
+    r = httpx.post(server.url + "/v1/classify", content=iter([b'{"text": ', b'"thanks a lot"}']),
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 200 and r.json()["label"], r.text
     err(httpx.post(server.url + "/v1/classify", json={"text": "a" * 2001}), 422, "text_too_long", "the limit is 2,000")
     err(httpx.post(server.url + "/v1/classify", json={"texts": ["hi"] * 51}), 422, "batch_too_large", "the limit is 50")
     err(httpx.post(server.url + "/v1/classify", json={"text": "a", "texts": ["b"]}), 422, "invalid_request", "exactly one")

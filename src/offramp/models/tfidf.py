@@ -17,7 +17,7 @@ import numpy as np
 from offramp.models.base import TextClassifier
 from offramp.models.features import NgramFeaturizer, csr_dot
 
-SMALL_BATCH = 64  # up to this many texts, scores are summed with numpy rather than a scipy sparse product
+SMALL_BATCH = 4  # up to this many texts, scores are summed with numpy: cheaper than building a scipy sparse matrix
 
 LOSSES = ("svm", "logreg")
 

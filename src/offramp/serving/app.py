@@ -83,7 +83,10 @@ class Gateway:
             declared = dict(scope.get("headers") or []).get(b"content-length")
             too_big = declared is not None and declared.isdigit() and int(declared) > self.limit
             chunks, size = [], 0
-            if not too_big and scope.get("method") in ("POST", "PUT", "PATCH"):
+            # a declared length is what the server reads (HTTP framing), so only a body without
+            # one is counted as it arrives
+            counted = declared is None or not declared.isdigit()
+            if not too_big and counted and scope.get("method") in ("POST", "PUT", "PATCH"):
                 while True:
                     msg = await receive()
                     chunks.append(msg)
@@ -102,7 +105,7 @@ class Gateway:
             async def replay():
                 return chunks.pop(0) if chunks else await receive()
 
-            await self.app(scope, replay, send_counted)
+            await self.app(scope, replay if chunks else receive, send_counted)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "other")
