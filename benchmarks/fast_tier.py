@@ -64,7 +64,7 @@ def run_plain_wordchar(Xtr, ytr, Xte):
 
 def run_offramp(Xtr, ytr, Xte):
     with tempfile.TemporaryDirectory() as d:
-        res = train(Dataset(Xtr, ytr, "bench"), Path(d) / "m", time_limit=30, seed=0)
+        res = train(Dataset(Xtr, ytr, "bench"), Path(d) / "m", time_limit=30, seed=0, quality="fast")
         fit_s = res.metrics["train_seconds"]
         model = load_model(Path(d) / "m")
         size = model_bytes(Path(d) / "m")
