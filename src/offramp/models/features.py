@@ -361,13 +361,13 @@ class NgramFeaturizer:
         new[0] = True
         np.not_equal(cols[1:], cols[:-1], out=new[1:])
         first = np.flatnonzero(new)
-        w = self.idf_[cols[first]]
+        cols = cols[first].astype(np.int64)
+        w = self.idf_[cols]
         if first.size < n:  # some n-gram occurs more than once: sublinear tf = 1 + log(count)
             counts = np.empty(first.size, dtype=np.float32)
             np.subtract(first[1:], first[:-1], out=counts[:-1], casting="unsafe")
             counts[-1] = n - first[-1]
             w *= 1.0 + np.log(counts)
-        cols = cols[first].astype(np.int64)
         split = int(np.searchsorted(cols, self.n_word_))  # cols are sorted: words first, then chars
         for part in (w[:split], w[split:]):
             norm = float(np.sqrt(np.dot(part, part)))
