@@ -104,6 +104,16 @@ def test_limits_and_errors_are_clear_json(server):
     err(httpx.post(server.url + "/v1/classify", content=b"{not json", headers={"content-type": "application/json"}),
         422, "invalid_request", "")
     err(httpx.post(server.url + "/v1/classify", json={"text": 5}), 422, "invalid_request", "text")
+    for path in ("/v1/classify", "/v1/chat/completions"):  # hostile nesting, well under the size limit
+        err(httpx.post(server.url + path, content=b"[" * 9000 + b"]" * 9000, headers={"content-type": "application/json"}),
+            422, "invalid_request", "nested too deeply")
+        err(httpx.post(server.url + path, json=["not", "an", "object"]), 422, "invalid_request", "")
+    err(httpx.post(server.url + "/v1/chat/completions", json={"messages": "x"}), 422, "invalid_request", "messages")
+    # the routes that read their own body still document it
+    spec = httpx.get(server.url + "/openapi.json").json()
+    for path, field in (("/v1/classify", "texts"), ("/v1/chat/completions", "messages")):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert field in body["properties"] and "$ref" not in str(body)
     err(httpx.post(server.url + "/v1/chat/completions", json={"messages": [{"role": "system", "content": "x"}]}),
         422, "invalid_request", "no 'user' message")
     err(httpx.get(server.url + "/nope"), 404, "http_error", "Not Found")

@@ -287,19 +287,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
     # would cost more than it frees (measured with benchmarks/serving.py). The body is parsed and
     # validated here with the request model, so the route has no dependencies for FastAPI to solve
     # per request; /docs shows the same schema.
-    @app.post("/v1/classify", openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": ClassifyRequest.model_json_schema()}}}})
+    @app.post("/v1/classify", openapi_extra=_body_schema(ClassifyRequest))
     async def classify(request: Request):
         """Classify one text (``text``) or a batch (``texts``)."""
         identify(request)
-        try:  # the standard parser, as FastAPI's: it accepts the lone surrogates JSON escapes allow
-            data = json.loads(await request.body())
-        except ValueError as e:
-            raise ApiError(422, "invalid_request", f"the body is not valid JSON ({e})") from None
-        try:
-            body = ClassifyRequest.model_validate(data)
-        except ValidationError as e:
-            raise RequestValidationError(e.errors(include_url=False)) from None
+        body = await _read_body(request, ClassifyRequest)
         if (body.text is None) == (body.texts is None):
             raise ApiError(422, "invalid_request", "send exactly one of 'text' or 'texts'")
         texts = [body.text] if body.text is not None else body.texts
@@ -310,9 +302,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         # plain JSON types already: skip FastAPI's generic encoder, which costs more than the model
         return JSONResponse(results[0] if body.text is not None else {"results": results, "request_id": rid})
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest, who: str = Depends(client)):
+    @app.post("/v1/chat/completions", openapi_extra=_body_schema(ChatRequest))
+    async def chat(request: Request):
         """OpenAI-compatible: the last user message is classified; the label is the assistant's reply."""
+        identify(request)
+        body = await _read_body(request, ChatRequest)
         users = [m for m in body.messages if m.role == "user"]
         if not users:
             raise ApiError(422, "invalid_request", "messages has no 'user' message to classify")
@@ -408,6 +402,36 @@ class MicroBatcher:
             for (_, fut), result in zip(chunk, results):
                 if not fut.done():
                     fut.set_result(result)
+
+
+def _body_schema(model: type[BaseModel]) -> dict:
+    """The OpenAPI request body of a route that reads its own body with ``_read_body``."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node):  # nested models in place of references the OpenAPI document would not hold
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
+
+
+async def _read_body(request: Request, model: type[BaseModel]):
+    """The request's JSON body as ``model``; anything else is a 422 that says what is wrong."""
+    try:  # the standard parser (as FastAPI's): it accepts the lone surrogates JSON escapes allow
+        data = json.loads(await request.body())
+    except ValueError as e:
+        raise ApiError(422, "invalid_request", f"the body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ApiError(422, "invalid_request", "the body is nested too deeply to read") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False)) from None
 
 
 def _host(url: str) -> str:
