@@ -127,11 +127,11 @@ def main(seconds: int, rounds: int) -> None:
         while served[fast] < 100_000:  # top the fast tier up to 100k requests in total
             served[fast] += int(run_wrk(urls[fast], script, seconds)["rps"] * seconds)
         mem.append([fast, f"{after_1k[fast]:.0f}", f"{rss_mb(procs[fast].pid):.0f}", f"{served[fast]:,}"])
-        metrics = httpx.get(urls[fast] + "/metrics").text
-        counted = {line.split("{")[0].split()[0]: 0.0 for line in metrics.splitlines() if line and line[0] != "#"}
-        for line in metrics.splitlines():
-            if line and line[0] != "#":
-                counted[line.split("{")[0].split()[0]] += float(line.rsplit(" ", 1)[1])
+        counted: dict[str, float] = {}  # each metric summed over its labels
+        for line in httpx.get(urls[fast] + "/metrics").text.splitlines():
+            if line and not line.startswith("#"):
+                name = line.split("{")[0].split()[0]
+                counted[name] = counted.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
         per_call = counted.get("offramp_decisions_total", 0) / max(1.0, counted.get("offramp_model_calls_total", 0))
     finally:
         for proc in procs.values():
@@ -161,4 +161,7 @@ def main(seconds: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5, int(sys.argv[2]) if len(sys.argv) > 2 else 4)
+    args = sys.argv[1:3]
+    if not all(a.isdigit() and int(a) > 0 for a in args):
+        raise SystemExit("usage: python benchmarks/serving.py [SECONDS] [ROUNDS]  (whole numbers above 0)")
+    main(int(args[0]) if args else 5, int(args[1]) if len(args) > 1 else 4)

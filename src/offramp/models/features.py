@@ -346,13 +346,9 @@ class NgramFeaturizer:
             plan = plan.compress(plan[1] <= (total if doc_end is None else doc_end[plan[0].view(np.int64)]), axis=1)
         return plan[0].view(np.int64), plan[1].view(np.int64), plan[2], plan[3]
 
-    def _columns_one(self, text: str) -> np.ndarray:
-        """Columns of every known n-gram of one text (duplicates kept)."""
-        return self._pairs([text])[1]
-
     def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Column indices and weights of one text: the fast path for single messages."""
-        cols = self._columns_one(text)
+        cols = self._pairs([text])[1]
         if cols.size == 0:
             return cols, np.zeros(0, np.float32)
         cols.sort()  # np.unique(return_counts=True), without its overhead

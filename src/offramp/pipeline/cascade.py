@@ -93,12 +93,8 @@ class Cascade:
 
     def _after_model(self, text: str, conversation: str | None, label: str, conf: float, proba) -> Decision:
         """Route and act on one message, given the small model's answer."""
-        classes = self.model.classes_
-        if len(proba) <= 32:  # few labels: plain Python sorts them faster than numpy's call overhead
-            order = sorted(range(len(proba)), key=proba.__getitem__, reverse=True)[: self.top_k]
-        else:
-            order = proba.argsort()[::-1][: self.top_k]
-        top = [{"label": str(classes[i]), "score": round(float(proba[i]), 6)} for i in order]
+        order = proba.argsort()[::-1][: self.top_k]
+        top = [{"label": str(self.model.classes_[i]), "score": round(float(proba[i]), 6)} for i in order]
         d = Decision(label, conf, "refused" if label == self._refusal else "local", top=top)
         masked: list[str] = []
 
