@@ -171,6 +171,101 @@ def test_rejection_threshold_hits_its_target_on_held_out_data(tmp_path):
     assert "## Don't know" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
 
 
+def _clinc_banking_task():
+    """CLINC150 banking + credit-card intents as the task, every other domain as out of scope."""
+    base = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "clinc150"
+    data = json.loads((base / "data_full.json").read_text())
+    domains = json.loads((base / "domains.json").read_text())
+    keep = set(domains["banking"] + domains["credit_cards"])
+
+    def part(split):
+        return [(t, i if i in keep else "oos") for t, i in data[split]]
+
+    train_rows = [r for r in part("train") if r[1] != "oos"][::4]
+    val_rows = part("val")[::3] + [(t, "oos") for t, _ in data["oos_val"]]
+    test_rows = part("test")[::2] + [(t, "oos") for t, _ in data["oos_test"][:300]]
+    return train_rows, val_rows, test_rows
+
+
+def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path):
+    """With sentence vectors, the reject score may add similarity to the nearest training message;
+    the weight is fitted on held-out data, kept with the model, and every prediction path applies it."""
+    from offramp.data.io import Dataset
+    from offramp.models.rejection import RejectTarget
+    from offramp.models.training import train
+
+    train_rows, val_rows, test_rows = _clinc_banking_task()
+    ds = Dataset([r[0] for r in train_rows], [r[1] for r in train_rows], "clinc-train")
+    val = Dataset([r[0] for r in val_rows], [r[1] for r in val_rows], "clinc-val")
+    res = train(ds, tmp_path / "m", quality="best", time_limit=120, reject_target=RejectTarget.parse("oos_recall>=0.8"),
+                oos_label="oos", val=val)
+    assert res.selection.winner.startswith(("stacked", "embed"))
+    rej = res.metrics["rejection"]
+    aucs = rej["familiarity_auc"]
+    assert rej["met"] and set(aucs) == {"0", "0.5", "1", "2", "4"}
+    # off-topic questions are far from every banking example: nearness must separate better than confidence
+    assert rej["familiarity_weight"] > 0 and aucs[f"{rej['familiarity_weight']:g}"] > aucs["0"]
+    assert rej["memory_size"] == len(train_rows)
+    model = load_model(tmp_path / "m")
+    assert model.reject_familiarity_weight_ == rej["familiarity_weight"] and model.memory_.shape == (len(train_rows), 384)
+    texts = [r[0] for r in test_rows]
+    y = np.array([r[1] for r in test_rows])
+    pred, proba = model.predict_and_proba(texts)
+    assert (pred == model.predict(texts)).all()
+    with model.uncached():
+        one = [model.predict_one(t) for t in texts[:: 10]]
+    assert [o[0] for o in one] == list(pred[:: 10])
+    oos = y == "oos"
+    assert (pred[oos] == "oos").mean() >= 0.7 and (pred[~oos] == y[~oos]).mean() >= 0.7
+    # the rule is the fitted one: confidence + weight x nearness against the threshold
+    near = model.familiarity(model.encoder_.encode(texts))
+    score = proba.max(axis=1) + rej["familiarity_weight"] * near
+    answered = model.classes_[proba.argmax(axis=1)] != "oos"
+    assert ((pred != "oos") == (answered & (score >= rej["threshold"]))).all()
+    # and not a confidence threshold in disguise: some rejected message is more confident than some answered one
+    conf = proba.max(axis=1)
+    assert conf[answered & (score < rej["threshold"])].max() > conf[answered & (score >= rej["threshold"])].min()
+    assert "x similarity to the nearest training message" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    # a directory whose rule needs the vectors but has none is refused on load
+    meta, arrays = model.get_state()
+    arrays.pop("memory")
+    with pytest.raises(ValueError, match="needs the training vectors"):
+        StackedLinear.from_state({**meta, **model.common_meta()}, arrays)
+
+
+def test_nearness_without_a_val_file_is_fitted_out_of_fold(tmp_path):
+    """No --val: the threshold and the nearness weight come from the training data itself, each
+    message measured against the others (itself left out)."""
+    from offramp.data.io import Dataset
+    from offramp.models.rejection import RejectTarget
+    from offramp.models.training import train
+
+    train_rows, _, test_rows = _clinc_banking_task()
+    base = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "clinc150"
+    oos_train = [(t, "oos") for t, _ in json.loads((base / "data_full.json").read_text())["oos_train"]]
+    rows = train_rows + oos_train
+    ds = Dataset([r[0] for r in rows], [r[1] for r in rows], "clinc-train+oos")
+    res = train(ds, tmp_path / "m", quality="best", time_limit=120, reject_target=RejectTarget.parse("oos_recall>=0.8"),
+                oos_label="oos")
+    rej = res.metrics["rejection"]
+    assert rej["source"].startswith("out-of-fold") and rej["met"]
+    assert rej["familiarity_weight"] > 0 and rej["memory_size"] == len(train_rows)  # out-of-scope rows are not kept
+    model = load_model(tmp_path / "m")
+    pred = model.predict([r[0] for r in test_rows])
+    y = np.array([r[1] for r in test_rows])
+    oos = y == "oos"
+    assert (pred[oos] == "oos").mean() >= 0.7 and (pred[~oos] == y[~oos]).mean() >= 0.7
+
+
+def test_nearness_held_out_without_a_val_file_leaves_each_message_out(encoder):
+    from offramp.models.stacked import nearest_similarity
+
+    E = encoder.encode(["my card has not arrived", "my card still has not come", "what is the weather"])
+    sims = nearest_similarity(E, E, exclude=np.array([0, 1, 2]))
+    assert sims[0] < 0.999 and np.isclose(sims[0], E[0] @ E[1], atol=1e-6)  # not itself
+    assert np.allclose(nearest_similarity(E, E), 1.0, atol=1e-5)  # itself when allowed
+
+
 def test_reject_target_flag_errors(inbox_sample, tmp_path):
     r = run_cli("train", str(inbox_sample[0]), "--out", str(tmp_path / "m"), "--reject-target", "accuracy>=2")
     assert r.returncode == 2 and "cannot read the reject target" in r.stderr

@@ -122,7 +122,9 @@ def train(
     if rej:
         h = rej["held_out"]
         oos = "—" if h["oos_recall"] is None else f"{h['oos_recall']:.3f}"
-        out.print(f"don't know: confidence < {rej['threshold']:.4f} → {rej['label']} (target {rej['target']}, "
+        from offramp.models.rejection import score_name
+
+        out.print(f"don't know: {score_name(rej)} < {rej['threshold']:.4f} → {rej['label']} (target {rej['target']}, "
                   f"{'met' if rej['met'] else 'NOT met'} on {rej['source']}: in-scope precision "
                   f"{h['in_scope_precision']:.3f}, in-scope accuracy {h['in_scope_accuracy']:.3f}, oos recall {oos}, "
                   f"answered {h['coverage']:.1%})")
@@ -227,8 +229,7 @@ def predict(
         with _status(f"classifying {len(items)} texts", quiet or len(items) < step) as say:
             for start in range(0, len(items), step):
                 chunk = items[start : start + step]
-                proba = model.predict_proba(chunk)
-                labels = model.labels_from_proba(proba)
+                labels, proba = model.predict_and_proba(chunk)
                 order = np.argsort(-proba, axis=1)[:, :k]
                 for j, t in enumerate(chunk):
                     o = order[j]

@@ -27,8 +27,7 @@ def evaluate_model(model, model_dir: str | os.PathLike, ds: Dataset, *, speed: b
     info = doc.get("info", {})
     salt = bytes.fromhex(info["fingerprint_salt"]) if info.get("fingerprint_salt") else None
     warnings = list(ds.warnings) + check_test_set(ds, model.classes_, read_extra_array(model_dir, "train_fingerprints"), salt)
-    proba = model.predict_proba(ds.texts)
-    pred = model.labels_from_proba(proba)  # the reject label where the model does not know
+    pred, proba = model.predict_and_proba(ds.texts)  # the reject label where the model does not know
     labels = list(model.classes_)
     labels += sorted((set(ds.labels) | set(pred)) - set(labels))
     out = classification_metrics(ds.labels, pred, labels)

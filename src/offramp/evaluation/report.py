@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from offramp.costs.calculator import CostReport
+from offramp.models.rejection import score_name
 
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444"]
 
@@ -240,7 +241,7 @@ def write_report(out: str | Path, small: dict, llm: dict | None = None, costs: C
     rej = small.get("rejection")
     if rej:
         h = rej["held_out"]
-        md += ["", f"Don't know: confidence under {rej['threshold']:.4f} is answered `{rej['label']}` "
+        md += ["", f"Don't know: {score_name(rej)} under {rej['threshold']:.4f} is answered `{rej['label']}` "
                f"(target {rej['target']}, fitted on {rej['source']}: in-scope accuracy {h['in_scope_accuracy']:.3f}, "
                f"out-of-scope recall {'—' if h['oos_recall'] is None else format(h['oos_recall'], '.3f')}, "
                f"answered {h['coverage']:.1%})."]

@@ -31,6 +31,7 @@ class TextClassifier:
     temperature_: float = 1.0
     reject_threshold_: float | None = None  # below this confidence the answer is reject_label_
     reject_label_: str | None = None
+    reject_familiarity_weight_: float = 0.0  # weight of nearest-example similarity in the reject score
 
     # -- learning ---------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> "TextClassifier":  # pragma: no cover
@@ -47,22 +48,34 @@ class TextClassifier:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return softmax(self.decision_function(texts), self.temperature_)
 
-    def labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
-        """Top labels, with the reject label where the confidence is under the fitted threshold."""
+    def reject_score(self, confidence, familiarity=None):
+        """The score the rejection threshold applies to: confidence, plus the weighted similarity to
+        the nearest in-scope training message for models that measure it."""
+        if familiarity is None or not self.reject_familiarity_weight_:
+            return confidence
+        return confidence + self.reject_familiarity_weight_ * familiarity
+
+    def labels_from_proba(self, proba: np.ndarray, familiarity: np.ndarray | None = None) -> np.ndarray:
+        """Top labels, with the reject label where the reject score is under the fitted threshold."""
         labels = self.classes_[np.argmax(proba, axis=1)].astype(object)
         if self.reject_threshold_ is not None:
-            labels[proba.max(axis=1) < self.reject_threshold_] = self.reject_label_
+            labels[self.reject_score(proba.max(axis=1), familiarity) < self.reject_threshold_] = self.reject_label_
         return labels.astype(str)
+
+    def predict_and_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, with the reject label where the model does not know; calibrated probabilities)."""
+        proba = self.predict_proba(texts)
+        return self.labels_from_proba(proba), proba
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         if self.reject_threshold_ is None:
             return self.classes_[np.argmax(self.decision_function(texts), axis=1)]
-        return self.labels_from_proba(self.predict_proba(texts))
+        return self.predict_and_proba(texts)[0]
 
     def predict_one(self, text: str) -> tuple[str, float, np.ndarray]:
         """(label, confidence, probabilities) for a single message, on the fast path.
 
-        When the confidence is under the rejection threshold the label is the reject label and the
+        When the reject score is under the rejection threshold the label is the reject label and the
         confidence is the top probability that fell short.
         """
         p = softmax(self.decision_one(text), self.temperature_)
@@ -77,7 +90,8 @@ class TextClassifier:
             "classes": [str(c) for c in self.classes_],
             "temperature": float(self.temperature_),
             "reject": None if self.reject_threshold_ is None
-            else {"threshold": float(self.reject_threshold_), "label": str(self.reject_label_)},
+            else {"threshold": float(self.reject_threshold_), "label": str(self.reject_label_),
+                  "familiarity_weight": float(self.reject_familiarity_weight_)},
         }
 
     def load_common(self, meta: dict[str, Any]) -> None:
@@ -86,6 +100,7 @@ class TextClassifier:
         reject = meta.get("reject")
         if reject:
             self.reject_threshold_, self.reject_label_ = float(reject["threshold"]), str(reject["label"])
+            self.reject_familiarity_weight_ = float(reject.get("familiarity_weight", 0.0))
 
     def uncached(self):
         """A context in which prediction computes everything afresh (for honest speed figures).

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from offramp.models.rejection import score_name
+
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
@@ -52,7 +54,7 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         lines += [
             "## Don't know",
             "",
-            f"Messages whose confidence is under {rej['threshold']:.4f} are answered `{rej['label']}`. The threshold "
+            f"Messages whose {score_name(rej)} is under {rej['threshold']:.4f} are answered `{rej['label']}`. The threshold "
             f"was fitted on {rej['source']} ({rej['n_held_out']} messages, {rej['n_oos_held_out']} out of scope) "
             f"to the target {rej['target']} ({'met' if rej['met'] else 'NOT met'}). There it gave: in-scope precision "
             f"{h['in_scope_precision']:.4f}, in-scope accuracy {h['in_scope_accuracy']:.4f}, "
@@ -60,6 +62,11 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
             f"answered {h['coverage']:.1%}.",
             "",
         ]
+        if rej.get("familiarity_auc"):
+            lines += ["How well each weight of the similarity separated right answers from out-of-scope messages "
+                      "(or, without any, from wrong answers) on that data (ROC AUC): " + ", ".join(f"{w}: {a:.4f}" for w, a in rej["familiarity_auc"].items())
+                      + f"; chosen: {rej['familiarity_weight']:g}" + (f", with {rej['memory_size']:,} training vectors kept"
+                                                                     if rej.get("memory_size") else "") + ".", ""]
     lines += [
         "## What was tried",
         "",

@@ -7,6 +7,10 @@ plain embeddings + a linear classifier.
 
 The encoder itself is not stored in the model directory: the directory names the encoder it was
 trained with (its ONNX file's SHA-256) and loading refuses a different one.
+
+When a "don't know" rule is fitted and nearness to the training data helps it (see
+:mod:`offramp.models.rejection`), the directory also keeps the sentence vectors of the in-scope
+training messages (float16, at most ``MAX_MEMORY`` of them) to measure that nearness.
 """
 
 from __future__ import annotations
@@ -17,9 +21,29 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from offramp.models.base import softmax
 from offramp.models.encoder import DIM, SentenceEncoder
 from offramp.models.features import NgramFeaturizer
 from offramp.models.tfidf import TfidfLinear
+
+MAX_MEMORY = 30_000  # training vectors kept for the nearness signal (11.5 MB as float16 at 15,000)
+_CHUNK = 1024  # messages per similarity block (keeps the block under ~120 MB at MAX_MEMORY)
+_ONE_CORE_ROWS = 1024  # memory rows per matrix-vector product on the single-message path
+
+
+def nearest_similarity(E: np.ndarray, memory: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Cosine similarity of each row of ``E`` (unit vectors) to its nearest row of ``memory``.
+
+    ``exclude[i]``, when >= 0, is a memory row that row i may not use (itself, for held-out figures).
+    """
+    out = np.empty(len(E), dtype=np.float32)
+    for a in range(0, len(E), _CHUNK):
+        S = E[a : a + _CHUNK] @ memory.T
+        if exclude is not None:
+            rows = np.nonzero(exclude[a : a + _CHUNK] >= 0)[0]
+            S[rows, exclude[a : a + _CHUNK][rows]] = -np.inf
+        out[a : a + _CHUNK] = S.max(axis=1) if S.shape[1] else -1.0
+    return out
 
 
 class StackedLinear(TfidfLinear):
@@ -33,6 +57,8 @@ class StackedLinear(TfidfLinear):
     """
 
     family = "stacked-linear"
+    memory_: np.ndarray | None = None  # unit sentence vectors of in-scope training messages, by class
+    memory_offsets_: np.ndarray | None = None  # class k's vectors are memory_[offsets[k]:offsets[k + 1]]
 
     def __init__(self, word_ngrams=(1, 2), char_ngrams=(1, 4), min_df: int = 2, loss: str = "svm",
                  C: float = 0.5, seed: int = 0, embed_weight: float = 1.0):
@@ -71,24 +97,66 @@ class StackedLinear(TfidfLinear):
         self.n_tfidf_ = self.featurizer_.n_features_ if self.featurizer_ is not None else 0
 
     # ------------------------------------------------------------------ predict
-    def _scores(self, texts: Sequence[str]) -> np.ndarray:
-        E = self.encoder_.encode(texts) * np.float32(self.embed_weight)
-        s = E @ self.coef_[self.n_tfidf_ :] + self.intercept_
+    def _scores(self, texts: Sequence[str], E: np.ndarray) -> np.ndarray:
+        s = (E * np.float32(self.embed_weight)) @ self.coef_[self.n_tfidf_ :] + self.intercept_
         if self.featurizer_ is not None:
             s += np.asarray(self.featurizer_.transform(texts) @ self.coef_[: self.n_tfidf_])
         return s
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         # onnxruntime already uses every core; no extra threads here
-        return self._scores(list(texts))
+        texts = list(texts)
+        return self._scores(texts, self.encoder_.encode(texts))
 
-    def decision_one(self, text: str) -> np.ndarray:
-        e = self.encoder_.encode_uncached([text])[0] * np.float32(self.embed_weight)
-        s = e @ self.coef_[self.n_tfidf_ :] + self.intercept_
+    def _score_one(self, text: str, e: np.ndarray) -> np.ndarray:
+        s = (e * np.float32(self.embed_weight)) @ self.coef_[self.n_tfidf_ :] + self.intercept_
         if self.featurizer_ is not None:
             cols, w = self.featurizer_.transform_one(text)
             s = s + w @ self.coef_[cols]
         return s
+
+    def decision_one(self, text: str) -> np.ndarray:
+        return self._score_one(text, self.encoder_.encode_uncached([text])[0])
+
+    @property
+    def uses_familiarity(self) -> bool:
+        return self.memory_ is not None and bool(self.reject_familiarity_weight_) and self.reject_threshold_ is not None
+
+    def familiarity(self, E: np.ndarray) -> np.ndarray:
+        """Similarity of each sentence vector in ``E`` to the nearest in-scope training message."""
+        return nearest_similarity(E, self.memory_)
+
+    def predict_and_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if not self.uses_familiarity:
+            return super().predict_and_proba(texts)
+        texts = list(texts)
+        E = self.encoder_.encode(texts)  # once, for the scores and the nearness
+        proba = softmax(self._scores(texts, E), self.temperature_)
+        return self.labels_from_proba(proba, self.familiarity(E)), proba
+
+    def predict_one(self, text: str) -> tuple[str, float, np.ndarray]:
+        if not self.uses_familiarity:
+            return super().predict_one(text)
+        e = self.encoder_.encode_uncached([text])[0]
+        p = softmax(self._score_one(text, e), self.temperature_)
+        i = int(np.argmax(p))
+        label = str(self.classes_[i])
+        if label != self.reject_label_ and not self._near_enough(e, i, p[i]):
+            return str(self.reject_label_), float(p[i]), p
+        return label, float(p[i]), p
+
+    def _near_enough(self, e: np.ndarray, k: int, confidence: float) -> bool:
+        """Whether confidence + weight x nearness reaches the threshold, reading as little of the
+        memory as it can: the top class's own vectors first (they usually settle it), then the rest
+        in blocks small enough for one core (BLAS threads here would fight the encoder's)."""
+        need = (self.reject_threshold_ - confidence) / self.reject_familiarity_weight_
+        lo, hi = int(self.memory_offsets_[k]), int(self.memory_offsets_[k + 1])
+        if hi > lo and float((self.memory_[lo:hi] @ e).max()) >= need:
+            return True
+        for a in range(0, len(self.memory_), _ONE_CORE_ROWS):
+            if float((self.memory_[a : a + _ONE_CORE_ROWS] @ e).max()) >= need:
+                return True
+        return False
 
     @contextlib.contextmanager
     def uncached(self):
@@ -109,6 +177,9 @@ class StackedLinear(TfidfLinear):
         arrays = {"coef": self.coef_.astype(np.float16), "intercept": self.intercept_}
         if self.featurizer_ is not None:
             arrays.update(self.featurizer_.get_state())
+        if self.uses_familiarity:
+            arrays["memory"] = self.memory_.astype(np.float16)
+            arrays["memory_offsets"] = np.asarray(self.memory_offsets_, dtype=np.int64)
         return meta, arrays
 
     @classmethod
@@ -127,5 +198,15 @@ class StackedLinear(TfidfLinear):
         m.intercept_ = np.asarray(arrays["intercept"]).astype(np.float32)
         if m.coef_.shape != (m.n_tfidf_ + DIM, len(m.classes_)):
             raise ValueError("weights do not match the features and classes")
+        if m.reject_familiarity_weight_:
+            memory = arrays.get("memory")
+            if memory is None or memory.ndim != 2 or memory.shape[1] != DIM or not len(memory):
+                raise ValueError("the don't-know rule needs the training vectors (memory), which are missing or malformed")
+            offsets = arrays.get("memory_offsets")
+            if offsets is None or offsets.shape != (len(m.classes_) + 1,) or offsets[0] != 0 \
+                    or offsets[-1] != len(memory) or (np.diff(offsets) < 0).any():
+                raise ValueError("the don't-know rule's class offsets into the training vectors are missing or malformed")
+            m.memory_ = np.asarray(memory).astype(np.float32)
+            m.memory_offsets_ = np.asarray(offsets, dtype=np.int64)
         return m
 

@@ -152,4 +152,7 @@ class TfidfLinear(TextClassifier):
         m.intercept_ = np.asarray(arrays["intercept"]).astype(np.float32)
         if m.coef_.shape != (m.featurizer_.n_features_, len(m.classes_)) or m.intercept_.shape != (len(m.classes_),):
             raise ValueError("weights do not match the vocabulary and classes")
+        if m.reject_familiarity_weight_:
+            raise ValueError("a don't-know rule with nearness to the training data needs sentence vectors, "
+                             "which this model family does not have")
         return m

@@ -50,6 +50,36 @@ def resolve_quality(quality: str | None) -> tuple[str, list[str]]:
     return quality, []
 
 
+def _nearness_inputs(model, ds: Dataset, val: Dataset | None, oos_label: str | None, seed: int):
+    """For models with sentence vectors: (vectors of in-scope training messages grouped by class,
+    where each class's rows start, each held-out message's similarity to its nearest one);
+    (None, None, None) for other models.
+
+    Held out means the ``val`` file, or else each training message against the others (itself
+    left out), matching the out-of-fold probabilities the threshold is fitted on.
+    """
+    from offramp.models.stacked import MAX_MEMORY, StackedLinear, nearest_similarity
+
+    if not isinstance(model, StackedLinear):
+        return None, None, None
+    index = {str(c): i for i, c in enumerate(model.classes_)}
+    cls = np.array([index[str(lab)] for lab in ds.labels])
+    rows = np.nonzero(np.array([str(lab) != oos_label for lab in ds.labels]))[0]
+    if not len(rows):
+        return None, None, None
+    if len(rows) > MAX_MEMORY:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_MEMORY, replace=False))
+    rows = rows[np.argsort(cls[rows], kind="stable")]  # grouped by class
+    offsets = np.searchsorted(cls[rows], np.arange(len(model.classes_) + 1))
+    E = model.encoder_.encode(ds.texts)  # already in the embedding cache from the model search
+    memory = E[rows]
+    if val is not None:
+        return memory, offsets, nearest_similarity(model.encoder_.encode(val.texts), memory)
+    exclude = np.full(len(E), -1)
+    exclude[rows] = np.arange(len(rows))
+    return memory, offsets, nearest_similarity(E, memory, exclude)
+
+
 def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float | None = None, seed: int = 0,
           quality: str | None = None, latency_budget_ms: float | None = None,
           reject_target: RejectTarget | None = None, oos_label: str | None = None, val: Dataset | None = None,
@@ -86,11 +116,16 @@ def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float | None = Non
             proba, y_held, source = sel.model.predict_proba(val.texts), val.labels, f"held-out file {val.path}"
         else:
             proba, y_held, source = sel.oof_proba, ds.labels, "out-of-fold predictions on the training data"
-        rejection = fit_rejection(proba, sel.model.classes_, y_held, reject_target, oos_label)
+        memory, offsets, familiarity = _nearness_inputs(sel.model, ds, val, oos_label, seed)
+        rejection = fit_rejection(proba, sel.model.classes_, y_held, reject_target, oos_label, familiarity)
         rejection["source"] = source
         rejection["label"] = oos_label or "UNKNOWN"
         sel.model.reject_threshold_ = rejection["threshold"]
         sel.model.reject_label_ = rejection["label"]
+        if rejection["familiarity_weight"]:
+            sel.model.reject_familiarity_weight_ = rejection["familiarity_weight"]
+            sel.model.memory_, sel.model.memory_offsets_ = memory, offsets
+            rejection["memory_size"] = int(len(memory))
         if not rejection["met"]:
             warnings.append(f"the reject target {reject_target} was not reachable on the held-out data; "
                             "the model rejects everything below the highest confidence seen")

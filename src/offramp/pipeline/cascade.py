@@ -85,8 +85,7 @@ class Cascade:
         the model far less per message than one call per message)."""
         if len(texts) == 1:
             return [self.run(texts[0], conversations[0])]
-        proba = self.model.predict_proba(texts)
-        labels = self.model.labels_from_proba(proba)
+        labels, proba = self.model.predict_and_proba(texts)
         conf = proba.max(axis=1)
         return [self._after_model(t, c, str(label), float(p), row)
                 for t, c, label, p, row in zip(texts, conversations, labels, conf, proba)]
