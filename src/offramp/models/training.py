@@ -72,7 +72,7 @@ def _nearness_inputs(model, ds: Dataset, val: Dataset | None, oos_label: str | N
     rows = rows[np.argsort(cls[rows], kind="stable")]  # grouped by class
     offsets = np.searchsorted(cls[rows], np.arange(len(model.classes_) + 1))
     E = model.encoder_.encode(ds.texts)  # already in the embedding cache from the model search
-    memory = E[rows]
+    memory = E[rows].astype(np.float16).astype(np.float32)  # as the model directory will keep them
     if val is not None:
         return memory, offsets, nearest_similarity(model.encoder_.encode(val.texts), memory)
     exclude = np.full(len(E), -1)
