@@ -135,12 +135,8 @@ def test_quality_flag_errors(inbox_sample, tmp_path):
     assert "only the fast tier was tried" in r.stderr
 
 
-def test_rejection_threshold_hits_its_target_on_held_out_data(tmp_path):
-    """CLINC150 banking + credit-card intents as the task, other domains as out of scope."""
-    from offramp.data.io import Dataset
-    from offramp.models.rejection import RejectTarget
-    from offramp.models.training import train
-
+def _clinc_banking_task():
+    """CLINC150 banking + credit-card intents as the task, every other domain as out of scope."""
     base = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "clinc150"
     data = json.loads((base / "data_full.json").read_text())
     domains = json.loads((base / "domains.json").read_text())
@@ -152,6 +148,16 @@ def test_rejection_threshold_hits_its_target_on_held_out_data(tmp_path):
     train_rows = [r for r in part("train") if r[1] != "oos"][::4]  # 25 per intent, in scope only
     val_rows = part("val")[::3] + [(t, "oos") for t, _ in data["oos_val"]]
     test_rows = part("test")[::2] + [(t, "oos") for t, _ in data["oos_test"][:300]]
+    return train_rows, val_rows, test_rows
+
+
+def test_rejection_threshold_hits_its_target_on_held_out_data(tmp_path):
+    """CLINC150 banking + credit-card intents as the task, other domains as out of scope."""
+    from offramp.data.io import Dataset
+    from offramp.models.rejection import RejectTarget
+    from offramp.models.training import train
+
+    train_rows, val_rows, test_rows = _clinc_banking_task()
     ds = Dataset([r[0] for r in train_rows], [r[1] for r in train_rows], "clinc-train")
     val = Dataset([r[0] for r in val_rows], [r[1] for r in val_rows], "clinc-val")
     res = train(ds, tmp_path / "m", quality="fast", time_limit=30, reject_target=RejectTarget.parse("oos_recall>=0.8"),
@@ -169,22 +175,6 @@ def test_rejection_threshold_hits_its_target_on_held_out_data(tmp_path):
     label, conf, _ = model.predict_one("what is the boiling point of mercury")
     assert label == "oos" and conf < model.reject_threshold_
     assert "## Don't know" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
-
-
-def _clinc_banking_task():
-    """CLINC150 banking + credit-card intents as the task, every other domain as out of scope."""
-    base = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "clinc150"
-    data = json.loads((base / "data_full.json").read_text())
-    domains = json.loads((base / "domains.json").read_text())
-    keep = set(domains["banking"] + domains["credit_cards"])
-
-    def part(split):
-        return [(t, i if i in keep else "oos") for t, i in data[split]]
-
-    train_rows = [r for r in part("train") if r[1] != "oos"][::4]
-    val_rows = part("val")[::3] + [(t, "oos") for t, _ in data["oos_val"]]
-    test_rows = part("test")[::2] + [(t, "oos") for t, _ in data["oos_test"][:300]]
-    return train_rows, val_rows, test_rows
 
 
 def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path):
