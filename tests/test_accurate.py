@@ -212,6 +212,8 @@ def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path):
     score = proba.max(axis=1) + rej["familiarity_weight"] * near
     answered = model.classes_[proba.argmax(axis=1)] != "oos"
     assert ((pred != "oos") == (answered & (score >= rej["threshold"]))).all()
+    with pytest.raises(ValueError, match="use predict_and_proba"):  # the threshold is not a confidence
+        model.labels_from_proba(proba)
     # and not a confidence threshold in disguise: some rejected message is more confident than some answered one
     conf = proba.max(axis=1)
     assert conf[answered & (score < rej["threshold"])].max() > conf[answered & (score >= rej["threshold"])].min()

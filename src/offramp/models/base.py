@@ -59,6 +59,9 @@ class TextClassifier:
         """Top labels, with the reject label where the reject score is under the fitted threshold."""
         labels = self.classes_[np.argmax(proba, axis=1)].astype(object)
         if self.reject_threshold_ is not None:
+            if self.reject_familiarity_weight_ and familiarity is None:
+                raise ValueError("this model's don't-know rule needs each message's nearness to the training data; "
+                                 "use predict_and_proba(texts)")
             labels[self.reject_score(proba.max(axis=1), familiarity) < self.reject_threshold_] = self.reject_label_
         return labels.astype(str)
 
