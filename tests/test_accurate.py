@@ -205,6 +205,9 @@ def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path):
     with model.uncached():
         one = [model.predict_one(t) for t in texts[:: 10]]
     assert [o[0] for o in one] == list(pred[:: 10])
+    # small batches (the service's micro-batches) are decided message by message: same answers
+    small = np.concatenate([model.predict_and_proba(texts[i : i + 40])[0] for i in range(0, len(texts), 40)])
+    assert (small == pred).all()
     oos = y == "oos"
     assert (pred[oos] == "oos").mean() >= 0.7 and (pred[~oos] == y[~oos]).mean() >= 0.7
     # the rule is the fitted one: confidence + weight x nearness against the threshold

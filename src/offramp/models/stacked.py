@@ -29,6 +29,7 @@ from offramp.models.tfidf import TfidfLinear
 MAX_MEMORY = 30_000  # training vectors kept for the nearness signal (11.5 MB as float16 at 15,000)
 _CHUNK = 1024  # messages per similarity block (keeps the block under ~120 MB at MAX_MEMORY)
 _ONE_CORE_ROWS = 1024  # memory rows per matrix-vector product on the single-message path
+_DECIDE_EACH = 64  # batches up to this size are decided message by message (the micro-batcher's largest)
 
 
 def nearest_similarity(E: np.ndarray, memory: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -132,7 +133,16 @@ class StackedLinear(TfidfLinear):
         texts = list(texts)
         E = self.encoder_.encode(texts)  # once, for the scores and the nearness
         proba = softmax(self._scores(texts, E), self.temperature_)
-        return self.labels_from_proba(proba, self.familiarity(E)), proba
+        if len(texts) > _DECIDE_EACH:
+            return self.labels_from_proba(proba, self.familiarity(E)), proba
+        # a few messages (the service's micro-batches): decide each as predict_one does; a
+        # multi-threaded product with every training vector costs far more here (BLAS vs onnxruntime)
+        top = proba.argmax(axis=1)
+        labels = self.classes_[top].astype(object)
+        for j, k in enumerate(top):
+            if labels[j] != self.reject_label_ and not self._near_enough(E[j], int(k), proba[j, k]):
+                labels[j] = self.reject_label_
+        return labels.astype(str), proba
 
     def predict_one(self, text: str) -> tuple[str, float, np.ndarray]:
         if not self.uses_familiarity:
