@@ -226,6 +226,9 @@ def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path):
     arrays.pop("memory")
     with pytest.raises(ValueError, match="needs the training vectors"):
         StackedLinear.from_state({**meta, **model.common_meta()}, arrays)
+    bad = {**meta, "reject": {**meta["reject"], "familiarity_weight": float("nan")}}
+    with pytest.raises(ValueError, match="not a usable number"):
+        StackedLinear.from_state(bad, model.get_state()[1])
 
 
 def test_nearness_without_a_val_file_is_fitted_out_of_fold(tmp_path):

@@ -104,6 +104,9 @@ class TextClassifier:
         if reject:
             self.reject_threshold_, self.reject_label_ = float(reject["threshold"]), str(reject["label"])
             self.reject_familiarity_weight_ = float(reject.get("familiarity_weight", 0.0))
+            if not (np.isfinite(self.reject_threshold_) and np.isfinite(self.reject_familiarity_weight_)
+                    and self.reject_familiarity_weight_ >= 0):
+                raise ValueError("the don't-know rule's threshold or weight is not a usable number")
 
     def uncached(self):
         """A context in which prediction computes everything afresh (for honest speed figures).
