@@ -31,7 +31,7 @@ def main(which: list[str]) -> None:
     os.environ["OFFRAMP_CACHE_DIR"] = tempfile.mkdtemp(prefix="offramp-bench-cache-")
     from offramp.data.io import Dataset
     from offramp.models.store import load_model, model_bytes
-    from offramp.models.training import train
+    from offramp import train
 
     rows, cands = [], []
     sets = {"banking77": banking77, "clinc150": clinc150, "clinc150-reject": lambda: clinc150(oos_as_class=False)}
@@ -45,7 +45,8 @@ def main(which: list[str]) -> None:
             reject = dict(reject_target=RejectTarget.parse("oos_recall>=0.8"), oos_label="oos",
                           val=Dataset(val[0], val[1], "clinc150 val + oos_val"))
         with tempfile.TemporaryDirectory() as d:
-            res = train(Dataset(Xtr, ytr, name), Path(d) / "m", quality="balanced", time_limit=180, seed=0, **reject)
+            trained, res = train(Dataset(Xtr, ytr, name), quality="balanced", time_limit=180, seed=0, **reject)
+            trained.save(Path(d) / "m")
             model = load_model(Path(d) / "m")
             size = model_bytes(Path(d) / "m")
         pred = model.predict(Xte)
@@ -59,9 +60,9 @@ def main(which: list[str]) -> None:
             ins = yte_a != "oos"
             acc = float((pred[ins] == yte_a[ins]).mean())
             oos = f"{(pred[~ins] == 'oos').mean():.3f}"
-        rows.append([name, res.selection.winner, f"{acc:.4f}", f"{f1:.4f}", oos, f"{res.metrics['train_seconds']:.0f}",
+        rows.append([name, res.winner, f"{acc:.4f}", f"{f1:.4f}", oos, f"{res.train_seconds:.0f}",
                      f"{p50:.2f}", f"{p99:.2f}", f"{thr:,.0f}", f"{size / 1e6:.2f}"])
-        for r in res.selection.results:
+        for r in res.candidates:
             cands.append([name, r.name, "—" if r.cv_macro_f1 is None else f"{r.cv_macro_f1:.4f}",
                           "—" if r.latency_p99_ms is None else f"{r.latency_p99_ms:.2f}", f"{r.seconds:.0f}", r.status])
     print_table("accurate tier (offramp train --quality balanced)",

@@ -27,9 +27,9 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 
 from offramp.data.demo import demo_paths  # noqa: E402
 from offramp.data.io import Dataset, read_dataset, read_records  # noqa: E402
+from offramp.data.text import normalize  # noqa: E402
 from offramp.evaluation.metrics import classification_metrics  # noqa: E402
-from offramp.models.features import normalize  # noqa: E402
-from offramp.models.training import train  # noqa: E402
+from offramp import train  # noqa: E402
 from offramp.pipeline.cascade import Cascade  # noqa: E402
 from offramp.pipeline.routing import fit_thresholds  # noqa: E402
 
@@ -63,9 +63,8 @@ def main() -> None:
                                               stratify=full.labels)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        res = train(Dataset(list(tr_t), list(tr_y), "demo train split (80%)"), Path(tmp) / "model", quality=args.quality, seed=args.seed,
-                    time_limit=60)
-        model = res.model
+        model, res = train(Dataset(list(tr_t), list(tr_y), "demo train split (80%)"), quality=args.quality,
+                           seed=args.seed, time_limit=60)
         fit = fit_thresholds(model.predict_proba(va_t), model.classes_, va_y, max_llm_share=args.max_llm_share)
         if args.llm:
             from offramp.pipeline.fallback import LLMFallback
@@ -85,7 +84,7 @@ def main() -> None:
     both = classification_metrics(test.labels, [d.label for d in decisions], labels)
     sent = sum(1 for d in decisions if d.endpoints or d.route == "llm" or "fallback_failed" in d.flags)
     failed = sum(1 for d in decisions if "fallback_failed" in d.flags)
-    rows = [("small model alone (" + res.selection.winner + ")", small["macro_f1"], small["accuracy"], "0.0%")]
+    rows = [("small model alone (" + res.winner + ")", small["macro_f1"], small["accuracy"], "0.0%")]
     if alone is not None:
         llm = classification_metrics(test.labels, alone, labels)
         rows.insert(0, (f"LLM alone ({name})", llm["macro_f1"], llm["accuracy"], "100.0%"))

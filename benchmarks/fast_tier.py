@@ -29,7 +29,7 @@ from common import banking77, clinc150, latency_ms, print_table, throughput  # n
 
 from offramp.data.io import Dataset  # noqa: E402
 from offramp.models.store import load_model, model_bytes  # noqa: E402
-from offramp.models.training import train  # noqa: E402
+from offramp import train  # noqa: E402
 
 TARGETS = {"accuracy": 0.91, "train_s": 30, "p99_ms": 1.0, "throughput": 30_000, "mb": 10}
 
@@ -64,14 +64,15 @@ def run_plain_wordchar(Xtr, ytr, Xte):
 
 def run_offramp(Xtr, ytr, Xte):
     with tempfile.TemporaryDirectory() as d:
-        res = train(Dataset(Xtr, ytr, "bench"), Path(d) / "m", time_limit=30, seed=0, quality="fast")
-        fit_s = res.metrics["train_seconds"]
+        trained, res = train(Dataset(Xtr, ytr, "bench"), time_limit=30, seed=0, quality="fast")
+        trained.save(Path(d) / "m")
+        fit_s = res.train_seconds
         model = load_model(Path(d) / "m")
         size = model_bytes(Path(d) / "m")
     pred = model.predict(Xte)
     p50, p99 = latency_ms(model.predict_one, Xte)
     thr = throughput(model.predict, Xte)
-    return pred, fit_s, p50, p99, thr, size, res.selection.winner
+    return pred, fit_s, p50, p99, thr, size, res.winner
 
 
 def main(which: list[str]) -> None:

@@ -88,12 +88,13 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int = 16) -> dict
 def main(seconds: int, rounds: int) -> None:
     from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
-    from offramp.models.training import train
+    from offramp import train
 
     train_path, test_path, _ = demo_paths()
     texts = [t for t in read_dataset(test_path).texts if len(t) < 2000][:300]
     work = Path(tempfile.mkdtemp(prefix="offramp-serve-bench-"))
-    train(read_dataset(train_path), work / "model", quality="fast", time_limit=30)
+    model, _ = train(read_dataset(train_path), quality="fast", time_limit=30)
+    model.save(work / "model")
     (work / "guarded.yaml").write_text("model: model\nprivacy: {operator: placeholder}\naudit: audit.sqlite\n")
     script = work / "post.lua"
     script.write_text(lua_script(texts))

@@ -1,20 +1,12 @@
 import csv
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from offramp.data.demo import demo_paths
 
-
-def write_csv(path: Path, rows, header=("text", "label")) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
+from helpers import run_cli, write_csv
 
 
 def _sample(path: Path, per_class: int, seed: int) -> list[tuple[str, str]]:
@@ -55,7 +47,3 @@ def fast_model(inbox_sample, tmp_path_factory) -> Path:
     assert r.returncode == 0, r.stderr
     return d
 
-
-def run_cli(*args, input: str | None = None, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "offramp", *args], capture_output=True, text=True,
-                          input=input, env=env, timeout=600)

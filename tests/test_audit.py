@@ -15,7 +15,7 @@ import pytest
 from offramp.audit.log import AuditLog, AuditWriter
 from offramp.errors import UsageError
 
-from conftest import run_cli, write_csv
+from helpers import run_cli, write_csv
 
 
 def _log(path: Path, n: int = 10) -> AuditLog:
@@ -207,7 +207,7 @@ def _scan(root: Path) -> list[str]:
 
 def test_seeded_pii_reaches_no_store_and_no_llm(fast_model, tmp_path, monkeypatch):
     from misbehaving_llm import ScriptedLLM, completion
-    from test_serving import Server
+    from helpers import Server
 
     store = tmp_path / "store"
     store.mkdir()
@@ -331,10 +331,11 @@ def test_foreign_files_are_refused_and_left_alone(tmp_path, monkeypatch):
 def test_a_failing_audit_log_gives_a_clear_503(fast_model, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from offramp.serving.app import ServeSettings, create_app
+    from offramp import Settings
+    from offramp.serving.app import create_app
 
     monkeypatch.setenv("OFFRAMP_AUDIT_KEY", "k")
-    app = create_app(ServeSettings(model_dir=fast_model, audit_path=tmp_path / "audit.sqlite"))
+    app = create_app(Settings.resolve(fast_model, {"audit": tmp_path / "audit.sqlite"}, env={}))
     client = TestClient(app)
     assert client.post("/v1/classify", json={"text": "thanks! write to a@b.com"}).status_code == 200
     # serving a model directory, the default guard still counts personal data for the record

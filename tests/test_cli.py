@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import run_cli, write_csv
+from helpers import run_cli, write_csv
 
 
 def assert_clean_error(r, code: int, *needles: str):

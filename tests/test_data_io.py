@@ -8,7 +8,7 @@ from offramp.data.io import Dataset, read_dataset
 from offramp.data.validate import check_test_set, check_training_set, text_fingerprints
 from offramp.errors import DataError
 
-from conftest import write_csv
+from helpers import write_csv
 
 
 def test_reads_csv_jsonl_tsv_parquet_alike(tmp_path):

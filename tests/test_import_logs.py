@@ -1,7 +1,7 @@
 import csv
 import json
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def logged(user, reply, system="You are a classifier."):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from misbehaving_llm import ScriptedLLM, completion
-from conftest import run_cli, write_csv
+from helpers import run_cli, write_csv
 
 TASK = """labels:
   SUPPORT: questions about using the product

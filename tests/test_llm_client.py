@@ -7,7 +7,7 @@ import pytest
 
 from offramp.teacher.client import (ChatClient, LLMBadResponse, LLMConfig, LLMRateLimited, LLMRequestRejected,
                                     LLMUnavailable)
-from offramp.teacher.egress import EgressRefused, check_egress, is_loopback, set_guard
+from offramp.teacher.egress import EgressPolicy, EgressRefused, is_loopback
 
 from misbehaving_llm import ScriptedLLM, completion
 
@@ -106,9 +106,10 @@ def test_backoff_grows_and_is_capped():
 
 def test_offline_mode_refuses_remote_hosts_before_sending(monkeypatch):
     monkeypatch.setenv("OFFRAMP_OFFLINE", "1")
+    policy = EgressPolicy.from_env()
     with pytest.raises(EgressRefused, match="offline mode"):
-        check_egress("https://api.openai.com/v1/chat/completions", ["hello"])
-    assert check_egress("http://127.0.0.1:8080/v1", ["hello"]) == ["hello"]
+        policy.check("https://api.openai.com/v1/chat/completions", ["hello"])
+    assert policy.check("http://127.0.0.1:8080/v1", ["hello"]) == ["hello"]
     c, _ = client("https://api.example.com/v1")
     with pytest.raises(EgressRefused):
         c.chat(MSG)
@@ -116,9 +117,9 @@ def test_offline_mode_refuses_remote_hosts_before_sending(monkeypatch):
 
 
 def test_guard_applies_only_to_remote_hosts():
-    set_guard(lambda t: t.replace("alice@example.com", "<EMAIL_1>"))
-    try:
-        assert check_egress("https://api.example.com/v1", ["mail alice@example.com"]) == ["mail <EMAIL_1>"]
-        assert check_egress("http://127.0.0.1:1/v1", ["mail alice@example.com"]) == ["mail alice@example.com"]
-    finally:
-        set_guard(None)
+    policy = EgressPolicy(guard=lambda t: t.replace("alice@example.com", "<EMAIL_1>"))
+    assert policy.check("https://api.example.com/v1", ["mail alice@example.com"]) == ["mail <EMAIL_1>"]
+    assert policy.check("http://127.0.0.1:1/v1", ["mail alice@example.com"]) == ["mail alice@example.com"]
+    # the policy is an object, not a process-wide switch: another one is unaffected
+    assert EgressPolicy(guard=None).check("https://api.example.com/v1", ["mail alice@example.com"]) == \
+        ["mail alice@example.com"]

@@ -12,15 +12,21 @@ from offramp.data.io import read_dataset
 from offramp.errors import UsageError
 from offramp.models.store import load_model
 from offramp.pipeline.actions import AnswerFromDocs, Forward, Refuse, Reply
-from offramp.pipeline.config import build_cascade, read_pipeline
+from offramp.pipeline.builder import build
+from offramp.pipeline.config import read_pipeline
+from offramp.pipeline.settings import Settings
 from offramp.pipeline.routing import fit_thresholds
 
-from test_serving import Server
+from helpers import Server
 
 
 def write(path, text):
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def build_cascade(path):
+    return build(Settings.resolve(path, env={}))
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -107,8 +113,7 @@ def test_forward_to_a_real_webhook_and_a_dead_one():
 def test_served_demo_pipeline(fast_model, tmp_path):
     import shutil
 
-    from offramp.cli.main import write_demo_pipeline
-
+    from offramp.pipeline.demo import write_demo_pipeline
     from offramp.audit.log import AuditLog
     from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
@@ -147,7 +152,7 @@ def test_served_demo_pipeline(fast_model, tmp_path):
 
 
 def test_parse_label():
-    from offramp.pipeline.fallback import parse_label
+    from offramp.teacher.prompts import parse_label
 
     labels = ["SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER"]
     assert parse_label("gratitude", labels) == "GRATITUDE"

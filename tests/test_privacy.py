@@ -10,9 +10,9 @@ from offramp.errors import UsageError
 from offramp.privacy import patterns
 from offramp.privacy.guard import PrivacyGuard
 from offramp.privacy.vault import PseudonymVault
-from offramp.teacher.egress import EgressRefused, check_egress
+from offramp.teacher.egress import EgressPolicy, EgressRefused
 
-from conftest import run_cli, write_csv
+from helpers import run_cli, write_csv
 
 FOUND = [
     ("EMAIL_ADDRESS", "write to jane.o'neil@example.co.uk".replace("'", ""), "jane.oneil@example.co.uk"),
@@ -169,19 +169,23 @@ def test_egress_masks_remote_text_and_offline_mode_refuses(monkeypatch):
     text = ["my card 4111 1111 1111 1111 and a@b.com"]
     monkeypatch.delenv("OFFRAMP_OFFLINE", raising=False)
     monkeypatch.delenv("OFFRAMP_EGRESS_GUARD", raising=False)
-    assert check_egress("https://llm.example.com/v1/chat/completions", text) == ["my card <CREDIT_CARD> and <EMAIL_ADDRESS>"]
-    assert check_egress("http://127.0.0.1:8080/v1/chat/completions", text) == text  # loopback: unchanged
+
+    def check(url):
+        return EgressPolicy.from_env().check(url, text)
+
+    assert check("https://llm.example.com/v1/chat/completions") == ["my card <CREDIT_CARD> and <EMAIL_ADDRESS>"]
+    assert check("http://127.0.0.1:8080/v1/chat/completions") == text  # loopback: unchanged
     monkeypatch.setenv("OFFRAMP_EGRESS_GUARD", "always")
-    assert check_egress("http://127.0.0.1:8080/v1", text) == ["my card <CREDIT_CARD> and <EMAIL_ADDRESS>"]
+    assert check("http://127.0.0.1:8080/v1") == ["my card <CREDIT_CARD> and <EMAIL_ADDRESS>"]
     monkeypatch.setenv("OFFRAMP_EGRESS_GUARD", "sometimes")
     with pytest.raises(EgressRefused, match="OFFRAMP_EGRESS_GUARD"):
-        check_egress("http://127.0.0.1:8080/v1", text)
+        check("http://127.0.0.1:8080/v1")
     monkeypatch.setenv("OFFRAMP_EGRESS_GUARD", "remote")
     monkeypatch.setenv("OFFRAMP_OFFLINE", "1")
     for url in ("https://api.openai.com/v1", "http://10.0.0.5:8000/v1", "http://[2001:db8::1]/v1"):
         with pytest.raises(EgressRefused, match="offline mode"):
-            check_egress(url, text)
-    assert check_egress("http://localhost:8080/v1", text) == text
+            check(url)
+    assert check("http://localhost:8080/v1") == text
 
 
 def test_offline_mode_refuses_before_a_byte_is_sent(monkeypatch, tmp_path):
@@ -247,7 +251,7 @@ def test_offline_pipeline_keeps_every_answer_local(fast_model, tmp_path):
     import httpx
 
     from offramp.audit.log import AuditLog
-    from test_serving import Server
+    from helpers import Server
 
     shutil.copytree(fast_model, tmp_path / "model")
     (tmp_path / "p.yaml").write_text(

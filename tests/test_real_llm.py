@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import run_cli, write_csv
+from helpers import run_cli, write_csv
 
 TASK = """labels:
   SUPPORT: questions about a bank card, a payment or an account
@@ -102,7 +102,7 @@ def test_logprob_confidence_from_a_real_llm_is_kept_in_the_cache(llama_server, t
 def test_served_cascade_with_a_real_llm_fallback(llama_server, fast_model, tmp_path):
     import shutil
 
-    from test_serving import Server
+    from helpers import Server
 
     shutil.copytree(fast_model, tmp_path / "model")
     p = tmp_path / "p.yaml"

@@ -13,41 +13,9 @@ import pytest
 from offramp.data.io import read_dataset
 from offramp.models.store import load_model
 
-from conftest import run_cli
+from helpers import Server, run_cli
 
 KEY = "test-key-0123456789abcdef"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, model_dir, *extra):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "offramp", "serve", str(model_dir), "--port", str(self.port),
-                                      *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read())
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            return self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.communicate()
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +187,7 @@ def test_openapi_docs(server):
 def test_micro_batcher_groups_what_is_ready_and_fails_a_batch_whole():
     import asyncio
 
-    from offramp.serving.app import MicroBatcher
+    from offramp.serving.batching import MicroBatcher
 
     calls = []
 

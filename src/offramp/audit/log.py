@@ -232,7 +232,7 @@ def export(log: AuditLog, out: Path) -> dict:
 
     fmt = out.suffix.lower()
     if fmt not in (".jsonl", ".csv"):
-        raise UsageError(f"--out {out} must end in .jsonl or .csv")
+        raise UsageError(f"{out} must end in .jsonl or .csv", param="out")
     summary = {"requests": 0, "left_machine": 0, "routes": {}, "endpoints": {}, "pii_found": 0}
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8", newline="") as f:

@@ -56,6 +56,27 @@ def load_prices(path: str | Path | None = None) -> dict:
     return table
 
 
+DEFAULT_MONTHLY_VOLUME = 30_000_000  # a million messages a day
+
+
+def monthly_volume(per_day: float | None = None, per_month: float | None = None,
+                   total: float | None = None) -> tuple[float, bool]:
+    """(messages to price, whether it is a one-off batch) from at most one of the three ways to say it."""
+    given = [x for x in (per_day, per_month, total) if x is not None]
+    if len(given) > 1:
+        raise UsageError("give one of: messages per day, per month, or a one-off total", param="volume")
+    for v in given:
+        if not math.isfinite(v) or v < 0:
+            raise UsageError(f"a message volume must be a non-negative number, got {v}", param="volume")
+    if per_day is not None:
+        return per_day * 365 / 12, False
+    if per_month is not None:
+        return per_month, False
+    if total is not None:
+        return total, True
+    return DEFAULT_MONTHLY_VOLUME, False
+
+
 def estimate_tokens(texts: Sequence[str], prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> float:
     """Mean input tokens per message: characters / 4, plus the prompt sent with each message."""
     if not texts:
@@ -75,6 +96,26 @@ class CostInputs:
     cpu_watts: float = 20.0
     throughput_per_s: float = DEFAULT_THROUGHPUT
     throughput_measured: bool = False
+
+    @classmethod
+    def from_prices(cls, prices: dict, *, messages_per_month: float, tokens_in: float,
+                    tokens_out: float = DEFAULT_OUTPUT_TOKENS, throughput_per_s: float | None = None,
+                    throughput_measured: bool = False, gpu_usd_per_hour: float | None = None,
+                    gpu_tokens_per_s: float | None = None, cpu_usd_per_hour: float | None = None) -> "CostInputs":
+        """The inputs for a volume and token count, the rest from the price table unless given."""
+        sh, lm = prices["self_hosted_llm"], prices["local_model"]
+        return cls(
+            messages_per_month=float(messages_per_month),
+            tokens_in=float(tokens_in),
+            tokens_out=float(tokens_out),
+            gpu_usd_per_hour=float(gpu_usd_per_hour if gpu_usd_per_hour is not None else sh["gpu_usd_per_hour"]),
+            gpu_tokens_per_s=float(gpu_tokens_per_s if gpu_tokens_per_s is not None else sh["tokens_per_second"]),
+            gpu_watts=float(sh.get("gpu_watts", 300)),
+            cpu_usd_per_hour=float(cpu_usd_per_hour if cpu_usd_per_hour is not None else lm["cpu_usd_per_hour"]),
+            cpu_watts=float(lm.get("cpu_watts", 20)),
+            throughput_per_s=float(throughput_per_s) if throughput_per_s is not None else DEFAULT_THROUGHPUT,
+            throughput_measured=throughput_measured,
+        )
 
     def validate(self) -> None:
         for name in ("messages_per_month", "tokens_in", "tokens_out", "gpu_usd_per_hour", "gpu_tokens_per_s",
@@ -127,7 +168,13 @@ class CostReport:
 
 
 def api_usd_per_message(price: dict, tokens_in: float, tokens_out: float) -> float:
+    """Dollars an API call costs: tokens times the price per million tokens, in and out."""
     return (tokens_in * price["input"] + tokens_out * price["output"]) / 1e6
+
+
+def local_usd_per_message(cpu_usd_per_hour: float, throughput_per_s: float) -> float:
+    """Dollars a message costs on a CPU billed by the hour that classifies ``throughput_per_s`` a second."""
+    return cpu_usd_per_hour / 3600 / throughput_per_s
 
 
 def compute_costs(inputs: CostInputs, prices: dict, models: Sequence[str] | None = None) -> CostReport:
@@ -138,14 +185,14 @@ def compute_costs(inputs: CostInputs, prices: dict, models: Sequence[str] | None
     unknown = [n for n in names if n not in table]
     if unknown:
         raise UsageError(f"unknown model(s) {', '.join(unknown)}; the price table has: {', '.join(table)}",
-                         "add a row with --prices FILE")
+                         "add a row to your own price table", param="prices")
     v = inputs.messages_per_month
     tokens = inputs.tokens_in + inputs.tokens_out
 
     gpu_seconds_per_msg = tokens / inputs.gpu_tokens_per_s
     gpu_wh_per_million = inputs.gpu_watts * gpu_seconds_per_msg * 1e6 / 3600
     cpu_seconds_per_msg = 1.0 / inputs.throughput_per_s
-    local_per_msg = inputs.cpu_usd_per_hour / 3600 * cpu_seconds_per_msg
+    local_per_msg = local_usd_per_message(inputs.cpu_usd_per_hour, inputs.throughput_per_s)
     local_fixed = inputs.cpu_usd_per_hour * HOURS_PER_MONTH
     local = CostRow("small model (local CPU)", "local", local_per_msg, max(local_fixed, v * local_per_msg),
                     inputs.cpu_watts * cpu_seconds_per_msg * 1e6 / 3600,

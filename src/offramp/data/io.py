@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from offramp.data.text import clean_text
 from offramp.errors import DataError, UsageError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -115,15 +116,6 @@ def _records_parquet(path: Path, present: list[str]) -> list[dict]:
     return [dict(zip(present, vals)) for vals in zip(*columns.values())]
 
 
-def clean_text(s: str) -> str:
-    """``s`` with lone surrogates (legal in JSON escapes, not in UTF-8) replaced by U+FFFD."""
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in s)
-
-
 def cell_value(value) -> str | None:
     """A cell as a stripped string; None when it is missing, NaN or blank."""
     if value is None:
@@ -206,11 +198,11 @@ def read_dataset(path: str | os.PathLike, *, text_col: str = "text", label_col: 
         raise DataError(f"{path} has no data rows", "add at least one row below the header")
     if text_col not in columns:
         raise DataError(f"{path} has no column {text_col!r}; its columns are: {', '.join(map(str, columns)) or '(none)'}",
-                        "choose one with --text-col")
+                        "choose the text column", param="text_col")
     has_labels = bool(label_col) and label_col in columns
     if need_labels and not has_labels:
         raise DataError(f"{path} has no label column {label_col!r}; its columns are: {', '.join(map(str, columns))}",
-                        "choose one with --label-col")
+                        "choose the label column", param="label_col")
 
     texts: list[str] = []
     labels: list[str] | None = [] if has_labels else None
@@ -237,7 +229,7 @@ def read_dataset(path: str | os.PathLike, *, text_col: str = "text", label_col: 
         warnings.append(f"{len(empty_label)} rows with an empty or missing label were skipped (rows {_fmt_rows(empty_label)})")
     if cut:
         warnings.append(f"{len(cut)} texts longer than {max_chars} characters were cut to {max_chars} "
-                        f"(rows {_fmt_rows(cut)}); raise the limit with --max-chars")
+                        f"(rows {_fmt_rows(cut)}); raise the character limit to keep more")
     if not texts:
         raise DataError(f"{path} has no usable rows: every row lacks a text" + (" or a label" if need_labels else ""))
     return Dataset(texts, labels, str(path), warnings, len(records))
@@ -246,7 +238,7 @@ def read_dataset(path: str | os.PathLike, *, text_col: str = "text", label_col: 
 WRITABLE = (".csv", ".tsv", ".jsonl")
 
 
-def write_records(path: str | os.PathLike, rows: list[dict], option: str = "--out") -> None:
+def write_records(path: str | os.PathLike, rows: list[dict], param: str = "out") -> None:
     """Write rows (dicts with the same keys) as CSV, TSV or JSONL, chosen by the extension."""
     import csv
     import json
@@ -254,7 +246,7 @@ def write_records(path: str | os.PathLike, rows: list[dict], option: str = "--ou
     path = Path(path)
     kind = path.suffix.lower()
     if kind not in WRITABLE:
-        raise UsageError(f"{option} {path} must end in {', '.join(WRITABLE)}")
+        raise UsageError(f"{path} must end in {', '.join(WRITABLE)}", param=param)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         if kind == ".jsonl":

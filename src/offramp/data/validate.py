@@ -10,7 +10,7 @@ import numpy as np
 
 from offramp.data.io import Dataset
 from offramp.errors import DataError
-from offramp.models.features import normalize
+from offramp.data.text import normalize
 
 
 def check_training_set(ds: Dataset) -> list[str]:
@@ -19,7 +19,7 @@ def check_training_set(ds: Dataset) -> list[str]:
     if len(counts) < 2:
         only = next(iter(counts), "(none)")
         raise DataError(f"{ds.path} has only one class ({only!r}); a classifier needs at least two",
-                        "add examples of the other classes, or check --label-col")
+                        "add examples of the other classes, or check the label column", param="label_col")
     rare = sorted(k for k, c in counts.items() if c < 2)
     if rare:
         shown = ", ".join(repr(r) for r in rare[:10]) + (f" and {len(rare) - 10} more" if len(rare) > 10 else "")

@@ -1,54 +1,133 @@
-"""Evaluate a saved model on a labelled file: the library behind ``offramp eval``."""
+"""Evaluate a model on labelled texts: the library behind ``offramp eval`` and :func:`offramp.evaluate`."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
-from offramp.costs.calculator import load_prices
+from offramp.costs.calculator import load_prices, local_usd_per_message
 from offramp.data.io import Dataset
 from offramp.data.validate import check_test_set
-from offramp.evaluation.metrics import classification_metrics, measure_latency, measure_throughput
+from offramp.errors import DataError
+from offramp.evaluation.metrics import classification_metrics
+from offramp.models.base import TextClassifier, as_labels, as_texts
 from offramp.models.calibration import expected_calibration_error, reliability_bins
-from offramp.models.store import model_bytes, read_extra_array, read_metrics, read_model_json
+from offramp.models.speed import measure_latency, measure_throughput
 
 
-def evaluate_model(model, model_dir: str | os.PathLike, ds: Dataset, *, speed: bool = True,
-                   cpu_usd_per_hour: float | None = None) -> dict:
-    """Quality, calibration, speed, size and cost of ``model`` on ``ds``.
+@dataclass
+class EvalReport:
+    """Quality, calibration, speed, size and cost of one classifier (a small model or an LLM) on a test set.
 
-    ``latency_ms`` is single-message prediction in process; ``throughput_per_s`` is batch prediction;
-    ``cost_per_million_usd`` spreads a CPU's hourly price (price table, or ``cpu_usd_per_hour``) over
-    the measured throughput.
+    ``to_dict()`` is exactly the object ``offramp eval --json`` prints. ``llm`` holds the LLM's
+    report on the same texts when its predictions were given.
     """
-    doc = read_model_json(model_dir)
-    info = doc.get("info", {})
+
+    n: int
+    accuracy: float
+    macro_f1: float
+    per_class: dict[str, dict[str, float]]
+    confusion: dict[str, Any]
+    model: str = ""
+    ece: float | None = None
+    reliability: list[dict[str, Any]] | None = None
+    model_bytes: int | None = None
+    train_seconds: float | None = None
+    rejection: dict[str, Any] | None = None
+    latency_ms: dict[str, Any] | None = None
+    throughput_per_s: float | None = None
+    cost_per_million_usd: float | None = None
+    cost_basis: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    data: str | None = None
+    model_dir: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # an LLM run's calls, cache hits, unlabelled answers
+    llm: EvalReport | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.confusion["labels"])
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "llm":
+                if value is not None:
+                    out["llm"] = value.to_dict()
+            elif f.name == "details":
+                out.update(value)
+            elif f.name in ("ece", "reliability", "cost_basis") and value is None:
+                continue
+            else:
+                out[f.name] = value
+        return out
+
+
+def metrics_report(y_true: Any, y_pred: Any, labels: list[str] | None = None, **extra: Any) -> EvalReport:
+    """An :class:`EvalReport` holding the classification metrics of ``y_pred`` against ``y_true``."""
+    m = classification_metrics(y_true, y_pred, labels)
+    return EvalReport(n=m["n"], accuracy=m["accuracy"], macro_f1=m["macro_f1"], per_class=m["per_class"],
+                      confusion=m["confusion"], **extra)
+
+
+def evaluate(model: TextClassifier, texts: Any, labels: Any = None, *, llm_predictions: str | os.PathLike[str] | None = None,
+             speed: bool = True, cpu_usd_per_hour: float | None = None) -> EvalReport:
+    """Quality, calibration, speed, size and cost of ``model`` on labelled texts.
+
+    Parameters
+    ----------
+    model : a fitted offramp model (from :func:`offramp.train` or :func:`offramp.load`).
+    texts, labels : the test data, or a :class:`~offramp.data.io.Dataset` as ``texts`` alone.
+    llm_predictions : a file of an LLM's predictions on the same texts (columns ``text`` and
+        ``prediction``); scored the same way into ``report.llm``.
+    speed : measure single-message latency (in process) and batch throughput.
+    cpu_usd_per_hour : the CPU price the cost per million messages uses (default: the price table's).
+
+    Example
+    -------
+    >>> from offramp import evaluate, train
+    >>> texts = ["reset my pin", "thanks a lot", "how do I reset the pin", "thank you!"] * 5
+    >>> labels = ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"] * 5
+    >>> model, _ = train(texts, labels, quality="fast", time_limit=None)
+    >>> evaluate(model, ["pin reset", "thanks!"], ["SUPPORT", "GRATITUDE"], speed=False).accuracy
+    1.0
+    """
+    if isinstance(texts, Dataset):
+        ds = texts
+    else:
+        t = as_texts(texts)
+        ds = Dataset(t, list(as_labels(labels, len(t))), "<memory>", rows_read=len(t))
+    if not ds.texts:
+        raise DataError("nothing to evaluate: the test data has no rows")
+    record = model.training_record_ or {}
+    info, trained, arrays = record.get("info") or {}, record.get("metrics") or {}, record.get("arrays") or {}
     salt = bytes.fromhex(info["fingerprint_salt"]) if info.get("fingerprint_salt") else None
-    warnings = list(ds.warnings) + check_test_set(ds, model.classes_, read_extra_array(model_dir, "train_fingerprints"), salt)
+    warnings = list(ds.warnings) + check_test_set(ds, model.classes_, arrays.get("train_fingerprints"), salt)
     pred, proba = model.predict_and_proba(ds.texts)  # the reject label where the model does not know
-    labels = list(model.classes_)
-    labels += sorted((set(ds.labels) | set(pred)) - set(labels))
-    out = classification_metrics(ds.labels, pred, labels)
+    order = [str(c) for c in model.classes_]
+    order += sorted((set(ds.labels or []) | set(pred)) - set(order))
+    report = metrics_report(ds.labels, pred, order, model=info.get("winner") or model.family,
+                            model_bytes=trained.get("model_bytes"), train_seconds=trained.get("train_seconds"),
+                            rejection=trained.get("rejection"), data=str(ds.path), model_dir=record.get("source"))
     index = {c: i for i, c in enumerate(model.classes_)}
-    known = np.array([lab in index for lab in ds.labels])
+    known = np.array([lab in index for lab in ds.labels or []])
     if known.any():
-        y = np.array([index[lab] for lab, k in zip(ds.labels, known) if k])
-        out["ece"] = expected_calibration_error(proba[known], y)
-        out["reliability"] = reliability_bins(proba[known], y)
-    trained = read_metrics(model_dir)
-    out["model"] = info.get("winner", doc.get("family"))
-    out["model_bytes"] = model_bytes(model_dir)
-    out["train_seconds"] = trained.get("train_seconds")
-    out["rejection"] = trained.get("rejection")
+        y = np.array([index[lab] for lab, k in zip(ds.labels or [], known) if k])
+        report.ece = expected_calibration_error(proba[known], y)
+        report.reliability = reliability_bins(proba[known], y)
     if speed:
         with model.uncached():  # speed on texts as if new: no cached sentence vectors
-            out["latency_ms"] = measure_latency(model.predict_one, ds.texts)
-            out["throughput_per_s"] = measure_throughput(model.predict, ds.texts)
+            report.latency_ms = measure_latency(model.predict_one, ds.texts)
+            report.throughput_per_s = measure_throughput(model.predict, ds.texts)
         cpu = cpu_usd_per_hour if cpu_usd_per_hour is not None else load_prices()["local_model"]["cpu_usd_per_hour"]
-        out["cost_per_million_usd"] = cpu / 3600 / out["throughput_per_s"] * 1e6
-    out["warnings"] = warnings
-    out["data"] = str(ds.path)
-    out["model_dir"] = str(Path(model_dir))
-    return out
+        report.cost_per_million_usd = local_usd_per_message(cpu, report.throughput_per_s) * 1e6
+    report.warnings = warnings
+    if llm_predictions is not None:
+        from offramp.evaluation.llm import score_llm_predictions
+
+        report.llm = score_llm_predictions(llm_predictions, ds, report.labels)
+    return report

@@ -9,18 +9,30 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from datetime import date
+from typing import Any, Callable
 
 import numpy as np
 
-from offramp.costs.calculator import load_prices
+from offramp.costs.calculator import api_usd_per_message, load_prices
 from offramp.data.io import Dataset, cell_value, read_records
+from offramp.data.text import normalize
 from offramp.errors import DataError
-from offramp.evaluation.metrics import classification_metrics
-from offramp.models.features import normalize
+from offramp.evaluation.evaluate import EvalReport, metrics_report
+from offramp.models.speed import latency_summary
+from offramp.teacher.label import Labeller, TaskSpec, label_texts
 
 
-def score_llm_predictions(path: str | os.PathLike, test: Dataset, labels: list[str] | None = None,
-                          price_model: str | None = None) -> dict:
+def _cost_per_million(price_model: str | None, tokens_in: list[float], tokens_out: list[float]) -> float | None:
+    """Dollars per million messages at the mean measured tokens, or None without a price or tokens."""
+    price = load_prices()["models"].get(price_model or "")
+    if price is None or not any(tokens_in):
+        return None
+    return api_usd_per_message(price, float(np.mean(tokens_in)), float(np.mean(tokens_out)) if tokens_out else 0.0) * 1e6
+
+
+def score_llm_predictions(path: str | os.PathLike[str], test: Dataset, labels: list[str] | None = None,
+                          price_model: str | None = None) -> EvalReport:
     """Metrics of the LLM predictions in ``path`` on the rows of ``test`` they cover."""
     columns, records = read_records(path)
     for col in ("text", "prediction"):
@@ -51,53 +63,45 @@ def score_llm_predictions(path: str | os.PathLike, test: Dataset, labels: list[s
     if not y_true:
         raise DataError(f"none of the texts in {path} match the test set {test.path}",
                         "the LLM predictions must be made on the same test texts")
-    out = classification_metrics(y_true, y_pred, labels)
     models = Counter(cell_value(r.get("model")) for r in records if cell_value(r.get("model")))
-    out["model"] = models.most_common(1)[0][0] if models else "LLM"
-    out["warnings"] = []
+    name = models.most_common(1)[0][0] if models else "LLM"
+    out = metrics_report(y_true, y_pred, labels, model=name, data=str(path))
     if missing:
-        out["warnings"].append(f"{missing} of {len(test.texts)} test texts have no LLM prediction; "
-                               "the LLM column scores the rest")
+        out.warnings.append(f"{missing} of {len(test.texts)} test texts have no LLM prediction; "
+                            "the LLM column scores the rest")
     unlabelled = sum(1 for p in y_pred if p == "(none)")
     if unlabelled:
-        out["warnings"].append(f"{unlabelled} LLM answers were outside the label set; they count as errors")
+        out.warnings.append(f"{unlabelled} LLM answers were outside the label set; they count as errors")
     if lat:
-        ms = np.asarray(lat)
-        out["latency_ms"] = {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
-                             "p99": float(np.percentile(ms, 99)), "n": len(lat)}
-    prices = load_prices()["models"]
-    pm = price_model or out["model"]
-    if tin and pm in prices:
-        per = (np.mean(tin) * prices[pm]["input"] + (np.mean(tout) if tout else 0.0) * prices[pm]["output"]) / 1e6
-        out["cost_per_million_usd"] = per * 1e6
-        out["cost_basis"] = f"measured tokens at {pm} prices"
+        out.latency_ms = latency_summary(lat)
+    pm = price_model or name
+    out.cost_per_million_usd = _cost_per_million(pm, tin, tout)
+    if out.cost_per_million_usd is not None:
+        out.cost_basis = f"measured tokens at {pm} prices"
     return out
 
 
-def run_llm_eval(ds: Dataset, spec, labeller, *, llm: str, price_model: str | None = None,
-                 send_chars: int = 20_000, workers: int = 4, on_progress=None) -> tuple[dict, list[dict]]:
+def run_llm_eval(ds: Dataset, spec: TaskSpec, labeller: Labeller, *, llm: str, price_model: str | None = None,
+                 send_chars: int = 20_000, workers: int = 4,
+                 on_progress: Callable[[int, int], None] | None = None) -> tuple[EvalReport, list[dict[str, Any]]]:
     """Ask the LLM about every text of ``ds``; (metrics like ``offramp eval``, prediction rows).
 
     Texts longer than ``send_chars`` are cut for the LLM only; rows keep the whole text, so they
     match the test set. Rows carry the model, the date and the system prompt.
     """
-    from datetime import date
-
-    from offramp.teacher.label import label_texts
-
     run = label_texts(labeller, [t[:send_chars] for t in ds.texts], workers=workers,
                       price_model=price_model or llm, on_progress=on_progress)
     preds = [o.label or "(none)" for o in run.outcomes]
-    res = classification_metrics(ds.labels, preds, list(spec.labels) + sorted(set(ds.labels) - set(spec.labels)))
+    gold = list(ds.labels or [])
+    res = metrics_report(gold, preds, list(spec.labels) + sorted(set(gold) - set(spec.labels)), model=llm,
+                         data=str(ds.path))
     lat = [o.latency_ms for o in run.outcomes if o.latency_ms is not None]
     if lat:
-        res["latency_ms"] = {q: float(np.percentile(lat, int(q[1:]))) for q in ("p50", "p95", "p99")}
-    tin = [o.usage.get("prompt_tokens") or 0 for o in run.outcomes]
-    tout = [o.usage.get("completion_tokens") or 0 for o in run.outcomes]
-    price = load_prices()["models"].get(price_model or llm)
-    res["cost_per_million_usd"] = ((np.mean(tin) * price["input"] + np.mean(tout) * price["output"])
-                                   if price and any(tin) else None)
-    res.update({"model": llm, "unlabelled": preds.count("(none)"), "calls": run.calls, "cache_hits": run.cache_hits})
+        res.latency_ms = latency_summary(lat)
+    tin = [float(o.usage.get("prompt_tokens") or 0) for o in run.outcomes]
+    tout = [float(o.usage.get("completion_tokens") or 0) for o in run.outcomes]
+    res.cost_per_million_usd = _cost_per_million(price_model or llm, tin, tout)
+    res.details = {"unlabelled": preds.count("(none)"), "calls": run.calls, "cache_hits": run.cache_hits}
     today, prompt = date.today().isoformat(), spec.system_prompt()
     rows = [{"text": text, "prediction": o.label or "", "model": llm, "latency_ms": o.latency_ms,
              "confidence": o.confidence, "raw": "" if o.label else o.raw, "prompt_tokens": o.usage.get("prompt_tokens"),

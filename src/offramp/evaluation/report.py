@@ -12,7 +12,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from offramp.costs.calculator import CostReport
+from offramp.costs.calculator import CostInputs, CostReport, CostRow, compute_costs, estimate_tokens, load_prices
+from offramp.data.io import Dataset
+from offramp.errors import UsageError
+from offramp.evaluation.evaluate import EvalReport, evaluate
+from offramp.models.base import TextClassifier
 from offramp.models.rejection import score_name
 
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444"]
@@ -42,19 +46,16 @@ def _fmt(v, kind: str) -> str:
     return str(v)
 
 
-def breakeven_text(row) -> str:
+def breakeven_text(row: CostRow) -> str:
     be = row.breakeven_messages_per_month
     return "—" if be is None else ("always" if be == 0 else f"{be:,.0f} messages/month")
 
 
-def side_by_side_rows(small: dict, llm: dict | None) -> list[tuple[str, str, str | None]]:
+def side_by_side_rows(small: EvalReport, llm: EvalReport | None) -> list[tuple[str, str, str | None]]:
     """(metric, small model, LLM) rows shared by the terminal table, the HTML and the Markdown."""
-    def get(d, *path):
-        for p in path:
-            if not isinstance(d, dict):
-                return None
-            d = d.get(p)
-        return d
+    def get(report: EvalReport, field: str, key: str | None = None) -> object:
+        value = getattr(report, field)
+        return value.get(key) if key is not None and isinstance(value, dict) else value
 
     spec = [
         ("macro-F1", ("macro_f1",), "f3"),
@@ -198,18 +199,18 @@ def svg_rejection_curve(rejection: dict, title: str) -> str:
 
 
 # ---------------------------------------------------------------- documents
-def _per_class_rows(small: dict, llm: dict | None) -> list[list[str]]:
+def _per_class_rows(small: EvalReport, llm: EvalReport | None) -> list[list[str]]:
     rows = []
-    for lab, m in small["per_class"].items():
+    for lab, m in small.per_class.items():
         row = [lab, str(m["support"]), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}"]
         if llm:
-            o = llm["per_class"].get(lab, {})
+            o = llm.per_class.get(lab, {})
             row += [f"{o.get('precision', 0):.3f}", f"{o.get('recall', 0):.3f}", f"{o.get('f1', 0):.3f}"]
         rows.append(row)
     return rows
 
 
-def write_report(out: str | Path, small: dict, llm: dict | None = None, costs: CostReport | None = None,
+def write_report(out: str | Path, small: EvalReport, llm: EvalReport | None = None, costs: CostReport | None = None,
                  title: str = "offramp report") -> tuple[Path, Path]:
     """Write ``out`` (HTML) and the same content as Markdown beside it; return both paths."""
     out = Path(out)
@@ -218,27 +219,27 @@ def write_report(out: str | Path, small: dict, llm: dict | None = None, costs: C
     out.parent.mkdir(parents=True, exist_ok=True)
     md_path = out.with_suffix(".md")
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    llm_name = llm.get("model", "LLM") if llm else None
+    llm_name = (llm.model or "LLM") if llm else None
     sbs = side_by_side_rows(small, llm)
     pcr = _per_class_rows(small, llm)
-    warnings = list(small.get("warnings", [])) + [f"LLM: {w}" for w in (llm or {}).get("warnings", [])]
+    warnings = list(small.warnings) + [f"LLM: {w}" for w in (llm.warnings if llm else [])]
 
     # ---- Markdown
-    md = [f"# {title}", "", f"Model `{small.get('model_dir', '')}` ({small.get('model', '')}) on `{small.get('data', '')}` "
-          f"({small['n']} messages). Written {created}.", ""]
+    md = [f"# {title}", "", f"Model `{small.model_dir or ''}` ({small.model}) on `{small.data or ''}` "
+          f"({small.n} messages). Written {created}.", ""]
     head = ["metric", "small model"] + ([f"LLM ({llm_name})"] if llm else [])
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join([r[0], r[1]] + ([r[2]] if llm else [])) + " |" for r in sbs]
     md += ["", "## Per class", ""]
     ph = ["label", "support", "precision", "recall", "F1"] + (["LLM precision", "LLM recall", "LLM F1"] if llm else [])
     md += ["| " + " | ".join(ph) + " |", "|" + "---|" * len(ph)] + ["| " + " | ".join(r) + " |" for r in pcr]
-    labels = small["confusion"]["labels"]
+    labels = small.labels
     md += ["", "## Confusion matrix (small model; rows: true, columns: predicted)", "",
            "| | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
-    md += ["| " + labels[i] + " | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(small["confusion"]["matrix"])]
-    if small.get("ece") is not None:
-        md += ["", f"Expected calibration error of the small model's confidence: {small['ece']:.4f}."]
-    rej = small.get("rejection")
+    md += ["| " + labels[i] + " | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(small.confusion["matrix"])]
+    if small.ece is not None:
+        md += ["", f"Expected calibration error of the small model's confidence: {small.ece:.4f}."]
+    rej = small.rejection
     if rej:
         h = rej["held_out"]
         md += ["", f"Don't know: {score_name(rej)} under {rej['threshold']:.4f} is answered `{rej['label']}` "
@@ -262,17 +263,17 @@ def write_report(out: str | Path, small: dict, llm: dict | None = None, costs: C
         trs = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
         return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
-    charts = [svg_heatmap(labels, small["confusion"]["matrix"], "Confusion matrix: small model")]
+    charts = [svg_heatmap(labels, small.confusion["matrix"], "Confusion matrix: small model")]
     if llm:
-        charts.append(svg_heatmap(llm["confusion"]["labels"], llm["confusion"]["matrix"], f"Confusion matrix: {llm_name}"))
-    f1_series = {"small model": [m["f1"] for m in small["per_class"].values()]}
+        charts.append(svg_heatmap(llm.labels, llm.confusion["matrix"], f"Confusion matrix: {llm_name}"))
+    f1_series = {"small model": [m["f1"] for m in small.per_class.values()]}
     if llm:
-        f1_series[llm_name] = [llm["per_class"].get(lab, {}).get("f1", 0.0) for lab in small["per_class"]]
-    charts.append(svg_grouped_bars(list(small["per_class"]), f1_series, "F1 per class"))
-    if small.get("reliability"):
-        charts.append(svg_reliability(small["reliability"], "Reliability: small model"))
-    if small.get("rejection"):
-        charts.append(svg_rejection_curve(small["rejection"], f"Don't know: target {small['rejection']['target']}"))
+        f1_series[str(llm_name)] = [llm.per_class.get(lab, {}).get("f1", 0.0) for lab in small.per_class]
+    charts.append(svg_grouped_bars(list(small.per_class), f1_series, "F1 per class"))
+    if small.reliability:
+        charts.append(svg_reliability(small.reliability, "Reliability: small model"))
+    if small.rejection:
+        charts.append(svg_rejection_curve(small.rejection, f"Don't know: target {small.rejection['target']}"))
     cost_html = ""
     if costs:
         charts.append(svg_cost_bars([r.name for r in costs.rows], [r.usd_per_million for r in costs.rows],
@@ -292,8 +293,8 @@ th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
 .charts{{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}} .muted{{color:#555}}
 </style></head><body>
 <h1>{_e(title)}</h1>
-<p class="muted">Model <code>{_e(small.get('model_dir', ''))}</code> ({_e(small.get('model', ''))}) on <code>{_e(small.get('data', ''))}</code>
-({small['n']} messages). Written {_e(created)}.</p>
+<p class="muted">Model <code>{_e(small.model_dir or '')}</code> ({_e(small.model)}) on <code>{_e(small.data or '')}</code>
+({small.n} messages). Written {_e(created)}.</p>
 <h2>Side by side</h2>
 {table(head, [[r[0], r[1]] + ([r[2]] if llm else []) for r in sbs])}
 <h2>Per class</h2>
@@ -305,3 +306,19 @@ th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
 """
     out.write_text(page, encoding="utf-8")
     return out, md_path
+
+
+def build_report(model: TextClassifier, test: Dataset, out: str | Path, *,
+                 llm_predictions: str | Path | None = None, messages_per_day: float = 100_000,
+                 title: str = "offramp report") -> tuple[Path, Path, EvalReport]:
+    """Evaluate ``model`` on ``test`` (beside an LLM's predictions when given), price both at
+    ``messages_per_day``, and write the HTML and Markdown report; (html path, md path, evaluation)."""
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"{out} is a directory", "give a file name such as report.html", param="out")
+    small = evaluate(model, test, llm_predictions=llm_predictions)
+    costs = compute_costs(CostInputs.from_prices(
+        load_prices(), messages_per_month=messages_per_day * 365 / 12, tokens_in=estimate_tokens(test.texts),
+        throughput_per_s=small.throughput_per_s, throughput_measured=True), load_prices())
+    html_path, md_path = write_report(out, small, small.llm, costs, title=title)
+    return html_path, md_path, small

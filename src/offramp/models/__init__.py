@@ -1,0 +1,6 @@
+"""The estimators, their selection and training, and the model directory.
+
+Importing this package registers the built-in model families with the store.
+"""
+
+from offramp.models import stacked, tfidf  # noqa: F401  (registration)

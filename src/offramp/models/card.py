@@ -18,7 +18,9 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"# offramp model: {info['winner']}",
         "",
         f"Trained {info['created']} with offramp {info['offramp_version']} in {info['train_seconds']:.1f} s "
-        f"(quality {info.get('quality', 'fast')}, time limit {info['time_limit']:.0f} s, seed {info['seed']}"
+        f"(quality {info.get('quality', 'fast')}, "
+        + ("no time limit" if info.get("time_limit") is None else f"time limit {info['time_limit']:.0f} s")
+        + f", seed {info['seed']}"
         + (f", latency budget {info['latency_budget_ms']:g} ms" if info.get("latency_budget_ms") else "") + ").",
         "",
         "## Intended use",
@@ -80,6 +82,10 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         size = "—" if r.get("size_bytes") is None else f"{r['size_bytes'] / 1e6:.2f}"
         mark = " **(chosen)**" if r["name"] == info["winner"] else ""
         lines.append(f"| {r['name']}{mark} | {r['description']} | {f1} | {acc} | {lat} | {size} | {r['seconds']:.1f} | {r['status']} |")
+    skipped = [r["name"] for r in info["candidates"] if str(r["status"]).startswith("skipped")]
+    if skipped:
+        lines += ["", f"Skipped to keep within the time limit: {', '.join(skipped)}. Train with no time limit "
+                  "(`--time-limit none`) to try every candidate; the choice then depends only on the data and the seed."]
     lines += [
         "",
         "Chosen: the highest cross-validated macro-F1 (ties, to 4 decimals, go to the candidate listed first)"

@@ -20,6 +20,8 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from offramp.data.text import normalize
+
 _MASK = (1 << 64) - 1
 _P = 0x100000001B3  # odd multiplier of the polynomial hash
 _PINV = pow(_P, -1, 1 << 64)
@@ -36,11 +38,6 @@ def csr_dot(indptr: np.ndarray, cols: np.ndarray, data: np.ndarray, weights: np.
         filled = indptr[:-1] < indptr[1:]
         out[filled] = np.add.reduceat(weights[cols] * data[:, None], indptr[:-1][filled], axis=0)
     return out
-
-
-def normalize(text: str) -> str:
-    """Lower-case and collapse runs of white space to one space."""
-    return " ".join(text.lower().split())
 
 
 class _Tables:

@@ -129,7 +129,7 @@ def fit_rejection(proba: np.ndarray, classes, y_true, target: RejectTarget, oos_
     pred_oos = (pred == oos_label) if oos_label else np.zeros(len(y), bool)
     if target.kind == "oos_recall" and not is_oos.any():
         raise UsageError("the reject target oos_recall needs out-of-scope examples in the held-out data",
-                         "pass --oos-label with the label they carry, or use in_scope_precision>=P")
+                         "name the label they carry (the out-of-scope label), or use in_scope_precision>=P", param="oos_label")
     weight, aucs = 0.0, None
     if familiarity is not None:
         familiarity = np.asarray(familiarity, dtype=np.float64)

@@ -16,9 +16,10 @@ import numpy as np
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
-from offramp.evaluation.metrics import measure_latency
-from offramp.models.calibration import expected_calibration_error, fit_temperature
 from offramp.models.base import softmax
+from offramp.models.calibration import expected_calibration_error, fit_temperature
+from offramp.models.speed import measure_latency
+from offramp.models.stacked import StackedLinear
 from offramp.models.tfidf import TfidfLinear
 
 
@@ -83,8 +84,6 @@ QUALITIES = ("fast", "balanced", "best")
 
 def accurate_candidates(n_texts: int, seed: int = 0, best: bool = False) -> list[Candidate]:
     """The accurate tier: sentence embeddings, stacked with TF-IDF or alone."""
-    from offramp.models.stacked import StackedLinear
-
     min_df = 1 if n_texts < 2000 else 2
     tf = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed)
     out = [
@@ -125,7 +124,7 @@ def select_model(
     labels: Sequence[str],
     candidates: Sequence[Candidate],
     *,
-    time_limit: float = 60.0,
+    time_limit: float | None = 60.0,
     seed: int = 0,
     n_folds: int = 3,
     latency_budget_ms: float | None = None,
@@ -134,7 +133,8 @@ def select_model(
     """Cross-validate ``candidates`` and return the best one, calibrated and refitted on everything.
 
     The first candidate is always scored; each further one only if the time spent so far plus its
-    expected cost (measured on the candidates before it) stays within ``time_limit`` seconds.
+    expected cost (measured on the candidates before it) stays within ``time_limit`` seconds
+    (``None``: every candidate is scored, so the choice does not depend on the machine's speed).
     Each scored candidate's single-message p99 latency is measured (on the first fold's model);
     with ``latency_budget_ms`` only candidates within the budget can win (if none is, the fastest).
     """
@@ -165,7 +165,7 @@ def select_model(
                 except Exception:  # the candidate will fail and say why below
                     pass
         # keep room for the final refit of the winner (about one fold's worth)
-        if i > 0 and elapsed + features + forecast * (1 + 1 / n_folds) > time_limit:
+        if i > 0 and time_limit is not None and elapsed + features + forecast * (1 + 1 / n_folds) > time_limit:
             results.append(CandidateResult(cand.name, cand.description, "skipped: time limit"))
             continue
         say(f"cross-validating {cand.name}")

@@ -16,15 +16,20 @@ training messages (float16, at most ``MAX_MEMORY`` of them) to measure that near
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from numbers import Real
 from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.utils._param_validation import Interval
 
-from offramp.models.base import softmax
+from offramp.errors import ModelDirError
+from offramp.models.base import as_texts, softmax
 from offramp.models.encoder import DIM, SentenceEncoder
 from offramp.models.features import NgramFeaturizer
-from offramp.models.tfidf import TfidfLinear
+from offramp.models.registry import register_family
+from offramp.models.tfidf import TfidfLinear, check_ngram_range
 
 MAX_MEMORY = 30_000  # training vectors kept for the nearness signal (11.5 MB as float16 at 15,000)
 _CHUNK = 1024  # messages per similarity block (keeps the block under ~120 MB at MAX_MEMORY)
@@ -47,6 +52,7 @@ def nearest_similarity(E: np.ndarray, memory: np.ndarray, exclude: np.ndarray | 
     return out
 
 
+@register_family
 class StackedLinear(TfidfLinear):
     """Sentence embeddings (optionally stacked with TF-IDF) and a linear classifier.
 
@@ -61,17 +67,35 @@ class StackedLinear(TfidfLinear):
     memory_: np.ndarray | None = None  # unit sentence vectors of in-scope training messages, by class
     memory_offsets_: np.ndarray | None = None  # class k's vectors are memory_[offsets[k]:offsets[k + 1]]
 
-    def __init__(self, word_ngrams=(1, 2), char_ngrams=(1, 4), min_df: int = 2, loss: str = "svm",
+    _parameter_constraints: dict = {
+        **TfidfLinear._parameter_constraints,
+        "embed_weight": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(self, word_ngrams: Any = (1, 2), char_ngrams: Any = (1, 4), min_df: int = 2, loss: str = "svm",
                  C: float = 0.5, seed: int = 0, embed_weight: float = 1.0):
-        super().__init__(word_ngrams, char_ngrams, min_df, loss, C, seed)
+        self.word_ngrams = word_ngrams
+        self.char_ngrams = char_ngrams
+        self.min_df = min_df
+        self.loss = loss
+        self.C = C
+        self.seed = seed
         self.embed_weight = embed_weight
+
+    def _check_params(self) -> None:
+        """As the fast tier's, except that embeddings alone (no n-grams) are allowed."""
+        self._validate_params()
+        check_ngram_range("word_ngrams", self.word_ngrams)
+        check_ngram_range("char_ngrams", self.char_ngrams)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.memory_ = None
+        self.memory_offsets_ = None
 
     @property
     def uses_tfidf(self) -> bool:
         return bool(self.word_ngrams or self.char_ngrams)
-
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), "embed_weight": self.embed_weight}
 
     @staticmethod
     def encoder() -> SentenceEncoder:
@@ -84,7 +108,7 @@ class StackedLinear(TfidfLinear):
     def estimate_feature_seconds(self, texts: Sequence[str]) -> float:
         return self.encoder().estimate_seconds(texts)
 
-    def build_features(self, texts: Sequence[str]):
+    def build_features(self, texts: Sequence[str]) -> tuple[Any, Any]:
         enc = self.encoder()
         E = enc.encode(texts) * np.float32(self.embed_weight)
         if not self.uses_tfidf:
@@ -93,7 +117,7 @@ class StackedLinear(TfidfLinear):
         X = sp.hstack([featurizer.transform(texts), sp.csr_matrix(E)], format="csr")
         return (featurizer, enc), X
 
-    def _set_feature_state(self, state) -> None:
+    def _set_feature_state(self, state: Any) -> None:
         self.featurizer_, self.encoder_ = state
         self.n_tfidf_ = self.featurizer_.n_features_ if self.featurizer_ is not None else 0
 
@@ -104,9 +128,10 @@ class StackedLinear(TfidfLinear):
             s += np.asarray(self.featurizer_.transform(texts) @ self.coef_[: self.n_tfidf_])
         return s
 
-    def decision_function(self, texts: Sequence[str]) -> np.ndarray:
+    def decision_function(self, X: Any) -> np.ndarray:
         # onnxruntime already uses every core; no extra threads here
-        texts = list(texts)
+        self._check_fitted()
+        texts = as_texts(X)
         return self._scores(texts, self.encoder_.encode(texts))
 
     def _score_one(self, text: str, e: np.ndarray) -> np.ndarray:
@@ -127,10 +152,10 @@ class StackedLinear(TfidfLinear):
         """Similarity of each sentence vector in ``E`` to the nearest in-scope training message."""
         return nearest_similarity(E, self.memory_)
 
-    def predict_and_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def predict_and_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         if not self.uses_familiarity:
-            return super().predict_and_proba(texts)
-        texts = list(texts)
+            return super().predict_and_proba(X)
+        texts = as_texts(X)
         E = self.encoder_.encode(texts)  # once, for the scores and the nearness
         proba = softmax(self._scores(texts, E), self.temperature_)
         if len(texts) > _DECIDE_EACH:
@@ -145,6 +170,7 @@ class StackedLinear(TfidfLinear):
         return labels.astype(str), proba
 
     def predict_one(self, text: str) -> tuple[str, float, np.ndarray]:
+        self._check_fitted()
         if not self.uses_familiarity:
             return super().predict_one(text)
         e = self.encoder_.encode_uncached([text])[0]
@@ -169,7 +195,7 @@ class StackedLinear(TfidfLinear):
         return False
 
     @contextlib.contextmanager
-    def uncached(self):
+    def uncached(self) -> Iterator[StackedLinear]:
         cache, self.encoder_._cache = self.encoder_._cache, None
         try:
             yield self
@@ -179,7 +205,7 @@ class StackedLinear(TfidfLinear):
     # ------------------------------------------------------------------ state
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {
-            "params": self.get_params(),
+            "params": self.stored_params(),
             "featurizer": self.featurizer_.get_config() if self.featurizer_ is not None else None,
             **self.common_meta(),
             "encoder_id": self.encoder_.encoder_id,
@@ -193,9 +219,7 @@ class StackedLinear(TfidfLinear):
         return meta, arrays
 
     @classmethod
-    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "StackedLinear":
-        from offramp.errors import ModelDirError
-
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> StackedLinear:
         m = cls(**meta["params"])
         enc = cls.encoder()
         if enc.encoder_id != meta["encoder_id"]:

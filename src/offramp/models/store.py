@@ -22,24 +22,23 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from offramp.errors import ModelDirError, OfframpError
+from offramp.models.card import render_card
+from offramp.models.registry import family_class
+from offramp.version import __version__
+
+if TYPE_CHECKING:
+    from offramp.models.base import TextClassifier
 
 FORMAT = "offramp-model"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 KEY_ENV = "OFFRAMP_MODEL_KEY"
 _MAX_JSON_BYTES = 512 * 1024 * 1024
-
-
-def _families() -> dict[str, type]:
-    from offramp.models.stacked import StackedLinear
-    from offramp.models.tfidf import TfidfLinear
-
-    return {TfidfLinear.family: TfidfLinear, StackedLinear.family: StackedLinear}
 
 
 def _sha256(path: Path) -> str:
@@ -66,29 +65,31 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ModelDirError(f"{path} is a file, not a directory", "give --out a directory path")
+        raise ModelDirError(f"{path} is a file, not a directory", "give a directory path", param="out")
     if path.is_dir() and any(path.iterdir()) and not is_model_dir(path):
         raise ModelDirError(
             f"{path} already exists and is not an offramp model directory",
-            "choose a new or empty directory so nothing in it is overwritten",
+            "choose a new or empty directory so nothing in it is overwritten", param="out",
         )
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ModelDirError(f"cannot create {path}: {parent} is a file", "give --out a path inside a directory")
+        raise ModelDirError(f"cannot create {path}: {parent} is a file", "give a path inside a directory", param="out")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ModelDirError(f"cannot create {path}: {parent} is not writable", "give --out a writable location")
+        raise ModelDirError(f"cannot create {path}: {parent} is not writable", "give a writable location", param="out")
     return path
 
 
-def save_model(model, path: str | os.PathLike, *, metrics: dict | None = None, card: str | None = None,
-               info: dict | None = None, extra_arrays: dict[str, np.ndarray] | None = None) -> Path:
+def save_model(model: TextClassifier, path: str | os.PathLike[str], *, metrics: dict[str, Any] | None = None,
+               info: dict[str, Any] | None = None, extra_arrays: dict[str, np.ndarray] | None = None) -> Path:
     """Write ``model`` to the directory ``path`` (created, or replaced if it is a model directory).
 
     The files are written to a temporary sibling first and moved into place, so a reader never
     sees a half-written model. ``extra_arrays`` are stored beside the weights (prefixed ``x_``) for
     tools that need them, such as the training-text fingerprints the leakage check reads.
+    ``metrics`` (what training measured) gets the model's size on disk; with ``info`` (what the
+    search tried) the model card tells the whole story, else it only names the family.
     """
     path = check_output_dir(path)
     meta, arrays = model.get_state()
@@ -97,7 +98,7 @@ def save_model(model, path: str | os.PathLike, *, metrics: dict | None = None, c
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "family": model.family,
-        "offramp_version": _version(),
+        "offramp_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "info": info or {},
         **meta,
@@ -107,8 +108,10 @@ def save_model(model, path: str | os.PathLike, *, metrics: dict | None = None, c
     try:
         (tmp / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
         np.savez_compressed(tmp / "arrays.npz", **arrays)
-        (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, ensure_ascii=False), encoding="utf-8")
-        (tmp / "MODEL_CARD.md").write_text(card or f"# {model.family} model\n", encoding="utf-8")
+        metrics = {**(metrics or {}), "model_bytes": model_bytes(tmp)}
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+        card = render_card(info, metrics) if info else f"# {model.family} model\n"
+        (tmp / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         manifest: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "files": files}
         key = os.environ.get(KEY_ENV)
@@ -193,22 +196,30 @@ def read_model_json(path: str | os.PathLike) -> dict:
     return doc
 
 
-def load_model(path: str | os.PathLike):
-    """Load a model directory written by :func:`save_model`, after checking its integrity."""
+def load_model(path: str | os.PathLike[str]) -> TextClassifier:
+    """Load a model directory written by :func:`save_model`, after checking its integrity.
+
+    The model keeps what training recorded (``training_record_``: the search, the metrics and the
+    training-text fingerprints), so evaluating it can warn about test texts seen in training.
+    """
     path = Path(path)
     doc = read_model_json(path)
-    cls = _families().get(doc.get("family"))
+    cls = family_class(str(doc.get("family")))
     if cls is None:
         raise ModelDirError(f"{path} holds a model family this offramp does not know: {doc.get('family')!r}",
                             "upgrade offramp or retrain")
     try:
         with np.load(path / "arrays.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        return cls.from_state(doc, arrays)
+        model = cls.from_state(doc, arrays)
     except OfframpError:  # already says what is wrong and how to fix it (e.g. encoder not installed)
         raise
     except Exception as e:  # a directory whose hashes match but whose content is inconsistent
         raise ModelDirError(f"{path} could not be loaded: {e}", "retrain or restore the directory") from None
+    extras = {k[2:]: v for k, v in arrays.items() if k.startswith("x_")}
+    model.training_record_ = {"info": doc.get("info") or {}, "metrics": read_metrics(path), "arrays": extras,
+                              "source": str(path)}
+    return model
 
 
 def read_extra_array(path: str | os.PathLike, name: str) -> np.ndarray | None:
@@ -228,12 +239,6 @@ def read_metrics(path: str | os.PathLike) -> dict:
 def model_bytes(path: str | os.PathLike) -> int:
     """Size of the files a model needs to predict (model.json + arrays.npz)."""
     return sum((Path(path) / n).stat().st_size for n in ("model.json", "arrays.npz"))
-
-
-def _version() -> str:
-    from offramp import __version__
-
-    return __version__
 
 
 def model_version(path: str | os.PathLike) -> str:

@@ -10,19 +10,31 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from numbers import Integral, Real
 from typing import Any, Sequence
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from offramp.models.base import TextClassifier
+from offramp.models.base import TextClassifier, as_labels, as_texts
 from offramp.models.features import NgramFeaturizer, csr_dot
+from offramp.models.registry import register_family
 
 SMALL_BATCH = 4  # up to this many texts, scores are summed with numpy: cheaper than building a scipy sparse matrix
 
 LOSSES = ("svm", "logreg")
 
 
-def make_linear(loss: str, C: float, seed: int):
+def check_ngram_range(name: str, value: Any) -> None:
+    """``value`` must be None or a (min_n, max_n) pair with 1 <= min_n <= max_n <= 8."""
+    if value is None:
+        return
+    ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value)
+    if not ok or not 1 <= value[0] <= value[1] <= 8:
+        raise ValueError(f"{name} must be None or (min_n, max_n) with 1 <= min_n <= max_n <= 8, got {value!r}")
+
+
+def make_linear(loss: str, C: float, seed: int) -> Any:
     """The scikit-learn linear model behind a loss name."""
     if loss == "svm":
         from sklearn.svm import LinearSVC
@@ -35,6 +47,7 @@ def make_linear(loss: str, C: float, seed: int):
     raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
 
 
+@register_family
 class TfidfLinear(TextClassifier):
     """TF-IDF (words + characters) and a linear classifier.
 
@@ -55,7 +68,16 @@ class TfidfLinear(TextClassifier):
 
     family = "tfidf-linear"
 
-    def __init__(self, word_ngrams=(1, 2), char_ngrams=(1, 4), min_df: int = 2, loss: str = "svm",
+    _parameter_constraints: dict = {
+        "word_ngrams": [tuple, list, None],
+        "char_ngrams": [tuple, list, None],
+        "min_df": [Interval(Integral, 1, None, closed="left")],
+        "loss": [StrOptions(set(LOSSES))],
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "seed": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(self, word_ngrams: Any = (1, 2), char_ngrams: Any = (1, 4), min_df: int = 2, loss: str = "svm",
                  C: float = 1.0, seed: int = 0):
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
@@ -64,15 +86,13 @@ class TfidfLinear(TextClassifier):
         self.C = C
         self.seed = seed
 
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "word_ngrams": list(self.word_ngrams) if self.word_ngrams else None,
-            "char_ngrams": list(self.char_ngrams) if self.char_ngrams else None,
-            "min_df": self.min_df,
-            "loss": self.loss,
-            "C": self.C,
-            "seed": self.seed,
-        }
+    def _check_params(self) -> None:
+        """The parameters' types and ranges (scikit-learn's declared constraints), and the n-gram ranges."""
+        self._validate_params()
+        check_ngram_range("word_ngrams", self.word_ngrams)
+        check_ngram_range("char_ngrams", self.char_ngrams)
+        if not (self.word_ngrams or self.char_ngrams):
+            raise ValueError("word_ngrams and char_ngrams cannot both be None: the model would have no features")
 
     def make_featurizer(self) -> NgramFeaturizer:
         return NgramFeaturizer(self.word_ngrams, self.char_ngrams, min_df=self.min_df)
@@ -82,22 +102,29 @@ class TfidfLinear(TextClassifier):
     def feature_key(self) -> str:
         return repr(self.make_featurizer().get_config())
 
-    def build_features(self, texts: Sequence[str]):
+    def build_features(self, texts: Sequence[str]) -> tuple[Any, Any]:
         """(feature state, feature matrix) for ``texts``; the state is fitted without labels."""
         featurizer = self.make_featurizer().fit(texts)
         return featurizer, featurizer.transform(texts)
 
-    def _set_feature_state(self, state) -> None:
+    def _set_feature_state(self, state: Any) -> None:
         self.featurizer_ = state
 
     # ------------------------------------------------------------------ fit
-    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> "TfidfLinear":
-        state, X = self.build_features(texts)
-        return self.fit_features(state, X, labels)
+    def fit(self, X: Any, y: Any) -> TfidfLinear:
+        """Learn from texts ``X`` and their labels ``y`` (at least two distinct labels)."""
+        self._check_params()
+        texts = as_texts(X)
+        labels = as_labels(y, len(texts))
+        if len(set(labels)) < 2:
+            raise ValueError(f"a classifier needs at least two labels; got {sorted(set(labels))}")
+        state, features = self.build_features(texts)
+        return self.fit_features(state, features, labels)
 
-    def fit_features(self, state, X, labels: Sequence[str]) -> "TfidfLinear":
+    def fit_features(self, state: Any, X: Any, labels: Sequence[str]) -> TfidfLinear:
         """Fit the linear part on a feature matrix that ``build_features`` produced."""
         y = np.asarray(labels, dtype=object).astype(str)
+        self._reset()
         clf = make_linear(self.loss, self.C, self.seed).fit(X, y)
         coef = np.asarray(clf.coef_, dtype=np.float64)
         intercept = np.asarray(clf.intercept_, dtype=np.float64).ravel()
@@ -108,7 +135,6 @@ class TfidfLinear(TextClassifier):
         self.classes_ = np.asarray(clf.classes_).astype(str)
         self.coef_ = coef.T.astype(np.float16).astype(np.float32)  # (n_features, n_classes)
         self.intercept_ = intercept.astype(np.float32)
-        self.temperature_ = getattr(self, "temperature_", 1.0)
         return self
 
     # ------------------------------------------------------------------ predict
@@ -117,8 +143,9 @@ class TfidfLinear(TextClassifier):
             return csr_dot(*self.featurizer_.transform_arrays(texts), self.coef_) + self.intercept_
         return np.asarray(self.featurizer_.transform(texts) @ self.coef_) + self.intercept_
 
-    def decision_function(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
+    def decision_function(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        texts = as_texts(X)
         n = len(texts)
         workers = min(os.cpu_count() or 1, 4)
         if n < 8192 or workers < 2:
@@ -136,7 +163,7 @@ class TfidfLinear(TextClassifier):
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         f_arrays = self.featurizer_.get_state()
         meta = {
-            "params": self.get_params(),
+            "params": self.stored_params(),
             "featurizer": self.featurizer_.get_config(),
             **self.common_meta(),
         }
@@ -144,7 +171,7 @@ class TfidfLinear(TextClassifier):
         return meta, arrays
 
     @classmethod
-    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "TfidfLinear":
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TfidfLinear:
         m = cls(**meta["params"])
         m.featurizer_ = NgramFeaturizer.from_state(meta["featurizer"], arrays)
         m.load_common(meta)

@@ -1,77 +1,128 @@
-"""Train a model from a dataset and write its directory: the library behind ``offramp train``."""
+"""Train a model from texts and labels: the library behind ``offramp train`` and :func:`offramp.train`."""
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from offramp.data.io import Dataset
 from offramp.data.validate import check_training_set, text_fingerprints
-from offramp.evaluation.metrics import measure_latency, measure_throughput
-from offramp.models.card import render_card
 from offramp.errors import UsageError
+from offramp.models import encoder
+from offramp.models.base import TextClassifier, as_labels, as_texts
 from offramp.models.rejection import RejectTarget, fit_rejection
-from offramp.models.selection import QUALITIES, Selection, candidates_for, select_model
-from offramp.models.store import model_bytes, save_model
-
-
-@dataclass
-class TrainResult:
-    model: object
-    selection: Selection
-    out: Path
-    metrics: dict
-    warnings: list[str]
-
+from offramp.models.selection import QUALITIES, CandidateResult, candidates_for, select_model
+from offramp.models.speed import measure_latency, measure_throughput
+from offramp.models.stacked import MAX_MEMORY, StackedLinear, nearest_similarity
+from offramp.version import __version__
 
 DEFAULT_TIME_LIMITS = {"fast": 60.0, "balanced": 180.0, "best": 300.0}
 
 
+@dataclass
+class TrainReport:
+    """What :func:`train` did: the search, the winner's cross-validated figures, its speed, warnings.
+
+    ``to_dict()`` is the object ``offramp train --json`` prints (without the model directory's
+    path and size, which only exist once the model is saved).
+    """
+
+    winner: str
+    quality: str
+    time_limit: float | None
+    seed: int
+    n_folds: int
+    n_train: int
+    classes: list[str]
+    cv_macro_f1: float
+    cv_accuracy: float
+    ece_uncalibrated: float
+    ece_calibrated: float
+    temperature: float
+    train_seconds: float
+    latency_ms: dict[str, Any]
+    throughput_per_s: float
+    candidates: list[CandidateResult]
+    rejection: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[str]:
+        """Candidates the time limit left out (``time_limit=None`` tries every one)."""
+        return [c.name for c in self.candidates if c.status.startswith("skipped")]
+
+    def metrics(self) -> dict[str, Any]:
+        """The figures stored in the model directory's metrics.json."""
+        return {
+            "cv_macro_f1": self.cv_macro_f1, "cv_accuracy": self.cv_accuracy,
+            "ece_uncalibrated": self.ece_uncalibrated, "ece_calibrated": self.ece_calibrated,
+            "temperature": self.temperature, "train_seconds": self.train_seconds, "n_train": self.n_train,
+            "classes": self.classes, "rejection": self.rejection, "latency_ms": self.latency_ms,
+            "throughput_per_s": self.throughput_per_s,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"winner": self.winner, "quality": self.quality, "time_limit": self.time_limit, "seed": self.seed,
+                "n_folds": self.n_folds, **self.metrics(), "candidates": [asdict(c) for c in self.candidates],
+                "skipped": self.skipped, "warnings": list(self.warnings)}
+
+
 def resolve_quality(quality: str | None) -> tuple[str, list[str]]:
     """The quality to use: 'auto' (None) means balanced when the encoder is installed, else fast."""
-    from offramp.models import encoder
-
     if quality in (None, "auto"):
         if encoder.available():
             return "balanced", []
         return "fast", ["the sentence encoder is not installed, so only the fast tier was tried "
                         f"({encoder.INSTALL_HINT})"]
     if quality not in QUALITIES:
-        raise UsageError(f"--quality must be one of auto, {', '.join(QUALITIES)}; got {quality!r}")
+        raise UsageError(f"quality must be one of auto, {', '.join(QUALITIES)}; got {quality!r}", param="quality")
     if quality != "fast" and not encoder.available():
-        raise encoder.EncoderUnavailable(f"--quality {quality} needs the sentence encoder, which is not installed",
+        raise encoder.EncoderUnavailable(f"quality {quality!r} needs the sentence encoder, which is not installed",
                                          encoder.INSTALL_HINT)
     return quality, []
 
 
-def _nearness_inputs(model, ds: Dataset, val: Dataset | None, oos_label: str | None, seed: int):
+def resolve_time_limit(time_limit: float | str | None, quality: str) -> float | None:
+    """Seconds for the search: "auto" is the quality's default, None (or "none") means no limit."""
+    if time_limit is None or (isinstance(time_limit, str) and time_limit.lower() == "none"):
+        return None
+    if isinstance(time_limit, str):
+        if time_limit.lower() != "auto":
+            raise UsageError(f"the time limit must be a number of seconds, 'auto' or 'none'; got {time_limit!r}",
+                             param="time_limit")
+        return DEFAULT_TIME_LIMITS[quality]
+    value = float(time_limit)
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"the time limit must be a positive number of seconds, got {time_limit}", param="time_limit")
+    return value
+
+
+def _nearness_inputs(model: TextClassifier, texts: list[str], labels: np.ndarray, val: Dataset | None,
+                     oos_label: str | None, seed: int) -> tuple[Any, Any, Any]:
     """For models with sentence vectors: (vectors of in-scope training messages grouped by class,
     where each class's rows start, each held-out message's similarity to its nearest one);
     (None, None, None) for other models.
 
-    Held out means the ``val`` file, or else each training message against the others (itself
+    Held out means the ``val`` data, or else each training message against the others (itself
     left out), matching the out-of-fold probabilities the threshold is fitted on.
     """
-    from offramp.models.stacked import MAX_MEMORY, StackedLinear, nearest_similarity
-
     if not isinstance(model, StackedLinear):
         return None, None, None
     index = {str(c): i for i, c in enumerate(model.classes_)}
-    cls = np.array([index[str(lab)] for lab in ds.labels])
-    rows = np.nonzero(np.array([str(lab) != oos_label for lab in ds.labels]))[0]
+    cls = np.array([index[str(lab)] for lab in labels])
+    rows = np.nonzero(labels != oos_label)[0] if oos_label else np.arange(len(labels))
     if not len(rows):
         return None, None, None
     if len(rows) > MAX_MEMORY:
         rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_MEMORY, replace=False))
     rows = rows[np.argsort(cls[rows], kind="stable")]  # grouped by class
     offsets = np.searchsorted(cls[rows], np.arange(len(model.classes_) + 1))
-    E = model.encoder_.encode(ds.texts)  # already in the embedding cache from the model search
+    E = model.encoder_.encode(texts)  # already in the embedding cache from the model search
     memory = E[rows].astype(np.float16).astype(np.float32)  # as the model directory will keep them
     if val is not None:
         return memory, offsets, nearest_similarity(model.encoder_.encode(val.texts), memory)
@@ -80,105 +131,142 @@ def _nearness_inputs(model, ds: Dataset, val: Dataset | None, oos_label: str | N
     return memory, offsets, nearest_similarity(E, memory, exclude)
 
 
-def train(ds: Dataset, out: str | os.PathLike, *, time_limit: float | None = None, seed: int = 0,
-          quality: str | None = None, latency_budget_ms: float | None = None,
-          reject_target: RejectTarget | None = None, oos_label: str | None = None, val: Dataset | None = None,
-          on_progress: Callable[[str], None] | None = None) -> TrainResult:
-    """Select, calibrate and save a model for ``ds`` into the directory ``out``.
+def _as_dataset(data: Any, what: str) -> Dataset:
+    if data is None or isinstance(data, Dataset):
+        return data
+    if isinstance(data, tuple) and len(data) == 2:
+        texts = as_texts(data[0])
+        return Dataset(texts, list(as_labels(data[1], len(texts))), what, rows_read=len(texts))
+    raise UsageError(f"{what} must be a (texts, labels) pair")
 
-    ``quality``: "fast" (TF-IDF only), "balanced" or "best" (adds sentence-embedding candidates),
-    or None for balanced when the encoder is installed. ``time_limit`` defaults per quality
-    (60 / 180 / 300 s). ``latency_budget_ms`` keeps candidates whose single-message p99 is larger
-    from winning. ``reject_target`` fits a "don't know" threshold on ``val`` (or, without it, on the
-    winner's out-of-fold predictions); ``oos_label`` names the out-of-scope label, which is also the
-    answer when the model does not know (default ``UNKNOWN``).
+
+def train(
+    texts: Any,
+    labels: Any = None,
+    *,
+    quality: str = "auto",
+    time_limit: float | str | None = "auto",
+    seed: int = 0,
+    val: Any = None,
+    oos_label: str | None = None,
+    reject_target: RejectTarget | str | None = None,
+    latency_budget_ms: float | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> tuple[TextClassifier, TrainReport]:
+    """Choose, calibrate and fit a classifier; return it with a report of the search.
+
+    Parameters
+    ----------
+    texts, labels : the training data (lists, arrays, pandas or pyarrow columns of strings), or a
+        :class:`~offramp.data.io.Dataset` as ``texts`` alone.
+    quality : "fast" (TF-IDF only), "balanced" or "best" (add sentence-embedding candidates), or
+        "auto": balanced when the encoder is installed, else fast.
+    time_limit : seconds the search may take ("auto": 60 / 180 / 300 by quality). Candidates that
+        would not fit are skipped and reported; ``None`` tries every candidate, so the same data
+        and seed give the same model on any machine.
+    seed : fixes the folds and the solvers: the same data, seed and candidates give the same model.
+    val : a held-out ``(texts, labels)`` pair to fit the "don't know" threshold on (default: the
+        winner's out-of-fold predictions); needs ``reject_target``.
+    oos_label : the label of out-of-scope examples, also the answer when the model does not know
+        (default ``UNKNOWN``).
+    reject_target : "in_scope_precision>=P" or "oos_recall>=R": fit a "don't know" threshold.
+    latency_budget_ms : only candidates whose single-message p99 fits can win.
+
+    Returns
+    -------
+    (model, report) : the fitted model (``model.save(dir)`` writes a model directory with its
+    card) and a :class:`TrainReport`.
+
+    Example
+    -------
+    >>> from offramp import train
+    >>> texts = ["reset my pin", "thanks a lot", "how do I reset the pin", "thank you!"] * 5
+    >>> labels = ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"] * 5
+    >>> model, report = train(texts, labels, quality="fast", time_limit=None)
+    >>> model.predict(["pin reset please"])[0]
+    'SUPPORT'
     """
-    if val is not None and reject_target is None:
-        raise UsageError("--val is used to fit the rejection threshold; give --reject-target too",
-                         "for example --reject-target in_scope_precision>=0.98")
-    if oos_label and oos_label not in set(ds.labels) and (val is None or oos_label not in set(val.labels)):
-        raise UsageError(f"--oos-label {oos_label!r} appears in neither the training nor the --val data")
-    from offramp.models.store import check_output_dir
-
-    check_output_dir(out)  # a bad --out is refused now, not after the search
+    ds = texts if isinstance(texts, Dataset) else _as_dataset((texts, labels), "<memory>")
+    val_ds = _as_dataset(val, "the validation data")
+    target = RejectTarget.parse(reject_target) if isinstance(reject_target, str) else reject_target
+    if val_ds is not None and target is None:
+        raise UsageError("validation data is used to fit the rejection threshold; give a reject target too",
+                         "for example in_scope_precision>=0.98", param="reject_target")
+    y = as_labels(ds.labels, len(ds.texts))
+    if oos_label and oos_label not in set(y) and (val_ds is None or oos_label not in set(val_ds.labels or [])):
+        raise UsageError(f"the out-of-scope label {oos_label!r} appears in neither the training nor the validation data",
+                         param="oos_label")
+    if latency_budget_ms is not None and not latency_budget_ms > 0:
+        raise UsageError(f"the latency budget must be greater than zero, got {latency_budget_ms}",
+                         param="latency_budget_ms")
     t0 = time.perf_counter()
     warnings = list(ds.warnings) + check_training_set(ds)
     quality, notes = resolve_quality(quality)
     warnings += notes
-    if time_limit is None:
-        time_limit = DEFAULT_TIME_LIMITS[quality]
-    sel = select_model(ds.texts, ds.labels, candidates_for(quality, len(ds.texts), seed), time_limit=time_limit,
+    limit = resolve_time_limit(time_limit, quality)
+    sel = select_model(ds.texts, y, candidates_for(quality, len(ds.texts), seed), time_limit=limit,
                        seed=seed, latency_budget_ms=latency_budget_ms, on_progress=on_progress)
     warnings += sel.notes
+    model = sel.model
     rejection = None
-    if reject_target is not None:
-        if val is not None:
-            proba, y_held, source = sel.model.predict_proba(val.texts), val.labels, f"held-out file {val.path}"
+    if target is not None:
+        if val_ds is not None:
+            proba, y_held, source = model.predict_proba(val_ds.texts), val_ds.labels, f"held-out data {val_ds.path}"
         else:
-            proba, y_held, source = sel.oof_proba, ds.labels, "out-of-fold predictions on the training data"
-        memory, offsets, familiarity = _nearness_inputs(sel.model, ds, val, oos_label, seed)
-        rejection = fit_rejection(proba, sel.model.classes_, y_held, reject_target, oos_label, familiarity)
+            proba, y_held, source = sel.oof_proba, y, "out-of-fold predictions on the training data"
+        memory, offsets, familiarity = _nearness_inputs(model, ds.texts, y, val_ds, oos_label, seed)
+        rejection = fit_rejection(proba, model.classes_, y_held, target, oos_label, familiarity)
         rejection["source"] = source
         rejection["label"] = oos_label or "UNKNOWN"
-        sel.model.reject_threshold_ = rejection["threshold"]
-        sel.model.reject_label_ = rejection["label"]
-        if rejection["familiarity_weight"]:
-            sel.model.reject_familiarity_weight_ = rejection["familiarity_weight"]
-            sel.model.memory_, sel.model.memory_offsets_ = memory, offsets
+        model.reject_threshold_ = rejection["threshold"]
+        model.reject_label_ = rejection["label"]
+        if rejection["familiarity_weight"] and isinstance(model, StackedLinear):
+            model.reject_familiarity_weight_ = rejection["familiarity_weight"]
+            model.memory_, model.memory_offsets_ = memory, offsets
             rejection["memory_size"] = int(len(memory))
         if not rejection["met"]:
-            warnings.append(f"the reject target {reject_target} was not reachable on the held-out data; "
+            warnings.append(f"the reject target {target} was not reachable on the held-out data; "
                             "the model rejects everything below the highest confidence seen")
     train_seconds = time.perf_counter() - t0
     best = next(r for r in sel.results if r.name == sel.winner)
-    classes, counts = np.unique(np.asarray(ds.labels, dtype=object).astype(str), return_counts=True)
+    classes, counts = np.unique(y, return_counts=True)
+    # speed on (a sample of) the training texts, so `offramp cost --model-dir` has a measured figure
+    sample = ds.texts[:2000]
+    if on_progress:
+        on_progress("measuring speed")
+    with model.uncached():
+        latency = measure_latency(model.predict_one, sample, n=300, max_seconds=1.5)
+        throughput = measure_throughput(model.predict, sample, min_messages=2_000, min_seconds=0.5)
+    report = TrainReport(
+        winner=sel.winner, quality=quality, time_limit=limit, seed=seed, n_folds=sel.n_folds, n_train=len(ds.texts),
+        classes=[str(c) for c in classes], cv_macro_f1=float(best.cv_macro_f1 or 0.0),
+        cv_accuracy=float(best.cv_accuracy or 0.0), ece_uncalibrated=sel.ece_before, ece_calibrated=sel.ece_after,
+        temperature=float(model.temperature_), train_seconds=train_seconds, latency_ms=latency,
+        throughput_per_s=throughput, candidates=sel.results, rejection=rejection, warnings=warnings)
     salt = os.urandom(16)
-    from offramp import __version__
-
     info = {
         "winner": sel.winner,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "offramp_version": __version__,
-        "time_limit": time_limit,
+        "time_limit": limit,
         "quality": quality,
         "latency_budget_ms": latency_budget_ms,
         "seed": seed,
         "train_seconds": train_seconds,
         "n_folds": sel.n_folds,
-        "n_features": int(sel.model.coef_.shape[0]),
+        "n_features": int(model.coef_.shape[0]),
         "candidates": [r.as_dict() for r in sel.results],
         "fingerprint_salt": salt.hex(),
         "data": {
             "path": ds.path,
-            "rows_read": ds.rows_read,
+            "rows_read": ds.rows_read or len(ds.texts),
             "n": len(ds.texts),
             "mean_chars": float(np.mean([len(t) for t in ds.texts])),
             "class_counts": {str(c): int(n) for c, n in zip(classes, counts)},
             "warnings": warnings,
         },
     }
-    metrics = {
-        "cv_macro_f1": best.cv_macro_f1,
-        "cv_accuracy": best.cv_accuracy,
-        "ece_uncalibrated": sel.ece_before,
-        "ece_calibrated": sel.ece_after,
-        "temperature": float(sel.model.temperature_),
-        "train_seconds": train_seconds,
-        "n_train": len(ds.texts),
-        "classes": [str(c) for c in classes],
-        "rejection": rejection,
-    }
-    # speed on (a sample of) the training texts, so `offramp cost --model-dir` has a measured figure
-    sample = ds.texts[:2000]
-    if on_progress:
-        on_progress("measuring speed")
-    with sel.model.uncached():
-        metrics["latency_ms"] = measure_latency(sel.model.predict_one, sample, n=300, max_seconds=1.5)
-        metrics["throughput_per_s"] = measure_throughput(sel.model.predict, sample, min_messages=2_000, min_seconds=0.5)
-    fps = {"train_fingerprints": text_fingerprints(ds.texts, salt)}
-    if on_progress:
-        on_progress(f"writing {out}")
-    save_model(sel.model, out, metrics=metrics, card=render_card(info, metrics), info=info, extra_arrays=fps)
-    metrics["model_bytes"] = model_bytes(out)
-    save_model(sel.model, out, metrics=metrics, card=render_card(info, metrics), info=info, extra_arrays=fps)
-    return TrainResult(sel.model, sel, Path(out), metrics, warnings)
+    model.training_record_ = {"info": info, "metrics": report.metrics(),
+                              "arrays": {"train_fingerprints": text_fingerprints(ds.texts, salt)}}
+    return model, report
+

@@ -16,18 +16,32 @@ pseudonyms in an LLM's reply back before it reaches the user.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from offramp.errors import UsageError
+from offramp.models import encoder as enc
 from offramp.models.features import NgramFeaturizer
+from offramp.teacher.client import ChatClient, LLMError
+from offramp.teacher.egress import EgressPolicy, EgressRefused
+
+
+class Action(Protocol):
+    """What happens to a labelled message: ``(text, label) -> result``. ``egress`` actions send the
+    text off the machine (the cascade hands them masked text); they name their ``endpoint``."""
+
+    egress: bool
+
+    def __call__(self, text: str, label: str) -> dict[str, Any]: ...
 
 
 @dataclass
 class Reply:
     text: str
+    egress = False
 
     def __call__(self, text: str, label: str) -> dict:
         return {"type": "reply", "text": self.text}
@@ -36,6 +50,7 @@ class Reply:
 @dataclass
 class Refuse:
     template: str = "Sorry, I can't help with that here."
+    egress = False
 
     def __call__(self, text: str, label: str) -> dict:
         return {"type": "refuse", "text": self.template.replace("{label}", label).replace("{text_chars}", str(len(text)))}
@@ -49,9 +64,9 @@ class AnswerFromDocs:
     Below ``min_score`` (default 0.3 for embeddings, 0.1 for TF-IDF) nothing is returned.
     """
 
-    def __init__(self, folder: str | Path, min_score: float | None = None, method: str = "auto"):
-        from offramp.models import encoder as enc
+    egress = False
 
+    def __init__(self, folder: str | Path, min_score: float | None = None, method: str = "auto"):
         folder = Path(folder)
         if not folder.is_dir():
             raise UsageError(f"docs folder {folder} does not exist", "answer_from_docs needs a folder of .md files")
@@ -97,6 +112,7 @@ class AnswerFromDocs:
 class Forward:
     url: str
     timeout_s: float = 2.0
+    policy: EgressPolicy = field(default_factory=EgressPolicy.from_env)
     egress = True
 
     @property
@@ -106,10 +122,8 @@ class Forward:
     def __call__(self, text: str, label: str) -> dict:
         import httpx
 
-        from offramp.teacher.egress import EgressRefused, check_egress
-
         try:
-            (text,) = check_egress(self.url, [text])
+            (text,) = self.policy.check(self.url, [text])
             r = httpx.post(self.url, json={"text": text, "label": label}, timeout=self.timeout_s)
             return {"type": "forward", "delivered": r.is_success, "status": r.status_code}
         except EgressRefused as e:
@@ -132,9 +146,6 @@ class LLMAction:
         return self.client.url
 
     def __call__(self, text: str, label: str) -> dict:
-        from offramp.teacher.client import LLMError
-        from offramp.teacher.egress import EgressRefused
-
         try:
             r = self.client.chat([{"role": "system", "content": self.system}, {"role": "user", "content": text}],
                                  temperature=0, max_tokens=self.max_tokens)
@@ -145,7 +156,8 @@ class LLMAction:
         return {"type": "llm", "answered": True, "text": r.content}
 
 
-def build_action(spec: dict, base: Path, llm_client=None):
+def build_action(spec: dict, base: Path, llm_client: ChatClient | None = None,
+                 policy: EgressPolicy | None = None) -> Action | None:
     """An action from its YAML description (``type`` plus its fields); paths are relative to ``base``."""
     kind = spec.get("type")
     if kind == "llm":
@@ -165,7 +177,7 @@ def build_action(spec: dict, base: Path, llm_client=None):
         url = str(spec.get("url", ""))
         if not url.startswith(("http://", "https://")):
             raise UsageError(f"forward action needs an http(s) url, got {url!r}")
-        return Forward(url, float(spec.get("timeout_s", 2.0)))
+        return Forward(url, float(spec.get("timeout_s", 2.0)), policy or EgressPolicy.from_env())
     if kind in (None, "none"):
         return None
     raise UsageError(f"unknown action type {kind!r}", "use reply, refuse, answer_from_docs, forward, llm or none")

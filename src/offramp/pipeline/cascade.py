@@ -1,29 +1,64 @@
 """The cascade a message goes through when served: guard -> classify -> route -> act.
 
-Each step is a plain object with one method, so the privacy guard, the LLM fallback and the
-per-label actions plug in without touching the others:
+Each step is an object with a small typed interface, so the privacy guard, the LLM fallback and
+the per-label actions plug in without touching the others:
 
-* ``guard.mask(text, conversation)`` personal data replaced before text leaves the machine (LLM
-                                   fallback, ``llm`` and ``forward`` actions); the counts go in the
-                                   decision for the audit log; pseudonyms in an LLM's reply are
-                                   turned back before it reaches the user
-* ``model.predict_one(text)``      the small model: label and calibrated confidence
-* ``fallback(text) -> label``      an LLM asked only when the small model is unsure; any failure
-                                   (down, slow, circuit open) keeps the local answer, flagged
-* ``actions[label](text, label)``  what to do with the answer (none configured: label only)
+* :class:`Guard` — ``find`` counts personal data for the audit record; ``mask`` replaces it before
+  text leaves the machine (LLM fallback, ``llm`` and ``forward`` actions); ``reveal`` turns
+  pseudonyms in an LLM's reply back before it reaches the user
+* the small model — ``predict_one`` / ``predict_and_proba``: label and calibrated confidence
+* :class:`Fallback` — an LLM asked only when the small model is unsure; a known failure (down,
+  slow, circuit open, egress refused) keeps the local answer, flagged by its type
+* :class:`~offramp.pipeline.actions.Action` — what to do with the answer, per label
+
+An unexpected exception in a step is logged with the request id, counted in ``Cascade.errors`` and
+flagged ``internal_error``; the local answer still goes back.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from offramp.models.base import TextClassifier, top_labels
+from offramp.pipeline.actions import Action
+from offramp.pipeline.fallback import CircuitOpen
+from offramp.teacher.client import LLMError
+from offramp.teacher.egress import EgressRefused
+
+log = logging.getLogger("offramp.cascade")
 
 
-_FAILURE_FLAGS = {"CircuitOpen": "llm_circuit_open", "EgressRefused": "egress_refused"}
-_NOT_SENT = {"llm_circuit_open", "egress_refused"}
+class Span(Protocol):
+    entity: str
+
+
+class MaskResult(Protocol):
+    text: str
+    counts: dict[str, int]
+
+
+class Guard(Protocol):
+    """The privacy guard's interface (see :class:`offramp.privacy.guard.PrivacyGuard`)."""
+
+    ner: bool
+
+    def find(self, text: str) -> Sequence[Span]: ...
+
+    def mask(self, text: str, conversation: str | None = None) -> MaskResult: ...
+
+    def reveal(self, text: str, conversation: str | None = None) -> str: ...
 
 
 class Fallback(Protocol):
+    """An LLM asked for a label: ``fallback(text) -> label``; raises an :class:`LLMError` on failure."""
+
+    endpoint: str
+
     def __call__(self, text: str) -> str: ...
 
 
@@ -34,9 +69,21 @@ class Decision:
     route: str  # "local", "llm" or "refused"
     flags: list[str] = field(default_factory=list)
     action: Any = None
-    top: list[dict] = field(default_factory=list)
+    top: list[dict[str, Any]] = field(default_factory=list)
     pii: dict[str, int] = field(default_factory=dict)  # personal data found, by type
     endpoints: list[str] = field(default_factory=list)  # where (masked) text was sent, if anywhere
+
+
+def _failure_flag(e: Exception) -> str:
+    """The flag a failed fallback leaves on the decision, by the failure's type."""
+    if isinstance(e, CircuitOpen):
+        return "llm_circuit_open"
+    if isinstance(e, EgressRefused):
+        return "egress_refused"
+    return "fallback_failed"
+
+
+_NOT_SENT = {"llm_circuit_open", "egress_refused", "internal_error"}
 
 
 @dataclass
@@ -45,19 +92,35 @@ class Cascade:
 
     ``thresholds`` maps a label to the confidence under which that label's answers go to the
     fallback (``"*"`` for every label). Without a fallback every answer stays local.
+
+    Example
+    -------
+    >>> from offramp import Cascade, train
+    >>> texts = ["reset my pin", "thanks a lot", "how do I reset the pin", "thank you!"] * 5
+    >>> labels = ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"] * 5
+    >>> model, _ = train(texts, labels, quality="fast", time_limit=None)
+    >>> Cascade(model).run("thanks!").label
+    'GRATITUDE'
     """
 
-    model: Any
+    model: TextClassifier
     fallback: Fallback | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
-    guard: Any = None  # a PrivacyGuard, or any callable text -> text
-    actions: dict[str, Callable[[str, str], Any]] = field(default_factory=dict)
+    guard: Guard | None = None
+    actions: dict[str, Action] = field(default_factory=dict)
     top_k: int = 3
 
     def __post_init__(self) -> None:
         # the label the model answers when it does not know, if it is not one of its classes
-        reject = getattr(self.model, "reject_label_", None)
+        reject = self.model.reject_label_
         self._refusal = reject if reject is not None and reject not in set(map(str, self.model.classes_)) else None
+        self._errors = 0
+        self._lock = threading.Lock()
+
+    @property
+    def errors(self) -> int:
+        """Unexpected exceptions caught (and logged) in the cascade's steps so far."""
+        return self._errors
 
     def threshold_for(self, label: str) -> float | None:
         return self.thresholds.get(label, self.thresholds.get("*"))
@@ -67,45 +130,49 @@ class Cascade:
         """True when a message can wait on the network (an LLM fallback, a webhook, an LLM action)."""
         return self.fallback is not None or any(getattr(a, "egress", False) for a in self.actions.values())
 
-    def _outgoing(self, text: str, conversation: str | None, d: Decision) -> str:
-        if self.guard is None:
-            return text
-        if hasattr(self.guard, "mask"):
-            m = self.guard.mask(text, conversation)
-            d.pii = m.counts
-            return m.text
-        return self.guard(text)
-
-    def run(self, text: str, conversation: str | None = None) -> Decision:
+    def run(self, text: str, conversation: str | None = None, request_id: str | None = None) -> Decision:
         label, conf, proba = self.model.predict_one(text)
-        return self._after_model(text, conversation, label, conf, proba)
+        return self._after_model(text, conversation, label, conf, proba, request_id)
 
-    def run_many(self, texts: list[str], conversations: list[str | None]) -> list[Decision]:
+    def run_many(self, texts: list[str], conversations: list[str | None],
+                 request_ids: list[str | None] | None = None) -> list[Decision]:
         """``run`` for several messages, the small model called once for all of them (a batch costs
         the model far less per message than one call per message)."""
+        ids = request_ids or [None] * len(texts)
         if len(texts) == 1:
-            return [self.run(texts[0], conversations[0])]
+            return [self.run(texts[0], conversations[0], ids[0])]
         labels, proba = self.model.predict_and_proba(texts)
         conf = proba.max(axis=1)
-        return [self._after_model(t, c, str(label), float(p), row)
-                for t, c, label, p, row in zip(texts, conversations, labels, conf, proba)]
+        return [self._after_model(t, c, str(label), float(p), row, rid)
+                for t, c, label, p, row, rid in zip(texts, conversations, labels, conf, proba, ids)]
 
-    def _after_model(self, text: str, conversation: str | None, label: str, conf: float, proba) -> Decision:
+    def _unexpected(self, d: Decision, step: str, request_id: str | None) -> None:
+        log.exception("cascade step %s failed for request %s", step, request_id or "-")
+        with self._lock:
+            self._errors += 1
+        d.flags.append("internal_error")
+
+    def _after_model(self, text: str, conversation: str | None, label: str, conf: float, proba: np.ndarray,
+                     request_id: str | None = None) -> Decision:
         """Route and act on one message, given the small model's answer."""
-        order = proba.argsort()[::-1][: self.top_k]
-        top = [{"label": str(self.model.classes_[i]), "score": round(float(proba[i]), 6)} for i in order]
-        d = Decision(label, conf, "refused" if label == self._refusal else "local", top=top)
+        d = Decision(label, conf, "refused" if label == self._refusal else "local",
+                     top=top_labels(self.model.classes_, proba, self.top_k))
+        guard = self.guard
         masked: list[str] = []
 
         def outgoing() -> str:  # masked once, when something is about to leave
+            if guard is None:
+                return text
             if not masked:
-                masked.append(self._outgoing(text, conversation, d))
+                m = guard.mask(text, conversation)
+                d.pii = dict(m.counts)
+                masked.append(m.text)
             return masked[0]
 
-        if hasattr(self.guard, "find") and not getattr(self.guard, "ner", False):
+        if guard is not None and not guard.ner:
             # the fast path costs microseconds: count personal data in every message for the audit
             # log (nothing is written to the pseudonym vault unless the text is about to leave)
-            for span in self.guard.find(text):
+            for span in guard.find(text):
                 d.pii[span.entity] = d.pii.get(span.entity, 0) + 1
         limit = self.threshold_for(label)
         if limit is not None and conf < limit:
@@ -114,18 +181,23 @@ class Cascade:
             else:
                 try:
                     d.label, d.route = self.fallback(outgoing()), "llm"
-                except Exception as e:  # the LLM is down, slow or refusing: keep the local answer
-                    d.flags.append(_FAILURE_FLAGS.get(type(e).__name__, "fallback_failed"))
+                except (LLMError, EgressRefused) as e:  # down, slow or refusing: keep the local answer
+                    d.flags.append(_failure_flag(e))
+                except Exception:  # a bug, not a known failure: logged and counted
+                    self._unexpected(d, "fallback", request_id)
                 if not set(d.flags) & _NOT_SENT:  # the request went out (even if no answer came back)
-                    d.endpoints.append(getattr(self.fallback, "endpoint", "llm"))
+                    d.endpoints.append(self.fallback.endpoint)
         act = self.actions.get(d.label)
         if act is not None:
-            if getattr(act, "egress", False):
-                d.action = act(outgoing(), d.label)
-                if d.action.get("sent", True):
-                    d.endpoints.append(getattr(act, "endpoint", "webhook"))
-                if self.guard is not None and hasattr(self.guard, "reveal") and isinstance(d.action.get("text"), str):
-                    d.action["text"] = self.guard.reveal(d.action["text"], conversation)
-            else:
-                d.action = act(text, d.label)
+            try:
+                if act.egress:
+                    d.action = act(outgoing(), d.label)
+                    if d.action.get("sent", True):
+                        d.endpoints.append(getattr(act, "endpoint", "webhook"))
+                    if guard is not None and isinstance(d.action.get("text"), str):
+                        d.action["text"] = guard.reveal(d.action["text"], conversation)
+                else:
+                    d.action = act(text, d.label)
+            except Exception:
+                self._unexpected(d, "action", request_id)
         return d

@@ -1,5 +1,8 @@
 """The pipeline YAML: which model, how to route, what to do per label, the service's limits.
 
+This module reads and checks the file; :mod:`offramp.pipeline.settings` resolves its service
+settings against flags and the environment, and :mod:`offramp.pipeline.builder` wires the cascade.
+
 ```yaml
 model: model/                     # a model directory (relative to this file)
 llm:                              # optional: any OpenAI-compatible server, asked when unsure
@@ -14,7 +17,7 @@ actions:                          # optional, per label
   GRATITUDE: {type: reply, text: "👍"}
   TRY_TO_HACK: {type: refuse, template: "I can only help with questions about your account."}
   OTHER: {type: forward, url: "http://127.0.0.1:9000/hook"}
-limits: {max_body_bytes: 1000000, max_text_chars: 20000, max_batch: 256}
+limits: {max_body_bytes: 1000000, max_text_chars: 20000, max_batch: 256}   # a serve flag beats these
 privacy:                          # optional (default: patterns, placeholders; enabled: false for none)
   operator: pseudonym             #   redact | mask | placeholder | pseudonym
   ner: false                      #   true: also names and places (Presidio + spaCy)
@@ -26,11 +29,12 @@ offline: true                     # optional: refuse every host that is not loop
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from offramp.data.io import read_yaml_file
 
 from offramp.errors import UsageError
 
@@ -61,10 +65,10 @@ class LLMSpec(_Strict):
     descriptions: Dict[str, str] = {}
 
 
-class LimitsSpec(_Strict):
-    max_body_bytes: int = 1_000_000
-    max_text_chars: int = 20_000
-    max_batch: int = 256
+class LimitsSpec(_Strict):  # None: not given here (a flag, the environment or the default decides)
+    max_body_bytes: Optional[int] = Field(None, ge=1)
+    max_text_chars: Optional[int] = Field(None, ge=1)
+    max_batch: Optional[int] = Field(None, ge=1)
 
 
 class PrivacySpec(_Strict):
@@ -87,21 +91,16 @@ class PipelineSpec(_Strict):
     limits: LimitsSpec = LimitsSpec()
     privacy: Optional[PrivacySpec] = None
     audit: Optional[str] = None
-    offline: bool = False  # air-gapped: any host that is not loopback is refused before a byte is sent
+    offline: Optional[bool] = None  # true: air-gapped, any host that is not loopback is refused before a byte is sent
+    egress_guard: Optional[str] = None  # remote | always | off: where the privacy guard applies at egress
 
 
-@dataclass
-class Pipeline:
-    cascade: Any
-    limits: LimitsSpec
-    model_dir: Path
-    routing: Optional[dict]
-    audit_path: Optional[Path]
+def is_pipeline_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in (".yaml", ".yml")
 
 
 def read_pipeline(path: str | Path) -> PipelineSpec:
-    from offramp.data.io import read_yaml_file
-
+    """The pipeline file's content, checked; a UsageError naming the first problem otherwise."""
     path = Path(path)
     doc = read_yaml_file(path, "pipeline file")
     if not isinstance(doc, dict):
@@ -116,62 +115,3 @@ def read_pipeline(path: str | Path) -> PipelineSpec:
     if r and r.fit and (r.fit.max_llm_share is None) == (r.fit.local_precision is None):
         raise UsageError(f"{path}: routing.fit needs exactly one of max_llm_share or local_precision")
     return spec
-
-
-def build_cascade(path: str | Path) -> Pipeline:
-    """The cascade and its service settings from a pipeline file."""
-    from offramp.data.io import read_dataset
-    from offramp.models.store import load_model
-    from offramp.pipeline.actions import build_action
-    from offramp.pipeline.cascade import Cascade
-    from offramp.pipeline.routing import fit_thresholds
-
-    path = Path(path)
-    spec = read_pipeline(path)
-    base = path.parent
-    if spec.offline:
-        from offramp.teacher.egress import set_offline
-
-        set_offline(True)
-    model_dir = base / spec.model
-    model = load_model(model_dir)
-    labels = set(map(str, model.classes_))
-    unknown = sorted(set(spec.actions) - labels - {str(getattr(model, "reject_label_", None))})
-    if unknown:
-        raise UsageError(f"{path}: actions for labels the model does not have: {', '.join(unknown)}",
-                         f"the model's labels are: {', '.join(sorted(labels))}")
-    client = None
-    if spec.llm is not None:
-        from offramp.teacher.client import ChatClient, LLMConfig
-
-        c = spec.llm
-        client = ChatClient(LLMConfig(base_url=c.base_url, model=c.model, api_key_env=c.api_key_env,
-                                      timeout_s=c.timeout_s, max_retries=c.max_retries))
-    actions = {}
-    for label, a in spec.actions.items():
-        act = build_action(a, base, client)
-        if act is not None:
-            actions[label] = act
-    thresholds, summary = {}, None
-    if spec.routing and spec.routing.thresholds:
-        thresholds = dict(spec.routing.thresholds)
-    if spec.routing and spec.routing.fit:
-        f = spec.routing.fit
-        val = read_dataset(base / f.val)
-        summary = fit_thresholds(model.predict_proba(val.texts), model.classes_, val.labels,
-                                 max_llm_share=f.max_llm_share, local_precision=f.local_precision)
-        thresholds = summary["thresholds"]
-    fallback = None
-    if client is not None:
-        from offramp.pipeline.fallback import LLMFallback
-
-        fallback = LLMFallback(client, model.classes_, spec.llm.descriptions, spec.llm.failure_threshold,
-                               spec.llm.reset_after_s)
-    from offramp.privacy.guard import PrivacyGuard, build_guard
-
-    # no privacy: section means the default guard (pattern fast path, typed placeholders);
-    # privacy: {enabled: false} turns it off
-    guard = build_guard(spec.privacy.model_dump(), base) if spec.privacy is not None else PrivacyGuard()
-    audit = (base / spec.audit) if spec.audit else None
-    return Pipeline(Cascade(model, fallback=fallback, thresholds=thresholds, actions=actions, guard=guard),
-                    spec.limits, model_dir, summary, audit)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from offramp.errors import UsageError
 from offramp.privacy import patterns
@@ -131,3 +132,31 @@ def build_guard(spec: dict | None, base: Path | None = None) -> PrivacyGuard | N
                         language=str(spec.get("language", "en")), ner=bool(spec.get("ner", False)),
                         operator=str(spec.get("operator", "placeholder")), vault=vault,
                         spacy_model=spec.get("spacy_model"))
+
+
+def mask_records(rows: list[dict[str, Any]], columns: list[str], guard: PrivacyGuard,
+                 conversation_col: str | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """Copies of ``rows`` with personal data in ``columns`` masked by ``guard``; and the counts by type.
+
+    Empty cells stay empty (nothing is invented or dropped). Numbers are checked too: a phone or
+    card number stored as a number is still personal data. With ``conversation_col``, pseudonyms
+    are scoped to that column's value; otherwise to the row.
+    """
+    counts: Counter[str] = Counter()
+    out = []
+    for i, row in enumerate(rows):
+        row = dict(row)
+        conv = str(row.get(conversation_col) or "") if conversation_col else f"row-{i}"
+        for c in columns:
+            value = row[c]
+            if value is None or isinstance(value, bool):
+                continue
+            m = guard.mask(value if isinstance(value, str) else str(value), conv)
+            if m.counts:
+                row[c] = m.text
+                counts.update(m.counts)
+        out.append(row)
+        if on_progress and i % 500 == 0:
+            on_progress(i, len(rows))
+    return out, counts

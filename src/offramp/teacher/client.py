@@ -5,7 +5,9 @@ Ollama, llama.cpp server).
 * bounded concurrency (a semaphore), explicit timeouts;
 * retries with exponential backoff and full jitter on 429, 5xx, timeouts and connection errors,
   honouring ``Retry-After``; no retry on a 4xx that cannot succeed;
-* failures are typed: LLMUnavailable, LLMRateLimited, LLMRequestRejected, LLMBadResponse.
+* failures are typed: LLMUnavailable, LLMRateLimited, LLMRequestRejected, LLMBadResponse;
+* every request passes the client's :class:`~offramp.teacher.egress.EgressPolicy` first (by
+  default the one the environment sets).
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
 from offramp.errors import OfframpError
-from offramp.teacher.egress import check_egress
+from offramp.teacher.egress import EgressPolicy
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -87,8 +89,10 @@ def _retry_after(value: str | None) -> float | None:
 class ChatClient:
     """Send chat-completion requests with retries. Thread-safe; share one per endpoint."""
 
-    def __init__(self, config: LLMConfig, *, sleep=time.sleep, rng: random.Random | None = None):
+    def __init__(self, config: LLMConfig, *, policy: EgressPolicy | None = None,
+                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
         self.config = config
+        self.policy = policy if policy is not None else EgressPolicy.from_env()
         base = config.base_url.rstrip("/")
         self.url = base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
         self._http = httpx.Client(timeout=httpx.Timeout(config.timeout_s, connect=min(5.0, config.timeout_s)))
@@ -115,7 +119,7 @@ class ChatClient:
     def chat(self, messages: list[dict], **params) -> ChatResult:
         """One chat completion. ``params`` go into the request body (temperature, logprobs, ...)."""
         contents = [str(m.get("content", "")) for m in messages]
-        safe = check_egress(self.url, contents)
+        safe = self.policy.check(self.url, contents)
         body = {"model": self.config.model, "messages": [{**m, "content": c} for m, c in zip(messages, safe)], **params}
         last: str = ""
         t0 = time.perf_counter()

@@ -1,48 +1,39 @@
-"""The one place text passes before it leaves the machine for an LLM endpoint.
+"""The one place text passes before it leaves the machine for an LLM endpoint or a webhook.
 
-Every request the LLM client sends goes through :func:`check_egress` first:
+An :class:`EgressPolicy` is handed to every LLM client and network action; it decides, per
+destination, whether text may go at all and how it is masked on the way:
 
-* with ``OFFRAMP_OFFLINE=1`` any host that is not loopback is refused before a byte is sent;
-* text bound for a host that is not loopback passes the privacy guard registered with
-  :func:`set_guard`; with none registered, the default guard (pattern recognizers, typed
-  placeholders: e-mails, phones, cards, IBANs, IPs, national IDs, dates of birth, URLs).
+* ``offline``: any host that is not loopback is refused before a byte is sent;
+* ``guard_mode``: where the guard applies: ``remote`` (hosts that are not loopback),
+  ``always`` (loopback too, e.g. a local LLM whose logs you do not control) or ``off``;
+* ``guard``: the masking function (a pipeline's ``privacy:`` guard; by default the pattern guard
+  with typed placeholders: e-mails, phones, cards, IBANs, IPs, national IDs, dates of birth, URLs).
 
-``OFFRAMP_EGRESS_GUARD`` sets where the guard applies: ``remote`` (the default: hosts that are not
-loopback), ``always`` (loopback too, e.g. a local LLM whose logs you do not control) or ``off``
-(text goes unchanged, say to an endpoint inside your own network).
+Outside a pipeline, :meth:`EgressPolicy.from_env` reads ``OFFRAMP_OFFLINE`` and
+``OFFRAMP_EGRESS_GUARD``; a pipeline's settings build the policy its cascade uses, so nothing here
+is process-wide and a reload starts from the new settings.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
 from offramp.errors import OfframpError
 
-_guard: Callable[[str], str] | None = None
-_offline = False
 GUARD_MODES = ("remote", "always", "off")
+OFFLINE_ENV = "OFFRAMP_OFFLINE"
+GUARD_ENV = "OFFRAMP_EGRESS_GUARD"
 
 
 class EgressRefused(OfframpError):
+    """The policy forbids sending anything to this destination (offline mode)."""
+
     exit_code = 2
-
-
-def set_guard(guard: Callable[[str], str] | None) -> None:
-    global _guard
-    _guard = guard
-
-
-def set_offline(on: bool) -> None:
-    """Air-gapped mode from configuration (the pipeline's ``offline: true``), as OFFRAMP_OFFLINE=1."""
-    global _offline
-    _offline = bool(on)
-
-
-def is_offline() -> bool:
-    return _offline or os.environ.get("OFFRAMP_OFFLINE", "").strip().lower() in ("1", "true", "yes")
 
 
 def is_loopback(url: str) -> bool:
@@ -55,29 +46,51 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-def check_egress(url: str, texts: list[str]) -> list[str]:
-    """The texts as they may be sent to ``url`` (guarded), or EgressRefused in offline mode."""
-    local = is_loopback(url)
-    if is_offline() and not local:
-        raise EgressRefused(f"offline mode (OFFRAMP_OFFLINE or offline: true) forbids sending anything to {urlsplit(url).hostname}",
-                            "use an LLM server on this machine (127.0.0.1) or unset OFFRAMP_OFFLINE")
-    mode = os.environ.get("OFFRAMP_EGRESS_GUARD", "remote").strip().lower() or "remote"
+def env_flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def guard_mode_from(value: str | None, source: str = GUARD_ENV) -> str:
+    mode = (value or "remote").strip().lower() or "remote"
     if mode not in GUARD_MODES:
-        raise EgressRefused(f"OFFRAMP_EGRESS_GUARD={mode!r} is not one of {', '.join(GUARD_MODES)}",
+        raise EgressRefused(f"{source}={mode!r} is not one of {', '.join(GUARD_MODES)}",
                             "set it to remote (the default), always or off")
-    if mode == "off" or (local and mode == "remote"):
-        return texts
-    guard = _guard if _guard is not None else _default_guard()
-    return [guard(t) for t in texts]
+    return mode
 
 
-_default = None
+def default_guard() -> Callable[[str], str]:
+    """The pattern guard with typed placeholders (what applies when no pipeline says otherwise)."""
+    from offramp.privacy.guard import PrivacyGuard
+
+    return PrivacyGuard()
 
 
-def _default_guard():
-    global _default
-    if _default is None:
-        from offramp.privacy.guard import PrivacyGuard
+@dataclass(frozen=True)
+class EgressPolicy:
+    """Whether and how text may leave the machine; see the module docstring."""
 
-        _default = PrivacyGuard()
-    return _default
+    offline: bool = False
+    guard_mode: str = "remote"
+    guard: Callable[[str], str] | None = None  # None: nothing is masked
+
+    def __post_init__(self) -> None:
+        guard_mode_from(self.guard_mode, "guard_mode")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None,
+                 guard: Callable[[str], str] | None = None) -> EgressPolicy:
+        """The policy the environment sets, with ``guard`` (default: the pattern guard)."""
+        env = os.environ if env is None else env
+        return cls(offline=env_flag(env.get(OFFLINE_ENV)), guard_mode=guard_mode_from(env.get(GUARD_ENV)),
+                   guard=guard if guard is not None else default_guard())
+
+    def check(self, url: str, texts: list[str]) -> list[str]:
+        """The texts as they may be sent to ``url`` (masked where the policy says), or EgressRefused."""
+        local = is_loopback(url)
+        if self.offline and not local:
+            raise EgressRefused(f"offline mode (OFFRAMP_OFFLINE or offline: true) forbids sending anything to "
+                                f"{urlsplit(url).hostname}",
+                                "use an LLM server on this machine (127.0.0.1) or unset OFFRAMP_OFFLINE")
+        if self.guard is None or self.guard_mode == "off" or (local and self.guard_mode == "remote"):
+            return texts
+        return [self.guard(t) for t in texts]

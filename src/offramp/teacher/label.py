@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from offramp.costs.calculator import CHARS_PER_TOKEN, load_prices
+from offramp.costs.calculator import CHARS_PER_TOKEN, api_usd_per_message, load_prices
 from offramp.errors import UsageError
-from offramp.pipeline.fallback import parse_label
-from offramp.teacher.client import ChatClient, LLMRequestRejected
+from offramp.teacher.prompts import parse_label
+from offramp.teacher.client import ChatClient, LLMConfig, LLMRequestRejected
+from offramp.teacher.egress import EgressPolicy
 
 
 @dataclass
@@ -143,7 +144,7 @@ def estimate(spec: TaskSpec, texts: Sequence[str], price_model: str | None) -> d
     tin = sum(sum(len(m["content"]) for m in spec.messages(t)) / CHARS_PER_TOKEN + 4 for t in texts)
     tout = 8 * len(texts)
     price = load_prices()["models"].get(price_model or "")
-    cost = (tin * price["input"] + tout * price["output"]) / 1e6 if price else None
+    cost = api_usd_per_message(price, tin, tout) if price else None
     return {"texts": len(texts), "prompt_tokens": int(tin), "completion_tokens": int(tout), "cost_usd": cost,
             "price_model": price_model if price else None}
 
@@ -229,10 +230,19 @@ def label_texts(labeller: Labeller, texts: Sequence[str], *, workers: int = 4,
             if on_progress:
                 on_progress(done, len(texts))
     price = load_prices()["models"].get(price_model or labeller.client.config.model)
-    cost = (labeller.tin * price["input"] + labeller.tout * price["output"]) / 1e6 if price else None
+    cost = api_usd_per_message(price, labeller.tin, labeller.tout) if price else None
     return LabelRun(outcomes, labeller.calls, labeller.hits, labeller.tin, labeller.tout, cost)
 
 
 def default_cache_path() -> Path:
     base = os.environ.get("OFFRAMP_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "offramp")
     return Path(base) / "llm-answers.sqlite"
+
+
+def make_labeller(spec: TaskSpec, llm: str, base_url: str, *, api_key_env: str | None = "OPENAI_API_KEY",
+                  timeout_s: float = 30.0, concurrency: int = 4, cache: str | Path | None = None,
+                  constrain: bool = True, logprobs: bool = True, policy: EgressPolicy | None = None) -> Labeller:
+    """The LLM teacher ``label`` and ``eval-llm`` use: one client, the shared answer cache."""
+    client = ChatClient(LLMConfig(base_url=base_url, model=llm, api_key_env=api_key_env, timeout_s=timeout_s,
+                                  max_concurrency=concurrency), policy=policy)
+    return Labeller(client, spec, AnswerCache(cache or default_cache_path()), constrain=constrain, logprobs=logprobs)

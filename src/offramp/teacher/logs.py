@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from offramp.data.io import decode_utf8, clean_text
+from offramp.data.io import decode_utf8
+from offramp.data.text import clean_text
 from offramp.errors import DataError
-from offramp.pipeline.fallback import parse_label
+from offramp.teacher.prompts import parse_label
 
 
 @dataclass

@@ -1,0 +1,67 @@
+"""``demo``: the whole story on the bundled support-inbox data."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from offramp.cli.common import API_KEY_ENV, CONCURRENCY, QUIET, info, out, print_side_by_side, status, warn
+from offramp.cli.llm import ask_llm
+from offramp.cli.models import choice_line, parse_time_limit, write_report_files
+from offramp.errors import UsageError
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)
+
+
+def demo(
+    out_dir: Path = typer.Option(Path("offramp-demo"), "--out", "-o", help="Where to write the model and the report."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Seconds the model search may take; default none: every candidate is tried, so the choice does not depend on the machine's speed."),
+    quality: str = typer.Option("auto", "--quality", help="fast, balanced, best, or auto (balanced when the encoder is installed)."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="Rerun the LLM column live with this model (else the recorded predictions are shown)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for --llm."),
+    api_key_env: str = API_KEY_ENV,
+    concurrency: int = CONCURRENCY,
+    send_chars: int = typer.Option(1500, "--max-chars", min=1, help="Characters of each test text sent to the LLM."),
+    quiet: bool = QUIET,
+) -> None:
+    """The whole story on the bundled support-inbox data: train, evaluate, compare, report."""
+    from offramp.data.demo import demo_paths, demo_task
+    from offramp.data.io import read_dataset, write_records
+    from offramp.models.training import train
+    from offramp.pipeline.demo import write_demo_pipeline
+    from offramp.teacher.label import TaskSpec, make_labeller
+
+    limit = parse_time_limit(time_limit) if time_limit is not None else None
+    if (llm is None) != (base_url is None):
+        raise UsageError("--llm and --base-url go together", "give both to rerun the LLM column live, or neither")
+    t0 = time.perf_counter()
+    train_path, test_path, llm_path = demo_paths()
+    ds = read_dataset(train_path)
+    info(f"support inbox: {len(ds)} training messages, labels {', '.join(sorted(set(ds.labels or [])))}", quiet)
+    model_dir = out_dir / "model"
+    with status("training", quiet) as say:
+        model, rep = train(ds, quality=quality, time_limit=limit, on_progress=say)
+        model.save(model_dir)
+    warn(rep.warnings)
+    out.print(choice_line(rep))
+    info(f"trained in {rep.train_seconds:.1f} s", quiet)
+    if llm is not None and base_url is not None:
+        spec = TaskSpec.load(demo_task())
+        labeller = make_labeller(spec, llm, base_url, api_key_env=api_key_env, timeout_s=120.0, concurrency=concurrency)
+        _, rows = ask_llm(read_dataset(test_path), spec, labeller, llm, None, send_chars, concurrency, quiet)
+        llm_path = out_dir / "llm_predictions.jsonl"
+        write_records(llm_path, rows)
+    elif llm_path is not None:
+        info(f"LLM column: recorded predictions ({llm_path.name}); rerun it live with --llm M --base-url URL", quiet)
+    html_path, md_path, small = write_report_files(model_dir, test_path, llm_path, out_dir / "report.html",
+                                                   "text", "label", 100_000, quiet)
+    print_side_by_side(small, small.llm)
+    pipeline = write_demo_pipeline(out_dir)
+    out.print(f"model in {model_dir}; report in {html_path} (and {md_path.name}); "
+              f"whole demo {time.perf_counter() - t0:.1f} s")
+    out.print(f"serve it: offramp serve {pipeline}")

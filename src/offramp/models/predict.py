@@ -1,0 +1,33 @@
+"""Predictions as records: label, confidence, whether the model declined, and the top scores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from offramp.models.base import TextClassifier
+
+
+def prediction_records(model: TextClassifier, texts: Sequence[str], top: int = 3,
+                       chunk: int = 4096) -> Iterator[dict[str, Any]]:
+    """One record per text, in order, predicted ``chunk`` texts at a time.
+
+    Each record has ``text``, ``label`` (the reject label where a don't-know rule says so),
+    ``confidence`` (the top probability), ``rejected`` and ``top`` (the ``top`` best labels).
+    """
+    k = min(top, len(model.classes_))
+    for start in range(0, len(texts), chunk):
+        part = list(texts[start : start + chunk])
+        labels, proba = model.predict_and_proba(part)
+        order = np.argsort(-proba, axis=1)[:, :k]
+        for j, t in enumerate(part):
+            o = order[j]
+            yield {
+                "text": t,
+                "label": str(labels[j]),
+                "confidence": round(float(proba[j, o[0]]), 6),
+                "rejected": bool(model.reject_threshold_ is not None and labels[j] != model.classes_[o[0]]),
+                "top": [{"label": str(model.classes_[c]), "score": round(float(proba[j, c]), 6)} for c in o],
+            }

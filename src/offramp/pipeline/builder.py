@@ -1,0 +1,95 @@
+"""The one place the parts are wired: resolved :class:`~offramp.pipeline.settings.Settings` in,
+a ready :class:`~offramp.pipeline.cascade.Cascade` out.
+
+The CLI's ``serve``, the service's start-up and its reloads all come through :func:`build`, so a
+pipeline's ``privacy:`` guard is the one the cascade masks with *and* the one its LLM client and
+webhooks apply at egress, and a reload starts from the file's current settings (nothing is kept
+in module globals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offramp.data.io import read_dataset
+from offramp.errors import UsageError
+from offramp.models.base import TextClassifier
+from offramp.models.store import load_model, model_version, read_model_json
+from offramp.pipeline.actions import Action, build_action
+from offramp.pipeline.cascade import Cascade
+from offramp.pipeline.fallback import LLMFallback
+from offramp.pipeline.routing import fit_thresholds
+from offramp.pipeline.settings import Settings
+from offramp.privacy.guard import PrivacyGuard, build_guard
+from offramp.teacher.client import ChatClient, LLMConfig
+from offramp.teacher.egress import EgressPolicy
+
+
+@dataclass
+class Built:
+    """A wired cascade and what the service reports about it."""
+
+    cascade: Cascade
+    settings: Settings
+    model_dir: Path
+    info: dict[str, Any]  # model name, family, version (manifest hash), labels, creation date, routing
+
+
+def egress_policy(settings: Settings, guard: PrivacyGuard | None) -> EgressPolicy:
+    """The egress policy of ``settings``, masking with the pipeline's ``guard`` (None: nothing is masked)."""
+    return EgressPolicy(offline=settings.offline, guard_mode=settings.egress_guard, guard=guard)
+
+
+def model_info(model: TextClassifier, model_dir: Path, routing: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc = read_model_json(model_dir)
+    return {"model": doc.get("info", {}).get("winner", doc.get("family")), "created": doc.get("created"),
+            "family": doc.get("family"), "version": model_version(model_dir),
+            "labels": [str(c) for c in model.classes_], "routing": routing}
+
+
+def build(settings: Settings) -> Built:
+    """Load the model and wire guard, routing, fallback and actions as ``settings`` say."""
+    model_dir = settings.model_dir
+    model = load_model(model_dir)
+    spec = settings.pipeline
+    if spec is None:  # a bare model directory: the default guard, every answer local
+        guard: PrivacyGuard | None = PrivacyGuard()
+        return Built(Cascade(model, guard=guard), settings, model_dir, model_info(model, model_dir))
+    path, base = settings.target, settings.base
+    labels = set(map(str, model.classes_))
+    unknown = sorted(set(spec.actions) - labels - {str(model.reject_label_)})
+    if unknown:
+        raise UsageError(f"{path}: actions for labels the model does not have: {', '.join(unknown)}",
+                         f"the model's labels are: {', '.join(sorted(labels))}")
+    # no privacy: section means the default guard (pattern fast path, typed placeholders);
+    # privacy: {enabled: false} turns it off, at egress too
+    guard = build_guard(spec.privacy.model_dump(), base) if spec.privacy is not None else PrivacyGuard()
+    policy = egress_policy(settings, guard)
+    client = None
+    if spec.llm is not None:
+        c = spec.llm
+        client = ChatClient(LLMConfig(base_url=c.base_url, model=c.model, api_key_env=c.api_key_env,
+                                      timeout_s=c.timeout_s, max_retries=c.max_retries), policy=policy)
+    actions: dict[str, Action] = {}
+    for label, a in spec.actions.items():
+        act = build_action(a, base, client, policy)
+        if act is not None:
+            actions[label] = act
+    thresholds: dict[str, float] = {}
+    summary = None
+    if spec.routing and spec.routing.thresholds:
+        thresholds = dict(spec.routing.thresholds)
+    if spec.routing and spec.routing.fit:
+        f = spec.routing.fit
+        val = read_dataset(base / f.val)
+        summary = fit_thresholds(model.predict_proba(val.texts), model.classes_, val.labels,
+                                 max_llm_share=f.max_llm_share, local_precision=f.local_precision)
+        thresholds = summary["thresholds"]
+    fallback = None
+    if client is not None and spec.llm is not None:
+        fallback = LLMFallback(client, model.classes_, spec.llm.descriptions, spec.llm.failure_threshold,
+                               spec.llm.reset_after_s)
+    cascade = Cascade(model, fallback=fallback, thresholds=thresholds, actions=actions, guard=guard)
+    return Built(cascade, settings, model_dir, model_info(model, model_dir, summary))

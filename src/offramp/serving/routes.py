@@ -1,0 +1,95 @@
+"""The HTTP routes: they parse, call the :class:`~offramp.serving.service.ClassificationService`, render.
+
+``classify`` (one text or a batch), ``chat/completions`` (an OpenAI-compatible drop-in that
+answers with the label) and ``admin/reload`` need the API key when keys are configured (a router
+dependency); health, readiness and metrics do not.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from offramp.serving.errors import ApiError
+from offramp.serving.schemas import ChatRequest, ClassifyRequest, body_schema, read_body
+from offramp.serving.service import ClassificationService
+
+
+def service_of(request: Request) -> ClassificationService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+def authorize(request: Request) -> str:
+    """Router dependency: the API key (when keys are configured) and the per-client rate limit."""
+    return service_of(request).authorize(request.headers.get("authorization", ""),
+                                         request.client.host if request.client else None)
+
+
+protected = APIRouter(dependencies=[Depends(authorize)])
+open_routes = APIRouter()
+
+
+# async: the model's work per message is short and CPU-bound, so a thread-pool hop per request
+# would cost more than it frees (measured with benchmarks/serving.py)
+@protected.post("/v1/classify", openapi_extra=body_schema(ClassifyRequest))
+async def classify(request: Request) -> JSONResponse:
+    """Classify one text (``text``) or a batch (``texts``)."""
+    service = service_of(request)
+    body = await read_body(request, ClassifyRequest)
+    if (body.text is None) == (body.texts is None):
+        raise ApiError(422, "invalid_request", "send exactly one of 'text' or 'texts'")
+    single = body.text is not None
+    texts = [body.text] if body.text is not None else list(body.texts or [])
+    rid, results = await service.classify(texts, body.conversation_id, single)
+    # plain JSON types already: skip FastAPI's generic encoder, which costs more than the model
+    return JSONResponse(results[0] if single else {"results": results, "request_id": rid})
+
+
+@protected.post("/v1/chat/completions", openapi_extra=body_schema(ChatRequest))
+async def chat(request: Request) -> JSONResponse:
+    """OpenAI-compatible: the last user message is classified; the label is the assistant's reply."""
+    service = service_of(request)
+    body = await read_body(request, ChatRequest)
+    rid, (r,) = await service.classify([body.last_user_text()], body.user, True)
+    return JSONResponse({
+        "id": f"chatcmpl-{rid}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": f"offramp:{service.info.get('model')}",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": r["label"]}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "offramp": r,
+    })
+
+
+@protected.post("/v1/admin/reload")
+def reload(request: Request) -> dict[str, Any]:
+    """Build the cascade again (e.g. after `offramp train --out` wrote a new version); requests
+    already running finish on the old one."""
+    service = service_of(request)
+    try:
+        info = service.reload()
+    except Exception as e:  # the old model keeps serving
+        service.metrics.inc("offramp_model_reloads_total", outcome="failed")
+        message = getattr(e, "message", str(e))
+        raise ApiError(409, "reload_failed", f"the new model was not loaded ({message}); the previous one keeps serving") from None
+    service.metrics.inc("offramp_model_reloads_total", outcome="ok")
+    return {"status": "reloaded", **info}
+
+
+@open_routes.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@open_routes.get("/readyz")
+def readyz(request: Request) -> dict[str, Any]:
+    return {"status": "ready", **service_of(request).info}
+
+
+@open_routes.get("/metrics", response_class=PlainTextResponse)
+def prometheus(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(service_of(request).metrics.render(), media_type="text/plain; version=0.0.4")

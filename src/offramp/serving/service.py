@@ -1,0 +1,177 @@
+"""The service in plain Python: it holds the wired cascade, decides, counts and writes the audit record.
+
+The HTTP layer (:mod:`offramp.serving.routes`) only parses, calls this and renders. A reload builds
+a new cascade from the settings' target (the pipeline file read again) and swaps it whole, so a
+request that is running keeps the cascade it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi.concurrency import run_in_threadpool
+
+from offramp.audit.log import AuditLog, AuditWriter
+from offramp.costs.calculator import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, api_usd_per_message, load_prices
+from offramp.data.text import clean_text
+from offramp.pipeline.builder import Built, build
+from offramp.pipeline.cascade import Decision
+from offramp.pipeline.settings import Settings
+from offramp.serving.batching import MicroBatcher
+from offramp.serving.errors import ApiError
+from offramp.serving.metrics import Metrics
+from offramp.serving.security import RateLimiter, key_matches, load_key_hashes
+
+log = logging.getLogger("offramp.serving")
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc or url
+
+
+class ClassificationService:
+    """Decides messages with the current cascade; see the module docstring."""
+
+    def __init__(self, settings: Settings, flags: Mapping[str, Any] | None = None,
+                 env: Mapping[str, str] | None = None):
+        self.settings = settings
+        self._flags, self._env = dict(flags or {}), env
+        self.metrics = Metrics()
+        self.limiter = RateLimiter(settings.rate_limit)
+        self.key_hashes = load_key_hashes(settings.api_keys) if settings.api_keys else None
+        self.price = load_prices()["models"].get(settings.llm_price_model)
+        self._lock = threading.Lock()
+        self.built: Built = build(settings)
+        self.audit = AuditWriter(AuditLog(settings.audit)) if settings.audit is not None else None
+        self.batcher = MicroBatcher(self.decide_many, max_size=64)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.built.info
+
+    def reload(self) -> dict[str, Any]:
+        """Build the cascade again from the target (the pipeline file as it is now) and swap it in.
+
+        Limits, keys and the audit log stay as they were at start; the model, routing, actions,
+        privacy guard and egress policy are the file's current ones.
+        """
+        settings = Settings.resolve(self.settings.target, self._flags, self._env)
+        built = build(settings)
+        with self._lock:
+            self.built = built
+        return built.info
+
+    # ------------------------------------------------------------------ access
+    def authorize(self, authorization: str, client_host: str | None) -> str:
+        """The client's identity (its key's hash, else its address), after the key and rate checks."""
+        ident = client_host or "unknown"
+        if self.key_hashes:
+            key = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+            match = key_matches(key, self.key_hashes) if key else None
+            if match is None:
+                raise ApiError(401, "unauthorized", "missing or unknown API key; send Authorization: Bearer KEY",
+                               {"WWW-Authenticate": "Bearer"})
+            ident = match
+        wait = self.limiter.take(ident)
+        if wait > 0:
+            raise ApiError(429, "rate_limited", f"over {self.settings.rate_limit:g} requests a minute; "
+                           f"retry in {max(wait, 0.1):.1f} s", {"Retry-After": str(max(1, round(wait)))})
+        return ident
+
+    def check_texts(self, texts: list[str]) -> None:
+        s = self.settings
+        if not texts:
+            raise ApiError(422, "invalid_request", "no text to classify: send 'text' or a non-empty 'texts'")
+        if len(texts) > s.max_batch:
+            raise ApiError(422, "batch_too_large", f"{len(texts)} texts in one request; the limit is {s.max_batch}")
+        for i, t in enumerate(texts):
+            if len(t) > s.max_text_chars:
+                raise ApiError(422, "text_too_long", f"text {i} has {len(t):,} characters; "
+                               f"the limit is {s.max_text_chars:,}")
+            if not t.strip():
+                raise ApiError(422, "invalid_request", f"text {i} is empty")
+
+    # ------------------------------------------------------------------ deciding
+    def decide_many(self, items: list[tuple[str, str, str | None]]) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """The answers for (text, request id, conversation) items, with their audit records (None
+        without an audit log); the small model is called once for all of them."""
+        texts = [clean_text(t) for t, _, _ in items]  # JSON may carry lone surrogates
+        built = self.built  # one reference per batch: a reload cannot mix models
+        cascade = built.cascade
+        decisions = cascade.run_many(texts, [conv or rid for _, rid, conv in items], [rid for _, rid, _ in items])
+        self.metrics.inc("offramp_model_calls_total")
+        return [self._answer(d, text, rid, built.info) for d, text, (_, rid, _) in zip(decisions, texts, items)]
+
+    def _answer(self, d: Decision, text: str, request_id: str, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        m = self.metrics
+        m.inc("offramp_decisions_total", route=d.route)
+        m.inc("offramp_labels_total", label=d.label)
+        if "internal_error" in d.flags:  # logged with the request id by the cascade
+            m.inc("offramp_cascade_errors_total")
+        if d.route == "local" and self.price is not None:
+            tokens_in = DEFAULT_PROMPT_TOKENS + len(text) / 4
+            m.inc("offramp_estimated_usd_saved_total", api_usd_per_message(self.price, tokens_in, DEFAULT_OUTPUT_TOKENS))
+        for kind, n in d.pii.items():
+            m.inc("offramp_pii_found_total", n, entity=kind)
+        if d.endpoints:
+            m.inc("offramp_egress_total")
+        record = None
+        if self.audit is not None:
+            log_ = self.audit.log
+            record = log_.record(
+                request_id=request_id, model=info.get("model"), model_version=info.get("version"),
+                decision=d.label, confidence=round(d.confidence, 6), route=d.route,
+                endpoint=" ".join(dict.fromkeys(_host(u) for u in d.endpoints)) or None,
+                text_hmac=log_.text_hmac(text), pii=d.pii, flags=d.flags,
+                action=(d.action or {}).get("type") if isinstance(d.action, dict) else None)
+        return ({"label": d.label, "confidence": round(d.confidence, 6), "route": d.route, "flags": d.flags,
+                 "action": d.action, "top": d.top, "request_id": request_id}, record)
+
+    async def classify(self, texts: list[str], conversation: str | None, single: bool) -> tuple[str, list[dict[str, Any]]]:
+        """(request id, one answer per text), answered only once the audit records are committed."""
+        self.check_texts(texts)
+        rid = uuid.uuid4().hex
+        ids = [rid] if single else [f"{rid}-{i}" for i in range(len(texts))]
+        items = [(t, i, conversation) for t, i in zip(texts, ids)]
+        if self.built.cascade.may_block:  # an LLM or a webhook may be waited on: keep the event loop free
+            pairs = await run_in_threadpool(self.decide_many, items)
+        else:  # messages of requests that arrive together share one model call
+            pairs = [await self.batcher.submit(items[0])] if len(items) == 1 else \
+                await asyncio.gather(*[self.batcher.submit(item) for item in items])
+        if self.audit is not None:
+            try:
+                await _committed(self.audit, [r for _, r in pairs if r is not None])
+            except Exception as e:
+                self.metrics.inc("offramp_audit_failures_total")
+                log.error("audit log write failed for request %s: %s", rid, e)
+                raise ApiError(503, "audit_unavailable", f"the audit log could not record this request "
+                               f"({type(e).__name__}); no answer is given without its record") from None
+        return rid, [a for a, _ in pairs]
+
+
+async def _committed(writer: AuditWriter, records: list[dict[str, Any]]) -> None:
+    """Wait, without blocking the event loop, until the audit writer has committed ``records``."""
+    loop = asyncio.get_running_loop()
+    futures = []
+    for rec in records:
+        fut = loop.create_future()
+        writer.submit(rec, lambda result, f=fut: loop.call_soon_threadsafe(_settle, f, result))
+        futures.append(fut)
+    await asyncio.gather(*futures)
+
+
+def _settle(fut: asyncio.Future[Any], result: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
