@@ -239,3 +239,25 @@ def test_concurrent_requests_share_model_calls_and_keep_their_own_answers(fast_m
         assert 1 <= calls < len(texts)  # requests that arrived together were classified together
     finally:
         s.stop()
+
+
+def test_a_flag_beats_the_pipeline_file(fast_model, tmp_path):
+    """serve pipeline.yaml --max-batch 3 refuses a batch of 4 though the file says 256; --audit beats
+    the file's audit: too (one precedence for every setting)."""
+    shutil.copytree(fast_model, tmp_path / "model")
+    p = tmp_path / "p.yaml"
+    p.write_text("model: model\nlimits: {max_batch: 256}\naudit: from-yaml.sqlite\n")
+    s = Server(p, "--max-batch", "3", "--audit", str(tmp_path / "from-flag.sqlite"))
+    try:
+        r = httpx.post(s.url + "/v1/classify", json={"texts": ["hi", "thanks", "pin", "card"]})
+        assert r.status_code == 422 and r.json()["error"]["type"] == "batch_too_large" and "limit is 3" in r.text
+        assert httpx.post(s.url + "/v1/classify", json={"texts": ["hi", "thanks", "pin"]}).status_code == 200
+    finally:
+        s.stop()
+    assert (tmp_path / "from-flag.sqlite").exists() and not (tmp_path / "from-yaml.sqlite").exists()
+    s = Server(p)  # without the flag, the file's limit applies
+    try:
+        assert httpx.post(s.url + "/v1/classify", json={"texts": ["hi"] * 4}).status_code == 200
+    finally:
+        s.stop()
+    assert (tmp_path / "from-yaml.sqlite").exists()

@@ -29,7 +29,7 @@ _LAZY = {
     "ModelDirError": "offramp.errors",
     "OfframpError": "offramp.errors",
     "UsageError": "offramp.errors",
-    "EvalReport": "offramp.evaluation.evaluate",
+    "EvalReport": "offramp.evaluation.results",
     "evaluate": "offramp.evaluation.evaluate",
     "TextClassifier": "offramp.models.base",
     "StackedLinear": "offramp.models.stacked",
@@ -83,7 +83,8 @@ if TYPE_CHECKING:
     from offramp.audit.log import AuditLog
     from offramp.costs.calculator import CostInputs, CostReport, compute_costs
     from offramp.errors import DataError, InputError, ModelDirError, OfframpError, UsageError
-    from offramp.evaluation.evaluate import EvalReport, evaluate
+    from offramp.evaluation.evaluate import evaluate
+    from offramp.evaluation.results import EvalReport
     from offramp.models.base import TextClassifier
     from offramp.models.stacked import StackedLinear
     from offramp.models.store import load_model, save_model

@@ -14,7 +14,7 @@ from rich.table import Table
 from offramp.errors import UsageError
 
 if TYPE_CHECKING:  # the library is imported by the commands that need it, so --help stays quick
-    from offramp.evaluation.evaluate import EvalReport
+    from offramp.evaluation.results import EvalReport
 
 # when piped, rich would assume 80 columns and squeeze the tables; give them room instead
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -12,66 +11,11 @@ from offramp.costs.calculator import load_prices, local_usd_per_message
 from offramp.data.io import Dataset
 from offramp.data.validate import check_test_set
 from offramp.errors import DataError
-from offramp.evaluation.metrics import classification_metrics
+from offramp.evaluation.llm import score_llm_predictions
+from offramp.evaluation.results import EvalReport, metrics_report
 from offramp.models.base import TextClassifier, as_labels, as_texts
 from offramp.models.calibration import expected_calibration_error, reliability_bins
 from offramp.models.speed import measure_latency, measure_throughput
-
-
-@dataclass
-class EvalReport:
-    """Quality, calibration, speed, size and cost of one classifier (a small model or an LLM) on a test set.
-
-    ``to_dict()`` is exactly the object ``offramp eval --json`` prints. ``llm`` holds the LLM's
-    report on the same texts when its predictions were given.
-    """
-
-    n: int
-    accuracy: float
-    macro_f1: float
-    per_class: dict[str, dict[str, float]]
-    confusion: dict[str, Any]
-    model: str = ""
-    ece: float | None = None
-    reliability: list[dict[str, Any]] | None = None
-    model_bytes: int | None = None
-    train_seconds: float | None = None
-    rejection: dict[str, Any] | None = None
-    latency_ms: dict[str, Any] | None = None
-    throughput_per_s: float | None = None
-    cost_per_million_usd: float | None = None
-    cost_basis: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    data: str | None = None
-    model_dir: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)  # an LLM run's calls, cache hits, unlabelled answers
-    llm: EvalReport | None = None
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.confusion["labels"])
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "llm":
-                if value is not None:
-                    out["llm"] = value.to_dict()
-            elif f.name == "details":
-                out.update(value)
-            elif f.name in ("ece", "reliability", "cost_basis") and value is None:
-                continue
-            else:
-                out[f.name] = value
-        return out
-
-
-def metrics_report(y_true: Any, y_pred: Any, labels: list[str] | None = None, **extra: Any) -> EvalReport:
-    """An :class:`EvalReport` holding the classification metrics of ``y_pred`` against ``y_true``."""
-    m = classification_metrics(y_true, y_pred, labels)
-    return EvalReport(n=m["n"], accuracy=m["accuracy"], macro_f1=m["macro_f1"], per_class=m["per_class"],
-                      confusion=m["confusion"], **extra)
 
 
 def evaluate(model: TextClassifier, texts: Any, labels: Any = None, *, llm_predictions: str | os.PathLike[str] | None = None,
@@ -127,7 +71,5 @@ def evaluate(model: TextClassifier, texts: Any, labels: Any = None, *, llm_predi
         report.cost_per_million_usd = local_usd_per_message(cpu, report.throughput_per_s) * 1e6
     report.warnings = warnings
     if llm_predictions is not None:
-        from offramp.evaluation.llm import score_llm_predictions
-
         report.llm = score_llm_predictions(llm_predictions, ds, report.labels)
     return report

@@ -18,7 +18,7 @@ from offramp.costs.calculator import api_usd_per_message, load_prices
 from offramp.data.io import Dataset, cell_value, read_records
 from offramp.data.text import normalize
 from offramp.errors import DataError
-from offramp.evaluation.evaluate import EvalReport, metrics_report
+from offramp.evaluation.results import EvalReport, metrics_report
 from offramp.models.speed import latency_summary
 from offramp.teacher.label import Labeller, TaskSpec, label_texts
 

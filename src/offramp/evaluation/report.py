@@ -15,7 +15,8 @@ from typing import Sequence
 from offramp.costs.calculator import CostInputs, CostReport, CostRow, compute_costs, estimate_tokens, load_prices
 from offramp.data.io import Dataset
 from offramp.errors import UsageError
-from offramp.evaluation.evaluate import EvalReport, evaluate
+from offramp.evaluation.evaluate import evaluate
+from offramp.evaluation.results import EvalReport
 from offramp.models.base import TextClassifier
 from offramp.models.rejection import score_name
 

@@ -117,6 +117,8 @@ class Settings:
         sources: dict[str, str] = {}
         for name, (from_yaml, var, parse, default) in _TABLE.items():
             yaml_value = from_yaml(pipeline) if (pipeline is not None and from_yaml is not None) else None
+            raw = env.get(var, "").strip()
+            env_value = parse(raw) if raw else None  # a malformed variable is refused even when overridden
             if flags.get(name) is not None:
                 values[name], sources[name] = flags[name], "flag"
             elif yaml_value is not None:
@@ -125,8 +127,8 @@ class Settings:
                 elif name == "egress_guard":
                     yaml_value = guard_mode_from(yaml_value, f"{target}: egress_guard")
                 values[name], sources[name] = yaml_value, "pipeline"
-            elif env.get(var, "").strip():
-                values[name], sources[name] = parse(env[var].strip()), "environment"
+            elif env_value is not None:
+                values[name], sources[name] = env_value, "environment"
             else:
                 values[name], sources[name] = default, "default"
         if values["audit"] is not None:

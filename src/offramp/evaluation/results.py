@@ -1,0 +1,64 @@
+"""What an evaluation returns: :class:`EvalReport`, the same for a small model and for an LLM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from offramp.evaluation.metrics import classification_metrics
+
+
+@dataclass
+class EvalReport:
+    """Quality, calibration, speed, size and cost of one classifier (a small model or an LLM) on a test set.
+
+    ``to_dict()`` is exactly the object ``offramp eval --json`` prints. ``llm`` holds the LLM's
+    report on the same texts when its predictions were given.
+    """
+
+    n: int
+    accuracy: float
+    macro_f1: float
+    per_class: dict[str, dict[str, float]]
+    confusion: dict[str, Any]
+    model: str = ""
+    ece: float | None = None
+    reliability: list[dict[str, Any]] | None = None
+    model_bytes: int | None = None
+    train_seconds: float | None = None
+    rejection: dict[str, Any] | None = None
+    latency_ms: dict[str, Any] | None = None
+    throughput_per_s: float | None = None
+    cost_per_million_usd: float | None = None
+    cost_basis: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    data: str | None = None
+    model_dir: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # an LLM run's calls, cache hits, unlabelled answers
+    llm: EvalReport | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.confusion["labels"])
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "llm":
+                if value is not None:
+                    out["llm"] = value.to_dict()
+            elif f.name == "details":
+                out.update(value)
+            elif f.name in ("ece", "reliability", "cost_basis") and value is None:
+                continue
+            else:
+                out[f.name] = value
+        return out
+
+
+def metrics_report(y_true: Any, y_pred: Any, labels: list[str] | None = None, **extra: Any) -> EvalReport:
+    """An :class:`EvalReport` holding the classification metrics of ``y_pred`` against ``y_true``."""
+    m = classification_metrics(y_true, y_pred, labels)
+    return EvalReport(n=m["n"], accuracy=m["accuracy"], macro_f1=m["macro_f1"], per_class=m["per_class"],
+                      confusion=m["confusion"], **extra)
