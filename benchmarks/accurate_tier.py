@@ -24,14 +24,14 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import banking77, clinc150, latency_ms, print_table, throughput  # noqa: E402
+from common import banking77, clinc150, latency_ms, print_table, throughput
 
 
 def main(which: list[str]) -> None:
     os.environ["OFFRAMP_CACHE_DIR"] = tempfile.mkdtemp(prefix="offramp-bench-cache-")
+    from offramp import train
     from offramp.data.io import Dataset
     from offramp.models.store import load_model, model_bytes
-    from offramp import train
 
     rows, cands = [], []
     sets = {"banking77": banking77, "clinc150": clinc150, "clinc150-reject": lambda: clinc150(oos_as_class=False)}
@@ -42,8 +42,11 @@ def main(which: list[str]) -> None:
         if val is not None:
             from offramp.models.rejection import RejectTarget
 
-            reject = dict(reject_target=RejectTarget.parse("oos_recall>=0.8"), oos_label="oos",
-                          val=Dataset(val[0], val[1], "clinc150 val + oos_val"))
+            reject = dict(
+                reject_target=RejectTarget.parse("oos_recall>=0.8"),
+                oos_label="oos",
+                val=Dataset(val[0], val[1], "clinc150 val + oos_val"),
+            )
         with tempfile.TemporaryDirectory() as d:
             trained, res = train(Dataset(Xtr, ytr, name), quality="balanced", time_limit=180, seed=0, **reject)
             trained.save(Path(d) / "m")
@@ -60,16 +63,52 @@ def main(which: list[str]) -> None:
             ins = yte_a != "oos"
             acc = float((pred[ins] == yte_a[ins]).mean())
             oos = f"{(pred[~ins] == 'oos').mean():.3f}"
-        rows.append([name, res.winner, f"{acc:.4f}", f"{f1:.4f}", oos, f"{res.train_seconds:.0f}",
-                     f"{p50:.2f}", f"{p99:.2f}", f"{thr:,.0f}", f"{size / 1e6:.2f}"])
+        rows.append(
+            [
+                name,
+                res.winner,
+                f"{acc:.4f}",
+                f"{f1:.4f}",
+                oos,
+                f"{res.train_seconds:.0f}",
+                f"{p50:.2f}",
+                f"{p99:.2f}",
+                f"{thr:,.0f}",
+                f"{size / 1e6:.2f}",
+            ]
+        )
         for r in res.candidates:
-            cands.append([name, r.name, "—" if r.cv_macro_f1 is None else f"{r.cv_macro_f1:.4f}",
-                          "—" if r.latency_p99_ms is None else f"{r.latency_p99_ms:.2f}", f"{r.seconds:.0f}", r.status])
-    print_table("accurate tier (offramp train --quality balanced)",
-                ["set", "winner", "accuracy (in-scope)", "macro-F1", "oos recall", "train s (incl. encoding)",
-                 "p50 ms", "p99 ms", "batch msg/s", "model dir MB"], rows)
-    print_table("candidates (cross-validated on the training set)",
-                ["set", "candidate", "CV macro-F1", "p99 ms", "seconds", "status"], cands)
+            cands.append(
+                [
+                    name,
+                    r.name,
+                    "—" if r.cv_macro_f1 is None else f"{r.cv_macro_f1:.4f}",
+                    "—" if r.latency_p99_ms is None else f"{r.latency_p99_ms:.2f}",
+                    f"{r.seconds:.0f}",
+                    r.status,
+                ]
+            )
+    print_table(
+        "accurate tier (offramp train --quality balanced)",
+        [
+            "set",
+            "winner",
+            "accuracy (in-scope)",
+            "macro-F1",
+            "oos recall",
+            "train s (incl. encoding)",
+            "p50 ms",
+            "p99 ms",
+            "batch msg/s",
+            "model dir MB",
+        ],
+        rows,
+    )
+    print_table(
+        "candidates (cross-validated on the training set)",
+        ["set", "candidate", "CV macro-F1", "p99 ms", "seconds", "status"],
+        cands,
+    )
 
 
 if __name__ == "__main__":

@@ -23,15 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.model_selection import train_test_split
 
-from offramp.data.demo import demo_paths  # noqa: E402
-from offramp.data.io import Dataset, read_dataset, read_records  # noqa: E402
-from offramp.data.text import normalize  # noqa: E402
-from offramp.evaluation.metrics import classification_metrics  # noqa: E402
-from offramp import train  # noqa: E402
-from offramp.pipeline.cascade import Cascade  # noqa: E402
-from offramp.pipeline.routing import fit_thresholds  # noqa: E402
+from offramp import train
+from offramp.data.demo import demo_paths
+from offramp.data.io import Dataset, read_dataset, read_records
+from offramp.data.text import normalize
+from offramp.evaluation.metrics import classification_metrics
+from offramp.pipeline.cascade import Cascade
+from offramp.pipeline.routing import fit_thresholds
 
 
 def recorded(path: Path):
@@ -59,12 +59,17 @@ def main() -> None:
     args = ap.parse_args()
     train_path, test_path, bundled = demo_paths()
     full, test = read_dataset(train_path), read_dataset(test_path)
-    tr_t, va_t, tr_y, va_y = train_test_split(full.texts, full.labels, test_size=0.2, random_state=args.seed,
-                                              stratify=full.labels)
-    with tempfile.TemporaryDirectory() as tmp:
+    tr_t, va_t, tr_y, va_y = train_test_split(
+        full.texts, full.labels, test_size=0.2, random_state=args.seed, stratify=full.labels
+    )
+    with tempfile.TemporaryDirectory():
         t0 = time.perf_counter()
-        model, res = train(Dataset(list(tr_t), list(tr_y), "demo train split (80%)"), quality=args.quality,
-                           seed=args.seed, time_limit=60)
+        model, res = train(
+            Dataset(list(tr_t), list(tr_y), "demo train split (80%)"),
+            quality=args.quality,
+            seed=args.seed,
+            time_limit=60,
+        )
         fit = fit_thresholds(model.predict_proba(va_t), model.classes_, va_y, max_llm_share=args.max_llm_share)
         if args.llm:
             from offramp.pipeline.fallback import LLMFallback
@@ -88,11 +93,19 @@ def main() -> None:
     if alone is not None:
         llm = classification_metrics(test.labels, alone, labels)
         rows.insert(0, (f"LLM alone ({name})", llm["macro_f1"], llm["accuracy"], "100.0%"))
-    rows.append((f"cascade: small model + {name} when unsure", both["macro_f1"], both["accuracy"],
-                 f"{sent / len(decisions):.1%}"))
-    print(f"{len(test.texts)} test messages of the demo inbox; threshold {fit['thresholds']['*']:.4f} fitted on "
-          f"{len(va_t)} held-out training messages to send at most {args.max_llm_share:.0%} to the LLM "
-          f"(held-out share {fit['held_out']['llm_share']:.1%}); {elapsed:.0f} s in all\n")
+    rows.append(
+        (
+            f"cascade: small model + {name} when unsure",
+            both["macro_f1"],
+            both["accuracy"],
+            f"{sent / len(decisions):.1%}",
+        )
+    )
+    print(
+        f"{len(test.texts)} test messages of the demo inbox; threshold {fit['thresholds']['*']:.4f} fitted on "
+        f"{len(va_t)} held-out training messages to send at most {args.max_llm_share:.0%} to the LLM "
+        f"(held-out share {fit['held_out']['llm_share']:.1%}); {elapsed:.0f} s in all\n"
+    )
     print("| system | macro-F1 | accuracy | messages sent to the LLM |")
     print("|---|---|---|---|")
     for n, f1, acc, share in rows:

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import banking77, print_table  # noqa: E402
+from offramp.models.encoder import SentenceEncoder
 
-from offramp.models.encoder import SentenceEncoder  # noqa: E402
+from common import banking77, print_table
 
 DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
@@ -56,25 +56,37 @@ def gelu(x):
 
 def bert_forward(W, ids, mask, heads=12, layers=6):
     n, t = ids.shape
-    x = W["embeddings.word_embeddings.weight"][ids] + W["embeddings.position_embeddings.weight"][:t][None] \
+    x = (
+        W["embeddings.word_embeddings.weight"][ids]
+        + W["embeddings.position_embeddings.weight"][:t][None]
         + W["embeddings.token_type_embeddings.weight"][0][None, None]
+    )
     x = layer_norm(x, W["embeddings.LayerNorm.weight"], W["embeddings.LayerNorm.bias"]).astype(np.float32)
     d = x.shape[-1] // heads
     bias = (1.0 - mask[:, None, None, :]) * -1e9
     for i in range(layers):
         p = f"encoder.layer.{i}."
 
-        def lin(h, name):
+        def lin(h, name, p=p):
             return h @ W[p + name + ".weight"].T + W[p + name + ".bias"]
 
-        q, k, v = (lin(x, f"attention.self.{m}").reshape(n, t, heads, d).transpose(0, 2, 1, 3) for m in ("query", "key", "value"))
+        q, k, v = (
+            lin(x, f"attention.self.{m}").reshape(n, t, heads, d).transpose(0, 2, 1, 3)
+            for m in ("query", "key", "value")
+        )
         s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d) + bias
         s = np.exp(s - s.max(-1, keepdims=True))
         s /= s.sum(-1, keepdims=True)
         a = (s @ v).transpose(0, 2, 1, 3).reshape(n, t, heads * d)
-        x = layer_norm(lin(a, "attention.output.dense") + x, W[p + "attention.output.LayerNorm.weight"], W[p + "attention.output.LayerNorm.bias"])
+        x = layer_norm(
+            lin(a, "attention.output.dense") + x,
+            W[p + "attention.output.LayerNorm.weight"],
+            W[p + "attention.output.LayerNorm.bias"],
+        )
         h = gelu(lin(x, "intermediate.dense"))
-        x = layer_norm(lin(h, "output.dense") + x, W[p + "output.LayerNorm.weight"], W[p + "output.LayerNorm.bias"]).astype(np.float32)
+        x = layer_norm(
+            lin(h, "output.dense") + x, W[p + "output.LayerNorm.weight"], W[p + "output.LayerNorm.bias"]
+        ).astype(np.float32)
     return x
 
 
@@ -103,11 +115,16 @@ def main(n: int) -> None:
     # does quantisation change which text is nearest? (retrieval agreement on the same texts)
     nn_q = np.argsort(-(q @ q.T), axis=1)[:, 1]
     nn_f = np.argsort(-(ref @ ref.T), axis=1)[:, 1]
-    print_table(f"int8 ONNX vs fp32 all-MiniLM-L6-v2 on {len(texts)} Banking77 test texts",
-                ["measure", "value"],
-                [["mean cosine(int8, fp32)", f"{cos.mean():.4f}"], ["min cosine", f"{cos.min():.4f}"],
-                 ["5th percentile cosine", f"{np.percentile(cos, 5):.4f}"],
-                 ["same nearest neighbour", f"{(nn_q == nn_f).mean():.3f}"]])
+    print_table(
+        f"int8 ONNX vs fp32 all-MiniLM-L6-v2 on {len(texts)} Banking77 test texts",
+        ["measure", "value"],
+        [
+            ["mean cosine(int8, fp32)", f"{cos.mean():.4f}"],
+            ["min cosine", f"{cos.min():.4f}"],
+            ["5th percentile cosine", f"{np.percentile(cos, 5):.4f}"],
+            ["same nearest neighbour", f"{(nn_q == nn_f).mean():.3f}"],
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -25,11 +25,11 @@ from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import banking77, clinc150, latency_ms, print_table, throughput  # noqa: E402
+from offramp import train
+from offramp.data.io import Dataset
+from offramp.models.store import load_model, model_bytes
 
-from offramp.data.io import Dataset  # noqa: E402
-from offramp.models.store import load_model, model_bytes  # noqa: E402
-from offramp import train  # noqa: E402
+from common import banking77, clinc150, latency_ms, print_table, throughput
 
 TARGETS = {"accuracy": 0.91, "train_s": 30, "p99_ms": 1.0, "throughput": 30_000, "mb": 10}
 
@@ -51,8 +51,10 @@ def run_plain_wordchar(Xtr, ytr, Xte):
 
     t0 = time.perf_counter()
     pipe = make_pipeline(
-        make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-                   TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
+        make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+        ),
         LinearSVC(C=0.5),
     ).fit(Xtr, ytr)
     fit_s = time.perf_counter() - t0
@@ -81,9 +83,11 @@ def main(which: list[str]) -> None:
     for name in which:
         (Xtr, ytr), (Xte, yte), _ = sets[name]()
         yte_a = np.asarray(yte)
-        for recipe, fn in (("plain: word TF-IDF + LogReg", run_plain),
-                           ("sklearn word+char TF-IDF + LinearSVC", run_plain_wordchar),
-                           ("offramp fast tier", run_offramp)):
+        for recipe, fn in (
+            ("plain: word TF-IDF + LogReg", run_plain),
+            ("sklearn word+char TF-IDF + LinearSVC", run_plain_wordchar),
+            ("offramp fast tier", run_offramp),
+        ):
             pred, fit_s, p50, p99, thr, size, *winner = fn(Xtr, ytr, Xte)
             acc = float((pred == yte_a).mean())
             f1 = float(f1_score(yte_a, pred, average="macro"))
@@ -93,8 +97,20 @@ def main(which: list[str]) -> None:
                 acc = float((pred[ins] == yte_a[ins]).mean())
                 extra = f"{(pred[~ins] == 'oos').mean():.3f}"
             label = recipe + (f" ({winner[0]})" if winner else "")
-            rows.append([name, label, f"{acc:.4f}", f"{f1:.4f}", extra or "—", f"{fit_s:.1f}", f"{p50:.3f}",
-                         f"{p99:.3f}", f"{thr:,.0f}", f"{size / 1e6:.2f}"])
+            rows.append(
+                [
+                    name,
+                    label,
+                    f"{acc:.4f}",
+                    f"{f1:.4f}",
+                    extra or "—",
+                    f"{fit_s:.1f}",
+                    f"{p50:.3f}",
+                    f"{p99:.3f}",
+                    f"{thr:,.0f}",
+                    f"{size / 1e6:.2f}",
+                ]
+            )
             if name == "banking77" and winner:
                 checks += [
                     ("accuracy >= 0.91", acc >= TARGETS["accuracy"], f"{acc:.4f}"),
@@ -103,12 +119,28 @@ def main(which: list[str]) -> None:
                     ("batch >= 30,000 msg/s", thr >= TARGETS["throughput"], f"{thr:,.0f}/s"),
                     ("model <= 10 MB", size / 1e6 <= TARGETS["mb"], f"{size / 1e6:.2f} MB"),
                 ]
-    print_table("fast tier vs plain recipe (same run)",
-                ["set", "recipe", "accuracy (in-scope)", "macro-F1", "oos recall", "train s", "p50 ms", "p99 ms",
-                 "batch msg/s", "size MB"], rows)
+    print_table(
+        "fast tier vs plain recipe (same run)",
+        [
+            "set",
+            "recipe",
+            "accuracy (in-scope)",
+            "macro-F1",
+            "oos recall",
+            "train s",
+            "p50 ms",
+            "p99 ms",
+            "batch msg/s",
+            "size MB",
+        ],
+        rows,
+    )
     if checks:
-        print_table("Banking77 targets (offramp fast tier)", ["target", "met", "measured"],
-                    [[c, "yes" if ok else "NO", v] for c, ok, v in checks])
+        print_table(
+            "Banking77 targets (offramp fast tier)",
+            ["target", "met", "measured"],
+            [[c, "yes" if ok else "NO", v] for c, ok, v in checks],
+        )
 
 
 if __name__ == "__main__":

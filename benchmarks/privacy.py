@@ -25,14 +25,54 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from offramp.data.demo import demo_paths  # noqa: E402
-from offramp.privacy.guard import PrivacyGuard  # noqa: E402
-from offramp.privacy.patterns import luhn_ok  # noqa: E402
+from offramp.data.demo import demo_paths
+from offramp.privacy.guard import PrivacyGuard
+from offramp.privacy.patterns import luhn_ok
 
-FIRST = ["James", "Maria", "Wei", "Fatima", "Olivia", "Lucas", "Aisha", "Mateo", "Hannah", "Kenji", "Sofia",
-         "David", "Priya", "Tom", "Elena", "Noah", "Grace", "Omar", "Chloe", "Ivan"]
-LAST = ["Smith", "Garcia", "Chen", "Khan", "Johnson", "Müller", "Rossi", "Novak", "Brown", "Tanaka", "Silva",
-        "Walker", "Patel", "Nguyen", "Kowalski", "Dubois", "Murphy", "Jensen", "Okafor", "Larsen"]
+FIRST = [
+    "James",
+    "Maria",
+    "Wei",
+    "Fatima",
+    "Olivia",
+    "Lucas",
+    "Aisha",
+    "Mateo",
+    "Hannah",
+    "Kenji",
+    "Sofia",
+    "David",
+    "Priya",
+    "Tom",
+    "Elena",
+    "Noah",
+    "Grace",
+    "Omar",
+    "Chloe",
+    "Ivan",
+]
+LAST = [
+    "Smith",
+    "Garcia",
+    "Chen",
+    "Khan",
+    "Johnson",
+    "Müller",
+    "Rossi",
+    "Novak",
+    "Brown",
+    "Tanaka",
+    "Silva",
+    "Walker",
+    "Patel",
+    "Nguyen",
+    "Kowalski",
+    "Dubois",
+    "Murphy",
+    "Jensen",
+    "Okafor",
+    "Larsen",
+]
 CITIES = ["London", "Berlin", "Madrid", "Chicago", "Toronto", "Sydney", "Paris", "Dublin", "Mumbai", "Lisbon"]
 IBAN_BANKS = {"GB": ("WEST", 14), "DE": ("", 18), "FR": ("", 23), "NL": ("ABNA", 10), "ES": ("", 20)}
 
@@ -44,7 +84,7 @@ def card(rng):
     check = next(d for d in string.digits if luhn_ok(body + d))
     num = body + check
     sep = rng.choice([" ", "-", ""])
-    return sep.join(num[i:i + 4] for i in range(0, len(num), 4)) if sep else num
+    return sep.join(num[i : i + 4] for i in range(0, len(num), 4)) if sep else num
 
 
 def iban(rng):
@@ -54,13 +94,22 @@ def iban(rng):
     moved = bban + cc + "00"
     check = 98 - int("".join(str(int(c, 36)) for c in moved)) % 97
     s = f"{cc}{check:02d}{bban}"
-    return " ".join(s[i:i + 4] for i in range(0, len(s), 4)) if rng.random() < 0.5 else s
+    return " ".join(s[i : i + 4] for i in range(0, len(s), 4)) if rng.random() < 0.5 else s
 
 
 def phone(rng):
     d = lambda n: "".join(rng.choice(string.digits) for _ in range(n))  # noqa: E731
-    return rng.choice([f"+44 20 {d(4)} {d(4)}", f"+1 {d(3)}-{d(3)}-{d(4)}", f"({d(3)}) {d(3)}-{d(4)}",
-                       f"+49 30 {d(8)}", f"+33 6 {d(2)} {d(2)} {d(2)} {d(2)}", f"07{d(3)} {d(6)}", f"+{d(11)}"])
+    return rng.choice(
+        [
+            f"+44 20 {d(4)} {d(4)}",
+            f"+1 {d(3)}-{d(3)}-{d(4)}",
+            f"({d(3)}) {d(3)}-{d(4)}",
+            f"+49 30 {d(8)}",
+            f"+33 6 {d(2)} {d(2)} {d(2)} {d(2)}",
+            f"07{d(3)} {d(6)}",
+            f"+{d(11)}",
+        ]
+    )
 
 
 def ssn(rng):
@@ -70,19 +119,33 @@ def ssn(rng):
 def ip(rng):
     if rng.random() < 0.75:
         return ".".join(str(rng.randint(1, 254)) for _ in range(4))
-    groups = [f"{rng.randint(0, 0xffff):x}" for _ in range(6)]
+    groups = [f"{rng.randint(0, 0xFFFF):x}" for _ in range(6)]
     return "2001:db8:" + ":".join(groups) if rng.random() < 0.5 else "2001:db8::" + ":".join(groups[:3])
 
 
 def email(rng):
-    return f"{rng.choice(FIRST).lower()}.{rng.choice(LAST).lower().replace('ü', 'u')}{rng.randint(1, 99)}@" \
-           f"{rng.choice(['example.com', 'mail.example.org', 'corp.example.co.uk'])}"
+    return (
+        f"{rng.choice(FIRST).lower()}.{rng.choice(LAST).lower().replace('ü', 'u')}{rng.randint(1, 99)}@"
+        f"{rng.choice(['example.com', 'mail.example.org', 'corp.example.co.uk'])}"
+    )
 
 
 def dob(rng):
     y, m, d = rng.randint(1940, 2005), rng.randint(1, 12), rng.randint(1, 28)
-    month = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-             "November", "December"][m - 1]
+    month = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ][m - 1]
     return rng.choice([f"{d:02d}/{m:02d}/{y}", f"{y}-{m:02d}-{d:02d}", f"{month} {d}, {y}", f"{d} {month} {y}"])
 
 
@@ -100,8 +163,11 @@ KINDS = [
     ("US_SSN", ssn, ["My SSN is {v}.", "social security number {v}"]),
     ("DATE_OF_BIRTH", dob, ["I was born on {v}.", "date of birth: {v}", "my DOB is {v}"]),
     ("URL", url, ["see {v} for the order", "the page {v} shows an error"]),
-    ("PERSON", lambda r: f"{r.choice(FIRST)} {r.choice(LAST)}", ["My name is {v}.", "This is {v} writing.",
-                                                                  "Regards, {v}"]),
+    (
+        "PERSON",
+        lambda r: f"{r.choice(FIRST)} {r.choice(LAST)}",
+        ["My name is {v}.", "This is {v} writing.", "Regards, {v}"],
+    ),
     ("LOCATION", lambda r: r.choice(CITIES), ["I am in {v} right now.", "I moved to {v} last month."]),
 ]
 
@@ -110,8 +176,11 @@ def sample(n: int, seed: int):
     rng = random.Random(seed)
     _, test, _ = demo_paths()
     with open(test, newline="", encoding="utf-8") as f:
-        base = [r["text"] for r in csv.DictReader(f) if r["label"] in ("SUPPORT", "OTHER", "GRATITUDE")
-                and len(r["text"]) < 200]
+        base = [
+            r["text"]
+            for r in csv.DictReader(f)
+            if r["label"] in ("SUPPORT", "OTHER", "GRATITUDE") and len(r["text"]) < 200
+        ]
     out = []
     for i in range(n):
         entity, make, templates = KINDS[i % len(KINDS)]
@@ -163,16 +232,20 @@ def main() -> None:
     data, base = sample(args.n, args.seed)
     paths = {"fast path (patterns)": PrivacyGuard(), "NER path (patterns + Presidio/spaCy)": PrivacyGuard(ner=True)}
     typical = base[:500]
-    print(f"{len(data)} inbox messages with one inserted value each; latency over {len(typical)} typical inbox "
-          "messages (x3) and over the seeded ones\n")
+    print(
+        f"{len(data)} inbox messages with one inserted value each; latency over {len(typical)} typical inbox "
+        "messages (x3) and over the seeded ones\n"
+    )
     rows = {}
     for name, guard in paths.items():
         tp, fp, fn = score(guard, data)
         rows[name] = (tp, fp, fn)
         p50, p99 = latency(guard, typical)
         s50, s99 = latency(guard, [t for t, _ in data[:500]], repeat=1)
-        print(f"{name}: typical message p50 {p50:.3f} ms, p99 {p99:.3f} ms; with personal data p50 {s50:.3f} ms, "
-              f"p99 {s99:.3f} ms")
+        print(
+            f"{name}: typical message p50 {p50:.3f} ms, p99 {p99:.3f} ms; with personal data p50 {s50:.3f} ms, "
+            f"p99 {s99:.3f} ms"
+        )
     print()
     print("| entity | n | fast recall | fast precision | NER-path recall | NER-path precision |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -188,8 +261,10 @@ def main() -> None:
         print(f"| {entity} | {n} | " + " | ".join(cells) + " |")
     extra = sorted({e for name in paths for e in rows[name][1]} - {k for k, _, _ in KINDS})
     for e in extra:
-        print(f"| {e} (not inserted) | 0 | — | false finds: {rows[list(paths)[0]][1][e]} | — | "
-              f"false finds: {rows[list(paths)[1]][1][e]} |")
+        print(
+            f"| {e} (not inserted) | 0 | — | false finds: {rows[list(paths)[0]][1][e]} | — | "
+            f"false finds: {rows[list(paths)[1]][1][e]} |"
+        )
 
 
 if __name__ == "__main__":

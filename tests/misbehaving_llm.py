@@ -7,10 +7,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def completion(content: str, prompt_tokens: int = 20, completion_tokens: int = 2) -> dict:
-    return {"id": "x", "object": "chat.completion", "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
 
 
 class ScriptedLLM:
@@ -30,8 +37,9 @@ class ScriptedLLM:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(n)
-                outer.requests.append({"path": self.path, "body": json.loads(body or b"{}"),
-                                       "auth": self.headers.get("Authorization")})
+                outer.requests.append(
+                    {"path": self.path, "body": json.loads(body or b"{}"), "auth": self.headers.get("Authorization")}
+                )
                 outer.times.append(time.monotonic())
                 status, headers, payload, delay = outer.script.pop(0) if outer.script else outer.default
                 if callable(payload):

@@ -30,8 +30,9 @@ def test_encoder_is_installed_and_pinned():
 
 
 def test_vectors_are_unit_length_and_meaningful(encoder):
-    v = encoder.encode_uncached(["my card has not arrived yet", "my new card still hasn't come",
-                                 "tell me a joke about cats"])
+    v = encoder.encode_uncached(
+        ["my card has not arrived yet", "my new card still hasn't come", "tell me a joke about cats"]
+    )
     assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     # paraphrases sit closer than unrelated texts
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
@@ -43,7 +44,9 @@ def test_mean_pooling_ignores_padding(encoder):
     encoder_bs = encoder.batch_size
     try:
         encoder.batch_size = 2  # the short text is padded to the long one's length in one batch
-        batched = encoder.encode_uncached([short, "please explain in detail how the card replacement process works " * 3])[0]
+        batched = encoder.encode_uncached(
+            [short, "please explain in detail how the card replacement process works " * 3]
+        )[0]
     finally:
         encoder.batch_size = encoder_bs
     assert float(alone @ batched) > 0.9999
@@ -113,8 +116,18 @@ def test_accurate_tier_wins_on_real_data_and_selection_is_deterministic(inbox_sa
 
 def test_latency_budget_keeps_the_slow_tier_out(inbox_sample, tmp_path):
     out = tmp_path / "m"
-    r = run_cli("train", str(inbox_sample[0]), "--out", str(out), "--quality", "balanced",
-                "--latency-budget-ms", "2", "--json", "--quiet")
+    r = run_cli(
+        "train",
+        str(inbox_sample[0]),
+        "--out",
+        str(out),
+        "--quality",
+        "balanced",
+        "--latency-budget-ms",
+        "2",
+        "--json",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert not res["winner"].startswith(("stacked", "embed"))
@@ -160,8 +173,9 @@ def test_rejection_threshold_hits_its_target_on_held_out_data(tmp_path):
     train_rows, val_rows, test_rows = _clinc_banking_task()
     ds = Dataset([r[0] for r in train_rows], [r[1] for r in train_rows], "clinc-train")
     val = Dataset([r[0] for r in val_rows], [r[1] for r in val_rows], "clinc-val")
-    model, res = train(ds, quality="fast", time_limit=30, reject_target=RejectTarget.parse("oos_recall>=0.8"),
-                       oos_label="oos", val=val)
+    model, res = train(
+        ds, quality="fast", time_limit=30, reject_target=RejectTarget.parse("oos_recall>=0.8"), oos_label="oos", val=val
+    )
     model.save(tmp_path / "m")
     rej = res.rejection
     assert rej["met"] and rej["held_out"]["oos_recall"] >= 0.8
@@ -188,8 +202,14 @@ def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path):
     train_rows, val_rows, test_rows = _clinc_banking_task()
     ds = Dataset([r[0] for r in train_rows], [r[1] for r in train_rows], "clinc-train")
     val = Dataset([r[0] for r in val_rows], [r[1] for r in val_rows], "clinc-val")
-    model, res = train(ds, quality="best", time_limit=120, reject_target=RejectTarget.parse("oos_recall>=0.8"),
-                       oos_label="oos", val=val)
+    model, res = train(
+        ds,
+        quality="best",
+        time_limit=120,
+        reject_target=RejectTarget.parse("oos_recall>=0.8"),
+        oos_label="oos",
+        val=val,
+    )
     model.save(tmp_path / "m")
     assert res.winner.startswith(("stacked", "embed"))
     rej = res.rejection
@@ -199,14 +219,17 @@ def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path):
     assert rej["familiarity_weight"] > 0 and aucs[f"{rej['familiarity_weight']:g}"] > aucs["0"]
     assert rej["memory_size"] == len(train_rows)
     model = load_model(tmp_path / "m")
-    assert model.reject_familiarity_weight_ == rej["familiarity_weight"] and model.memory_.shape == (len(train_rows), 384)
+    assert model.reject_familiarity_weight_ == rej["familiarity_weight"] and model.memory_.shape == (
+        len(train_rows),
+        384,
+    )
     texts = [r[0] for r in test_rows]
     y = np.array([r[1] for r in test_rows])
     pred, proba = model.predict_and_proba(texts)
     assert (pred == model.predict(texts)).all()
     with model.uncached():
-        one = [model.predict_one(t) for t in texts[:: 10]]
-    assert [o[0] for o in one] == list(pred[:: 10])
+        one = [model.predict_one(t) for t in texts[::10]]
+    assert [o[0] for o in one] == list(pred[::10])
     # small batches (the service's micro-batches) are decided message by message: same answers
     small = np.concatenate([model.predict_and_proba(texts[i : i + 40])[0] for i in range(0, len(texts), 40)])
     assert (small == pred).all()
@@ -245,8 +268,9 @@ def test_nearness_without_a_val_file_is_fitted_out_of_fold(tmp_path):
     oos_train = [(t, "oos") for t, _ in json.loads((base / "data_full.json").read_text())["oos_train"]]
     rows = train_rows + oos_train
     ds = Dataset([r[0] for r in rows], [r[1] for r in rows], "clinc-train+oos")
-    model, res = train(ds, quality="best", time_limit=120, reject_target=RejectTarget.parse("oos_recall>=0.8"),
-                       oos_label="oos")
+    model, res = train(
+        ds, quality="best", time_limit=120, reject_target=RejectTarget.parse("oos_recall>=0.8"), oos_label="oos"
+    )
     model.save(tmp_path / "m")
     rej = res.rejection
     assert rej["source"].startswith("out-of-fold") and rej["met"]
@@ -272,11 +296,29 @@ def test_reject_target_flag_errors(inbox_sample, tmp_path):
     assert r.returncode == 2 and "cannot read the reject target" in r.stderr
     r = run_cli("train", str(inbox_sample[0]), "--out", str(tmp_path / "m"), "--val", str(inbox_sample[1]))
     assert r.returncode == 2 and "give --reject-target too" in r.stderr
-    r = run_cli("train", str(inbox_sample[0]), "--out", str(tmp_path / "m"), "--reject-target", "oos_recall>=0.8",
-                "--quality", "fast")
+    r = run_cli(
+        "train",
+        str(inbox_sample[0]),
+        "--out",
+        str(tmp_path / "m"),
+        "--reject-target",
+        "oos_recall>=0.8",
+        "--quality",
+        "fast",
+    )
     assert r.returncode == 2 and "needs out-of-scope examples" in r.stderr
-    r = run_cli("train", str(inbox_sample[0]), "--out", str(tmp_path / "m"), "--quality", "fast",
-                "--reject-target", "in_scope_precision>=0.99", "--json", "--quiet")
+    r = run_cli(
+        "train",
+        str(inbox_sample[0]),
+        "--out",
+        str(tmp_path / "m"),
+        "--quality",
+        "fast",
+        "--reject-target",
+        "in_scope_precision>=0.99",
+        "--json",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     rej = json.loads(r.stdout)["rejection"]
     assert rej["held_out"]["in_scope_precision"] >= 0.99 and rej["label"] == "UNKNOWN"

@@ -67,8 +67,12 @@ def test_texts_arrive_in_any_column_type(inbox):
 
     (texts, labels), (test_texts, _) = inbox
     ref = TfidfLinear(min_df=1).fit(texts, labels).predict(test_texts)
-    for X, y in [(np.array(texts, dtype=object), np.array(labels)), (pa.array(texts), pa.chunked_array([labels])),
-                 (tuple(texts), iter(labels)), ((t for t in texts), list(labels))]:
+    for X, y in [
+        (np.array(texts, dtype=object), np.array(labels)),
+        (pa.array(texts), pa.chunked_array([labels])),
+        (tuple(texts), iter(labels)),
+        ((t for t in texts), list(labels)),
+    ]:
         got = TfidfLinear(min_df=1).fit(X, y).predict(pa.array(test_texts))
         assert (got == ref).all()
     from offramp.errors import InputError
@@ -103,8 +107,9 @@ def test_train_evaluate_save_load_in_process(inbox, tmp_path):
     assert report.winner in card and "no time limit" in card
     # the eval --json object is exactly EvalReport.to_dict()
     test_csv = tmp_path / "t.csv"
-    test_csv.write_text("text,label\n" + "".join(f'"{t.replace(chr(34), chr(34) * 2)}",{y}\n'
-                                                 for t, y in zip(test_texts, test_labels)))
+    test_csv.write_text(
+        "text,label\n" + "".join(f'"{t.replace(chr(34), chr(34) * 2)}",{y}\n' for t, y in zip(test_texts, test_labels))
+    )
     r = run_cli("eval", str(tmp_path / "m"), str(test_csv), "--json")
     assert r.returncode == 0, r.stderr
     cli = json.loads(r.stdout)
@@ -192,5 +197,6 @@ def test_a_pipelines_privacy_is_what_applies_at_egress(fast_model, tmp_path):
         client.policy.check("https://llm.example.com/v1", ["x"])
     p.write_text("model: model\n" + llm + "privacy: {entities: [PHONE_NUMBER]}\n")
     client = build(Settings.resolve(p, env={})).cascade.fallback.client
-    assert client.policy.check("https://llm.example.com/v1", ["a@b.com call +44 20 7946 0958"]) == \
-        ["a@b.com call <PHONE_NUMBER>"]  # only the pipeline's entity set, no longer offline
+    assert client.policy.check("https://llm.example.com/v1", ["a@b.com call +44 20 7946 0958"]) == [
+        "a@b.com call <PHONE_NUMBER>"
+    ]  # only the pipeline's entity set, no longer offline

@@ -21,8 +21,16 @@ from helpers import run_cli, write_csv
 def _log(path: Path, n: int = 10) -> AuditLog:
     log = AuditLog(path)
     for i in range(n):
-        log.append(log.record(request_id=f"r{i}", decision="SUPPORT" if i % 2 else "OTHER", confidence=0.9,
-                              route="local", text_hmac=log.text_hmac(f"message {i}"), pii={}))
+        log.append(
+            log.record(
+                request_id=f"r{i}",
+                decision="SUPPORT" if i % 2 else "OTHER",
+                confidence=0.9,
+                route="local",
+                text_hmac=log.text_hmac(f"message {i}"),
+                pii={},
+            )
+        )
     return log
 
 
@@ -59,14 +67,19 @@ def _insert_copy(path, after):
 
 
 TAMPERING = {
-    "edited": (lambda p: _sql(p, "UPDATE records SET body=replace(body, '\"route\":\"local\"', '\"route\":\"llm\"') WHERE seq=4"), 4),
+    "edited": (
+        lambda p: _sql(p, 'UPDATE records SET body=replace(body, \'"route":"local"\', \'"route":"llm"\') WHERE seq=4'),
+        4,
+    ),
     "deleted": (lambda p: _sql(p, "DELETE FROM records WHERE seq=6"), 7),
     "reordered": (lambda p: _swap(p, 3, 5), 3),
     "inserted": (lambda p: _insert_copy(p, 2), 3),
     "cut from the end": (lambda p: _sql(p, "DELETE FROM records WHERE seq=10"), None),
     "head edited": (lambda p: _sql(p, "UPDATE head SET seq=9"), None),
-    "renumbered after a deletion": (lambda p: _sql(p, "DELETE FROM records WHERE seq=5",
-                                                   "UPDATE records SET seq=seq-1 WHERE seq>5"), 5),
+    "renumbered after a deletion": (
+        lambda p: _sql(p, "DELETE FROM records WHERE seq=5", "UPDATE records SET seq=seq-1 WHERE seq>5"),
+        5,
+    ),
 }
 
 
@@ -100,8 +113,16 @@ def test_wrong_key_and_missing_key(tmp_path, monkeypatch):
 def test_verify_and_export_cli(tmp_path):
     path = tmp_path / "audit.sqlite"
     log = _log(path, 4)
-    log.append(log.record(request_id="x", decision="SUPPORT", confidence=0.4, route="llm",
-                          endpoint="api.example.com", pii={"EMAIL_ADDRESS": 2}))
+    log.append(
+        log.record(
+            request_id="x",
+            decision="SUPPORT",
+            confidence=0.4,
+            route="llm",
+            endpoint="api.example.com",
+            pii={"EMAIL_ADDRESS": 2},
+        )
+    )
     log.close()
     assert oct((tmp_path / "audit.sqlite.key").stat().st_mode & 0o777) == "0o600"
     r = run_cli("audit", "verify", str(path))
@@ -113,8 +134,10 @@ def test_verify_and_export_cli(tmp_path):
     assert [x["seq"] for x in rows] == [1, 2, 3, 4, 5] and rows[-1]["route"] == "llm"
     r = run_cli("audit", "export", str(path), "--out", str(tmp_path / "a.csv"))
     assert r.returncode == 0 and (tmp_path / "a.csv").read_text().count("\n") == 6
-    for args, needle in ((["verify", str(tmp_path / "none.sqlite")], "no audit log"),
-                         (["export", str(path), "--out", str(tmp_path / "a.txt")], "must end in")):
+    for args, needle in (
+        (["verify", str(tmp_path / "none.sqlite")], "no audit log"),
+        (["export", str(path), "--out", str(tmp_path / "a.txt")], "must end in"),
+    ):
         r = run_cli("audit", *args)
         assert r.returncode == 2 and needle in r.stderr
 
@@ -206,8 +229,8 @@ def _scan(root: Path) -> list[str]:
 
 
 def test_seeded_pii_reaches_no_store_and_no_llm(fast_model, tmp_path, monkeypatch):
-    from misbehaving_llm import ScriptedLLM, completion
     from helpers import Server
+    from misbehaving_llm import ScriptedLLM, completion
 
     store = tmp_path / "store"
     store.mkdir()
@@ -215,6 +238,7 @@ def test_seeded_pii_reaches_no_store_and_no_llm(fast_model, tmp_path, monkeypatc
     docs = store / "docs"
     docs.mkdir()
     (docs / "cards.md").write_text("# Cards\nA declined card is usually a blocked card.\n")
+
     def answer(body):
         system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
         if "Answer with exactly one" not in system:  # the llm action: a reply naming the customer's pseudonym
@@ -233,20 +257,29 @@ def test_seeded_pii_reaches_no_store_and_no_llm(fast_model, tmp_path, monkeypatc
         f"  OTHER: {{type: forward, url: '{hook.url}/hook'}}\n"
         f"  TRY_TO_HACK: {{type: llm}}\n"
         "privacy: {operator: pseudonym, vault: pseudonyms.sqlite}\n"
-        "audit: audit.sqlite\n")
-    env = {"OFFRAMP_VAULT_KEY": "vault-key", "OFFRAMP_AUDIT_KEY": "audit-key", "OFFRAMP_EGRESS_GUARD": "always",
-           "OFFRAMP_CACHE_DIR": str(store / "cache"), "HOME": str(store)}
+        "audit: audit.sqlite\n"
+    )
+    env = {
+        "OFFRAMP_VAULT_KEY": "vault-key",
+        "OFFRAMP_AUDIT_KEY": "audit-key",
+        "OFFRAMP_EGRESS_GUARD": "always",
+        "OFFRAMP_CACHE_DIR": str(store / "cache"),
+        "HOME": str(store),
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     s = Server(store / "pipeline.yaml")
     try:
         answers = []
-        for i, text in enumerate(_seeded_messages()):
+        for _i, text in enumerate(_seeded_messages()):
             r = httpx.post(s.url + "/v1/classify", json={"text": text, "conversation_id": "conv-7"}, timeout=30)
             assert r.status_code == 200, r.text
             answers.append(r.json())
-        r = httpx.post(s.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": _seeded_messages()[0]}],
-                                                             "user": "conv-8"}, timeout=30)
+        r = httpx.post(
+            s.url + "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": _seeded_messages()[0]}], "user": "conv-8"},
+            timeout=30,
+        )
         assert r.status_code == 200
         m = httpx.get(s.url + "/metrics").text
     finally:
@@ -293,13 +326,39 @@ def test_seeded_pii_masked_dataset_and_teacher(tmp_path, monkeypatch):
     task = tmp_path / "task.yaml"
     task.write_text("labels: {SUPPORT: a question, OTHER: anything else}\n")
     try:
-        r = run_cli("label", str(tmp_path / "masked.csv"), "--llm", "m", "--base-url", llm.url + "/v1", "--task", str(task),
-                    "--out", str(tmp_path / "labelled.csv"), "--cache", str(tmp_path / "cache.sqlite"), "--quiet",
-                    env={"OFFRAMP_EGRESS_GUARD": "always"})
+        r = run_cli(
+            "label",
+            str(tmp_path / "masked.csv"),
+            "--llm",
+            "m",
+            "--base-url",
+            llm.url + "/v1",
+            "--task",
+            str(task),
+            "--out",
+            str(tmp_path / "labelled.csv"),
+            "--cache",
+            str(tmp_path / "cache.sqlite"),
+            "--quiet",
+            env={"OFFRAMP_EGRESS_GUARD": "always"},
+        )
         assert r.returncode == 0, r.stderr
-        r = run_cli("label", str(data), "--llm", "m", "--base-url", llm.url + "/v1", "--task", str(task),
-                    "--out", str(tmp_path / "raw-labelled.csv"), "--cache", str(tmp_path / "cache2.sqlite"), "--quiet",
-                    env={"OFFRAMP_EGRESS_GUARD": "always"})
+        r = run_cli(
+            "label",
+            str(data),
+            "--llm",
+            "m",
+            "--base-url",
+            llm.url + "/v1",
+            "--task",
+            str(task),
+            "--out",
+            str(tmp_path / "raw-labelled.csv"),
+            "--cache",
+            str(tmp_path / "cache2.sqlite"),
+            "--quiet",
+            env={"OFFRAMP_EGRESS_GUARD": "always"},
+        )
         assert r.returncode == 0, r.stderr
     finally:
         llm.close()

@@ -28,8 +28,17 @@ def test_eval_json_contract(trained_dir, inbox_sample):
     r = run_cli("eval", str(trained_dir), str(inbox_sample[1]), "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    for key in ("accuracy", "macro_f1", "per_class", "confusion", "latency_ms", "throughput_per_s",
-                "model_bytes", "train_seconds", "cost_per_million_usd"):
+    for key in (
+        "accuracy",
+        "macro_f1",
+        "per_class",
+        "confusion",
+        "latency_ms",
+        "throughput_per_s",
+        "model_bytes",
+        "train_seconds",
+        "cost_per_million_usd",
+    ):
         assert key in res, key
     assert set(res["latency_ms"]) >= {"p50", "p95", "p99"}
     assert set(res["per_class"]["SUPPORT"]) == {"precision", "recall", "f1", "support"}
@@ -113,9 +122,23 @@ def test_train_with_named_columns_and_parquet(tmp_path, inbox_sample):
 
     with open(inbox_sample[0], newline="") as f:
         rows = list(csv.DictReader(f))
-    pq.write_table(pa.table({"body": [r["text"] for r in rows], "intent": [r["label"] for r in rows]}), tmp_path / "d.parquet")
-    r = run_cli("train", str(tmp_path / "d.parquet"), "--out", str(tmp_path / "m"), "--text-col", "body",
-                "--label-col", "intent", "--time-limit", "5", "--json", "--quiet")
+    pq.write_table(
+        pa.table({"body": [r["text"] for r in rows], "intent": [r["label"] for r in rows]}), tmp_path / "d.parquet"
+    )
+    r = run_cli(
+        "train",
+        str(tmp_path / "d.parquet"),
+        "--out",
+        str(tmp_path / "m"),
+        "--text-col",
+        "body",
+        "--label-col",
+        "intent",
+        "--time-limit",
+        "5",
+        "--json",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["winner"]
 
@@ -156,9 +179,22 @@ def test_report_with_llm_predictions(trained_dir, inbox_sample, tmp_path):
         rows = list(csv.DictReader(f))
     # an "LLM" that is right except on GRATITUDE, which it calls OTHER; it misses the last row
     llm = tmp_path / "llm.jsonl"
-    llm.write_text("".join(json.dumps({"text": r["text"], "prediction": "OTHER" if r["label"] == "GRATITUDE" else r["label"],
-                                       "model": "gpt-4o-mini", "prompt_tokens": 180, "completion_tokens": 3,
-                                       "latency_ms": 420}) + "\n" for r in rows[:-1]))
+    llm.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "text": r["text"],
+                    "prediction": "OTHER" if r["label"] == "GRATITUDE" else r["label"],
+                    "model": "gpt-4o-mini",
+                    "prompt_tokens": 180,
+                    "completion_tokens": 3,
+                    "latency_ms": 420,
+                }
+            )
+            + "\n"
+            for r in rows[:-1]
+        )
+    )
     out = tmp_path / "r" / "report.html"
     r = run_cli("report", str(trained_dir), str(inbox_sample[1]), "--llm-predictions", str(llm), "--out", str(out))
     assert r.returncode == 0, r.stderr
@@ -171,8 +207,10 @@ def test_report_with_llm_predictions(trained_dir, inbox_sample, tmp_path):
 
 
 def test_report_escapes_hostile_labels(tmp_path):
-    p = write_csv(tmp_path / "d.csv", [("hello a", "<script>x</script>"), ("hello b", "<script>x</script>"),
-                                       ("bye a", "B&B"), ("bye b", "B&B")])
+    p = write_csv(
+        tmp_path / "d.csv",
+        [("hello a", "<script>x</script>"), ("hello b", "<script>x</script>"), ("bye a", "B&B"), ("bye b", "B&B")],
+    )
     m = tmp_path / "m"
     assert run_cli("train", str(p), "--out", str(m), "--quiet").returncode == 0
     r = run_cli("report", str(m), str(p), "--out", str(tmp_path / "r.html"))
@@ -185,7 +223,9 @@ def test_demo_runs_end_to_end(tmp_path):
     r = run_cli("demo", "--out", str(tmp_path / "demo"), "--quiet")
     assert r.returncode == 0, r.stderr
     assert "macro-F1" in r.stdout and (tmp_path / "demo" / "report.html").is_file()
-    res = run_cli("eval", str(tmp_path / "demo" / "model"), str(tmp_path / "demo" / ".." / "demo" / "model" / ".." / "report.md"))
+    res = run_cli(
+        "eval", str(tmp_path / "demo" / "model"), str(tmp_path / "demo" / ".." / "demo" / "model" / ".." / "report.md")
+    )
     assert res.returncode == 2  # a Markdown file is not a data file: clean refusal
     assert "unknown extension '.md'" in res.stderr
 
@@ -202,8 +242,19 @@ def test_demo_reruns_the_llm_column_live(tmp_path):
 
     llm = ScriptedLLM(default=(200, {}, answer, 0))
     try:
-        r = run_cli("demo", "--quality", "fast", "--out", str(tmp_path / "d"), "--llm", "keyword-llm",
-                    "--base-url", llm.url + "/v1", "--quiet", env={"OFFRAMP_CACHE_DIR": str(tmp_path / "cache")})
+        r = run_cli(
+            "demo",
+            "--quality",
+            "fast",
+            "--out",
+            str(tmp_path / "d"),
+            "--llm",
+            "keyword-llm",
+            "--base-url",
+            llm.url + "/v1",
+            "--quiet",
+            env={"OFFRAMP_CACHE_DIR": str(tmp_path / "cache")},
+        )
     finally:
         llm.close()
     assert r.returncode == 0, r.stderr

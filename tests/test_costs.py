@@ -8,17 +8,32 @@ from offramp.errors import DataError, UsageError
 
 def test_bundled_table_has_sources_and_dates():
     prices = load_prices()
-    for name in ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano", "claude-haiku-4.5",
-                 "gemini-2.0-flash", "gemini-2.0-flash-lite"):
+    for name in (
+        "gpt-4o-mini",
+        "gpt-4o",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "claude-haiku-4.5",
+        "gemini-2.0-flash",
+        "gemini-2.0-flash-lite",
+    ):
         row = prices["models"][name]
         assert row["source"] and row["checked"] and row["input"] >= 0 and row["output"] >= 0
 
 
 def test_against_hand_computed_figures():
     prices = {"models": {"m": {"input": 0.15, "output": 0.60}}}
-    inputs = CostInputs(messages_per_month=3_000_000, tokens_in=200, tokens_out=5, gpu_usd_per_hour=1.0,
-                        gpu_tokens_per_s=2050, gpu_watts=300, cpu_usd_per_hour=0.072, cpu_watts=20,
-                        throughput_per_s=20_000)
+    inputs = CostInputs(
+        messages_per_month=3_000_000,
+        tokens_in=200,
+        tokens_out=5,
+        gpu_usd_per_hour=1.0,
+        gpu_tokens_per_s=2050,
+        gpu_watts=300,
+        cpu_usd_per_hour=0.072,
+        cpu_watts=20,
+        throughput_per_s=20_000,
+    )
     r = compute_costs(inputs, prices)
     api, gpu, local = r.row("m"), r.row("self-hosted LLM (GPU)"), r.row("small model (local CPU)")
     # API: 200 * 0.15/1e6 + 5 * 0.60/1e6 = 3.0e-5 + 3.0e-6 = 3.3e-5 $ per message

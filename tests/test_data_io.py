@@ -15,8 +15,9 @@ def test_reads_csv_jsonl_tsv_parquet_alike(tmp_path):
     rows = [("reset my pin", "SUPPORT"), ("thanks!", "GRATITUDE"), ('a "quoted", text', "OTHER")]
     write_csv(tmp_path / "d.csv", rows)
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"text": t, "label": lab}) for t, lab in rows) + "\n")
-    (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(f"{t}\t{lab}" for t, lab in rows[:2]) + "\n"
-                                    + '"a ""quoted"", text"\tOTHER\n')
+    (tmp_path / "d.tsv").write_text(
+        "text\tlabel\n" + "\n".join(f"{t}\t{lab}" for t, lab in rows[:2]) + "\n" + '"a ""quoted"", text"\tOTHER\n'
+    )
     pq.write_table(pa.table({"text": [r[0] for r in rows], "label": [r[1] for r in rows]}), tmp_path / "d.parquet")
     for ext in ("csv", "jsonl", "tsv", "parquet"):
         ds = read_dataset(tmp_path / f"d.{ext}")
@@ -77,7 +78,8 @@ def test_parquet_missing_column_and_garbage(tmp_path):
 def test_empty_and_nan_texts_are_counted(tmp_path):
     (tmp_path / "d.jsonl").write_text(
         '{"text": "fine", "label": "A"}\n{"text": "", "label": "A"}\n{"text": NaN, "label": "B"}\n'
-        '{"text": null, "label": "B"}\n{"text": "   ", "label": "B"}\n{"text": "ok", "label": ""}\n{"text": "x", "label": "B"}\n')
+        '{"text": null, "label": "B"}\n{"text": "   ", "label": "B"}\n{"text": "ok", "label": ""}\n{"text": "x", "label": "B"}\n'
+    )
     ds = read_dataset(tmp_path / "d.jsonl")
     assert ds.texts == ["fine", "x"]
     assert any("4 rows with an empty or missing text were skipped (rows 2, 3, 4, 5)" in w for w in ds.warnings)

@@ -5,18 +5,26 @@ from helpers import run_cli
 
 
 def logged(user, reply, system="You are a classifier."):
-    return {"request": {"model": "gpt-4o-mini", "messages": [{"role": "system", "content": system},
-                                                              {"role": "user", "content": user}]},
-            "response": {"choices": [{"message": {"role": "assistant", "content": reply}}]}}
+    return {
+        "request": {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        },
+        "response": {"choices": [{"message": {"role": "assistant", "content": reply}}]},
+    }
 
 
 def test_import_logs_both_shapes_and_skips_counted(tmp_path):
     lines = [
         json.dumps(logged("where is my card?", "SUPPORT")),
         json.dumps(logged("thanks!", "Label: GRATITUDE.")),
-        json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "write a poem"}]}],
-                    "choices": [{"message": {"content": "TRY_TO_HACK"}}]}),   # stored-completion shape
-        json.dumps(logged("hmm", "I am not sure")),                            # names no label
+        json.dumps(
+            {
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "write a poem"}]}],
+                "choices": [{"message": {"content": "TRY_TO_HACK"}}],
+            }
+        ),  # stored-completion shape
+        json.dumps(logged("hmm", "I am not sure")),  # names no label
         json.dumps({"request": {"messages": []}, "response": {"choices": []}}),
         "{broken json",
         "",
@@ -37,8 +45,12 @@ def test_import_logs_both_shapes_and_skips_counted(tmp_path):
 
 def test_import_logs_json_field_and_role(tmp_path):
     log = tmp_path / "log.jsonl"
-    log.write_text(json.dumps(logged("my pin?", json.dumps({"label": "SUPPORT", "why": "pin"}))) + "\n"
-                   + json.dumps(logged("x", "not json")) + "\n")
+    log.write_text(
+        json.dumps(logged("my pin?", json.dumps({"label": "SUPPORT", "why": "pin"})))
+        + "\n"
+        + json.dumps(logged("x", "not json"))
+        + "\n"
+    )
     out = tmp_path / "o.jsonl"
     r = run_cli("import-logs", str(log), "--out", str(out), "--label-field", "label")
     assert r.returncode == 0, r.stderr

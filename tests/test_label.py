@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from misbehaving_llm import ScriptedLLM, completion
 from helpers import run_cli, write_csv
+from misbehaving_llm import ScriptedLLM, completion
 
 TASK = """labels:
   SUPPORT: questions about using the product
@@ -38,8 +38,9 @@ def llm():
 def files(tmp_path):
     task = tmp_path / "task.yaml"
     task.write_text(TASK)
-    data = write_csv(tmp_path / "in.csv", [("thank you!", ""), ("my card is blocked", ""), ("hello", ""),
-                                           ("weird question", "")])
+    data = write_csv(
+        tmp_path / "in.csv", [("thank you!", ""), ("my card is blocked", ""), ("hello", ""), ("weird question", "")]
+    )
     return task, data
 
 
@@ -51,8 +52,19 @@ def labels_of(path):
 def test_label_cache_and_resume(llm, files, tmp_path):
     task, data = files
     cache = tmp_path / "cache.sqlite"
-    args = ["label", str(data), "--llm", "gpt-4o-mini", "--base-url", llm.url + "/v1", "--task", str(task),
-            "--cache", str(cache), "--quiet"]
+    args = [
+        "label",
+        str(data),
+        "--llm",
+        "gpt-4o-mini",
+        "--base-url",
+        llm.url + "/v1",
+        "--task",
+        str(task),
+        "--cache",
+        str(cache),
+        "--quiet",
+    ]
     r = run_cli(*args, "--out", str(tmp_path / "a.csv"))
     assert r.returncode == 0, r.stderr
     got = labels_of(tmp_path / "a.csv")
@@ -61,7 +73,11 @@ def test_label_cache_and_resume(llm, files, tmp_path):
     first = len(llm.requests)
     assert first == 5  # four texts, one retry for the out-of-set answer
     sent = llm.requests[0]["body"]
-    assert sent["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == ["SUPPORT", "GRATITUDE", "OTHER"]
+    assert sent["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == [
+        "SUPPORT",
+        "GRATITUDE",
+        "OTHER",
+    ]
     assert sent["messages"][1]["content"] == "cheers, that fixed it"  # the few-shot example
     assert "cost $" in r.stdout and "5 calls sent" in r.stdout
     # a second run (or a resume after a crash) sends nothing
@@ -77,8 +93,21 @@ def test_server_without_schema_support(files, tmp_path):
     # the first request (with a schema) is rejected; plain answers follow
     llm = ScriptedLLM(script=[(400, {}, {"error": "response_format not supported"}, 0)], default=(200, {}, answer, 0))
     try:
-        r = run_cli("label", str(data), "--llm", "local", "--base-url", llm.url, "--task", str(task), "--cache",
-                    str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "o.csv"), "--quiet")
+        r = run_cli(
+            "label",
+            str(data),
+            "--llm",
+            "local",
+            "--base-url",
+            llm.url,
+            "--task",
+            str(task),
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--out",
+            str(tmp_path / "o.csv"),
+            "--quiet",
+        )
         assert r.returncode == 0, r.stderr
         assert labels_of(tmp_path / "o.csv")[0][0] == "GRATITUDE"
         assert "response_format" not in llm.requests[-1]["body"]
@@ -99,23 +128,65 @@ def test_label_errors(files, tmp_path):
     task, data = files
     bad = tmp_path / "bad.yaml"
     bad.write_text("labels: {ONLY: one}\n")
-    r = run_cli("label", str(data), "--llm", "m", "--base-url", "http://127.0.0.1:9", "--task", str(bad), "--out", "x.csv")
+    r = run_cli(
+        "label", str(data), "--llm", "m", "--base-url", "http://127.0.0.1:9", "--task", str(bad), "--out", "x.csv"
+    )
     assert r.returncode == 2 and "at least two labels" in r.stderr
-    r = run_cli("label", str(data), "--llm", "m", "--base-url", "http://127.0.0.1:9", "--task", str(task), "--out",
-                str(tmp_path / "x.txt"))
+    r = run_cli(
+        "label",
+        str(data),
+        "--llm",
+        "m",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--task",
+        str(task),
+        "--out",
+        str(tmp_path / "x.txt"),
+    )
     assert r.returncode == 2 and "must end in .csv or .jsonl" in r.stderr
     # server down: a clear error, and the cache keeps whatever was answered for the resume
-    r = run_cli("label", str(data), "--llm", "m", "--base-url", "http://127.0.0.1:9", "--task", str(task), "--out",
-                str(tmp_path / "x.csv"), "--timeout", "1", "--cache", str(tmp_path / "d.sqlite"))
+    r = run_cli(
+        "label",
+        str(data),
+        "--llm",
+        "m",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--task",
+        str(task),
+        "--out",
+        str(tmp_path / "x.csv"),
+        "--timeout",
+        "1",
+        "--cache",
+        str(tmp_path / "d.sqlite"),
+    )
     assert r.returncode == 1 and "cannot reach" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_eval_llm_and_report_side_by_side(llm, tmp_path, trained_dir, inbox_sample):
     task = tmp_path / "task.yaml"
-    task.write_text("labels:\n  SUPPORT: product questions\n  GRATITUDE: thanks\n  TRY_TO_HACK: off-purpose\n  OTHER: the rest\n")
+    task.write_text(
+        "labels:\n  SUPPORT: product questions\n  GRATITUDE: thanks\n  TRY_TO_HACK: off-purpose\n  OTHER: the rest\n"
+    )
     preds = tmp_path / "llm.jsonl"
-    r = run_cli("eval-llm", str(inbox_sample[1]), "--llm", "gpt-4o-mini", "--base-url", llm.url, "--task", str(task),
-                "--predictions", str(preds), "--cache", str(tmp_path / "c.sqlite"), "--json", "--quiet")
+    r = run_cli(
+        "eval-llm",
+        str(inbox_sample[1]),
+        "--llm",
+        "gpt-4o-mini",
+        "--base-url",
+        llm.url,
+        "--task",
+        str(task),
+        "--predictions",
+        str(preds),
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        "--json",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     for key in ("accuracy", "macro_f1", "per_class", "confusion", "latency_ms", "cost_per_million_usd"):

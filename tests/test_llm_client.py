@@ -5,8 +5,14 @@ import time
 
 import pytest
 
-from offramp.teacher.client import (ChatClient, LLMBadResponse, LLMConfig, LLMRateLimited, LLMRequestRejected,
-                                    LLMUnavailable)
+from offramp.teacher.client import (
+    ChatClient,
+    LLMBadResponse,
+    LLMConfig,
+    LLMRateLimited,
+    LLMRequestRejected,
+    LLMUnavailable,
+)
 from offramp.teacher.egress import EgressPolicy, EgressRefused, is_loopback
 
 from misbehaving_llm import ScriptedLLM, completion
@@ -16,8 +22,16 @@ MSG = [{"role": "user", "content": "thanks!"}]
 
 def client(url, **kw):
     sleeps = []
-    cfg = LLMConfig(base_url=url, model="m", api_key_env="OFFRAMP_TEST_KEY", timeout_s=kw.pop("timeout_s", 2.0),
-                    max_retries=kw.pop("max_retries", 3), backoff_base_s=0.01, backoff_max_s=kw.pop("backoff_max_s", 5), **kw)
+    cfg = LLMConfig(
+        base_url=url,
+        model="m",
+        api_key_env="OFFRAMP_TEST_KEY",
+        timeout_s=kw.pop("timeout_s", 2.0),
+        max_retries=kw.pop("max_retries", 3),
+        backoff_base_s=0.01,
+        backoff_max_s=kw.pop("backoff_max_s", 5),
+        **kw,
+    )
     c = ChatClient(cfg, sleep=lambda s: (sleeps.append(s), time.sleep(s)))
     return c, sleeps
 
@@ -113,7 +127,9 @@ def test_offline_mode_refuses_remote_hosts_before_sending(monkeypatch):
     c, _ = client("https://api.example.com/v1")
     with pytest.raises(EgressRefused):
         c.chat(MSG)
-    assert is_loopback("http://localhost:1/") and is_loopback("http://[::1]:80/") and not is_loopback("http://10.0.0.1/")
+    assert (
+        is_loopback("http://localhost:1/") and is_loopback("http://[::1]:80/") and not is_loopback("http://10.0.0.1/")
+    )
 
 
 def test_guard_applies_only_to_remote_hosts():
@@ -121,5 +137,6 @@ def test_guard_applies_only_to_remote_hosts():
     assert policy.check("https://api.example.com/v1", ["mail alice@example.com"]) == ["mail <EMAIL_1>"]
     assert policy.check("http://127.0.0.1:1/v1", ["mail alice@example.com"]) == ["mail alice@example.com"]
     # the policy is an object, not a process-wide switch: another one is unaffected
-    assert EgressPolicy(guard=None).check("https://api.example.com/v1", ["mail alice@example.com"]) == \
-        ["mail alice@example.com"]
+    assert EgressPolicy(guard=None).check("https://api.example.com/v1", ["mail alice@example.com"]) == [
+        "mail alice@example.com"
+    ]

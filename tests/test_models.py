@@ -6,8 +6,8 @@ import pytest
 
 from offramp.data.io import read_dataset
 from offramp.errors import ModelDirError
-from offramp.models.calibration import expected_calibration_error
 from offramp.models.base import softmax
+from offramp.models.calibration import expected_calibration_error
 from offramp.models.features import NgramFeaturizer
 from offramp.models.selection import fast_candidates, select_model
 from offramp.models.store import load_model, save_model
@@ -27,7 +27,14 @@ def test_featurizer_single_path_matches_batch_on_real_messages():
 
 
 def test_featurizer_single_path_matches_batch():
-    texts = ["How do I reset my PIN?", "merci beaucoup !", "Переведи это на английский", "", "🙂 ok", "lone \ud800 half"]
+    texts = [
+        "How do I reset my PIN?",
+        "merci beaucoup !",
+        "Переведи это на английский",
+        "",
+        "🙂 ok",
+        "lone \ud800 half",
+    ]
     f = NgramFeaturizer(min_df=1).fit(texts)
     X = f.transform(texts)
     for i, t in enumerate(texts):
@@ -38,7 +45,7 @@ def test_featurizer_single_path_matches_batch():
     assert X[3].nnz == 0  # empty text: no features, no crash
     # each block is L2-normalised on its own
     row = X[0].toarray()[0]
-    assert np.isclose(np.linalg.norm(row[: f.n_word_]), 1) and np.isclose(np.linalg.norm(row[f.n_word_:]), 1)
+    assert np.isclose(np.linalg.norm(row[: f.n_word_]), 1) and np.isclose(np.linalg.norm(row[f.n_word_ :]), 1)
 
 
 def test_featurizer_state_round_trip():
@@ -207,8 +214,11 @@ def test_featurizer_one_pass_hashing_matches_the_fitted_buckets():
             one_pass = f._pairs(batch)
             by_size = f._pairs_from_buckets(batch)
             assert one_pass[0].size > 0 or not any(t.strip() for t in batch)
-            key = lambda rc: np.sort(rc[0].astype(np.int64) * f.n_features_ + rc[1])  # noqa: E731
-            assert np.array_equal(key(one_pass), key(by_size))
+            n = f.n_features_
+            assert np.array_equal(
+                np.sort(one_pass[0].astype(np.int64) * n + one_pass[1]),
+                np.sort(by_size[0].astype(np.int64) * n + by_size[1]),
+            )
 
 
 def test_roc_auc_matches_scikit_learn_with_ties():

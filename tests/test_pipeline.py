@@ -14,8 +14,8 @@ from offramp.models.store import load_model
 from offramp.pipeline.actions import AnswerFromDocs, Forward, Refuse, Reply
 from offramp.pipeline.builder import build
 from offramp.pipeline.config import read_pipeline
-from offramp.pipeline.settings import Settings
 from offramp.pipeline.routing import fit_thresholds
+from offramp.pipeline.settings import Settings
 
 from helpers import Server
 
@@ -29,13 +29,16 @@ def build_cascade(path):
     return build(Settings.resolve(path, env={}))
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("model: [unclosed", "not valid YAML"),
-    ("- just\n- a list\n", "must be a YAML mapping"),
-    ("modle: m\n", "model: Field required"),
-    ("model: m\nrouting: {treshold: 3}\n", "routing.treshold: Extra inputs are not permitted"),
-    ("model: m\nrouting: {fit: {val: v.csv, max_llm_share: 0.1, local_precision: 0.9}}\n", "exactly one of"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("model: [unclosed", "not valid YAML"),
+        ("- just\n- a list\n", "must be a YAML mapping"),
+        ("modle: m\n", "model: Field required"),
+        ("model: m\nrouting: {treshold: 3}\n", "routing.treshold: Extra inputs are not permitted"),
+        ("model: m\nrouting: {fit: {val: v.csv, max_llm_share: 0.1, local_precision: 0.9}}\n", "exactly one of"),
+    ],
+)
 def test_pipeline_file_errors_name_the_problem(tmp_path, text, needle):
     with pytest.raises(UsageError, match=needle):
         read_pipeline(write(tmp_path / "p.yaml", text))
@@ -52,9 +55,13 @@ def test_actions_checked_against_the_model(tmp_path, fast_model):
     with pytest.raises(UsageError, match="unknown action type 'email'"):
         build_cascade(write(tmp_path / "p.yaml", "model: model\nactions: {OTHER: {type: email}}\n"))
     with pytest.raises(UsageError, match="docs folder .* does not exist"):
-        build_cascade(write(tmp_path / "p.yaml", "model: model\nactions: {SUPPORT: {type: answer_from_docs, docs: nope}}\n"))
+        build_cascade(
+            write(tmp_path / "p.yaml", "model: model\nactions: {SUPPORT: {type: answer_from_docs, docs: nope}}\n")
+        )
     with pytest.raises(UsageError, match="needs an http"):
-        build_cascade(write(tmp_path / "p.yaml", "model: model\nactions: {OTHER: {type: forward, url: 'file:///etc/passwd'}}\n"))
+        build_cascade(
+            write(tmp_path / "p.yaml", "model: model\nactions: {OTHER: {type: forward, url: 'file:///etc/passwd'}}\n")
+        )
 
 
 def test_routing_thresholds_meet_their_targets(fast_model, inbox_sample):
@@ -81,7 +88,9 @@ def test_answer_from_docs(method):
 
 
 def test_answer_from_docs_understands_paraphrase():
-    got = AnswerFromDocs(demo_docs(), method="embeddings")("my card still has not arrived, what should I do?", "SUPPORT")
+    got = AnswerFromDocs(demo_docs(), method="embeddings")(
+        "my card still has not arrived, what should I do?", "SUPPORT"
+    )
     assert got["source"] == "cards.md#Card delivery"
 
 
@@ -113,11 +122,11 @@ def test_forward_to_a_real_webhook_and_a_dead_one():
 def test_served_demo_pipeline(fast_model, tmp_path):
     import shutil
 
-    from offramp.pipeline.demo import write_demo_pipeline
     from offramp.audit.log import AuditLog
     from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
     from offramp.models.store import load_model
+    from offramp.pipeline.demo import write_demo_pipeline
 
     shutil.copytree(fast_model, tmp_path / "model")
     p = write_demo_pipeline(tmp_path)
@@ -163,16 +172,21 @@ def test_parse_label():
 
 
 def test_circuit_breaker_opens_and_closes():
-    from misbehaving_llm import ScriptedLLM
-
     from offramp.pipeline.fallback import CircuitOpen, LLMFallback
     from offramp.teacher.client import ChatClient, LLMConfig, LLMError
+
+    from misbehaving_llm import ScriptedLLM
 
     llm = ScriptedLLM(default=(500, {}, {"error": "down"}, 0))
     now = [0.0]
     try:
-        fb = LLMFallback(ChatClient(LLMConfig(llm.url, "m", max_retries=0)), ["A", "B"], failure_threshold=2,
-                         reset_after_s=10, clock=lambda: now[0])
+        fb = LLMFallback(
+            ChatClient(LLMConfig(llm.url, "m", max_retries=0)),
+            ["A", "B"],
+            failure_threshold=2,
+            reset_after_s=10,
+            clock=lambda: now[0],
+        )
         for _ in range(2):
             with pytest.raises(LLMError):
                 fb("x")
@@ -193,8 +207,11 @@ def test_served_cascade_falls_back_to_a_real_llm_and_survives_its_death(fast_mod
 
     llm = ScriptedLLM(default=(200, {}, completion("OTHER"), 0))
     shutil.copytree(fast_model, tmp_path / "model")
-    p = write(tmp_path / "p.yaml", f"model: model\nllm: {{base_url: '{llm.url}/v1', model: m, timeout_s: 1, max_retries: 0}}\n"
-                                   "routing: {thresholds: {'*': 1.01}}\n")  # everything goes to the LLM
+    p = write(
+        tmp_path / "p.yaml",
+        f"model: model\nllm: {{base_url: '{llm.url}/v1', model: m, timeout_s: 1, max_retries: 0}}\n"
+        "routing: {thresholds: {'*': 1.01}}\n",
+    )  # everything goes to the LLM
     s = Server(p)
     try:
         r = httpx.post(s.url + "/v1/classify", json={"text": "thank you so much!"}).json()

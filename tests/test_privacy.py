@@ -37,14 +37,14 @@ FOUND = [
 ]
 
 NOT_FOUND = [
-    "card 4111 1111 1111 1112 was declined",        # fails Luhn
-    "IBAN GB82 WEST 1234 5698 7654 33",              # fails mod-97
-    "login from 999.10.10.10",                       # not an IP address
-    "ssn 000-12-3456",                               # area 000 is never issued
-    "the transfer on 12/03/2024 has not arrived",    # a date, but not a birth date
+    "card 4111 1111 1111 1112 was declined",  # fails Luhn
+    "IBAN GB82 WEST 1234 5698 7654 33",  # fails mod-97
+    "login from 999.10.10.10",  # not an IP address
+    "ssn 000-12-3456",  # area 000 is never issued
+    "the transfer on 12/03/2024 has not arrived",  # a date, but not a birth date
     "I paid 25.00 on 2024-01-15 at 12:30",
     "top up 100 pounds 3 times",
-    "ref 2024 1234",                                 # bare digit groups with no phone word
+    "ref 2024 1234",  # bare digit groups with no phone word
 ]
 
 
@@ -70,8 +70,14 @@ def test_prefilters_never_drop_a_finding():
 
     texts = [t for _, t, _ in FOUND] + NOT_FOUND + read_dataset(demo_paths()[1]).texts
     texts += [t.upper() for _, t, _ in FOUND] + ["« " + t + " » — merci" for _, t, _ in FOUND]
-    texts += ["card ٤١١١ 1111 1111 1111 declined", "SEE HTTPS://EXAMPLE.COM/X", "Née le 12/03/1985",
-              "DOB 12.03.85", "call ٠٧٧٠٠ ٩٠٠١٢٣", "2001:db8::1 and 203.0.113.7 and a@b.io"]
+    texts += [
+        "card ٤١١١ 1111 1111 1111 declined",
+        "SEE HTTPS://EXAMPLE.COM/X",
+        "Née le 12/03/1985",
+        "DOB 12.03.85",
+        "call ٠٧٧٠٠ ٩٠٠١٢٣",
+        "2001:db8::1 and 203.0.113.7 and a@b.io",
+    ]
     plain = [dataclasses.replace(r, min_digits=0, needs=()) for r in patterns.RECOGNIZERS]
     found = [patterns.find(t) for t in texts]
     original = patterns.RECOGNIZERS[:]
@@ -86,7 +92,10 @@ def test_prefilters_never_drop_a_finding():
 
 def test_operators():
     text = "Hi, mail a@b.com or call +44 20 7946 0958, card 4111 1111 1111 1111"
-    assert PrivacyGuard(operator="placeholder")(text) == "Hi, mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>, card <CREDIT_CARD>"
+    assert (
+        PrivacyGuard(operator="placeholder")(text)
+        == "Hi, mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>, card <CREDIT_CARD>"
+    )
     assert PrivacyGuard(operator="redact")(text) == "Hi, mail  or call , card "
     masked = PrivacyGuard(operator="mask")(text)
     assert masked == "Hi, mail *@*.*** or call +** ** **** 0958, card **** **** **** 1111"
@@ -113,7 +122,9 @@ def test_pseudonyms_consistent_reversible_and_encrypted(tmp_path, monkeypatch):
     assert b == "again: <EMAIL_ADDRESS_1> and <EMAIL_ADDRESS_2>"  # same value, same pseudonym, across turns
     assert c == "<EMAIL_ADDRESS_1>"  # another conversation numbers afresh
     reply = "Dear <EMAIL_ADDRESS_2>, we refunded card <CREDIT_CARD_1>; <PERSON_9> is unknown"
-    assert g.reveal(reply, "conv-1") == "Dear bob@example.com, we refunded card 4111 1111 1111 1111; <PERSON_9> is unknown"
+    assert (
+        g.reveal(reply, "conv-1") == "Dear bob@example.com, we refunded card 4111 1111 1111 1111; <PERSON_9> is unknown"
+    )
     assert g.reveal("<EMAIL_ADDRESS_1>", "conv-2") == "bob@example.com"
     vault.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
@@ -204,38 +215,69 @@ def test_offline_mode_refuses_before_a_byte_is_sent(monkeypatch, tmp_path):
     data = write_csv(tmp_path / "t.csv", [("hello", "OTHER"), ("thanks", "GRATITUDE")])
     task = tmp_path / "task.yaml"
     task.write_text("labels: {OTHER: anything else, GRATITUDE: thanks}\n")
-    r = run_cli("eval-llm", str(data), "--llm", "m", "--base-url", "https://api.example.com/v1",
-                "--task", str(task), "--quiet", env={"OFFRAMP_OFFLINE": "1"})
+    r = run_cli(
+        "eval-llm",
+        str(data),
+        "--llm",
+        "m",
+        "--base-url",
+        "https://api.example.com/v1",
+        "--task",
+        str(task),
+        "--quiet",
+        env={"OFFRAMP_OFFLINE": "1"},
+    )
     assert r.returncode == 2 and "offline mode" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_mask_cli(tmp_path, monkeypatch):
-    data = write_csv(tmp_path / "in.csv", [("Hi, I am ann@example.com, call +44 20 7946 0958", "SUPPORT"),
-                                           ("card 4111 1111 1111 1111, ann@example.com again", "SUPPORT"),
-                                           ("thanks!", "GRATITUDE")])
+    data = write_csv(
+        tmp_path / "in.csv",
+        [
+            ("Hi, I am ann@example.com, call +44 20 7946 0958", "SUPPORT"),
+            ("card 4111 1111 1111 1111, ann@example.com again", "SUPPORT"),
+            ("thanks!", "GRATITUDE"),
+        ],
+    )
     r = run_cli("mask", str(data), "--out", str(tmp_path / "out.jsonl"))
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [x["label"] for x in rows] == ["SUPPORT", "SUPPORT", "GRATITUDE"]  # other columns copied
     assert rows[0]["text"] == "Hi, I am <EMAIL_ADDRESS>, call <PHONE_NUMBER>"
     assert "EMAIL_ADDRESS 2" in r.stdout
-    r = run_cli("mask", str(data), "--out", str(tmp_path / "p.csv"), "--operator", "pseudonym",
-                "--vault", str(tmp_path / "v.sqlite"), env={"OFFRAMP_VAULT_KEY": "k"})
+    r = run_cli(
+        "mask",
+        str(data),
+        "--out",
+        str(tmp_path / "p.csv"),
+        "--operator",
+        "pseudonym",
+        "--vault",
+        str(tmp_path / "v.sqlite"),
+        env={"OFFRAMP_VAULT_KEY": "k"},
+    )
     assert r.returncode == 0, r.stderr
     # JSONL keeps types: a card stored as a number is masked, an empty cell stays empty
     odd = tmp_path / "odd.jsonl"
-    odd.write_text('{"text": 4111111111111111, "label": "A"}\n{"text": null, "label": "B"}\n{"text": 12, "label": "B"}\n')
+    odd.write_text(
+        '{"text": 4111111111111111, "label": "A"}\n{"text": null, "label": "B"}\n{"text": 12, "label": "B"}\n'
+    )
     r = run_cli("mask", str(odd), "--out", str(tmp_path / "odd_out.jsonl"))
     assert r.returncode == 0, r.stderr
-    assert [json.loads(x)["text"] for x in (tmp_path / "odd_out.jsonl").read_text().splitlines()] == \
-        ["<CREDIT_CARD>", None, 12]
+    assert [json.loads(x)["text"] for x in (tmp_path / "odd_out.jsonl").read_text().splitlines()] == [
+        "<CREDIT_CARD>",
+        None,
+        12,
+    ]
     (tmp_path / "header.csv").write_text("text,label\n")
     r = run_cli("mask", str(tmp_path / "header.csv"), "--out", str(tmp_path / "h.csv"))
     assert r.returncode == 2 and "no data rows" in r.stderr
-    for args, needle in ((["--out", str(tmp_path / "x.txt")], "must end in"),
-                         (["--out", str(tmp_path / "y.csv"), "--columns", "body"], "no column(s) body"),
-                         (["--out", str(tmp_path / "y.csv"), "--operator", "pseudonym"], "needs --vault"),
-                         (["--out", str(tmp_path / "y.csv"), "--entities", "SHOE_SIZE"], "unknown PII entity")):
+    for args, needle in (
+        (["--out", str(tmp_path / "x.txt")], "must end in"),
+        (["--out", str(tmp_path / "y.csv"), "--columns", "body"], "no column(s) body"),
+        (["--out", str(tmp_path / "y.csv"), "--operator", "pseudonym"], "needs --vault"),
+        (["--out", str(tmp_path / "y.csv"), "--entities", "SHOE_SIZE"], "unknown PII entity"),
+    ):
         r = run_cli("mask", str(data), *args)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
 
@@ -251,12 +293,14 @@ def test_offline_pipeline_keeps_every_answer_local(fast_model, tmp_path):
     import httpx
 
     from offramp.audit.log import AuditLog
+
     from helpers import Server
 
     shutil.copytree(fast_model, tmp_path / "model")
     (tmp_path / "p.yaml").write_text(
         "model: model\nllm: {base_url: 'https://llm.example.com/v1', model: m, timeout_s: 2, max_retries: 0}\n"
-        "routing: {thresholds: {'*': 1.01}}\noffline: true\naudit: audit.sqlite\n")
+        "routing: {thresholds: {'*': 1.01}}\noffline: true\naudit: audit.sqlite\n"
+    )
     s = Server(tmp_path / "p.yaml")
     try:
         r = httpx.post(s.url + "/v1/classify", json={"text": "my card 4111 1111 1111 1111 was declined"}).json()

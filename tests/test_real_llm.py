@@ -38,9 +38,25 @@ def llama_server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("llama") / "server.log"  # a file, not a pipe: llama.cpp logs a lot
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(_gguf()), "--host", "127.0.0.1",
-                             "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"],
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(_gguf()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--model_alias",
+            "smollm2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -62,17 +78,37 @@ def llama_server(tmp_path_factory):
 def test_label_resume_and_cache_with_a_real_llm(llama_server, tmp_path):
     task = tmp_path / "task.yaml"
     task.write_text(TASK)
-    data = write_csv(tmp_path / "in.csv", [("thank you so much!", ""), ("my card was declined at the shop", ""),
-                                           ("what's the weather like tomorrow", "")])
-    args = ["label", str(data), "--llm", "smollm2", "--base-url", llama_server + "/v1", "--task", str(task),
-            "--cache", str(tmp_path / "c.sqlite"), "--timeout", "120", "--quiet"]
+    data = write_csv(
+        tmp_path / "in.csv",
+        [
+            ("thank you so much!", ""),
+            ("my card was declined at the shop", ""),
+            ("what's the weather like tomorrow", ""),
+        ],
+    )
+    args = [
+        "label",
+        str(data),
+        "--llm",
+        "smollm2",
+        "--base-url",
+        llama_server + "/v1",
+        "--task",
+        str(task),
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        "--timeout",
+        "120",
+        "--quiet",
+    ]
     r = run_cli(*args, "--out", str(tmp_path / "a.jsonl"))
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert len(rows) == 3
     for row in rows:
-        assert (row["status"] == "labelled" and row["label"] in ("SUPPORT", "GRATITUDE", "OTHER")) or \
-               (row["status"] == "unlabelled" and row["label"] == "" and row["raw"])
+        assert (row["status"] == "labelled" and row["label"] in ("SUPPORT", "GRATITUDE", "OTHER")) or (
+            row["status"] == "unlabelled" and row["label"] == "" and row["raw"]
+        )
     assert "calls sent, 0 answered from the cache" in r.stdout
     # a second run sends nothing: every answer comes from the cache, and the labels are the same
     r = run_cli(*args, "--out", str(tmp_path / "b.jsonl"))
@@ -106,13 +142,16 @@ def test_served_cascade_with_a_real_llm_fallback(llama_server, fast_model, tmp_p
 
     shutil.copytree(fast_model, tmp_path / "model")
     p = tmp_path / "p.yaml"
-    p.write_text(f"model: model\nllm: {{base_url: '{llama_server}/v1', model: smollm2, timeout_s: 60, max_retries: 0,"
-                 " failure_threshold: 100}\nrouting: {thresholds: {'*': 1.01}}\n")
+    p.write_text(
+        f"model: model\nllm: {{base_url: '{llama_server}/v1', model: smollm2, timeout_s: 60, max_retries: 0,"
+        " failure_threshold: 100}\nrouting: {thresholds: {'*': 1.01}}\n"
+    )
     s = Server(p)
     try:
         r = httpx.post(s.url + "/v1/classify", json={"text": "thank you so much!"}, timeout=120).json()
         # the real model either answers with a label (route llm) or something else (local answer, flagged)
-        assert (r["route"] == "llm" and r["label"] in ("SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER")) or \
-               (r["route"] == "local" and "fallback_failed" in r["flags"])
+        assert (r["route"] == "llm" and r["label"] in ("SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER")) or (
+            r["route"] == "local" and "fallback_failed" in r["flags"]
+        )
     finally:
         s.stop()

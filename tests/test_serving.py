@@ -1,9 +1,6 @@
 """The HTTP service, tested as clients see it: a real server process on loopback."""
 
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -38,10 +35,16 @@ def test_classify_single_and_batch_match_the_model(server, fast_model, inbox_sam
 
 
 def test_openai_compatible_drop_in(server):
-    r = httpx.post(server.url + "/v1/chat/completions", json={
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "system", "content": "Classify the message."},
-                     {"role": "user", "content": [{"type": "text", "text": "thank you so much, that helped!"}]}]})
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "Classify the message."},
+                {"role": "user", "content": [{"type": "text", "text": "thank you so much, that helped!"}]},
+            ],
+        },
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "chat.completion"
@@ -55,26 +58,56 @@ def test_limits_and_errors_are_clear_json(server):
         assert e["type"] == kind and needle in e["message"], e
         assert "Traceback" not in r.text
 
-    err(httpx.post(server.url + "/v1/classify", content=b"x" * 30000, headers={"content-type": "application/json"}),
-        413, "body_too_large", "20,000-byte limit")
+    err(
+        httpx.post(server.url + "/v1/classify", content=b"x" * 30000, headers={"content-type": "application/json"}),
+        413,
+        "body_too_large",
+        "20,000-byte limit",
+    )
     # a body sent in chunks, with no declared length, is counted as it arrives
-    err(httpx.post(server.url + "/v1/classify", content=iter([b'{"text": "' + b"x" * 15000, b"x" * 15000 + b'"}']),
-                   headers={"content-type": "application/json"}), 413, "body_too_large", "20,000-byte limit")
-    r = httpx.post(server.url + "/v1/classify", content=iter([b'{"text": ', b'"thanks a lot"}']),
-                   headers={"content-type": "application/json"})
+    err(
+        httpx.post(
+            server.url + "/v1/classify",
+            content=iter([b'{"text": "' + b"x" * 15000, b"x" * 15000 + b'"}']),
+            headers={"content-type": "application/json"},
+        ),
+        413,
+        "body_too_large",
+        "20,000-byte limit",
+    )
+    r = httpx.post(
+        server.url + "/v1/classify",
+        content=iter([b'{"text": ', b'"thanks a lot"}']),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 200 and r.json()["label"], r.text
     err(httpx.post(server.url + "/v1/classify", json={"text": "a" * 2001}), 422, "text_too_long", "the limit is 2,000")
     err(httpx.post(server.url + "/v1/classify", json={"texts": ["hi"] * 51}), 422, "batch_too_large", "the limit is 50")
-    err(httpx.post(server.url + "/v1/classify", json={"text": "a", "texts": ["b"]}), 422, "invalid_request", "exactly one")
+    err(
+        httpx.post(server.url + "/v1/classify", json={"text": "a", "texts": ["b"]}),
+        422,
+        "invalid_request",
+        "exactly one",
+    )
     err(httpx.post(server.url + "/v1/classify", json={}), 422, "invalid_request", "exactly one")
     err(httpx.post(server.url + "/v1/classify", json={"text": "   "}), 422, "invalid_request", "is empty")
     err(httpx.post(server.url + "/v1/classify", json={"texts": []}), 422, "invalid_request", "no text")
-    err(httpx.post(server.url + "/v1/classify", content=b"{not json", headers={"content-type": "application/json"}),
-        422, "invalid_request", "")
+    err(
+        httpx.post(server.url + "/v1/classify", content=b"{not json", headers={"content-type": "application/json"}),
+        422,
+        "invalid_request",
+        "",
+    )
     err(httpx.post(server.url + "/v1/classify", json={"text": 5}), 422, "invalid_request", "text")
     for path in ("/v1/classify", "/v1/chat/completions"):  # hostile nesting, well under the size limit
-        err(httpx.post(server.url + path, content=b"[" * 9000 + b"]" * 9000, headers={"content-type": "application/json"}),
-            422, "invalid_request", "nested too deeply")
+        err(
+            httpx.post(
+                server.url + path, content=b"[" * 9000 + b"]" * 9000, headers={"content-type": "application/json"}
+            ),
+            422,
+            "invalid_request",
+            "nested too deeply",
+        )
         err(httpx.post(server.url + path, json=["not", "an", "object"]), 422, "invalid_request", "")
     err(httpx.post(server.url + "/v1/chat/completions", json={"messages": "x"}), 422, "invalid_request", "messages")
     # the routes that read their own body still document it
@@ -82,15 +115,24 @@ def test_limits_and_errors_are_clear_json(server):
     for path, field in (("/v1/classify", "texts"), ("/v1/chat/completions", "messages")):
         body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert field in body["properties"] and "$ref" not in str(body)
-    err(httpx.post(server.url + "/v1/chat/completions", json={"messages": [{"role": "system", "content": "x"}]}),
-        422, "invalid_request", "no 'user' message")
+    err(
+        httpx.post(server.url + "/v1/chat/completions", json={"messages": [{"role": "system", "content": "x"}]}),
+        422,
+        "invalid_request",
+        "no 'user' message",
+    )
     err(httpx.get(server.url + "/nope"), 404, "http_error", "Not Found")
     # a lone surrogate (legal in JSON, not in UTF-8) is classified, not a 500
-    r = httpx.post(server.url + "/v1/classify", content=b'{"text": "thanks \\ud800 a lot"}',
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        server.url + "/v1/classify",
+        content=b'{"text": "thanks \\ud800 a lot"}',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 200, r.text
     # no CORS headers unless configured
-    r = httpx.options(server.url + "/v1/classify", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    r = httpx.options(
+        server.url + "/v1/classify", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert "access-control-allow-origin" not in r.headers
 
 
@@ -105,7 +147,9 @@ def test_metrics_count_what_happened(fast_model):
         assert 'offramp_requests_total{endpoint="/v1/classify",status="200"} 4' in m
         assert 'offramp_requests_total{endpoint="/v1/classify",status="422"} 1' in m
         assert 'offramp_decisions_total{route="local"} 5' in m
-        labels = sum(float(line.rsplit(" ", 1)[1]) for line in m.splitlines() if line.startswith("offramp_labels_total{"))
+        labels = sum(
+            float(line.rsplit(" ", 1)[1]) for line in m.splitlines() if line.startswith("offramp_labels_total{")
+        )
         assert labels == 5
         assert "offramp_request_seconds_count 5" in m
         saved = [line for line in m.splitlines() if line.startswith("offramp_estimated_usd_saved_total ")]
@@ -123,7 +167,9 @@ def test_api_keys_and_rate_limit(fast_model, tmp_path):
     try:
         r = httpx.post(s.url + "/v1/classify", json={"text": "hi"})
         assert r.status_code == 401 and r.json()["error"]["type"] == "unauthorized"
-        r = httpx.post(s.url + "/v1/classify", json={"text": "hi"}, headers={"Authorization": "Bearer wrong-key-xxxxxxxxxxxx"})
+        r = httpx.post(
+            s.url + "/v1/classify", json={"text": "hi"}, headers={"Authorization": "Bearer wrong-key-xxxxxxxxxxxx"}
+        )
         assert r.status_code == 401
         auth = {"Authorization": f"Bearer {KEY}"}
         codes = [httpx.post(s.url + "/v1/classify", json={"text": "hi"}, headers=auth).status_code for _ in range(5)]
@@ -223,6 +269,7 @@ def test_concurrent_requests_share_model_calls_and_keep_their_own_answers(fast_m
     model = load_model(fast_model)
     s = Server(fast_model, "--rate-limit", "100000")
     try:
+
         async def main():
             async with httpx.AsyncClient(limits=httpx.Limits(max_connections=48)) as client:
                 return await asyncio.gather(*[client.post(s.url + "/v1/classify", json={"text": t}) for t in texts])

@@ -52,13 +52,35 @@ _LAZY = {
 }
 
 __all__ = [
-    "train", "evaluate", "load", "load_model", "save_model",
-    "TrainReport", "EvalReport",
-    "TextClassifier", "TfidfLinear", "StackedLinear",
-    "Cascade", "Decision", "Settings", "PrivacyGuard", "EgressPolicy",
-    "LLMClient", "ChatClient", "LLMConfig", "AuditLog",
-    "CostInputs", "CostReport", "compute_costs",
-    "OfframpError", "UsageError", "DataError", "InputError", "ModelDirError", "LLMError", "EgressRefused",
+    "train",
+    "evaluate",
+    "load",
+    "load_model",
+    "save_model",
+    "TrainReport",
+    "EvalReport",
+    "TextClassifier",
+    "TfidfLinear",
+    "StackedLinear",
+    "Cascade",
+    "Decision",
+    "Settings",
+    "PrivacyGuard",
+    "EgressPolicy",
+    "LLMClient",
+    "ChatClient",
+    "LLMConfig",
+    "AuditLog",
+    "CostInputs",
+    "CostReport",
+    "compute_costs",
+    "OfframpError",
+    "UsageError",
+    "DataError",
+    "InputError",
+    "ModelDirError",
+    "LLMError",
+    "EgressRefused",
     "__version__",
 ]
 
@@ -88,12 +110,12 @@ if TYPE_CHECKING:
     from offramp.models.base import TextClassifier
     from offramp.models.stacked import StackedLinear
     from offramp.models.store import load_model, save_model
+    from offramp.models.store import load_model as load
     from offramp.models.tfidf import TfidfLinear
     from offramp.models.training import TrainReport, train
     from offramp.pipeline.cascade import Cascade, Decision
     from offramp.pipeline.settings import Settings
     from offramp.privacy.guard import PrivacyGuard
     from offramp.teacher.client import ChatClient, LLMConfig, LLMError
-    from offramp.teacher.egress import EgressPolicy, EgressRefused
-    from offramp.models.store import load_model as load
     from offramp.teacher.client import ChatClient as LLMClient
+    from offramp.teacher.egress import EgressPolicy, EgressRefused

@@ -29,8 +29,20 @@ from offramp.errors import DataError, UsageError
 
 KEY_ENV = "OFFRAMP_AUDIT_KEY"
 GENESIS = "0" * 64
-FIELDS = ("time", "request_id", "model", "model_version", "decision", "confidence", "route", "endpoint",
-          "text_hmac", "pii", "flags", "action")
+FIELDS = (
+    "time",
+    "request_id",
+    "model",
+    "model_version",
+    "decision",
+    "confidence",
+    "route",
+    "endpoint",
+    "text_hmac",
+    "pii",
+    "flags",
+    "action",
+)
 
 
 def _canonical(body: dict) -> str:
@@ -45,8 +57,10 @@ def _load_key(path: Path, key_env: str, create: bool) -> bytes:
     if kf.exists():
         return bytes.fromhex(kf.read_text().strip())
     if not create:
-        raise UsageError(f"no key for the audit log {path}: neither {key_env} nor {kf} exists",
-                         f"set {key_env} to the key the log was written with")
+        raise UsageError(
+            f"no key for the audit log {path}: neither {key_env} nor {kf} exists",
+            f"set {key_env} to the key the log was written with",
+        )
     key = secrets.token_bytes(32)
     fd = os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -66,8 +80,10 @@ class AuditLog:
             tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and not {"records", "head"} <= tables or not tables and not create:
                 self._db.close()
-                raise DataError(f"{self.path} is a SQLite file but not an offramp audit log",
-                                "give the path of an audit log written by offramp serve, or a new file")
+                raise DataError(
+                    f"{self.path} is a SQLite file but not an offramp audit log",
+                    "give the path of an audit log written by offramp serve, or a new file",
+                )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript("""
@@ -77,8 +93,10 @@ class AuditLog:
                                                  mac TEXT, seal TEXT);
             """)
         except sqlite3.DatabaseError as e:
-            raise DataError(f"{self.path} is not a usable audit log ({e})",
-                            "point the audit setting at a new file or an audit log offramp wrote") from None
+            raise DataError(
+                f"{self.path} is not a usable audit log ({e})",
+                "point the audit setting at a new file or an audit log offramp wrote",
+            ) from None
         self._text_key = hmac.new(self._key, b"offramp-audit-text", "sha256").digest()
         self._lock = threading.Lock()
 
@@ -87,7 +105,7 @@ class AuditLog:
         return hmac.new(self._text_key, text.encode("utf-8", "surrogatepass"), "sha256").hexdigest()
 
     def _mac(self, seq: int, prev: str, body: str) -> str:
-        return hmac.new(self._key, f"{seq}|{prev}|{body}".encode("utf-8"), "sha256").hexdigest()
+        return hmac.new(self._key, f"{seq}|{prev}|{body}".encode(), "sha256").hexdigest()
 
     def _seal(self, seq: int, mac: str) -> str:
         return hmac.new(self._key, f"head|{seq}|{mac}".encode(), "sha256").hexdigest()
@@ -131,22 +149,35 @@ class AuditLog:
 
     # ------------------------------------------------------------------ reading
     def records(self):
-        for seq, prev, body, mac in self._db.execute("SELECT seq, prev, body, mac FROM records ORDER BY seq"):
-            yield seq, prev, body, mac
+        yield from self._db.execute("SELECT seq, prev, body, mac FROM records ORDER BY seq")
 
-    def verify(self) -> "Verdict":
+    def verify(self) -> Verdict:
         expected, prev, n = 1, GENESIS, 0
         for seq, stored_prev, body, mac in self.records():
             if seq != expected:
                 what = "deleted" if seq > expected else "duplicated"
-                return Verdict(False, n, seq, f"record {expected} is missing: the chain jumps from {expected - 1} "
-                                              f"to {seq} (a record was {what})")
+                return Verdict(
+                    False,
+                    n,
+                    seq,
+                    f"record {expected} is missing: the chain jumps from {expected - 1} to {seq} (a record was {what})",
+                )
             if stored_prev != prev:
-                return Verdict(False, n, seq, f"record {seq} does not link to record {seq - 1} "
-                                              "(a record was inserted, removed or moved before it)")
+                return Verdict(
+                    False,
+                    n,
+                    seq,
+                    f"record {seq} does not link to record {seq - 1} "
+                    "(a record was inserted, removed or moved before it)",
+                )
             if not hmac.compare_digest(self._mac(seq, stored_prev, body), mac):
-                return Verdict(False, n, seq, f"record {seq} does not match its MAC (it was edited, or moved, "
-                                              "or the key is not the one the log was written with)")
+                return Verdict(
+                    False,
+                    n,
+                    seq,
+                    f"record {seq} does not match its MAC (it was edited, or moved, "
+                    "or the key is not the one the log was written with)",
+                )
             prev, expected, n = mac, expected + 1, n + 1
         head = self._db.execute("SELECT seq, mac, seal FROM head WHERE id = 1").fetchone()
         if head is None:
@@ -157,8 +188,9 @@ class AuditLog:
         if not hmac.compare_digest(self._seal(hseq, hmac_), seal or ""):
             return Verdict(False, n, None, "the log's head row does not match its seal (it was edited)")
         if hseq != n or hmac_ != prev:
-            return Verdict(False, n, None, f"the log ends at record {n} but its head says {hseq}: "
-                                           "records were cut from the end")
+            return Verdict(
+                False, n, None, f"the log ends at record {n} but its head says {hseq}: records were cut from the end"
+            )
         return Verdict(True, n, None, f"{n} records, chain intact")
 
     def close(self) -> None:
@@ -211,7 +243,7 @@ class AuditWriter:
                     self._cv.wait()
                 if not self._pending and self._closed:
                     return
-                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
                 results: list = self.log.append_many([b for b, _ in batch])
             except BaseException as e:  # every waiter hears of the failure
@@ -254,4 +286,3 @@ def export(log: AuditLog, out: Path) -> dict:
             else:
                 w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in rec.items()})
     return summary
-

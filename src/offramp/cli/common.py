@@ -23,18 +23,32 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 TEXT_COL = typer.Option("text", "--text-col", help="Name of the column holding the texts.")
 LABEL_COL = typer.Option("label", "--label-col", help="Name of the column holding the labels.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress or information on stderr (warnings still show).")
-API_KEY_ENV = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (never printed).")
+API_KEY_ENV = typer.Option(
+    "OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (never printed)."
+)
 CONCURRENCY = typer.Option(4, "--concurrency", min=1, max=64, help="LLM requests in flight at once.")
 PRICE_MODEL = typer.Option(None, "--price-model", help="Price-table row for the cost (default: --llm).")
 ANSWER_CACHE = typer.Option(None, "--cache", help="Answer cache (SQLite; default ~/.cache/offramp/llm-answers.sqlite).")
-LOGPROBS = typer.Option(True, "--logprobs/--no-logprobs", help="Ask for token logprobs and report the answer's probability as its confidence (skipped if the server refuses them).")
+LOGPROBS = typer.Option(
+    True,
+    "--logprobs/--no-logprobs",
+    help="Ask for token logprobs and report the answer's probability as its confidence (skipped if the server refuses them).",
+)
 MAX_CHARS = typer.Option(20_000, "--max-chars", min=1, help="Texts longer than this are cut (with a warning).")
 
 # the library names the parameter an error is about; the CLI names its option
 PARAM_FLAGS = {
-    "text_col": "--text-col", "label_col": "--label-col", "out": "--out", "quality": "--quality",
-    "time_limit": "--time-limit", "reject_target": "--reject-target", "oos_label": "--oos-label",
-    "val": "--val", "latency_budget_ms": "--latency-budget-ms", "prices": "--prices", "predictions": "--predictions",
+    "text_col": "--text-col",
+    "label_col": "--label-col",
+    "out": "--out",
+    "quality": "--quality",
+    "time_limit": "--time-limit",
+    "reject_target": "--reject-target",
+    "oos_label": "--oos-label",
+    "val": "--val",
+    "latency_budget_ms": "--latency-budget-ms",
+    "prices": "--prices",
+    "predictions": "--predictions",
     "volume": "--messages-per-day / --messages-per-month / --messages-total",
 }
 

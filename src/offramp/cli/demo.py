@@ -20,9 +20,17 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     out_dir: Path = typer.Option(Path("offramp-demo"), "--out", "-o", help="Where to write the model and the report."),
-    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Seconds the model search may take; default none: every candidate is tried, so the choice does not depend on the machine's speed."),
-    quality: str = typer.Option("auto", "--quality", help="fast, balanced, best, or auto (balanced when the encoder is installed)."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="Rerun the LLM column live with this model (else the recorded predictions are shown)."),
+    time_limit: Optional[str] = typer.Option(
+        None,
+        "--time-limit",
+        help="Seconds the model search may take; default none: every candidate is tried, so the choice does not depend on the machine's speed.",
+    ),
+    quality: str = typer.Option(
+        "auto", "--quality", help="fast, balanced, best, or auto (balanced when the encoder is installed)."
+    ),
+    llm: Optional[str] = typer.Option(
+        None, "--llm", help="Rerun the LLM column live with this model (else the recorded predictions are shown)."
+    ),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for --llm."),
     api_key_env: str = API_KEY_ENV,
     concurrency: int = CONCURRENCY,
@@ -58,10 +66,12 @@ def demo(
         write_records(llm_path, rows)
     elif llm_path is not None:
         info(f"LLM column: recorded predictions ({llm_path.name}); rerun it live with --llm M --base-url URL", quiet)
-    html_path, md_path, small = write_report_files(model_dir, test_path, llm_path, out_dir / "report.html",
-                                                   "text", "label", 100_000, quiet)
+    html_path, md_path, small = write_report_files(
+        model_dir, test_path, llm_path, out_dir / "report.html", "text", "label", 100_000, quiet
+    )
     print_side_by_side(small, small.llm)
     pipeline = write_demo_pipeline(out_dir)
-    out.print(f"model in {model_dir}; report in {html_path} (and {md_path.name}); "
-              f"whole demo {time.perf_counter() - t0:.1f} s")
+    out.print(
+        f"model in {model_dir}; report in {html_path} (and {md_path.name}); whole demo {time.perf_counter() - t0:.1f} s"
+    )
     out.print(f"serve it: offramp serve {pipeline}")

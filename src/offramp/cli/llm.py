@@ -9,8 +9,20 @@ from typing import Any, Optional
 import typer
 
 from offramp.cli.common import (
-    ANSWER_CACHE, API_KEY_ENV, CONCURRENCY, LABEL_COL, LOGPROBS, MAX_CHARS, PRICE_MODEL, QUIET, TEXT_COL, err, out,
-    print_side_by_side, status, warn,
+    ANSWER_CACHE,
+    API_KEY_ENV,
+    CONCURRENCY,
+    LABEL_COL,
+    LOGPROBS,
+    MAX_CHARS,
+    PRICE_MODEL,
+    QUIET,
+    TEXT_COL,
+    err,
+    out,
+    print_side_by_side,
+    status,
+    warn,
 )
 from offramp.errors import UsageError
 
@@ -23,8 +35,9 @@ def register(app: typer.Typer) -> None:
     app.command("import-logs")(import_logs_cmd)
 
 
-def ask_llm(ds: Any, spec: Any, labeller: Any, llm: str, price_model: str | None, send_chars: int, concurrency: int,
-            quiet: bool) -> tuple[Any, list[dict[str, Any]]]:
+def ask_llm(
+    ds: Any, spec: Any, labeller: Any, llm: str, price_model: str | None, send_chars: int, concurrency: int, quiet: bool
+) -> tuple[Any, list[dict[str, Any]]]:
     """The LLM's answers on ``ds`` scored like the small model: (EvalReport, prediction rows)."""
     from offramp.evaluation.llm import run_llm_eval
 
@@ -32,23 +45,37 @@ def ask_llm(ds: Any, spec: Any, labeller: Any, llm: str, price_model: str | None
     if cut:
         warn([f"{cut} texts are longer than {send_chars} characters: the LLM sees their first {send_chars}"])
     with status(f"asking {llm} about {len(ds.texts)} texts", quiet) as say:
-        return run_llm_eval(ds, spec, labeller, llm=llm, price_model=price_model, send_chars=send_chars,
-                            workers=concurrency, on_progress=lambda d, n: say(f"{d} of {n}"))
+        return run_llm_eval(
+            ds,
+            spec,
+            labeller,
+            llm=llm,
+            price_model=price_model,
+            send_chars=send_chars,
+            workers=concurrency,
+            on_progress=lambda d, n: say(f"{d} of {n}"),
+        )
 
 
 def label(
     data: Path = typer.Argument(..., help="Texts to label (CSV, TSV, JSONL, Parquet)."),
     llm: str = LLM,
     base_url: str = typer.Option(..., "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1"),
-    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Labelled file to write (.csv or .jsonl); not needed with --dry-run."),
-    task: Path = typer.Option(..., "--task", help="Task spec YAML: labels with descriptions, optional instructions and examples."),
+    out_file: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Labelled file to write (.csv or .jsonl); not needed with --dry-run."
+    ),
+    task: Path = typer.Option(
+        ..., "--task", help="Task spec YAML: labels with descriptions, optional instructions and examples."
+    ),
     text_col: str = TEXT_COL,
     api_key_env: str = API_KEY_ENV,
     concurrency: int = CONCURRENCY,
     timeout_s: float = typer.Option(30.0, "--timeout", help="Seconds to wait for one answer."),
     price_model: Optional[str] = PRICE_MODEL,
     cache: Optional[Path] = ANSWER_CACHE,
-    no_schema: bool = typer.Option(False, "--no-schema", help="Do not send a JSON schema (for servers that reject one)."),
+    no_schema: bool = typer.Option(
+        False, "--no-schema", help="Do not send a JSON schema (for servers that reject one)."
+    ),
     logprobs: bool = LOGPROBS,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the token and dollar estimate; send nothing."),
     max_chars: int = MAX_CHARS,
@@ -64,26 +91,52 @@ def label(
     est = estimate(spec, ds.texts, price_model or llm)
     cost = "unknown (no price-table row; pass --price-model)" if est["cost_usd"] is None else f"${est['cost_usd']:.4f}"
     if dry_run:
-        out.print(f"{est['texts']} texts, about {est['prompt_tokens']:,} prompt + {est['completion_tokens']:,} "
-                  f"completion tokens, estimated cost {cost}; nothing was sent")
+        out.print(
+            f"{est['texts']} texts, about {est['prompt_tokens']:,} prompt + {est['completion_tokens']:,} "
+            f"completion tokens, estimated cost {cost}; nothing was sent"
+        )
         return
     if out_file is None:
         raise UsageError("--out is needed (or use --dry-run)")
     if out_file.suffix.lower() not in (".csv", ".jsonl"):
         raise UsageError(f"--out {out_file} must end in .csv or .jsonl")
-    labeller = make_labeller(spec, llm, base_url, api_key_env=api_key_env, timeout_s=timeout_s,
-                             concurrency=concurrency, cache=cache, constrain=not no_schema, logprobs=logprobs)
+    labeller = make_labeller(
+        spec,
+        llm,
+        base_url,
+        api_key_env=api_key_env,
+        timeout_s=timeout_s,
+        concurrency=concurrency,
+        cache=cache,
+        constrain=not no_schema,
+        logprobs=logprobs,
+    )
     with status(f"labelling {len(ds.texts)} texts", quiet) as say:
-        run = label_texts(labeller, ds.texts, workers=concurrency, price_model=price_model or llm,
-                          on_progress=lambda d, n: say(f"labelled {d} of {n}"))
-    rows = [{"text": o.text, "label": o.label or "", "confidence": o.confidence,
-             "status": "labelled" if o.label else "unlabelled", "raw": "" if o.label else o.raw} for o in run.outcomes]
+        run = label_texts(
+            labeller,
+            ds.texts,
+            workers=concurrency,
+            price_model=price_model or llm,
+            on_progress=lambda d, n: say(f"labelled {d} of {n}"),
+        )
+    rows = [
+        {
+            "text": o.text,
+            "label": o.label or "",
+            "confidence": o.confidence,
+            "status": "labelled" if o.label else "unlabelled",
+            "raw": "" if o.label else o.raw,
+        }
+        for o in run.outcomes
+    ]
     write_records(out_file, rows)
     unlabelled = sum(1 for r in rows if r["status"] == "unlabelled")
     real = "unknown (no price-table row)" if run.cost_usd is None else f"${run.cost_usd:.4f}"
-    out.print(f"wrote {len(rows)} rows to {out_file}: {len(rows) - unlabelled} labelled, {unlabelled} unlabelled "
-              f"(raw answers kept); {run.calls} calls sent, {run.cache_hits} answered from the cache; "
-              f"{run.prompt_tokens:,} + {run.completion_tokens:,} tokens reported, cost {real} (estimate was {cost})")
+    out.print(
+        f"wrote {len(rows)} rows to {out_file}: {len(rows) - unlabelled} labelled, {unlabelled} unlabelled "
+        f"(raw answers kept); {run.calls} calls sent, {run.cache_hits} answered from the cache; "
+        f"{run.prompt_tokens:,} + {run.completion_tokens:,} tokens reported, cost {real} (estimate was {cost})"
+    )
 
 
 def eval_llm(
@@ -91,7 +144,9 @@ def eval_llm(
     llm: str = LLM,
     base_url: str = typer.Option(..., "--base-url", help="OpenAI-compatible endpoint."),
     task: Path = typer.Option(..., "--task", help="Task spec YAML (the same labels as the data)."),
-    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write the LLM's predictions here (.jsonl) for 'offramp report --llm-predictions'."),
+    predictions: Optional[Path] = typer.Option(
+        None, "--predictions", help="Write the LLM's predictions here (.jsonl) for 'offramp report --llm-predictions'."
+    ),
     text_col: str = TEXT_COL,
     label_col: str = LABEL_COL,
     api_key_env: str = API_KEY_ENV,
@@ -100,7 +155,12 @@ def eval_llm(
     price_model: Optional[str] = PRICE_MODEL,
     cache: Optional[Path] = ANSWER_CACHE,
     logprobs: bool = LOGPROBS,
-    send_chars: int = typer.Option(20_000, "--max-chars", min=1, help="Characters of each text sent to the LLM (longer texts are cut for the LLM only; they are scored whole)."),
+    send_chars: int = typer.Option(
+        20_000,
+        "--max-chars",
+        min=1,
+        help="Characters of each text sent to the LLM (longer texts are cut for the LLM only; they are scored whole).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     quiet: bool = QUIET,
 ) -> None:
@@ -113,8 +173,16 @@ def eval_llm(
     warn(ds.warnings)
     if predictions is not None and predictions.suffix.lower() not in (".jsonl", ".csv", ".tsv"):
         raise UsageError(f"--predictions {predictions} must end in .jsonl, .csv or .tsv")
-    labeller = make_labeller(spec, llm, base_url, api_key_env=api_key_env, timeout_s=timeout_s,
-                             concurrency=concurrency, cache=cache, logprobs=logprobs)
+    labeller = make_labeller(
+        spec,
+        llm,
+        base_url,
+        api_key_env=api_key_env,
+        timeout_s=timeout_s,
+        concurrency=concurrency,
+        cache=cache,
+        logprobs=logprobs,
+    )
     res, rows = ask_llm(ds, spec, labeller, llm, price_model, send_chars, concurrency, quiet)
     if predictions:
         write_records(predictions, rows, param="predictions")
@@ -123,16 +191,24 @@ def eval_llm(
         return
     print_side_by_side(res, None, first=f"LLM ({llm})")
     if predictions:
-        out.print(f"predictions written to {predictions} (use: offramp report MODEL DATA --llm-predictions {predictions})")
+        out.print(
+            f"predictions written to {predictions} (use: offramp report MODEL DATA --llm-predictions {predictions})"
+        )
 
 
 def import_logs_cmd(
-    log_file: Path = typer.Argument(..., help="JSONL of logged chat completions (request/response, or stored completions)."),
+    log_file: Path = typer.Argument(
+        ..., help="JSONL of logged chat completions (request/response, or stored completions)."
+    ),
     out_file: Path = typer.Option(..., "--out", "-o", help="Training file to write (.csv or .jsonl) with text,label."),
     role: str = typer.Option("user", "--role", help="Role of the message that is the input."),
     index: int = typer.Option(-1, "--index", help="Which message of that role (-1: the last)."),
-    label_field: Optional[str] = typer.Option(None, "--label-field", help="Read the label from this key of a JSON reply."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set; replies naming none are skipped."),
+    label_field: Optional[str] = typer.Option(
+        None, "--label-field", help="Read the label from this key of a JSON reply."
+    ),
+    labels: Optional[str] = typer.Option(
+        None, "--labels", help="Comma-separated label set; replies naming none are skipped."
+    ),
 ) -> None:
     """Turn an LLM's production logs into a training file (text,label), counting what was skipped and why."""
     from offramp.data.io import write_records
@@ -145,7 +221,10 @@ def import_logs_cmd(
     for reason, count in res.skipped.most_common():
         err.print(f"skipped {count} lines: {reason}", markup=False)
     if not res.rows:
-        raise UsageError(f"no usable rows in {log_file} ({res.lines} lines read)", "check --role, --index and --label-field")
+        raise UsageError(
+            f"no usable rows in {log_file} ({res.lines} lines read)", "check --role, --index and --label-field"
+        )
     write_records(out_file, [{"text": t, "label": lab} for t, lab in res.rows])
-    out.print(f"wrote {len(res.rows)} rows to {out_file} from {res.lines} log lines "
-              f"({sum(res.skipped.values())} skipped)")
+    out.print(
+        f"wrote {len(res.rows)} rows to {out_file} from {res.lines} log lines ({sum(res.skipped.values())} skipped)"
+    )

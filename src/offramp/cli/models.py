@@ -13,9 +13,11 @@ from rich.table import Table
 from offramp.cli.common import LABEL_COL, MAX_CHARS, QUIET, TEXT_COL, info, out, print_side_by_side, status, warn
 from offramp.errors import UsageError
 
-TIME_LIMIT_HELP = ("Seconds the model search may take (the first candidate always runs; candidates that would not "
-                   "fit are skipped and listed); 'none' tries every candidate, so the same data and seed give the "
-                   "same model on any machine. Default 60 / 180 / 300 for fast / balanced / best.")
+TIME_LIMIT_HELP = (
+    "Seconds the model search may take (the first candidate always runs; candidates that would not "
+    "fit are skipped and listed); 'none' tries every candidate, so the same data and seed give the "
+    "same model on any machine. Default 60 / 180 / 300 for fast / balanced / best."
+)
 
 
 def parse_time_limit(value: str | None) -> float | str | None:
@@ -39,14 +41,23 @@ def candidates_table(report: Any) -> Table:
         t.add_column(c, justify="left" if c in ("candidate", "status") else "right")
     for r in report.candidates:
         mark = " ✓" if r.name == report.winner else ""
-        t.add_row(r.name + mark, "—" if r.cv_macro_f1 is None else f"{r.cv_macro_f1:.4f}",
-                  "—" if r.latency_p99_ms is None else f"{r.latency_p99_ms:.2f}", f"{r.seconds:.1f}", r.status)
+        t.add_row(
+            r.name + mark,
+            "—" if r.cv_macro_f1 is None else f"{r.cv_macro_f1:.4f}",
+            "—" if r.latency_p99_ms is None else f"{r.latency_p99_ms:.2f}",
+            f"{r.seconds:.1f}",
+            r.status,
+        )
     return t
 
 
 def choice_line(report: Any) -> str:
     """One line: which model won and why (and what the time limit left out)."""
-    tier = "accurate tier (sentence embeddings)" if report.winner.startswith(("stacked", "embed")) else "fast tier (TF-IDF)"
+    tier = (
+        "accurate tier (sentence embeddings)"
+        if report.winner.startswith(("stacked", "embed"))
+        else "fast tier (TF-IDF)"
+    )
     scored = [c for c in report.candidates if c.cv_macro_f1 is not None]
     others = sorted((c for c in scored if c.name != report.winner), key=lambda c: -(c.cv_macro_f1 or 0))
     why = f"highest cross-validated macro-F1 of {len(scored)} scored ({report.cv_macro_f1:.4f}"
@@ -71,11 +82,27 @@ def train(
     label_col: str = LABEL_COL,
     time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same data and seed give the same model."),
-    quality: str = typer.Option("auto", "--quality", help="fast (TF-IDF), balanced or best (add sentence embeddings); auto = balanced when the encoder is installed."),
-    latency_budget_ms: Optional[float] = typer.Option(None, "--latency-budget-ms", help="Only candidates whose single-message p99 fits this budget can win."),
-    reject_target: Optional[str] = typer.Option(None, "--reject-target", help="Fit a \"don't know\" threshold to this target: in_scope_precision>=0.98 or oos_recall>=0.8."),
-    oos_label: Optional[str] = typer.Option(None, "--oos-label", help="The label of out-of-scope examples (trained as a class; also the answer when rejecting)."),
-    val: Optional[Path] = typer.Option(None, "--val", help="Held-out labelled file to fit the threshold on (default: out-of-fold predictions)."),
+    quality: str = typer.Option(
+        "auto",
+        "--quality",
+        help="fast (TF-IDF), balanced or best (add sentence embeddings); auto = balanced when the encoder is installed.",
+    ),
+    latency_budget_ms: Optional[float] = typer.Option(
+        None, "--latency-budget-ms", help="Only candidates whose single-message p99 fits this budget can win."
+    ),
+    reject_target: Optional[str] = typer.Option(
+        None,
+        "--reject-target",
+        help='Fit a "don\'t know" threshold to this target: in_scope_precision>=0.98 or oos_recall>=0.8.',
+    ),
+    oos_label: Optional[str] = typer.Option(
+        None,
+        "--oos-label",
+        help="The label of out-of-scope examples (trained as a class; also the answer when rejecting).",
+    ),
+    val: Optional[Path] = typer.Option(
+        None, "--val", help="Held-out labelled file to fit the threshold on (default: out-of-fold predictions)."
+    ),
     max_chars: int = MAX_CHARS,
     as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON on stdout."),
     quiet: bool = QUIET,
@@ -89,15 +116,26 @@ def train(
     limit = parse_time_limit(time_limit)
     target = RejectTarget.parse(reject_target) if reject_target is not None else None
     if val is not None and target is None:
-        raise UsageError("--val is used to fit the rejection threshold; give --reject-target too",
-                         "for example --reject-target in_scope_precision>=0.98")
+        raise UsageError(
+            "--val is used to fit the rejection threshold; give --reject-target too",
+            "for example --reject-target in_scope_precision>=0.98",
+        )
     check_output_dir(out_dir)  # a bad --out is refused now, not after the search
     ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
     val_ds = read_dataset(val, text_col=text_col, label_col=label_col, max_chars=max_chars) if val else None
     info(f"read {len(ds)} texts from {data}", quiet)
     with status("training", quiet) as say:
-        model, rep = train_model(ds, quality=quality, time_limit=limit, seed=seed, latency_budget_ms=latency_budget_ms,
-                                 reject_target=target, oos_label=oos_label, val=val_ds, on_progress=say)
+        model, rep = train_model(
+            ds,
+            quality=quality,
+            time_limit=limit,
+            seed=seed,
+            latency_budget_ms=latency_budget_ms,
+            reject_target=target,
+            oos_label=oos_label,
+            val=val_ds,
+            on_progress=say,
+        )
         say(f"writing {out_dir}")
         model.save(out_dir)
     warn(rep.warnings)
@@ -110,16 +148,20 @@ def train(
     if not quiet:
         out.print(candidates_table(rep))
     out.print(choice_line(rep))
-    out.print(f"model written to {out_dir} ({size / 1e6:.2f} MB) in {rep.train_seconds:.1f} s; "
-              f"CV macro-F1 {rep.cv_macro_f1:.4f}; calibration error {rep.ece_uncalibrated:.3f} → {rep.ece_calibrated:.3f}")
+    out.print(
+        f"model written to {out_dir} ({size / 1e6:.2f} MB) in {rep.train_seconds:.1f} s; "
+        f"CV macro-F1 {rep.cv_macro_f1:.4f}; calibration error {rep.ece_uncalibrated:.3f} → {rep.ece_calibrated:.3f}"
+    )
     rej = rep.rejection
     if rej:
         h = rej["held_out"]
         oos = "—" if h["oos_recall"] is None else f"{h['oos_recall']:.3f}"
-        out.print(f"don't know: {score_name(rej)} < {rej['threshold']:.4f} → {rej['label']} (target {rej['target']}, "
-                  f"{'met' if rej['met'] else 'NOT met'} on {rej['source']}: in-scope precision "
-                  f"{h['in_scope_precision']:.3f}, in-scope accuracy {h['in_scope_accuracy']:.3f}, oos recall {oos}, "
-                  f"answered {h['coverage']:.1%})")
+        out.print(
+            f"don't know: {score_name(rej)} < {rej['threshold']:.4f} → {rej['label']} (target {rej['target']}, "
+            f"{'met' if rej['met'] else 'NOT met'} on {rej['source']}: in-scope precision "
+            f"{h['in_scope_precision']:.3f}, in-scope accuracy {h['in_scope_accuracy']:.3f}, oos recall {oos}, "
+            f"answered {h['coverage']:.1%})"
+        )
 
 
 def eval_cmd(
@@ -149,7 +191,9 @@ def eval_cmd(
 
 def predict(
     model_dir: Path = typer.Argument(..., help="Model directory written by 'offramp train'."),
-    texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify (or use --input, or pipe lines on stdin)."),
+    texts: Optional[List[str]] = typer.Argument(
+        None, help="Texts to classify (or use --input, or pipe lines on stdin)."
+    ),
     input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="File of texts (CSV, TSV, JSONL, Parquet)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here instead of stdout."),
     text_col: str = TEXT_COL,
@@ -201,22 +245,35 @@ def predict(
 def report(
     model_dir: Path = typer.Argument(..., help="Model directory written by 'offramp train'."),
     data: Path = typer.Argument(..., help="Labelled test file."),
-    llm_predictions: Optional[Path] = typer.Option(None, "--llm-predictions", help="The LLM's predictions on the same texts (columns text, prediction)."),
-    out_file: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write (Markdown is written beside it)."),
+    llm_predictions: Optional[Path] = typer.Option(
+        None, "--llm-predictions", help="The LLM's predictions on the same texts (columns text, prediction)."
+    ),
+    out_file: Path = typer.Option(
+        Path("report.html"), "--out", "-o", help="HTML file to write (Markdown is written beside it)."
+    ),
     text_col: str = TEXT_COL,
     label_col: str = LABEL_COL,
     messages_per_day: float = typer.Option(100_000, "--messages-per-day", help="Traffic used for the cost section."),
     quiet: bool = QUIET,
 ) -> None:
     """Write the side-by-side report (HTML + Markdown): small model vs LLM, charts, cost."""
-    html_path, md_path, small = write_report_files(model_dir, data, llm_predictions, out_file, text_col, label_col,
-                                                   messages_per_day, quiet)
+    html_path, md_path, small = write_report_files(
+        model_dir, data, llm_predictions, out_file, text_col, label_col, messages_per_day, quiet
+    )
     print_side_by_side(small, small.llm)
     out.print(f"report written to {html_path} and {md_path}")
 
 
-def write_report_files(model_dir: Path, data: Path, llm_predictions: Path | None, out_file: Path, text_col: str,
-                       label_col: str, messages_per_day: float, quiet: bool) -> tuple[Path, Path, Any]:
+def write_report_files(
+    model_dir: Path,
+    data: Path,
+    llm_predictions: Path | None,
+    out_file: Path,
+    text_col: str,
+    label_col: str,
+    messages_per_day: float,
+    quiet: bool,
+) -> tuple[Path, Path, Any]:
     from offramp.data.io import read_dataset
     from offramp.evaluation.report import build_report
     from offramp.models.store import load_model
@@ -226,8 +283,8 @@ def write_report_files(model_dir: Path, data: Path, llm_predictions: Path | None
     model = load_model(model_dir)
     ds = read_dataset(data, text_col=text_col, label_col=label_col)
     with status("evaluating", quiet):
-        html_path, md_path, small = build_report(model, ds, out_file, llm_predictions=llm_predictions,
-                                                 messages_per_day=messages_per_day)
+        html_path, md_path, small = build_report(
+            model, ds, out_file, llm_predictions=llm_predictions, messages_per_day=messages_per_day
+        )
     warn(small.warnings + [f"LLM: {w}" for w in (small.llm.warnings if small.llm else [])])
     return html_path, md_path, small
-

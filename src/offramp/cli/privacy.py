@@ -27,7 +27,11 @@ def mask(
     threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Minimum detection score."),
     ner: bool = typer.Option(False, "--ner/--no-ner", help="Also find names and places with Presidio + spaCy."),
     vault: Optional[Path] = typer.Option(None, "--vault", help="Pseudonym vault (SQLite) for --operator pseudonym."),
-    conversation_col: Optional[str] = typer.Option(None, "--conversation-col", help="Column naming the conversation: the same value gets the same pseudonym within it."),
+    conversation_col: Optional[str] = typer.Option(
+        None,
+        "--conversation-col",
+        help="Column naming the conversation: the same value gets the same pseudonym within it.",
+    ),
     quiet: bool = QUIET,
 ) -> None:
     """Mask personal data in a dataset before it is shared: e-mails, phones, cards, IBANs, IPs, IDs, names."""
@@ -47,13 +51,20 @@ def mask(
     if missing:
         raise UsageError(f"{data} has no column(s) {', '.join(missing)}", f"its columns are: {', '.join(names)}")
     if operator == "pseudonym" and vault is None:
-        raise UsageError("--operator pseudonym needs --vault FILE", "the vault keeps the mapping to turn pseudonyms back")
-    guard = PrivacyGuard(entities=[e.strip() for e in entities.split(",")] if entities else None,
-                         threshold=threshold, ner=ner, operator=operator,
-                         vault=PseudonymVault(vault) if vault else None)
+        raise UsageError(
+            "--operator pseudonym needs --vault FILE", "the vault keeps the mapping to turn pseudonyms back"
+        )
+    guard = PrivacyGuard(
+        entities=[e.strip() for e in entities.split(",")] if entities else None,
+        threshold=threshold,
+        ner=ner,
+        operator=operator,
+        vault=PseudonymVault(vault) if vault else None,
+    )
     with status(f"masking {len(rows)} rows", quiet) as say:
-        masked_rows, counts = mask_records(rows, cols, guard, conversation_col,
-                                           on_progress=lambda i, n: say(f"masked {i} of {n} rows"))
+        masked_rows, counts = mask_records(
+            rows, cols, guard, conversation_col, on_progress=lambda i, n: say(f"masked {i} of {n} rows")
+        )
     write_records(out_file, masked_rows)
     found = ", ".join(f"{k} {v}" for k, v in counts.most_common()) or "none"
     out.print(f"wrote {len(masked_rows)} rows to {out_file}; personal data replaced ({operator}): {found}")
@@ -84,9 +95,11 @@ def audit_export(
     summary = export(log, out_file)
     where = ", ".join(f"{k} {v}" for k, v in summary["endpoints"].items())
     routes = ", ".join(f"{k} {v}" for k, v in sorted(summary["routes"].items()))
-    out.print(f"{summary['requests']} requests, {summary['left_machine']} left the machine"
-              f"{' (' + where + ')' if where else ''}; routes: {routes or 'none'}; "
-              f"{summary['pii_found']} personal-data values found; wrote {out_file}")
+    out.print(
+        f"{summary['requests']} requests, {summary['left_machine']} left the machine"
+        f"{' (' + where + ')' if where else ''}; routes: {routes or 'none'}; "
+        f"{summary['pii_found']} personal-data values found; wrote {out_file}"
+    )
     if not verdict.ok:
         err.print(f"warning: the chain does not verify: {verdict.message}", markup=False)
         raise typer.Exit(3)

@@ -18,17 +18,44 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    model_dir: Path = typer.Argument(..., help="Model directory to serve, or a pipeline YAML (model, routing, actions, limits)."),
+    model_dir: Path = typer.Argument(
+        ..., help="Model directory to serve, or a pipeline YAML (model, routing, actions, limits)."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
-    api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="File of SHA-256 hashes of accepted API keys (see 'offramp hash-key'); env OFFRAMP_API_KEYS."),
-    rate_limit: Optional[float] = typer.Option(None, "--rate-limit", help="Requests a minute per API key (or per client address without keys); default 600, env OFFRAMP_RATE_LIMIT."),
-    max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes", min=1, help="Larger request bodies get 413 (beats the pipeline's limits:; default 1,000,000)."),
-    max_text_chars: Optional[int] = typer.Option(None, "--max-text-chars", min=1, help="Longer texts get 422 (beats the pipeline's limits:; default 20,000)."),
-    max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1, help="Larger batches get 422 (beats the pipeline's limits:; default 256)."),
-    llm_price_model: Optional[str] = typer.Option(None, "--llm-price-model", help="Price-table row used for the dollars-saved metric (default gpt-4o-mini)."),
-    audit: Optional[Path] = typer.Option(None, "--audit", help="Hash-chained audit log (SQLite), one record per message (beats the pipeline's 'audit:')."),
-    offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Refuse every host that is not loopback (beats the pipeline's 'offline:' and OFFRAMP_OFFLINE)."),
+    api_keys: Optional[Path] = typer.Option(
+        None,
+        "--api-keys",
+        help="File of SHA-256 hashes of accepted API keys (see 'offramp hash-key'); env OFFRAMP_API_KEYS.",
+    ),
+    rate_limit: Optional[float] = typer.Option(
+        None,
+        "--rate-limit",
+        help="Requests a minute per API key (or per client address without keys); default 600, env OFFRAMP_RATE_LIMIT.",
+    ),
+    max_body_bytes: Optional[int] = typer.Option(
+        None,
+        "--max-body-bytes",
+        min=1,
+        help="Larger request bodies get 413 (beats the pipeline's limits:; default 1,000,000).",
+    ),
+    max_text_chars: Optional[int] = typer.Option(
+        None, "--max-text-chars", min=1, help="Longer texts get 422 (beats the pipeline's limits:; default 20,000)."
+    ),
+    max_batch: Optional[int] = typer.Option(
+        None, "--max-batch", min=1, help="Larger batches get 422 (beats the pipeline's limits:; default 256)."
+    ),
+    llm_price_model: Optional[str] = typer.Option(
+        None, "--llm-price-model", help="Price-table row used for the dollars-saved metric (default gpt-4o-mini)."
+    ),
+    audit: Optional[Path] = typer.Option(
+        None, "--audit", help="Hash-chained audit log (SQLite), one record per message (beats the pipeline's 'audit:')."
+    ),
+    offline: Optional[bool] = typer.Option(
+        None,
+        "--offline/--online",
+        help="Refuse every host that is not loopback (beats the pipeline's 'offline:' and OFFRAMP_OFFLINE).",
+    ),
 ) -> None:
     """Serve a model over HTTP: /v1/classify, /v1/chat/completions, /healthz, /readyz, /metrics.
 
@@ -41,9 +68,16 @@ def serve(
     from offramp.serving.app import create_app
 
     positive("--rate-limit", rate_limit)
-    flags = {"max_body_bytes": max_body_bytes, "max_text_chars": max_text_chars, "max_batch": max_batch,
-             "audit": audit, "offline": offline, "rate_limit": rate_limit, "llm_price_model": llm_price_model,
-             "api_keys": api_keys}
+    flags = {
+        "max_body_bytes": max_body_bytes,
+        "max_text_chars": max_text_chars,
+        "max_batch": max_batch,
+        "audit": audit,
+        "offline": offline,
+        "rate_limit": rate_limit,
+        "llm_price_model": llm_price_model,
+        "api_keys": api_keys,
+    }
     settings = Settings.resolve(model_dir, flags)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     application = create_app(settings, flags)

@@ -43,7 +43,9 @@ def load_prices(path: str | Path | None = None) -> dict:
         raise DataError(f"price table {path} is not valid JSON: {e}") from None
     models = table.get("models") if isinstance(table, dict) else None
     if not isinstance(models, dict) or not models:
-        raise DataError(f"price table {path} has no 'models' object", 'expected {"models": {"name": {"input": .., "output": ..}}}')
+        raise DataError(
+            f"price table {path} has no 'models' object", 'expected {"models": {"name": {"input": .., "output": ..}}}'
+        )
     for name, row in models.items():
         for k in ("input", "output"):
             v = row.get(k) if isinstance(row, dict) else None
@@ -59,8 +61,9 @@ def load_prices(path: str | Path | None = None) -> dict:
 DEFAULT_MONTHLY_VOLUME = 30_000_000  # a million messages a day
 
 
-def monthly_volume(per_day: float | None = None, per_month: float | None = None,
-                   total: float | None = None) -> tuple[float, bool]:
+def monthly_volume(
+    per_day: float | None = None, per_month: float | None = None, total: float | None = None
+) -> tuple[float, bool]:
     """(messages to price, whether it is a one-off batch) from at most one of the three ways to say it."""
     given = [x for x in (per_day, per_month, total) if x is not None]
     if len(given) > 1:
@@ -98,10 +101,19 @@ class CostInputs:
     throughput_measured: bool = False
 
     @classmethod
-    def from_prices(cls, prices: dict, *, messages_per_month: float, tokens_in: float,
-                    tokens_out: float = DEFAULT_OUTPUT_TOKENS, throughput_per_s: float | None = None,
-                    throughput_measured: bool = False, gpu_usd_per_hour: float | None = None,
-                    gpu_tokens_per_s: float | None = None, cpu_usd_per_hour: float | None = None) -> "CostInputs":
+    def from_prices(
+        cls,
+        prices: dict,
+        *,
+        messages_per_month: float,
+        tokens_in: float,
+        tokens_out: float = DEFAULT_OUTPUT_TOKENS,
+        throughput_per_s: float | None = None,
+        throughput_measured: bool = False,
+        gpu_usd_per_hour: float | None = None,
+        gpu_tokens_per_s: float | None = None,
+        cpu_usd_per_hour: float | None = None,
+    ) -> CostInputs:
         """The inputs for a volume and token count, the rest from the price table unless given."""
         sh, lm = prices["self_hosted_llm"], prices["local_model"]
         return cls(
@@ -118,8 +130,17 @@ class CostInputs:
         )
 
     def validate(self) -> None:
-        for name in ("messages_per_month", "tokens_in", "tokens_out", "gpu_usd_per_hour", "gpu_tokens_per_s",
-                     "cpu_usd_per_hour", "throughput_per_s", "gpu_watts", "cpu_watts"):
+        for name in (
+            "messages_per_month",
+            "tokens_in",
+            "tokens_out",
+            "gpu_usd_per_hour",
+            "gpu_tokens_per_s",
+            "cpu_usd_per_hour",
+            "throughput_per_s",
+            "gpu_watts",
+            "cpu_watts",
+        ):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise UsageError(f"{name.replace('_', '-')} must be a non-negative number, got {v!r}")
@@ -164,7 +185,11 @@ class CostReport:
         return next(r for r in self.rows if r.name == name)
 
     def as_dict(self) -> dict:
-        return {"inputs": self.inputs.__dict__, "rows": [r.as_dict() for r in self.rows], "assumptions": self.assumptions}
+        return {
+            "inputs": self.inputs.__dict__,
+            "rows": [r.as_dict() for r in self.rows],
+            "assumptions": self.assumptions,
+        }
 
 
 def api_usd_per_message(price: dict, tokens_in: float, tokens_out: float) -> float:
@@ -184,8 +209,11 @@ def compute_costs(inputs: CostInputs, prices: dict, models: Sequence[str] | None
     names = list(models) if models else list(table)
     unknown = [n for n in names if n not in table]
     if unknown:
-        raise UsageError(f"unknown model(s) {', '.join(unknown)}; the price table has: {', '.join(table)}",
-                         "add a row to your own price table", param="prices")
+        raise UsageError(
+            f"unknown model(s) {', '.join(unknown)}; the price table has: {', '.join(table)}",
+            "add a row to your own price table",
+            param="prices",
+        )
     v = inputs.messages_per_month
     tokens = inputs.tokens_in + inputs.tokens_out
 
@@ -194,9 +222,14 @@ def compute_costs(inputs: CostInputs, prices: dict, models: Sequence[str] | None
     cpu_seconds_per_msg = 1.0 / inputs.throughput_per_s
     local_per_msg = local_usd_per_message(inputs.cpu_usd_per_hour, inputs.throughput_per_s)
     local_fixed = inputs.cpu_usd_per_hour * HOURS_PER_MONTH
-    local = CostRow("small model (local CPU)", "local", local_per_msg, max(local_fixed, v * local_per_msg),
-                    inputs.cpu_watts * cpu_seconds_per_msg * 1e6 / 3600,
-                    "measured throughput" if inputs.throughput_measured else "assumed throughput")
+    local = CostRow(
+        "small model (local CPU)",
+        "local",
+        local_per_msg,
+        max(local_fixed, v * local_per_msg),
+        inputs.cpu_watts * cpu_seconds_per_msg * 1e6 / 3600,
+        "measured throughput" if inputs.throughput_measured else "assumed throughput",
+    )
 
     def breakeven(per_msg: float) -> float | None:
         # below this monthly volume the always-on CPU instance costs more than paying per message
@@ -210,8 +243,17 @@ def compute_costs(inputs: CostInputs, prices: dict, models: Sequence[str] | None
     gpu_fixed = inputs.gpu_usd_per_hour * HOURS_PER_MONTH
     # both are billed always-on: if the CPU instance costs less than the GPU, it is cheaper at any volume
     sh_breakeven = 0.0 if local_fixed <= gpu_fixed and local_per_msg <= sh_per else breakeven(sh_per)
-    rows.append(CostRow("self-hosted LLM (GPU)", "self-hosted", sh_per, max(gpu_fixed, v * sh_per),
-                        gpu_wh_per_million, "price table assumptions", sh_breakeven))
+    rows.append(
+        CostRow(
+            "self-hosted LLM (GPU)",
+            "self-hosted",
+            sh_per,
+            max(gpu_fixed, v * sh_per),
+            gpu_wh_per_million,
+            "price table assumptions",
+            sh_breakeven,
+        )
+    )
     rows.append(local)
     assumptions = [
         f"{inputs.tokens_in:.0f} input and {inputs.tokens_out:.0f} output tokens per message",

@@ -70,8 +70,9 @@ def _records_csv(text: str, path: Path, delimiter: str) -> tuple[list[str], list
                 continue
             rows.append(dict(zip(header, values)))
     except csv.Error as e:
-        raise DataError(f"{path} is not valid CSV at line {reader.line_num}: {e}",
-                        "check the quoting on that line") from None
+        raise DataError(
+            f"{path} is not valid CSV at line {reader.line_num}: {e}", "check the quoting on that line"
+        ) from None
     return header, rows
 
 
@@ -83,10 +84,14 @@ def _records_jsonl(text: str, path: Path) -> tuple[list[str], list[dict]]:
         try:
             obj = json.loads(line)
         except ValueError as e:
-            raise DataError(f"{path} line {i} is not valid JSON: {e.msg}", "each line must be one JSON object") from None
+            raise DataError(
+                f"{path} line {i} is not valid JSON: {e.msg}", "each line must be one JSON object"
+            ) from None
         if not isinstance(obj, dict):
-            raise DataError(f"{path} line {i} is a JSON {type(obj).__name__}, not an object",
-                            'each line must look like {"text": "...", "label": "..."}')
+            raise DataError(
+                f"{path} line {i} is a JSON {type(obj).__name__}, not an object",
+                'each line must look like {"text": "...", "label": "..."}',
+            )
         rows.append(obj)
         for k in obj:
             cols.setdefault(k, None)
@@ -158,12 +163,13 @@ def read_records(path: str | os.PathLike, columns: list[str] | None = None) -> t
     if size == 0:
         raise DataError(f"data file {path} is empty", "it needs a header and at least one row")
     if size > MAX_FILE_BYTES:
-        raise DataError(f"data file {path} is {size >> 20} MiB, over the {MAX_FILE_BYTES >> 20} MiB limit",
-                        "split it into smaller files")
+        raise DataError(
+            f"data file {path} is {size >> 20} MiB, over the {MAX_FILE_BYTES >> 20} MiB limit",
+            "split it into smaller files",
+        )
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
-        raise DataError(f"{path} has an unknown extension {path.suffix!r}",
-                        "use one of: " + ", ".join(sorted(FORMATS)))
+        raise DataError(f"{path} has an unknown extension {path.suffix!r}", "use one of: " + ", ".join(sorted(FORMATS)))
     if kind == "parquet":
         names = _parquet_columns(path)
         return names, _records_parquet(path, [c for c in (columns or names) if c in names])
@@ -173,8 +179,14 @@ def read_records(path: str | os.PathLike, columns: list[str] | None = None) -> t
     return _records_csv(text, path, "\t" if kind == "tsv" else ",")
 
 
-def read_dataset(path: str | os.PathLike, *, text_col: str = "text", label_col: str | None = "label",
-                 need_labels: bool = True, max_chars: int = DEFAULT_MAX_CHARS) -> Dataset:
+def read_dataset(
+    path: str | os.PathLike,
+    *,
+    text_col: str = "text",
+    label_col: str | None = "label",
+    need_labels: bool = True,
+    max_chars: int = DEFAULT_MAX_CHARS,
+) -> Dataset:
     """Read texts (and labels) from a file.
 
     Parameters
@@ -197,12 +209,18 @@ def read_dataset(path: str | os.PathLike, *, text_col: str = "text", label_col: 
     if not records:
         raise DataError(f"{path} has no data rows", "add at least one row below the header")
     if text_col not in columns:
-        raise DataError(f"{path} has no column {text_col!r}; its columns are: {', '.join(map(str, columns)) or '(none)'}",
-                        "choose the text column", param="text_col")
+        raise DataError(
+            f"{path} has no column {text_col!r}; its columns are: {', '.join(map(str, columns)) or '(none)'}",
+            "choose the text column",
+            param="text_col",
+        )
     has_labels = bool(label_col) and label_col in columns
     if need_labels and not has_labels:
-        raise DataError(f"{path} has no label column {label_col!r}; its columns are: {', '.join(map(str, columns))}",
-                        "choose the label column", param="label_col")
+        raise DataError(
+            f"{path} has no label column {label_col!r}; its columns are: {', '.join(map(str, columns))}",
+            "choose the label column",
+            param="label_col",
+        )
 
     texts: list[str] = []
     labels: list[str] | None = [] if has_labels else None
@@ -224,12 +242,18 @@ def read_dataset(path: str | os.PathLike, *, text_col: str = "text", label_col: 
             labels.append(lab if lab is not None else "")
     warnings = []
     if empty_text:
-        warnings.append(f"{len(empty_text)} rows with an empty or missing text were skipped (rows {_fmt_rows(empty_text)})")
+        warnings.append(
+            f"{len(empty_text)} rows with an empty or missing text were skipped (rows {_fmt_rows(empty_text)})"
+        )
     if empty_label:
-        warnings.append(f"{len(empty_label)} rows with an empty or missing label were skipped (rows {_fmt_rows(empty_label)})")
+        warnings.append(
+            f"{len(empty_label)} rows with an empty or missing label were skipped (rows {_fmt_rows(empty_label)})"
+        )
     if cut:
-        warnings.append(f"{len(cut)} texts longer than {max_chars} characters were cut to {max_chars} "
-                        f"(rows {_fmt_rows(cut)}); raise the character limit to keep more")
+        warnings.append(
+            f"{len(cut)} texts longer than {max_chars} characters were cut to {max_chars} "
+            f"(rows {_fmt_rows(cut)}); raise the character limit to keep more"
+        )
     if not texts:
         raise DataError(f"{path} has no usable rows: every row lacks a text" + (" or a label" if need_labels else ""))
     return Dataset(texts, labels, str(path), warnings, len(records))

@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 
 from offramp.data.io import Dataset
-from offramp.errors import DataError
 from offramp.data.text import normalize
+from offramp.errors import DataError
 
 
 def check_training_set(ds: Dataset) -> list[str]:
@@ -18,13 +18,18 @@ def check_training_set(ds: Dataset) -> list[str]:
     counts = Counter(ds.labels or [])
     if len(counts) < 2:
         only = next(iter(counts), "(none)")
-        raise DataError(f"{ds.path} has only one class ({only!r}); a classifier needs at least two",
-                        "add examples of the other classes, or check the label column", param="label_col")
+        raise DataError(
+            f"{ds.path} has only one class ({only!r}); a classifier needs at least two",
+            "add examples of the other classes, or check the label column",
+            param="label_col",
+        )
     rare = sorted(k for k, c in counts.items() if c < 2)
     if rare:
         shown = ", ".join(repr(r) for r in rare[:10]) + (f" and {len(rare) - 10} more" if len(rare) > 10 else "")
-        raise DataError(f"{ds.path}: {len(rare)} classes have fewer than 2 examples: {shown}",
-                        "add examples of them or remove those rows; cross-validation needs 2 per class")
+        raise DataError(
+            f"{ds.path}: {len(rare)} classes have fewer than 2 examples: {shown}",
+            "add examples of them or remove those rows; cross-validation needs 2 per class",
+        )
     warnings = []
     by_text: dict[str, set] = defaultdict(set)
     for t, lab in zip(ds.texts, ds.labels):
@@ -36,7 +41,9 @@ def check_training_set(ds: Dataset) -> list[str]:
 
 
 def _fingerprint(text: str, salt: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(normalize(text).encode("utf-8", "surrogatepass"), digest_size=8, key=salt).digest(), "little")
+    return int.from_bytes(
+        hashlib.blake2b(normalize(text).encode("utf-8", "surrogatepass"), digest_size=8, key=salt).digest(), "little"
+    )
 
 
 def text_fingerprints(texts: Sequence[str], salt: bytes) -> np.ndarray:
@@ -44,20 +51,23 @@ def text_fingerprints(texts: Sequence[str], salt: bytes) -> np.ndarray:
     return np.array(sorted({_fingerprint(t, salt) for t in texts}), dtype=np.uint64)
 
 
-def check_test_set(ds: Dataset, classes: Sequence[str], train_fingerprints: np.ndarray | None = None,
-                   salt: bytes | None = None) -> list[str]:
+def check_test_set(
+    ds: Dataset, classes: Sequence[str], train_fingerprints: np.ndarray | None = None, salt: bytes | None = None
+) -> list[str]:
     """Warnings about a test set: labels the model never saw, and texts shared with training."""
     warnings = []
     known = set(map(str, classes))
     unseen = Counter(lab for lab in (ds.labels or []) if lab not in known)
     if unseen:
         shown = ", ".join(f"{k} ({v})" for k, v in unseen.most_common(5))
-        warnings.append(f"{sum(unseen.values())} test rows have labels the model never saw: {shown}; "
-                        "they count as errors")
+        warnings.append(
+            f"{sum(unseen.values())} test rows have labels the model never saw: {shown}; they count as errors"
+        )
     if train_fingerprints is not None and salt is not None and len(train_fingerprints):
         fp = np.array([_fingerprint(t, salt) for t in ds.texts], dtype=np.uint64)
         shared = int(np.isin(fp, train_fingerprints).sum())
         if shared:
-            warnings.append(f"leakage: {shared} test texts also appear in the training data; "
-                            "scores on them overstate quality")
+            warnings.append(
+                f"leakage: {shared} test texts also appear in the training data; scores on them overstate quality"
+            )
     return warnings

@@ -18,8 +18,15 @@ from offramp.models.calibration import expected_calibration_error, reliability_b
 from offramp.models.speed import measure_latency, measure_throughput
 
 
-def evaluate(model: TextClassifier, texts: Any, labels: Any = None, *, llm_predictions: str | os.PathLike[str] | None = None,
-             speed: bool = True, cpu_usd_per_hour: float | None = None) -> EvalReport:
+def evaluate(
+    model: TextClassifier,
+    texts: Any,
+    labels: Any = None,
+    *,
+    llm_predictions: str | os.PathLike[str] | None = None,
+    speed: bool = True,
+    cpu_usd_per_hour: float | None = None,
+) -> EvalReport:
     """Quality, calibration, speed, size and cost of ``model`` on labelled texts.
 
     Parameters
@@ -54,9 +61,17 @@ def evaluate(model: TextClassifier, texts: Any, labels: Any = None, *, llm_predi
     pred, proba = model.predict_and_proba(ds.texts)  # the reject label where the model does not know
     order = [str(c) for c in model.classes_]
     order += sorted((set(ds.labels or []) | set(pred)) - set(order))
-    report = metrics_report(ds.labels, pred, order, model=info.get("winner") or model.family,
-                            model_bytes=trained.get("model_bytes"), train_seconds=trained.get("train_seconds"),
-                            rejection=trained.get("rejection"), data=str(ds.path), model_dir=record.get("source"))
+    report = metrics_report(
+        ds.labels,
+        pred,
+        order,
+        model=info.get("winner") or model.family,
+        model_bytes=trained.get("model_bytes"),
+        train_seconds=trained.get("train_seconds"),
+        rejection=trained.get("rejection"),
+        data=str(ds.path),
+        model_dir=record.get("source"),
+    )
     index = {c: i for i, c in enumerate(model.classes_)}
     known = np.array([lab in index for lab in ds.labels or []])
     if known.any():

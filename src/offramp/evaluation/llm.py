@@ -28,17 +28,22 @@ def _cost_per_million(price_model: str | None, tokens_in: list[float], tokens_ou
     price = load_prices()["models"].get(price_model or "")
     if price is None or not any(tokens_in):
         return None
-    return api_usd_per_message(price, float(np.mean(tokens_in)), float(np.mean(tokens_out)) if tokens_out else 0.0) * 1e6
+    return (
+        api_usd_per_message(price, float(np.mean(tokens_in)), float(np.mean(tokens_out)) if tokens_out else 0.0) * 1e6
+    )
 
 
-def score_llm_predictions(path: str | os.PathLike[str], test: Dataset, labels: list[str] | None = None,
-                          price_model: str | None = None) -> EvalReport:
+def score_llm_predictions(
+    path: str | os.PathLike[str], test: Dataset, labels: list[str] | None = None, price_model: str | None = None
+) -> EvalReport:
     """Metrics of the LLM predictions in ``path`` on the rows of ``test`` they cover."""
     columns, records = read_records(path)
     for col in ("text", "prediction"):
         if col not in columns:
-            raise DataError(f"{path} has no column {col!r}; its columns are: {', '.join(map(str, columns))}",
-                            "LLM predictions need 'text' and 'prediction' columns")
+            raise DataError(
+                f"{path} has no column {col!r}; its columns are: {', '.join(map(str, columns))}",
+                "LLM predictions need 'text' and 'prediction' columns",
+            )
     by_text: dict[str, dict] = {}
     for rec in records:
         t = cell_value(rec.get("text"))
@@ -61,14 +66,17 @@ def score_llm_predictions(path: str | os.PathLike[str], test: Dataset, labels: l
             except (TypeError, ValueError):
                 pass
     if not y_true:
-        raise DataError(f"none of the texts in {path} match the test set {test.path}",
-                        "the LLM predictions must be made on the same test texts")
+        raise DataError(
+            f"none of the texts in {path} match the test set {test.path}",
+            "the LLM predictions must be made on the same test texts",
+        )
     models = Counter(cell_value(r.get("model")) for r in records if cell_value(r.get("model")))
     name = models.most_common(1)[0][0] if models else "LLM"
     out = metrics_report(y_true, y_pred, labels, model=name, data=str(path))
     if missing:
-        out.warnings.append(f"{missing} of {len(test.texts)} test texts have no LLM prediction; "
-                            "the LLM column scores the rest")
+        out.warnings.append(
+            f"{missing} of {len(test.texts)} test texts have no LLM prediction; the LLM column scores the rest"
+        )
     unlabelled = sum(1 for p in y_pred if p == "(none)")
     if unlabelled:
         out.warnings.append(f"{unlabelled} LLM answers were outside the label set; they count as errors")
@@ -81,20 +89,34 @@ def score_llm_predictions(path: str | os.PathLike[str], test: Dataset, labels: l
     return out
 
 
-def run_llm_eval(ds: Dataset, spec: TaskSpec, labeller: Labeller, *, llm: str, price_model: str | None = None,
-                 send_chars: int = 20_000, workers: int = 4,
-                 on_progress: Callable[[int, int], None] | None = None) -> tuple[EvalReport, list[dict[str, Any]]]:
+def run_llm_eval(
+    ds: Dataset,
+    spec: TaskSpec,
+    labeller: Labeller,
+    *,
+    llm: str,
+    price_model: str | None = None,
+    send_chars: int = 20_000,
+    workers: int = 4,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[EvalReport, list[dict[str, Any]]]:
     """Ask the LLM about every text of ``ds``; (metrics like ``offramp eval``, prediction rows).
 
     Texts longer than ``send_chars`` are cut for the LLM only; rows keep the whole text, so they
     match the test set. Rows carry the model, the date and the system prompt.
     """
-    run = label_texts(labeller, [t[:send_chars] for t in ds.texts], workers=workers,
-                      price_model=price_model or llm, on_progress=on_progress)
+    run = label_texts(
+        labeller,
+        [t[:send_chars] for t in ds.texts],
+        workers=workers,
+        price_model=price_model or llm,
+        on_progress=on_progress,
+    )
     preds = [o.label or "(none)" for o in run.outcomes]
     gold = list(ds.labels or [])
-    res = metrics_report(gold, preds, list(spec.labels) + sorted(set(gold) - set(spec.labels)), model=llm,
-                         data=str(ds.path))
+    res = metrics_report(
+        gold, preds, list(spec.labels) + sorted(set(gold) - set(spec.labels)), model=llm, data=str(ds.path)
+    )
     lat = [o.latency_ms for o in run.outcomes if o.latency_ms is not None]
     if lat:
         res.latency_ms = latency_summary(lat)
@@ -103,9 +125,20 @@ def run_llm_eval(ds: Dataset, spec: TaskSpec, labeller: Labeller, *, llm: str, p
     res.cost_per_million_usd = _cost_per_million(price_model or llm, tin, tout)
     res.details = {"unlabelled": preds.count("(none)"), "calls": run.calls, "cache_hits": run.cache_hits}
     today, prompt = date.today().isoformat(), spec.system_prompt()
-    rows = [{"text": text, "prediction": o.label or "", "model": llm, "latency_ms": o.latency_ms,
-             "confidence": o.confidence, "raw": "" if o.label else o.raw, "prompt_tokens": o.usage.get("prompt_tokens"),
-             "completion_tokens": o.usage.get("completion_tokens"), "date": today,
-             "sent_chars": min(len(text), send_chars), "system_prompt": prompt}
-            for text, o in zip(ds.texts, run.outcomes)]
+    rows = [
+        {
+            "text": text,
+            "prediction": o.label or "",
+            "model": llm,
+            "latency_ms": o.latency_ms,
+            "confidence": o.confidence,
+            "raw": "" if o.label else o.raw,
+            "prompt_tokens": o.usage.get("prompt_tokens"),
+            "completion_tokens": o.usage.get("completion_tokens"),
+            "date": today,
+            "sent_chars": min(len(text), send_chars),
+            "system_prompt": prompt,
+        }
+        for text, o in zip(ds.texts, run.outcomes)
+    ]
     return res, rows

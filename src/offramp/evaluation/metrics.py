@@ -28,7 +28,9 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels:
         "n": int(len(y_true)),
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
         # macro over the classes present in the test set, as scikit-learn's default does
-        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)) if present else 0.0,
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+        if present
+        else 0.0,
         "per_class": {
             lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, lab in enumerate(labels)

@@ -54,6 +54,7 @@ def breakeven_text(row: CostRow) -> str:
 
 def side_by_side_rows(small: EvalReport, llm: EvalReport | None) -> list[tuple[str, str, str | None]]:
     """(metric, small model, LLM) rows shared by the terminal table, the HTML and the Markdown."""
+
     def get(report: EvalReport, field: str, key: str | None = None) -> object:
         value = getattr(report, field)
         return value.get(key) if key is not None and isinstance(value, dict) else value
@@ -80,23 +81,37 @@ def svg_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: s
     cell, left, top = 46, 130, 40
     longest = max((len(str(lab)) for lab in labels), default=4)
     w, h = left + cell * n + 8 * longest, top + cell * n + 30 + 7 * longest
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{_e(title)}">',
-             f'<text x="8" y="20" font-weight="bold">{_e(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{_e(title)}">',
+        f'<text x="8" y="20" font-weight="bold">{_e(title)}</text>',
+    ]
     for i, row in enumerate(matrix):
         total = sum(row) or 1
         for j, v in enumerate(row):
             share = v / total
-            color = f"rgba(37,99,235,{0.08 + 0.92 * share:.3f})" if i == j else f"rgba(239,68,68,{min(1, 0.08 + 2 * share):.3f})"
+            color = (
+                f"rgba(37,99,235,{0.08 + 0.92 * share:.3f})"
+                if i == j
+                else f"rgba(239,68,68,{min(1, 0.08 + 2 * share):.3f})"
+            )
             if v == 0:
                 color = "#f8fafc"
             x, y = left + j * cell, top + i * cell
-            parts.append(f'<rect x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" fill="{color}"><title>'
-                         f'true {_e(labels[i])}, predicted {_e(labels[j])}: {v}</title></rect>')
-            parts.append(f'<text x="{x + cell / 2 - 1}" y="{y + cell / 2 + 4}" text-anchor="middle" font-size="12">{v}</text>')
-        parts.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end" font-size="12">{_e(labels[i])}</text>')
+            parts.append(
+                f'<rect x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" fill="{color}"><title>'
+                f"true {_e(labels[i])}, predicted {_e(labels[j])}: {v}</title></rect>"
+            )
+            parts.append(
+                f'<text x="{x + cell / 2 - 1}" y="{y + cell / 2 + 4}" text-anchor="middle" font-size="12">{v}</text>'
+            )
+        parts.append(
+            f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end" font-size="12">{_e(labels[i])}</text>'
+        )
     for j, lab in enumerate(labels):
         x = left + j * cell + cell / 2
-        parts.append(f'<text transform="translate({x},{top + n * cell + 8}) rotate(40)" font-size="12">{_e(lab)}</text>')
+        parts.append(
+            f'<text transform="translate({x},{top + n * cell + 8}) rotate(40)" font-size="12">{_e(lab)}</text>'
+        )
     parts.append(f'<text x="8" y="{top + n * cell / 2}" font-size="11" fill="#555">true ↓</text>')
     parts.append(f'<text x="{left}" y="{h - 6}" font-size="11" fill="#555">predicted →</text></svg>')
     return "".join(parts)
@@ -108,24 +123,34 @@ def svg_grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float
     bar, gap, left, top, height = 16, 18, 40, 36, 180
     w = left + len(categories) * (k * bar + gap) + 160
     h = top + height + 80
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{_e(title)}">',
-             f'<text x="{left}" y="20" font-weight="bold">{_e(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{_e(title)}">',
+        f'<text x="{left}" y="20" font-weight="bold">{_e(title)}</text>',
+    ]
     for t in (0, 0.5, 1.0):
         y = top + height * (1 - t)
-        parts.append(f'<line x1="{left}" x2="{w - 150}" y1="{y}" y2="{y}" stroke="#ddd"/>'
-                     f'<text x="{left - 4}" y="{y + 4}" text-anchor="end" font-size="11">{t:.1f}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{w - 150}" y1="{y}" y2="{y}" stroke="#ddd"/>'
+            f'<text x="{left - 4}" y="{y + 4}" text-anchor="end" font-size="11">{t:.1f}</text>'
+        )
     for ci, cat in enumerate(categories):
         x0 = left + ci * (k * bar + gap) + gap / 2
         for si, (name, values) in enumerate(series.items()):
             v = max(0.0, min(1.0, float(values[ci] or 0)))
             x, bh = x0 + si * bar, height * v
-            parts.append(f'<rect x="{x}" y="{top + height - bh}" width="{bar - 2}" height="{bh}" fill="{PALETTE[si % 4]}">'
-                         f'<title>{_e(name)} {_e(cat)}: {v:.3f}</title></rect>')
-        parts.append(f'<text transform="translate({x0},{top + height + 12}) rotate(35)" font-size="11">{_e(cat)}</text>')
+            parts.append(
+                f'<rect x="{x}" y="{top + height - bh}" width="{bar - 2}" height="{bh}" fill="{PALETTE[si % 4]}">'
+                f"<title>{_e(name)} {_e(cat)}: {v:.3f}</title></rect>"
+            )
+        parts.append(
+            f'<text transform="translate({x0},{top + height + 12}) rotate(35)" font-size="11">{_e(cat)}</text>'
+        )
     for si, name in enumerate(series):
         y = top + 10 + si * 18
-        parts.append(f'<rect x="{w - 145}" y="{y - 10}" width="12" height="12" fill="{PALETTE[si % 4]}"/>'
-                     f'<text x="{w - 128}" y="{y}" font-size="12">{_e(name)}</text>')
+        parts.append(
+            f'<rect x="{w - 145}" y="{y - 10}" width="12" height="12" fill="{PALETTE[si % 4]}"/>'
+            f'<text x="{w - 128}" y="{y}" font-size="12">{_e(name)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -138,39 +163,51 @@ def svg_cost_bars(names: Sequence[str], values: Sequence[float], title: str) -> 
     hi = math.ceil(math.log10(max(vals))) + (1 if max(vals) == min(vals) else 0)
     span = max(hi - lo, 1)
     h = top + row * len(names) + 40
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 120}" height="{h}" role="img" aria-label="{_e(title)}">',
-             f'<text x="{left}" y="20" font-weight="bold">{_e(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 120}" height="{h}" role="img" aria-label="{_e(title)}">',
+        f'<text x="{left}" y="20" font-weight="bold">{_e(title)}</text>',
+    ]
     for d in range(lo, hi + 1):
         x = left + width * (d - lo) / span
-        parts.append(f'<line x1="{x}" x2="{x}" y1="{top - 4}" y2="{h - 30}" stroke="#eee"/>'
-                     f'<text x="{x}" y="{h - 16}" text-anchor="middle" font-size="10">${10.0 ** d:g}</text>')
+        parts.append(
+            f'<line x1="{x}" x2="{x}" y1="{top - 4}" y2="{h - 30}" stroke="#eee"/>'
+            f'<text x="{x}" y="{h - 16}" text-anchor="middle" font-size="10">${10.0**d:g}</text>'
+        )
     for i, (n, v) in enumerate(zip(names, vals)):
         y = top + i * row
         bw = max(2.0, width * (math.log10(v) - lo) / span)
         color = PALETTE[2] if "small model" in n else PALETTE[0]
-        parts.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end" font-size="12">{_e(n)}</text>'
-                     f'<rect x="{left}" y="{y + 3}" width="{bw}" height="{row - 8}" fill="{color}"/>'
-                     f'<text x="{left + bw + 4}" y="{y + 14}" font-size="11">{_e(_fmt(v, "usd"))}</text>')
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 14}" text-anchor="end" font-size="12">{_e(n)}</text>'
+            f'<rect x="{left}" y="{y + 3}" width="{bw}" height="{row - 8}" fill="{color}"/>'
+            f'<text x="{left + bw + 4}" y="{y + 14}" font-size="11">{_e(_fmt(v, "usd"))}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
 def svg_reliability(bins: Sequence[dict], title: str) -> str:
     size, left, top = 220, 40, 34
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + size + 30}" height="{top + size + 40}" role="img" aria-label="{_e(title)}">',
-             f'<text x="{left}" y="20" font-weight="bold">{_e(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#ccc"/>',
-             f'<line x1="{left}" y1="{top + size}" x2="{left + size}" y2="{top}" stroke="#999" stroke-dasharray="4"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + size + 30}" height="{top + size + 40}" role="img" aria-label="{_e(title)}">',
+        f'<text x="{left}" y="20" font-weight="bold">{_e(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#ccc"/>',
+        f'<line x1="{left}" y1="{top + size}" x2="{left + size}" y2="{top}" stroke="#999" stroke-dasharray="4"/>',
+    ]
     for b in bins:
         if not b["count"]:
             continue
         x = left + size * b["lo"]
         bw = size * (b["hi"] - b["lo"])
         bh = size * b["accuracy"]
-        parts.append(f'<rect x="{x + 1}" y="{top + size - bh}" width="{bw - 2}" height="{bh}" fill="{PALETTE[0]}" opacity="0.75">'
-                     f'<title>confidence {b["lo"]:.1f}–{b["hi"]:.1f}: accuracy {b["accuracy"]:.3f} over {b["count"]} messages</title></rect>')
-    parts.append(f'<text x="{left + size / 2}" y="{top + size + 28}" text-anchor="middle" font-size="11">confidence</text>'
-                 f'<text x="12" y="{top + size / 2}" font-size="11" transform="rotate(-90 12 {top + size / 2})" text-anchor="middle">accuracy</text></svg>')
+        parts.append(
+            f'<rect x="{x + 1}" y="{top + size - bh}" width="{bw - 2}" height="{bh}" fill="{PALETTE[0]}" opacity="0.75">'
+            f"<title>confidence {b['lo']:.1f}–{b['hi']:.1f}: accuracy {b['accuracy']:.3f} over {b['count']} messages</title></rect>"
+        )
+    parts.append(
+        f'<text x="{left + size / 2}" y="{top + size + 28}" text-anchor="middle" font-size="11">confidence</text>'
+        f'<text x="12" y="{top + size / 2}" font-size="11" transform="rotate(-90 12 {top + size / 2})" text-anchor="middle">accuracy</text></svg>'
+    )
     return "".join(parts)
 
 
@@ -188,15 +225,17 @@ def svg_rejection_curve(rejection: dict, title: str) -> str:
     pts = " ".join(f"{left + size * p[xk]:.1f},{top + size * (1 - p[yk]):.1f}" for p in curve)
     chosen = rejection["held_out"]
     cx, cy = left + size * chosen[xk], top + size * (1 - chosen[yk])
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + size + 30}" height="{top + size + 44}" role="img" aria-label="{_e(title)}">'
-            f'<text x="8" y="20" font-weight="bold">{_e(title)}</text>'
-            f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#ccc"/>'
-            f'<polyline points="{pts}" fill="none" stroke="{PALETTE[0]}" stroke-width="2"/>'
-            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{PALETTE[3]}"><title>threshold {rejection["threshold"]:.4f}: '
-            f'{_e(xl)} {chosen[xk]:.3f}, {_e(yl)} {chosen[yk]:.3f}</title></circle>'
-            f'<text x="{left}" y="{top + size + 16}" font-size="10">0</text><text x="{left + size - 6}" y="{top + size + 16}" font-size="10">1</text>'
-            f'<text x="{left + size / 2}" y="{top + size + 32}" text-anchor="middle" font-size="11">{_e(xl)}</text>'
-            f'<text x="12" y="{top + size / 2}" font-size="11" transform="rotate(-90 12 {top + size / 2})" text-anchor="middle">{_e(yl)}</text></svg>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + size + 30}" height="{top + size + 44}" role="img" aria-label="{_e(title)}">'
+        f'<text x="8" y="20" font-weight="bold">{_e(title)}</text>'
+        f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#ccc"/>'
+        f'<polyline points="{pts}" fill="none" stroke="{PALETTE[0]}" stroke-width="2"/>'
+        f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{PALETTE[3]}"><title>threshold {rejection["threshold"]:.4f}: '
+        f"{_e(xl)} {chosen[xk]:.3f}, {_e(yl)} {chosen[yk]:.3f}</title></circle>"
+        f'<text x="{left}" y="{top + size + 16}" font-size="10">0</text><text x="{left + size - 6}" y="{top + size + 16}" font-size="10">1</text>'
+        f'<text x="{left + size / 2}" y="{top + size + 32}" text-anchor="middle" font-size="11">{_e(xl)}</text>'
+        f'<text x="12" y="{top + size / 2}" font-size="11" transform="rotate(-90 12 {top + size / 2})" text-anchor="middle">{_e(yl)}</text></svg>'
+    )
 
 
 # ---------------------------------------------------------------- documents
@@ -211,8 +250,13 @@ def _per_class_rows(small: EvalReport, llm: EvalReport | None) -> list[list[str]
     return rows
 
 
-def write_report(out: str | Path, small: EvalReport, llm: EvalReport | None = None, costs: CostReport | None = None,
-                 title: str = "offramp report") -> tuple[Path, Path]:
+def write_report(
+    out: str | Path,
+    small: EvalReport,
+    llm: EvalReport | None = None,
+    costs: CostReport | None = None,
+    title: str = "offramp report",
+) -> tuple[Path, Path]:
     """Write ``out`` (HTML) and the same content as Markdown beside it; return both paths."""
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
@@ -226,8 +270,13 @@ def write_report(out: str | Path, small: EvalReport, llm: EvalReport | None = No
     warnings = list(small.warnings) + [f"LLM: {w}" for w in (llm.warnings if llm else [])]
 
     # ---- Markdown
-    md = [f"# {title}", "", f"Model `{small.model_dir or ''}` ({small.model}) on `{small.data or ''}` "
-          f"({small.n} messages). Written {created}.", ""]
+    md = [
+        f"# {title}",
+        "",
+        f"Model `{small.model_dir or ''}` ({small.model}) on `{small.data or ''}` "
+        f"({small.n} messages). Written {created}.",
+        "",
+    ]
     head = ["metric", "small model"] + ([f"LLM ({llm_name})"] if llm else [])
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join([r[0], r[1]] + ([r[2]] if llm else [])) + " |" for r in sbs]
@@ -235,24 +284,40 @@ def write_report(out: str | Path, small: EvalReport, llm: EvalReport | None = No
     ph = ["label", "support", "precision", "recall", "F1"] + (["LLM precision", "LLM recall", "LLM F1"] if llm else [])
     md += ["| " + " | ".join(ph) + " |", "|" + "---|" * len(ph)] + ["| " + " | ".join(r) + " |" for r in pcr]
     labels = small.labels
-    md += ["", "## Confusion matrix (small model; rows: true, columns: predicted)", "",
-           "| | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
-    md += ["| " + labels[i] + " | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(small.confusion["matrix"])]
+    md += [
+        "",
+        "## Confusion matrix (small model; rows: true, columns: predicted)",
+        "",
+        "| | " + " | ".join(labels) + " |",
+        "|" + "---|" * (len(labels) + 1),
+    ]
+    md += [
+        "| " + labels[i] + " | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(small.confusion["matrix"])
+    ]
     if small.ece is not None:
         md += ["", f"Expected calibration error of the small model's confidence: {small.ece:.4f}."]
     rej = small.rejection
     if rej:
         h = rej["held_out"]
-        md += ["", f"Don't know: {score_name(rej)} under {rej['threshold']:.4f} is answered `{rej['label']}` "
-               f"(target {rej['target']}, fitted on {rej['source']}: in-scope accuracy {h['in_scope_accuracy']:.3f}, "
-               f"out-of-scope recall {'—' if h['oos_recall'] is None else format(h['oos_recall'], '.3f')}, "
-               f"answered {h['coverage']:.1%})."]
+        md += [
+            "",
+            f"Don't know: {score_name(rej)} under {rej['threshold']:.4f} is answered `{rej['label']}` "
+            f"(target {rej['target']}, fitted on {rej['source']}: in-scope accuracy {h['in_scope_accuracy']:.3f}, "
+            f"out-of-scope recall {'—' if h['oos_recall'] is None else format(h['oos_recall'], '.3f')}, "
+            f"answered {h['coverage']:.1%}).",
+        ]
     if costs:
-        md += ["", "## Cost at "
-               f"{costs.inputs.messages_per_month:,.0f} messages a month", "",
-               "| option | $ per 1M messages | $ per month | Wh per 1M messages | small model cheaper above |", "|---|---|---|---|---|"]
-        md += [f"| {r.name} | {_fmt(r.usd_per_million, 'usd')} | {_fmt(r.usd_per_month, 'usd')} | {r.wh_per_million:,.1f} | {breakeven_text(r)} |"
-               for r in costs.rows]
+        md += [
+            "",
+            f"## Cost at {costs.inputs.messages_per_month:,.0f} messages a month",
+            "",
+            "| option | $ per 1M messages | $ per month | Wh per 1M messages | small model cheaper above |",
+            "|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {r.name} | {_fmt(r.usd_per_million, 'usd')} | {_fmt(r.usd_per_month, 'usd')} | {r.wh_per_million:,.1f} | {breakeven_text(r)} |"
+            for r in costs.rows
+        ]
         md += [""] + [f"- {a}" for a in costs.assumptions]
     if warnings:
         md += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
@@ -277,13 +342,30 @@ def write_report(out: str | Path, small: EvalReport, llm: EvalReport | None = No
         charts.append(svg_rejection_curve(small.rejection, f"Don't know: target {small.rejection['target']}"))
     cost_html = ""
     if costs:
-        charts.append(svg_cost_bars([r.name for r in costs.rows], [r.usd_per_million for r in costs.rows],
-                                    "$ per 1M messages (log scale)"))
-        cost_html = (f"<h2>Cost at {costs.inputs.messages_per_month:,.0f} messages a month</h2>"
-                     + table(["option", "$ per 1M messages", "$ per month", "Wh per 1M messages", "small model cheaper above"],
-                             [[r.name, _fmt(r.usd_per_million, "usd"), _fmt(r.usd_per_month, "usd"), f"{r.wh_per_million:,.1f}",
-                               breakeven_text(r)] for r in costs.rows])
-                     + "<ul>" + "".join(f"<li>{_e(a)}</li>" for a in costs.assumptions) + "</ul>")
+        charts.append(
+            svg_cost_bars(
+                [r.name for r in costs.rows], [r.usd_per_million for r in costs.rows], "$ per 1M messages (log scale)"
+            )
+        )
+        cost_html = (
+            f"<h2>Cost at {costs.inputs.messages_per_month:,.0f} messages a month</h2>"
+            + table(
+                ["option", "$ per 1M messages", "$ per month", "Wh per 1M messages", "small model cheaper above"],
+                [
+                    [
+                        r.name,
+                        _fmt(r.usd_per_million, "usd"),
+                        _fmt(r.usd_per_month, "usd"),
+                        f"{r.wh_per_million:,.1f}",
+                        breakeven_text(r),
+                    ]
+                    for r in costs.rows
+                ],
+            )
+            + "<ul>"
+            + "".join(f"<li>{_e(a)}</li>" for a in costs.assumptions)
+            + "</ul>"
+        )
     warn_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>") if warnings else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
@@ -294,13 +376,13 @@ th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
 .charts{{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}} .muted{{color:#555}}
 </style></head><body>
 <h1>{_e(title)}</h1>
-<p class="muted">Model <code>{_e(small.model_dir or '')}</code> ({_e(small.model)}) on <code>{_e(small.data or '')}</code>
+<p class="muted">Model <code>{_e(small.model_dir or "")}</code> ({_e(small.model)}) on <code>{_e(small.data or "")}</code>
 ({small.n} messages). Written {_e(created)}.</p>
 <h2>Side by side</h2>
 {table(head, [[r[0], r[1]] + ([r[2]] if llm else []) for r in sbs])}
 <h2>Per class</h2>
 {table(ph, pcr)}
-<div class="charts">{''.join(charts)}</div>
+<div class="charts">{"".join(charts)}</div>
 {cost_html}
 {warn_html}
 </body></html>
@@ -309,17 +391,30 @@ th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
     return out, md_path
 
 
-def build_report(model: TextClassifier, test: Dataset, out: str | Path, *,
-                 llm_predictions: str | Path | None = None, messages_per_day: float = 100_000,
-                 title: str = "offramp report") -> tuple[Path, Path, EvalReport]:
+def build_report(
+    model: TextClassifier,
+    test: Dataset,
+    out: str | Path,
+    *,
+    llm_predictions: str | Path | None = None,
+    messages_per_day: float = 100_000,
+    title: str = "offramp report",
+) -> tuple[Path, Path, EvalReport]:
     """Evaluate ``model`` on ``test`` (beside an LLM's predictions when given), price both at
     ``messages_per_day``, and write the HTML and Markdown report; (html path, md path, evaluation)."""
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"{out} is a directory", "give a file name such as report.html", param="out")
     small = evaluate(model, test, llm_predictions=llm_predictions)
-    costs = compute_costs(CostInputs.from_prices(
-        load_prices(), messages_per_month=messages_per_day * 365 / 12, tokens_in=estimate_tokens(test.texts),
-        throughput_per_s=small.throughput_per_s, throughput_measured=True), load_prices())
+    costs = compute_costs(
+        CostInputs.from_prices(
+            load_prices(),
+            messages_per_month=messages_per_day * 365 / 12,
+            tokens_in=estimate_tokens(test.texts),
+            throughput_per_s=small.throughput_per_s,
+            throughput_measured=True,
+        ),
+        load_prices(),
+    )
     html_path, md_path = write_report(out, small, small.llm, costs, title=title)
     return html_path, md_path, small

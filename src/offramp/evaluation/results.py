@@ -60,5 +60,11 @@ class EvalReport:
 def metrics_report(y_true: Any, y_pred: Any, labels: list[str] | None = None, **extra: Any) -> EvalReport:
     """An :class:`EvalReport` holding the classification metrics of ``y_pred`` against ``y_true``."""
     m = classification_metrics(y_true, y_pred, labels)
-    return EvalReport(n=m["n"], accuracy=m["accuracy"], macro_f1=m["macro_f1"], per_class=m["per_class"],
-                      confusion=m["confusion"], **extra)
+    return EvalReport(
+        n=m["n"],
+        accuracy=m["accuracy"],
+        macro_f1=m["macro_f1"],
+        per_class=m["per_class"],
+        confusion=m["confusion"],
+        **extra,
+    )

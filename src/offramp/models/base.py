@@ -51,14 +51,15 @@ def _column(values: Any) -> list[Any]:
         return list(values.to_pylist())
     if hasattr(values, "columns") and hasattr(values, "iloc"):  # a pandas DataFrame
         if len(values.columns) != 1:
-            raise InputError(f"expected one column of texts, got a table with {len(values.columns)} columns",
-                             "pass the text column, e.g. df['text']")
+            raise InputError(
+                f"expected one column of texts, got a table with {len(values.columns)} columns",
+                "pass the text column, e.g. df['text']",
+            )
         values = values.iloc[:, 0]
     if hasattr(values, "tolist"):  # NumPy arrays, pandas Series
         arr = values.tolist()
         if arr and isinstance(arr[0], list):
-            raise InputError("expected a one-dimensional collection of texts, got a table",
-                             "pass one column of texts")
+            raise InputError("expected a one-dimensional collection of texts, got a table", "pass one column of texts")
         return list(arr)
     if isinstance(values, Iterable):
         return list(values)
@@ -70,8 +71,10 @@ def as_texts(X: Any) -> list[str]:
     texts = _column(X)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise InputError(f"text {i} is {type(t).__name__}, not a string",
-                             "drop or fill missing texts before training or predicting")
+            raise InputError(
+                f"text {i} is {type(t).__name__}, not a string",
+                "drop or fill missing texts before training or predicting",
+            )
     return texts
 
 
@@ -120,8 +123,10 @@ class TextClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def _check_fitted(self) -> None:
         if "classes_" not in self.__dict__:
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit(texts, labels) "
-                                 "or load a model directory first")
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet; call fit(texts, labels) "
+                "or load a model directory first"
+            )
 
     def decision_function(self, X: Any) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -147,8 +152,10 @@ class TextClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         labels = self.classes_[np.argmax(proba, axis=1)].astype(object)
         if self.reject_threshold_ is not None:
             if self.reject_familiarity_weight_ and familiarity is None:
-                raise ValueError("this model's don't-know rule needs each message's nearness to the training data; "
-                                 "use predict_and_proba(texts)")
+                raise ValueError(
+                    "this model's don't-know rule needs each message's nearness to the training data; "
+                    "use predict_and_proba(texts)"
+                )
             labels[self.reject_score(proba.max(axis=1), familiarity) < self.reject_threshold_] = self.reject_label_
         return labels.astype(str)
 
@@ -181,9 +188,13 @@ class TextClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return {
             "classes": [str(c) for c in self.classes_],
             "temperature": float(self.temperature_),
-            "reject": None if self.reject_threshold_ is None
-            else {"threshold": float(self.reject_threshold_), "label": str(self.reject_label_),
-                  "familiarity_weight": float(self.reject_familiarity_weight_)},
+            "reject": None
+            if self.reject_threshold_ is None
+            else {
+                "threshold": float(self.reject_threshold_),
+                "label": str(self.reject_label_),
+                "familiarity_weight": float(self.reject_familiarity_weight_),
+            },
         }
 
     def load_common(self, meta: dict[str, Any]) -> None:
@@ -193,8 +204,11 @@ class TextClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if reject:
             self.reject_threshold_, self.reject_label_ = float(reject["threshold"]), str(reject["label"])
             self.reject_familiarity_weight_ = float(reject.get("familiarity_weight", 0.0))
-            if not (np.isfinite(self.reject_threshold_) and np.isfinite(self.reject_familiarity_weight_)
-                    and self.reject_familiarity_weight_ >= 0):
+            if not (
+                np.isfinite(self.reject_threshold_)
+                and np.isfinite(self.reject_familiarity_weight_)
+                and self.reject_familiarity_weight_ >= 0
+            ):
                 raise ValueError("the don't-know rule's threshold or weight is not a usable number")
 
     def uncached(self) -> contextlib.AbstractContextManager[Any]:
@@ -222,8 +236,9 @@ class TextClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """Write the model directory ``path`` (with the model card and metrics when ``train`` made it)."""
         self._check_fitted()
         record = self.training_record_ or {}
-        store.save_model(self, path, metrics=record.get("metrics"), info=record.get("info"),
-                         extra_arrays=record.get("arrays"))
+        store.save_model(
+            self, path, metrics=record.get("metrics"), info=record.get("info"), extra_arrays=record.get("arrays")
+        )
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> TextClassifier:
@@ -232,4 +247,3 @@ class TextClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if not isinstance(model, cls):
             raise ModelDirError(f"{path} holds a {model.family} model, not a {cls.family or cls.__name__}")
         return model
-

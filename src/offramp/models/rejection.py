@@ -36,11 +36,12 @@ class RejectTarget:
     value: float
 
     @classmethod
-    def parse(cls, text: str) -> "RejectTarget":
+    def parse(cls, text: str) -> RejectTarget:
         m = re.fullmatch(r"\s*([a-z_]+)\s*(?:>=|:|=)\s*([0-9.]+)\s*", text or "")
         if not m or m.group(1) not in KINDS:
-            raise UsageError(f"cannot read the reject target {text!r}",
-                             "write in_scope_precision>=0.98 or oos_recall>=0.8")
+            raise UsageError(
+                f"cannot read the reject target {text!r}", "write in_scope_precision>=0.98 or oos_recall>=0.8"
+            )
         value = float(m.group(2))
         if not 0 < value <= 1:
             raise UsageError(f"the reject target {text!r} needs a value in (0, 1]")
@@ -102,17 +103,26 @@ def _points(conf: np.ndarray, correct: np.ndarray, is_oos: np.ndarray, pred_oos:
     answered = at_least(answerable)
     good = at_least(answerable & ~is_oos & correct)
     oos_answered = at_least(answerable & is_oos)
-    return [{
-        "threshold": float(t),
-        "in_scope_precision": float(g / a) if a else 1.0,
-        "in_scope_accuracy": float(g / n_in),
-        "oos_recall": float((n_oos - o) / n_oos) if n_oos else None,
-        "coverage": float(a / n),
-    } for t, a, g, o in zip(thresholds, answered, good, oos_answered)]
+    return [
+        {
+            "threshold": float(t),
+            "in_scope_precision": float(g / a) if a else 1.0,
+            "in_scope_accuracy": float(g / n_in),
+            "oos_recall": float((n_oos - o) / n_oos) if n_oos else None,
+            "coverage": float(a / n),
+        }
+        for t, a, g, o in zip(thresholds, answered, good, oos_answered)
+    ]
 
 
-def fit_rejection(proba: np.ndarray, classes, y_true, target: RejectTarget, oos_label: str | None,
-                  familiarity: np.ndarray | None = None) -> dict:
+def fit_rejection(
+    proba: np.ndarray,
+    classes,
+    y_true,
+    target: RejectTarget,
+    oos_label: str | None,
+    familiarity: np.ndarray | None = None,
+) -> dict:
     """Fit the threshold on held-out calibrated probabilities.
 
     ``y_true`` are label strings; labels equal to ``oos_label``, or that the model never learned,
@@ -128,8 +138,11 @@ def fit_rejection(proba: np.ndarray, classes, y_true, target: RejectTarget, oos_
     is_oos |= ~np.isin(y, classes)
     pred_oos = (pred == oos_label) if oos_label else np.zeros(len(y), bool)
     if target.kind == "oos_recall" and not is_oos.any():
-        raise UsageError("the reject target oos_recall needs out-of-scope examples in the held-out data",
-                         "name the label they carry (the out-of-scope label), or use in_scope_precision>=P", param="oos_label")
+        raise UsageError(
+            "the reject target oos_recall needs out-of-scope examples in the held-out data",
+            "name the label they carry (the out-of-scope label), or use in_scope_precision>=P",
+            param="oos_label",
+        )
     weight, aucs = 0.0, None
     if familiarity is not None:
         familiarity = np.asarray(familiarity, dtype=np.float64)

@@ -66,16 +66,27 @@ def fast_candidates(n_texts: int, seed: int = 0) -> list[Candidate]:
     chars14 = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed)
     chars25 = dict(word_ngrams=(1, 2), char_ngrams=(2, 5), min_df=min_df, seed=seed)
     return [
-        Candidate("svm-w12-c14-C0.5", lambda: TfidfLinear(**chars14, loss="svm", C=0.5),
-                  "words 1-2 + chars 1-4, linear SVM C=0.5"),
-        Candidate("svm-w12-c14-C1", lambda: TfidfLinear(**chars14, loss="svm", C=1.0),
-                  "words 1-2 + chars 1-4, linear SVM C=1"),
-        Candidate("svm-w12-c25-C1", lambda: TfidfLinear(**chars25, loss="svm", C=1.0),
-                  "words 1-2 + chars 2-5, linear SVM C=1"),
-        Candidate("svm-w12-c14-C0.2", lambda: TfidfLinear(**chars14, loss="svm", C=0.2),
-                  "words 1-2 + chars 1-4, linear SVM C=0.2"),
-        Candidate("logreg-w12-c14-C20", lambda: TfidfLinear(**chars14, loss="logreg", C=20.0),
-                  "words 1-2 + chars 1-4, logistic regression C=20"),
+        Candidate(
+            "svm-w12-c14-C0.5",
+            lambda: TfidfLinear(**chars14, loss="svm", C=0.5),
+            "words 1-2 + chars 1-4, linear SVM C=0.5",
+        ),
+        Candidate(
+            "svm-w12-c14-C1", lambda: TfidfLinear(**chars14, loss="svm", C=1.0), "words 1-2 + chars 1-4, linear SVM C=1"
+        ),
+        Candidate(
+            "svm-w12-c25-C1", lambda: TfidfLinear(**chars25, loss="svm", C=1.0), "words 1-2 + chars 2-5, linear SVM C=1"
+        ),
+        Candidate(
+            "svm-w12-c14-C0.2",
+            lambda: TfidfLinear(**chars14, loss="svm", C=0.2),
+            "words 1-2 + chars 1-4, linear SVM C=0.2",
+        ),
+        Candidate(
+            "logreg-w12-c14-C20",
+            lambda: TfidfLinear(**chars14, loss="logreg", C=20.0),
+            "words 1-2 + chars 1-4, logistic regression C=20",
+        ),
     ]
 
 
@@ -87,17 +98,29 @@ def accurate_candidates(n_texts: int, seed: int = 0, best: bool = False) -> list
     min_df = 1 if n_texts < 2000 else 2
     tf = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed)
     out = [
-        Candidate("stacked-w12-c14-e1.5-C0.5", lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.5),
-                  "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x1.5), linear SVM C=0.5"),
-        Candidate("embed-logreg-C10", lambda: StackedLinear(None, None, seed=seed, loss="logreg", C=10.0),
-                  "MiniLM sentence embeddings, logistic regression C=10"),
+        Candidate(
+            "stacked-w12-c14-e1.5-C0.5",
+            lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.5),
+            "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x1.5), linear SVM C=0.5",
+        ),
+        Candidate(
+            "embed-logreg-C10",
+            lambda: StackedLinear(None, None, seed=seed, loss="logreg", C=10.0),
+            "MiniLM sentence embeddings, logistic regression C=10",
+        ),
     ]
     if best:
         out += [
-            Candidate("stacked-w12-c14-e1-C0.5", lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.0),
-                      "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x1), linear SVM C=0.5"),
-            Candidate("stacked-w12-c14-e2-C1", lambda: StackedLinear(**tf, loss="svm", C=1.0, embed_weight=2.0),
-                      "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x2), linear SVM C=1"),
+            Candidate(
+                "stacked-w12-c14-e1-C0.5",
+                lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.0),
+                "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x1), linear SVM C=0.5",
+            ),
+            Candidate(
+                "stacked-w12-c14-e2-C1",
+                lambda: StackedLinear(**tf, loss="svm", C=1.0, embed_weight=2.0),
+                "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x2), linear SVM C=1",
+            ),
         ]
     return out
 
@@ -192,7 +215,9 @@ def select_model(
                 lat = measure_latency(m.predict_one, [texts[i] for i in te[:200]], n=300, warmup=10, max_seconds=2.0)
             size = int(sum(a.nbytes for a in m.get_state()[1].values()))
             res = CandidateResult(
-                cand.name, cand.description, "scored",
+                cand.name,
+                cand.description,
+                "scored",
                 cv_macro_f1=float(f1_score(y, pred, average="macro")),
                 cv_accuracy=float((pred == y).mean()),
                 seconds=time.perf_counter() - c0,
@@ -230,5 +255,14 @@ def select_model(
     feat, X = feature_cache[proto.feature_key()]
     model = proto.fit_features(feat, X, y_str)
     model.temperature_ = temperature
-    return Selection(model, best.name, results, n_folds, ece_before, ece_after, time.perf_counter() - t0, notes,
-                     softmax(oof, temperature))
+    return Selection(
+        model,
+        best.name,
+        results,
+        n_folds,
+        ece_before,
+        ece_after,
+        time.perf_counter() - t0,
+        notes,
+        softmax(oof, temperature),
+    )

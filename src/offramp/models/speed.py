@@ -13,12 +13,17 @@ def latency_summary(ms: Sequence[float]) -> dict[str, float | int | None]:
     if not len(ms):
         return {"p50": None, "p95": None, "p99": None, "n": 0}
     a = np.asarray(ms, dtype=np.float64)
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-            "p99": float(np.percentile(a, 99)), "n": int(len(a))}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "n": int(len(a)),
+    }
 
 
-def measure_latency(predict_one, texts: Sequence[str], n: int = 1000, warmup: int = 20,
-                    max_seconds: float = 2.0) -> dict:
+def measure_latency(
+    predict_one, texts: Sequence[str], n: int = 1000, warmup: int = 20, max_seconds: float = 2.0
+) -> dict:
     """Milliseconds per single message, one at a time, in process: p50, p95, p99.
 
     Stops after ``n`` messages or ``max_seconds`` (with at least 100 measured), whichever is first.
@@ -39,7 +44,9 @@ def measure_latency(predict_one, texts: Sequence[str], n: int = 1000, warmup: in
     return latency_summary(np.asarray(times) * 1e3)
 
 
-def measure_throughput(predict_batch, texts: Sequence[str], min_messages: int = 20_000, min_seconds: float = 1.0) -> float:
+def measure_throughput(
+    predict_batch, texts: Sequence[str], min_messages: int = 20_000, min_seconds: float = 1.0
+) -> float:
     """Messages per second for batch prediction over the texts (repeated to a measurable size).
 
     A probe on a few hundred texts sizes the measured batch: about ``min_seconds`` of work, at most

@@ -72,8 +72,16 @@ class StackedLinear(TfidfLinear):
         "embed_weight": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def __init__(self, word_ngrams: Any = (1, 2), char_ngrams: Any = (1, 4), min_df: int = 2, loss: str = "svm",
-                 C: float = 0.5, seed: int = 0, embed_weight: float = 1.0):
+    def __init__(
+        self,
+        word_ngrams: Any = (1, 2),
+        char_ngrams: Any = (1, 4),
+        min_df: int = 2,
+        loss: str = "svm",
+        C: float = 0.5,
+        seed: int = 0,
+        embed_weight: float = 1.0,
+    ):
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
         self.min_df = min_df
@@ -223,8 +231,10 @@ class StackedLinear(TfidfLinear):
         m = cls(**meta["params"])
         enc = cls.encoder()
         if enc.encoder_id != meta["encoder_id"]:
-            raise ModelDirError(f"this model was trained with encoder {meta['encoder_id']}, "
-                                f"but the installed one is {enc.encoder_id}", "install the same encoder or retrain")
+            raise ModelDirError(
+                f"this model was trained with encoder {meta['encoder_id']}, but the installed one is {enc.encoder_id}",
+                "install the same encoder or retrain",
+            )
         feat = NgramFeaturizer.from_state(meta["featurizer"], arrays) if meta.get("featurizer") else None
         m._set_feature_state((feat, enc))
         m.load_common(meta)
@@ -235,12 +245,20 @@ class StackedLinear(TfidfLinear):
         if m.reject_familiarity_weight_:
             memory = arrays.get("memory")
             if memory is None or memory.ndim != 2 or memory.shape[1] != DIM or not len(memory):
-                raise ValueError("the don't-know rule needs the training vectors (memory), which are missing or malformed")
+                raise ValueError(
+                    "the don't-know rule needs the training vectors (memory), which are missing or malformed"
+                )
             offsets = arrays.get("memory_offsets")
-            if offsets is None or offsets.shape != (len(m.classes_) + 1,) or offsets[0] != 0 \
-                    or offsets[-1] != len(memory) or (np.diff(offsets) < 0).any():
-                raise ValueError("the don't-know rule's class offsets into the training vectors are missing or malformed")
+            if (
+                offsets is None
+                or offsets.shape != (len(m.classes_) + 1,)
+                or offsets[0] != 0
+                or offsets[-1] != len(memory)
+                or (np.diff(offsets) < 0).any()
+            ):
+                raise ValueError(
+                    "the don't-know rule's class offsets into the training vectors are missing or malformed"
+                )
             m.memory_ = np.asarray(memory).astype(np.float32)
             m.memory_offsets_ = np.asarray(offsets, dtype=np.int64)
         return m
-

@@ -69,7 +69,8 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     if path.is_dir() and any(path.iterdir()) and not is_model_dir(path):
         raise ModelDirError(
             f"{path} already exists and is not an offramp model directory",
-            "choose a new or empty directory so nothing in it is overwritten", param="out",
+            "choose a new or empty directory so nothing in it is overwritten",
+            param="out",
         )
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
@@ -81,8 +82,14 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def save_model(model: TextClassifier, path: str | os.PathLike[str], *, metrics: dict[str, Any] | None = None,
-               info: dict[str, Any] | None = None, extra_arrays: dict[str, np.ndarray] | None = None) -> Path:
+def save_model(
+    model: TextClassifier,
+    path: str | os.PathLike[str],
+    *,
+    metrics: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+    extra_arrays: dict[str, np.ndarray] | None = None,
+) -> Path:
     """Write ``model`` to the directory ``path`` (created, or replaced if it is a model directory).
 
     The files are written to a temporary sibling first and moved into place, so a reader never
@@ -176,7 +183,9 @@ def verify_model_dir(path: str | os.PathLike) -> dict:
         if not sig:
             raise ModelDirError(f"{path} is not signed but {KEY_ENV} is set", "retrain with the key set, or unset it")
         if not hmac.compare_digest(sig, _signature(files, key)):
-            raise ModelDirError(f"{path} has a signature that does not match {KEY_ENV}", "the directory was not signed with this key")
+            raise ModelDirError(
+                f"{path} has a signature that does not match {KEY_ENV}", "the directory was not signed with this key"
+            )
     return manifest
 
 
@@ -206,8 +215,10 @@ def load_model(path: str | os.PathLike[str]) -> TextClassifier:
     doc = read_model_json(path)
     cls = family_class(str(doc.get("family")))
     if cls is None:
-        raise ModelDirError(f"{path} holds a model family this offramp does not know: {doc.get('family')!r}",
-                            "upgrade offramp or retrain")
+        raise ModelDirError(
+            f"{path} holds a model family this offramp does not know: {doc.get('family')!r}",
+            "upgrade offramp or retrain",
+        )
     try:
         with np.load(path / "arrays.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -217,8 +228,12 @@ def load_model(path: str | os.PathLike[str]) -> TextClassifier:
     except Exception as e:  # a directory whose hashes match but whose content is inconsistent
         raise ModelDirError(f"{path} could not be loaded: {e}", "retrain or restore the directory") from None
     extras = {k[2:]: v for k, v in arrays.items() if k.startswith("x_")}
-    model.training_record_ = {"info": doc.get("info") or {}, "metrics": read_metrics(path), "arrays": extras,
-                              "source": str(path)}
+    model.training_record_ = {
+        "info": doc.get("info") or {},
+        "metrics": read_metrics(path),
+        "arrays": extras,
+        "source": str(path),
+    }
     return model
 
 

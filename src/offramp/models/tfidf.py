@@ -77,8 +77,15 @@ class TfidfLinear(TextClassifier):
         "seed": [Interval(Integral, 0, None, closed="left")],
     }
 
-    def __init__(self, word_ngrams: Any = (1, 2), char_ngrams: Any = (1, 4), min_df: int = 2, loss: str = "svm",
-                 C: float = 1.0, seed: int = 0):
+    def __init__(
+        self,
+        word_ngrams: Any = (1, 2),
+        char_ngrams: Any = (1, 4),
+        min_df: int = 2,
+        loss: str = "svm",
+        C: float = 1.0,
+        seed: int = 0,
+    ):
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
         self.min_df = min_df
@@ -180,6 +187,8 @@ class TfidfLinear(TextClassifier):
         if m.coef_.shape != (m.featurizer_.n_features_, len(m.classes_)) or m.intercept_.shape != (len(m.classes_),):
             raise ValueError("weights do not match the vocabulary and classes")
         if m.reject_familiarity_weight_:
-            raise ValueError("a don't-know rule with nearness to the training data needs sentence vectors, "
-                             "which this model family does not have")
+            raise ValueError(
+                "a don't-know rule with nearness to the training data needs sentence vectors, "
+                "which this model family does not have"
+            )
         return m

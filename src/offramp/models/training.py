@@ -59,17 +59,31 @@ class TrainReport:
     def metrics(self) -> dict[str, Any]:
         """The figures stored in the model directory's metrics.json."""
         return {
-            "cv_macro_f1": self.cv_macro_f1, "cv_accuracy": self.cv_accuracy,
-            "ece_uncalibrated": self.ece_uncalibrated, "ece_calibrated": self.ece_calibrated,
-            "temperature": self.temperature, "train_seconds": self.train_seconds, "n_train": self.n_train,
-            "classes": self.classes, "rejection": self.rejection, "latency_ms": self.latency_ms,
+            "cv_macro_f1": self.cv_macro_f1,
+            "cv_accuracy": self.cv_accuracy,
+            "ece_uncalibrated": self.ece_uncalibrated,
+            "ece_calibrated": self.ece_calibrated,
+            "temperature": self.temperature,
+            "train_seconds": self.train_seconds,
+            "n_train": self.n_train,
+            "classes": self.classes,
+            "rejection": self.rejection,
+            "latency_ms": self.latency_ms,
             "throughput_per_s": self.throughput_per_s,
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"winner": self.winner, "quality": self.quality, "time_limit": self.time_limit, "seed": self.seed,
-                "n_folds": self.n_folds, **self.metrics(), "candidates": [asdict(c) for c in self.candidates],
-                "skipped": self.skipped, "warnings": list(self.warnings)}
+        return {
+            "winner": self.winner,
+            "quality": self.quality,
+            "time_limit": self.time_limit,
+            "seed": self.seed,
+            "n_folds": self.n_folds,
+            **self.metrics(),
+            "candidates": [asdict(c) for c in self.candidates],
+            "skipped": self.skipped,
+            "warnings": list(self.warnings),
+        }
 
 
 def resolve_quality(quality: str | None) -> tuple[str, list[str]]:
@@ -77,13 +91,15 @@ def resolve_quality(quality: str | None) -> tuple[str, list[str]]:
     if quality in (None, "auto"):
         if encoder.available():
             return "balanced", []
-        return "fast", ["the sentence encoder is not installed, so only the fast tier was tried "
-                        f"({encoder.INSTALL_HINT})"]
+        return "fast", [
+            f"the sentence encoder is not installed, so only the fast tier was tried ({encoder.INSTALL_HINT})"
+        ]
     if quality not in QUALITIES:
         raise UsageError(f"quality must be one of auto, {', '.join(QUALITIES)}; got {quality!r}", param="quality")
     if quality != "fast" and not encoder.available():
-        raise encoder.EncoderUnavailable(f"quality {quality!r} needs the sentence encoder, which is not installed",
-                                         encoder.INSTALL_HINT)
+        raise encoder.EncoderUnavailable(
+            f"quality {quality!r} needs the sentence encoder, which is not installed", encoder.INSTALL_HINT
+        )
     return quality, []
 
 
@@ -93,8 +109,9 @@ def resolve_time_limit(time_limit: float | str | None, quality: str) -> float | 
         return None
     if isinstance(time_limit, str):
         if time_limit.lower() != "auto":
-            raise UsageError(f"the time limit must be a number of seconds, 'auto' or 'none'; got {time_limit!r}",
-                             param="time_limit")
+            raise UsageError(
+                f"the time limit must be a number of seconds, 'auto' or 'none'; got {time_limit!r}", param="time_limit"
+            )
         return DEFAULT_TIME_LIMITS[quality]
     value = float(time_limit)
     if not value > 0 or value == float("inf"):
@@ -102,8 +119,9 @@ def resolve_time_limit(time_limit: float | str | None, quality: str) -> float | 
     return value
 
 
-def _nearness_inputs(model: TextClassifier, texts: list[str], labels: np.ndarray, val: Dataset | None,
-                     oos_label: str | None, seed: int) -> tuple[Any, Any, Any]:
+def _nearness_inputs(
+    model: TextClassifier, texts: list[str], labels: np.ndarray, val: Dataset | None, oos_label: str | None, seed: int
+) -> tuple[Any, Any, Any]:
     """For models with sentence vectors: (vectors of in-scope training messages grouped by class,
     where each class's rows start, each held-out message's similarity to its nearest one);
     (None, None, None) for other models.
@@ -190,22 +208,35 @@ def train(
     val_ds = _as_dataset(val, "the validation data")
     target = RejectTarget.parse(reject_target) if isinstance(reject_target, str) else reject_target
     if val_ds is not None and target is None:
-        raise UsageError("validation data is used to fit the rejection threshold; give a reject target too",
-                         "for example in_scope_precision>=0.98", param="reject_target")
+        raise UsageError(
+            "validation data is used to fit the rejection threshold; give a reject target too",
+            "for example in_scope_precision>=0.98",
+            param="reject_target",
+        )
     y = as_labels(ds.labels, len(ds.texts))
     if oos_label and oos_label not in set(y) and (val_ds is None or oos_label not in set(val_ds.labels or [])):
-        raise UsageError(f"the out-of-scope label {oos_label!r} appears in neither the training nor the validation data",
-                         param="oos_label")
+        raise UsageError(
+            f"the out-of-scope label {oos_label!r} appears in neither the training nor the validation data",
+            param="oos_label",
+        )
     if latency_budget_ms is not None and not latency_budget_ms > 0:
-        raise UsageError(f"the latency budget must be greater than zero, got {latency_budget_ms}",
-                         param="latency_budget_ms")
+        raise UsageError(
+            f"the latency budget must be greater than zero, got {latency_budget_ms}", param="latency_budget_ms"
+        )
     t0 = time.perf_counter()
     warnings = list(ds.warnings) + check_training_set(ds)
     quality, notes = resolve_quality(quality)
     warnings += notes
     limit = resolve_time_limit(time_limit, quality)
-    sel = select_model(ds.texts, y, candidates_for(quality, len(ds.texts), seed), time_limit=limit,
-                       seed=seed, latency_budget_ms=latency_budget_ms, on_progress=on_progress)
+    sel = select_model(
+        ds.texts,
+        y,
+        candidates_for(quality, len(ds.texts), seed),
+        time_limit=limit,
+        seed=seed,
+        latency_budget_ms=latency_budget_ms,
+        on_progress=on_progress,
+    )
     warnings += sel.notes
     model = sel.model
     rejection = None
@@ -225,8 +256,10 @@ def train(
             model.memory_, model.memory_offsets_ = memory, offsets
             rejection["memory_size"] = int(len(memory))
         if not rejection["met"]:
-            warnings.append(f"the reject target {target} was not reachable on the held-out data; "
-                            "the model rejects everything below the highest confidence seen")
+            warnings.append(
+                f"the reject target {target} was not reachable on the held-out data; "
+                "the model rejects everything below the highest confidence seen"
+            )
     train_seconds = time.perf_counter() - t0
     best = next(r for r in sel.results if r.name == sel.winner)
     classes, counts = np.unique(y, return_counts=True)
@@ -238,11 +271,25 @@ def train(
         latency = measure_latency(model.predict_one, sample, n=300, max_seconds=1.5)
         throughput = measure_throughput(model.predict, sample, min_messages=2_000, min_seconds=0.5)
     report = TrainReport(
-        winner=sel.winner, quality=quality, time_limit=limit, seed=seed, n_folds=sel.n_folds, n_train=len(ds.texts),
-        classes=[str(c) for c in classes], cv_macro_f1=float(best.cv_macro_f1 or 0.0),
-        cv_accuracy=float(best.cv_accuracy or 0.0), ece_uncalibrated=sel.ece_before, ece_calibrated=sel.ece_after,
-        temperature=float(model.temperature_), train_seconds=train_seconds, latency_ms=latency,
-        throughput_per_s=throughput, candidates=sel.results, rejection=rejection, warnings=warnings)
+        winner=sel.winner,
+        quality=quality,
+        time_limit=limit,
+        seed=seed,
+        n_folds=sel.n_folds,
+        n_train=len(ds.texts),
+        classes=[str(c) for c in classes],
+        cv_macro_f1=float(best.cv_macro_f1 or 0.0),
+        cv_accuracy=float(best.cv_accuracy or 0.0),
+        ece_uncalibrated=sel.ece_before,
+        ece_calibrated=sel.ece_after,
+        temperature=float(model.temperature_),
+        train_seconds=train_seconds,
+        latency_ms=latency,
+        throughput_per_s=throughput,
+        candidates=sel.results,
+        rejection=rejection,
+        warnings=warnings,
+    )
     salt = os.urandom(16)
     info = {
         "winner": sel.winner,
@@ -266,7 +313,9 @@ def train(
             "warnings": warnings,
         },
     }
-    model.training_record_ = {"info": info, "metrics": report.metrics(),
-                              "arrays": {"train_fingerprints": text_fingerprints(ds.texts, salt)}}
+    model.training_record_ = {
+        "info": info,
+        "metrics": report.metrics(),
+        "arrays": {"train_fingerprints": text_fingerprints(ds.texts, salt)},
+    }
     return model, report
-

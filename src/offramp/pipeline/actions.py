@@ -53,7 +53,10 @@ class Refuse:
     egress = False
 
     def __call__(self, text: str, label: str) -> dict:
-        return {"type": "refuse", "text": self.template.replace("{label}", label).replace("{text_chars}", str(len(text)))}
+        return {
+            "type": "refuse",
+            "text": self.template.replace("{label}", label).replace("{text_chars}", str(len(text))),
+        }
 
 
 class AnswerFromDocs:
@@ -104,8 +107,13 @@ class AnswerFromDocs:
         if scores[best] < self.min_score:
             return {"type": "answer_from_docs", "found": False, "score": round(float(scores[best]), 4)}
         source, passage = self.passages[best]
-        return {"type": "answer_from_docs", "found": True, "source": source, "text": passage,
-                "score": round(float(scores[best]), 4)}
+        return {
+            "type": "answer_from_docs",
+            "found": True,
+            "source": source,
+            "text": passage,
+            "score": round(float(scores[best]), 4),
+        }
 
 
 @dataclass
@@ -137,8 +145,9 @@ class LLMAction:
 
     egress = True
 
-    def __init__(self, client, system: str = "You are a helpful support assistant. Answer briefly.",
-                 max_tokens: int = 256):
+    def __init__(
+        self, client, system: str = "You are a helpful support assistant. Answer briefly.", max_tokens: int = 256
+    ):
         self.client, self.system, self.max_tokens = client, system, max_tokens
 
     @property
@@ -147,8 +156,11 @@ class LLMAction:
 
     def __call__(self, text: str, label: str) -> dict:
         try:
-            r = self.client.chat([{"role": "system", "content": self.system}, {"role": "user", "content": text}],
-                                 temperature=0, max_tokens=self.max_tokens)
+            r = self.client.chat(
+                [{"role": "system", "content": self.system}, {"role": "user", "content": text}],
+                temperature=0,
+                max_tokens=self.max_tokens,
+            )
         except EgressRefused as e:
             return {"type": "llm", "answered": False, "sent": False, "error": e.message}
         except LLMError as e:
@@ -156,23 +168,26 @@ class LLMAction:
         return {"type": "llm", "answered": True, "text": r.content}
 
 
-def build_action(spec: dict, base: Path, llm_client: ChatClient | None = None,
-                 policy: EgressPolicy | None = None) -> Action | None:
+def build_action(
+    spec: dict, base: Path, llm_client: ChatClient | None = None, policy: EgressPolicy | None = None
+) -> Action | None:
     """An action from its YAML description (``type`` plus its fields); paths are relative to ``base``."""
     kind = spec.get("type")
     if kind == "llm":
         if llm_client is None:
             raise UsageError("the llm action needs the pipeline's 'llm:' section (base_url, model)")
-        return LLMAction(llm_client, str(spec.get("system", LLMAction.__init__.__defaults__[0])),
-                         int(spec.get("max_tokens", 256)))
+        return LLMAction(
+            llm_client, str(spec.get("system", LLMAction.__init__.__defaults__[0])), int(spec.get("max_tokens", 256))
+        )
     if kind == "reply":
         return Reply(str(spec.get("text", "")))
     if kind == "refuse":
         return Refuse(str(spec.get("template", Refuse.template)))
     if kind == "answer_from_docs":
         ms = spec.get("min_score")
-        return AnswerFromDocs(base / str(spec.get("docs", "docs")), float(ms) if ms is not None else None,
-                              str(spec.get("method", "auto")))
+        return AnswerFromDocs(
+            base / str(spec.get("docs", "docs")), float(ms) if ms is not None else None, str(spec.get("method", "auto"))
+        )
     if kind == "forward":
         url = str(spec.get("url", ""))
         if not url.startswith(("http://", "https://")):

@@ -44,9 +44,14 @@ def egress_policy(settings: Settings, guard: PrivacyGuard | None) -> EgressPolic
 
 def model_info(model: TextClassifier, model_dir: Path, routing: dict[str, Any] | None = None) -> dict[str, Any]:
     doc = read_model_json(model_dir)
-    return {"model": doc.get("info", {}).get("winner", doc.get("family")), "created": doc.get("created"),
-            "family": doc.get("family"), "version": model_version(model_dir),
-            "labels": [str(c) for c in model.classes_], "routing": routing}
+    return {
+        "model": doc.get("info", {}).get("winner", doc.get("family")),
+        "created": doc.get("created"),
+        "family": doc.get("family"),
+        "version": model_version(model_dir),
+        "labels": [str(c) for c in model.classes_],
+        "routing": routing,
+    }
 
 
 def build(settings: Settings) -> Built:
@@ -61,8 +66,10 @@ def build(settings: Settings) -> Built:
     labels = set(map(str, model.classes_))
     unknown = sorted(set(spec.actions) - labels - {str(model.reject_label_)})
     if unknown:
-        raise UsageError(f"{path}: actions for labels the model does not have: {', '.join(unknown)}",
-                         f"the model's labels are: {', '.join(sorted(labels))}")
+        raise UsageError(
+            f"{path}: actions for labels the model does not have: {', '.join(unknown)}",
+            f"the model's labels are: {', '.join(sorted(labels))}",
+        )
     # no privacy: section means the default guard (pattern fast path, typed placeholders);
     # privacy: {enabled: false} turns it off, at egress too
     guard = build_guard(spec.privacy.model_dump(), base) if spec.privacy is not None else PrivacyGuard()
@@ -70,8 +77,16 @@ def build(settings: Settings) -> Built:
     client = None
     if spec.llm is not None:
         c = spec.llm
-        client = ChatClient(LLMConfig(base_url=c.base_url, model=c.model, api_key_env=c.api_key_env,
-                                      timeout_s=c.timeout_s, max_retries=c.max_retries), policy=policy)
+        client = ChatClient(
+            LLMConfig(
+                base_url=c.base_url,
+                model=c.model,
+                api_key_env=c.api_key_env,
+                timeout_s=c.timeout_s,
+                max_retries=c.max_retries,
+            ),
+            policy=policy,
+        )
     actions: dict[str, Action] = {}
     for label, a in spec.actions.items():
         act = build_action(a, base, client, policy)
@@ -84,12 +99,18 @@ def build(settings: Settings) -> Built:
     if spec.routing and spec.routing.fit:
         f = spec.routing.fit
         val = read_dataset(base / f.val)
-        summary = fit_thresholds(model.predict_proba(val.texts), model.classes_, val.labels,
-                                 max_llm_share=f.max_llm_share, local_precision=f.local_precision)
+        summary = fit_thresholds(
+            model.predict_proba(val.texts),
+            model.classes_,
+            val.labels,
+            max_llm_share=f.max_llm_share,
+            local_precision=f.local_precision,
+        )
         thresholds = summary["thresholds"]
     fallback = None
     if client is not None and spec.llm is not None:
-        fallback = LLMFallback(client, model.classes_, spec.llm.descriptions, spec.llm.failure_threshold,
-                               spec.llm.reset_after_s)
+        fallback = LLMFallback(
+            client, model.classes_, spec.llm.descriptions, spec.llm.failure_threshold, spec.llm.reset_after_s
+        )
     cascade = Cascade(model, fallback=fallback, thresholds=thresholds, actions=actions, guard=guard)
     return Built(cascade, settings, model_dir, model_info(model, model_dir, summary))

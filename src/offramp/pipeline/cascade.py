@@ -134,8 +134,9 @@ class Cascade:
         label, conf, proba = self.model.predict_one(text)
         return self._after_model(text, conversation, label, conf, proba, request_id)
 
-    def run_many(self, texts: list[str], conversations: list[str | None],
-                 request_ids: list[str | None] | None = None) -> list[Decision]:
+    def run_many(
+        self, texts: list[str], conversations: list[str | None], request_ids: list[str | None] | None = None
+    ) -> list[Decision]:
         """``run`` for several messages, the small model called once for all of them (a batch costs
         the model far less per message than one call per message)."""
         ids = request_ids or [None] * len(texts)
@@ -143,8 +144,10 @@ class Cascade:
             return [self.run(texts[0], conversations[0], ids[0])]
         labels, proba = self.model.predict_and_proba(texts)
         conf = proba.max(axis=1)
-        return [self._after_model(t, c, str(label), float(p), row, rid)
-                for t, c, label, p, row, rid in zip(texts, conversations, labels, conf, proba, ids)]
+        return [
+            self._after_model(t, c, str(label), float(p), row, rid)
+            for t, c, label, p, row, rid in zip(texts, conversations, labels, conf, proba, ids)
+        ]
 
     def _unexpected(self, d: Decision, step: str, request_id: str | None) -> None:
         log.exception("cascade step %s failed for request %s", step, request_id or "-")
@@ -152,11 +155,22 @@ class Cascade:
             self._errors += 1
         d.flags.append("internal_error")
 
-    def _after_model(self, text: str, conversation: str | None, label: str, conf: float, proba: np.ndarray,
-                     request_id: str | None = None) -> Decision:
+    def _after_model(
+        self,
+        text: str,
+        conversation: str | None,
+        label: str,
+        conf: float,
+        proba: np.ndarray,
+        request_id: str | None = None,
+    ) -> Decision:
         """Route and act on one message, given the small model's answer."""
-        d = Decision(label, conf, "refused" if label == self._refusal else "local",
-                     top=top_labels(self.model.classes_, proba, self.top_k))
+        d = Decision(
+            label,
+            conf,
+            "refused" if label == self._refusal else "local",
+            top=top_labels(self.model.classes_, proba, self.top_k),
+        )
         guard = self.guard
         masked: list[str] = []
 

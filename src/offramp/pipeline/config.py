@@ -35,7 +35,6 @@ from typing import Any, Dict, List, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from offramp.data.io import read_yaml_file
-
 from offramp.errors import UsageError
 
 

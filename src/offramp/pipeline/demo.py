@@ -24,7 +24,10 @@ def demo_pipeline(model: str = "model") -> dict:
         "actions": {
             "SUPPORT": {"type": "answer_from_docs", "docs": "docs"},
             "GRATITUDE": {"type": "reply", "text": "👍"},
-            "TRY_TO_HACK": {"type": "refuse", "template": "I can only help with questions about your account and cards."},
+            "TRY_TO_HACK": {
+                "type": "refuse",
+                "template": "I can only help with questions about your account and cards.",
+            },
             "OTHER": {"type": "none"},
         },
         "privacy": {"operator": "placeholder"},

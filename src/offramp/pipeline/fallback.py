@@ -21,8 +21,15 @@ class CircuitOpen(LLMError):
 
 
 class LLMFallback:
-    def __init__(self, client: ChatClient, labels: Sequence[str], descriptions: dict[str, str] | None = None,
-                 failure_threshold: int = 3, reset_after_s: float = 30.0, clock=time.monotonic):
+    def __init__(
+        self,
+        client: ChatClient,
+        labels: Sequence[str],
+        descriptions: dict[str, str] | None = None,
+        failure_threshold: int = 3,
+        reset_after_s: float = 30.0,
+        clock=time.monotonic,
+    ):
         self.client, self.labels = client, [str(x) for x in labels]
         self.system = label_prompt(self.labels, descriptions)
         self.failure_threshold, self.reset_after_s, self.clock = failure_threshold, reset_after_s, clock
@@ -41,8 +48,11 @@ class LLMFallback:
         if self.is_open:
             raise CircuitOpen("the LLM failed repeatedly; skipping it for now")
         try:
-            r = self.client.chat([{"role": "system", "content": self.system}, {"role": "user", "content": text}],
-                                 temperature=0, max_tokens=16)
+            r = self.client.chat(
+                [{"role": "system", "content": self.system}, {"role": "user", "content": text}],
+                temperature=0,
+                max_tokens=16,
+            )
             label = parse_label(r.content, self.labels)
             if label is None:
                 raise LLMBadResponse(f"the LLM answered outside the label set: {r.content[:80]!r}")

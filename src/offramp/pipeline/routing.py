@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def fit_thresholds(proba: np.ndarray, classes, y_true, *, max_llm_share: float | None = None,
-                   local_precision: float | None = None) -> dict:
+def fit_thresholds(
+    proba: np.ndarray, classes, y_true, *, max_llm_share: float | None = None, local_precision: float | None = None
+) -> dict:
     classes = np.asarray(classes).astype(str)
     y = np.asarray(y_true, dtype=object).astype(str)
     pred = classes[proba.argmax(axis=1)]

@@ -45,6 +45,7 @@ def _positive_int(name: str) -> Callable[[str], int]:
         if value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
         return value
+
     return parse
 
 
@@ -57,15 +58,24 @@ def _positive_float(name: str) -> Callable[[str], float]:
         if not value > 0 or value == float("inf"):
             raise UsageError(f"{name} must be a positive number, got {raw}")
         return value
+
     return parse
 
 
 # name -> (YAML getter, environment variable, parser of the variable's text, default)
 _TABLE: dict[str, tuple[Callable[[PipelineSpec], Any] | None, str, Callable[[str], Any], Any]] = {
-    "max_body_bytes": (lambda p: p.limits.max_body_bytes, "OFFRAMP_MAX_BODY_BYTES",
-                       _positive_int("OFFRAMP_MAX_BODY_BYTES"), 1_000_000),
-    "max_text_chars": (lambda p: p.limits.max_text_chars, "OFFRAMP_MAX_TEXT_CHARS",
-                       _positive_int("OFFRAMP_MAX_TEXT_CHARS"), 20_000),
+    "max_body_bytes": (
+        lambda p: p.limits.max_body_bytes,
+        "OFFRAMP_MAX_BODY_BYTES",
+        _positive_int("OFFRAMP_MAX_BODY_BYTES"),
+        1_000_000,
+    ),
+    "max_text_chars": (
+        lambda p: p.limits.max_text_chars,
+        "OFFRAMP_MAX_TEXT_CHARS",
+        _positive_int("OFFRAMP_MAX_TEXT_CHARS"),
+        20_000,
+    ),
     "max_batch": (lambda p: p.limits.max_batch, "OFFRAMP_MAX_BATCH", _positive_int("OFFRAMP_MAX_BATCH"), 256),
     "audit": (lambda p: p.audit, "OFFRAMP_AUDIT", Path, None),
     "offline": (lambda p: p.offline, "OFFRAMP_OFFLINE", env_flag, False),
@@ -103,8 +113,12 @@ class Settings:
         return self.base / self.pipeline.model if self.pipeline is not None else self.target
 
     @classmethod
-    def resolve(cls, target: str | os.PathLike[str], flags: Mapping[str, Any] | None = None,
-                env: Mapping[str, str] | None = None) -> Settings:
+    def resolve(
+        cls,
+        target: str | os.PathLike[str],
+        flags: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Settings:
         """Settings for serving ``target``; ``flags`` holds the values given explicitly (None: not given)."""
         target = Path(target)
         flags = flags or {}

@@ -46,9 +46,17 @@ def _mask_value(value: str, entity: str) -> str:
 class PrivacyGuard:
     """Callable as ``guard(text) -> text`` (the egress seam); :meth:`mask` also returns the counts."""
 
-    def __init__(self, *, entities: list[str] | None = None, threshold: float = 0.5, language: str = "en",
-                 ner: bool = False, operator: str = "placeholder", vault=None,
-                 spacy_model: str | None = None):
+    def __init__(
+        self,
+        *,
+        entities: list[str] | None = None,
+        threshold: float = 0.5,
+        language: str = "en",
+        ner: bool = False,
+        operator: str = "placeholder",
+        vault=None,
+        spacy_model: str | None = None,
+    ):
         if operator not in OPERATORS:
             raise UsageError(f"unknown privacy operator '{operator}'", f"use one of: {', '.join(OPERATORS)}")
         if operator == "pseudonym" and vault is None:
@@ -63,8 +71,9 @@ class PrivacyGuard:
         if entities is not None:
             unknown = sorted(set(entities) - known)
             if unknown:
-                raise UsageError(f"unknown PII entity type(s): {', '.join(unknown)}",
-                                 f"supported: {', '.join(sorted(known))}")
+                raise UsageError(
+                    f"unknown PII entity type(s): {', '.join(unknown)}", f"supported: {', '.join(sorted(known))}"
+                )
             if not ner and not set(entities) & set(patterns.SUPPORTED):
                 raise UsageError("these entity types need the NER path", "switch ner on, or add pattern types")
         self.entities = set(entities) if entities is not None else None
@@ -92,8 +101,8 @@ class PrivacyGuard:
         counts = Counter(s.entity for s in spans)
         parts, pos = [], 0
         for s in spans:
-            parts.append(text[pos:s.start])
-            value = text[s.start:s.end]
+            parts.append(text[pos : s.start])
+            value = text[s.start : s.end]
             if self.operator == "redact":
                 parts.append("")
             elif self.operator == "mask":
@@ -128,15 +137,24 @@ def build_guard(spec: dict | None, base: Path | None = None) -> PrivacyGuard | N
         if base is not None and not path.is_absolute():
             path = base / path
         vault = PseudonymVault(path, ttl_s=float(spec.get("ttl_s", 86_400)))
-    return PrivacyGuard(entities=spec.get("entities"), threshold=float(spec.get("threshold", 0.5)),
-                        language=str(spec.get("language", "en")), ner=bool(spec.get("ner", False)),
-                        operator=str(spec.get("operator", "placeholder")), vault=vault,
-                        spacy_model=spec.get("spacy_model"))
+    return PrivacyGuard(
+        entities=spec.get("entities"),
+        threshold=float(spec.get("threshold", 0.5)),
+        language=str(spec.get("language", "en")),
+        ner=bool(spec.get("ner", False)),
+        operator=str(spec.get("operator", "placeholder")),
+        vault=vault,
+        spacy_model=spec.get("spacy_model"),
+    )
 
 
-def mask_records(rows: list[dict[str, Any]], columns: list[str], guard: PrivacyGuard,
-                 conversation_col: str | None = None,
-                 on_progress: Callable[[int, int], None] | None = None) -> tuple[list[dict[str, Any]], Counter[str]]:
+def mask_records(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    guard: PrivacyGuard,
+    conversation_col: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[dict[str, Any]], Counter[str]]:
     """Copies of ``rows`` with personal data in ``columns`` masked by ``guard``; and the counts by type.
 
     Empty cells stay empty (nothing is invented or dropped). Numbers are checked too: a phone or

@@ -23,7 +23,7 @@ class Span:
     source: str = "pattern"
 
     def value(self, text: str) -> str:
-        return text[self.start:self.end]
+        return text[self.start : self.end]
 
 
 def luhn_ok(digits: str) -> bool:
@@ -40,13 +40,75 @@ def luhn_ok(digits: str) -> bool:
 
 # IBAN lengths by country (ISO 13616 registry); an unknown country still needs mod-97 to pass
 IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
-    "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24,
-    "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21,
-    "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LI": 21,
-    "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30,
-    "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24,
-    "SE": 24, "SI": 19, "SK": 24, "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BR": 29,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NL": 18,
+    "NO": 15,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "SA": 24,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VG": 24,
+    "XK": 20,
 }
 
 
@@ -68,8 +130,9 @@ def ssn_ok(raw: str) -> bool:
     return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
 
 
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}
+_MONTHS = {
+    m: i + 1 for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])
+}
 
 
 def _date_ok(y: int, m: int, d: int) -> bool:
@@ -113,11 +176,16 @@ def _phone_ok(raw: str) -> bool:
 
 
 _BIRTH_WORDS = re.compile(r"\b(?:born|birth|birthday|dob|d\.o\.b|date of birth|geboren|né|née)\b", re.I)
-_PHONE_WORDS = re.compile(r"\b(?:phone|call|ring|tel|telephone|mobile|cell|number|text me|sms|whatsapp|fax|"
-                          r"reach|contact)\b", re.I)
+_PHONE_WORDS = re.compile(
+    r"\b(?:phone|call|ring|tel|telephone|mobile|cell|number|text me|sms|whatsapp|fax|"
+    r"reach|contact)\b",
+    re.I,
+)
 
-_MONTH_NAMES = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|" \
-               r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+_MONTH_NAMES = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
 
 
 @dataclass(frozen=True)
@@ -125,12 +193,12 @@ class Recognizer:
     entity: str
     pattern: re.Pattern
     score: float
-    check: object = None          # callable(str) -> bool, or None
-    context: re.Pattern | None = None   # words that raise the score when they precede the match
+    check: object = None  # callable(str) -> bool, or None
+    context: re.Pattern | None = None  # words that raise the score when they precede the match
     context_score: float = 0.0
-    needs_context: bool = False   # no context word, no finding
-    trim: str = ""                # characters stripped from the end of a match (URL punctuation)
-    shrink: bool = False          # a match that fails its check is retried without its trailing groups
+    needs_context: bool = False  # no context word, no finding
+    trim: str = ""  # characters stripped from the end of a match (URL punctuation)
+    shrink: bool = False  # a match that fails its check is retried without its trailing groups
     # cheap necessary conditions, tested before the regular expression runs: the fewest digits a
     # kept finding has, and substrings one of which the lower-cased text must contain
     min_digits: int = 0
@@ -138,34 +206,92 @@ class Recognizer:
 
 
 RECOGNIZERS: list[Recognizer] = [
-    Recognizer("EMAIL_ADDRESS", re.compile(
-        r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-        r"[A-Za-z]{2,24}(?![\w-])"), 0.95, needs=("@",)),
-    Recognizer("URL", re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+", re.I), 0.85, trim=".,;:!?)]}'\"",
-               needs=("http", "www.")),
-    Recognizer("CREDIT_CARD", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), 0.9,
-               check=lambda s: luhn_ok(re.sub(r"\D", "", s)) and len(set(re.sub(r"\D", "", s))) > 1, min_digits=13),
-    Recognizer("IBAN_CODE", re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30}\b"), 0.95, check=iban_ok,
-               shrink=True, min_digits=2),
-    Recognizer("IP_ADDRESS", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)"), 0.85, check=ip_ok, min_digits=4),
-    Recognizer("IP_ADDRESS", re.compile(
-        r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{1,4}){0,6}(?![\w:])"),
-        0.85, check=lambda s: ":" in s and ip_ok(s), needs=(":",)),
+    Recognizer(
+        "EMAIL_ADDRESS",
+        re.compile(
+            r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+            r"[A-Za-z]{2,24}(?![\w-])"
+        ),
+        0.95,
+        needs=("@",),
+    ),
+    Recognizer(
+        "URL", re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+", re.I), 0.85, trim=".,;:!?)]}'\"", needs=("http", "www.")
+    ),
+    Recognizer(
+        "CREDIT_CARD",
+        re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"),
+        0.9,
+        check=lambda s: luhn_ok(re.sub(r"\D", "", s)) and len(set(re.sub(r"\D", "", s))) > 1,
+        min_digits=13,
+    ),
+    Recognizer(
+        "IBAN_CODE",
+        re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30}\b"),
+        0.95,
+        check=iban_ok,
+        shrink=True,
+        min_digits=2,
+    ),
+    Recognizer(
+        "IP_ADDRESS", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)"), 0.85, check=ip_ok, min_digits=4
+    ),
+    Recognizer(
+        "IP_ADDRESS",
+        re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{1,4}){0,6}(?![\w:])"),
+        0.85,
+        check=lambda s: ":" in s and ip_ok(s),
+        needs=(":",),
+    ),
     Recognizer("US_SSN", re.compile(r"(?<![\d-])\d{3}[- ]\d{2}[- ]\d{4}(?![\d-])"), 0.85, check=ssn_ok, min_digits=9),
-    Recognizer("UK_NINO", re.compile(
-        r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), 0.8, min_digits=6),
+    Recognizer(
+        "UK_NINO",
+        re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
+        0.8,
+        min_digits=6,
+    ),
     # a number with a country code or an area code in brackets reads as a phone number by itself;
     # plain groups of digits ("2024 1234") only next to a word such as "call" or "phone"
-    Recognizer("PHONE_NUMBER", re.compile(
-        r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?|\(\d{1,4}\)[\s.-]?)\d{1,5}(?:[\s.-]?\d{2,6}){0,4}(?![\w-])"),
-        0.75, shrink=True, check=_phone_ok, context=_PHONE_WORDS, context_score=0.9, min_digits=8),
-    Recognizer("PHONE_NUMBER", re.compile(r"(?<![\w+])\d{2,5}(?:[\s.-]\d{2,6}){1,4}(?![\w-])"), 0.4, shrink=True,
-               check=_phone_ok, context=_PHONE_WORDS, context_score=0.85, min_digits=8),
-    Recognizer("DATE_OF_BIRTH", re.compile(
-        r"\b(?:\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})|\d{4}-\d{2}-\d{2}|\d{1,2}(?:st|nd|rd|th)? " + _MONTH_NAMES +
-        r",? \d{4}|" + _MONTH_NAMES + r" \d{1,2}(?:st|nd|rd|th)?,? \d{4})\b", re.I), 0.3,
-        check=birth_date_ok, context=_BIRTH_WORDS, context_score=0.85, needs_context=True,
-        min_digits=4, needs=("born", "birth", "dob", "d.o.b", "geboren", "né")),
+    Recognizer(
+        "PHONE_NUMBER",
+        re.compile(
+            r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?|\(\d{1,4}\)[\s.-]?)\d{1,5}(?:[\s.-]?\d{2,6}){0,4}(?![\w-])"
+        ),
+        0.75,
+        shrink=True,
+        check=_phone_ok,
+        context=_PHONE_WORDS,
+        context_score=0.9,
+        min_digits=8,
+    ),
+    Recognizer(
+        "PHONE_NUMBER",
+        re.compile(r"(?<![\w+])\d{2,5}(?:[\s.-]\d{2,6}){1,4}(?![\w-])"),
+        0.4,
+        shrink=True,
+        check=_phone_ok,
+        context=_PHONE_WORDS,
+        context_score=0.85,
+        min_digits=8,
+    ),
+    Recognizer(
+        "DATE_OF_BIRTH",
+        re.compile(
+            r"\b(?:\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})|\d{4}-\d{2}-\d{2}|\d{1,2}(?:st|nd|rd|th)? "
+            + _MONTH_NAMES
+            + r",? \d{4}|"
+            + _MONTH_NAMES
+            + r" \d{1,2}(?:st|nd|rd|th)?,? \d{4})\b",
+            re.I,
+        ),
+        0.3,
+        check=birth_date_ok,
+        context=_BIRTH_WORDS,
+        context_score=0.85,
+        needs_context=True,
+        min_digits=4,
+        needs=("born", "birth", "dob", "d.o.b", "geboren", "né"),
+    ),
 ]
 
 SUPPORTED = sorted({r.entity for r in RECOGNIZERS})

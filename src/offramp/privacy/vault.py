@@ -25,12 +25,21 @@ TOKEN = re.compile(r"<([A-Z][A-Z_]*)_(\d+)>")
 
 
 class PseudonymVault:
-    def __init__(self, path: str | Path, *, ttl_s: float = 86_400.0, key: str | None = None,
-                 key_env: str = KEY_ENV, clock=time.time):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        ttl_s: float = 86_400.0,
+        key: str | None = None,
+        key_env: str = KEY_ENV,
+        clock=time.time,
+    ):
         self.path = Path(path)
         if not ttl_s > 0:
-            raise UsageError(f"the pseudonym time to live must be above 0 seconds, got {ttl_s}",
-                             "set ttl_s to how long a pseudonym may be turned back, e.g. 86400")
+            raise UsageError(
+                f"the pseudonym time to live must be above 0 seconds, got {ttl_s}",
+                "set ttl_s to how long a pseudonym may be turned back, e.g. 86400",
+            )
         self.ttl_s = float(ttl_s)
         self._clock = clock
         secret = key if key is not None else os.environ.get(key_env)
@@ -42,8 +51,10 @@ class PseudonymVault:
             tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and not {"meta", "pseudonyms"} <= tables:
                 self._db.close()
-                raise UsageError(f"{self.path} is a SQLite file but not a pseudonym vault",
-                                 "point the vault setting at a new file or a vault offramp wrote")
+                raise UsageError(
+                    f"{self.path} is a SQLite file but not a pseudonym vault",
+                    "point the vault setting at a new file or a vault offramp wrote",
+                )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript("""
                 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
@@ -53,17 +64,20 @@ class PseudonymVault:
                 CREATE UNIQUE INDEX IF NOT EXISTS by_token ON pseudonyms (conversation, entity, n);
             """)
         except sqlite3.DatabaseError as e:
-            raise UsageError(f"cannot open the pseudonym vault {self.path}: {e}",
-                             "point the guard's vault at a writable SQLite file") from None
+            raise UsageError(
+                f"cannot open the pseudonym vault {self.path}: {e}", "point the guard's vault at a writable SQLite file"
+            ) from None
         mode = "encrypted" if self.encrypted else "plain"
         row = self._db.execute("SELECT v FROM meta WHERE k='mode'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('mode', ?)", (mode,))
             self._db.execute("INSERT INTO meta VALUES ('salt', ?)", (secrets.token_hex(16),))
         elif row[0] != mode:
-            raise UsageError(f"the pseudonym vault {self.path} was written {row[0]}, but {key_env} is "
-                             f"{'set' if self.encrypted else 'not set'}",
-                             f"{'unset' if self.encrypted else 'set'} {key_env}, or use a new vault file")
+            raise UsageError(
+                f"the pseudonym vault {self.path} was written {row[0]}, but {key_env} is "
+                f"{'set' if self.encrypted else 'not set'}",
+                f"{'unset' if self.encrypted else 'set'} {key_env}, or use a new vault file",
+            )
         salt = self._db.execute("SELECT v FROM meta WHERE k='salt'").fetchone()[0]
         material = (secret or "").encode()
         self._mac_key = hashlib.sha256(b"offramp-vault-mac\0" + material + salt.encode()).digest()
@@ -72,12 +86,15 @@ class PseudonymVault:
             try:
                 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
             except ImportError:
-                raise UsageError(f"{key_env} is set but the 'cryptography' package is missing",
-                                 'pip install "offramp[privacy]"') from None
+                raise UsageError(
+                    f"{key_env} is set but the 'cryptography' package is missing", 'pip install "offramp[privacy]"'
+                ) from None
             self._aead = AESGCM(hashlib.sha256(b"offramp-vault-enc\0" + material + salt.encode()).digest())
             if not self._key_matches():
-                raise UsageError(f"{key_env} does not open the pseudonym vault {self.path}",
-                                 "use the key it was written with, or a new vault file")
+                raise UsageError(
+                    f"{key_env} does not open the pseudonym vault {self.path}",
+                    "use the key it was written with, or a new vault file",
+                )
         self.purge()
 
     def _key_matches(self) -> bool:
@@ -102,21 +119,26 @@ class PseudonymVault:
         return self._aead.decrypt(bytes(blob[:12]), bytes(blob[12:]), None).decode("utf-8")
 
     def _digest(self, conversation: str, entity: str, value: str) -> str:
-        return hmac.new(self._mac_key, f"{conversation}\0{entity}\0{value}".encode("utf-8"), "sha256").hexdigest()
+        return hmac.new(self._mac_key, f"{conversation}\0{entity}\0{value}".encode(), "sha256").hexdigest()
 
     def pseudonym(self, conversation: str, entity: str, value: str) -> str:
         """``<ENTITY_n>``: the same for the same value in the same conversation, new otherwise."""
         digest = self._digest(conversation, entity, value)
         with self._lock:
-            row = self._db.execute("SELECT n FROM pseudonyms WHERE conversation=? AND digest=?",
-                                   (conversation, digest)).fetchone()
+            row = self._db.execute(
+                "SELECT n FROM pseudonyms WHERE conversation=? AND digest=?", (conversation, digest)
+            ).fetchone()
             if row is None:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    n = self._db.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM pseudonyms WHERE conversation=? "
-                                         "AND entity=?", (conversation, entity)).fetchone()[0]
-                    self._db.execute("INSERT INTO pseudonyms VALUES (?, ?, ?, ?, ?, ?)",
-                                     (conversation, entity, n, digest, self._seal(value), self._clock()))
+                    n = self._db.execute(
+                        "SELECT COALESCE(MAX(n), 0) + 1 FROM pseudonyms WHERE conversation=? AND entity=?",
+                        (conversation, entity),
+                    ).fetchone()[0]
+                    self._db.execute(
+                        "INSERT INTO pseudonyms VALUES (?, ?, ?, ?, ?, ?)",
+                        (conversation, entity, n, digest, self._seal(value), self._clock()),
+                    )
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
@@ -131,8 +153,10 @@ class PseudonymVault:
 
         def back(m: re.Match) -> str:
             with self._lock:
-                row = self._db.execute("SELECT value, created FROM pseudonyms WHERE conversation=? AND entity=? "
-                                       "AND n=?", (conversation, m.group(1), int(m.group(2)))).fetchone()
+                row = self._db.execute(
+                    "SELECT value, created FROM pseudonyms WHERE conversation=? AND entity=? AND n=?",
+                    (conversation, m.group(1), int(m.group(2))),
+                ).fetchone()
             if row is None or row[1] < cutoff:
                 return m.group()
             return self._open(row[0])

@@ -26,16 +26,20 @@ from offramp.serving.service import ClassificationService
 from offramp.version import __version__
 
 
-def create_app(settings: Settings, flags: Mapping[str, Any] | None = None,
-               env: Mapping[str, str] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> FastAPI:
     """The service for ``settings`` (the model is loaded now: a bad model directory fails here).
 
     ``flags`` and ``env`` are what ``settings`` were resolved from; a reload resolves them again
     against the pipeline file as it is then.
     """
     service = ClassificationService(settings, flags, env)
-    app = FastAPI(title="offramp", version=__version__,
-                  description="A small local model in place of an LLM, for one text-classification task.")
+    app = FastAPI(
+        title="offramp",
+        version=__version__,
+        description="A small local model in place of an LLM, for one text-classification task.",
+    )
     install_error_handlers(app)
     app.include_router(protected)
     app.include_router(open_routes)

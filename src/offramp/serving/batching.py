@@ -39,7 +39,7 @@ class MicroBatcher:
                 continue
             try:
                 results = self.work([item for item, _ in chunk])
-            except Exception as e:  # noqa: BLE001 - handed to every waiting request
+            except Exception as e:
                 for _, fut in chunk:
                     if not fut.done():
                         fut.set_exception(e)

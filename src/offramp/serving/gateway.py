@@ -49,7 +49,9 @@ class Gateway:
                     if not msg.get("more_body"):
                         break
             if too_big:
-                resp = error_response(413, "body_too_large", f"request body is over the {self.limit:,}-byte limit; send less per request")
+                resp = error_response(
+                    413, "body_too_large", f"request body is over the {self.limit:,}-byte limit; send less per request"
+                )
                 return await resp(scope, receive, send_counted)
 
             async def replay() -> Any:

@@ -24,8 +24,9 @@ def service_of(request: Request) -> ClassificationService:
 
 def authorize(request: Request) -> str:
     """Router dependency: the API key (when keys are configured) and the per-client rate limit."""
-    return service_of(request).authorize(request.headers.get("authorization", ""),
-                                         request.client.host if request.client else None)
+    return service_of(request).authorize(
+        request.headers.get("authorization", ""), request.client.host if request.client else None
+    )
 
 
 protected = APIRouter(dependencies=[Depends(authorize)])
@@ -54,15 +55,17 @@ async def chat(request: Request) -> JSONResponse:
     service = service_of(request)
     body = await read_body(request, ChatRequest)
     rid, (r,) = await service.classify([body.last_user_text()], body.user, True)
-    return JSONResponse({
-        "id": f"chatcmpl-{rid}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": f"offramp:{service.info.get('model')}",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": r["label"]}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        "offramp": r,
-    })
+    return JSONResponse(
+        {
+            "id": f"chatcmpl-{rid}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": f"offramp:{service.info.get('model')}",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": r["label"]}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "offramp": r,
+        }
+    )
 
 
 @protected.post("/v1/admin/reload")
@@ -75,7 +78,9 @@ def reload(request: Request) -> dict[str, Any]:
     except Exception as e:  # the old model keeps serving
         service.metrics.inc("offramp_model_reloads_total", outcome="failed")
         message = getattr(e, "message", str(e))
-        raise ApiError(409, "reload_failed", f"the new model was not loaded ({message}); the previous one keeps serving") from None
+        raise ApiError(
+            409, "reload_failed", f"the new model was not loaded ({message}); the previous one keeps serving"
+        ) from None
     service.metrics.inc("offramp_model_reloads_total", outcome="ok")
     return {"status": "reloaded", **info}
 

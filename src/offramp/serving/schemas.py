@@ -17,8 +17,13 @@ B = TypeVar("B", bound=BaseModel)
 class ClassifyRequest(BaseModel):
     text: Optional[str] = Field(None, description="One message to classify.")
     texts: Optional[list[str]] = Field(None, description="A batch of messages (instead of text).")
-    conversation_id: Optional[str] = Field(None, max_length=200, description=(
-        "Groups messages of one conversation: the same personal data gets the same pseudonym across turns."))
+    conversation_id: Optional[str] = Field(
+        None,
+        max_length=200,
+        description=(
+            "Groups messages of one conversation: the same personal data gets the same pseudonym across turns."
+        ),
+    )
 
 
 class ChatMessage(BaseModel):
@@ -38,7 +43,9 @@ class ChatRequest(BaseModel):
             raise ApiError(422, "invalid_request", "messages has no 'user' message to classify")
         content = users[-1].content
         if isinstance(content, list):
-            content = "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+            content = "\n".join(
+                str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+            )
         return content or ""
 
 

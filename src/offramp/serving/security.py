@@ -26,7 +26,9 @@ def load_key_hashes(path: str | Path) -> set[str]:
         if not line:
             continue
         if len(line) != 64 or any(c not in "0123456789abcdef" for c in line.lower()):
-            raise UsageError(f"{p} line {i} is not a SHA-256 hex digest", "store hashes, not keys: offramp hash-key KEY")
+            raise UsageError(
+                f"{p} line {i} is not a SHA-256 hex digest", "store hashes, not keys: offramp hash-key KEY"
+            )
         hashes.add(line.lower())
     if not hashes:
         raise UsageError(f"API key file {p} holds no key hashes")

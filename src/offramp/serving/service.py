@@ -39,8 +39,9 @@ def _host(url: str) -> str:
 class ClassificationService:
     """Decides messages with the current cascade; see the module docstring."""
 
-    def __init__(self, settings: Settings, flags: Mapping[str, Any] | None = None,
-                 env: Mapping[str, str] | None = None):
+    def __init__(
+        self, settings: Settings, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ):
         self.settings = settings
         self._flags, self._env = dict(flags or {}), env
         self.metrics = Metrics()
@@ -77,13 +78,21 @@ class ClassificationService:
             key = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
             match = key_matches(key, self.key_hashes) if key else None
             if match is None:
-                raise ApiError(401, "unauthorized", "missing or unknown API key; send Authorization: Bearer KEY",
-                               {"WWW-Authenticate": "Bearer"})
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "missing or unknown API key; send Authorization: Bearer KEY",
+                    {"WWW-Authenticate": "Bearer"},
+                )
             ident = match
         wait = self.limiter.take(ident)
         if wait > 0:
-            raise ApiError(429, "rate_limited", f"over {self.settings.rate_limit:g} requests a minute; "
-                           f"retry in {max(wait, 0.1):.1f} s", {"Retry-After": str(max(1, round(wait)))})
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"over {self.settings.rate_limit:g} requests a minute; retry in {max(wait, 0.1):.1f} s",
+                {"Retry-After": str(max(1, round(wait)))},
+            )
         return ident
 
     def check_texts(self, texts: list[str]) -> None:
@@ -94,13 +103,16 @@ class ClassificationService:
             raise ApiError(422, "batch_too_large", f"{len(texts)} texts in one request; the limit is {s.max_batch}")
         for i, t in enumerate(texts):
             if len(t) > s.max_text_chars:
-                raise ApiError(422, "text_too_long", f"text {i} has {len(t):,} characters; "
-                               f"the limit is {s.max_text_chars:,}")
+                raise ApiError(
+                    422, "text_too_long", f"text {i} has {len(t):,} characters; the limit is {s.max_text_chars:,}"
+                )
             if not t.strip():
                 raise ApiError(422, "invalid_request", f"text {i} is empty")
 
     # ------------------------------------------------------------------ deciding
-    def decide_many(self, items: list[tuple[str, str, str | None]]) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    def decide_many(
+        self, items: list[tuple[str, str, str | None]]
+    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
         """The answers for (text, request id, conversation) items, with their audit records (None
         without an audit log); the small model is called once for all of them."""
         texts = [clean_text(t) for t, _, _ in items]  # JSON may carry lone surrogates
@@ -110,7 +122,9 @@ class ClassificationService:
         self.metrics.inc("offramp_model_calls_total")
         return [self._answer(d, text, rid, built.info) for d, text, (_, rid, _) in zip(decisions, texts, items)]
 
-    def _answer(self, d: Decision, text: str, request_id: str, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def _answer(
+        self, d: Decision, text: str, request_id: str, info: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         m = self.metrics
         m.inc("offramp_decisions_total", route=d.route)
         m.inc("offramp_labels_total", label=d.label)
@@ -118,7 +132,9 @@ class ClassificationService:
             m.inc("offramp_cascade_errors_total")
         if d.route == "local" and self.price is not None:
             tokens_in = DEFAULT_PROMPT_TOKENS + len(text) / 4
-            m.inc("offramp_estimated_usd_saved_total", api_usd_per_message(self.price, tokens_in, DEFAULT_OUTPUT_TOKENS))
+            m.inc(
+                "offramp_estimated_usd_saved_total", api_usd_per_message(self.price, tokens_in, DEFAULT_OUTPUT_TOKENS)
+            )
         for kind, n in d.pii.items():
             m.inc("offramp_pii_found_total", n, entity=kind)
         if d.endpoints:
@@ -127,15 +143,34 @@ class ClassificationService:
         if self.audit is not None:
             log_ = self.audit.log
             record = log_.record(
-                request_id=request_id, model=info.get("model"), model_version=info.get("version"),
-                decision=d.label, confidence=round(d.confidence, 6), route=d.route,
+                request_id=request_id,
+                model=info.get("model"),
+                model_version=info.get("version"),
+                decision=d.label,
+                confidence=round(d.confidence, 6),
+                route=d.route,
                 endpoint=" ".join(dict.fromkeys(_host(u) for u in d.endpoints)) or None,
-                text_hmac=log_.text_hmac(text), pii=d.pii, flags=d.flags,
-                action=(d.action or {}).get("type") if isinstance(d.action, dict) else None)
-        return ({"label": d.label, "confidence": round(d.confidence, 6), "route": d.route, "flags": d.flags,
-                 "action": d.action, "top": d.top, "request_id": request_id}, record)
+                text_hmac=log_.text_hmac(text),
+                pii=d.pii,
+                flags=d.flags,
+                action=(d.action or {}).get("type") if isinstance(d.action, dict) else None,
+            )
+        return (
+            {
+                "label": d.label,
+                "confidence": round(d.confidence, 6),
+                "route": d.route,
+                "flags": d.flags,
+                "action": d.action,
+                "top": d.top,
+                "request_id": request_id,
+            },
+            record,
+        )
 
-    async def classify(self, texts: list[str], conversation: str | None, single: bool) -> tuple[str, list[dict[str, Any]]]:
+    async def classify(
+        self, texts: list[str], conversation: str | None, single: bool
+    ) -> tuple[str, list[dict[str, Any]]]:
         """(request id, one answer per text), answered only once the audit records are committed."""
         self.check_texts(texts)
         rid = uuid.uuid4().hex
@@ -144,16 +179,23 @@ class ClassificationService:
         if self.built.cascade.may_block:  # an LLM or a webhook may be waited on: keep the event loop free
             pairs = await run_in_threadpool(self.decide_many, items)
         else:  # messages of requests that arrive together share one model call
-            pairs = [await self.batcher.submit(items[0])] if len(items) == 1 else \
-                await asyncio.gather(*[self.batcher.submit(item) for item in items])
+            pairs = (
+                [await self.batcher.submit(items[0])]
+                if len(items) == 1
+                else await asyncio.gather(*[self.batcher.submit(item) for item in items])
+            )
         if self.audit is not None:
             try:
                 await _committed(self.audit, [r for _, r in pairs if r is not None])
             except Exception as e:
                 self.metrics.inc("offramp_audit_failures_total")
                 log.error("audit log write failed for request %s: %s", rid, e)
-                raise ApiError(503, "audit_unavailable", f"the audit log could not record this request "
-                               f"({type(e).__name__}); no answer is given without its record") from None
+                raise ApiError(
+                    503,
+                    "audit_unavailable",
+                    f"the audit log could not record this request "
+                    f"({type(e).__name__}); no answer is given without its record",
+                ) from None
         return rid, [a for a, _ in pairs]
 
 

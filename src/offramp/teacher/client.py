@@ -89,8 +89,14 @@ def _retry_after(value: str | None) -> float | None:
 class ChatClient:
     """Send chat-completion requests with retries. Thread-safe; share one per endpoint."""
 
-    def __init__(self, config: LLMConfig, *, policy: EgressPolicy | None = None,
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
+    def __init__(
+        self,
+        config: LLMConfig,
+        *,
+        policy: EgressPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ):
         self.config = config
         self.policy = policy if policy is not None else EgressPolicy.from_env()
         base = config.base_url.rstrip("/")
@@ -113,7 +119,7 @@ class ChatClient:
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.config.backoff_max_s)
-        cap = min(self.config.backoff_max_s, self.config.backoff_base_s * (2 ** attempt))
+        cap = min(self.config.backoff_max_s, self.config.backoff_base_s * (2**attempt))
         return self._rng.uniform(0, cap)  # full jitter
 
     def chat(self, messages: list[dict], **params) -> ChatResult:
@@ -139,8 +145,10 @@ class ChatClient:
                     # does for response_format): that is not transient, retrying cannot help
                     blames_request = "response_format" in r.text[:2000]
                     if r.status_code not in RETRYABLE or blames_request:
-                        raise LLMRequestRejected(f"{self.url} answered {r.status_code}: {r.text[:200]}",
-                                                 "check the model name, the API key variable and the request")
+                        raise LLMRequestRejected(
+                            f"{self.url} answered {r.status_code}: {r.text[:200]}",
+                            "check the model name, the API key variable and the request",
+                        )
                     retry_after = _retry_after(r.headers.get("retry-after"))
                     last = f"{self.url} answered {r.status_code}"
                     kind = LLMRateLimited if r.status_code == 429 else LLMUnavailable

@@ -53,8 +53,9 @@ def env_flag(value: str | None) -> bool:
 def guard_mode_from(value: str | None, source: str = GUARD_ENV) -> str:
     mode = (value or "remote").strip().lower() or "remote"
     if mode not in GUARD_MODES:
-        raise EgressRefused(f"{source}={mode!r} is not one of {', '.join(GUARD_MODES)}",
-                            "set it to remote (the default), always or off")
+        raise EgressRefused(
+            f"{source}={mode!r} is not one of {', '.join(GUARD_MODES)}", "set it to remote (the default), always or off"
+        )
     return mode
 
 
@@ -77,20 +78,23 @@ class EgressPolicy:
         guard_mode_from(self.guard_mode, "guard_mode")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None,
-                 guard: Callable[[str], str] | None = None) -> EgressPolicy:
+    def from_env(cls, env: Mapping[str, str] | None = None, guard: Callable[[str], str] | None = None) -> EgressPolicy:
         """The policy the environment sets, with ``guard`` (default: the pattern guard)."""
         env = os.environ if env is None else env
-        return cls(offline=env_flag(env.get(OFFLINE_ENV)), guard_mode=guard_mode_from(env.get(GUARD_ENV)),
-                   guard=guard if guard is not None else default_guard())
+        return cls(
+            offline=env_flag(env.get(OFFLINE_ENV)),
+            guard_mode=guard_mode_from(env.get(GUARD_ENV)),
+            guard=guard if guard is not None else default_guard(),
+        )
 
     def check(self, url: str, texts: list[str]) -> list[str]:
         """The texts as they may be sent to ``url`` (masked where the policy says), or EgressRefused."""
         local = is_loopback(url)
         if self.offline and not local:
-            raise EgressRefused(f"offline mode (OFFRAMP_OFFLINE or offline: true) forbids sending anything to "
-                                f"{urlsplit(url).hostname}",
-                                "use an LLM server on this machine (127.0.0.1) or unset OFFRAMP_OFFLINE")
+            raise EgressRefused(
+                f"offline mode (OFFRAMP_OFFLINE or offline: true) forbids sending anything to {urlsplit(url).hostname}",
+                "use an LLM server on this machine (127.0.0.1) or unset OFFRAMP_OFFLINE",
+            )
         if self.guard is None or self.guard_mode == "off" or (local and self.guard_mode == "remote"):
             return texts
         return [self.guard(t) for t in texts]

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-
 from offramp.costs.calculator import CHARS_PER_TOKEN, api_usd_per_message, load_prices
 from offramp.errors import UsageError
-from offramp.teacher.prompts import parse_label
 from offramp.teacher.client import ChatClient, LLMConfig, LLMRequestRejected
 from offramp.teacher.egress import EgressPolicy
+from offramp.teacher.prompts import parse_label
 
 
 @dataclass
@@ -39,7 +38,7 @@ class TaskSpec:
     examples: list[dict] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TaskSpec":
+    def load(cls, path: str | Path) -> TaskSpec:
         from offramp.data.io import read_yaml_file
 
         p = Path(path)
@@ -67,13 +66,19 @@ class TaskSpec:
     def messages(self, text: str) -> list[dict]:
         msgs = [{"role": "system", "content": self.system_prompt()}]
         for ex in self.examples:
-            msgs += [{"role": "user", "content": str(ex["text"])},
-                     {"role": "assistant", "content": json.dumps({"label": str(ex["label"])})}]
+            msgs += [
+                {"role": "user", "content": str(ex["text"])},
+                {"role": "assistant", "content": json.dumps({"label": str(ex["label"])})},
+            ]
         return msgs + [{"role": "user", "content": text}]
 
     def json_schema(self) -> dict:
-        return {"type": "object", "properties": {"label": {"type": "string", "enum": list(self.labels)}},
-                "required": ["label"], "additionalProperties": False}
+        return {
+            "type": "object",
+            "properties": {"label": {"type": "string", "enum": list(self.labels)}},
+            "required": ["label"],
+            "additionalProperties": False,
+        }
 
     def response_formats(self) -> list[dict]:
         """Ways to constrain the answer, tried in order: OpenAI's json_schema; a server that refuses
@@ -145,13 +150,19 @@ def estimate(spec: TaskSpec, texts: Sequence[str], price_model: str | None) -> d
     tout = 8 * len(texts)
     price = load_prices()["models"].get(price_model or "")
     cost = api_usd_per_message(price, tin, tout) if price else None
-    return {"texts": len(texts), "prompt_tokens": int(tin), "completion_tokens": int(tout), "cost_usd": cost,
-            "price_model": price_model if price else None}
+    return {
+        "texts": len(texts),
+        "prompt_tokens": int(tin),
+        "completion_tokens": int(tout),
+        "cost_usd": cost,
+        "price_model": price_model if price else None,
+    }
 
 
 class Labeller:
-    def __init__(self, client: ChatClient, spec: TaskSpec, cache: AnswerCache, constrain: bool = True,
-                 logprobs: bool = False):
+    def __init__(
+        self, client: ChatClient, spec: TaskSpec, cache: AnswerCache, constrain: bool = True, logprobs: bool = False
+    ):
         self.client, self.spec, self.cache = client, spec, cache
         self.formats = spec.response_formats() if constrain else []
         self.logprobs = logprobs
@@ -196,15 +207,26 @@ class Labeller:
         label = read_answer(content, list(self.spec.labels))
         confidence = usage.get("_confidence")
         if label is None:  # one more try, saying what went wrong
-            retry = msgs + [{"role": "assistant", "content": content},
-                            {"role": "user", "content": "Answer with exactly one label from the list, as JSON."}]
+            retry = msgs + [
+                {"role": "assistant", "content": content},
+                {"role": "user", "content": "Answer with exactly one label from the list, as JSON."},
+            ]
             content, usage2 = self._ask(retry)
             confidence = usage2.get("_confidence")
-            usage = {k: (usage.get(k) or 0) + (usage2.get(k) or 0) for k in set(usage) | set(usage2)
-                     if not k.startswith("_") or k == "_latency_ms"}
+            usage = {
+                k: (usage.get(k) or 0) + (usage2.get(k) or 0)
+                for k in set(usage) | set(usage2)
+                if not k.startswith("_") or k == "_latency_ms"
+            }
             label = read_answer(content, list(self.spec.labels))
-        return LabelOutcome(text, label, content, confidence if label else None, latency_ms=usage.get("_latency_ms"),
-                            usage={k: v for k, v in usage.items() if not k.startswith("_")})
+        return LabelOutcome(
+            text,
+            label,
+            content,
+            confidence if label else None,
+            latency_ms=usage.get("_latency_ms"),
+            usage={k: v for k, v in usage.items() if not k.startswith("_")},
+        )
 
 
 def _confidence(logprobs) -> float | None:
@@ -218,8 +240,14 @@ def _confidence(logprobs) -> float | None:
         return None
 
 
-def label_texts(labeller: Labeller, texts: Sequence[str], *, workers: int = 4,
-                on_progress: Callable[[int, int], None] | None = None, price_model: str | None = None) -> LabelRun:
+def label_texts(
+    labeller: Labeller,
+    texts: Sequence[str],
+    *,
+    workers: int = 4,
+    on_progress: Callable[[int, int], None] | None = None,
+    price_model: str | None = None,
+) -> LabelRun:
     outcomes: list[LabelOutcome | None] = [None] * len(texts)
     done = 0
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -239,10 +267,24 @@ def default_cache_path() -> Path:
     return Path(base) / "llm-answers.sqlite"
 
 
-def make_labeller(spec: TaskSpec, llm: str, base_url: str, *, api_key_env: str | None = "OPENAI_API_KEY",
-                  timeout_s: float = 30.0, concurrency: int = 4, cache: str | Path | None = None,
-                  constrain: bool = True, logprobs: bool = True, policy: EgressPolicy | None = None) -> Labeller:
+def make_labeller(
+    spec: TaskSpec,
+    llm: str,
+    base_url: str,
+    *,
+    api_key_env: str | None = "OPENAI_API_KEY",
+    timeout_s: float = 30.0,
+    concurrency: int = 4,
+    cache: str | Path | None = None,
+    constrain: bool = True,
+    logprobs: bool = True,
+    policy: EgressPolicy | None = None,
+) -> Labeller:
     """The LLM teacher ``label`` and ``eval-llm`` use: one client, the shared answer cache."""
-    client = ChatClient(LLMConfig(base_url=base_url, model=llm, api_key_env=api_key_env, timeout_s=timeout_s,
-                                  max_concurrency=concurrency), policy=policy)
+    client = ChatClient(
+        LLMConfig(
+            base_url=base_url, model=llm, api_key_env=api_key_env, timeout_s=timeout_s, max_concurrency=concurrency
+        ),
+        policy=policy,
+    )
     return Labeller(client, spec, AnswerCache(cache or default_cache_path()), constrain=constrain, logprobs=logprobs)

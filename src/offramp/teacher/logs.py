@@ -33,12 +33,22 @@ def _content(msg) -> str | None:
         return None
     c = msg.get("content")
     if isinstance(c, list):  # content parts
-        c = "\n".join(str(p.get("text", "")) for p in c if isinstance(p, dict) and p.get("type") in ("text", "input_text", "output_text"))
+        c = "\n".join(
+            str(p.get("text", ""))
+            for p in c
+            if isinstance(p, dict) and p.get("type") in ("text", "input_text", "output_text")
+        )
     return c if isinstance(c, str) else None
 
 
-def import_logs(path: str | Path, *, role: str = "user", index: int = -1, label_field: str | None = None,
-                labels: Sequence[str] | None = None) -> ImportResult:
+def import_logs(
+    path: str | Path,
+    *,
+    role: str = "user",
+    index: int = -1,
+    label_field: str | None = None,
+    labels: Sequence[str] | None = None,
+) -> ImportResult:
     """(text, label) pairs from a chat-completions log file.
 
     ``role``/``index``: which message of the request is the input (the last ``user`` one by default).
