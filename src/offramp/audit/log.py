@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable
 
 from offramp.errors import DataError, UsageError
 
@@ -213,12 +214,12 @@ class AuditWriter:
         self.log = log
         self.max_batch = max_batch
         self._cv = threading.Condition()
-        self._pending: list[tuple[dict, object]] = []
+        self._pending: list[tuple[dict, Callable[[Any], None]]] = []
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="offramp-audit", daemon=True)
         self._thread.start()
 
-    def submit(self, body: dict, callback) -> None:
+    def submit(self, body: dict, callback: Callable[[Any], None]) -> None:
         """Queue ``body``; ``callback(seq or exception)`` is called from the writer thread once committed."""
         with self._cv:
             if self._closed:
@@ -229,7 +230,12 @@ class AuditWriter:
     def write(self, body: dict, timeout: float = 30.0) -> int:
         """Append ``body`` and wait for the commit; returns its sequence number."""
         done, box = threading.Event(), []
-        self.submit(body, lambda result: (box.append(result), done.set()))
+
+        def settle(result: Any) -> None:
+            box.append(result)
+            done.set()
+
+        self.submit(body, settle)
         if not done.wait(timeout):
             raise TimeoutError("the audit log did not commit in time")
         if isinstance(box[0], BaseException):
@@ -245,7 +251,7 @@ class AuditWriter:
                     return
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
-                results: list = self.log.append_many([b for b, _ in batch])
+                results: list[Any] = self.log.append_many([b for b, _ in batch])
             except BaseException as e:  # every waiter hears of the failure
                 results = [e] * len(batch)
             for (_, callback), result in zip(batch, results):
@@ -265,24 +271,26 @@ def export(log: AuditLog, out: Path) -> dict:
     fmt = out.suffix.lower()
     if fmt not in (".jsonl", ".csv"):
         raise UsageError(f"{out} must end in .jsonl or .csv", param="out")
-    summary = {"requests": 0, "left_machine": 0, "routes": {}, "endpoints": {}, "pii_found": 0}
+    routes: dict[str, int] = {}
+    endpoints: dict[str, int] = {}
+    requests = left = pii = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8", newline="") as f:
-        w = None
+        w: csv.DictWriter[str] | None = None
         if fmt == ".csv":
             w = csv.DictWriter(f, fieldnames=["seq", *FIELDS, "prev", "mac"])
             w.writeheader()
         for seq, prev, body, mac in log.records():
             rec = {"seq": seq, **json.loads(body), "prev": prev, "mac": mac}
-            summary["requests"] += 1
+            requests += 1
             route = rec.get("route") or "?"
-            summary["routes"][route] = summary["routes"].get(route, 0) + 1
+            routes[route] = routes.get(route, 0) + 1
             if rec.get("endpoint"):
-                summary["left_machine"] += 1
-                summary["endpoints"][rec["endpoint"]] = summary["endpoints"].get(rec["endpoint"], 0) + 1
-            summary["pii_found"] += sum((rec.get("pii") or {}).values())
-            if fmt == ".jsonl":
+                left += 1
+                endpoints[rec["endpoint"]] = endpoints.get(rec["endpoint"], 0) + 1
+            pii += sum((rec.get("pii") or {}).values())
+            if w is None:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             else:
                 w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in rec.items()})
-    return summary
+    return {"requests": requests, "left_machine": left, "routes": routes, "endpoints": endpoints, "pii_found": pii}

@@ -77,13 +77,14 @@ def _records_csv(text: str, path: Path, delimiter: str) -> tuple[list[str], list
 
 
 def _records_jsonl(text: str, path: Path) -> tuple[list[str], list[dict]]:
-    rows, cols = [], {}
+    rows: list[dict] = []
+    cols: dict[str, None] = {}
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             raise DataError(
                 f"{path} line {i} is not valid JSON: {e.msg}", "each line must be one JSON object"
             ) from None

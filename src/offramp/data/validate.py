@@ -32,7 +32,7 @@ def check_training_set(ds: Dataset) -> list[str]:
         )
     warnings = []
     by_text: dict[str, set] = defaultdict(set)
-    for t, lab in zip(ds.texts, ds.labels):
+    for t, lab in zip(ds.texts, ds.labels or []):
         by_text[normalize(t)].add(lab)
     conflicts = sum(1 for labs in by_text.values() if len(labs) > 1)
     if conflicts:
@@ -52,7 +52,10 @@ def text_fingerprints(texts: Sequence[str], salt: bytes) -> np.ndarray:
 
 
 def check_test_set(
-    ds: Dataset, classes: Sequence[str], train_fingerprints: np.ndarray | None = None, salt: bytes | None = None
+    ds: Dataset,
+    classes: Sequence[str] | np.ndarray,
+    train_fingerprints: np.ndarray | None = None,
+    salt: bytes | None = None,
 ) -> list[str]:
     """Warnings about a test set: labels the model never saw, and texts shared with training."""
     warnings = []

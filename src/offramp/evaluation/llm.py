@@ -44,14 +44,18 @@ def score_llm_predictions(
                 f"{path} has no column {col!r}; its columns are: {', '.join(map(str, columns))}",
                 "LLM predictions need 'text' and 'prediction' columns",
             )
-    by_text: dict[str, dict] = {}
-    for rec in records:
-        t = cell_value(rec.get("text"))
+    by_text: dict[str, dict[str, Any]] = {}
+    for row in records:
+        t = cell_value(row.get("text"))
         if t is not None:
-            by_text[normalize(t)] = rec
-    y_true, y_pred, lat, tin, tout = [], [], [], [], []
+            by_text[normalize(t)] = row
+    y_true: list[str] = []
+    y_pred: list[str] = []
+    lat: list[float] = []
+    tin: list[float] = []
+    tout: list[float] = []
     missing = 0
-    for text, label in zip(test.texts, test.labels):
+    for text, label in zip(test.texts, test.labels or []):
         rec = by_text.get(normalize(text))
         if rec is None:
             missing += 1

@@ -15,18 +15,19 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels:
     Predicted values outside ``labels`` are added after them, so the confusion matrix counts every
     message; macro-F1 is over the classes present in ``y_true`` either way.
     """
-    y_true = np.asarray(y_true, dtype=object).astype(str)
-    y_pred = np.asarray(y_pred, dtype=object).astype(str)
-    if labels is None:
-        labels = sorted(set(y_true) | set(y_pred))
-    labels = [str(x) for x in labels]
+    truth = np.asarray(y_true, dtype=object).astype(str)
+    pred = np.asarray(y_pred, dtype=object).astype(str)
+    return _metrics(truth, pred, [str(x) for x in labels] if labels is not None else sorted(set(truth) | set(pred)))
+
+
+def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
     # a prediction outside the label set (an LLM's "(none)") gets its own column: never dropped
     labels += sorted(set(y_pred) - set(labels))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     present = [lab for lab in labels if lab in set(y_true)]
     return {
         "n": int(len(y_true)),
-        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
         # macro over the classes present in the test set, as scikit-learn's default does
         "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
         if present

@@ -10,7 +10,7 @@ import html
 import math
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from offramp.costs.calculator import CostInputs, CostReport, CostRow, compute_costs, estimate_tokens, load_prices
 from offramp.data.io import Dataset
@@ -86,7 +86,7 @@ def svg_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: s
         f'<text x="8" y="20" font-weight="bold">{_e(title)}</text>',
     ]
     for i, row in enumerate(matrix):
-        total = sum(row) or 1
+        total: float = sum(row) or 1
         for j, v in enumerate(row):
             share = v / total
             color = (
@@ -108,16 +108,16 @@ def svg_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: s
             f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end" font-size="12">{_e(labels[i])}</text>'
         )
     for j, lab in enumerate(labels):
-        x = left + j * cell + cell / 2
+        xc = left + j * cell + cell / 2
         parts.append(
-            f'<text transform="translate({x},{top + n * cell + 8}) rotate(40)" font-size="12">{_e(lab)}</text>'
+            f'<text transform="translate({xc},{top + n * cell + 8}) rotate(40)" font-size="12">{_e(lab)}</text>'
         )
     parts.append(f'<text x="8" y="{top + n * cell / 2}" font-size="11" fill="#555">true ↓</text>')
     parts.append(f'<text x="{left}" y="{h - 6}" font-size="11" fill="#555">predicted →</text></svg>')
     return "".join(parts)
 
 
-def svg_grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float]], title: str) -> str:
+def svg_grouped_bars(categories: Sequence[str], series: Mapping[str, Sequence[float]], title: str) -> str:
     """Values in [0, 1], one group per category, one bar per series."""
     k = max(1, len(series))
     bar, gap, left, top, height = 16, 18, 40, 36, 180
@@ -279,7 +279,7 @@ def write_report(
     ]
     head = ["metric", "small model"] + ([f"LLM ({llm_name})"] if llm else [])
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    md += ["| " + " | ".join([r[0], r[1]] + ([r[2]] if llm else [])) + " |" for r in sbs]
+    md += ["| " + " | ".join([r[0], r[1]] + ([r[2] or ""] if llm else [])) + " |" for r in sbs]
     md += ["", "## Per class", ""]
     ph = ["label", "support", "precision", "recall", "F1"] + (["LLM precision", "LLM recall", "LLM F1"] if llm else [])
     md += ["| " + " | ".join(ph) + " |", "|" + "---|" * len(ph)] + ["| " + " | ".join(r) + " |" for r in pcr]
@@ -379,7 +379,7 @@ th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
 <p class="muted">Model <code>{_e(small.model_dir or "")}</code> ({_e(small.model)}) on <code>{_e(small.data or "")}</code>
 ({small.n} messages). Written {_e(created)}.</p>
 <h2>Side by side</h2>
-{table(head, [[r[0], r[1]] + ([r[2]] if llm else []) for r in sbs])}
+{table(head, [[r[0], r[1]] + ([r[2] or ""] if llm else []) for r in sbs])}
 <h2>Per class</h2>
 {table(ph, pcr)}
 <div class="charts">{"".join(charts)}</div>

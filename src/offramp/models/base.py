@@ -34,7 +34,7 @@ def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)
-    return z
+    return np.asarray(z)
 
 
 def top_labels(classes: np.ndarray, proba: np.ndarray, k: int) -> list[dict[str, Any]]:
@@ -89,7 +89,7 @@ def as_labels(y: Any, n: int) -> np.ndarray:
     return np.asarray([str(lab) for lab in labels], dtype=object).astype(str)
 
 
-class TextClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+class TextClassifier(ClassifierMixin, BaseEstimator):
     """Base class: subclasses implement ``fit``, ``decision_function`` and the state hooks."""
 
     family: ClassVar[str] = ""
@@ -133,7 +133,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def decision_one(self, text: str) -> np.ndarray:
         """Scores for one message; families override this with a faster path."""
-        return self.decision_function([text])[0]
+        return np.asarray(self.decision_function([text])[0])
 
     # -- prediction ---------------------------------------------------------------
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -157,7 +157,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                     "use predict_and_proba(texts)"
                 )
             labels[self.reject_score(proba.max(axis=1), familiarity) < self.reject_threshold_] = self.reject_label_
-        return labels.astype(str)
+        return np.asarray(labels.astype(str))
 
     def predict_and_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """(labels, with the reject label where the model does not know; calibrated probabilities)."""
@@ -167,7 +167,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def predict(self, X: Any) -> np.ndarray:
         self._check_fitted()
         if self.reject_threshold_ is None:
-            return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+            return np.asarray(self.classes_[np.argmax(self.decision_function(X), axis=1)])
         return self.predict_and_proba(X)[0]
 
     def predict_one(self, text: str) -> tuple[str, float, np.ndarray]:

@@ -97,6 +97,11 @@ def _mix(h: np.ndarray, salt: int) -> np.ndarray:
 
 
 class NgramFeaturizer:
+    word_buckets_: np.ndarray
+    char_buckets_: np.ndarray
+    word_idf_: np.ndarray
+    char_idf_: np.ndarray
+    _plan: np.ndarray | None
     """TF-IDF over hashed word n-grams and character n-grams.
 
     Parameters
@@ -327,6 +332,7 @@ class NgramFeaturizer:
         the first entries of the plan (those starting before L) that also end by L. It grows to the
         longest text (or batch) seen, so its memory is bounded by the size limits.
         """
+        assert self.char_ngrams is not None
         lo, hi = self.char_ngrams
         per = hi - lo + 1
         plan = self._plan

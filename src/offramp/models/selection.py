@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -63,8 +63,8 @@ class Selection:
 def fast_candidates(n_texts: int, seed: int = 0) -> list[Candidate]:
     """The fast tier's search space, most promising first (the first one always runs)."""
     min_df = 1 if n_texts < 2000 else 2
-    chars14 = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed)
-    chars25 = dict(word_ngrams=(1, 2), char_ngrams=(2, 5), min_df=min_df, seed=seed)
+    chars14: dict[str, Any] = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed)
+    chars25: dict[str, Any] = dict(word_ngrams=(1, 2), char_ngrams=(2, 5), min_df=min_df, seed=seed)
     return [
         Candidate(
             "svm-w12-c14-C0.5",
@@ -96,7 +96,7 @@ QUALITIES = ("fast", "balanced", "best")
 def accurate_candidates(n_texts: int, seed: int = 0, best: bool = False) -> list[Candidate]:
     """The accurate tier: sentence embeddings, stacked with TF-IDF or alone."""
     min_df = 1 if n_texts < 2000 else 2
-    tf = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed)
+    tf: dict[str, Any] = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed)
     out = [
         Candidate(
             "stacked-w12-c14-e1.5-C0.5",
@@ -137,14 +137,14 @@ def candidates_for(quality: str, n_texts: int, seed: int = 0) -> list[Candidate]
     return fast + accurate_candidates(n_texts, seed, best=True)
 
 
-def n_folds_for(labels: Sequence[str], wanted: int = 3) -> int:
+def n_folds_for(labels: Sequence[str] | np.ndarray, wanted: int = 3) -> int:
     _, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
     return int(max(2, min(wanted, counts.min())))
 
 
 def select_model(
     texts: Sequence[str],
-    labels: Sequence[str],
+    labels: Sequence[str] | np.ndarray,
     candidates: Sequence[Candidate],
     *,
     time_limit: float | None = 60.0,
@@ -210,6 +210,7 @@ def select_model(
                 if first_fold_model is None:
                     first_fold_model = (m, te)
             pred = oof.argmax(axis=1)
+            assert first_fold_model is not None
             m, te = first_fold_model
             with m.uncached():
                 lat = measure_latency(m.predict_one, [texts[i] for i in te[:200]], n=300, warmup=10, max_seconds=2.0)
@@ -243,7 +244,7 @@ def select_model(
         if not eligible:
             eligible = [min(scored, key=lambda r: r.latency_p99_ms or float("inf"))]
             notes.append(f"no candidate met the {latency_budget_ms:g} ms budget; the fastest was taken")
-    best = max(eligible, key=lambda r: (round(r.cv_macro_f1, 4), -results.index(r)))
+    best = max(eligible, key=lambda r: (round(r.cv_macro_f1 or 0.0, 4), -results.index(r)))
     oof = oof_by_name[best.name]
     temperature = fit_temperature(oof, y)
     ece_before = expected_calibration_error(softmax(oof, 1.0), y)

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 
-def latency_summary(ms: Sequence[float]) -> dict[str, float | int | None]:
+def latency_summary(ms: Sequence[float] | np.ndarray) -> dict[str, float | int | None]:
     """p50 / p95 / p99 of latencies in milliseconds, and how many there were."""
     if not len(ms):
         return {"p50": None, "p95": None, "p99": None, "n": 0}

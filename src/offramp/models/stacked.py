@@ -130,7 +130,7 @@ class StackedLinear(TfidfLinear):
         self.n_tfidf_ = self.featurizer_.n_features_ if self.featurizer_ is not None else 0
 
     # ------------------------------------------------------------------ predict
-    def _scores(self, texts: Sequence[str], E: np.ndarray) -> np.ndarray:
+    def _scores_from(self, texts: Sequence[str], E: np.ndarray) -> np.ndarray:
         s = (E * np.float32(self.embed_weight)) @ self.coef_[self.n_tfidf_ :] + self.intercept_
         if self.featurizer_ is not None:
             s += np.asarray(self.featurizer_.transform(texts) @ self.coef_[: self.n_tfidf_])
@@ -140,7 +140,7 @@ class StackedLinear(TfidfLinear):
         # onnxruntime already uses every core; no extra threads here
         self._check_fitted()
         texts = as_texts(X)
-        return self._scores(texts, self.encoder_.encode(texts))
+        return self._scores_from(texts, self.encoder_.encode(texts))
 
     def _score_one(self, text: str, e: np.ndarray) -> np.ndarray:
         s = (e * np.float32(self.embed_weight)) @ self.coef_[self.n_tfidf_ :] + self.intercept_
@@ -158,6 +158,7 @@ class StackedLinear(TfidfLinear):
 
     def familiarity(self, E: np.ndarray) -> np.ndarray:
         """Similarity of each sentence vector in ``E`` to the nearest in-scope training message."""
+        assert self.memory_ is not None
         return nearest_similarity(E, self.memory_)
 
     def predict_and_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +166,7 @@ class StackedLinear(TfidfLinear):
             return super().predict_and_proba(X)
         texts = as_texts(X)
         E = self.encoder_.encode(texts)  # once, for the scores and the nearness
-        proba = softmax(self._scores(texts, E), self.temperature_)
+        proba = softmax(self._scores_from(texts, E), self.temperature_)
         if len(texts) > _DECIDE_EACH:
             return self.labels_from_proba(proba, self.familiarity(E)), proba
         # a few messages (the service's micro-batches): decide each as predict_one does; a
@@ -193,6 +194,7 @@ class StackedLinear(TfidfLinear):
         """Whether confidence + weight x nearness reaches the threshold, reading as little of the
         memory as it can: the top class's own vectors first (they usually settle it), then the rest
         in blocks small enough for one core (BLAS threads here would fight the encoder's)."""
+        assert self.memory_ is not None and self.memory_offsets_ is not None and self.reject_threshold_ is not None
         need = (self.reject_threshold_ - confidence) / self.reject_familiarity_weight_
         lo, hi = int(self.memory_offsets_[k]), int(self.memory_offsets_[k + 1])
         if hi > lo and float((self.memory_[lo:hi] @ e).max()) >= need:
@@ -221,7 +223,7 @@ class StackedLinear(TfidfLinear):
         arrays = {"coef": self.coef_.astype(np.float16), "intercept": self.intercept_}
         if self.featurizer_ is not None:
             arrays.update(self.featurizer_.get_state())
-        if self.uses_familiarity:
+        if self.uses_familiarity and self.memory_ is not None:
             arrays["memory"] = self.memory_.astype(np.float16)
             arrays["memory_offsets"] = np.asarray(self.memory_offsets_, dtype=np.int64)
         return meta, arrays

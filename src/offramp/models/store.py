@@ -114,7 +114,7 @@ def save_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         (tmp / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
-        np.savez_compressed(tmp / "arrays.npz", **arrays)
+        np.savez_compressed(tmp / "arrays.npz", **arrays)  # type: ignore[arg-type]
         metrics = {**(metrics or {}), "model_bytes": model_bytes(tmp)}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
         card = render_card(info, metrics) if info else f"# {model.family} model\n"

@@ -128,7 +128,7 @@ class TfidfLinear(TextClassifier):
         state, features = self.build_features(texts)
         return self.fit_features(state, features, labels)
 
-    def fit_features(self, state: Any, X: Any, labels: Sequence[str]) -> TfidfLinear:
+    def fit_features(self, state: Any, X: Any, labels: Sequence[str] | np.ndarray) -> TfidfLinear:
         """Fit the linear part on a feature matrix that ``build_features`` produced."""
         y = np.asarray(labels, dtype=object).astype(str)
         self._reset()
@@ -147,7 +147,8 @@ class TfidfLinear(TextClassifier):
     # ------------------------------------------------------------------ predict
     def _scores(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) <= SMALL_BATCH:
-            return csr_dot(*self.featurizer_.transform_arrays(texts), self.coef_) + self.intercept_
+            indptr, cols, data = self.featurizer_.transform_arrays(texts)
+            return csr_dot(indptr, cols, data, self.coef_) + self.intercept_
         return np.asarray(self.featurizer_.transform(texts) @ self.coef_) + self.intercept_
 
     def decision_function(self, X: Any) -> np.ndarray:

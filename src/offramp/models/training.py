@@ -149,7 +149,7 @@ def _nearness_inputs(
     return memory, offsets, nearest_similarity(E, memory, exclude)
 
 
-def _as_dataset(data: Any, what: str) -> Dataset:
+def _as_dataset(data: Any, what: str) -> Dataset | None:
     if data is None or isinstance(data, Dataset):
         return data
     if isinstance(data, tuple) and len(data) == 2:
@@ -205,6 +205,7 @@ def train(
     'SUPPORT'
     """
     ds = texts if isinstance(texts, Dataset) else _as_dataset((texts, labels), "<memory>")
+    assert ds is not None
     val_ds = _as_dataset(val, "the validation data")
     target = RejectTarget.parse(reject_target) if isinstance(reject_target, str) else reject_target
     if val_ds is not None and target is None:
@@ -241,9 +242,11 @@ def train(
     model = sel.model
     rejection = None
     if target is not None:
+        y_held: Any
         if val_ds is not None:
             proba, y_held, source = model.predict_proba(val_ds.texts), val_ds.labels, f"held-out data {val_ds.path}"
         else:
+            assert sel.oof_proba is not None
             proba, y_held, source = sel.oof_proba, y, "out-of-fold predictions on the training data"
         memory, offsets, familiarity = _nearness_inputs(model, ds.texts, y, val_ds, oos_label, seed)
         rejection = fit_rejection(proba, model.classes_, y_held, target, oos_label, familiarity)

@@ -145,9 +145,9 @@ class LLMAction:
 
     egress = True
 
-    def __init__(
-        self, client, system: str = "You are a helpful support assistant. Answer briefly.", max_tokens: int = 256
-    ):
+    DEFAULT_SYSTEM = "You are a helpful support assistant. Answer briefly."
+
+    def __init__(self, client: ChatClient, system: str = DEFAULT_SYSTEM, max_tokens: int = 256):
         self.client, self.system, self.max_tokens = client, system, max_tokens
 
     @property
@@ -177,7 +177,7 @@ def build_action(
         if llm_client is None:
             raise UsageError("the llm action needs the pipeline's 'llm:' section (base_url, model)")
         return LLMAction(
-            llm_client, str(spec.get("system", LLMAction.__init__.__defaults__[0])), int(spec.get("max_tokens", 256))
+            llm_client, str(spec.get("system", LLMAction.DEFAULT_SYSTEM)), int(spec.get("max_tokens", 256))
         )
     if kind == "reply":
         return Reply(str(spec.get("text", "")))

@@ -34,18 +34,23 @@ log = logging.getLogger("offramp.cascade")
 
 
 class Span(Protocol):
-    entity: str
+    @property
+    def entity(self) -> str: ...
 
 
 class MaskResult(Protocol):
-    text: str
-    counts: dict[str, int]
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def counts(self) -> dict[str, int]: ...
 
 
 class Guard(Protocol):
     """The privacy guard's interface (see :class:`offramp.privacy.guard.PrivacyGuard`)."""
 
-    ner: bool
+    @property
+    def ner(self) -> bool: ...
 
     def find(self, text: str) -> Sequence[Span]: ...
 
@@ -57,7 +62,8 @@ class Guard(Protocol):
 class Fallback(Protocol):
     """An LLM asked for a label: ``fallback(text) -> label``; raises an :class:`LLMError` on failure."""
 
-    endpoint: str
+    @property
+    def endpoint(self) -> str: ...
 
     def __call__(self, text: str) -> str: ...
 

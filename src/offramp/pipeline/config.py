@@ -87,7 +87,7 @@ class PipelineSpec(_Strict):
     routing: Optional[RoutingSpec] = None
     llm: Optional[LLMSpec] = None
     actions: Dict[str, Dict[str, Any]] = {}
-    limits: LimitsSpec = LimitsSpec()
+    limits: LimitsSpec = Field(default_factory=lambda: LimitsSpec())
     privacy: Optional[PrivacySpec] = None
     audit: Optional[str] = None
     offline: Optional[bool] = None  # true: air-gapped, any host that is not loopback is refused before a byte is sent

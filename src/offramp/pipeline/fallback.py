@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Sequence
 
+import numpy as np
+
 from offramp.teacher.client import ChatClient, LLMBadResponse, LLMError
 from offramp.teacher.prompts import label_prompt, parse_label
 
@@ -24,7 +26,7 @@ class LLMFallback:
     def __init__(
         self,
         client: ChatClient,
-        labels: Sequence[str],
+        labels: Sequence[str] | np.ndarray,
         descriptions: dict[str, str] | None = None,
         failure_threshold: int = 3,
         reset_after_s: float = 30.0,

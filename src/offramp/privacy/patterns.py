@@ -12,6 +12,7 @@ import datetime as _dt
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class Recognizer:
     entity: str
     pattern: re.Pattern
     score: float
-    check: object = None  # callable(str) -> bool, or None
+    check: Callable[[str], bool] | None = None
     context: re.Pattern | None = None  # words that raise the score when they precede the match
     context_score: float = 0.0
     needs_context: bool = False  # no context word, no finding
@@ -299,7 +300,7 @@ _QUICK = re.compile(r"[\d@:]|www\.", re.I)  # every recognizer needs a digit, an
 CONTEXT_WINDOW = 40
 
 
-def _shrunk(raw: str, start: int, check) -> int | None:
+def _shrunk(raw: str, start: int, check: Callable[[str], bool]) -> int | None:
     """The end of the longest prefix of ``raw``, cut at a separator, that passes ``check``."""
     cuts = [m.start() for m in re.finditer(r"[\s.-]", raw)]
     for cut in reversed(cuts):
@@ -343,10 +344,10 @@ def find(text: str, entities: set[str] | None = None, threshold: float = 0.5) ->
                 end -= len(raw) - len(stripped)
                 raw = stripped
             if r.check is not None and not r.check(raw):
-                end = _shrunk(raw, start, r.check) if r.shrink else None
-                if end is None:
+                shrunk = _shrunk(raw, start, r.check) if r.shrink else None
+                if shrunk is None:
                     continue
-                raw = text[start:end]
+                end, raw = shrunk, text[start:shrunk]
             score = r.score
             if r.context is not None:
                 if r.context.search(text, max(0, start - CONTEXT_WINDOW), start):

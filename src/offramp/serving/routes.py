@@ -19,7 +19,8 @@ from offramp.serving.service import ClassificationService
 
 
 def service_of(request: Request) -> ClassificationService:
-    return request.app.state.service  # type: ignore[no-any-return]
+    service: ClassificationService = request.app.state.service
+    return service
 
 
 def authorize(request: Request) -> str:

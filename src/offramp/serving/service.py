@@ -204,8 +204,12 @@ async def _committed(writer: AuditWriter, records: list[dict[str, Any]]) -> None
     loop = asyncio.get_running_loop()
     futures = []
     for rec in records:
-        fut = loop.create_future()
-        writer.submit(rec, lambda result, f=fut: loop.call_soon_threadsafe(_settle, f, result))
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def done(result: Any, f: asyncio.Future[Any] = fut) -> None:
+            loop.call_soon_threadsafe(_settle, f, result)
+
+        writer.submit(rec, done)
         futures.append(fut)
     await asyncio.gather(*futures)
 

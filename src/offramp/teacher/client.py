@@ -128,6 +128,7 @@ class ChatClient:
         safe = self.policy.check(self.url, contents)
         body = {"model": self.config.model, "messages": [{**m, "content": c} for m, c in zip(messages, safe)], **params}
         last: str = ""
+        kind: type[LLMError] = LLMUnavailable
         t0 = time.perf_counter()
         for attempt in range(self.config.max_retries + 1):
             retry_after = None

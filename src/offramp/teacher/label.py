@@ -259,7 +259,9 @@ def label_texts(
                 on_progress(done, len(texts))
     price = load_prices()["models"].get(price_model or labeller.client.config.model)
     cost = api_usd_per_message(price, labeller.tin, labeller.tout) if price else None
-    return LabelRun(outcomes, labeller.calls, labeller.hits, labeller.tin, labeller.tout, cost)
+    return LabelRun(
+        [o for o in outcomes if o is not None], labeller.calls, labeller.hits, labeller.tin, labeller.tout, cost
+    )
 
 
 def default_cache_path() -> Path:

@@ -60,7 +60,9 @@ def import_logs(
     if not p.is_file():
         raise DataError(f"log file {p} does not exist")
     text = decode_utf8(p.read_bytes(), p)
-    rows, skipped, n = [], Counter(), 0
+    rows: list[tuple[str, str]] = []
+    skipped: Counter[str] = Counter()
+    n = 0
     for line in text.splitlines():
         if not line.strip():
             continue
@@ -95,11 +97,11 @@ def import_logs(
         if reply is None:
             skipped["reply has no text content"] += 1
             continue
-        answer = reply
+        answer: str | None = reply
         if label_field:
             try:
                 doc = json.loads(reply)
-                answer = doc[label_field] if isinstance(doc, dict) else None
+                answer = str(doc[label_field]) if isinstance(doc, dict) and doc.get(label_field) is not None else None
             except (ValueError, KeyError):
                 answer = None
             if answer is None:
