@@ -201,24 +201,86 @@ def test_metrics_keep_predictions_outside_the_label_set():
     assert m["macro_f1"] == pytest.approx(2 / 3)  # over the true classes only: F1 of A and B is 2/3 each
 
 
-def test_featurizer_one_pass_hashing_matches_the_fitted_buckets():
-    """Transforming hashes every n-gram in one pass; fitting (and big batches) go n-gram size by
-    size. Both must find the same n-grams in the same texts, texts next to each other included."""
+def _reference_ngrams(f, text):
+    """The (kind, bucket) of every n-gram of one text, computed with plain Python integers: an
+    independent statement of the hash the vectorised featurizer must reproduce."""
+    from offramp.data.text import normalize
+    from offramp.models import features as F
+
+    mask = (1 << 64) - 1
+    shift = 64 - f.hash_bits
+
+    def mix(h, salt):
+        k = ((h ^ F._salt(salt)) * int(F._M1)) & mask
+        k ^= k >> int(F._SHIFT)
+        return ((k * int(F._M2)) & mask) >> shift
+
+    def poly(chars):
+        return sum(ord(c) * pow(F._P, j, 1 << 64) for j, c in enumerate(chars)) & mask
+
+    norm = normalize(text)
+    padded = " " + norm + " " if norm else ""
+    out = []
+    if f.word_ngrams:
+        tokens = []
+        word = [c.isalnum() or c == "_" for c in padded]
+        start = None
+        for i, w in enumerate(word + [False]):
+            if w and start is None:
+                start = i
+            elif not w and start is not None:
+                tokens.append(poly(padded[start:i]))
+                start = None
+        lo, hi = f.word_ngrams
+        for n in range(lo, hi + 1):
+            for j in range(len(tokens) - n + 1):
+                h = 0
+                for m in range(n):
+                    h = (h * int(F._M1) + tokens[j + m]) & mask
+                out.append(("w", mix(h, 100 + n)))
+    if f.char_ngrams:
+        lo, hi = f.char_ngrams
+        for n in range(lo, hi + 1):
+            for a in range(len(padded) - n + 1):
+                out.append(("c", mix(poly(padded[a : a + n]), n)))
+    return sorted(out)
+
+
+def test_featurizer_hashing_matches_a_plain_python_reference(monkeypatch):
+    """One hashing implementation serves fitting and transforming; it must find exactly the n-grams
+    a plain statement of the hash finds, text by text, whether a batch is hashed in one pass or in
+    slices (big batches), and with no n-gram across two neighbouring texts."""
     from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
+    from offramp.models import features as F
 
-    texts = read_dataset(demo_paths()[1]).texts[:300] + ["", "a", "Переведи это", "🙂 ok", "x  y", "lone \ud800 half"]
+    texts = read_dataset(demo_paths()[1]).texts[:60] + ["", "a", "Переведи это", "🙂 ok", "x  y", "snake_case_word"]
     for words, chars in [((1, 2), (1, 4)), ((1, 3), (2, 5)), ((2, 2), None), (None, (3, 3))]:
         f = NgramFeaturizer(word_ngrams=words, char_ngrams=chars, min_df=1).fit(texts)
-        for batch in (texts, texts[:1], texts[5:9], texts[-6:]):
-            one_pass = f._pairs(batch)
-            by_size = f._pairs_from_buckets(batch)
-            assert one_pass[0].size > 0 or not any(t.strip() for t in batch)
-            n = f.n_features_
-            assert np.array_equal(
-                np.sort(one_pass[0].astype(np.int64) * n + one_pass[1]),
-                np.sort(by_size[0].astype(np.int64) * n + by_size[1]),
+        size = 1 << f.hash_bits
+        rows, buckets, n_word = f._hashed(texts)
+        kinds = np.array(["w"] * n_word + ["c"] * (len(buckets) - n_word))
+        for text in texts[::7] + texts[-6:]:
+            k = texts.index(text)
+            mine = sorted(
+                (str(kd), int(b) - (size if kd == "c" else 0)) for kd, b, r in zip(kinds, buckets, rows) if r == k
             )
+            assert mine == _reference_ngrams(f, text), (words, chars, text[:40])
+        # in slices of a few texts: the same n-grams, and the same fitted state
+        monkeypatch.setattr(F, "_ONE_PASS_MAX", 200)
+        r2, b2, n2 = f._hashed_all(texts)
+        assert n2 == n_word
+        assert np.array_equal(
+            np.sort(rows[:n_word] * 2 * size + buckets[:n_word]), np.sort(r2[:n2] * 2 * size + b2[:n2])
+        )
+        assert np.array_equal(
+            np.sort(rows[n_word:] * 2 * size + buckets[n_word:]), np.sort(r2[n2:] * 2 * size + b2[n2:])
+        )
+        g = NgramFeaturizer(word_ngrams=words, char_ngrams=chars, min_df=1).fit(texts)
+        for name, arr in f.get_state().items():
+            assert np.array_equal(arr, g.get_state()[name]), name
+        assert (f.transform(texts) != g.transform(texts)).nnz == 0
+        monkeypatch.undo()
 
 
 def test_roc_auc_matches_scikit_learn_with_ties():

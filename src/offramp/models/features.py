@@ -126,54 +126,6 @@ class NgramFeaturizer:
         self.min_df = int(min_df)
         self.hash_bits = int(hash_bits)
 
-    # ------------------------------------------------------------------ extraction
-    def _buckets(self, texts: Sequence[str]) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """((doc, bucket) of word n-grams, (doc, bucket) of character n-grams) for a batch."""
-        padded = [" " + t + " " if t else "" for t in (normalize(x) for x in texts)]
-        lengths = np.fromiter((len(t) for t in padded), dtype=np.int64, count=len(padded))
-        code = np.frombuffer("".join(padded).encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
-        total = code.shape[0]
-        pw, ipw = _TABLES.powers(total + 1)
-        prefix = np.zeros(total + 1, dtype=np.uint64)
-        np.cumsum(code * pw[:total], out=prefix[1:])
-        doc_of = np.repeat(np.arange(len(padded), dtype=np.int64), lengths)
-        shift = np.uint64(64 - self.hash_bits)
-        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-        words = chars = empty
-        if self.word_ngrams and total:
-            is_word = _TABLES.is_word(code)
-            edge = np.diff(is_word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
-            starts, ends = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
-            h = (prefix[ends] - prefix[starts]) * ipw[starts]
-            docs = doc_of[starts]
-            rows, buckets = [], []
-            lo, hi = self.word_ngrams
-            hn = h.copy()
-            for n in range(1, hi + 1):
-                if n > 1:  # hash of tokens j..j+n-1 from the hash of j..j+n-2
-                    hn = hn[:-1] * _M1 + h[n - 1 :]
-                if n >= lo and hn.size:
-                    same = docs[: hn.size] == docs[n - 1 :]
-                    rows.append(docs[: hn.size][same])
-                    buckets.append((_mix(hn[same], 100 + n) >> shift).astype(np.int64))
-            if rows:
-                words = (np.concatenate(rows), np.concatenate(buckets))
-        if self.char_ngrams and total:
-            end_of = np.repeat(np.cumsum(lengths), lengths)
-            pos = np.arange(total, dtype=np.int64)
-            rows, buckets = [], []
-            lo, hi = self.char_ngrams
-            for n in range(lo, hi + 1):
-                if n > total:
-                    break
-                valid = np.flatnonzero(pos[: total - n + 1] + n <= end_of[: total - n + 1])
-                h = (prefix[valid + n] - prefix[valid]) * ipw[valid]
-                rows.append(doc_of[valid])
-                buckets.append((_mix(h, n) >> shift).astype(np.int64))
-            if rows:
-                chars = (np.concatenate(rows), np.concatenate(buckets))
-        return words, chars
-
     # ------------------------------------------------------------------ fit
     def _document_frequency(self, rows: np.ndarray, buckets: np.ndarray) -> np.ndarray:
         size = 1 << self.hash_bits
@@ -185,9 +137,13 @@ class NgramFeaturizer:
             raise ValueError("NgramFeaturizer needs word_ngrams or char_ngrams")
         n_docs = len(texts)
         self.n_docs_ = n_docs
-        words, chars = self._buckets(texts)
-        for name, (rows, buckets) in (("word", words), ("char", chars)):
-            df = self._document_frequency(rows, buckets)
+        self._plan = None  # see _char_plan
+        rows, buckets, n_word = self._hashed_all(texts)
+        size = 1 << self.hash_bits
+        words = (rows[:n_word], buckets[:n_word])
+        chars = (rows[n_word:], buckets[n_word:] - size)
+        for name, (r, b) in (("word", words), ("char", chars)):
+            df = self._document_frequency(r, b)
             kept = np.flatnonzero(df >= self.min_df).astype(np.int64)
             setattr(self, f"{name}_buckets_", kept)
             setattr(self, f"{name}_idf_", (np.log((1 + n_docs) / (1 + df[kept])) + 1).astype(np.float32))
@@ -209,19 +165,43 @@ class NgramFeaturizer:
 
     # ------------------------------------------------------------------ transform
     def _pairs(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(row, column) for every known n-gram occurrence, duplicates kept.
+        """(row, column) for every known n-gram occurrence, duplicates kept."""
+        rows, buckets, _ = self._hashed_all(texts) if len(texts) > 1 else self._hashed(texts)
+        cols = self._lut[buckets]
+        known = cols >= 0
+        return rows[known], cols[known]
 
-        The same hashes as ``_buckets`` (which fitting uses), computed in as few array operations
-        as possible: every n-gram of every size is hashed, mixed and looked up in one pass, because
-        for one message or a few, the cost is the number of numpy calls more than their size.
+    def _hashed_all(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
+        """:meth:`_hashed` for a batch of any size, a slice of at most about ``_ONE_PASS_MAX``
+        codepoints at a time (so memory stays bounded); rows count from the first text."""
+        bounds, size = [0], 0
+        for i, text in enumerate(texts):
+            size += len(text) + 2
+            if size > _ONE_PASS_MAX and i > bounds[-1]:
+                bounds.append(i)
+                size = len(text) + 2
+        bounds.append(len(texts))
+        if len(bounds) == 2:
+            return self._hashed(texts)
+        parts = [self._hashed(texts[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        rows = [r[:n] + a for (r, _, n), a in zip(parts, bounds)] + [r[n:] + a for (r, _, n), a in zip(parts, bounds)]
+        buckets = [b[:n] for _, b, n in parts] + [b[n:] for _, b, n in parts]
+        return np.concatenate(rows), np.concatenate(buckets), sum(n for _, _, n in parts)
+
+    def _hashed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
+        """(row, bucket, n_word) for every n-gram occurrence in ``texts``, duplicates kept: the first
+        ``n_word`` are word n-grams, the rest character n-grams (their buckets offset by
+        2**hash_bits, the second half of the lookup table). The one implementation of the hashing,
+        for fitting and transforming alike.
+
+        Every n-gram of every size is hashed and mixed in one pass, in as few array operations as
+        possible: for one message or a few, the cost is the number of numpy calls more than their size.
         """
         padded = [" " + t + " " if t else "" for t in (normalize(x) for x in texts)]
         joined = "".join(padded)
-        empty = np.zeros(0, np.int64), np.zeros(0, np.int32)
+        empty = np.zeros(0, np.int64), np.zeros(0, np.intp), 0
         if not joined:
             return empty
-        if len(joined) > _ONE_PASS_MAX:  # a big batch: n-gram size by n-gram size, in less memory
-            return self._pairs_from_buckets(texts)
         code = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
         total = code.shape[0]
         pw, ipw = _TABLES.powers(total + 1)
@@ -275,15 +255,8 @@ class NgramFeaturizer:
         k >>= np.uint64(64 - self.hash_bits)
         buckets = k.astype(np.intp)
         buckets[n_word:] += 1 << self.hash_bits  # character n-grams look up the second half
-        cols = self._lut[buckets]
-        known = cols >= 0
         row = np.concatenate(rows) if len(rows) > 1 else rows[0]
-        return row[known], cols[known]
-
-    def _pairs_from_buckets(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        (wr, wb), (cr, cb) = self._buckets(texts)
-        wc, cc = self._word_lut[wb], self._char_lut[cb]
-        return np.concatenate([wr[wc >= 0], cr[cc >= 0]]), np.concatenate([wc[wc >= 0], cc[cc >= 0]])
+        return row, buckets, n_word
 
     def _weigh(self, rows: np.ndarray, cols: np.ndarray, data: np.ndarray) -> np.ndarray:
         """Counts -> sublinear tf * idf, each block L2-normalised per row."""
