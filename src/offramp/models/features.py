@@ -97,11 +97,6 @@ def _mix(h: np.ndarray, salt: int) -> np.ndarray:
 
 
 class NgramFeaturizer:
-    word_buckets_: np.ndarray
-    char_buckets_: np.ndarray
-    word_idf_: np.ndarray
-    char_idf_: np.ndarray
-    _plan: np.ndarray | None
     """TF-IDF over hashed word n-grams and character n-grams.
 
     Parameters
@@ -119,6 +114,12 @@ class NgramFeaturizer:
     >>> f.transform(["reset pin"]).shape[0]
     1
     """
+
+    word_buckets_: np.ndarray
+    char_buckets_: np.ndarray
+    word_idf_: np.ndarray
+    char_idf_: np.ndarray
+    _plan: np.ndarray | None
 
     def __init__(self, word_ngrams=(1, 2), char_ngrams=(1, 4), min_df: int = 2, hash_bits: int = 21):
         self.word_ngrams = tuple(word_ngrams) if word_ngrams else None

@@ -191,16 +191,16 @@ class StackedLinear(TfidfLinear):
         return label, float(p[i]), p
 
     def _near_enough(self, e: np.ndarray, k: int, confidence: float) -> bool:
-        """Whether confidence + weight x nearness reaches the threshold, reading as little of the
-        memory as it can: the top class's own vectors first (they usually settle it), then the rest
-        in blocks small enough for one core (BLAS threads here would fight the encoder's)."""
-        assert self.memory_ is not None and self.memory_offsets_ is not None and self.reject_threshold_ is not None
-        need = (self.reject_threshold_ - confidence) / self.reject_familiarity_weight_
+        """Whether the "don't know" rule (:meth:`rejects`) lets the answer stand with some training
+        vector's similarity, reading as little of the memory as it can: the top class's own vectors
+        first (they usually settle it), then the rest in blocks small enough for one core (BLAS
+        threads here would fight the encoder's). The same answer as the rule with the nearest vector."""
+        assert self.memory_ is not None and self.memory_offsets_ is not None
         lo, hi = int(self.memory_offsets_[k]), int(self.memory_offsets_[k + 1])
-        if hi > lo and float((self.memory_[lo:hi] @ e).max()) >= need:
+        if hi > lo and not self.rejects(confidence, float((self.memory_[lo:hi] @ e).max())):
             return True
         for a in range(0, len(self.memory_), _ONE_CORE_ROWS):
-            if float((self.memory_[a : a + _ONE_CORE_ROWS] @ e).max()) >= need:
+            if not self.rejects(confidence, float((self.memory_[a : a + _ONE_CORE_ROWS] @ e).max())):
                 return True
         return False
 

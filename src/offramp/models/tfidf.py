@@ -62,7 +62,7 @@ class TfidfLinear(TextClassifier):
     -------
     >>> m = TfidfLinear(min_df=1).fit(["reset my pin", "thank you", "pin reset please", "thanks!"],
     ...                              ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"])
-    >>> m.predict(["how do I reset my pin"])[0]
+    >>> str(m.predict(["how do I reset my pin"])[0])
     'SUPPORT'
     """
 

@@ -201,7 +201,7 @@ def train(
     >>> texts = ["reset my pin", "thanks a lot", "how do I reset the pin", "thank you!"] * 5
     >>> labels = ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"] * 5
     >>> model, report = train(texts, labels, quality="fast", time_limit=None)
-    >>> model.predict(["pin reset please"])[0]
+    >>> str(model.predict(["pin reset please"])[0])
     'SUPPORT'
     """
     ds = texts if isinstance(texts, Dataset) else _as_dataset((texts, labels), "<memory>")
