@@ -44,7 +44,7 @@ def demo(
     from offramp.pipeline.demo import write_demo_pipeline
     from offramp.teacher.label import TaskSpec, make_labeller
 
-    limit = parse_time_limit(time_limit) if time_limit is not None else None
+    limit = parse_time_limit(time_limit) if time_limit is not None else None  # default: no limit
     if (llm is None) != (base_url is None):
         raise UsageError("--llm and --base-url go together", "give both to rerun the LLM column live, or neither")
     t0 = time.perf_counter()

@@ -20,19 +20,13 @@ TIME_LIMIT_HELP = (
 )
 
 
-def parse_time_limit(value: str | None) -> float | str | None:
-    """--time-limit as the library takes it: "auto" when not given, None for 'none', else seconds."""
-    if value is None:
-        return "auto"
-    if value.strip().lower() == "none":
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise UsageError(f"--time-limit must be a number of seconds or 'none', got {value!r}") from None
-    if not seconds > 0 or seconds == float("inf"):
-        raise UsageError(f"--time-limit must be greater than zero, got {value}")
-    return seconds
+def parse_time_limit(value: str | None) -> str:
+    """--time-limit as the library takes it ("auto" when not given), checked now rather than after
+    the data is read."""
+    from offramp.models.training import resolve_time_limit
+
+    resolve_time_limit(value or "auto", "fast")
+    return value or "auto"
 
 
 def candidates_table(report: Any) -> Table:

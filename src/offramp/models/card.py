@@ -95,7 +95,8 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         lines += [
             "",
             f"Skipped to keep within the time limit: {', '.join(skipped)}. Train with no time limit "
-            "(`--time-limit none`) to try every candidate; the choice then depends only on the data and the seed.",
+            "(`time_limit=None`; on the command line `--time-limit none`) to try every candidate; the choice then "
+            "depends only on the data and the seed.",
         ]
     lines += [
         "",

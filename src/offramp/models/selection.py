@@ -126,7 +126,7 @@ def accurate_candidates(n_texts: int, seed: int = 0, best: bool = False) -> list
 
 
 def candidates_for(quality: str, n_texts: int, seed: int = 0) -> list[Candidate]:
-    """Search space per --quality: fast = TF-IDF only; balanced and best add the accurate tier."""
+    """Search space per quality: fast = TF-IDF only; balanced and best add the accurate tier."""
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}")
     fast = fast_candidates(n_texts, seed)

@@ -143,7 +143,7 @@ def verify_model_dir(path: str | os.PathLike) -> dict:
     """Check a model directory's manifest and hashes; return the manifest. Raises ModelDirError."""
     path = Path(path)
     if not path.exists():
-        raise ModelDirError(f"model directory {path} does not exist", "train one with: offramp train DATA --out DIR")
+        raise ModelDirError(f"model directory {path} does not exist", "train a model and save it there first")
     if not path.is_dir():
         raise ModelDirError(f"{path} is a file, not a model directory")
     mpath = path / MANIFEST

@@ -107,13 +107,14 @@ def resolve_time_limit(time_limit: float | str | None, quality: str) -> float | 
     """Seconds for the search: "auto" is the quality's default, None (or "none") means no limit."""
     if time_limit is None or (isinstance(time_limit, str) and time_limit.lower() == "none"):
         return None
-    if isinstance(time_limit, str):
-        if time_limit.lower() != "auto":
-            raise UsageError(
-                f"the time limit must be a number of seconds, 'auto' or 'none'; got {time_limit!r}", param="time_limit"
-            )
+    if isinstance(time_limit, str) and time_limit.strip().lower() == "auto":
         return DEFAULT_TIME_LIMITS[quality]
-    value = float(time_limit)
+    try:
+        value = float(time_limit)
+    except ValueError:
+        raise UsageError(
+            f"the time limit must be a number of seconds, 'auto' or 'none'; got {time_limit!r}", param="time_limit"
+        ) from None
     if not value > 0 or value == float("inf"):
         raise UsageError(f"the time limit must be a positive number of seconds, got {time_limit}", param="time_limit")
     return value
