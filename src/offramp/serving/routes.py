@@ -23,8 +23,11 @@ def service_of(request: Request) -> ClassificationService:
     return service
 
 
-def authorize(request: Request) -> str:
-    """Router dependency: the API key (when keys are configured) and the per-client rate limit."""
+async def authorize(request: Request) -> str:
+    """Router dependency: the API key (when keys are configured) and the per-client rate limit.
+
+    ``async`` so that it runs on the event loop: the check is microseconds of work, and a
+    synchronous dependency would cost a thread-pool hop on every request."""
     return service_of(request).authorize(
         request.headers.get("authorization", ""), request.client.host if request.client else None
     )

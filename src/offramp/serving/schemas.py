@@ -8,6 +8,7 @@ from typing import Any, Optional, TypeVar, Union
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from offramp.serving.errors import ApiError
 
@@ -71,8 +72,14 @@ async def read_body(request: Request, model: type[B]) -> B:
     Routes read their own bodies (rather than declaring them as FastAPI parameters) so that no
     dependency is solved per request on the hot path; :func:`body_schema` keeps /docs complete.
     """
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # the client left before sending its body: nobody to answer, nothing went wrong here
+        raise ApiError(
+            499, "client_closed_request", "the client closed the connection before its body arrived"
+        ) from None
     try:  # the standard parser (as FastAPI's): it accepts the lone surrogates JSON escapes allow
-        data = json.loads(await request.body())
+        data = json.loads(raw)
     except ValueError as e:
         raise ApiError(422, "invalid_request", f"the body is not valid JSON ({e})") from None
     except RecursionError:
