@@ -106,7 +106,13 @@ def test_train_bad_data_exit_2(tmp_path):
     (tmp_path / "latin.csv").write_bytes("text,label\nna\xefve,A\nb,B\n".encode("latin-1"))
     assert_clean_error(run_cli("train", str(tmp_path / "latin.csv"), "--out", out), 2, "not UTF-8")
     p = write_csv(tmp_path / "ok.csv", [("a", "X"), ("b", "X"), ("c", "Y"), ("d", "Y")])
-    assert_clean_error(run_cli("train", str(p), "--out", out, "--time-limit", "0"), 2, "--time-limit must be greater")
+    assert_clean_error(
+        run_cli("train", str(p), "--out", out, "--time-limit", "0"),
+        2,
+        "time limit must be a positive number",
+        "--time-limit",
+    )
+    assert_clean_error(run_cli("train", str(p), "--out", out, "--time-limit", "soon"), 2, "'auto' or 'none'")
     assert_clean_error(run_cli("train", str(p)), 2, "--out")  # missing required option: click's usage error
     (tmp_path / "a-file").write_text("x")  # a bad --out is refused before any training, in one line
     assert_clean_error(run_cli("train", str(p), "--out", str(tmp_path / "a-file")), 2, "is a file, not a directory")

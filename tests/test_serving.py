@@ -203,7 +203,7 @@ def test_hot_reload_keeps_serving(fast_model, inbox_sample, tmp_path):
         time.sleep(0.3)
         r = run_cli("train", str(inbox_sample[0]), "--out", str(d), "--quality", "fast", "--seed", "5", "--quiet")
         assert r.returncode == 0, r.stderr
-        rr = httpx.post(s.url + "/v1/admin/reload")
+        rr = httpx.post(s.url + "/v1/admin/reload", json={})
         time.sleep(0.3)
         stop.set()
         t.join()
@@ -213,8 +213,9 @@ def test_hot_reload_keeps_serving(fast_model, inbox_sample, tmp_path):
         assert codes and set(codes) == {200}, set(codes)
         # a broken new version is refused; the old one keeps answering
         (d / "arrays.npz").write_bytes(b"garbage")
-        rr = httpx.post(s.url + "/v1/admin/reload")
+        rr = httpx.post(s.url + "/v1/admin/reload", json={})
         assert rr.status_code == 409 and "previous one keeps serving" in rr.json()["error"]["message"]
+        assert str(d) not in rr.text and str(tmp_path) not in rr.text  # no server paths in the answer
         assert httpx.post(s.url + "/v1/classify", json={"text": "thanks"}).status_code == 200
     finally:
         s.stop()
@@ -308,3 +309,42 @@ def test_a_flag_beats_the_pipeline_file(fast_model, tmp_path):
     finally:
         s.stop()
     assert (tmp_path / "from-yaml.sqlite").exists()
+
+
+def test_cross_site_requests_forwarded_addresses_and_locked_endpoints(fast_model, tmp_path):
+    """Bodies a browser may send across sites without asking (text/plain, forms, none) are refused
+    with 415; X-Forwarded-For does not reset a client's rate limit; with API keys, readiness,
+    metrics and the OpenAPI schema need a key unless --public-endpoints opens them."""
+    s = Server(fast_model)
+    try:
+        body = '{"text": "thanks"}'
+        for headers in ({"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}, {}):
+            r = httpx.post(s.url + "/v1/classify", content=body, headers=headers)
+            assert r.status_code == 415 and r.json()["error"]["type"] == "unsupported_media_type", r.text
+        r = httpx.post(s.url + "/v1/admin/reload")
+        assert r.status_code == 415
+    finally:
+        s.stop()
+    s = Server(fast_model, "--rate-limit", "3")
+    try:
+        codes = [
+            httpx.post(
+                s.url + "/v1/classify", json={"text": "hi"}, headers={"X-Forwarded-For": f"10.0.0.{i}"}
+            ).status_code
+            for i in range(4)
+        ]
+        assert codes[:3] == [200, 200, 200] and codes[3] == 429, codes  # the real client is counted, whatever it claims
+    finally:
+        s.stop()
+    keys = tmp_path / "keys.txt"
+    keys.write_text(run_cli("hash-key", KEY).stdout)
+    for extra, opened in (([], False), (["--public-endpoints"], True)):
+        s = Server(fast_model, "--api-keys", str(keys), *extra)
+        try:
+            assert httpx.get(s.url + "/healthz").status_code == 200  # probes stay open
+            for path in ("/readyz", "/metrics"):
+                assert httpx.get(s.url + path).status_code == (200 if opened else 401), path
+                assert httpx.get(s.url + path, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+            assert httpx.get(s.url + "/openapi.json").status_code == (200 if opened else 404)
+        finally:
+            s.stop()

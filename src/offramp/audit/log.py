@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from offramp.errors import DataError, UsageError
+from offramp.formats import csv_safe
 
 KEY_ENV = "OFFRAMP_AUDIT_KEY"
 GENESIS = "0" * 64
@@ -292,5 +293,5 @@ def export(log: AuditLog, out: Path) -> dict:
             if w is None:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             else:
-                w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in rec.items()})
+                w.writerow({k: csv_safe(json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in rec.items()})
     return {"requests": requests, "left_machine": left, "routes": routes, "endpoints": endpoints, "pii_found": pii}

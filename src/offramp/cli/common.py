@@ -34,6 +34,11 @@ LOGPROBS = typer.Option(
     "--logprobs/--no-logprobs",
     help="Ask for token logprobs and report the answer's probability as its confidence (skipped if the server refuses them).",
 )
+RAW_CSV = typer.Option(
+    False,
+    "--raw-csv",
+    help="Write CSV/TSV cells as they are (by default text starting with = + - @ gets a leading ' so spreadsheets do not run it).",
+)
 MAX_CHARS = typer.Option(20_000, "--max-chars", min=1, help="Texts longer than this are cut (with a warning).")
 
 # the library names the parameter an error is about; the CLI names its option

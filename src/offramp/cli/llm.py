@@ -17,6 +17,7 @@ from offramp.cli.common import (
     MAX_CHARS,
     PRICE_MODEL,
     QUIET,
+    RAW_CSV,
     TEXT_COL,
     err,
     out,
@@ -79,6 +80,7 @@ def label(
     logprobs: bool = LOGPROBS,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the token and dollar estimate; send nothing."),
     max_chars: int = MAX_CHARS,
+    raw_csv: bool = RAW_CSV,
     quiet: bool = QUIET,
 ) -> None:
     """Label texts with an LLM teacher: constrained answers, cached (re-runs send nothing twice), costed."""
@@ -129,7 +131,7 @@ def label(
         }
         for o in run.outcomes
     ]
-    write_records(out_file, rows)
+    write_records(out_file, rows, raw=raw_csv)
     unlabelled = sum(1 for r in rows if r["status"] == "unlabelled")
     real = "unknown (no price-table row)" if run.cost_usd is None else f"${run.cost_usd:.4f}"
     out.print(
@@ -162,6 +164,7 @@ def eval_llm(
         help="Characters of each text sent to the LLM (longer texts are cut for the LLM only; they are scored whole).",
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    raw_csv: bool = RAW_CSV,
     quiet: bool = QUIET,
 ) -> None:
     """Measure the LLM on a labelled test set: the same metrics as 'offramp eval', cost from real usage."""
@@ -185,7 +188,7 @@ def eval_llm(
     )
     res, rows = ask_llm(ds, spec, labeller, llm, price_model, send_chars, concurrency, quiet)
     if predictions:
-        write_records(predictions, rows, param="predictions")
+        write_records(predictions, rows, param="predictions", raw=raw_csv)
     if as_json:
         print(json.dumps(res.to_dict()))
         return
@@ -209,6 +212,7 @@ def import_logs_cmd(
     labels: Optional[str] = typer.Option(
         None, "--labels", help="Comma-separated label set; replies naming none are skipped."
     ),
+    raw_csv: bool = RAW_CSV,
 ) -> None:
     """Turn an LLM's production logs into a training file (text,label), counting what was skipped and why."""
     from offramp.data.io import write_records
@@ -224,7 +228,7 @@ def import_logs_cmd(
         raise UsageError(
             f"no usable rows in {log_file} ({res.lines} lines read)", "check --role, --index and --label-field"
         )
-    write_records(out_file, [{"text": t, "label": lab} for t, lab in res.rows])
+    write_records(out_file, [{"text": t, "label": lab} for t, lab in res.rows], raw=raw_csv)
     out.print(
         f"wrote {len(res.rows)} rows to {out_file} from {res.lines} log lines ({sum(res.skipped.values())} skipped)"
     )

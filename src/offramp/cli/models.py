@@ -10,7 +10,18 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
-from offramp.cli.common import LABEL_COL, MAX_CHARS, QUIET, TEXT_COL, info, out, print_side_by_side, status, warn
+from offramp.cli.common import (
+    LABEL_COL,
+    MAX_CHARS,
+    QUIET,
+    RAW_CSV,
+    TEXT_COL,
+    info,
+    out,
+    print_side_by_side,
+    status,
+    warn,
+)
 from offramp.errors import UsageError
 
 TIME_LIMIT_HELP = (
@@ -189,20 +200,28 @@ def predict(
         None, help="Texts to classify (or use --input, or pipe lines on stdin)."
     ),
     input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="File of texts (CSV, TSV, JSONL, Parquet)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here instead of stdout."),
+    output: Optional[Path] = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Write the predictions here (.jsonl, .csv or .tsv) instead of JSON lines on stdout.",
+    ),
     text_col: str = TEXT_COL,
     top: int = typer.Option(3, "--top", min=1, help="How many class scores to include per text."),
     max_chars: int = MAX_CHARS,
+    raw_csv: bool = RAW_CSV,
     quiet: bool = QUIET,
 ) -> None:
-    """Classify texts; one JSON line each with label, confidence and the top scores."""
-    from offramp.data.io import read_dataset
+    """Classify texts; one record each with label, confidence and the top scores."""
+    from offramp.data.io import RecordWriter, read_dataset
     from offramp.data.text import clean_text
     from offramp.models.predict import prediction_records
     from offramp.models.store import load_model
 
     if texts and input_file:
         raise UsageError("give texts as arguments or --input FILE, not both")
+    if output is not None and output.suffix.lower() not in (".jsonl", ".csv", ".tsv"):
+        raise UsageError(f"--output {output} must end in .jsonl, .csv or .tsv")
     model = load_model(model_dir)
     warnings: list[str] = []
     if input_file:
@@ -222,15 +241,18 @@ def predict(
         items = [t[:max_chars] for t in items]
         warnings.append(f"{cut} texts longer than {max_chars} characters were cut to {max_chars}")
     warn(warnings)
-    sink = open(output, "w", encoding="utf-8") if output else sys.stdout
+    sink = RecordWriter(output, "output", raw_csv) if output else None
     try:
         with status(f"classifying {len(items)} texts", quiet or len(items) < 4096) as say:
             for i, rec in enumerate(prediction_records(model, items, top), start=1):
-                sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                if sink is None:
+                    sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                else:
+                    sink.write(rec)
                 if i % 4096 == 0:
                     say(f"classified {i} of {len(items)}")
     finally:
-        if output:
+        if sink is not None:
             sink.close()
     if output:
         info(f"wrote {len(items)} predictions to {output}", quiet)

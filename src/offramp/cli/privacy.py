@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from offramp.cli.common import QUIET, err, out, status
+from offramp.cli.common import QUIET, RAW_CSV, err, out, status
 from offramp.errors import DataError, UsageError
 
 audit_app = typer.Typer(help="Check and export the audit log.", no_args_is_help=True)
@@ -32,6 +32,7 @@ def mask(
         "--conversation-col",
         help="Column naming the conversation: the same value gets the same pseudonym within it.",
     ),
+    raw_csv: bool = RAW_CSV,
     quiet: bool = QUIET,
 ) -> None:
     """Mask personal data in a dataset before it is shared: e-mails, phones, cards, IBANs, IPs, IDs, names."""
@@ -65,7 +66,7 @@ def mask(
         masked_rows, counts = mask_records(
             rows, cols, guard, conversation_col, on_progress=lambda i, n: say(f"masked {i} of {n} rows")
         )
-    write_records(out_file, masked_rows)
+    write_records(out_file, masked_rows, raw=raw_csv)
     found = ", ".join(f"{k} {v}" for k, v in counts.most_common()) or "none"
     out.print(f"wrote {len(masked_rows)} rows to {out_file}; personal data replaced ({operator}): {found}")
 

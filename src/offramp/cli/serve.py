@@ -51,6 +51,11 @@ def serve(
     audit: Optional[Path] = typer.Option(
         None, "--audit", help="Hash-chained audit log (SQLite), one record per message (beats the pipeline's 'audit:')."
     ),
+    public_endpoints: Optional[bool] = typer.Option(
+        None,
+        "--public-endpoints",
+        help="With --api-keys, let anyone read /readyz, /metrics and /docs (by default they need a key too).",
+    ),
     offline: Optional[bool] = typer.Option(
         None,
         "--offline/--online",
@@ -77,6 +82,7 @@ def serve(
         "rate_limit": rate_limit,
         "llm_price_model": llm_price_model,
         "api_keys": api_keys,
+        "public_endpoints": public_endpoints,
     }
     settings = Settings.resolve(model_dir, flags)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -89,7 +95,8 @@ def serve(
 
     gc.collect()
     gc.freeze()
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    # X-Forwarded-For is not trusted (uvicorn would from 127.0.0.1): a client could reset its own rate limit
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
 
 
 def hash_key_cmd(key: str = typer.Argument(..., help="An API key to accept.")) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from offramp.data.text import clean_text
 from offramp.errors import DataError, UsageError
+from offramp.formats import csv_safe
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 DEFAULT_MAX_CHARS = 20_000
@@ -263,20 +264,48 @@ def read_dataset(
 WRITABLE = (".csv", ".tsv", ".jsonl")
 
 
-def write_records(path: str | os.PathLike, rows: list[dict], param: str = "out") -> None:
-    """Write rows (dicts with the same keys) as CSV, TSV or JSONL, chosen by the extension."""
-    import csv
-    import json
+def write_records(path: str | os.PathLike, rows: list[dict], param: str = "out", raw: bool = False) -> None:
+    """Write rows (dicts with the same keys) as CSV, TSV or JSONL, chosen by the extension.
 
-    path = Path(path)
-    kind = path.suffix.lower()
-    if kind not in WRITABLE:
-        raise UsageError(f"{path} must end in {', '.join(WRITABLE)}", param=param)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        if kind == ".jsonl":
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    In CSV and TSV, lists and mappings are written as JSON, and text that a spreadsheet would run
+    as a formula is neutralised (:func:`offramp.formats.csv_safe`) unless ``raw``."""
+    with RecordWriter(path, param, raw) as w:
+        if not rows and w.kind != ".jsonl":
+            w._f.write("\n")
+        for r in rows:
+            w.write(r)
+
+
+class RecordWriter:
+    """Rows written one at a time as CSV, TSV or JSONL (by the extension): for outputs too big to
+    hold. CSV/TSV cells follow :func:`write_records`' rules (JSON for lists and mappings, formulas
+    neutralised unless ``raw``); the header comes from the first row."""
+
+    def __init__(self, path: str | os.PathLike, param: str = "out", raw: bool = False):
+        self.path = Path(path)
+        self.kind = self.path.suffix.lower()
+        if self.kind not in WRITABLE:
+            raise UsageError(f"{self.path} must end in {', '.join(WRITABLE)}", param=param)
+        self.raw = raw
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "w", newline="", encoding="utf-8")
+        self._csv: csv.DictWriter | None = None
+
+    def write(self, row: dict) -> None:
+        if self.kind == ".jsonl":
+            self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
             return
-        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [], delimiter="\t" if kind == ".tsv" else ",")
-        w.writeheader()
-        w.writerows(rows)
+        if self._csv is None:
+            self._csv = csv.DictWriter(self._f, fieldnames=list(row), delimiter="\t" if self.kind == ".tsv" else ",")
+            self._csv.writeheader()
+        cells = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v for k, v in row.items()}
+        self._csv.writerow(cells if self.raw else {k: csv_safe(v) for k, v in cells.items()})
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -17,6 +17,7 @@ from offramp.data.io import Dataset
 from offramp.errors import UsageError
 from offramp.evaluation.evaluate import evaluate
 from offramp.evaluation.results import EvalReport
+from offramp.formats import markdown_cell
 from offramp.models.base import TextClassifier
 from offramp.models.rejection import score_name
 
@@ -269,31 +270,32 @@ def write_report(
     pcr = _per_class_rows(small, llm)
     warnings = list(small.warnings) + [f"LLM: {w}" for w in (llm.warnings if llm else [])]
 
-    # ---- Markdown
+    # ---- Markdown (every cell and line that can hold data-derived text is escaped)
+    def row(cells: Sequence[object]) -> str:
+        return "| " + " | ".join(markdown_cell(c) for c in cells) + " |"
+
     md = [
         f"# {title}",
         "",
-        f"Model `{small.model_dir or ''}` ({small.model}) on `{small.data or ''}` "
+        f"Model {markdown_cell(small.model_dir or '')} ({markdown_cell(small.model)}) on {markdown_cell(small.data or '')} "
         f"({small.n} messages). Written {created}.",
         "",
     ]
     head = ["metric", "small model"] + ([f"LLM ({llm_name})"] if llm else [])
-    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    md += ["| " + " | ".join([r[0], r[1]] + ([r[2] or ""] if llm else [])) + " |" for r in sbs]
+    md += [row(head), "|" + "---|" * len(head)]
+    md += [row([r[0], r[1]] + ([r[2] or ""] if llm else [])) for r in sbs]
     md += ["", "## Per class", ""]
     ph = ["label", "support", "precision", "recall", "F1"] + (["LLM precision", "LLM recall", "LLM F1"] if llm else [])
-    md += ["| " + " | ".join(ph) + " |", "|" + "---|" * len(ph)] + ["| " + " | ".join(r) + " |" for r in pcr]
+    md += [row(ph), "|" + "---|" * len(ph)] + [row(r) for r in pcr]
     labels = small.labels
     md += [
         "",
         "## Confusion matrix (small model; rows: true, columns: predicted)",
         "",
-        "| | " + " | ".join(labels) + " |",
+        row(["", *labels]),
         "|" + "---|" * (len(labels) + 1),
     ]
-    md += [
-        "| " + labels[i] + " | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(small.confusion["matrix"])
-    ]
+    md += [row([labels[i], *counts]) for i, counts in enumerate(small.confusion["matrix"])]
     if small.ece is not None:
         md += ["", f"Expected calibration error of the small model's confidence: {small.ece:.4f}."]
     rej = small.rejection
@@ -301,7 +303,7 @@ def write_report(
         h = rej["held_out"]
         md += [
             "",
-            f"Don't know: {score_name(rej)} under {rej['threshold']:.4f} is answered `{rej['label']}` "
+            f"Don't know: {score_name(rej)} under {rej['threshold']:.4f} is answered {markdown_cell(rej['label'])} "
             f"(target {rej['target']}, fitted on {rej['source']}: in-scope accuracy {h['in_scope_accuracy']:.3f}, "
             f"out-of-scope recall {'—' if h['oos_recall'] is None else format(h['oos_recall'], '.3f')}, "
             f"answered {h['coverage']:.1%}).",
@@ -315,12 +317,20 @@ def write_report(
             "|---|---|---|---|---|",
         ]
         md += [
-            f"| {r.name} | {_fmt(r.usd_per_million, 'usd')} | {_fmt(r.usd_per_month, 'usd')} | {r.wh_per_million:,.1f} | {breakeven_text(r)} |"
+            row(
+                [
+                    r.name,
+                    _fmt(r.usd_per_million, "usd"),
+                    _fmt(r.usd_per_month, "usd"),
+                    f"{r.wh_per_million:,.1f}",
+                    breakeven_text(r),
+                ]
+            )
             for r in costs.rows
         ]
-        md += [""] + [f"- {a}" for a in costs.assumptions]
+        md += [""] + [f"- {markdown_cell(a)}" for a in costs.assumptions]
     if warnings:
-        md += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
+        md += ["", "## Warnings", ""] + [f"- {markdown_cell(w)}" for w in warnings]
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
 
     # ---- HTML

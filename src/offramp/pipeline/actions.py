@@ -185,9 +185,14 @@ def build_action(
         return Refuse(str(spec.get("template", Refuse.template)))
     if kind == "answer_from_docs":
         ms = spec.get("min_score")
-        return AnswerFromDocs(
-            base / str(spec.get("docs", "docs")), float(ms) if ms is not None else None, str(spec.get("method", "auto"))
-        )
+        docs = str(spec.get("docs", "docs"))
+        folder = (base / docs).resolve()
+        if not folder.is_relative_to(base.resolve()):  # its passages are sent to clients
+            raise UsageError(
+                f"answer_from_docs: docs {docs!r} points outside the pipeline's directory",
+                "keep the docs folder beside the pipeline file (or below it)",
+            )
+        return AnswerFromDocs(folder, float(ms) if ms is not None else None, str(spec.get("method", "auto")))
     if kind == "forward":
         url = str(spec.get("url", ""))
         if not url.startswith(("http://", "https://")):

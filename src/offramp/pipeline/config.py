@@ -30,7 +30,7 @@ offline: true                     # optional: refuse every host that is not loop
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,12 +44,12 @@ class _Strict(BaseModel):
 
 class FitSpec(_Strict):
     val: str
-    max_llm_share: Optional[float] = None
-    local_precision: Optional[float] = None
+    max_llm_share: Optional[float] = Field(None, ge=0, le=1)
+    local_precision: Optional[float] = Field(None, gt=0, le=1)
 
 
 class RoutingSpec(_Strict):
-    thresholds: Optional[Dict[str, float]] = None
+    thresholds: Optional[Dict[str, Annotated[float, Field(ge=0, le=1.01)]]] = None
     fit: Optional[FitSpec] = None
 
 
@@ -57,10 +57,10 @@ class LLMSpec(_Strict):
     base_url: str
     model: str
     api_key_env: Optional[str] = "OPENAI_API_KEY"
-    timeout_s: float = 5.0
-    max_retries: int = 1
-    failure_threshold: int = 3
-    reset_after_s: float = 30.0
+    timeout_s: float = Field(5.0, gt=0)
+    max_retries: int = Field(1, ge=0, le=10)
+    failure_threshold: int = Field(3, ge=1)
+    reset_after_s: float = Field(30.0, ge=0)
     descriptions: Dict[str, str] = {}
 
 
@@ -74,7 +74,7 @@ class PrivacySpec(_Strict):
     enabled: bool = True
     operator: str = "placeholder"
     entities: Optional[List[str]] = None
-    threshold: float = 0.5
+    threshold: float = Field(0.5, ge=0, le=1)
     language: str = "en"
     ner: bool = False
     spacy_model: Optional[str] = None

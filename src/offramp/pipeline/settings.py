@@ -17,6 +17,7 @@ egress_guard       egress_guard          OFFRAMP_EGRESS_GUARD      remote
 rate_limit         —                     OFFRAMP_RATE_LIMIT        600 a minute
 llm_price_model    —                     OFFRAMP_LLM_PRICE_MODEL   gpt-4o-mini
 api_keys           —                     OFFRAMP_API_KEYS          none
+public_endpoints   —                     OFFRAMP_PUBLIC_ENDPOINTS  false
 =================  ====================  ========================  =============
 
 Paths in the YAML are relative to the YAML file; paths from flags or the environment to the
@@ -83,6 +84,7 @@ _TABLE: dict[str, tuple[Callable[[PipelineSpec], Any] | None, str, Callable[[str
     "rate_limit": (None, "OFFRAMP_RATE_LIMIT", _positive_float("OFFRAMP_RATE_LIMIT"), 600.0),
     "llm_price_model": (None, "OFFRAMP_LLM_PRICE_MODEL", str, "gpt-4o-mini"),
     "api_keys": (None, "OFFRAMP_API_KEYS", Path, None),
+    "public_endpoints": (None, "OFFRAMP_PUBLIC_ENDPOINTS", env_flag, False),
 }
 
 
@@ -101,6 +103,7 @@ class Settings:
     rate_limit: float
     llm_price_model: str
     api_keys: Path | None
+    public_endpoints: bool  # with API keys: /readyz, /metrics and the OpenAPI docs open to anyone
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property

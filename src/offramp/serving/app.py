@@ -35,7 +35,12 @@ def create_app(
     against the pipeline file as it is then.
     """
     service = ClassificationService(settings, flags, env)
+    # with API keys the schema and docs are not served to anyone who asks (unless the settings open them)
+    locked = settings.api_keys is not None and not settings.public_endpoints
     app = FastAPI(
+        docs_url=None if locked else "/docs",
+        redoc_url=None if locked else "/redoc",
+        openapi_url=None if locked else "/openapi.json",
         title="offramp",
         version=__version__,
         description="A small local model in place of an LLM, for one text-classification task.",

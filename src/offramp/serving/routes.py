@@ -8,6 +8,7 @@ metrics are not.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 
 from offramp.serving.errors import ApiError
-from offramp.serving.schemas import ChatRequest, ClassifyRequest, body_schema, read_body
+from offramp.serving.schemas import ChatRequest, ClassifyRequest, body_schema, read_body, require_json
 from offramp.serving.service import ClassificationService
 
 
@@ -53,6 +54,7 @@ class AuthorizedRoute(APIRoute):
 
 
 protected = APIRouter(route_class=AuthorizedRoute)
+log = logging.getLogger("offramp.serving")
 open_routes = APIRouter()
 
 
@@ -96,13 +98,16 @@ def reload(request: Request) -> dict[str, Any]:
     """Build the cascade again (e.g. after `offramp train --out` wrote a new version); requests
     already running finish on the old one."""
     service = service_of(request)
+    require_json(request)
     try:
         info = service.reload()
     except Exception as e:  # the old model keeps serving
         service.metrics.inc("offramp_model_reloads_total", outcome="failed")
-        message = getattr(e, "message", str(e))
+        log.warning("reload failed: %s", getattr(e, "message", e))  # the details (paths) stay in the server's log
         raise ApiError(
-            409, "reload_failed", f"the new model was not loaded ({message}); the previous one keeps serving"
+            409,
+            "reload_failed",
+            f"the new model was not loaded ({type(e).__name__}; the server's log says why); the previous one keeps serving",
         ) from None
     service.metrics.inc("offramp_model_reloads_total", outcome="ok")
     return {"status": "reloaded", **info}
@@ -113,11 +118,20 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def authorize_operational(request: Request) -> None:
+    """With API keys, readiness, metrics (and the docs) need a key too, unless the settings open them."""
+    service = service_of(request)
+    if service.key_hashes and not service.settings.public_endpoints:
+        authorize(request)
+
+
 @open_routes.get("/readyz")
 def readyz(request: Request) -> dict[str, Any]:
+    authorize_operational(request)
     return {"status": "ready", **service_of(request).info}
 
 
 @open_routes.get("/metrics", response_class=PlainTextResponse)
 def prometheus(request: Request) -> PlainTextResponse:
+    authorize_operational(request)
     return PlainTextResponse(service_of(request).metrics.render(), media_type="text/plain; version=0.0.4")

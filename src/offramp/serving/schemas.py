@@ -66,12 +66,26 @@ def body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
+def require_json(request: Request) -> None:
+    """A 415 unless the request says its body is JSON. Browsers send form and text/plain bodies
+    (and bodiless posts) across sites without asking first; a JSON content type they do not, so
+    this keeps another site's page from classifying, writing audit records or reloading the model."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the request with Content-Type: application/json (got {kind or 'none'})",
+        )
+
+
 async def read_body(request: Request, model: type[B]) -> B:
     """The request's JSON body as ``model``; anything else is a 422 that says what is wrong.
 
     Routes read their own bodies (rather than declaring them as FastAPI parameters) so that no
     dependency is solved per request on the hot path; :func:`body_schema` keeps /docs complete.
     """
+    require_json(request)
     try:
         raw = await request.body()
     except ClientDisconnect:  # the client left before sending its body: nobody to answer, nothing went wrong here

@@ -1,0 +1,91 @@
+"""Defects found by probing, each kept found: spreadsheet formulas in CSV outputs, HTML and table
+breaks in report.md, pipeline values out of range, a docs folder outside the pipeline's directory."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from offramp.errors import UsageError
+
+from helpers import run_cli, write_csv
+
+FORMULAS = ['=HYPERLINK("http://evil","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+
+
+def test_csv_outputs_neutralise_formulas(tmp_path, fast_model):
+    from offramp.data.io import write_records
+
+    rows = [{"text": f, "n": i} for i, f in enumerate(FORMULAS)] + [{"text": "thanks - really", "n": 9}]
+    write_records(tmp_path / "a.csv", rows)
+    got = [r["text"] for r in csv.DictReader(open(tmp_path / "a.csv", encoding="utf-8", newline=""))]
+    assert got == ["'" + f for f in FORMULAS] + ["thanks - really"]
+    write_records(tmp_path / "raw.csv", rows, raw=True)  # asked for: left as it is
+    assert [r["text"] for r in csv.DictReader(open(tmp_path / "raw.csv", encoding="utf-8", newline=""))] == FORMULAS + [
+        "thanks - really"
+    ]
+    # through the commands: mask and predict --output x.csv (which writes CSV, not JSON lines)
+    data = write_csv(tmp_path / "d.csv", [(f, "OTHER") for f in FORMULAS[:4]])
+    r = run_cli("mask", str(data), "--out", str(tmp_path / "m.csv"))
+    assert r.returncode == 0, r.stderr
+    assert all(
+        row["text"].startswith("'") for row in csv.DictReader(open(tmp_path / "m.csv", encoding="utf-8", newline=""))
+    )
+    r = run_cli("predict", str(fast_model), "--input", str(data), "--output", str(tmp_path / "p.csv"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8", newline="")))
+    assert len(rows) == 4 and all(row["text"].startswith("'") for row in rows)
+    assert json.loads(rows[0]["top"])[0]["label"]  # nested values as JSON
+    r = run_cli("predict", str(fast_model), "--input", str(data), "--output", str(tmp_path / "p.txt"))
+    assert r.returncode == 2 and "must end in .jsonl, .csv or .tsv" in r.stderr
+
+
+def test_report_markdown_escapes_html_and_table_breaks(tmp_path, fast_model):
+    test = write_csv(
+        tmp_path / "t.csv",
+        [("hello there", "<script>alert(1)</script>"), ("thanks a lot", "A|B"), ("how do I reset my pin", "SUPPORT")],
+    )
+    r = run_cli("report", str(fast_model), str(test), "--out", str(tmp_path / "r.html"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    assert "A\\|B" in md and "| A|B |" not in md
+    assert "<script>" not in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "section,needle",
+    [
+        ("routing: {fit: {val: v.csv, max_llm_share: -0.5}}", "greater than or equal to 0"),
+        ("routing: {fit: {val: v.csv, local_precision: 1.5}}", "less than or equal to 1"),
+        ("routing: {thresholds: {'*': -1}}", "greater than or equal to 0"),
+        ("llm: {base_url: 'http://127.0.0.1:1/v1', model: m, timeout_s: 0}", "greater than 0"),
+        ("privacy: {threshold: 2}", "less than or equal to 1"),
+    ],
+)
+def test_pipeline_values_out_of_range_are_refused(tmp_path, section, needle):
+    from offramp.pipeline.config import read_pipeline
+
+    p = tmp_path / "p.yaml"
+    p.write_text(f"model: m\n{section}\n")
+    with pytest.raises(UsageError, match=needle):
+        read_pipeline(p)
+
+
+def test_docs_folder_must_be_inside_the_pipeline_directory(tmp_path, fast_model):
+    from offramp.pipeline.builder import build
+    from offramp.pipeline.settings import Settings
+
+    site = tmp_path / "site"
+    shutil.copytree(fast_model, site / "model")
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "notes.md").write_text("# private\nnot for clients\n")
+    p = site / "p.yaml"
+    p.write_text("model: model\nactions: {SUPPORT: {type: answer_from_docs, docs: ../secret}}\n")
+    with pytest.raises(UsageError, match="outside the pipeline's directory"):
+        build(Settings.resolve(p, env={}))
+    (site / "docs").mkdir()
+    (site / "docs" / "pin.md").write_text("# PIN\nReset it in the app.\n")
+    p.write_text("model: model\nactions: {SUPPORT: {type: answer_from_docs, docs: docs, method: tfidf}}\n")
+    assert build(Settings.resolve(p, env={})).cascade.actions["SUPPORT"]
