@@ -89,3 +89,71 @@ def test_docs_folder_must_be_inside_the_pipeline_directory(tmp_path, fast_model)
     (site / "docs" / "pin.md").write_text("# PIN\nReset it in the app.\n")
     p.write_text("model: model\nactions: {SUPPORT: {type: answer_from_docs, docs: docs, method: tfidf}}\n")
     assert build(Settings.resolve(p, env={})).cascade.actions["SUPPORT"]
+
+
+def test_train_out_never_deletes_what_is_not_a_model(tmp_path, inbox_sample):
+    proj = tmp_path / "proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "manifest.json").write_text("{}")
+    (proj / "model.json").write_text("{}")
+    (proj / "src" / "important.txt").write_text("x")
+    r = run_cli("train", str(inbox_sample[0]), "--out", str(proj), "--quality", "fast", "--quiet")
+    assert r.returncode == 2 and "not an offramp model directory" in r.stderr, r.stderr
+    assert (proj / "src" / "important.txt").read_text() == "x"
+
+
+def _small_model(seed=0):
+    from offramp.models.tfidf import TfidfLinear
+
+    texts = ["reset my pin", "thanks a lot", "how do I reset the pin", "thank you!", "pin help", "cheers"] * 3
+    labels = ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"] * 3
+    return TfidfLinear(min_df=1, C=0.5 + seed).fit(texts, labels)
+
+
+def test_files_added_to_a_model_directory_are_never_deleted_silently(tmp_path):
+    from offramp.errors import ModelDirError
+
+    d = tmp_path / "m"
+    _small_model().save(d)
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(ModelDirError, match="not part of the model: notes.txt"):
+        _small_model(1).save(d)
+    assert (d / "notes.txt").read_text() == "mine"
+
+
+SAVER = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_hardening import _small_model
+for i in range({n}):
+    _small_model(i % 3).save({path!r})
+"""
+
+
+def test_readers_see_the_old_or_the_new_model_and_writers_take_turns(tmp_path):
+    """A reader loading while writers replace the directory never finds it missing or mixed;
+    concurrent writers all succeed, one at a time, and leave nothing hidden beside it."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from offramp.models.store import load_model, verify_model_dir
+
+    d = tmp_path / "m"
+    _small_model().save(d)
+    (tmp_path / ".m.old.leftover").mkdir()  # what a writer killed between its two renames left
+    code = SAVER.format(tests=str(Path(__file__).parent), n=15, path=str(d))
+    writers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    loads, errors = 0, []
+    while any(w.poll() is None for w in writers):
+        try:
+            assert load_model(d).predict(["reset my pin"])[0] == "SUPPORT"
+            loads += 1
+        except Exception as e:
+            errors.append(repr(e))
+        time.sleep(0.001)
+    assert all(w.returncode == 0 for w in writers), [w.stderr.read() for w in writers]
+    assert loads > 10 and errors == [], errors[:3]
+    verify_model_dir(d)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m"]

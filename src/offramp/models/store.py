@@ -14,15 +14,18 @@ were saved (tampered or damaged), or whose format version this offramp does not 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import hmac
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
@@ -66,12 +69,25 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ModelDirError(f"{path} is a file, not a directory", "give a directory path", param="out")
-    if path.is_dir() and any(path.iterdir()) and not is_model_dir(path):
-        raise ModelDirError(
-            f"{path} already exists and is not an offramp model directory",
-            "choose a new or empty directory so nothing in it is overwritten",
-            param="out",
-        )
+    if path.is_dir() and any(path.iterdir()):
+        # only a directory that verifies as an offramp model may be replaced, and only if it holds
+        # nothing but the model's own files: anything else in it would be deleted with it
+        try:
+            manifest = _settled(path, lambda: verify_model_dir(path, check_key=False))
+        except ModelDirError:
+            raise ModelDirError(
+                f"{path} already exists and is not an offramp model directory (or is a damaged one)",
+                "choose a new or empty directory so nothing in it is overwritten",
+                param="out",
+            ) from None
+        extra = sorted(p.name for p in path.iterdir() if p.name not in manifest["files"] and p.name != MANIFEST)
+        if extra:
+            shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+            raise ModelDirError(
+                f"{path} holds files that are not part of the model: {shown}; replacing it would delete them",
+                "move them elsewhere, or choose another directory",
+                param="out",
+            )
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -99,6 +115,20 @@ def save_model(
     search tried) the model card tells the whole story, else it only names the family.
     """
     path = check_output_dir(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(path):  # one writer at a time; a reader sees the old model or the new one
+        check_output_dir(path)  # again: another writer may have been here meanwhile
+        _write(model, path, metrics, info, extra_arrays)
+    return path
+
+
+def _write(
+    model: TextClassifier,
+    path: Path,
+    metrics: dict[str, Any] | None,
+    info: dict[str, Any] | None,
+    extra_arrays: dict[str, np.ndarray] | None,
+) -> None:
     meta, arrays = model.get_state()
     arrays = {**arrays, **{f"x_{k}": v for k, v in (extra_arrays or {}).items()}}
     doc = {
@@ -110,7 +140,6 @@ def save_model(
         "info": info or {},
         **meta,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         (tmp / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
@@ -125,7 +154,9 @@ def save_model(
         if key:
             manifest["hmac_sha256"] = _signature(files, key)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        if path.exists():
+        if path.exists() and _exchange(tmp, path):  # one atomic swap: readers see old or new
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif path.exists():  # no atomic exchange on this system: two renames
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             old.rmdir()
             path.rename(old)
@@ -133,13 +164,50 @@ def save_model(
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(path)
+        _clean_leftovers(path, keep=tmp)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return path
 
 
-def verify_model_dir(path: str | os.PathLike) -> dict:
+@contextmanager
+def _writer_lock(path: Path) -> Iterator[None]:
+    """Serialises writers of one model directory (an advisory lock on a file beside it)."""
+    import fcntl
+
+    lock = path.parent / f".{path.name}.lock"
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the
+    system cannot."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _clean_leftovers(path: Path, keep: Path) -> None:
+    """Remove what writers killed half-way left beside ``path`` (temporary and replaced copies);
+    called under the writer lock, after a successful save, so no other writer is using them."""
+    for p in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        if p.is_dir() and p != keep:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def verify_model_dir(path: str | os.PathLike, check_key: bool = True) -> dict:
     """Check a model directory's manifest and hashes; return the manifest. Raises ModelDirError."""
     path = Path(path)
     if not path.exists():
@@ -177,7 +245,7 @@ def verify_model_dir(path: str | os.PathLike) -> dict:
     for required in ("model.json", "arrays.npz"):
         if required not in files:
             raise ModelDirError(f"{mpath} does not list {required}", "retrain or restore the directory")
-    key = os.environ.get(KEY_ENV)
+    key = os.environ.get(KEY_ENV) if check_key else None
     if key:
         sig = manifest.get("hmac_sha256")
         if not sig:
@@ -210,8 +278,40 @@ def load_model(path: str | os.PathLike[str]) -> TextClassifier:
 
     The model keeps what training recorded (``training_record_``: the search, the metrics and the
     training-text fingerprints), so evaluating it can warn about test texts seen in training.
+    A writer replacing the directory meanwhile (its manifest changed while reading) makes the
+    reader start again, so it gets the old model or the new one, never a mix.
     """
     path = Path(path)
+    return _settled(path, lambda: _load(path))
+
+
+T = TypeVar("T")
+
+
+def _settled(path: Path, read: Callable[[], T]) -> T:
+    """``read()`` of a model directory, started again if a writer replaced the directory meanwhile
+    (its manifest changed), so the result comes from one version, old or new, never a mix."""
+    for _ in range(4):
+        before = _manifest_bytes(path)
+        try:
+            result = read()
+        except ModelDirError:
+            if before is None or _manifest_bytes(path) == before:
+                raise
+            continue
+        if _manifest_bytes(path) == before:
+            return result
+    return read()
+
+
+def _manifest_bytes(path: Path) -> bytes | None:
+    try:
+        return (path / MANIFEST).read_bytes()
+    except OSError:
+        return None
+
+
+def _load(path: Path) -> TextClassifier:
     doc = read_model_json(path)
     cls = family_class(str(doc.get("family")))
     if cls is None:
