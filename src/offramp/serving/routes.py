@@ -8,15 +8,18 @@ metrics are not.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 
+from offramp.costs.calculator import CHARS_PER_TOKEN
 from offramp.serving.errors import ApiError
 from offramp.serving.schemas import ChatRequest, ClassifyRequest, body_schema, read_body, require_json
 from offramp.serving.service import ClassificationService
@@ -75,22 +78,60 @@ async def classify(request: Request) -> JSONResponse:
 
 
 @protected.post("/v1/chat/completions", openapi_extra=body_schema(ChatRequest))
-async def chat(request: Request) -> JSONResponse:
+async def chat(request: Request) -> Response:
     """OpenAI-compatible: the last user message is classified; the label is the assistant's reply."""
     service = service_of(request)
     body = await read_body(request, ChatRequest)
-    rid, (r,) = await service.classify([body.last_user_text()], body.user, True)
-    return JSONResponse(
-        {
-            "id": f"chatcmpl-{rid}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": f"offramp:{service.info.get('model')}",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": r["label"]}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            "offramp": r,
-        }
-    )
+    text = body.last_user_text()
+    rid, (r,) = await service.classify([text], body.user, True)
+    label = r["label"]
+    # token counts are estimates (characters / 4): no LLM tokenizer runs here
+    prompt = sum(len(str(m.content or "")) for m in body.messages)
+    usage = {
+        "prompt_tokens": max(1, round(prompt / CHARS_PER_TOKEN)),
+        "completion_tokens": max(1, round(len(label) / CHARS_PER_TOKEN)),
+    }
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    head = {"id": f"chatcmpl-{rid}", "created": int(time.time()), "model": model_name(service)}
+    if not body.stream:
+        return JSONResponse(
+            {
+                **head,
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": label}, "finish_reason": "stop"}],
+                "usage": usage,
+                "offramp": r,
+            }
+        )
+    chunk = {**head, "object": "chat.completion.chunk"}
+    events = [
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+        {**chunk, "choices": [{"index": 0, "delta": {"content": label}, "finish_reason": None}], "offramp": r},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    if (body.stream_options or {}).get("include_usage"):
+        events.append({**chunk, "choices": [], "usage": usage})
+    payload = "".join(f"data: {json.dumps(e, ensure_ascii=False)}\n\n" for e in events) + "data: [DONE]\n\n"
+    return StreamingResponse(iter([payload]), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def model_name(service: ClassificationService) -> str:
+    return f"offramp:{service.info.get('model')}"
+
+
+@protected.get("/v1/models")
+def models(request: Request) -> dict[str, Any]:
+    """OpenAI-compatible model list: the one model this service answers with."""
+    service = service_of(request)
+    created = service.info.get("created") or ""
+    try:
+        stamp = int(datetime.fromisoformat(str(created)).timestamp())
+    except ValueError:
+        stamp = 0
+    return {
+        "object": "list",
+        "data": [{"id": model_name(service), "object": "model", "created": stamp, "owned_by": "offramp"}],
+    }
 
 
 @protected.post("/v1/admin/reload")

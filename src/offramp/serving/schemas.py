@@ -36,6 +36,8 @@ class ChatRequest(BaseModel):
     model: Optional[str] = None
     messages: list[ChatMessage]
     user: Optional[str] = Field(None, max_length=200, description="Taken as the conversation id.")
+    stream: bool = Field(False, description="Answer as server-sent events (OpenAI's chunk format, ending with [DONE]).")
+    stream_options: Optional[dict[str, Any]] = Field(None, description="include_usage: true adds a usage chunk.")
 
     def last_user_text(self) -> str:
         """The text of the last user message (text parts joined); a 422 when there is none."""
