@@ -157,3 +157,25 @@ def test_readers_see_the_old_or_the_new_model_and_writers_take_turns(tmp_path):
     assert loads > 10 and errors == [], errors[:3]
     verify_model_dir(d)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m"]
+
+
+def test_labels_with_spaces_merge_with_a_warning(tmp_path):
+    from offramp.data.io import read_dataset
+
+    p = write_csv(tmp_path / "d.csv", [("a", " 1 "), ("b", "1"), ("c", "2"), ("d", "2 ")])
+    ds = read_dataset(p)
+    assert ds.labels == ["1", "1", "2", "2"]
+    assert any("2 labels had spaces around them" in w and "rows 1, 4" in w for w in ds.warnings), ds.warnings
+
+
+def test_bad_key_files_and_unwritable_outputs_are_one_line_errors(tmp_path, inbox_sample, fast_model):
+    log = tmp_path / "audit.sqlite"
+    from offramp.audit.log import AuditLog
+
+    AuditLog(log).close()
+    (tmp_path / "audit.sqlite.key").write_text("not a key at all")
+    r = run_cli("audit", "verify", str(log))
+    assert r.returncode == 2 and "does not hold a key" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("train", str(inbox_sample[0]), "--out", "/proc/offramp-model", "--quality", "fast")
+    assert r.returncode == 2 and "does not take new directories" in r.stderr, r.stderr
+    assert "read " not in r.stderr  # refused before the data was read, let alone trained on

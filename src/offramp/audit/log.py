@@ -57,7 +57,16 @@ def _load_key(path: Path, key_env: str, create: bool) -> bytes:
         return hashlib.sha256(env.encode("utf-8")).digest()
     kf = path.with_name(path.name + ".key")
     if kf.exists():
-        return bytes.fromhex(kf.read_text().strip())
+        try:
+            key = bytes.fromhex(kf.read_text(encoding="ascii").strip())
+        except (ValueError, UnicodeDecodeError):
+            key = b""
+        if len(key) < 16:
+            raise UsageError(
+                f"the audit log's key file {kf} does not hold a key (hex, at least 16 bytes)",
+                f"restore the key file the log was written with, or set {key_env}",
+            )
+        return key
     if not create:
         raise UsageError(
             f"no key for the audit log {path}: neither {key_env} nor {kf} exists",

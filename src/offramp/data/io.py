@@ -226,10 +226,13 @@ def read_dataset(
 
     texts: list[str] = []
     labels: list[str] | None = [] if has_labels else None
-    empty_text, empty_label, cut = [], [], []
+    empty_text, empty_label, cut, spaced = [], [], [], []
     for i, rec in enumerate(records, start=1):
         t = cell_value(rec.get(text_col))
-        lab = cell_value(rec.get(label_col)) if has_labels else None
+        raw_label = rec.get(label_col) if has_labels else None
+        lab = cell_value(raw_label) if has_labels else None
+        if isinstance(raw_label, str) and lab is not None and raw_label != lab:
+            spaced.append(i)
         if t is None:
             empty_text.append(i)
             continue
@@ -243,6 +246,11 @@ def read_dataset(
         if labels is not None:
             labels.append(lab if lab is not None else "")
     warnings = []
+    if spaced:
+        warnings.append(
+            f"{len(spaced)} labels had spaces around them, which were removed, so ' 1 ' and '1' are one label "
+            f"(rows {_fmt_rows(spaced)})"
+        )
     if empty_text:
         warnings.append(
             f"{len(empty_text)} rows with an empty or missing text were skipped (rows {_fmt_rows(empty_text)})"

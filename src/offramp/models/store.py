@@ -95,6 +95,14 @@ def check_output_dir(path: str | os.PathLike) -> Path:
         raise ModelDirError(f"cannot create {path}: {parent} is a file", "give a path inside a directory", param="out")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ModelDirError(f"cannot create {path}: {parent} is not writable", "give a writable location", param="out")
+    try:  # permissions can say yes where the file system says no (/proc, a read-only mount)
+        os.rmdir(tempfile.mkdtemp(prefix=".offramp-probe-", dir=parent))
+    except OSError as e:
+        raise ModelDirError(
+            f"cannot create {path}: {parent} does not take new directories ({e.strerror})",
+            "give a writable location",
+            param="out",
+        ) from None
     return path
 
 
