@@ -32,13 +32,14 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, model_dir, *extra):
+    def __init__(self, model_dir, *extra, env=None):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "offramp", "serve", str(model_dir), "--port", str(self.port), *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=env,
             text=True,
         )
         deadline = time.time() + 60

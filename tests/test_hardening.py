@@ -179,3 +179,31 @@ def test_bad_key_files_and_unwritable_outputs_are_one_line_errors(tmp_path, inbo
     r = run_cli("train", str(inbox_sample[0]), "--out", "/proc/offramp-model", "--quality", "fast")
     assert r.returncode == 2 and "does not take new directories" in r.stderr, r.stderr
     assert "read " not in r.stderr  # refused before the data was read, let alone trained on
+
+
+def test_reloads_do_not_leak_file_handles(fast_model, tmp_path):
+    """600 reloads once grew the server's open files from 16 to 64 (pseudonym vaults left open)."""
+    import os
+
+    import httpx
+
+    from helpers import Server
+
+    shutil.copytree(fast_model, tmp_path / "model")
+    p = tmp_path / "p.yaml"
+    p.write_text("model: model\nprivacy: {operator: pseudonym, vault: v.sqlite}\naudit: audit.sqlite\n")
+    s = Server(p, env={**os.environ, "OFFRAMP_AUDIT_KEY": "k", "OFFRAMP_VAULT_KEY": "v" * 32})
+    try:
+
+        def fds() -> int:
+            return len(os.listdir(f"/proc/{s.proc.pid}/fd"))
+
+        for _ in range(20):
+            assert httpx.post(s.url + "/v1/admin/reload", json={}).status_code == 200
+        before = fds()
+        for _ in range(100):
+            assert httpx.post(s.url + "/v1/admin/reload", json={}).status_code == 200
+        assert httpx.post(s.url + "/v1/classify", json={"text": "thanks, mail a@b.com"}).status_code == 200
+        assert fds() <= before + 2, (before, fds())
+    finally:
+        s.stop()

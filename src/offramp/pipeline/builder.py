@@ -36,6 +36,16 @@ class Built:
     model_dir: Path
     info: dict[str, Any]  # model name, family, version (manifest hash), labels, creation date, routing
 
+    def close(self) -> None:
+        """Release what the cascade holds open: the pseudonym vault and the LLM client's connections."""
+        guard, fallback = self.cascade.guard, self.cascade.fallback
+        vault = getattr(guard, "vault", None)
+        if vault is not None:
+            vault.close()
+        client = getattr(fallback, "client", None)
+        if client is not None:
+            client.close()
+
 
 def egress_policy(settings: Settings, guard: PrivacyGuard | None) -> EgressPolicy:
     """The egress policy of ``settings``, masking with the pipeline's ``guard`` (None: nothing is masked)."""

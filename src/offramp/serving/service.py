@@ -50,6 +50,7 @@ class ClassificationService:
         self.price = load_prices()["models"].get(settings.llm_price_model)
         self._lock = threading.Lock()
         self.built: Built = build(settings)
+        self._retired: Built | None = None  # the version before: closed at the next reload
         self.audit = AuditWriter(AuditLog(settings.audit)) if settings.audit is not None else None
         self.batcher = MicroBatcher(self.decide_many, max_size=64)
 
@@ -67,7 +68,10 @@ class ClassificationService:
         settings = Settings.resolve(self.settings.target, self._flags, self._env)
         built = build(settings)
         with self._lock:
+            retired, self._retired = self._retired, self.built
             self.built = built
+        if retired is not None:  # two versions back: requests that held it have long finished
+            retired.close()
         return built.info
 
     # ------------------------------------------------------------------ access
