@@ -207,3 +207,19 @@ def test_reloads_do_not_leak_file_handles(fast_model, tmp_path):
         assert fds() <= before + 2, (before, fds())
     finally:
         s.stop()
+
+
+def test_parquet_binary_columns_are_decoded_like_text_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from offramp.data.io import read_dataset
+    from offramp.errors import DataError
+
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"text": pa.array([b"thanks", "naïve".encode()], pa.binary()), "label": ["A", "B"]}), good)
+    assert read_dataset(good).texts == ["thanks", "naïve"]  # not "b'thanks'"
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"text": pa.array([b"ok", b"na\xefve"], pa.binary()), "label": ["A", "B"]}), bad)
+    with pytest.raises(DataError, match="row 2 is not UTF-8 text: byte 0xef"):
+        read_dataset(bad)

@@ -120,6 +120,16 @@ def _records_parquet(path: Path, present: list[str]) -> list[dict]:
     except Exception as e:
         raise DataError(f"{path} could not be read as Parquet: {e}", "check that the file is a Parquet file") from None
     columns = {c: table.column(c).to_pylist() for c in present}
+    for c, values in columns.items():  # binary columns hold bytes: decode them as text files are
+        for row, v in enumerate(values, start=1):
+            if isinstance(v, (bytes, bytearray)):
+                try:
+                    values[row - 1] = bytes(v).decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(
+                        f"{path}: column {c!r} row {row} is not UTF-8 text: byte 0x{v[e.start]:02x} cannot be decoded",
+                        "store the texts as UTF-8 strings",
+                    ) from None
     return [dict(zip(present, vals)) for vals in zip(*columns.values())]
 
 
