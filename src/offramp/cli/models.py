@@ -294,8 +294,6 @@ def write_report_files(
     from offramp.evaluation.report import build_report
     from offramp.models.store import load_model
 
-    if out_file.is_dir():
-        raise UsageError(f"--out {out_file} is a directory", "give a file name such as report.html")
     model = load_model(model_dir)
     ds = read_dataset(data, text_col=text_col, label_col=label_col)
     with status("evaluating", quiet):

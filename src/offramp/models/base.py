@@ -43,10 +43,10 @@ def top_labels(classes: np.ndarray, proba: np.ndarray, k: int) -> list[dict[str,
     return [{"label": str(classes[i]), "score": round(float(proba[i]), 6)} for i in order]
 
 
-def _column(values: Any) -> list[Any]:
+def _column(values: Any, what: str = "texts") -> list[Any]:
     """A one-dimensional collection as a list (pyarrow and pandas columns, arrays, iterables)."""
     if isinstance(values, (str, bytes)):
-        raise InputError("expected a collection of texts, got a single string", "wrap it in a list: [text]")
+        raise InputError(f"expected a collection of {what}, got a single string", "wrap it in a list")
     if hasattr(values, "to_pylist"):  # pyarrow Array / ChunkedArray
         return list(values.to_pylist())
     if hasattr(values, "columns") and hasattr(values, "iloc"):  # a pandas DataFrame
@@ -63,7 +63,7 @@ def _column(values: Any) -> list[Any]:
         return list(arr)
     if isinstance(values, Iterable):
         return list(values)
-    raise InputError(f"expected a collection of texts, got {type(values).__name__}")
+    raise InputError(f"expected a collection of {what}, got {type(values).__name__}")
 
 
 def as_texts(X: Any) -> list[str]:
@@ -80,7 +80,7 @@ def as_texts(X: Any) -> list[str]:
 
 def as_labels(y: Any, n: int) -> np.ndarray:
     """``y`` as an array of label strings, as long as the texts."""
-    labels = _column(y)
+    labels = _column(y, "labels")
     if len(labels) != n:
         raise InputError(f"{n} texts but {len(labels)} labels", "give one label per text")
     for i, lab in enumerate(labels):

@@ -30,7 +30,3 @@ def register_family(cls: T) -> T:
 def family_class(name: str) -> type[TextClassifier] | None:
     """The class registered under ``name``, or None."""
     return _FAMILIES.get(name)
-
-
-def families() -> list[str]:
-    return sorted(_FAMILIES)

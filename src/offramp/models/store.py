@@ -345,12 +345,6 @@ def _load(path: Path) -> TextClassifier:
     return model
 
 
-def read_extra_array(path: str | os.PathLike, name: str) -> np.ndarray | None:
-    """An array stored with ``extra_arrays`` (None when absent)."""
-    with np.load(Path(path) / "arrays.npz", allow_pickle=False) as z:
-        return z[f"x_{name}"] if f"x_{name}" in z.files else None
-
-
 def read_metrics(path: str | os.PathLike) -> dict:
     f = Path(path) / "metrics.json"
     try:
