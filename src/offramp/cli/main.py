@@ -1,7 +1,8 @@
 """``offramp``: the command line. One module per command group, each thin: parse, call the library, render.
 
 Exit codes: 0 ok, 2 bad usage or data (one-line message naming the problem and the fix), 3 a
-verification that failed (``audit verify``), 1 internal error, 130 interrupted.
+verification that failed (``audit verify``), 4 a candidate refused by the gate (``retrain``),
+1 internal error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 import typer
 
-from offramp.cli import cost, demo, llm, models, privacy, serve
+from offramp.cli import cost, demo, lifecycle, llm, models, privacy, serve
 from offramp.cli.common import PARAM_FLAGS, err
 from offramp.errors import OfframpError
 
@@ -23,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for group in (models, cost, demo, llm, privacy, serve):
+for group in (models, cost, demo, llm, privacy, serve, lifecycle):
     group.register(app)
 
 

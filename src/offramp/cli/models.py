@@ -82,7 +82,20 @@ def register(app: typer.Typer) -> None:
 
 def train(
     data: Path = typer.Argument(..., help="Training file: CSV, TSV, JSONL or Parquet with a text and a label column."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory to write the model to."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory to write the model to."),
+    registry: Optional[Path] = typer.Option(
+        None,
+        "--registry",
+        help="Add the model to this registry as its next version instead (created if missing; "
+        "the first version becomes current).",
+    ),
+    promote: bool = typer.Option(False, "--promote", help="With --registry: make the new version current."),
+    gate: Optional[Path] = typer.Option(
+        None,
+        "--gate",
+        help="With --registry, at the first train: the labelled gate set retrains are judged on "
+        "(default: a stratified 20%% of DATA, held out of training).",
+    ),
     text_col: str = TEXT_COL,
     label_col: str = LABEL_COL,
     time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
@@ -125,10 +138,29 @@ def train(
             "--val is used to fit the rejection threshold; give --reject-target too",
             "for example --reject-target in_scope_precision>=0.98",
         )
-    check_output_dir(out_dir)  # a bad --out is refused now, not after the search
+    if (out_dir is None) == (registry is None):
+        raise UsageError("give exactly one of --out DIR or --registry DIR")
+    if registry is None and (promote or gate is not None):
+        raise UsageError("--promote and --gate go with --registry DIR")
+    reg = None
+    if registry is not None:
+        from offramp.models.versions import Registry
+
+        reg = Registry.create(registry)
+        if gate is not None and reg.gate_set() is not None:
+            raise UsageError(
+                f"registry {registry} already has a frozen gate set",
+                "leave --gate out, or give it to 'offramp retrain' for one run",
+            )
+    else:
+        assert out_dir is not None
+        check_output_dir(out_dir)  # a bad --out is refused now, not after the search
     ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
     val_ds = read_dataset(val, text_col=text_col, label_col=label_col, max_chars=max_chars) if val else None
     info(f"read {len(ds)} texts from {data}", quiet)
+    gate_rows = None
+    if reg is not None and reg.gate_set() is None:
+        ds, gate_rows = _gate_rows(ds, gate, text_col, label_col, max_chars, seed)
     with status("training", quiet) as say:
         model, rep = train_model(
             ds,
@@ -141,14 +173,27 @@ def train(
             val=val_ds,
             on_progress=say,
         )
-        say(f"writing {out_dir}")
-        model.save(out_dir)
+        version = None
+        if reg is not None:
+            say(f"adding to {registry}")
+            if gate_rows is not None:
+                reg.set_gate(*gate_rows)
+            assert ds.labels is not None
+            version = reg.add(model, ds.texts, ds.labels, promote=True if promote else None)
+            out_dir = reg.version_dir(version)
+        else:
+            assert out_dir is not None
+            say(f"writing {out_dir}")
+            model.save(out_dir)
     warn(rep.warnings)
     from offramp.models.store import read_metrics
 
     size = read_metrics(out_dir).get("model_bytes", 0)
+    extra = {}
+    if reg is not None:
+        extra = {"registry": str(registry), "version": version, "current": reg.current}
     if as_json:
-        out.print_json(json.dumps({"model_dir": str(out_dir), **rep.to_dict(), "model_bytes": size}))
+        out.print_json(json.dumps({"model_dir": str(out_dir), **extra, **rep.to_dict(), "model_bytes": size}))
         return
     if not quiet:
         out.print(candidates_table(rep))
@@ -157,6 +202,9 @@ def train(
         f"model written to {out_dir} ({size / 1e6:.2f} MB) in {rep.train_seconds:.1f} s; "
         f"CV macro-F1 {rep.cv_macro_f1:.4f}; calibration error {rep.ece_uncalibrated:.3f} → {rep.ece_calibrated:.3f}"
     )
+    if reg is not None:
+        state = "current" if reg.current == version else f"not promoted; current is {reg.current}"
+        out.print(f"{version} added to registry {registry} ({state})")
     rej = rep.rejection
     if rej:
         h = rej["held_out"]
@@ -167,6 +215,33 @@ def train(
             f"{h['in_scope_precision']:.3f}, in-scope accuracy {h['in_scope_accuracy']:.3f}, oos recall {oos}, "
             f"answered {h['coverage']:.1%})"
         )
+
+
+def _gate_rows(ds: Any, gate: Path | None, text_col: str, label_col: str, max_chars: int, seed: int) -> tuple[Any, Any]:
+    """(training data, (gate texts, gate labels, source)) for a registry's first version: the
+    --gate file, or a stratified 20% held out of the data."""
+    from offramp.data.io import Dataset, read_dataset
+    from offramp.models.versions import gate_split
+
+    if gate is not None:
+        g = read_dataset(gate, text_col=text_col, label_col=label_col, max_chars=max_chars)
+        return ds, (g.texts, g.labels, str(gate))
+    held = gate_split(ds.labels, seed=seed)
+    if not len(held):
+        raise UsageError(
+            f"{ds.path} is too small to hold out a gate set (no label has 5 examples)",
+            "give a labelled gate set with --gate FILE",
+        )
+    mask = set(held.tolist())
+    train_rows = [i for i in range(len(ds.texts)) if i not in mask]
+    rest = Dataset(
+        [ds.texts[i] for i in train_rows],
+        [ds.labels[i] for i in train_rows],
+        ds.path,
+        ds.warnings + [f"{len(held)} rows ({len(held) / len(ds.texts):.0%}, stratified) are held out as the gate set"],
+        ds.rows_read,
+    )
+    return rest, ([ds.texts[i] for i in held], [ds.labels[i] for i in held], f"20% of {ds.path} (seed {seed})")
 
 
 def eval_cmd(

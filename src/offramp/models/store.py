@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 FORMAT = "offramp-model"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+REGISTRY_FILE = "registry.json"  # marks a registry of versions (see offramp.models.versions)
+REGISTRY_FORMAT = "offramp-registry"
 KEY_ENV = "OFFRAMP_MODEL_KEY"
 _MAX_JSON_BYTES = 512 * 1024 * 1024
 
@@ -281,15 +283,62 @@ def read_model_json(path: str | os.PathLike) -> dict:
     return doc
 
 
+def is_registry(path: str | os.PathLike) -> bool:
+    return (Path(path) / REGISTRY_FILE).is_file()
+
+
+def read_registry_file(path: str | os.PathLike) -> dict:
+    """A registry's record (``registry.json``), checked; a ModelDirError naming the problem otherwise."""
+    path = Path(path)
+    f = path / REGISTRY_FILE
+    if not path.is_dir():
+        raise ModelDirError(
+            f"registry {path} does not exist" if not path.exists() else f"{path} is a file, not a registry directory",
+            "create one with 'offramp train DATA --registry DIR'",
+        )
+    if not f.is_file():
+        raise ModelDirError(
+            f"{path} is not an offramp registry (no {REGISTRY_FILE})",
+            "create one with 'offramp train DATA --registry DIR', or point at a model directory",
+        )
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+        assert isinstance(doc, dict) and doc.get("format") == REGISTRY_FORMAT
+        assert isinstance(doc.get("versions"), dict) and isinstance(doc.get("stack"), list)
+    except Exception:
+        raise ModelDirError(f"{f} is not a valid offramp registry record", "restore it from a backup") from None
+    return doc
+
+
+def resolve_model_dir(path: str | os.PathLike) -> tuple[Path, str | None]:
+    """The model directory ``path`` names: itself, or a registry's current version.
+
+    Returns (directory, registry version or None). A registry with no current version is an error.
+    """
+    path = Path(path)
+    if not is_registry(path):
+        return path, None
+    doc = read_registry_file(path)
+    current = doc.get("current")
+    if not current or current not in doc["versions"]:
+        raise ModelDirError(
+            f"registry {path} has no current version", "promote one with 'offramp registry promote DIR VERSION'"
+        )
+    return path / str(current), str(current)
+
+
 def load_model(path: str | os.PathLike[str]) -> TextClassifier:
     """Load a model directory written by :func:`save_model`, after checking its integrity.
+
+    ``path`` may also be a registry (:class:`offramp.models.versions.Registry`): its current
+    version is loaded.
 
     The model keeps what training recorded (``training_record_``: the search, the metrics and the
     training-text fingerprints), so evaluating it can warn about test texts seen in training.
     A writer replacing the directory meanwhile (its manifest changed while reading) makes the
     reader start again, so it gets the old model or the new one, never a mix.
     """
-    path = Path(path)
+    path, _ = resolve_model_dir(path)
     return _settled(path, lambda: _load(path))
 
 

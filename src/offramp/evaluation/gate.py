@@ -1,0 +1,93 @@
+"""The regression gate: is a candidate model at least as good as the current one on a frozen set?
+
+Both models answer the same gate messages. The candidate passes when
+
+* its macro-F1 is not lower than the current model's: the 95% paired-bootstrap interval of the
+  difference (candidate − current, the same resampled messages for both) does not lie wholly
+  below zero, and
+* no label's F1 drops by more than ``max_class_drop`` (labels that are new in the candidate are
+  reported as new, not as drops).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _f1_per_label(y: np.ndarray, p: np.ndarray, n_labels: int) -> np.ndarray:
+    """F1 of each label 0..n_labels-1 (codes >= n_labels in ``p`` are predictions outside the set)."""
+    hit = y == p
+    tp = np.bincount(y[hit], minlength=n_labels)[:n_labels]
+    support = np.bincount(y, minlength=n_labels)[:n_labels]
+    predicted = np.bincount(p, minlength=n_labels)[:n_labels]
+    denom = support + predicted
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+
+def _macro(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
+    f1 = _f1_per_label(y, p, n_labels)
+    present = np.bincount(y, minlength=n_labels)[:n_labels] > 0
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def compare(
+    y_true: Sequence[str],
+    current: Sequence[str],
+    candidate: Sequence[str],
+    *,
+    new_labels: Sequence[str] = (),
+    max_class_drop: float = 0.02,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The gate's verdict on two models' predictions of the same gate set.
+
+    Returns ``{"passed", "reasons", "macro_f1": {"current", "candidate", "ci95"}, "per_class":
+    {label: {"current", "candidate", "support", "new"}}, "n"}``; ``ci95`` bounds the paired
+    difference candidate − current.
+    """
+    labels = sorted(set(map(str, y_true)))
+    code = {lab: i for i, lab in enumerate(labels)}
+    n_labels = len(labels)
+    y = np.array([code[str(v)] for v in y_true], dtype=np.int64)
+    a = np.array([code.get(str(v), n_labels) for v in current], dtype=np.int64)
+    b = np.array([code.get(str(v), n_labels) for v in candidate], dtype=np.int64)
+    f_a, f_b = _f1_per_label(y, a, n_labels), _f1_per_label(y, b, n_labels)
+    m_a, m_b = _macro(y, a, n_labels), _macro(y, b, n_labels)
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        diffs[i] = _macro(y[idx], b[idx], n_labels) - _macro(y[idx], a[idx], n_labels)
+    lo, hi = (float(x) for x in np.percentile(diffs, [2.5, 97.5]))
+    support = np.bincount(y, minlength=n_labels)
+    new = set(map(str, new_labels))
+    reasons: list[str] = []
+    if hi < 0:
+        reasons.append(
+            f"macro-F1 is lower: {m_b:.4f} vs {m_a:.4f} (difference {m_b - m_a:+.4f}, 95% interval "
+            f"[{lo:+.4f}, {hi:+.4f}] below zero)"
+        )
+    per_class: dict[str, dict[str, Any]] = {}
+    for i, lab in enumerate(labels):
+        per_class[lab] = {
+            "current": float(f_a[i]),
+            "candidate": float(f_b[i]),
+            "support": int(support[i]),
+            "new": lab in new,
+        }
+        drop = f_a[i] - f_b[i]
+        if lab not in new and drop > max_class_drop + 1e-12:
+            reasons.append(
+                f"{lab} F1 drops by {drop:.4f} ({f_a[i]:.4f} -> {f_b[i]:.4f}; the limit is {max_class_drop:g})"
+            )
+    return {
+        "passed": not reasons,
+        "reasons": reasons,
+        "macro_f1": {"current": m_a, "candidate": m_b, "ci95": [lo, hi]},
+        "per_class": per_class,
+        "n": int(len(y)),
+        "max_class_drop": max_class_drop,
+    }
