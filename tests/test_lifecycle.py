@@ -200,3 +200,51 @@ def test_concurrent_writers_cannot_corrupt_the_registry(tmp_path):
     for name in names:  # every listed version is complete and loads
         assert list(reg.load(name).classes_) == ["GRATITUDE", "SUPPORT"]
     assert not [p for p in (tmp_path / "reg").iterdir() if p.is_dir() and p.name.startswith(".")]
+
+
+def _wait_for_version(url, version, seconds=5.0):
+    import time
+
+    import httpx
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        if httpx.get(url + "/readyz", timeout=2).json()["version"] == version:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    raise AssertionError(f"the server did not pick up {version} within {seconds} s")
+
+
+def test_a_served_registry_follows_promote_and_rollback(three_labels, tmp_path):
+    import httpx
+
+    from helpers import Server
+
+    reg = tmp_path / "reg"
+    _train(three_labels["base"], reg)
+    r = run_cli(
+        "retrain", str(reg), "--add", str(three_labels["other"]), "--gate", str(three_labels["gate_with_other"])
+    )
+    assert r.returncode == 0, r.stderr
+    run_cli("registry", "rollback", str(reg))
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text("model: reg\n")
+    for target in (reg, pipeline):
+        srv = Server(target)
+        try:
+            ready = httpx.get(srv.url + "/readyz").json()
+            assert ready["version"] == "v0001" and len(ready["manifest"]) == 12
+            assert "OTHER" not in ready["labels"]
+            assert run_cli("registry", "promote", str(reg), "v0002").returncode == 0
+            _wait_for_version(srv.url, "v0002")
+            assert "OTHER" in httpx.get(srv.url + "/readyz").json()["labels"]
+            assert run_cli("registry", "rollback", str(reg)).returncode == 0
+            _wait_for_version(srv.url, "v0001")
+            # a reload through the admin endpoint is immediate
+            run_cli("registry", "promote", str(reg), "v0002")
+            got = httpx.post(srv.url + "/v1/admin/reload", json={}).json()
+            assert got["version"] == "v0002"
+            run_cli("registry", "rollback", str(reg))
+            _wait_for_version(srv.url, "v0001")
+        finally:
+            srv.stop()

@@ -16,7 +16,7 @@ from typing import Any
 from offramp.data.io import read_dataset
 from offramp.errors import UsageError
 from offramp.models.base import TextClassifier
-from offramp.models.store import load_model, model_version, read_model_json
+from offramp.models.store import load_model, model_version, read_model_json, resolve_model_dir
 from offramp.pipeline.actions import Action, build_action
 from offramp.pipeline.cascade import Cascade
 from offramp.pipeline.fallback import LLMFallback
@@ -33,8 +33,9 @@ class Built:
 
     cascade: Cascade
     settings: Settings
-    model_dir: Path
-    info: dict[str, Any]  # model name, family, version (manifest hash), labels, creation date, routing
+    model_dir: Path  # the directory loaded (a registry's current version when serving a registry)
+    info: dict[str, Any]  # model name, family, version, manifest hash, labels, creation date, routing
+    registry: Path | None = None  # the registry served, if any
 
     def close(self) -> None:
         """Release what the cascade holds open: the pseudonym vault and the LLM client's connections."""
@@ -52,13 +53,23 @@ def egress_policy(settings: Settings, guard: PrivacyGuard | None) -> EgressPolic
     return EgressPolicy(offline=settings.offline, guard_mode=settings.egress_guard, guard=guard)
 
 
-def model_info(model: TextClassifier, model_dir: Path, routing: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_info(
+    model: TextClassifier,
+    model_dir: Path,
+    routing: dict[str, Any] | None = None,
+    registry_version: str | None = None,
+) -> dict[str, Any]:
+    """What /readyz reports: ``version`` is the registry version when serving a registry, else the
+    manifest hash (always in ``manifest``)."""
     doc = read_model_json(model_dir)
+    manifest = model_version(model_dir)
     return {
         "model": doc.get("info", {}).get("winner", doc.get("family")),
         "created": doc.get("created"),
         "family": doc.get("family"),
-        "version": model_version(model_dir),
+        "version": registry_version or manifest,
+        "manifest": manifest,
+        "registry_version": registry_version,
         "labels": [str(c) for c in model.classes_],
         "routing": routing,
     }
@@ -66,12 +77,14 @@ def model_info(model: TextClassifier, model_dir: Path, routing: dict[str, Any] |
 
 def build(settings: Settings) -> Built:
     """Load the model and wire guard, routing, fallback and actions as ``settings`` say."""
-    model_dir = settings.model_dir
+    model_dir, registry_version = resolve_model_dir(settings.model_dir)
+    registry = settings.model_dir if registry_version is not None else None
     model = load_model(model_dir)
     spec = settings.pipeline
     if spec is None:  # a bare model directory: the default guard, every answer local
         guard: PrivacyGuard | None = PrivacyGuard()
-        return Built(Cascade(model, guard=guard), settings, model_dir, model_info(model, model_dir))
+        info = model_info(model, model_dir, registry_version=registry_version)
+        return Built(Cascade(model, guard=guard), settings, model_dir, info, registry)
     path, base = settings.target, settings.base
     labels = set(map(str, model.classes_))
     unknown = sorted(set(spec.actions) - labels - {str(model.reject_label_)})
@@ -123,4 +136,4 @@ def build(settings: Settings) -> Built:
             client, model.classes_, spec.llm.descriptions, spec.llm.failure_threshold, spec.llm.reset_after_s
         )
     cascade = Cascade(model, fallback=fallback, thresholds=thresholds, actions=actions, guard=guard)
-    return Built(cascade, settings, model_dir, model_info(model, model_dir, summary))
+    return Built(cascade, settings, model_dir, model_info(model, model_dir, summary, registry_version), registry)

@@ -20,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from offramp.audit.log import AuditLog, AuditWriter
 from offramp.costs.calculator import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, api_usd_per_message, load_prices
 from offramp.data.text import clean_text
+from offramp.models.store import resolve_model_dir
 from offramp.pipeline.builder import Built, build
 from offramp.pipeline.cascade import Decision
 from offramp.pipeline.settings import Settings
@@ -49,10 +50,14 @@ class ClassificationService:
         self.key_hashes = load_key_hashes(settings.api_keys) if settings.api_keys else None
         self.price = load_prices()["models"].get(settings.llm_price_model)
         self._lock = threading.Lock()
+        self._reloading = threading.Lock()  # one reload at a time (the admin endpoint, the registry watcher)
         self.built: Built = build(settings)
         self._retired: Built | None = None  # the version before: closed at the next reload
         self.audit = AuditWriter(AuditLog(settings.audit)) if settings.audit is not None else None
         self.batcher = MicroBatcher(self.decide_many, max_size=64)
+        self._stop = threading.Event()
+        if self.built.registry is not None:
+            threading.Thread(target=self._watch_registry, name="offramp-registry-watch", daemon=True).start()
 
     # ------------------------------------------------------------------ state
     @property
@@ -65,14 +70,43 @@ class ClassificationService:
         Limits, keys and the audit log stay as they were at start; the model, routing, actions,
         privacy guard and egress policy are the file's current ones.
         """
-        settings = Settings.resolve(self.settings.target, self._flags, self._env)
-        built = build(settings)
-        with self._lock:
-            retired, self._retired = self._retired, self.built
-            self.built = built
-        if retired is not None:  # two versions back: requests that held it have long finished
-            retired.close()
-        return built.info
+        with self._reloading:
+            settings = Settings.resolve(self.settings.target, self._flags, self._env)
+            built = build(settings)
+            with self._lock:
+                retired, self._retired = self._retired, self.built
+                self.built = built
+            if retired is not None:  # two versions back: requests that held it have long finished
+                retired.close()
+            return built.info
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _watch_registry(self, interval_s: float = 1.0) -> None:
+        """Serving a registry: pick up a promote or rollback (a new current version) within seconds."""
+        failed: str | None = None
+        while not self._stop.wait(interval_s):
+            registry = self.built.registry
+            if registry is None:
+                continue
+            try:
+                _, current = resolve_model_dir(registry)
+            except Exception as e:  # the record is being replaced, or was damaged: keep serving
+                log.debug("registry watch: %s", e)
+                continue
+            if current == self.built.info.get("registry_version") or current == failed:
+                continue
+            try:
+                info = self.reload()
+            except Exception as e:  # the old version keeps serving; tried again when current changes
+                failed = current
+                self.metrics.inc("offramp_model_reloads_total", outcome="failed")
+                log.warning("registry %s: version %s was not loaded: %s", registry, current, getattr(e, "message", e))
+                continue
+            failed = None
+            self.metrics.inc("offramp_model_reloads_total", outcome="ok")
+            log.warning("registry %s: now serving %s", registry, info.get("version"))
 
     # ------------------------------------------------------------------ access
     def authorize(self, authorization: str, client_host: str | None) -> str:
