@@ -317,9 +317,9 @@ def train(
             "warnings": warnings,
         },
     }
-    model.training_record_ = {
-        "info": info,
-        "metrics": report.metrics(),
-        "arrays": {"train_fingerprints": text_fingerprints(ds.texts, salt)},
-    }
+    arrays = {"train_fingerprints": text_fingerprints(ds.texts, salt)}
+    if sel.oof_proba is not None:  # the drift reference: out-of-fold, not in-sample, confidences and labels
+        arrays["oof_confidence"] = sel.oof_proba.max(axis=1).astype(np.float32)
+        arrays["oof_label"] = sel.oof_proba.argmax(axis=1).astype(np.int32)
+    model.training_record_ = {"info": info, "metrics": report.metrics(), "arrays": arrays}
     return model, report

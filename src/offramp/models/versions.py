@@ -80,7 +80,7 @@ def _read_rows(path: Path, digest: str | None) -> tuple[list[str], list[str]]:
     if digest is not None and hashlib.sha256(raw).hexdigest() != digest:
         raise ModelDirError(f"{path} was changed after it was stored (SHA-256 mismatch)", "restore it from a backup")
     texts, labels = [], []
-    for line in raw.decode("utf-8").splitlines():
+    for line in raw.decode("utf-8").split("\n"):  # not splitlines(): texts may hold U+2028 and the like
         if line.strip():
             row = json.loads(line)
             texts.append(str(row["text"]))

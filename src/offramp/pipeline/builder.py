@@ -13,15 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from offramp.capture.pool import Pool
 from offramp.data.io import read_dataset
 from offramp.errors import UsageError
 from offramp.models.base import TextClassifier
+from offramp.models.drift import DriftReference
 from offramp.models.store import load_model, model_version, read_model_json, resolve_model_dir
 from offramp.pipeline.actions import Action, build_action
+from offramp.pipeline.capture import Capture
 from offramp.pipeline.cascade import Cascade
 from offramp.pipeline.fallback import LLMFallback
 from offramp.pipeline.routing import fit_thresholds
 from offramp.pipeline.settings import Settings
+from offramp.pipeline.shadow import ShadowSampler
 from offramp.privacy.guard import PrivacyGuard, build_guard
 from offramp.teacher.client import ChatClient, LLMConfig
 from offramp.teacher.egress import EgressPolicy
@@ -36,9 +40,17 @@ class Built:
     model_dir: Path  # the directory loaded (a registry's current version when serving a registry)
     info: dict[str, Any]  # model name, family, version, manifest hash, labels, creation date, routing
     registry: Path | None = None  # the registry served, if any
+    capture: Capture | None = None  # the pipeline's capture: section
+    shadow: ShadowSampler | None = None  # shadow: {mode: local_first}
+    reference: DriftReference | None = None  # training-time distributions, for drift
 
     def close(self) -> None:
-        """Release what the cascade holds open: the pseudonym vault and the LLM client's connections."""
+        """Release what the cascade holds open: the pseudonym vault, the LLM client's connections,
+        the capture pool and the shadow worker."""
+        if self.shadow is not None:
+            self.shadow.close()
+        if self.capture is not None:
+            self.capture.close()
         guard, fallback = self.cascade.guard, self.cascade.fallback
         vault = getattr(guard, "vault", None)
         if vault is not None:
@@ -84,9 +96,10 @@ def build(settings: Settings) -> Built:
     if spec is None:  # a bare model directory: the default guard, every answer local
         guard: PrivacyGuard | None = PrivacyGuard()
         info = model_info(model, model_dir, registry_version=registry_version)
-        return Built(Cascade(model, guard=guard), settings, model_dir, info, registry)
+        reference = DriftReference.of(model)
+        return Built(Cascade(model, guard=guard), settings, model_dir, info, registry, reference=reference)
     path, base = settings.target, settings.base
-    labels = set(map(str, model.classes_))
+    labels = set(map(str, model.classes_)) | set(spec.llm.labels or [] if spec.llm else [])
     unknown = sorted(set(spec.actions) - labels - {str(model.reject_label_)})
     if unknown:
         raise UsageError(
@@ -131,9 +144,37 @@ def build(settings: Settings) -> Built:
         )
         thresholds = summary["thresholds"]
     fallback = None
+    llm_labels = [str(c) for c in model.classes_]
+    if spec.llm is not None and spec.llm.labels:
+        llm_labels += [lab for lab in spec.llm.labels if lab not in set(llm_labels)]
     if client is not None and spec.llm is not None:
         fallback = LLMFallback(
-            client, model.classes_, spec.llm.descriptions, spec.llm.failure_threshold, spec.llm.reset_after_s
+            client, llm_labels, spec.llm.descriptions, spec.llm.failure_threshold, spec.llm.reset_after_s
         )
-    cascade = Cascade(model, fallback=fallback, thresholds=thresholds, actions=actions, guard=guard)
-    return Built(cascade, settings, model_dir, model_info(model, model_dir, summary, registry_version), registry)
+    llm_first = spec.shadow is not None and spec.shadow.mode == "llm_first"
+    cascade = Cascade(
+        model, fallback=fallback, thresholds=thresholds, actions=actions, guard=guard, llm_first=llm_first
+    )
+    # what is stored is masked even where the pipeline turns its guard off for the traffic itself
+    store_mask = guard if guard is not None else PrivacyGuard()
+    capture = None
+    if spec.capture is not None:
+        cap = spec.capture
+        capture = Capture(
+            Pool(base / cap.pool, store_mask),
+            store_mask,
+            sorted(labels),
+            sources=cap.sources,
+            ttl_s=cap.ttl_s,
+            allow_new_labels=cap.allow_new_labels,
+            max_requests=cap.max_requests,
+        )
+    shadow = None
+    if spec.shadow is not None and spec.shadow.mode == "local_first" and spec.llm is not None and client is not None:
+        # its own breaker: a slow shadow LLM must not open the fallback's circuit
+        ask = LLMFallback(client, llm_labels, spec.llm.descriptions, spec.llm.failure_threshold, spec.llm.reset_after_s)
+        shadow = ShadowSampler(ask, store_mask, spec.shadow.sample, spec.shadow.queue)
+    info = model_info(model, model_dir, summary, registry_version)
+    if spec.shadow is not None:
+        info["shadow"] = spec.shadow.mode
+    return Built(cascade, settings, model_dir, info, registry, capture, shadow, DriftReference.of(model, thresholds))

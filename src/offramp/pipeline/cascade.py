@@ -78,6 +78,9 @@ class Decision:
     top: list[dict[str, Any]] = field(default_factory=list)
     pii: dict[str, int] = field(default_factory=dict)  # personal data found, by type
     endpoints: list[str] = field(default_factory=list)  # where (masked) text was sent, if anywhere
+    local_label: str = ""  # the small model's own answer (before any fallback)
+    local_confidence: float = 0.0
+    shadow: dict[str, str] | None = None  # llm_first: {"local": ..., "llm": ...}, both answers compared
 
 
 def _failure_flag(e: Exception) -> str:
@@ -115,6 +118,7 @@ class Cascade:
     guard: Guard | None = None
     actions: dict[str, Action] = field(default_factory=dict)
     top_k: int = 3
+    llm_first: bool = False  # shadow mode, phase one: the LLM answers every message, the small model is measured
 
     def __post_init__(self) -> None:
         # the label the model answers when it does not know, if it is not one of its classes
@@ -176,6 +180,8 @@ class Cascade:
             conf,
             "refused" if label == self._refusal else "local",
             top=top_labels(self.model.classes_, proba, self.top_k),
+            local_label=label,
+            local_confidence=conf,
         )
         guard = self.guard
         masked: list[str] = []
@@ -195,12 +201,16 @@ class Cascade:
             for span in guard.find(text):
                 d.pii[span.entity] = d.pii.get(span.entity, 0) + 1
         limit = self.threshold_for(label)
+        if self.llm_first and self.fallback is not None:
+            limit = 2.0  # every message goes to the LLM; the local answer is kept in the shadow
         if limit is not None and conf < limit:
             if self.fallback is None:
                 d.flags.append("low_confidence_no_fallback")
             else:
                 try:
                     d.label, d.route = self.fallback(outgoing()), "llm"
+                    if self.llm_first:
+                        d.shadow = {"local": label, "llm": d.label}
                 except (LLMError, EgressRefused) as e:  # down, slow or refusing: keep the local answer
                     d.flags.append(_failure_flag(e))
                 except Exception:  # a bug, not a known failure: logged and counted

@@ -9,6 +9,7 @@ llm:                              # optional: any OpenAI-compatible server, aske
   base_url: http://127.0.0.1:8080/v1
   model: qwen2.5-1.5b-instruct
   timeout_s: 5                    # then the local answer is returned, flagged
+  labels: [SUPPORT, GRATITUDE, TRY_TO_HACK, OTHER]   # optional: the LLM's label set (default: the model's)
 routing:                          # optional: when to ask the LLM
   thresholds: {"*": 0.5}          #   fixed, or fitted on held-out data:
   fit: {val: val.csv, max_llm_share: 0.05}     # or: local_precision: 0.98
@@ -23,6 +24,14 @@ privacy:                          # optional (default: patterns, placeholders; e
   ner: false                      #   true: also names and places (Presidio + spaCy)
   vault: pseudonyms.sqlite        #   pseudonym mapping (encrypted with OFFRAMP_VAULT_KEY)
 audit: audit.sqlite               # optional: hash-chained audit log, one record per message
+capture:                          # optional: keep the LLM's answers and people's corrections (masked)
+  pool: pool.sqlite               #   for 'offramp pool export' -> 'offramp retrain --add'
+  from: [llm, shadow, feedback]   #   which answers to keep
+  ttl_s: 3600                     #   how long a request id can get feedback (POST /v1/feedback)
+  allow_new_labels: false         #   true: feedback may name a label the model lacks
+shadow:                           # optional (needs llm:): run the small model beside the LLM
+  mode: llm_first                 #   llm_first: the LLM answers, the small model is measured in the shadow
+  sample: 1.0                     #   local_first: the small model answers, this share is also sent to the LLM
 offline: true                     # optional: refuse every host that is not loopback (as OFFRAMP_OFFLINE=1)
 ```
 """
@@ -30,7 +39,7 @@ offline: true                     # optional: refuse every host that is not loop
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -62,6 +71,9 @@ class LLMSpec(_Strict):
     failure_threshold: int = Field(3, ge=1)
     reset_after_s: float = Field(30.0, ge=0)
     descriptions: Dict[str, str] = {}
+    # the labels the LLM chooses from (default: the model's); may name labels the model lacks yet,
+    # so that in shadow mode the LLM's answers teach the next version a new intent
+    labels: Optional[List[str]] = None
 
 
 class LimitsSpec(_Strict):  # None: not given here (a flag, the environment or the default decides)
@@ -82,6 +94,22 @@ class PrivacySpec(_Strict):
     ttl_s: float = 86_400.0
 
 
+class CaptureSpec(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    pool: str
+    sources: List[Literal["llm", "shadow", "feedback"]] = Field(["llm", "shadow", "feedback"], alias="from")
+    ttl_s: float = Field(3600.0, gt=0)
+    allow_new_labels: bool = False
+    max_requests: int = Field(100_000, ge=1)  # request ids remembered for feedback at most
+
+
+class ShadowSpec(_Strict):
+    mode: Literal["llm_first", "local_first"]
+    sample: float = Field(1.0, ge=0, le=1)
+    queue: int = Field(1000, ge=1)  # local_first: messages waiting for the LLM at most (more are dropped, counted)
+
+
 class PipelineSpec(_Strict):
     model: str
     routing: Optional[RoutingSpec] = None
@@ -92,6 +120,8 @@ class PipelineSpec(_Strict):
     audit: Optional[str] = None
     offline: Optional[bool] = None  # true: air-gapped, any host that is not loopback is refused before a byte is sent
     egress_guard: Optional[str] = None  # remote | always | off: where the privacy guard applies at egress
+    capture: Optional[CaptureSpec] = None
+    shadow: Optional[ShadowSpec] = None
 
 
 def is_pipeline_file(path: str | Path) -> bool:
@@ -113,4 +143,6 @@ def read_pipeline(path: str | Path) -> PipelineSpec:
     r = spec.routing
     if r and r.fit and (r.fit.max_llm_share is None) == (r.fit.local_precision is None):
         raise UsageError(f"{path}: routing.fit needs exactly one of max_llm_share or local_precision")
+    if spec.shadow is not None and spec.llm is None:
+        raise UsageError(f"{path}: shadow: needs an llm: section (the LLM to compare with)")
     return spec

@@ -27,7 +27,16 @@ class Metrics:
         self._hist = [0] * (len(BUCKETS) + 1)
         self._hist_sum = 0.0
         self._hist_count = 0
+        self._gauges: dict[tuple, float] = {}
         self._help = {
+            "offramp_shadow_compared_total": "messages answered by both the small model and the LLM, by local label",
+            "offramp_shadow_agreed_total": "of those, the messages where the LLM gave the local label",
+            "offramp_shadow_agreement_ratio": "agreed / compared, by local label",
+            "offramp_shadow_dropped_total": "local_first messages not sent to the LLM because its queue was full",
+            "offramp_drift_psi": "population stability index of live traffic against the training reference",
+            "offramp_drift_rate_change": "don't-know and fallback rates of live traffic minus the training reference's",
+            "offramp_capture_rows_total": "rows queued for the capture pool, by source",
+            "offramp_feedback_total": "corrections received, by outcome",
             "offramp_requests_total": "HTTP requests by endpoint and status code",
             "offramp_decisions_total": "classified messages by route (local, llm, refused)",
             "offramp_labels_total": "classified messages by final label",
@@ -40,6 +49,16 @@ class Metrics:
         with self._lock:
             self._counters[(name, tuple(sorted(labels.items())))] += value
 
+    def set(self, name: str, value: float, **labels) -> None:
+        """Set a gauge."""
+        with self._lock:
+            self._gauges[(name, tuple(sorted(labels.items())))] = value
+
+    def get(self, name: str, **labels) -> float | None:
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            return self._gauges.get(key, self._counters.get(key))
+
     def observe(self, seconds: float) -> None:
         with self._lock:
             i = next((k for k, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
@@ -50,11 +69,20 @@ class Metrics:
     def render(self) -> str:
         with self._lock:
             lines = []
-            names = sorted({n for n, _ in self._counters} | set(self._help) - {"offramp_model_reloads_total"})
+            gauges = {n for n, _ in self._gauges}
+            names = sorted({n for n, _ in self._counters} | set(self._help) - {"offramp_model_reloads_total"} - gauges)
             for name in names:
+                if name in ("offramp_drift_psi", "offramp_drift_rate_change", "offramp_shadow_agreement_ratio"):
+                    continue  # gauges: listed once they have a value
                 lines.append(f"# HELP {name} {self._help.get(name, name)}")
                 lines.append(f"# TYPE {name} counter")
                 for (n, pairs), v in sorted(self._counters.items()):
+                    if n == name:
+                        lines.append(f"{name}{_labels(pairs)} {v:g}")
+            for name in sorted(gauges):
+                lines.append(f"# HELP {name} {self._help.get(name, name)}")
+                lines.append(f"# TYPE {name} gauge")
+                for (n, pairs), v in sorted(self._gauges.items()):
                     if n == name:
                         lines.append(f"{name}{_labels(pairs)} {v:g}")
             lines.append("# HELP offramp_request_seconds time to answer a classify or chat request")

@@ -21,7 +21,14 @@ from fastapi.routing import APIRoute
 
 from offramp.costs.calculator import CHARS_PER_TOKEN
 from offramp.serving.errors import ApiError
-from offramp.serving.schemas import ChatRequest, ClassifyRequest, body_schema, read_body, require_json
+from offramp.serving.schemas import (
+    ChatRequest,
+    ClassifyRequest,
+    FeedbackRequest,
+    body_schema,
+    read_body,
+    require_json,
+)
 from offramp.serving.service import ClassificationService
 
 
@@ -117,6 +124,19 @@ async def chat(request: Request) -> Response:
 
 def model_name(service: ClassificationService) -> str:
     return f"offramp:{service.info.get('model')}"
+
+
+@protected.post("/v1/feedback", status_code=202, openapi_extra=body_schema(FeedbackRequest))
+async def feedback(request: Request) -> JSONResponse:
+    """A correction: the right label for a recent answer (its ``request_id``), kept in the capture pool.
+
+    202 when kept; 404 for a request id not seen in the last ``capture.ttl_s`` seconds; 422 for a
+    label the model lacks (unless ``capture.allow_new_labels``); 409 when the pipeline keeps no feedback.
+    """
+    service = service_of(request)
+    body = await read_body(request, FeedbackRequest)
+    service.feedback(body.request_id, body.label.strip())
+    return JSONResponse({"status": "accepted", "request_id": body.request_id}, status_code=202)
 
 
 @protected.get("/v1/models")

@@ -104,3 +104,10 @@ async def read_body(request: Request, model: type[B]) -> B:
         return model.model_validate(data)
     except ValidationError as e:
         raise RequestValidationError(e.errors(include_url=False)) from None
+
+
+class FeedbackRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    request_id: str = Field(..., min_length=1, max_length=200, description="The request_id an answer carried.")
+    label: str = Field(..., min_length=1, max_length=200, description="The right label for that message.")

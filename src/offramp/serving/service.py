@@ -20,10 +20,13 @@ from fastapi.concurrency import run_in_threadpool
 from offramp.audit.log import AuditLog, AuditWriter
 from offramp.costs.calculator import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, api_usd_per_message, load_prices
 from offramp.data.text import clean_text
+from offramp.models.drift import PSI_WARN, DriftMonitor
 from offramp.models.store import resolve_model_dir
 from offramp.pipeline.builder import Built, build
+from offramp.pipeline.capture import UnknownLabel, UnknownRequest
 from offramp.pipeline.cascade import Decision
 from offramp.pipeline.settings import Settings
+from offramp.pipeline.shadow import ShadowResult
 from offramp.serving.batching import MicroBatcher
 from offramp.serving.errors import ApiError
 from offramp.serving.metrics import Metrics
@@ -56,6 +59,8 @@ class ClassificationService:
         self.audit = AuditWriter(AuditLog(settings.audit)) if settings.audit is not None else None
         self.batcher = MicroBatcher(self.decide_many, max_size=64)
         self._stop = threading.Event()
+        self.drift: DriftMonitor | None = None
+        self._wire(self.built, None)
         if self.built.registry is not None:
             threading.Thread(target=self._watch_registry, name="offramp-registry-watch", daemon=True).start()
 
@@ -73,6 +78,7 @@ class ClassificationService:
         with self._reloading:
             settings = Settings.resolve(self.settings.target, self._flags, self._env)
             built = build(settings)
+            self._wire(built, self.built)
             with self._lock:
                 retired, self._retired = self._retired, self.built
                 self.built = built
@@ -82,6 +88,67 @@ class ClassificationService:
 
     def close(self) -> None:
         self._stop.set()
+
+    def _wire(self, built: Built, before: Built | None) -> None:
+        """Connect a newly built cascade's shadow, capture and drift reference to this service."""
+        if built.shadow is not None:
+            built.shadow.on_result = self._shadow_result
+        if built.capture is not None and before is not None and before.capture is not None:
+            built.capture.adopt(before.capture)  # feedback for requests made before the reload still counts
+        self.drift = DriftMonitor(built.reference, on_refresh=self._drift_refresh) if built.reference else None
+
+    def _drift_refresh(self, values: dict[str, float]) -> None:
+        m = self.metrics
+        for signal in ("confidence", "label_mix"):
+            m.set("offramp_drift_psi", round(values[signal], 6), signal=signal)
+            if values[signal] > PSI_WARN:
+                log.warning(
+                    "drift: %s PSI %.3f over the last %d messages is above %.1f (traffic no longer looks like the"
+                    " training data)",
+                    signal,
+                    values[signal],
+                    self.drift.count if self.drift else 0,
+                    PSI_WARN,
+                )
+        for signal in ("dont_know", "fallback"):
+            m.set("offramp_drift_rate_change", round(values[signal], 6), signal=signal)
+
+    def _compared(self, local: str, llm: str) -> None:
+        m = self.metrics
+        m.inc("offramp_shadow_compared_total", label=local)
+        if local == llm:
+            m.inc("offramp_shadow_agreed_total", label=local)
+        n = m.get("offramp_shadow_compared_total", label=local) or 1.0
+        agreed = m.get("offramp_shadow_agreed_total", label=local) or 0.0
+        m.set("offramp_shadow_agreement_ratio", round(agreed / n, 6), label=local)
+
+    def _shadow_result(self, r: ShadowResult) -> None:
+        """local_first: the LLM's answer to a sampled local one came back (off the request path)."""
+        self._compared(r.local_label, r.llm_label)
+        capture = self.built.capture
+        if capture is not None:
+            capture.shadow(r.request_id, r.text, r.local_label, r.confidence, r.llm_label, r.version)
+            self.metrics.inc("offramp_capture_rows_total", source="shadow")
+
+    def feedback(self, request_id: str, label: str) -> None:
+        """A person's correction of a recent answer, into the capture pool."""
+        capture = self.built.capture
+        if capture is None or "feedback" not in capture.sources:
+            raise ApiError(
+                409,
+                "feedback_disabled",
+                "this service keeps no feedback: add capture: {pool: ..., from: [feedback]} to the pipeline",
+            )
+        try:
+            capture.feedback(request_id, label)
+        except UnknownRequest as e:
+            self.metrics.inc("offramp_feedback_total", outcome="unknown_request")
+            raise ApiError(404, "unknown_request", str(e)) from None
+        except UnknownLabel as e:
+            self.metrics.inc("offramp_feedback_total", outcome="unknown_label")
+            raise ApiError(422, "unknown_label", str(e)) from None
+        self.metrics.inc("offramp_feedback_total", outcome="accepted")
+        self.metrics.inc("offramp_capture_rows_total", source="feedback")
 
     def _watch_registry(self, interval_s: float = 1.0) -> None:
         """Serving a registry: pick up a promote or rollback (a new current version) within seconds."""
@@ -158,12 +225,38 @@ class ClassificationService:
         cascade = built.cascade
         decisions = cascade.run_many(texts, [conv or rid for _, rid, conv in items], [rid for _, rid, _ in items])
         self.metrics.inc("offramp_model_calls_total")
-        return [self._answer(d, text, rid, built.info) for d, text, (_, rid, _) in zip(decisions, texts, items)]
+        return [self._answer(d, text, rid, built) for d, text, (_, rid, _) in zip(decisions, texts, items)]
 
     def _answer(
-        self, d: Decision, text: str, request_id: str, info: dict[str, Any]
+        self, d: Decision, text: str, request_id: str, built: Built
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        info = built.info
         m = self.metrics
+        version = info.get("version")
+        if d.shadow is not None:  # llm_first: both answered this message
+            self._compared(d.shadow["local"], d.shadow["llm"])
+        capture = built.capture
+        if capture is not None:
+            if d.shadow is not None:
+                capture.shadow(request_id, text, d.local_label, d.local_confidence, d.shadow["llm"], version)
+                m.inc("offramp_capture_rows_total", source="shadow")
+            capture.after(request_id, text, d.route, d.label, d.local_label, d.local_confidence, version)
+            if d.route == "llm" and d.shadow is None and "llm" in capture.sources:
+                m.inc("offramp_capture_rows_total", source="llm")
+        if built.shadow is not None and d.route == "local":
+            dropped = built.shadow.dropped
+            built.shadow.offer(request_id, text, d.local_label, d.local_confidence, version)
+            if built.shadow.dropped > dropped:
+                m.inc("offramp_shadow_dropped_total")
+        drift = self.drift
+        if drift is not None:
+            below = built.cascade.threshold_for(d.local_label)
+            drift.observe(
+                d.local_confidence,
+                d.local_label,
+                d.route == "refused",
+                below is not None and d.local_confidence < below and not built.cascade.llm_first,
+            )
         m.inc("offramp_decisions_total", route=d.route)
         m.inc("offramp_labels_total", label=d.label)
         if "internal_error" in d.flags:  # logged with the request id by the cascade

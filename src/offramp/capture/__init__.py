@@ -1,0 +1,1 @@
+"""The capture pool: answers the LLM gave and corrections people made, masked, kept for retraining."""

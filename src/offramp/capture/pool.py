@@ -1,0 +1,254 @@
+"""The capture pool (SQLite): what the LLM answered and what people corrected, for the next retrain.
+
+Each row holds a text **masked** by the guard the pool was opened with (the pool applies it itself,
+so a raw text cannot be written), the label given, where it came from (``llm``: the fallback's
+answer; ``shadow``: the LLM's answer beside the small model's; ``feedback``: a person's correction),
+the small model's own label and confidence, the model version, the request id and the time.
+
+Writes are queued and committed by one background thread in batches, so the request path does not
+wait on the disk; a full queue drops the row and counts it (``dropped``).
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from offramp.errors import DataError, UsageError
+
+SOURCES = ("llm", "shadow", "feedback")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pool (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    source TEXT NOT NULL,
+    text TEXT NOT NULL,
+    label TEXT NOT NULL,
+    local_label TEXT,
+    confidence REAL,
+    model_version TEXT,
+    request_id TEXT
+);
+CREATE INDEX IF NOT EXISTS pool_time ON pool (time);
+CREATE TABLE IF NOT EXISTS pool_meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+_FORMAT = "offramp-pool-1"
+
+
+@dataclass
+class PoolRow:
+    source: str
+    text: str  # masked
+    label: str
+    local_label: str | None = None
+    confidence: float | None = None
+    model_version: str | None = None
+    request_id: str | None = None
+    time: float = 0.0
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    con.execute("PRAGMA journal_mode=WAL")
+    return con
+
+
+def open_existing(path: str | Path) -> sqlite3.Connection:
+    """A read connection to an existing pool; a DataError naming the problem otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"pool {path} does not exist", "point at the file a pipeline's capture.pool names")
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        fmt = con.execute("SELECT value FROM pool_meta WHERE key='format'").fetchone()
+    except sqlite3.DatabaseError:
+        raise DataError(f"{path} is not an offramp capture pool", "point at a pipeline's capture.pool file") from None
+    if not fmt or fmt[0] != _FORMAT:
+        raise DataError(f"{path} is not an offramp capture pool", "point at a pipeline's capture.pool file")
+    return con
+
+
+class Pool:
+    """A capture pool at ``path`` (created if missing). ``mask`` is applied to every text written."""
+
+    def __init__(self, path: str | Path, mask: Callable[[str], str], max_queue: int = 10_000):
+        self.path = Path(path)
+        self._mask = mask
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = _connect(self.path)
+            con.executescript(_SCHEMA)
+            fmt = con.execute("SELECT value FROM pool_meta WHERE key='format'").fetchone()
+            if fmt is None:
+                n = con.execute("SELECT COUNT(*) FROM pool").fetchone()[0]
+                if n:
+                    raise UsageError(f"{self.path} is not an offramp capture pool")
+                con.execute("INSERT INTO pool_meta VALUES ('format', ?)", (_FORMAT,))
+                con.commit()
+            elif fmt[0] != _FORMAT:
+                raise UsageError(f"{self.path} is not an offramp capture pool")
+        except sqlite3.DatabaseError as e:
+            raise UsageError(
+                f"the capture pool {self.path} cannot be opened ({e})", "give capture.pool a new SQLite file"
+            ) from None
+        except OSError as e:
+            raise UsageError(f"the capture pool {self.path} cannot be created ({e.strerror})") from None
+        self._con = con
+        self._queue: queue.Queue[PoolRow | None] = queue.Queue(max_queue)
+        self.dropped = 0
+        self.written = 0
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._run, name="offramp-pool", daemon=True)
+        self._thread.start()
+
+    def add(
+        self,
+        source: str,
+        text: str,
+        label: str,
+        *,
+        local_label: str | None = None,
+        confidence: float | None = None,
+        model_version: str | None = None,
+        request_id: str | None = None,
+    ) -> bool:
+        """Queue a row (its text masked now); False if the queue was full and the row was dropped."""
+        if source not in SOURCES:
+            raise ValueError(f"unknown pool source {source!r}")
+        row = PoolRow(source, self._mask(text), label, local_label, confidence, model_version, request_id, time.time())
+        try:
+            self._idle.clear()
+            self._queue.put_nowait(row)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every queued row is committed."""
+        deadline = time.monotonic() + timeout
+        while not (self._queue.empty() and self._idle.is_set()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the capture pool did not commit in time")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(10)
+        self._con.close()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [first]
+            while len(batch) < 512:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            rows = [r for r in batch if r is not None]
+            if rows:
+                try:
+                    with self._con:
+                        self._con.executemany(
+                            "INSERT INTO pool (time, source, text, label, local_label, confidence, model_version,"
+                            " request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [
+                                (
+                                    r.time,
+                                    r.source,
+                                    r.text,
+                                    r.label,
+                                    r.local_label,
+                                    r.confidence,
+                                    r.model_version,
+                                    r.request_id,
+                                )
+                                for r in rows
+                            ],
+                        )
+                    self.written += len(rows)
+                except sqlite3.Error:
+                    self.dropped += len(rows)
+            if self._queue.empty():
+                self._idle.set()
+            if any(r is None for r in batch):
+                return
+
+
+def parse_since(value: str | None, now: float | None = None) -> float | None:
+    """``--since``: an ISO date or time (UTC unless it says otherwise), or an age such as 30m, 24h, 7d."""
+    if value is None:
+        return None
+    v = value.strip()
+    now = time.time() if now is None else now
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if len(v) > 1 and v[-1] in units and v[:-1].replace(".", "", 1).isdigit():
+        return now - float(v[:-1]) * units[v[-1]]
+    try:
+        dt = datetime.fromisoformat(v)
+    except ValueError:
+        raise UsageError(
+            f"--since must be an ISO date or time (2026-11-01, 2026-11-01T08:00) or an age (30m, 24h, 7d); got {value!r}"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def read_rows(
+    path: str | Path, sources: Iterable[str] | None = None, since: float | None = None
+) -> list[dict[str, Any]]:
+    """The pool's rows (oldest first) from ``sources`` since ``since`` (epoch seconds)."""
+    wanted = list(sources or SOURCES)
+    unknown = sorted(set(wanted) - set(SOURCES))
+    if unknown:
+        raise UsageError(f"unknown pool source(s): {', '.join(unknown)}", f"use any of: {', '.join(SOURCES)}")
+    con = open_existing(path)
+    try:
+        q = (
+            "SELECT id, time, source, text, label, local_label, confidence, model_version, request_id FROM pool "
+            f"WHERE source IN ({','.join('?' * len(wanted))}) AND time >= ? ORDER BY id"
+        )
+        cur = con.execute(q, (*wanted, since if since is not None else float("-inf")))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def training_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for ``retrain --add``: one per request, a person's correction beating an LLM's answer
+    (the latest correction if several); rows without a request id are kept as they are."""
+    rank = {"feedback": 2, "llm": 1, "shadow": 1}
+    best: dict[str, dict[str, Any]] = {}
+    loose: list[dict[str, Any]] = []
+    for r in rows:
+        rid = r.get("request_id")
+        if not rid:
+            loose.append(r)
+            continue
+        old = best.get(rid)
+        if old is None or rank[r["source"]] >= rank[old["source"]]:
+            best[rid] = r
+    kept = sorted(loose + list(best.values()), key=lambda r: r["id"])
+    return [
+        {
+            "text": r["text"],
+            "label": r["label"],
+            "source": r["source"],
+            "time": datetime.fromtimestamp(r["time"], timezone.utc).isoformat(timespec="seconds"),
+        }
+        for r in kept
+    ]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,121 @@
+"""The shadow report: how often the LLM agrees with the small model on live traffic, and whether
+the small model can take over.
+
+Agreement is counted per **local** label: of the messages the small model labelled L, the share
+the LLM also labelled L — what a switch decision needs. Intervals are 95% Wilson intervals. The
+suggested confidence threshold is the one that keeps the most messages local while agreement on
+them stays at or above the target.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+MIN_COMPARED = 30  # fewer compared messages than this: too few to say anything
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of k successes in n trials (0, 1 for n = 0)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def best_threshold(confidence: np.ndarray, agree: np.ndarray, target: float) -> dict[str, Any] | None:
+    """The lowest confidence threshold (most messages local) whose kept messages agree >= target."""
+    if not len(confidence):
+        return None
+    order = np.argsort(-confidence, kind="stable")
+    c, a = confidence[order], agree[order].astype(np.float64)
+    kept = np.arange(1, len(c) + 1)
+    rate = np.cumsum(a) / kept
+    # a threshold can only sit between distinct confidences: the last row of each run of equal values
+    last = np.r_[c[1:] != c[:-1], True]
+    ok = np.nonzero(last & (rate >= target))[0]
+    if not len(ok):
+        return None
+    i = int(ok[-1])
+    return {"threshold": float(c[i]), "local_share": float(kept[i] / len(c)), "agreement": float(rate[i])}
+
+
+def shadow_report(rows: Sequence[dict[str, Any]], target: float = 0.95, min_share: float = 0.5) -> dict[str, Any]:
+    """Per-label agreement, the threshold that keeps agreement >= ``target`` and a one-line verdict.
+
+    ``rows``: the pool's shadow rows (``local_label``, ``label`` as the LLM's answer, ``confidence``).
+    """
+    rows = [r for r in rows if r.get("local_label") is not None]
+    n = len(rows)
+    local = np.array([str(r["local_label"]) for r in rows], dtype=object)
+    llm = np.array([str(r["label"]) for r in rows], dtype=object)
+    conf = np.array([float(r.get("confidence") or 0.0) for r in rows])
+    agree = local == llm if n else np.zeros(0, dtype=bool)
+    per_label = {}
+    for lab in sorted(set(local.tolist())):
+        sel = local == lab
+        k, m = int(agree[sel].sum()), int(sel.sum())
+        lo, hi = wilson(k, m)
+        per_label[lab] = {"compared": m, "agreed": k, "agreement": k / m, "ci95": [lo, hi]}
+    k = int(agree.sum())
+    lo, hi = wilson(k, n)
+    best = best_threshold(conf, agree, target)
+    # labels the LLM gives that the small model never does: a new intent it has to learn first
+    unseen = {lab: int((llm == lab).sum()) for lab in sorted(set(llm.tolist()) - set(local.tolist()))}
+    top_unseen = max(unseen.items(), key=lambda kv: kv[1]) if unseen else None
+    if n < MIN_COMPARED:
+        verdict = f"not yet: only {n} messages compared (at least {MIN_COMPARED} are needed to judge)"
+        ready = False
+    else:
+        kept = conf >= best["threshold"] if best else np.zeros(n, dtype=bool)
+        worst = None
+        for lab in per_label:
+            sel = kept & (local == lab)
+            if sel.sum():
+                kk, mm = int(agree[sel].sum()), int(sel.sum())
+                w_lo, w_hi = wilson(kk, mm)
+                if w_hi < target and (worst is None or kk / mm < worst[1]):
+                    worst = (lab, kk / mm, w_lo, w_hi, mm)
+        if top_unseen is not None and top_unseen[1] >= 0.01 * n:
+            lab, count = top_unseen
+            verdict = (
+                f"not yet: the LLM answered {lab}, a label the small model never gives, for {count / n:.1%} of "
+                "messages (retrain on them: 'offramp pool export' then 'offramp retrain --add')"
+            )
+            ready = False
+        elif best is None:
+            verdict = f"not yet: no confidence threshold reaches {target:.2f} agreement (overall {k / n:.3f})"
+            ready = False
+        elif worst is not None:
+            lab, rate, w_lo, w_hi, mm = worst
+            verdict = f"not yet: {lab} agreement {rate:.2f} [{w_lo:.2f}, {w_hi:.2f}] on {mm} messages"
+            ready = False
+        elif best["local_share"] < min_share:
+            verdict = (
+                f"not yet: only {best['local_share']:.1%} local would reach {target:.2f} agreement "
+                f"(at confidence >= {best['threshold']:.3f})"
+            )
+            ready = False
+        else:
+            verdict = (
+                f"switch now: {best['local_share']:.1%} local at >= {target:.2f} agreement "
+                f"(send messages under confidence {best['threshold']:.3f} to the LLM; measured {best['agreement']:.3f})"
+            )
+            ready = True
+    return {
+        "compared": n,
+        "agreed": k,
+        "agreement": k / n if n else None,
+        "ci95": [lo, hi],
+        "per_label": per_label,
+        "target": target,
+        "threshold": best,
+        "llm_only_labels": unseen,
+        "ready": ready,
+        "verdict": verdict,
+    }

@@ -1,0 +1,137 @@
+"""Capture on live traffic: the LLM's answers and people's corrections go to the pool, masked.
+
+:class:`Capture` sits beside the cascade. For each decision the service hands it, it keeps the
+LLM's answer (a fallback's, or the shadow's) in the pool, and remembers the request's masked text
+for ``ttl_s`` seconds so that a correction (``POST /v1/feedback``) can be stored with it. Nothing
+raw is kept: the text is masked by the pipeline's guard before it is remembered or written.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Iterable
+
+from offramp.capture.pool import Pool
+from offramp.errors import OfframpError
+
+
+class UnknownRequest(OfframpError):
+    """Feedback for a request id this service does not know (never seen, or forgotten after ttl_s)."""
+
+
+class UnknownLabel(OfframpError):
+    """Feedback naming a label the model lacks (without capture.allow_new_labels)."""
+
+
+class Capture:
+    def __init__(
+        self,
+        pool: Pool,
+        mask: Callable[[str], str],
+        labels: Iterable[str],
+        *,
+        sources: Iterable[str] = ("llm", "shadow", "feedback"),
+        ttl_s: float = 3600.0,
+        allow_new_labels: bool = False,
+        max_requests: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.pool, self._mask = pool, mask
+        self.labels = set(map(str, labels))
+        self.sources = set(sources)
+        self.ttl_s, self.allow_new_labels, self.max_requests = ttl_s, allow_new_labels, max_requests
+        self._clock = clock
+        self._recent: OrderedDict[str, tuple[float, str, str, float, str | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def after(
+        self,
+        request_id: str,
+        text: str,
+        route: str,
+        label: str,
+        local_label: str,
+        confidence: float,
+        version: str | None,
+    ) -> None:
+        """Keep what one decision has to give: the LLM's answer (route ``llm``), and the request for feedback."""
+        if route == "llm" and "llm" in self.sources:
+            self.pool.add(
+                "llm",
+                text,
+                label,
+                local_label=local_label,
+                confidence=confidence,
+                model_version=version,
+                request_id=request_id,
+            )
+        if "feedback" in self.sources:
+            now = self._clock()
+            masked = self._mask(text)
+            with self._lock:
+                self._recent[request_id] = (now, masked, local_label, confidence, version)
+                self._expire(now)
+
+    def shadow(
+        self, request_id: str, text: str, local_label: str, confidence: float, llm_label: str, version: str | None
+    ) -> None:
+        """Keep the LLM's answer given beside the small model's."""
+        if "shadow" in self.sources:
+            self.pool.add(
+                "shadow",
+                text,
+                llm_label,
+                local_label=local_label,
+                confidence=confidence,
+                model_version=version,
+                request_id=request_id,
+            )
+
+    def feedback(self, request_id: str, label: str) -> None:
+        """Store a person's correction of a recent request; UnknownRequest / UnknownLabel otherwise."""
+        if label not in self.labels and not self.allow_new_labels:
+            raise UnknownLabel(
+                f"the model has no label {label!r}",
+                f"use one of: {', '.join(sorted(self.labels))} (or set capture.allow_new_labels: true)",
+            )
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            seen = self._recent.get(request_id)
+        if seen is None:
+            raise UnknownRequest(
+                f"no recent request with id {request_id!r}",
+                f"feedback is taken for {self.ttl_s:g} s after a request",
+            )
+        _, masked, local_label, confidence, version = seen
+        self.pool.add(
+            "feedback",
+            masked,
+            label,
+            local_label=local_label,
+            confidence=confidence,
+            model_version=version,
+            request_id=request_id,
+        )
+
+    def adopt(self, other: Capture) -> None:
+        """Take over the requests ``other`` remembers (at a reload), so their feedback is still taken."""
+        with other._lock:
+            recent = list(other._recent.items())
+        with self._lock:
+            for rid, row in recent:
+                self._recent.setdefault(rid, row)
+            self._recent = OrderedDict(sorted(self._recent.items(), key=lambda kv: kv[1][0]))
+
+    def stats(self) -> dict[str, Any]:
+        return {"written": self.pool.written, "dropped": self.pool.dropped, "remembered": len(self._recent)}
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def _expire(self, now: float) -> None:
+        recent = self._recent
+        while recent and (now - next(iter(recent.values()))[0] > self.ttl_s or len(recent) > self.max_requests):
+            recent.popitem(last=False)
