@@ -10,7 +10,7 @@ import typer
 
 from offramp.cli.common import API_KEY_ENV, CONCURRENCY, QUIET, info, out, print_side_by_side, status, warn
 from offramp.cli.llm import ask_llm
-from offramp.cli.models import choice_line, parse_time_limit, write_report_files
+from offramp.cli.models import choice_line, parse_time_limit, print_cascade, write_report_files
 from offramp.errors import UsageError
 
 
@@ -70,6 +70,8 @@ def demo(
         model_dir, test_path, llm_path, out_dir / "report.html", "text", "label", 100_000, quiet
     )
     print_side_by_side(small, small.llm)
+    if small.cascade:
+        print_cascade(small.cascade)
     pipeline = write_demo_pipeline(out_dir)
     out.print(
         f"model in {model_dir}; report in {html_path} (and {md_path.name}); whole demo {time.perf_counter() - t0:.1f} s"

@@ -345,14 +345,51 @@ def report(
     text_col: str = TEXT_COL,
     label_col: str = LABEL_COL,
     messages_per_day: float = typer.Option(100_000, "--messages-per-day", help="Traffic used for the cost section."),
+    route_threshold: Optional[float] = typer.Option(
+        None,
+        "--route-threshold",
+        min=0.0,
+        max=1.0,
+        help="Cascade view: answer locally at this confidence or above, ask the LLM below it.",
+    ),
+    llm_share: float = typer.Option(
+        0.1,
+        "--llm-share",
+        min=0.0,
+        max=1.0,
+        help="Cascade view without --route-threshold: the threshold that sends at most this share to the LLM.",
+    ),
     quiet: bool = QUIET,
 ) -> None:
-    """Write the side-by-side report (HTML + Markdown): small model vs LLM, charts, cost."""
+    """Write the side-by-side report (HTML + Markdown): small model vs LLM, the cascade of both, charts, cost."""
     html_path, md_path, small = write_report_files(
-        model_dir, data, llm_predictions, out_file, text_col, label_col, messages_per_day, quiet
+        model_dir,
+        data,
+        llm_predictions,
+        out_file,
+        text_col,
+        label_col,
+        messages_per_day,
+        quiet,
+        route_threshold=route_threshold,
+        llm_share=llm_share,
     )
     print_side_by_side(small, small.llm)
+    if small.cascade:
+        print_cascade(small.cascade)
     out.print(f"report written to {html_path} and {md_path}")
+
+
+def print_cascade(cascade: dict) -> None:
+    from offramp.evaluation.report import cascade_caption, cascade_rows
+
+    t = Table(title="the whole system: cascade")
+    for c in ("", "macro-F1", "handled locally", "$ per month"):
+        t.add_column(c, justify="left" if not c else "right")
+    for r in cascade_rows(cascade):
+        t.add_row(*r)
+    out.print(t)
+    out.print(cascade_caption(cascade))
 
 
 def write_report_files(
@@ -364,6 +401,8 @@ def write_report_files(
     label_col: str,
     messages_per_day: float,
     quiet: bool,
+    route_threshold: float | None = None,
+    llm_share: float = 0.1,
 ) -> tuple[Path, Path, Any]:
     from offramp.data.io import read_dataset
     from offramp.evaluation.report import build_report
@@ -373,7 +412,13 @@ def write_report_files(
     ds = read_dataset(data, text_col=text_col, label_col=label_col)
     with status("evaluating", quiet):
         html_path, md_path, small = build_report(
-            model, ds, out_file, llm_predictions=llm_predictions, messages_per_day=messages_per_day
+            model,
+            ds,
+            out_file,
+            llm_predictions=llm_predictions,
+            messages_per_day=messages_per_day,
+            route_threshold=route_threshold,
+            llm_share=llm_share,
         )
     warn(small.warnings + [f"LLM: {w}" for w in (small.llm.warnings if small.llm else [])])
     return html_path, md_path, small

@@ -72,6 +72,8 @@ def evaluate(
         data=str(ds.path),
         model_dir=record.get("source"),
     )
+    report.predictions = [str(p) for p in pred]
+    report.confidences = [float(c) for c in proba.max(axis=1)]
     index = {c: i for i, c in enumerate(model.classes_)}
     known = np.array([lab in index for lab in ds.labels or []])
     if known.any():

@@ -55,11 +55,14 @@ def score_llm_predictions(
     tin: list[float] = []
     tout: list[float] = []
     missing = 0
+    aligned: list[str | None] = []
     for text, label in zip(test.texts, test.labels or []):
         rec = by_text.get(normalize(text))
         if rec is None:
             missing += 1
+            aligned.append(None)
             continue
+        aligned.append(cell_value(rec.get("prediction")) or "(none)")
         y_true.append(label)
         y_pred.append(cell_value(rec.get("prediction")) or "(none)")
         for key, acc in (("latency_ms", lat), ("prompt_tokens", tin), ("completion_tokens", tout)):
@@ -77,6 +80,7 @@ def score_llm_predictions(
     models = Counter(cell_value(r.get("model")) for r in records if cell_value(r.get("model")))
     name = models.most_common(1)[0][0] if models else "LLM"
     out = metrics_report(y_true, y_pred, labels, model=name, data=str(path))
+    out.predictions = aligned
     if missing:
         out.warnings.append(
             f"{missing} of {len(test.texts)} test texts have no LLM prediction; the LLM column scores the rest"

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 from offramp.costs.calculator import CostInputs, CostReport, CostRow, compute_costs, estimate_tokens, load_prices
 from offramp.data.io import Dataset
 from offramp.errors import UsageError
+from offramp.evaluation.cascade import cascade_view
 from offramp.evaluation.evaluate import evaluate
 from offramp.evaluation.results import EvalReport
 from offramp.formats import markdown_cell
@@ -22,6 +23,9 @@ from offramp.models.base import TextClassifier
 from offramp.models.rejection import score_name
 
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444"]
+
+
+DEFAULT_PRICE_MODEL = "gpt-4o-mini"  # the LLM price the cascade view uses when the predictions carry no tokens
 
 
 def _e(x) -> str:
@@ -296,6 +300,10 @@ def write_report(
         "|" + "---|" * (len(labels) + 1),
     ]
     md += [row([labels[i], *counts]) for i, counts in enumerate(small.confusion["matrix"])]
+    if small.cascade:
+        ch = ["", "macro-F1", "handled locally", "$ per month"]
+        md += ["", "## The whole system: cascade", "", markdown_cell(cascade_caption(small.cascade)), ""]
+        md += [row(ch), "|" + "---|" * len(ch)] + [row(r) for r in cascade_rows(small.cascade)]
     if small.ece is not None:
         md += ["", f"Expected calibration error of the small model's confidence: {small.ece:.4f}."]
     rej = small.rejection
@@ -376,6 +384,13 @@ def write_report(
             + "".join(f"<li>{_e(a)}</li>" for a in costs.assumptions)
             + "</ul>"
         )
+    cascade_html = ""
+    if small.cascade:
+        cascade_html = (
+            "<h2>The whole system: cascade</h2>"
+            f'<p class="muted">{_e(cascade_caption(small.cascade))}</p>'
+            + table(["", "macro-F1", "handled locally", "$ per month"], cascade_rows(small.cascade))
+        )
     warn_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>") if warnings else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
@@ -390,6 +405,7 @@ th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
 ({small.n} messages). Written {_e(created)}.</p>
 <h2>Side by side</h2>
 {table(head, [[r[0], r[1]] + ([r[2] or ""] if llm else []) for r in sbs])}
+{cascade_html}
 <h2>Per class</h2>
 {table(ph, pcr)}
 <div class="charts">{"".join(charts)}</div>
@@ -409,6 +425,8 @@ def build_report(
     llm_predictions: str | Path | None = None,
     messages_per_day: float = 100_000,
     title: str = "offramp report",
+    route_threshold: float | None = None,
+    llm_share: float = 0.1,
 ) -> tuple[Path, Path, EvalReport]:
     """Evaluate ``model`` on ``test`` (beside an LLM's predictions when given), price both at
     ``messages_per_day``, and write the HTML and Markdown report; (html path, md path, evaluation)."""
@@ -426,5 +444,48 @@ def build_report(
         ),
         load_prices(),
     )
+    if small.llm is not None and small.predictions and small.confidences and small.llm.predictions:
+        api = [r for r in costs.rows if r.kind == "api"]
+        default = next((r for r in api if r.name == (small.llm.model or "")), None) or next(
+            (r for r in api if r.name == DEFAULT_PRICE_MODEL), api[0] if api else None
+        )
+        measured = small.llm.cost_per_million_usd
+        per_message = measured / 1e6 if measured is not None else (default.usd_per_message if default else None)
+        reject = model.reject_label_
+        small.cascade = cascade_view(
+            test.labels or [],
+            small.predictions,
+            small.confidences,
+            small.llm.predictions,
+            threshold=route_threshold,
+            llm_share=llm_share,
+            refusal=str(reject) if reject is not None else None,
+            small_usd_per_month=costs.row("small model (local CPU)").usd_per_month,
+            llm_usd_per_message=per_message,
+            messages_per_month=costs.inputs.messages_per_month,
+        )
+        small.cascade["llm_price"] = (
+            f"measured tokens of {small.llm.model}" if measured is not None else (default.name if default else None)
+        )
     html_path, md_path = write_report(out, small, small.llm, costs, title=title)
     return html_path, md_path, small
+
+
+def cascade_rows(cascade: dict) -> list[list[str]]:
+    return [
+        [
+            r["name"],
+            f"{r['macro_f1']:.4f}",
+            f"{r['local_share']:.1%}",
+            "—" if r["usd_per_month"] is None else f"${r['usd_per_month']:,.2f}",
+        ]
+        for r in cascade["rows"]
+    ]
+
+
+def cascade_caption(cascade: dict) -> str:
+    return (
+        f"On the {cascade['n']} test messages with an LLM prediction; the cascade answers locally at confidence "
+        f">= {cascade['threshold']:.4f} ({cascade['threshold_rule']}) and asks the LLM otherwise. "
+        f"$ per month at {cascade['messages_per_month']:,.0f} messages, LLM priced as {cascade.get('llm_price')}."
+    )

@@ -36,6 +36,11 @@ class EvalReport:
     model_dir: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # an LLM run's calls, cache hits, unlabelled answers
     llm: EvalReport | None = None
+    # per message, in the test set's order (not in to_dict): the answers, the small model's
+    # confidences; None where an LLM gave no prediction for a text
+    predictions: list[Any] | None = field(default=None, repr=False)
+    confidences: list[float] | None = field(default=None, repr=False)
+    cascade: dict[str, Any] | None = None  # the report's cascade view, when an LLM's predictions were given
 
     @property
     def labels(self) -> list[str]:
@@ -50,7 +55,9 @@ class EvalReport:
                     out["llm"] = value.to_dict()
             elif f.name == "details":
                 out.update(value)
-            elif f.name in ("ece", "reliability", "cost_basis") and value is None:
+            elif f.name in ("predictions", "confidences"):
+                continue
+            elif f.name in ("ece", "reliability", "cost_basis", "cascade") and value is None:
                 continue
             else:
                 out[f.name] = value
