@@ -151,6 +151,7 @@ def test_gate_compare():
     y = ["A"] * 50 + ["B"] * 50
     same = compare(y, y, y)
     assert same["passed"] and same["macro_f1"]["ci95"] == [0.0, 0.0]
+    assert same["per_class"]["A"]["ci95"] == [0.0, 0.0]
     worse = ["A"] * 50 + ["A"] * 20 + ["B"] * 30
     r = compare(y, y, worse, max_class_drop=0.02)
     assert not r["passed"] and any(x.startswith("macro-F1 is lower") for x in r["reasons"])
@@ -161,7 +162,8 @@ def test_gate_compare():
     y3 = y + ["C"] * 10
     old = y + ["A"] * 10
     r = compare(y3, old, y3, new_labels=["C"])
-    assert r["passed"] and r["per_class"]["C"] == {"current": 0.0, "candidate": 1.0, "support": 10, "new": True}
+    c = r["per_class"]["C"]
+    assert r["passed"] and (c["current"], c["candidate"], c["support"], c["new"]) == (0.0, 1.0, 10, True)
 
 
 def _metric(text, name, **labels):

@@ -37,6 +37,11 @@ _LAZY = {
     "save_model": "offramp.models.store",
     "TfidfLinear": "offramp.models.tfidf",
     "TrainReport": "offramp.models.training",
+    "Registry": "offramp.models.versions",
+    "retrain": "offramp.lifecycle.retrain",
+    "RetrainResult": "offramp.lifecycle.retrain",
+    "shadow_report": "offramp.lifecycle.shadow",
+    "drift_report": "offramp.lifecycle.drift",
     "train": "offramp.models.training",
     "Cascade": "offramp.pipeline.cascade",
     "Decision": "offramp.pipeline.cascade",
@@ -64,6 +69,11 @@ __all__ = [
     "StackedLinear",
     "Cascade",
     "Decision",
+    "Registry",
+    "retrain",
+    "RetrainResult",
+    "shadow_report",
+    "drift_report",
     "Settings",
     "PrivacyGuard",
     "EgressPolicy",
@@ -107,12 +117,16 @@ if TYPE_CHECKING:
     from offramp.errors import DataError, InputError, ModelDirError, OfframpError, UsageError
     from offramp.evaluation.evaluate import evaluate
     from offramp.evaluation.results import EvalReport
+    from offramp.lifecycle.drift import drift_report
+    from offramp.lifecycle.retrain import RetrainResult, retrain
+    from offramp.lifecycle.shadow import shadow_report
     from offramp.models.base import TextClassifier
     from offramp.models.stacked import StackedLinear
     from offramp.models.store import load_model, save_model
     from offramp.models.store import load_model as load
     from offramp.models.tfidf import TfidfLinear
     from offramp.models.training import TrainReport, train
+    from offramp.models.versions import Registry
     from offramp.pipeline.cascade import Cascade, Decision
     from offramp.pipeline.settings import Settings
     from offramp.privacy.guard import PrivacyGuard

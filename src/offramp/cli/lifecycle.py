@@ -99,7 +99,13 @@ def gate_table(result: Any) -> Table:
     )
     for lab, c in g["per_class"].items():
         note = " (new)" if c["new"] else ""
-        t.add_row(f"{lab}{note} F1", _fmt(c["current"]), _fmt(c["candidate"]), f"{c['candidate'] - c['current']:+.4f}")
+        lo_c, hi_c = c["ci95"]
+        t.add_row(
+            f"{lab}{note} F1",
+            _fmt(c["current"]),
+            _fmt(c["candidate"]),
+            f"{c['candidate'] - c['current']:+.4f} [{lo_c:+.4f}, {hi_c:+.4f}]",
+        )
     return t
 
 

@@ -58,10 +58,15 @@ def compare(
     m_a, m_b = _macro(y, a, n_labels), _macro(y, b, n_labels)
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
+    class_diffs = np.empty((n_boot, n_labels))
     for i in range(n_boot):
         idx = rng.integers(0, len(y), len(y))
-        diffs[i] = _macro(y[idx], b[idx], n_labels) - _macro(y[idx], a[idx], n_labels)
+        fa, fb = _f1_per_label(y[idx], a[idx], n_labels), _f1_per_label(y[idx], b[idx], n_labels)
+        present = np.bincount(y[idx], minlength=n_labels)[:n_labels] > 0
+        diffs[i] = (fb[present].mean() - fa[present].mean()) if present.any() else 0.0
+        class_diffs[i] = fb - fa
     lo, hi = (float(x) for x in np.percentile(diffs, [2.5, 97.5]))
+    class_lo, class_hi = np.percentile(class_diffs, [2.5, 97.5], axis=0)
     support = np.bincount(y, minlength=n_labels)
     new = set(map(str, new_labels))
     reasons: list[str] = []
@@ -72,16 +77,19 @@ def compare(
         )
     per_class: dict[str, dict[str, Any]] = {}
     for i, lab in enumerate(labels):
+        ci = [float(class_lo[i]), float(class_hi[i])]
         per_class[lab] = {
             "current": float(f_a[i]),
             "candidate": float(f_b[i]),
             "support": int(support[i]),
             "new": lab in new,
+            "ci95": ci,
         }
         drop = f_a[i] - f_b[i]
         if lab not in new and drop > max_class_drop + 1e-12:
             reasons.append(
-                f"{lab} F1 drops by {drop:.4f} ({f_a[i]:.4f} -> {f_b[i]:.4f}; the limit is {max_class_drop:g})"
+                f"{lab} F1 drops by {drop:.4f} ({f_a[i]:.4f} -> {f_b[i]:.4f} on {support[i]} messages, 95% interval "
+                f"of the change [{ci[0]:+.4f}, {ci[1]:+.4f}]; the limit is {max_class_drop:g})"
             )
     return {
         "passed": not reasons,

@@ -4,8 +4,8 @@ Training keeps a reference in the model directory: the winner's **out-of-fold** 
 labels (in-sample ones look over-confident). :class:`DriftMonitor` keeps a rolling window of live
 confidences, labels and don't-know / fallback outcomes and compares it with the reference:
 
-* ``confidence`` — population stability index (PSI) of the confidence, over ten bins cut at the
-  reference's deciles;
+* ``confidence`` — population stability index (PSI) of the confidence, over ten fixed bins
+  (edges 0.3, 0.4, …, 0.9, 0.95, 0.99);
 * ``label_mix`` — PSI of the share of each label;
 * ``dont_know`` and ``fallback`` — the change of each rate (window − reference).
 
@@ -26,6 +26,9 @@ import numpy as np
 
 PSI_WARN = 0.2
 _EPS = 1e-4
+# fixed confidence bins: a calibrated model puts most in-scope messages near 1.0, where bins cut at
+# the reference's deciles would be a hair apart and count any small sharpening as drift
+CONFIDENCE_EDGES = np.array([0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -41,7 +44,7 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
 class DriftReference:
     """Training-time distributions: confidence bin edges and shares, label shares, rates."""
 
-    edges: np.ndarray  # inner bin edges of the confidence (from the reference's deciles)
+    edges: np.ndarray  # inner bin edges of the confidence
     confidence_share: np.ndarray
     labels: list[str]
     label_share: np.ndarray
@@ -60,7 +63,7 @@ class DriftReference:
         conf = np.asarray(conf, dtype=np.float64)
         pred = np.asarray(pred, dtype=np.int64)
         labels = [str(c) for c in model.classes_]
-        edges = np.unique(np.quantile(conf, np.linspace(0.1, 0.9, 9)))
+        edges = CONFIDENCE_EDGES
         bins = np.bincount(np.searchsorted(edges, conf, side="right"), minlength=len(edges) + 1)
         label_share = np.bincount(pred, minlength=len(labels))[: len(labels)] / len(pred)
         reject = getattr(model, "reject_threshold_", None)

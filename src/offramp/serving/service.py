@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -60,6 +61,7 @@ class ClassificationService:
         self.batcher = MicroBatcher(self.decide_many, max_size=64)
         self._stop = threading.Event()
         self.drift: DriftMonitor | None = None
+        self._drift_warned: dict[str, float] = {}
         self._wire(self.built, None)
         if self.built.registry is not None:
             threading.Thread(target=self._watch_registry, name="offramp-registry-watch", daemon=True).start()
@@ -99,9 +101,15 @@ class ClassificationService:
 
     def _drift_refresh(self, values: dict[str, float]) -> None:
         m = self.metrics
+        now = time.monotonic()
         for signal in ("confidence", "label_mix"):
             m.set("offramp_drift_psi", round(values[signal], 6), signal=signal)
-            if values[signal] > PSI_WARN:
+            # warn when a signal crosses the line, and at most once a minute while it stays above
+            was = self._drift_warned.get(signal)
+            if values[signal] <= PSI_WARN:
+                self._drift_warned.pop(signal, None)
+            elif was is None or now - was > 60:
+                self._drift_warned[signal] = now
                 log.warning(
                     "drift: %s PSI %.3f over the last %d messages is above %.1f (traffic no longer looks like the"
                     " training data)",
@@ -255,7 +263,7 @@ class ClassificationService:
                 d.local_confidence,
                 d.local_label,
                 d.route == "refused",
-                below is not None and d.local_confidence < below and not built.cascade.llm_first,
+                below is not None and d.local_confidence < below,  # would go to the LLM (llm_first: does anyway)
             )
         m.inc("offramp_decisions_total", route=d.route)
         m.inc("offramp_labels_total", label=d.label)
