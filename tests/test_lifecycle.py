@@ -76,8 +76,19 @@ def test_registry_versions_promote_and_rollback(three_labels, tmp_path):
 def test_registry_errors_are_one_line(three_labels, tmp_path):
     reg = tmp_path / "reg"
     _train(three_labels["base"], reg)
+    empty = tmp_path / "empty-registry"
+    Registry.create(empty)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "registry.json").write_text('{"format": "offramp-registry"')
+    (tmp_path / "shadow.yaml").write_text(f"model: {reg}\nshadow: {{mode: llm_first}}\n")
     cases = [
         (("registry", "promote", str(reg), "v0042"), "has no version 'v0042' (versions: v0001)"),
+        (("predict", str(empty), "hi"), "has no current version"),
+        (("serve", str(empty)), "has no current version"),
+        (("retrain", str(empty), "--add", str(three_labels["other"])), "has no current version to retrain"),
+        (("registry", "list", str(broken)), "is not a valid offramp registry record"),
+        (("serve", str(tmp_path / "shadow.yaml")), "shadow: needs an llm: section"),
         (("registry", "list", str(three_labels["base"])), "is a file, not a registry directory"),
         (("registry", "list", str(tmp_path / "none")), "does not exist"),
         (("registry", "list", str(tmp_path)), "is not an offramp registry"),
