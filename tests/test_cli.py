@@ -230,7 +230,9 @@ def test_demo_runs_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "macro-F1" in r.stdout and (tmp_path / "demo" / "report.html").is_file()
     res = run_cli(
-        "eval", str(tmp_path / "demo" / "model"), str(tmp_path / "demo" / ".." / "demo" / "model" / ".." / "report.md")
+        "eval",
+        str(tmp_path / "demo" / "registry"),
+        str(tmp_path / "demo" / ".." / "demo" / "registry" / ".." / "report.md"),
     )
     assert res.returncode == 2  # a Markdown file is not a data file: clean refusal
     assert "unknown extension '.md'" in res.stderr

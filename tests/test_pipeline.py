@@ -120,20 +120,20 @@ def test_forward_to_a_real_webhook_and_a_dead_one():
 
 
 def test_served_demo_pipeline(fast_model, tmp_path):
-    import shutil
 
     from offramp.audit.log import AuditLog
     from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
     from offramp.models.store import load_model
+    from offramp.models.versions import Registry
     from offramp.pipeline.demo import write_demo_pipeline
 
-    shutil.copytree(fast_model, tmp_path / "model")
+    Registry.create(tmp_path / "registry").add(load_model(fast_model))  # the demo serves a registry
     p = write_demo_pipeline(tmp_path)
     s = Server(p)
     test = read_dataset(demo_paths()[1])
     texts = test.texts[::10][:100]  # 100 messages of the demo test split, one request each
-    expected = [str(x) for x in load_model(tmp_path / "model").predict(texts)]
+    expected = [str(x) for x in load_model(tmp_path / "registry").predict(texts)]
     kinds = {"SUPPORT": "answer_from_docs", "GRATITUDE": "reply", "TRY_TO_HACK": "refuse", "OTHER": None}
     try:
         thanks = httpx.post(s.url + "/v1/classify", json={"text": "thank you so much!"}).json()

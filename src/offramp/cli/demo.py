@@ -41,6 +41,7 @@ def demo(
     from offramp.data.demo import demo_paths, demo_task
     from offramp.data.io import read_dataset, write_records
     from offramp.models.training import train
+    from offramp.models.versions import Registry
     from offramp.pipeline.demo import write_demo_pipeline
     from offramp.teacher.label import TaskSpec, make_labeller
 
@@ -51,10 +52,15 @@ def demo(
     train_path, test_path, llm_path = demo_paths()
     ds = read_dataset(train_path)
     info(f"support inbox: {len(ds)} training messages, labels {', '.join(sorted(set(ds.labels or [])))}", quiet)
-    model_dir = out_dir / "model"
+    model_dir = out_dir / "registry"  # a registry of versions: the console can promote, roll back, retrain
     with status("training", quiet) as say:
         model, rep = train(ds, quality=quality, time_limit=limit, on_progress=say)
-        model.save(model_dir)
+        registry = Registry.create(model_dir)
+        if registry.gate_set() is None:  # the held-out split is the frozen gate set later retrains face
+            test = read_dataset(test_path)
+            registry.set_gate(test.texts, test.labels or [], "the demo's test split")
+        assert ds.labels is not None
+        version = registry.add(model, ds.texts, ds.labels, promote=True)
     warn(rep.warnings)
     out.print(choice_line(rep))
     info(f"trained in {rep.train_seconds:.1f} s", quiet)
@@ -74,6 +80,6 @@ def demo(
         print_cascade(small.cascade)
     pipeline = write_demo_pipeline(out_dir)
     out.print(
-        f"model in {model_dir}; report in {html_path} (and {md_path.name}); whole demo {time.perf_counter() - t0:.1f} s"
+        f"model in {model_dir} ({version}); report in {html_path} (and {md_path.name}); whole demo {time.perf_counter() - t0:.1f} s"
     )
-    out.print(f"serve it: offramp serve {pipeline}")
+    out.print(f"serve it: offramp serve {pipeline}   (then open the console: http://127.0.0.1:8000/ui)")

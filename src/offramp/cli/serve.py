@@ -56,13 +56,23 @@ def serve(
         "--public-endpoints",
         help="With --api-keys, let anyone read /readyz, /metrics and /docs (by default they need a key too).",
     ),
+    admin_keys: Optional[Path] = typer.Option(
+        None,
+        "--admin-keys",
+        help="File of SHA-256 hashes of admin keys: the web console's review, promote, rollback and retrain need one.",
+    ),
+    ui_admin_open: Optional[bool] = typer.Option(
+        None,
+        "--ui-admin-open",
+        help="Without keys, let anyone change things from the web console (a laptop demo; by default it is read-only).",
+    ),
     offline: Optional[bool] = typer.Option(
         None,
         "--offline/--online",
         help="Refuse every host that is not loopback (beats the pipeline's 'offline:' and OFFRAMP_OFFLINE).",
     ),
 ) -> None:
-    """Serve a model over HTTP: /v1/classify, /v1/chat/completions, /healthz, /readyz, /metrics.
+    """Serve a model over HTTP: /v1/classify, /v1/chat/completions, /v1/feedback, /healthz, /readyz, /metrics, the console at /ui.
 
     Each setting comes from, in order: this command's option, the pipeline YAML, the environment
     (OFFRAMP_MAX_BATCH, OFFRAMP_AUDIT, OFFRAMP_OFFLINE, ...), the default.
@@ -83,11 +93,13 @@ def serve(
         "llm_price_model": llm_price_model,
         "api_keys": api_keys,
         "public_endpoints": public_endpoints,
+        "admin_keys": admin_keys,
+        "ui_admin_open": ui_admin_open,
     }
     settings = Settings.resolve(model_dir, flags)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     application = create_app(settings, flags)
-    err.print(f"serving {model_dir} on http://{host}:{port} (docs at /docs)", markup=False)
+    err.print(f"serving {model_dir} on http://{host}:{port} (console at /ui, docs at /docs)", markup=False)
     # everything loaded so far lives as long as the server: keep it out of the garbage collector's
     # full passes, which otherwise walk it every few thousand requests (a 20-40 ms pause measured
     # as the p99 latency with benchmarks/serving.py)

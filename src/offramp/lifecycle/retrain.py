@@ -148,6 +148,7 @@ def retrain(
             "decision": decision,
             "reasons": verdict["reasons"],
             "macro_f1": verdict["macro_f1"],
+            "per_class": verdict["per_class"],
             "source": gate_source,
             "n": verdict["n"],
         },

@@ -17,7 +17,7 @@ HEADER = """\
 """
 
 
-def demo_pipeline(model: str = "model") -> dict:
+def demo_pipeline(model: str = "registry") -> dict:
     """The demo's pipeline as a mapping (checked against the pipeline schema)."""
     doc = {
         "model": model,

@@ -18,6 +18,8 @@ rate_limit         —                     OFFRAMP_RATE_LIMIT        600 a minut
 llm_price_model    —                     OFFRAMP_LLM_PRICE_MODEL   gpt-4o-mini
 api_keys           —                     OFFRAMP_API_KEYS          none
 public_endpoints   —                     OFFRAMP_PUBLIC_ENDPOINTS  false
+admin_keys         —                     OFFRAMP_ADMIN_KEYS        none
+ui_admin_open      —                     OFFRAMP_UI_ADMIN_OPEN     false
 =================  ====================  ========================  =============
 
 Paths in the YAML are relative to the YAML file; paths from flags or the environment to the
@@ -85,6 +87,8 @@ _TABLE: dict[str, tuple[Callable[[PipelineSpec], Any] | None, str, Callable[[str
     "llm_price_model": (None, "OFFRAMP_LLM_PRICE_MODEL", str, "gpt-4o-mini"),
     "api_keys": (None, "OFFRAMP_API_KEYS", Path, None),
     "public_endpoints": (None, "OFFRAMP_PUBLIC_ENDPOINTS", env_flag, False),
+    "admin_keys": (None, "OFFRAMP_ADMIN_KEYS", Path, None),
+    "ui_admin_open": (None, "OFFRAMP_UI_ADMIN_OPEN", env_flag, False),
 }
 
 
@@ -104,6 +108,8 @@ class Settings:
     llm_price_model: str
     api_keys: Path | None
     public_endpoints: bool  # with API keys: /readyz, /metrics and the OpenAPI docs open to anyone
+    admin_keys: Path | None = None  # key hashes allowed to change things from the console
+    ui_admin_open: bool = False  # without keys: let anyone change things from the console (a laptop demo)
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property

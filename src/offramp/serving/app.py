@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from offramp.pipeline.settings import Settings
+from offramp.serving.console import console
 from offramp.serving.errors import install_error_handlers
 from offramp.serving.gateway import Gateway
 from offramp.serving.routes import open_routes, protected
@@ -48,6 +49,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(protected)
     app.include_router(open_routes)
-    app.add_middleware(Gateway, limit=settings.max_body_bytes, metrics=service.metrics)
+    app.include_router(console)
+    app.add_middleware(Gateway, limit=settings.max_body_bytes, metrics=service.metrics, stats=service.stats)
     app.state.service = service
     return app

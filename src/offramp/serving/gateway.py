@@ -7,6 +7,7 @@ from typing import Any
 
 from offramp.serving.errors import error_response
 from offramp.serving.metrics import Metrics
+from offramp.serving.stats import TrafficStats
 
 
 class Gateway:
@@ -15,8 +16,8 @@ class Gateway:
 
     TIMED = ("/v1/classify", "/v1/chat/completions")
 
-    def __init__(self, app: Any, limit: int, metrics: Metrics):
-        self.app, self.limit, self.metrics = app, limit, metrics
+    def __init__(self, app: Any, limit: int, metrics: Metrics, stats: TrafficStats | None = None):
+        self.app, self.limit, self.metrics, self.stats = app, limit, metrics, stats
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -63,4 +64,7 @@ class Gateway:
             path = getattr(route, "path", "other")
             self.metrics.inc("offramp_requests_total", endpoint=path, status=status["code"])
             if path in self.TIMED:
-                self.metrics.observe(time.perf_counter() - t0)
+                took = time.perf_counter() - t0
+                self.metrics.observe(took)
+                if self.stats is not None and status["code"] < 400:
+                    self.stats.request(took)

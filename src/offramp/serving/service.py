@@ -28,12 +28,16 @@ from offramp.pipeline.capture import UnknownLabel, UnknownRequest
 from offramp.pipeline.cascade import Decision
 from offramp.pipeline.settings import Settings
 from offramp.pipeline.shadow import ShadowResult
+from offramp.privacy.guard import PrivacyGuard
 from offramp.serving.batching import MicroBatcher
 from offramp.serving.errors import ApiError
 from offramp.serving.metrics import Metrics
+from offramp.serving.review import ReviewItem, ReviewQueue
 from offramp.serving.security import RateLimiter, key_matches, load_key_hashes
+from offramp.serving.stats import TrafficStats
 
 log = logging.getLogger("offramp.serving")
+UNSURE_BELOW = 0.7  # without a routing threshold, a local answer under this confidence is queued for review
 
 
 def _host(url: str) -> str:
@@ -50,9 +54,12 @@ class ClassificationService:
         self.settings = settings
         self._flags, self._env = dict(flags or {}), env
         self.metrics = Metrics()
+        self.stats = TrafficStats()
         self.limiter = RateLimiter(settings.rate_limit)
         self.key_hashes = load_key_hashes(settings.api_keys) if settings.api_keys else None
+        self.admin_hashes = load_key_hashes(settings.admin_keys) if settings.admin_keys else None
         self.price = load_prices()["models"].get(settings.llm_price_model)
+        self._default_guard = PrivacyGuard()  # what stored or shown text is masked with when the pipeline has none
         self._lock = threading.Lock()
         self._reloading = threading.Lock()  # one reload at a time (the admin endpoint, the registry watcher)
         self.built: Built = build(settings)
@@ -62,6 +69,7 @@ class ClassificationService:
         self._stop = threading.Event()
         self.drift: DriftMonitor | None = None
         self._drift_warned: dict[str, float] = {}
+        self.review = ReviewQueue(ttl_s=self.built.capture.ttl_s if self.built.capture else 3600.0)
         self._wire(self.built, None)
         if self.built.registry is not None:
             threading.Thread(target=self._watch_registry, name="offramp-registry-watch", daemon=True).start()
@@ -97,6 +105,8 @@ class ClassificationService:
             built.shadow.on_result = self._shadow_result
         if built.capture is not None and before is not None and before.capture is not None:
             built.capture.adopt(before.capture)  # feedback for requests made before the reload still counts
+        if built.capture is not None and hasattr(self, "review"):
+            self.review.ttl_s = built.capture.ttl_s
         self.drift = DriftMonitor(built.reference, on_refresh=self._drift_refresh) if built.reference else None
 
     def _drift_refresh(self, values: dict[str, float]) -> None:
@@ -133,6 +143,10 @@ class ClassificationService:
     def _shadow_result(self, r: ShadowResult) -> None:
         """local_first: the LLM's answer to a sampled local one came back (off the request path)."""
         self._compared(r.local_label, r.llm_label)
+        if r.local_label != r.llm_label:
+            self.review.offer(
+                ReviewItem(r.request_id, time.time(), r.text, "disagreed", r.local_label, r.confidence, [], r.llm_label)
+            )
         capture = self.built.capture
         if capture is not None:
             capture.shadow(r.request_id, r.text, r.local_label, r.confidence, r.llm_label, r.version)
@@ -157,6 +171,7 @@ class ClassificationService:
             raise ApiError(422, "unknown_label", str(e)) from None
         self.metrics.inc("offramp_feedback_total", outcome="accepted")
         self.metrics.inc("offramp_capture_rows_total", source="feedback")
+        self.review.remove(request_id)
 
     def _watch_registry(self, interval_s: float = 1.0) -> None:
         """Serving a registry: pick up a promote or rollback (a new current version) within seconds."""
@@ -256,6 +271,7 @@ class ClassificationService:
             built.shadow.offer(request_id, text, d.local_label, d.local_confidence, version)
             if built.shadow.dropped > dropped:
                 m.inc("offramp_shadow_dropped_total")
+        self._to_review(d, text, request_id, built)
         drift = self.drift
         if drift is not None:
             below = built.cascade.threshold_for(d.local_label)
@@ -269,11 +285,12 @@ class ClassificationService:
         m.inc("offramp_labels_total", label=d.label)
         if "internal_error" in d.flags:  # logged with the request id by the cascade
             m.inc("offramp_cascade_errors_total")
+        saved = 0.0
         if d.route == "local" and self.price is not None:
             tokens_in = DEFAULT_PROMPT_TOKENS + len(text) / 4
-            m.inc(
-                "offramp_estimated_usd_saved_total", api_usd_per_message(self.price, tokens_in, DEFAULT_OUTPUT_TOKENS)
-            )
+            saved = api_usd_per_message(self.price, tokens_in, DEFAULT_OUTPUT_TOKENS)
+            m.inc("offramp_estimated_usd_saved_total", saved)
+        self.stats.message(d.label, d.route, saved)
         for kind, n in d.pii.items():
             m.inc("offramp_pii_found_total", n, entity=kind)
         if d.endpoints:
@@ -305,6 +322,31 @@ class ClassificationService:
                 "request_id": request_id,
             },
             record,
+        )
+
+    def _to_review(self, d: Decision, text: str, request_id: str, built: Built) -> None:
+        """Keep the message for the console's review queue if it is worth a look (masked)."""
+        if d.shadow is not None and d.shadow["local"] != d.shadow["llm"]:
+            source, llm = "disagreed", d.shadow["llm"]
+        elif d.route == "refused":
+            source, llm = "rejected", None
+        else:
+            limit = built.cascade.threshold_for(d.local_label)
+            if d.local_confidence >= (limit if limit is not None else UNSURE_BELOW):
+                return
+            source, llm = "unsure", (d.label if d.route == "llm" else None)
+        guard = built.cascade.guard or self._default_guard
+        self.review.offer(
+            ReviewItem(
+                request_id,
+                time.time(),
+                guard.mask(text).text,
+                source,
+                d.local_label,
+                round(d.local_confidence, 6),
+                d.top,
+                llm,
+            )
         )
 
     async def classify(
