@@ -128,7 +128,14 @@ def test_the_console_open_and_admin(setup, browser):
         counts = page.inner_text("#review-counts")
         assert "waiting" in counts
         _no_pii(page)
-        page.screenshot(path=str(SHOTS / "review.png"), full_page=True)
+        page.screenshot(path=str(SHOTS / "review.png"))
+        # filters: by source and label, through the console's API with the page's session
+        cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+        got = httpx.get(srv.url + "/ui/api/review?source=disagreed&label=SUPPORT", cookies=cookies).json()
+        assert got["items"] and all(it["source"] == "disagreed" for it in got["items"])
+        assert all("SUPPORT" in (it["label"], it["llm"]) for it in got["items"])
+        bad = httpx.get(srv.url + "/ui/api/review?source=nope", cookies=cookies)
+        assert bad.status_code == 422 and "source must be" in bad.json()["error"]["message"]
         reviewed = []
         labels = json.loads(page.evaluate("JSON.stringify(review.labels)"))
         for _ in range(3):
@@ -147,19 +154,31 @@ def test_the_console_open_and_admin(setup, browser):
         # models: promote v0002 from the page, then roll back
         page.goto(srv.url + "/ui/models")
         page.wait_for_selector("#versions-table")
-        page.screenshot(path=str(SHOTS / "models.png"), full_page=True)
         page.click("[data-promote=v0002]")
         _until(lambda: "current v0002" in page.inner_text("main"))
         assert httpx.get(srv.url + "/readyz").json()["version"] == "v0002"
         page.click("#rollback")
         _until(lambda: "current v0001" in page.inner_text("main"))
         assert httpx.get(srv.url + "/readyz").json()["version"] == "v0001"
+        # retrain now: the pool's LLM answers and the three corrections, behind the gate, in the background
+        page.click("#retrain")
+        _until(lambda: "Retrain promoted" in page.inner_text("#job") or "Retrain refused" in page.inner_text("#job"), 120)
+        job = page.inner_text("#job")
+        assert "v0003 vs v0001" in job
+        if "promoted" in job:
+            _until(lambda: httpx.get(srv.url + "/readyz").json()["version"] == "v0003")
+        page.screenshot(path=str(SHOTS / "models.png"), full_page=True)
+        # nothing new in the pool since: a second retrain is refused with a message in the page
+        page.click("#retrain")
+        page.wait_for_selector("#toast .msg.error")
+        assert "no new LLM answers or corrections" in page.inner_text("#toast")
 
         # the report of the live version, on the registry's gate set
         page.goto(srv.url + "/ui/report")
         frame = page.frame_locator("#report")
         frame.locator("h1").wait_for(timeout=60_000)
-        assert "offramp report: v0001" in frame.locator("h1").inner_text()
+        live = httpx.get(srv.url + "/readyz").json()["version"]
+        assert f"offramp report: {live}" in frame.locator("h1").inner_text()
         page.screenshot(path=str(SHOTS / "report.png"), full_page=True)
         _no_pii(page)
     finally:
@@ -246,12 +265,13 @@ def test_login_with_keys(setup, browser):
         admin.click("#sign-in")
         admin.wait_for_selector("#v-version")
         assert admin.inner_text("#role") == "admin"
+        headers = {"Authorization": f"Bearer {USER_KEY}"}
+        before = httpx.get(srv.url + "/readyz", headers=headers).json()["version"]
         admin.goto(srv.url + "/ui/models")
         admin.click("[data-promote=v0002]")
         _until(lambda: "current v0002" in admin.inner_text("main"))
-        headers = {"Authorization": f"Bearer {USER_KEY}"}
         assert httpx.get(srv.url + "/readyz", headers=headers).json()["version"] == "v0002"
         admin.click("#rollback")
-        _until(lambda: "current v0001" in admin.inner_text("main"))
+        _until(lambda: f"current {before}" in admin.inner_text("main"))
     finally:
         srv.stop()

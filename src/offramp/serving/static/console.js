@@ -278,8 +278,9 @@ async function models() {
       : v.current ? el("strong", {}, "current") : "";
     return [v.version, when(v.created), v.family, num(v.cv_macro_f1, 4), gate, btn];
   });
-  const gates = data.versions.filter((v) => v.gate && v.gate.per_class).map((v) =>
-    el("details", {}, el("summary", {}, `${v.version}: gate table (${v.gate.decision})`),
+  const gated = data.versions.filter((v) => v.gate && v.gate.per_class);
+  const gates = gated.map((v, i) =>
+    el("details", { open: i === gated.length - 1, id: `gate-${v.version}` }, el("summary", {}, `${v.version}: gate table (${v.gate.decision})`),
       table(["label", v.gate.against, v.version, "change [95%]"],
         Object.entries(v.gate.per_class).map(([l, c]) => [l + (c.new ? " (new)" : ""), num(c.current, 4), num(c.candidate, 4),
           `${num(c.candidate - c.current, 4)}` + (c.ci95 ? ` [${num(c.ci95[0], 3)}, ${num(c.ci95[1], 3)}]` : "")])),
