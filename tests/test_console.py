@@ -162,7 +162,9 @@ def test_the_console_open_and_admin(setup, browser):
         assert httpx.get(srv.url + "/readyz").json()["version"] == "v0001"
         # retrain now: the pool's LLM answers and the three corrections, behind the gate, in the background
         page.click("#retrain")
-        _until(lambda: "Retrain promoted" in page.inner_text("#job") or "Retrain refused" in page.inner_text("#job"), 120)
+        _until(
+            lambda: "Retrain promoted" in page.inner_text("#job") or "Retrain refused" in page.inner_text("#job"), 120
+        )
         job = page.inner_text("#job")
         assert "v0003 vs v0001" in job
         if "promoted" in job:
