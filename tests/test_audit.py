@@ -408,3 +408,84 @@ def test_a_failing_audit_log_gives_a_clear_503(fast_model, tmp_path, monkeypatch
     r = client.post("/v1/classify", json={"text": "thanks!"})
     assert r.status_code == 503 and r.json()["error"]["type"] == "audit_unavailable"
     assert "offramp_audit_failures_total 1" in client.get("/metrics").text
+
+
+# ---------------------------------------------------------------- a changed key, a wiped log, many creators
+def _filled(tmp_path, n=5):
+    from offramp.audit.log import AuditLog
+
+    path = tmp_path / "audit.sqlite"
+    log = AuditLog(path)
+    for i in range(n):
+        log.append(log.record(request_id=f"r{i}", decision="SUPPORT", route="local"))
+    log.close()
+    return path
+
+
+def test_an_emptied_log_fails_verification(tmp_path):
+    import sqlite3
+
+    from offramp.audit.log import AuditLog
+
+    path = _filled(tmp_path)
+    con = sqlite3.connect(path)
+    con.execute("DELETE FROM records")
+    con.execute("DELETE FROM head")
+    con.commit()
+    con.close()
+    verdict = AuditLog(path, create=False).verify()
+    assert not verdict.ok and "held 5" in verdict.message
+    r = run_cli("audit", "verify", str(path))
+    assert r.returncode == 3 and "emptied or cut" in r.stderr
+
+
+def test_serve_refuses_a_log_it_cannot_continue(fast_model, tmp_path):
+    import os
+
+    path = _filled(tmp_path)
+    # the key file is gone: a new key would make every record look forged
+    key = (tmp_path / "audit.sqlite.key").read_text()
+    (tmp_path / "audit.sqlite.key").unlink()
+    r = run_cli("serve", str(fast_model), "--audit", str(path), "--port", "1")
+    assert r.returncode == 2 and "has records but its key file" in r.stderr
+    assert not (tmp_path / "audit.sqlite.key").exists()  # no new key was made
+    # another key in the environment
+    (tmp_path / "audit.sqlite.key").write_text(key)
+    env = {**os.environ, "OFFRAMP_AUDIT_KEY": "some-other-key-entirely"}
+    r = run_cli("serve", str(fast_model), "--audit", str(path), "--port", "1", env=env)
+    assert r.returncode == 2 and "written with another key" in r.stderr
+    # an emptied log
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute("DELETE FROM records")
+    con.execute("DELETE FROM head")
+    con.commit()
+    con.close()
+    r = run_cli("serve", str(fast_model), "--audit", str(path), "--port", "1")
+    assert r.returncode == 2 and "emptied or cut" in r.stderr
+
+
+def _create_and_append(path, i):
+    from offramp.audit.log import AuditLog
+
+    log = AuditLog(path)
+    log.append(log.record(request_id=f"p{i}", decision="SUPPORT", route="local"))
+    log.close()
+
+
+def test_concurrent_first_creation(tmp_path):
+    import multiprocessing
+
+    from offramp.audit.log import AuditLog
+
+    path = tmp_path / "new.sqlite"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_create_and_append, args=(path, i)) for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    verdict = AuditLog(path, create=False).verify()
+    assert verdict.ok and verdict.records == 6

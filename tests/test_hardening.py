@@ -223,3 +223,76 @@ def test_parquet_binary_columns_are_decoded_like_text_files(tmp_path):
     pq.write_table(pa.table({"text": pa.array([b"ok", b"na\xefve"], pa.binary()), "label": ["A", "B"]}), bad)
     with pytest.raises(DataError, match="row 2 is not UTF-8 text: byte 0xef"):
         read_dataset(bad)
+
+
+# ---------------------------------------------------------------- YAML alias bombs, oversized arrays
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    lines.append("model: *i")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert bomb.stat().st_size < 600
+    t0 = time.monotonic()
+    r = run_cli("serve", str(bomb))
+    assert r.returncode == 2 and "expands to more than 100,000 values" in r.stderr
+    assert time.monotonic() - t0 < 30
+    big = tmp_path / "big.yaml"
+    big.write_text("model: m\n" + "# padding\n" * 200_000)
+    r = run_cli("serve", str(big))
+    assert r.returncode == 2 and "larger than 1,000,000 bytes" in r.stderr
+
+
+def _rehash(d):
+    import hashlib
+    import json
+
+    man = json.loads((d / "manifest.json").read_text())
+    man["files"]["arrays.npz"] = hashlib.sha256((d / "arrays.npz").read_bytes()).hexdigest()
+    (d / "manifest.json").write_text(json.dumps(man))
+
+
+def test_arrays_are_checked_against_model_json_before_reading(fast_model, tmp_path):
+    import json
+    import shutil
+
+    import numpy as np
+
+    cases = {}
+    d = tmp_path / "extra"
+    shutil.copytree(fast_model, d)
+    with np.load(d / "arrays.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez_compressed(d / "arrays.npz", **arrays, evil=np.zeros(1 << 22))  # 32 MB of zeros, tiny compressed
+    _rehash(d)
+    cases[d] = "does not declare: 'evil'"
+    d = tmp_path / "reshaped"
+    shutil.copytree(fast_model, d)
+    name = sorted(arrays)[0]
+    np.savez_compressed(d / "arrays.npz", **{**arrays, name: np.zeros((3, 3), dtype=np.float32)})
+    _rehash(d)
+    cases[d] = f"array {name!r} is <f4 [3, 3], model.json declares"
+    for path, message in cases.items():
+        r = run_cli("predict", str(path), "hello")
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+    # a directory without declarations (an older format) still has a ceiling
+    from offramp.errors import ModelDirError
+    from offramp.models.store import check_arrays
+
+    np.savez(tmp_path / "huge.npz", a=np.zeros(1))
+    check_arrays(tmp_path / "huge.npz", None)  # small: fine
+    import pytest as _pytest
+
+    with _pytest.raises(ModelDirError, match="a model needs"):
+        import zipfile
+
+        # a header that declares 5 GiB (the data itself is never read)
+        header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+        header["shape"] = (5 * 1024**3 // 8,)
+        with zipfile.ZipFile(tmp_path / "lie.npz", "w") as zf, zf.open("a.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+        check_arrays(tmp_path / "lie.npz", None)
+    assert json.loads((fast_model / "model.json").read_text())["arrays"]

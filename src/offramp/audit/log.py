@@ -21,6 +21,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,8 +48,49 @@ FIELDS = (
 )
 
 
+def _retry_locked(fn: Callable[[], Any], tries: int = 50) -> Any:
+    """``fn()``, tried again while another process holds the database (concurrent first creation)."""
+    for i in range(tries):
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or i == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 def _canonical(body: dict) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _read_key_file(kf: Path, key_env: str) -> bytes:
+    key = b""
+    for _ in range(50):  # another process may be writing it this very moment (concurrent first creation)
+        try:
+            key = bytes.fromhex(kf.read_text(encoding="ascii").strip())
+        except (ValueError, UnicodeDecodeError, OSError):
+            key = b""
+        if len(key) >= 16:
+            return key
+        time.sleep(0.02)
+    raise UsageError(
+        f"the audit log's key file {kf} does not hold a key (hex, at least 16 bytes)",
+        f"restore the key file the log was written with, or set {key_env}",
+    )
+
+
+def _has_records(path: Path) -> bool:
+    """True if ``path`` is a SQLite file whose records table holds a row (read-only look)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            return con.execute("SELECT 1 FROM records LIMIT 1").fetchone() is not None
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return False
 
 
 def _load_key(path: Path, key_env: str, create: bool) -> bytes:
@@ -56,26 +98,32 @@ def _load_key(path: Path, key_env: str, create: bool) -> bytes:
     if env:
         return hashlib.sha256(env.encode("utf-8")).digest()
     kf = path.with_name(path.name + ".key")
+    if not kf.exists() and create and (_has_records(path) or path.with_name(path.name + ".anchor").exists()):
+        # a new key would make every existing record look forged: refuse instead
+        raise UsageError(
+            f"the audit log {path} has records but its key file {kf} is missing",
+            f"restore the key file, or set {key_env} to the key the log was written with",
+        )
     if kf.exists():
-        try:
-            key = bytes.fromhex(kf.read_text(encoding="ascii").strip())
-        except (ValueError, UnicodeDecodeError):
-            key = b""
-        if len(key) < 16:
-            raise UsageError(
-                f"the audit log's key file {kf} does not hold a key (hex, at least 16 bytes)",
-                f"restore the key file the log was written with, or set {key_env}",
-            )
-        return key
+        return _read_key_file(kf, key_env)
     if not create:
         raise UsageError(
             f"no key for the audit log {path}: neither {key_env} nor {kf} exists",
             f"set {key_env} to the key the log was written with",
         )
     key = secrets.token_bytes(32)
-    fd = os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = kf.with_name(f".{kf.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key.hex() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, kf)  # appears whole or not at all; the first of several creators wins
+    except FileExistsError:
+        return _read_key_file(kf, key_env)
+    finally:
+        os.unlink(tmp)
     return key
 
 
@@ -95,14 +143,16 @@ class AuditLog:
                     f"{self.path} is a SQLite file but not an offramp audit log",
                     "give the path of an audit log written by offramp serve, or a new file",
                 )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _retry_locked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript("""
+            _retry_locked(
+                lambda: self._db.executescript("""
                 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, prev TEXT NOT NULL,
                                                     body TEXT NOT NULL, mac TEXT NOT NULL);
                 CREATE TABLE IF NOT EXISTS head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER,
                                                  mac TEXT, seal TEXT);
             """)
+            )
         except sqlite3.DatabaseError as e:
             raise DataError(
                 f"{self.path} is not a usable audit log ({e})",
@@ -110,6 +160,51 @@ class AuditLog:
             ) from None
         self._text_key = hmac.new(self._key, b"offramp-audit-text", "sha256").digest()
         self._lock = threading.Lock()
+        self.anchor_path = self.path.with_name(self.path.name + ".anchor")
+
+    # ------------------------------------------------------------------ the anchor
+    def _anchor_seal(self, seq: int, mac: str) -> str:
+        return hmac.new(self._key, f"anchor|{seq}|{mac}".encode(), "sha256").hexdigest()
+
+    def _write_anchor(self, seq: int, mac: str) -> None:
+        """Keep the chain's length and last MAC outside the database, sealed with the key: a log
+        emptied or cut inside SQLite no longer matches it."""
+        data = json.dumps({"seq": seq, "mac": mac, "seal": self._anchor_seal(seq, mac)}).encode()
+        tmp = self.anchor_path.with_name(f".{self.anchor_path.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, self.anchor_path)
+
+    def _read_anchor(self) -> tuple[int, str] | None | str:
+        """(seq, mac) of the anchor; None without one; a message if it is damaged or sealed by another key."""
+        try:
+            doc = json.loads(self.anchor_path.read_text(encoding="utf-8"))
+            seq, mac, seal = int(doc["seq"]), str(doc["mac"]), str(doc["seal"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"the anchor file {self.anchor_path.name} is damaged"
+        if not hmac.compare_digest(self._anchor_seal(seq, mac), seal):
+            return f"the anchor file {self.anchor_path.name} does not match the key (another key, or it was edited)"
+        return seq, mac
+
+    def check_continuable(self) -> None:
+        """Refuse (UsageError) a log this key cannot continue: its head sealed with another key, or
+        fewer records than its anchor says it had (emptied or cut). Cheap: the head and one record."""
+        head = self._db.execute("SELECT seq, mac, seal FROM head WHERE id = 1").fetchone()
+        last = self._db.execute("SELECT seq, mac FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        fix = f"restore the log and its key (or {KEY_ENV}), or start a new log"
+        if head is not None and not hmac.compare_digest(self._seal(head[0], head[1]), head[2] or ""):
+            raise UsageError(f"the audit log {self.path} was written with another key, or its head was edited", fix)
+        anchor = self._read_anchor()
+        if isinstance(anchor, str):
+            raise UsageError(f"the audit log {self.path}: {anchor}", fix)
+        count = last[0] if last else 0
+        if anchor is not None and anchor[0] > count:
+            raise UsageError(
+                f"the audit log {self.path} held {anchor[0]} records but now holds {count}: it was emptied or cut", fix
+            )
+        if last is not None and head is not None and (head[0], head[1]) != (last[0], last[1]):
+            raise UsageError(f"the audit log {self.path} ends at record {last[0]} but its head says {head[0]}", fix)
 
     # ------------------------------------------------------------------ writing
     def text_hmac(self, text: str) -> str:
@@ -153,6 +248,7 @@ class AuditLog:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._write_anchor(seq, prev)
         return seqs
 
     def append(self, body: dict) -> int:
@@ -190,6 +286,18 @@ class AuditLog:
                     "or the key is not the one the log was written with)",
                 )
             prev, expected, n = mac, expected + 1, n + 1
+        anchor = self._read_anchor()
+        if isinstance(anchor, str):
+            return Verdict(False, n, None, anchor)
+        if anchor is not None and anchor[0] > n:
+            return Verdict(
+                False,
+                n,
+                None,
+                f"the log holds {n} records but its anchor says it held {anchor[0]}: it was emptied or cut",
+            )
+        if anchor is not None and anchor[0] == n and n and anchor[1] != prev:
+            return Verdict(False, n, None, "the log's last record does not match its anchor (it was replaced)")
         head = self._db.execute("SELECT seq, mac, seal FROM head WHERE id = 1").fetchone()
         if head is None:
             if n:

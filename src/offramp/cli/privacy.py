@@ -25,7 +25,11 @@ def mask(
     operator: str = typer.Option("placeholder", "--operator", help="redact, mask, placeholder or pseudonym."),
     entities: Optional[str] = typer.Option(None, "--entities", help="Comma-separated entity types (default: all)."),
     threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Minimum detection score."),
-    ner: bool = typer.Option(False, "--ner/--no-ner", help="Also find names and places with Presidio + spaCy."),
+    ner: Optional[bool] = typer.Option(
+        None,
+        "--ner/--no-ner",
+        help="Also find names and places with Presidio + spaCy (default: on when they are installed).",
+    ),
     vault: Optional[Path] = typer.Option(None, "--vault", help="Pseudonym vault (SQLite) for --operator pseudonym."),
     conversation_col: Optional[str] = typer.Option(
         None,
@@ -35,7 +39,8 @@ def mask(
     raw_csv: bool = RAW_CSV,
     quiet: bool = QUIET,
 ) -> None:
-    """Mask personal data in a dataset before it is shared: e-mails, phones, cards, IBANs, IPs, IDs, names."""
+    """Mask personal data in a dataset before it is shared: e-mails, phones, cards, IBANs, IPs, IDs, and
+    names and places when the NER path is installed."""
     from offramp.data.io import WRITABLE, read_records, write_records
     from offramp.privacy.guard import PrivacyGuard, mask_records
     from offramp.privacy.vault import PseudonymVault
@@ -55,6 +60,16 @@ def mask(
         raise UsageError(
             "--operator pseudonym needs --vault FILE", "the vault keeps the mapping to turn pseudonyms back"
         )
+    from offramp.privacy import ner as ner_path
+
+    if ner is None:  # names are personal data too: find them whenever the NER path is installed
+        ner = ner_path.available()
+        if not ner:
+            err.print(
+                "note: names and places are NOT masked: the NER path is not installed "
+                f"({ner_path.INSTALL_HINT}); e-mails, phones, cards, IBANs, IPs and IDs are",
+                markup=False,
+            )
     guard = PrivacyGuard(
         entities=[e.strip() for e in entities.split(",")] if entities else None,
         threshold=threshold,

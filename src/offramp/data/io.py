@@ -148,17 +148,56 @@ def cell_value(value) -> str | None:
     return s or None
 
 
+MAX_YAML_BYTES = 1_000_000  # a pipeline or task file is a few kilobytes
+MAX_YAML_NODES = 100_000  # nodes once aliases are expanded: an alias bomb of 500 bytes expands to billions
+
+
+def _expanded_size(node, seen: dict[int, int], limit: int) -> int:
+    """How many nodes ``node`` stands for with every alias expanded (stops counting past ``limit``)."""
+    key = id(node)
+    if key in seen:
+        return seen[key]
+    seen[key] = 1  # a cycle counts once (safe_load builds it as a shared reference)
+    total = 1
+    value = node.value
+    if isinstance(value, list):
+        for item in value:
+            children = item if isinstance(item, tuple) else (item,)
+            for child in children:
+                total += _expanded_size(child, seen, limit)
+                if total > limit:
+                    break
+            if total > limit:
+                break
+    seen[key] = total
+    return total
+
+
 def read_yaml_file(path: str | os.PathLike, what: str):
-    """The parsed content of a YAML file, or a UsageError naming the file (``what``: e.g. "task spec")."""
+    """The parsed content of a YAML file, or a UsageError naming the file (``what``: e.g. "task spec").
+
+    A file over 1 MB, or whose aliases expand to over 100,000 nodes (a "billion laughs"), is
+    refused before anything walks it."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{what} {p} does not exist")
+    if p.stat().st_size > MAX_YAML_BYTES:
+        raise UsageError(f"{what} {p} is larger than {MAX_YAML_BYTES:,} bytes; a {what} is a few kilobytes")
     try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, {}, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise UsageError(
+                f"{p} expands to more than {MAX_YAML_NODES:,} values through its aliases (&/*)",
+                "write the values out instead of nesting aliases",
+            )
+        return yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UsageError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise UsageError(f"{p} is nested too deeply to read") from None
 
 
 def read_records(path: str | os.PathLike, columns: list[str] | None = None) -> tuple[list[str], list[dict]]:

@@ -141,6 +141,7 @@ def _write(
 ) -> None:
     meta, arrays = model.get_state()
     arrays = {**arrays, **{f"x_{k}": v for k, v in (extra_arrays or {}).items()}}
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -149,6 +150,8 @@ def _write(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "info": info or {},
         **meta,
+        # what arrays.npz holds: checked against each array's header before any array is read
+        "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in arrays.items()},
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -377,6 +380,7 @@ def _load(path: Path) -> TextClassifier:
             "upgrade offramp or retrain",
         )
     try:
+        check_arrays(path / "arrays.npz", doc.get("arrays"))
         with np.load(path / "arrays.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         model = cls.from_state(doc, arrays)
@@ -392,6 +396,62 @@ def _load(path: Path) -> TextClassifier:
         "source": str(path),
     }
     return model
+
+
+MAX_ARRAY_BYTES = 4 * 1024**3  # what a model directory may hold in all, unpacked, without a declaration
+
+
+def check_arrays(npz: Path, declared: dict | None) -> None:
+    """Read only the headers in ``arrays.npz`` and refuse, naming the array, one that model.json
+    does not declare, one whose shape or type differs from the declaration, or (for a directory
+    without declarations) a total that would not fit in memory — before any array is read."""
+    import zipfile
+
+    try:
+        zf = zipfile.ZipFile(npz)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ModelDirError(f"{npz} is not a readable array file ({e})", "retrain or restore the directory") from None
+    total = 0
+    seen = set()
+    with zf:
+        for info in zf.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            seen.add(name)
+            try:
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                    else:
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            except (ValueError, OSError, zipfile.BadZipFile) as e:
+                raise ModelDirError(f"{npz}: array {name!r} has no valid header ({e})") from None
+            if dtype.hasobject:
+                raise ModelDirError(f"{npz}: array {name!r} holds Python objects; model arrays never do")
+            size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            total += size
+            if declared is not None:
+                want = declared.get(name)
+                if want is None:
+                    raise ModelDirError(
+                        f"{npz} holds an array model.json does not declare: {name!r}",
+                        "retrain or restore the directory",
+                    )
+                if list(shape) != list(want.get("shape", [])) or dtype.str != want.get("dtype"):
+                    raise ModelDirError(
+                        f"{npz}: array {name!r} is {dtype.str} {list(shape)}, model.json declares "
+                        f"{want.get('dtype')} {want.get('shape')}",
+                        "retrain or restore the directory",
+                    )
+    if declared is not None:
+        missing = sorted(set(declared) - seen)
+        if missing:
+            raise ModelDirError(f"{npz} lacks arrays model.json declares: {', '.join(missing)}")
+    elif total > MAX_ARRAY_BYTES:
+        raise ModelDirError(
+            f"{npz} would unpack to {total / 1024**3:.1f} GiB, more than a model needs",
+            "retrain or restore the directory",
+        )
 
 
 def read_metrics(path: str | os.PathLike) -> dict:

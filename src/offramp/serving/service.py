@@ -64,7 +64,11 @@ class ClassificationService:
         self._reloading = threading.Lock()  # one reload at a time (the admin endpoint, the registry watcher)
         self.built: Built = build(settings)
         self._retired: Built | None = None  # the version before: closed at the next reload
-        self.audit = AuditWriter(AuditLog(settings.audit)) if settings.audit is not None else None
+        self.audit = None
+        if settings.audit is not None:
+            audit_log = AuditLog(settings.audit)
+            audit_log.check_continuable()  # another key, or an emptied log: refuse to start rather than fork the chain
+            self.audit = AuditWriter(audit_log)
         self.batcher = MicroBatcher(self.decide_many, max_size=64)
         self._stop = threading.Event()
         self.drift: DriftMonitor | None = None

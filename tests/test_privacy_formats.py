@@ -1,0 +1,142 @@
+"""The formats the default guard once missed, and look-alikes it must leave alone; with
+property-based tests (hypothesis) that insert them into real inbox messages."""
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from offramp.data.demo import demo_paths
+from offramp.data.io import read_dataset
+from offramp.privacy.guard import PrivacyGuard
+from offramp.privacy.patterns import luhn_ok
+
+GUARD = PrivacyGuard()
+
+# (text, the value that must not survive, the type it must be masked as)
+MISSED = [
+    ("my phone number is 4155550132", "4155550132", "PHONE_NUMBER"),
+    ("iban de89370400440532013000 thanks", "de89370400440532013000", "IBAN_CODE"),
+    ("my iban is GB29nwbk60161331926819", "GB29nwbk60161331926819", "IBAN_CODE"),
+    ("card 4111.1111.1111.1111 was declined", "4111.1111.1111.1111", "CREDIT_CARD"),
+    ("card 4111_1111_1111_1111 was declined", "4111_1111_1111_1111", "CREDIT_CARD"),
+    ("card 4111/1111/1111/1111 was declined", "4111/1111/1111/1111", "CREDIT_CARD"),
+    ("write to jörg@bücher.de please", "jörg@bücher.de", "EMAIL_ADDRESS"),
+    ("my ssn 078051120", "078051120", "US_SSN"),
+    ("mail anna\u200b.lee@example.com", "anna\u200b.lee@example.com", "EMAIL_ADDRESS"),
+    ("mail anna.lee\uff20example.com", "anna.lee\uff20example.com", "EMAIL_ADDRESS"),
+    ("call 030 1234567 after five", "030 1234567", "PHONE_NUMBER"),
+    ("mobile: 07700900123", "07700900123", "PHONE_NUMBER"),
+    ("whatsapp 13800138000", "13800138000", "PHONE_NUMBER"),
+    ("Tel 4155550132", "4155550132", "PHONE_NUMBER"),
+    ("ring me on \uff14\uff11\uff15\uff15\uff15\uff15\uff10\uff11\uff13\uff12", "\uff14\uff11\uff15", "PHONE_NUMBER"),
+]
+
+# identifiers, amounts and dates that look like personal data but are not
+NEAR_MISSES = [
+    "order 12345678 shipped",
+    "order number 12345678",
+    "my order number is 1234 5678",
+    "tracking 0123 456789",
+    "invoice no. 2024 1234",
+    "invoice INV-2024-000123",
+    "amount 1234.56 EUR",
+    "price 1.299,00 €",
+    "the fee was $1,250.00",
+    "date 2024-01-15",
+    "reference 2024/11/29",
+    "ticket #88231 about my login",
+    "transaction id 987654321",
+    "room 0123 45678",
+]
+
+
+@pytest.mark.parametrize("text, value, entity", MISSED)
+def test_formats_once_missed_are_masked(text, value, entity):
+    masked = GUARD.mask(text)
+    assert value not in masked.text, masked.text
+    assert entity in masked.counts, (text, masked.counts)
+
+
+@pytest.mark.parametrize("text", NEAR_MISSES)
+def test_look_alikes_are_left_alone(text):
+    assert GUARD(text) == text
+
+
+def test_spans_map_back_to_the_original_text():
+    text = "x \uff4a\uff4f\uff45\uff20\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com y"  # full-width letters too
+    spans = GUARD.find(text)
+    assert [(text[s.start : s.end], s.entity) for s in spans] == [(text[2:-2], "EMAIL_ADDRESS")]
+    assert GUARD(text) == "x <EMAIL_ADDRESS> y"
+
+
+# ---------------------------------------------------------------- properties on real messages
+_TEXTS = read_dataset(demo_paths()[1]).texts[:400]
+
+
+def _card(rng: random.Random, sep: str) -> str:
+    digits = [rng.randint(0, 9) for _ in range(15)]
+    for check in range(10):
+        if luhn_ok("".join(map(str, digits + [check]))):
+            break
+    s = "".join(map(str, digits + [check]))
+    return sep.join(s[i : i + 4] for i in range(0, 16, 4))
+
+
+def _phone(rng: random.Random) -> str:
+    return rng.choice(["+1 415 555 {:04d}", "0171 {:07d}", "07700 {:06d}", "+44 20 7946 {:04d}"]).format(
+        rng.randint(0, 999999)
+    )
+
+
+VALUES = {
+    "EMAIL_ADDRESS": lambda r: (
+        f"{r.choice(['anna', 'jörg', 'wei.li', 'o.berg'])}{r.randint(1, 99)}@{r.choice(['example.com', 'bücher.de', 'mail.example.org'])}"
+    ),
+    "CREDIT_CARD": lambda r: _card(r, r.choice([" ", "-", ".", "/", "_", ""])),
+    "PHONE_NUMBER": _phone,
+    "IBAN_CODE": lambda r: r.choice(
+        ["DE89 3704 0044 0532 0130 00", "gb29nwbk60161331926819", "FR1420041010050500013M02606"]
+    ),
+}
+CONTEXT = {
+    "EMAIL_ADDRESS": "write to",
+    "CREDIT_CARD": "my card",
+    "PHONE_NUMBER": "call me on",
+    "IBAN_CODE": "iban",
+}
+
+
+def _disguise(value: str, how: int) -> str:
+    if how == 1 and "@" in value:
+        return value.replace("@", "\uff20")
+    if how == 2 and len(value) > 4:
+        return value[:3] + "\u200b" + value[3:]
+    return value
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(0, len(_TEXTS) - 1),
+    st.sampled_from(sorted(VALUES)),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2),
+    st.booleans(),
+)
+def test_inserted_personal_data_never_leaks(i, entity, seed, how, at_end):
+    value = _disguise(VALUES[entity](random.Random(seed)), how)
+    base = _TEXTS[i]
+    text = f"{base} {CONTEXT[entity]} {value}" if at_end else f"{CONTEXT[entity]} {value}, {base}"
+    masked = GUARD(text)
+    digits_or_local = value.split("@")[0] if "@" in value or "\uff20" in value else value
+    assert value not in masked and digits_or_local not in masked, (text, masked)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(_TEXTS) - 1), st.sampled_from(NEAR_MISSES))
+def test_near_misses_in_real_messages_are_never_masked(i, near):
+    base = _TEXTS[i]
+    text = f"{base} {near}"
+    masked = GUARD(text)
+    assert masked.endswith(near), (text, masked)
