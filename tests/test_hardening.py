@@ -296,3 +296,66 @@ def test_arrays_are_checked_against_model_json_before_reading(fast_model, tmp_pa
             np.lib.format.write_array_header_1_0(f, header)
         check_arrays(tmp_path / "lie.npz", None)
     assert json.loads((fast_model / "model.json").read_text())["arrays"]
+
+
+# ---------------------------------------------------------------- whole-call deadlines for slow egress
+class _Drip:
+    """An HTTP server that answers with headers at once, then one byte a second for a long time."""
+
+    def __init__(self, body_seconds=60):
+        import threading
+        import time as _time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Length", str(body_seconds))
+                self.end_headers()
+                try:
+                    for _ in range(body_seconds):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        _time.sleep(1)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_dripping_webhook_is_cut_at_its_deadline(fast_model, tmp_path):
+    import time
+
+    import httpx
+
+    from helpers import Server
+
+    drip = _Drip()
+    acts = "".join(
+        f"  {lab}: {{type: forward, url: '{drip.url}', timeout_s: 1}}\n"
+        for lab in ("SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER")
+    )
+    shutil.copytree(fast_model, tmp_path / "model")
+    (tmp_path / "p.yaml").write_text(f"model: model\nactions:\n{acts}")
+    srv = Server(tmp_path / "p.yaml")
+    try:
+        t0 = time.monotonic()
+        r = httpx.post(srv.url + "/v1/classify", json={"text": "thanks a lot!"}, timeout=60)
+        took = time.monotonic() - t0
+        assert r.status_code == 200
+        action = r.json()["action"]
+        assert action["type"] == "forward" and not action.get("delivered")
+        assert took < 5, took  # was about 40 s: timeout_s bounded each read, not the call
+    finally:
+        srv.stop()
+        drip.close()

@@ -321,3 +321,64 @@ def test_cascade_counts_personal_data_but_stores_none_for_local_answers(fast_mod
     assert d.route == "local" and d.pii == {"CREDIT_CARD": 1, "EMAIL_ADDRESS": 1} and d.endpoints == []
     rows = sqlite3.connect(str(tmp_path / "v.sqlite")).execute("SELECT COUNT(*) FROM pseudonyms").fetchone()[0]
     assert rows == 0  # nothing left the machine, so nothing needed a pseudonym
+
+
+# ---------------------------------------------------------------- pseudonyms are scoped to the caller
+def _echo_pipeline(tmp_path, fast_model, llm_url):
+    import shutil
+
+    shutil.copytree(fast_model, tmp_path / "model", dirs_exist_ok=True)
+    acts = "".join(f"  {lab}: {{type: llm}}\n" for lab in ("SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER"))
+    (tmp_path / "p.yaml").write_text(
+        f"model: model\nllm: {{base_url: '{llm_url}/v1', model: echo}}\nactions:\n{acts}"
+        "privacy: {operator: pseudonym, vault: vault.sqlite}\n"
+    )
+    return tmp_path / "p.yaml"
+
+
+def _reply(srv, text, conversation, key=None):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    r = httpx.post(srv.url + "/v1/classify", json={"text": text, "conversation_id": conversation}, headers=headers)
+    assert r.status_code == 200, r.text
+    return (r.json().get("action") or {}).get("text") or ""
+
+
+def test_pseudonyms_never_reveal_another_callers_values(fast_model, tmp_path, monkeypatch):
+    from helpers import Server
+    from misbehaving_llm import ScriptedLLM, completion
+
+    monkeypatch.setenv("OFFRAMP_VAULT_KEY", "v" * 32)
+    echo = ScriptedLLM(default=(200, {}, lambda body: completion("you said: " + body["messages"][-1]["content"]), 0.0))
+    pipeline = _echo_pipeline(tmp_path, fast_model, echo.url)
+    mine = "please reset my card, my email is anna.lee@example.com and iban DE89370400440532013000"
+    probe = "what is <EMAIL_ADDRESS_1> and <IBAN_CODE_1> and \u2039EMAIL_ADDRESS_1\u203a"
+    import os
+
+    env = {**os.environ, "OFFRAMP_VAULT_KEY": "v" * 32}
+    # with two API keys: the second key, even with the first one's conversation id, gets nothing back
+    keys = tmp_path / "keys.txt"
+    a, b = "key-a-0123456789abcdef", "key-b-0123456789abcdef"
+    keys.write_text(run_cli("hash-key", a).stdout + run_cli("hash-key", b).stdout)
+    srv = Server(pipeline, "--api-keys", str(keys), env=env)
+    try:
+        own = _reply(srv, mine, "c1", a)
+        assert "anna.lee@example.com" in own and "DE89370400440532013000" in own  # the caller's own values return
+        sent = json.dumps([r["body"] for r in echo.requests])
+        assert "anna.lee@example.com" not in sent  # masked on the way out
+        for key in (b, a):  # another key with the same conversation; the same key in a new request too
+            other = _reply(srv, probe, "c1" if key == b else "c2", key)
+            assert "anna.lee" not in other and "DE89" not in other, other
+    finally:
+        srv.stop()
+    # without keys there is no caller: a conversation id does not reach earlier requests' values
+    srv = Server(pipeline, env=env)
+    try:
+        own = _reply(srv, mine, "shared")
+        assert "anna.lee@example.com" in own
+        other = _reply(srv, probe, "shared")
+        assert "anna.lee" not in other and "DE89" not in other, other
+    finally:
+        srv.stop()
+        echo.close()

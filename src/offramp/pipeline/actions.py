@@ -122,17 +122,24 @@ class Forward:
     timeout_s: float = 2.0
     policy: EgressPolicy = field(default_factory=EgressPolicy.from_env)
     egress = True
+    kind = "forward"
 
     @property
     def endpoint(self) -> str:
         return self.url
 
     def __call__(self, text: str, label: str) -> dict:
+        import time
+
         import httpx
 
         try:
             (text,) = self.policy.check(self.url, [text])
-            r = httpx.post(self.url, json={"text": text, "label": label}, timeout=self.timeout_s)
+            deadline = time.monotonic() + self.timeout_s
+            with httpx.stream("POST", self.url, json={"text": text, "label": label}, timeout=self.timeout_s) as r:
+                for _ in r.iter_raw():  # a body dripped byte by byte is cut at the deadline, not read for ever
+                    if time.monotonic() > deadline:
+                        return {"type": "forward", "delivered": False, "error": "deadline"}
             return {"type": "forward", "delivered": r.is_success, "status": r.status_code}
         except EgressRefused as e:
             return {"type": "forward", "delivered": False, "sent": False, "error": e.message}
@@ -144,11 +151,17 @@ class LLMAction:
     """Hand the message to the LLM (say, to answer an open question) and return its reply."""
 
     egress = True
+    kind = "llm"
 
     DEFAULT_SYSTEM = "You are a helpful support assistant. Answer briefly."
 
     def __init__(self, client: ChatClient, system: str = DEFAULT_SYSTEM, max_tokens: int = 256):
         self.client, self.system, self.max_tokens = client, system, max_tokens
+
+    @property
+    def timeout_s(self) -> float:
+        """The whole call's deadline: the client's timeout (one attempt's worth)."""
+        return float(self.client.config.timeout_s)
 
     @property
     def endpoint(self) -> str:

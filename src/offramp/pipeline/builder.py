@@ -22,6 +22,7 @@ from offramp.models.store import load_model, model_version, read_model_json, res
 from offramp.pipeline.actions import Action, build_action
 from offramp.pipeline.capture import Capture
 from offramp.pipeline.cascade import Cascade
+from offramp.pipeline.egress_pool import EgressPool
 from offramp.pipeline.fallback import LLMFallback
 from offramp.pipeline.routing import fit_thresholds
 from offramp.pipeline.settings import Settings
@@ -51,6 +52,9 @@ class Built:
             self.shadow.close()
         if self.capture is not None:
             self.capture.close()
+        for pool in (self.cascade.llm_pool, self.cascade.action_pool):
+            if pool is not None:
+                pool.close()
         guard, fallback = self.cascade.guard, self.cascade.fallback
         vault = getattr(guard, "vault", None)
         if vault is not None:
@@ -153,7 +157,15 @@ def build(settings: Settings) -> Built:
         )
     llm_first = spec.shadow is not None and spec.shadow.mode == "llm_first"
     cascade = Cascade(
-        model, fallback=fallback, thresholds=thresholds, actions=actions, guard=guard, llm_first=llm_first
+        model,
+        fallback=fallback,
+        thresholds=thresholds,
+        actions=actions,
+        guard=guard,
+        llm_first=llm_first,
+        llm_pool=EgressPool("llm") if fallback is not None else None,
+        action_pool=EgressPool("actions") if any(getattr(a, "egress", False) for a in actions.values()) else None,
+        llm_deadline_s=spec.llm.timeout_s if spec.llm is not None else 5.0,
     )
     # what is stored is masked even where the pipeline turns its guard off for the traffic itself
     store_mask = guard if guard is not None else PrivacyGuard()

@@ -26,7 +26,9 @@ import numpy as np
 
 from offramp.models.base import TextClassifier, top_labels
 from offramp.pipeline.actions import Action
+from offramp.pipeline.egress_pool import EgressBusy, EgressDeadline, EgressPool, run
 from offramp.pipeline.fallback import CircuitOpen
+from offramp.privacy.guard import neutralise_tokens
 from offramp.teacher.client import LLMError
 from offramp.teacher.egress import EgressRefused
 
@@ -89,10 +91,14 @@ def _failure_flag(e: Exception) -> str:
         return "llm_circuit_open"
     if isinstance(e, EgressRefused):
         return "egress_refused"
+    if isinstance(e, EgressBusy):
+        return "egress_busy"
+    if isinstance(e, EgressDeadline):
+        return "llm_deadline"
     return "fallback_failed"
 
 
-_NOT_SENT = {"llm_circuit_open", "egress_refused", "internal_error"}
+_NOT_SENT = {"llm_circuit_open", "egress_refused", "egress_busy", "internal_error"}
 
 
 @dataclass
@@ -119,6 +125,11 @@ class Cascade:
     actions: dict[str, Action] = field(default_factory=dict)
     top_k: int = 3
     llm_first: bool = False  # shadow mode, phase one: the LLM answers every message, the small model is measured
+    # calls that leave the machine run in their own bounded pools under whole-call deadlines
+    llm_pool: EgressPool | None = None
+    action_pool: EgressPool | None = None
+    llm_deadline_s: float = 5.0
+    action_deadline_s: float = 10.0
 
     def __post_init__(self) -> None:
         # the label the model answers when it does not know, if it is not one of its classes
@@ -185,6 +196,10 @@ class Cascade:
         )
         guard = self.guard
         masked: list[str] = []
+        if getattr(guard, "operator", None) == "pseudonym":
+            # a client's own pseudonym-shaped text ("<EMAIL_ADDRESS_1>") must never be turned back into
+            # a value: its brackets are swapped for look-alikes the vault does not issue
+            text = neutralise_tokens(text)
 
         def outgoing() -> str:  # masked once, when something is about to leave
             if guard is None:
@@ -207,12 +222,15 @@ class Cascade:
             if self.fallback is None:
                 d.flags.append("low_confidence_no_fallback")
             else:
+                fallback, out = self.fallback, outgoing()
                 try:
-                    d.label, d.route = self.fallback(outgoing()), "llm"
+                    d.label, d.route = run(self.llm_pool, lambda: fallback(out), self.llm_deadline_s), "llm"
                     if self.llm_first:
                         d.shadow = {"local": label, "llm": d.label}
-                except (LLMError, EgressRefused) as e:  # down, slow or refusing: keep the local answer
+                except (LLMError, EgressRefused, EgressBusy, EgressDeadline) as e:  # down, slow, busy or refusing
                     d.flags.append(_failure_flag(e))
+                    if isinstance(e, EgressDeadline) and hasattr(fallback, "record_failure"):
+                        fallback.record_failure()  # a call past its deadline counts toward the breaker
                 except Exception:  # a bug, not a known failure: logged and counted
                     self._unexpected(d, "fallback", request_id)
                 if not set(d.flags) & _NOT_SENT:  # the request went out (even if no answer came back)
@@ -221,7 +239,16 @@ class Cascade:
         if act is not None:
             try:
                 if act.egress:
-                    d.action = act(outgoing(), d.label)
+                    out, lab = outgoing(), d.label
+                    deadline = float(getattr(act, "timeout_s", self.action_deadline_s))
+                    try:
+                        d.action = run(self.action_pool, lambda: act(out, lab), deadline)
+                    except EgressBusy:
+                        d.action = {"type": getattr(act, "kind", "action"), "sent": False, "error": "egress busy"}
+                        d.flags.append("egress_busy")
+                    except EgressDeadline:
+                        d.action = {"type": getattr(act, "kind", "action"), "error": f"no answer within {deadline:g} s"}
+                        d.flags.append("action_deadline")
                     if d.action.get("sent", True):
                         d.endpoints.append(getattr(act, "endpoint", "webhook"))
                     if guard is not None and isinstance(d.action.get("text"), str):

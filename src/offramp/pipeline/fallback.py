@@ -46,6 +46,14 @@ class LLMFallback:
     def is_open(self) -> bool:
         return self.clock() < self._open_until
 
+    def record_failure(self) -> None:
+        """A failure seen by the caller (a call past its deadline): counts toward opening the breaker."""
+        with self._lock:
+            self._failures += 1
+            if self._failures >= self.failure_threshold:
+                self._open_until = self.clock() + self.reset_after_s
+                self._failures = 0
+
     def __call__(self, text: str) -> str:
         if self.is_open:
             raise CircuitOpen("the LLM failed repeatedly; skipping it for now")

@@ -125,6 +125,15 @@ class PrivacyGuard:
         return self.vault.reveal(conversation or "-", text)
 
 
+def neutralise_tokens(text: str) -> str:
+    """``text`` with every pseudonym-shaped token's angle brackets replaced by ‹ › (same length)."""
+    from offramp.privacy.vault import TOKEN
+
+    if "<" not in text:
+        return text
+    return TOKEN.sub(lambda m: f"\u2039{m.group(1)}_{m.group(2)}\u203a", text)
+
+
 def build_guard(spec: dict | None, base: Path | None = None) -> PrivacyGuard | None:
     """A guard from a config mapping (the pipeline file's ``privacy:`` section)."""
     if not spec or spec.get("enabled", True) is False:

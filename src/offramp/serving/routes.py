@@ -44,6 +44,13 @@ def authorize(request: Request) -> str:
     )
 
 
+def principal_of(request: Request) -> str | None:
+    """Who is asking, as the key check found it (the key's hash; None without API keys)."""
+    if not service_of(request).key_hashes:
+        return None
+    return getattr(request.state, "principal", None)
+
+
 class AuthorizedRoute(APIRoute):
     """The route class of the protected router: :func:`authorize` runs before any route on it.
 
@@ -57,7 +64,7 @@ class AuthorizedRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def checked(request: Request) -> Response:
-            authorize(request)
+            request.state.principal = authorize(request)
             return await handler(request)
 
         return checked
@@ -79,7 +86,7 @@ async def classify(request: Request) -> JSONResponse:
         raise ApiError(422, "invalid_request", "send exactly one of 'text' or 'texts'")
     single = body.text is not None
     texts = [body.text] if body.text is not None else list(body.texts or [])
-    rid, results = await service.classify(texts, body.conversation_id, single)
+    rid, results = await service.classify(texts, body.conversation_id, single, principal_of(request))
     # plain JSON types already: skip FastAPI's generic encoder, which costs more than the model
     return JSONResponse(results[0] if single else {"results": results, "request_id": rid})
 
@@ -90,7 +97,7 @@ async def chat(request: Request) -> Response:
     service = service_of(request)
     body = await read_body(request, ChatRequest)
     text = body.last_user_text()
-    rid, (r,) = await service.classify([text], body.user, True)
+    rid, (r,) = await service.classify([text], body.user, True, principal_of(request))
     label = r["label"]
     # token counts are estimates (characters / 4): no LLM tokenizer runs here
     prompt = sum(len(str(m.content or "")) for m in body.messages)

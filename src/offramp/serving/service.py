@@ -354,14 +354,20 @@ class ClassificationService:
         )
 
     async def classify(
-        self, texts: list[str], conversation: str | None, single: bool
+        self, texts: list[str], conversation: str | None, single: bool, principal: str | None = None
     ) -> tuple[str, list[dict[str, Any]]]:
-        """(request id, one answer per text), answered only once the audit records are committed."""
+        """(request id, one answer per text), answered only once the audit records are committed.
+
+        Pseudonyms are scoped to the caller: with API keys, to the key and the conversation id it
+        gives; without keys there is no caller to bind a conversation to, so to this request. A
+        caller never gets back a value it did not itself send."""
         self.check_texts(texts)
         rid = uuid.uuid4().hex
         ids = [rid] if single else [f"{rid}-{i}" for i in range(len(texts))]
-        items = [(t, i, conversation) for t, i in zip(texts, ids)]
-        if self.built.cascade.may_block:  # an LLM or a webhook may be waited on: keep the event loop free
+        scope = f"{principal}\x1f{conversation}" if principal and conversation else f"request\x1f{rid}"
+        items: list[tuple[str, str, str | None]] = [(t, i, scope) for t, i in zip(texts, ids)]
+        big = len(items) > 16 or sum(len(t) for t in texts) > 20_000
+        if self.built.cascade.may_block or big:  # a wait on the network, or a long batch: keep the event loop free
             pairs = await run_in_threadpool(self.decide_many, items)
         else:  # messages of requests that arrive together share one model call
             pairs = (
