@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -270,33 +271,71 @@ def eval_cmd(
 
 
 def predict(
-    model_dir: Path = typer.Argument(..., help="Model directory written by 'offramp train'."),
+    model_dir: Path = typer.Argument(..., help="Model directory written by 'offramp train' (or a registry)."),
     texts: Optional[List[str]] = typer.Argument(
         None, help="Texts to classify (or use --input, or pipe lines on stdin)."
     ),
-    input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="File of texts (CSV, TSV, JSONL, Parquet)."),
+    input_file: Optional[str] = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="A file (CSV, TSV, JSONL, Parquet), a directory of Parquet/JSONL shards, or a glob of them.",
+    ),
     output: Optional[Path] = typer.Option(
         None,
         "--output",
         "-o",
-        help="Write the predictions here (.jsonl, .csv or .tsv) instead of JSON lines on stdout.",
+        help="Where to write: .jsonl, .csv or .tsv (records in the input's order), .parquet, or a directory "
+        "(one Parquet part per input shard). Default: JSON lines on stdout.",
     ),
     text_col: str = TEXT_COL,
     top: int = typer.Option(3, "--top", min=1, help="How many class scores to include per text."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, help="Processes predicting in parallel with --input/--output (default: every core)."
+    ),
+    keep_columns: Optional[str] = typer.Option(
+        None, "--keep-columns", help="Comma-separated input columns copied to the output (e.g. an id)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue a killed run into the same directory output, keeping the parts it finished."
+    ),
+    batch_size: int = typer.Option(8192, "--batch-size", min=1, help="Rows read and predicted at a time."),
     max_chars: int = MAX_CHARS,
     raw_csv: bool = RAW_CSV,
     quiet: bool = QUIET,
 ) -> None:
-    """Classify texts; one record each with label, confidence and the top scores."""
-    from offramp.data.io import RecordWriter, read_dataset
+    """Classify texts; one record each with label, confidence and the top scores.
+
+    With --input and --output the input is streamed in batches on every core, in bounded memory,
+    and the output appears under its name only once complete.
+    """
+    from offramp.data.io import read_dataset
     from offramp.data.text import clean_text
     from offramp.models.predict import prediction_records
     from offramp.models.store import load_model
 
     if texts and input_file:
         raise UsageError("give texts as arguments or --input FILE, not both")
+    if input_file and output is not None:
+        _predict_stream(
+            model_dir,
+            input_file,
+            output,
+            text_col,
+            top,
+            workers,
+            keep_columns,
+            resume,
+            batch_size,
+            max_chars,
+            raw_csv,
+            quiet,
+        )
+        return
     if output is not None and output.suffix.lower() not in (".jsonl", ".csv", ".tsv"):
         raise UsageError(f"--output {output} must end in .jsonl, .csv or .tsv")
+    if workers or keep_columns or resume:
+        raise UsageError("--workers, --keep-columns and --resume go with --input and --output")
     model = load_model(model_dir)
     warnings: list[str] = []
     if input_file:
@@ -316,21 +355,91 @@ def predict(
         items = [t[:max_chars] for t in items]
         warnings.append(f"{cut} texts longer than {max_chars} characters were cut to {max_chars}")
     warn(warnings)
+    from offramp.data.io import RecordWriter
+
     sink = RecordWriter(output, "output", raw_csv) if output else None
     try:
-        with status(f"classifying {len(items)} texts", quiet or len(items) < 4096) as say:
-            for i, rec in enumerate(prediction_records(model, items, top), start=1):
-                if sink is None:
-                    sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                else:
-                    sink.write(rec)
-                if i % 4096 == 0:
-                    say(f"classified {i} of {len(items)}")
+        for rec in prediction_records(model, items, top):
+            if sink is None:
+                sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            else:
+                sink.write(rec)
     finally:
         if sink is not None:
             sink.close()
     if output:
         info(f"wrote {len(items)} predictions to {output}", quiet)
+
+
+def _predict_stream(
+    model_dir: Path,
+    input_spec: str,
+    output: Path,
+    text_col: str,
+    top: int,
+    workers: int | None,
+    keep_columns: str | None,
+    resume: bool,
+    batch_size: int,
+    max_chars: int,
+    raw_csv: bool,
+    quiet: bool,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from offramp.cli.common import err
+    from offramp.scale.stream import predict_files
+
+    keep = [c.strip() for c in keep_columns.split(",") if c.strip()] if keep_columns else []
+    progress = None
+    if not quiet and err.is_terminal:
+        progress = Progress(
+            TextColumn("predicting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=err,
+        )
+    t0 = time.perf_counter()
+    task = None
+
+    def on_progress(done: int, total: int | None) -> None:
+        if progress is None:
+            return
+        nonlocal task
+        if task is None:
+            task = progress.add_task("predict", total=total, rate="")
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        progress.update(task, completed=done, rate=f"{rate:,.0f} rows/s")
+
+    if progress is not None:
+        progress.start()
+    try:
+        rep = predict_files(
+            model_dir,
+            input_spec,
+            output,
+            text_col=text_col,
+            keep=keep,
+            workers=workers,
+            batch_size=batch_size,
+            top=top,
+            max_chars=max_chars,
+            resume=resume,
+            raw_csv=raw_csv,
+            on_progress=on_progress,
+        )
+    finally:
+        if progress is not None:
+            progress.stop()
+    warn(rep.warnings())
+    resumed = f", {rep.shards_resumed} resumed" if rep.shards_resumed else ""
+    info(
+        f"wrote {rep.predicted:,} predictions to {output} from {rep.rows_read:,} rows in {rep.shards} shard(s)"
+        f"{resumed} in {rep.seconds:.1f} s ({rep.rows_per_s:,.0f} rows/s)",
+        quiet,
+    )
 
 
 def report(
