@@ -332,6 +332,13 @@ def main() -> None:
             prec = tp[entity] / (tp[entity] + fp[entity]) if tp[entity] + fp[entity] else float("nan")
             cells += [f"{rec:.3f}", "—" if prec != prec else f"{prec:.3f}"]
         print(f"| {entity} | {n} | " + " | ".join(cells) + " |")
+    extra = sorted({e for name in paths for e in rows[name][1]} - {k for k, _, _ in KINDS})
+    for e in extra:
+        print(
+            f"| {e} (not inserted) | 0 | — | false finds: {rows[list(paths)[0]][1][e]} | — | "
+            f"false finds: {rows[list(paths)[1]][1][e]} |"
+        )
+
     hard = {name: hard_scores(guard, base, 200, args.seed) for name, guard in paths.items()}
     fast, nerp = list(paths)
     print("\nformats once missed, 200 inbox messages each: share masked (value gone, right type)\n")
@@ -344,12 +351,6 @@ def main() -> None:
     print("|---|---:|---:|")
     for (name, a), (_, b) in zip(hard[fast][1], hard[nerp][1]):
         print(f"| {name} | {a:.3f} | {b:.3f} |")
-    extra = sorted({e for name in paths for e in rows[name][1]} - {k for k, _, _ in KINDS})
-    for e in extra:
-        print(
-            f"| {e} (not inserted) | 0 | — | false finds: {rows[list(paths)[0]][1][e]} | — | "
-            f"false finds: {rows[list(paths)[1]][1][e]} |"
-        )
 
 
 if __name__ == "__main__":
