@@ -47,7 +47,9 @@ def test_parquet_shards_to_parts_with_two_workers(fast_model, shards, tmp_path):
     got = dict(zip(table.column("id").to_pylist(), table.column("label").to_pylist()))
     assert got == _expected(fast_model, shards)  # the same answers as in process, every id once
     assert rep.rows_read == 4500 and rep.predicted == 4498
-    assert rep.warnings() == ["2 rows with an empty or missing text were skipped (s1.parquet row 11, s1.parquet row 21)"]
+    assert rep.warnings() == [
+        "2 rows with an empty or missing text were skipped (s1.parquet row 11, s1.parquet row 21)"
+    ]
     assert not list(tmp_path.glob(".*"))  # no partial output left beside it
 
 
@@ -58,8 +60,20 @@ def test_jsonl_keeps_order_and_counts_bad_lines(fast_model, tmp_path):
     lines.insert(100, "this is not json")
     src.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.jsonl"
-    r = run_cli("predict", str(fast_model), "--input", str(src), "--output", str(out), "--keep-columns", "id",
-                "--workers", "1", "--batch-size", "64")
+    r = run_cli(
+        "predict",
+        str(fast_model),
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+        "--keep-columns",
+        "id",
+        "--workers",
+        "1",
+        "--batch-size",
+        "64",
+    )
     assert r.returncode == 0, r.stderr
     assert "1 lines that are not a JSON object were skipped (in.jsonl line 101)" in r.stderr
     rows = [json.loads(x) for x in out.read_text().splitlines()]
@@ -79,12 +93,25 @@ def test_a_killed_run_resumes_without_duplicates(fast_model, shards, tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        predict_files(fast_model, shards, out, keep=["id"], workers=1, batch_size=500, on_progress=kill_after_first_shard)
+        predict_files(
+            fast_model, shards, out, keep=["id"], workers=1, batch_size=500, on_progress=kill_after_first_shard
+        )
     assert not out.exists()  # nothing that looks complete
     partial = tmp_path / ".out.partial"
     assert (partial / "part-00000.parquet").exists() and not (partial / "part-00002.parquet").exists()
-    r = run_cli("predict", str(fast_model), "--input", str(shards), "--output", str(out), "--keep-columns", "id",
-                "--resume", "--workers", "1")
+    r = run_cli(
+        "predict",
+        str(fast_model),
+        "--input",
+        str(shards),
+        "--output",
+        str(out),
+        "--keep-columns",
+        "id",
+        "--resume",
+        "--workers",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     assert "1 resumed" in r.stderr
     ids = pa.concat_tables([pq.read_table(p) for p in sorted(out.iterdir())]).column("id").to_pylist()
