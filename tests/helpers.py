@@ -60,3 +60,12 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.communicate()
+
+
+def metric(text: str, name: str, **labels) -> float | None:
+    """A value from Prometheus text (``name{labels} value``), or None if the series is absent."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return None

@@ -16,7 +16,7 @@ from offramp.lifecycle.shadow import best_threshold, shadow_report, wilson
 from offramp.pipeline.capture import Capture, UnknownLabel, UnknownRequest
 from offramp.privacy.guard import PrivacyGuard
 
-from helpers import Server, run_cli
+from helpers import Server, metric, run_cli
 from misbehaving_llm import GoldLLM
 
 
@@ -166,14 +166,6 @@ def test_gate_compare():
     assert r["passed"] and (c["current"], c["candidate"], c["support"], c["new"]) == (0.0, 1.0, 10, True)
 
 
-def _metric(text, name, **labels):
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def test_local_first_shadow_is_off_the_request_path(fast_model, inbox_sample, tmp_path):
     with open(inbox_sample[1], newline="", encoding="utf-8") as f:
         test = [(r["text"], r["label"]) for r in csv.DictReader(f)]
@@ -195,9 +187,9 @@ def test_local_first_shadow_is_off_the_request_path(fast_model, inbox_sample, tm
         assert len(slow.requests) < 40 and took < 40 * 0.3
         time.sleep(2.0)  # let the shadow worker finish what it queued
         metrics = httpx.get(srv.url + "/metrics").text
-        dropped = _metric(metrics, "offramp_shadow_dropped_total")
+        dropped = metric(metrics, "offramp_shadow_dropped_total")
         compared = sum(
-            _metric(metrics, "offramp_shadow_compared_total", label=lab) or 0
+            metric(metrics, "offramp_shadow_compared_total", label=lab) or 0
             for lab in ("SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER")
         )
         assert dropped and dropped > 0 and compared > 0 and compared + dropped <= 40

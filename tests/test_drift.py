@@ -9,20 +9,12 @@ import numpy as np
 from offramp.data.demo import demo_paths
 from offramp.models.drift import DriftMonitor, DriftReference, psi
 
-from helpers import Server, run_cli, write_csv
+from helpers import Server, metric, run_cli, write_csv
 
 
 def _rows(path):
     with open(path, newline="", encoding="utf-8") as f:
         return [(r["text"], r["label"]) for r in csv.DictReader(f)]
-
-
-def _metric(text, name, **labels):
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{want}}} "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def test_psi_basics():
@@ -81,17 +73,17 @@ def test_a_new_intent_shows_up_as_drift(tmp_path):
         httpx.post(srv.url + "/v1/classify", json={"texts": in_domain[:150]})
         httpx.post(srv.url + "/v1/classify", json={"texts": in_domain[150:]})
         m = httpx.get(srv.url + "/metrics").text
-        calm = _metric(m, "offramp_drift_psi", signal="confidence")
-        calm_fallback = _metric(m, "offramp_drift_rate_change", signal="fallback")
+        calm = metric(m, "offramp_drift_psi", signal="confidence")
+        calm_fallback = metric(m, "offramp_drift_rate_change", signal="fallback")
         assert calm is not None and calm < 0.2, m
         for i in range(0, 600, 200):
             httpx.post(srv.url + "/v1/classify", json={"texts": unseen[i : i + 200]})
         m = httpx.get(srv.url + "/metrics").text
-        moved = _metric(m, "offramp_drift_psi", signal="confidence")
-        moved_fallback = _metric(m, "offramp_drift_rate_change", signal="fallback")
+        moved = metric(m, "offramp_drift_psi", signal="confidence")
+        moved_fallback = metric(m, "offramp_drift_rate_change", signal="fallback")
         assert moved > 0.2 and moved > calm + 0.1
         assert moved_fallback > calm_fallback + 0.1
-        assert _metric(m, "offramp_drift_psi", signal="label_mix") is not None
+        assert metric(m, "offramp_drift_psi", signal="label_mix") is not None
     finally:
         _, log = srv.stop()
     assert "drift: confidence PSI" in log  # a warning in the service log above 0.2

@@ -19,7 +19,7 @@ import pytest
 from offramp.data.demo import demo_paths
 from offramp.privacy.guard import PrivacyGuard
 
-from helpers import Server, run_cli, write_csv
+from helpers import Server, metric, run_cli, write_csv
 from misbehaving_llm import GoldLLM
 
 EMAIL, PHONE, CARD = "maria.lopez.1983@example.com", "+1 415 555 0199", "4111 1111 1111 1111"
@@ -28,14 +28,6 @@ EMAIL, PHONE, CARD = "maria.lopez.1983@example.com", "+1 415 555 0199", "4111 11
 def _rows(path):
     with open(path, newline="", encoding="utf-8") as f:
         return [(r["text"], r["label"]) for r in csv.DictReader(f)]
-
-
-def _metric(text, name, **labels):
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +113,10 @@ def test_the_loop_end_to_end(loop):
         assert r.status_code == 422
         # shadow agreement and drift in /metrics
         metrics = httpx.get(srv.url + "/metrics").text
-        compared = _metric(metrics, "offramp_shadow_compared_total", label="SUPPORT")
-        ratio = _metric(metrics, "offramp_shadow_agreement_ratio", label="SUPPORT")
+        compared = metric(metrics, "offramp_shadow_compared_total", label="SUPPORT")
+        ratio = metric(metrics, "offramp_shadow_agreement_ratio", label="SUPPORT")
         assert compared and compared > 50 and 0 < ratio <= 1
-        assert _metric(metrics, "offramp_drift_psi", signal="confidence") is not None
+        assert metric(metrics, "offramp_drift_psi", signal="confidence") is not None
     finally:
         _, log_text = srv.stop()
 

@@ -248,7 +248,3 @@ def training_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for r in kept
     ]
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")

@@ -39,7 +39,6 @@ from offramp.models.store import (
     REGISTRY_FORMAT,
     is_registry,
     load_model,
-    read_metrics,
     read_registry_file,
     save_model,
 )
@@ -348,9 +347,6 @@ class Registry:
         for p in self.path.iterdir():
             if p.is_dir() and _NAME.match(p.name) and p.name not in doc["versions"]:
                 shutil.rmtree(p, ignore_errors=True)
-
-    def metrics(self, version: str) -> dict[str, Any]:
-        return read_metrics(self.version_dir(version))
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from offramp.capture.pool import Pool
 from offramp.errors import OfframpError
@@ -124,9 +124,6 @@ class Capture:
             for rid, row in recent:
                 self._recent.setdefault(rid, row)
             self._recent = OrderedDict(sorted(self._recent.items(), key=lambda kv: kv[1][0]))
-
-    def stats(self) -> dict[str, Any]:
-        return {"written": self.pool.written, "dropped": self.pool.dropped, "remembered": len(self._recent)}
 
     def close(self) -> None:
         self.pool.close()

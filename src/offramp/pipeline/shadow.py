@@ -65,9 +65,6 @@ class ShadowSampler:
         except queue.Full:  # the worker is busy with a full queue: it is a daemon thread, let it go
             pass
 
-    def idle(self) -> bool:
-        return self._queue.unfinished_tasks == 0
-
     def _run(self) -> None:
         while True:
             item = self._queue.get()

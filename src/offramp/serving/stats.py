@@ -38,7 +38,7 @@ class TrafficStats:
     def message(self, label: str, route: str, usd_saved: float) -> None:
         now = self._clock()
         minute = int(now // 60)
-        day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
+        day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d") if usd_saved else ""
         with self._lock:
             self.messages += 1
             self.routes[route] += 1
