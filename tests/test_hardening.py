@@ -38,7 +38,7 @@ def test_csv_outputs_neutralise_formulas(tmp_path, fast_model):
     assert len(rows) == 4 and all(row["text"].startswith("'") for row in rows)
     assert json.loads(rows[0]["top"])[0]["label"]  # nested values as JSON
     r = run_cli("predict", str(fast_model), "--input", str(data), "--output", str(tmp_path / "p.txt"))
-    assert r.returncode == 2 and "must end in .jsonl, .csv or .tsv" in r.stderr
+    assert r.returncode == 2 and "must end in .jsonl, .csv, .tsv or .parquet" in r.stderr
 
 
 def test_report_markdown_escapes_html_and_table_breaks(tmp_path, fast_model):
