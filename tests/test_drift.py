@@ -2,6 +2,7 @@
 
 import csv
 import json
+import time
 
 import httpx
 import numpy as np
@@ -78,8 +79,13 @@ def test_a_new_intent_shows_up_as_drift(tmp_path):
         assert calm is not None and calm < 0.2, m
         for i in range(0, 600, 200):
             httpx.post(srv.url + "/v1/classify", json={"texts": unseen[i : i + 200]})
-        m = httpx.get(srv.url + "/metrics").text
-        moved = metric(m, "offramp_drift_psi", signal="confidence")
+        t0 = time.monotonic()  # the comparison runs on the monitor's own thread: give it a moment
+        while True:
+            m = httpx.get(srv.url + "/metrics").text
+            moved = metric(m, "offramp_drift_psi", signal="confidence")
+            if moved > 0.2 or time.monotonic() - t0 > 5:
+                break
+            time.sleep(0.1)
         moved_fallback = metric(m, "offramp_drift_rate_change", signal="fallback")
         assert moved > 0.2 and moved > calm + 0.1
         assert moved_fallback > calm_fallback + 0.1

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -76,22 +76,34 @@ class DriftReference:
             fallback = 0.0
         return cls(edges, bins / len(conf), labels, label_share, dont_know, fallback, int(len(conf)))
 
+    def __post_init__(self) -> None:
+        self._index = {lab: i for i, lab in enumerate(self.labels)}
+
+    def label_index(self, label: str) -> int:
+        """The label's position in the reference (one past the last for a label it does not know)."""
+        return self._index.get(label, len(self.labels))
+
     def compare(
         self, confidences: Sequence[float], labels: Sequence[str], dont_know: Sequence[bool], fallback: Sequence[bool]
     ) -> dict[str, float]:
         """The drift signals of a sample of live traffic against this reference."""
-        conf = np.asarray(confidences, dtype=np.float64)
+        codes = np.fromiter((self.label_index(str(lab)) for lab in labels), dtype=np.int64, count=len(labels))
+        return self.compare_arrays(
+            np.asarray(confidences, dtype=np.float64), codes, np.asarray(dont_know, bool), np.asarray(fallback, bool)
+        )
+
+    def compare_arrays(
+        self, conf: np.ndarray, codes: np.ndarray, dont_know: np.ndarray, fallback: np.ndarray
+    ) -> dict[str, float]:
+        """:meth:`compare` on arrays (labels as :meth:`label_index` codes): a few microseconds."""
         bins = np.bincount(np.searchsorted(self.edges, conf, side="right"), minlength=len(self.edges) + 1)
-        index = {lab: i for i, lab in enumerate(self.labels)}
-        counts = np.zeros(len(self.labels) + 1)
-        for lab in labels:
-            counts[index.get(str(lab), len(self.labels))] += 1
+        counts = np.bincount(codes, minlength=len(self.labels) + 1)
         ref_labels = np.append(self.label_share, 0.0)
         return {
             "confidence": psi(self.confidence_share, bins),
             "label_mix": psi(ref_labels, counts),
-            "dont_know": float(np.mean(dont_know)) - self.dont_know_rate if len(dont_know) else 0.0,
-            "fallback": float(np.mean(fallback)) - self.fallback_rate if len(fallback) else 0.0,
+            "dont_know": float(dont_know.mean()) - self.dont_know_rate if len(dont_know) else 0.0,
+            "fallback": float(fallback.mean()) - self.fallback_rate if len(fallback) else 0.0,
         }
 
 
@@ -100,6 +112,9 @@ class DriftMonitor:
 
     Values exist once ``min_count`` messages were seen and are refreshed every ``every`` messages
     or ``every_s`` seconds, whichever comes first; ``on_refresh(values)`` is called after each.
+    The window keeps running counts (confidence bins, labels, rates), so a message costs a few
+    list operations and a comparison a few array operations. With ``background=True`` (the
+    service) the comparison runs on its own thread; otherwise in the ``observe`` call that makes it due.
     """
 
     def __init__(
@@ -111,32 +126,92 @@ class DriftMonitor:
         every_s: float = 10.0,
         on_refresh: Callable[[dict[str, float]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = False,
     ):
         self.reference = reference
         self.min_count, self.every, self.every_s = min_count, every, every_s
-        self._rows: deque[tuple[float, str, bool, bool]] = deque(maxlen=window)
+        self._window = window
+        self._ring: list[tuple[int, int, bool, bool]] = []  # (confidence bin, label code, don't know, fallback)
+        self._edges = [float(e) for e in reference.edges]
+        self._bins = [0] * (len(self._edges) + 1)
+        self._labels = [0] * (len(reference.labels) + 1)
+        self._dk = 0
+        self._fb = 0
+        self._n = 0
         self._since = 0
         self._clock = clock
         self._last = clock()
         self._lock = threading.Lock()
         self.values: dict[str, float] | None = None
         self.on_refresh = on_refresh
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._background = background
+        if background:
+            threading.Thread(target=self._loop, name="offramp-drift", daemon=True).start()
 
     def observe(self, confidence: float, label: str, dont_know: bool, fallback: bool) -> None:
+        row = (bisect_right(self._edges, confidence), self.reference.label_index(label), dont_know, fallback)
         with self._lock:
-            self._rows.append((confidence, label, dont_know, fallback))
+            if self._n < self._window:
+                self._ring.append(row)
+            else:  # the oldest message leaves the window
+                i = self._n % self._window
+                old = self._ring[i]
+                self._ring[i] = row
+                self._bins[old[0]] -= 1
+                self._labels[old[1]] -= 1
+                self._dk -= old[2]
+                self._fb -= old[3]
+            self._bins[row[0]] += 1
+            self._labels[row[1]] += 1
+            self._dk += dont_know
+            self._fb += fallback
+            self._n += 1
             self._since += 1
-            due = self._since >= self.every or self._clock() - self._last >= self.every_s
-            if not due or len(self._rows) < self.min_count:
+            due = self._since == self.every  # once: the comparison resets the count
+        if not due:
+            return
+        if self._background:
+            self._wake.set()
+        else:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Compare the window with the reference now (if it holds enough messages)."""
+        with self._lock:
+            n = len(self._ring)
+            if n < self.min_count:
+                self._since = 0  # counted again from here: due once more every ``every`` messages
                 return
-            rows = list(self._rows)
+            bins, labels, dk, fb = list(self._bins), list(self._labels), self._dk, self._fb
             self._since, self._last = 0, self._clock()
-        conf, labels, dk, fb = zip(*rows)
-        values = self.reference.compare(conf, labels, dk, fb)
+        ref = self.reference
+        values = {
+            "confidence": psi(ref.confidence_share, np.array(bins)),
+            "label_mix": psi(np.append(ref.label_share, 0.0), np.array(labels)),
+            "dont_know": dk / n - ref.dont_know_rate,
+            "fallback": fb / n - ref.fallback_rate,
+        }
         self.values = values
         if self.on_refresh is not None:
             self.on_refresh(values)
 
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.every_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self._since > 0:  # something new since the last comparison (every 100 or every 10 s)
+                self.refresh()
+                if self._since >= self.every:  # more arrived while comparing: compare again soon
+                    self._wake.set()
+
     @property
     def count(self) -> int:
-        return len(self._rows)
+        return len(self._ring)

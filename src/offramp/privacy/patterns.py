@@ -192,7 +192,12 @@ _NOT_PHONE_WORDS = re.compile(
     r"model|version|po|iban|card|pin|code|otp)\b",
     re.I,
 )
-# a phone word strong enough for a bare run of digits ("number" alone is not)
+# a phone word strong enough for a bare run of digits ("number" alone is not); the substrings one
+# of which a text must hold for that recognizer to run at all
+_STRONG_WORDS = (  # plain substrings, checked before the expression runs ("tel" alone is in "tell")
+    "phone", "call", "ring me", "ring us", " tel", "tel:", "tel.", "mobile", "cell", "text me", "sms",
+    "whatsapp", "wechat", "viber", "fax", "handy", "telefon", "tél", "reach", "contact",
+)  # fmt: skip
 _PHONE_STRONG = re.compile(
     r"\b(?:phone|call|ring|tel|telephone|mobile|cell|cellphone|text me|sms|whatsapp|wechat|viber|fax|"
     r"handy|telefon|tél|reach|contact)",
@@ -278,6 +283,7 @@ RECOGNIZERS: list[Recognizer] = [
         context_score=0.85,
         needs_context=True,
         min_digits=9,
+        needs=("ssn", "social security", "soc. sec"),
     ),
     Recognizer(
         "UK_NINO",
@@ -320,6 +326,7 @@ RECOGNIZERS: list[Recognizer] = [
         context_score=0.85,
         needs_context=True,
         min_digits=8,
+        needs=_STRONG_WORDS,
     ),
     Recognizer(
         "PHONE_NUMBER",
@@ -327,6 +334,7 @@ RECOGNIZERS: list[Recognizer] = [
         0.6,
         check=_phone_ok,
         avoid=_NOT_PHONE_WORDS,
+        needs=(" 0", "(0", ":0", "\n0", "\t0", "/0", "-0"),
         context=_PHONE_WORDS,
         context_score=0.9,
         min_digits=8,
@@ -379,6 +387,8 @@ def _digits(text: str) -> int:
 # characters that hide inside a value without showing: zero-width spaces and joiners, the word
 # joiner, the byte-order mark, the soft hyphen
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"), None)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_INVISIBLE_RE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e]")
 
 
 def normalized(text: str) -> tuple[str, list[int] | None]:
@@ -387,14 +397,24 @@ def normalized(text: str) -> tuple[str, list[int] | None]:
     of each character of the result (None: the same text)."""
     if text.isascii():
         return text, None
+    if unicodedata.is_normalized("NFKC", text) and not _INVISIBLE_RE.search(text):
+        return text, None  # the usual case, checked at C speed
     out: list[str] = []
     where: list[int] = []
-    for i, ch in enumerate(text):
-        if ord(ch) in _INVISIBLE:
-            continue
-        n = unicodedata.normalize("NFKC", ch) if not ch.isascii() else ch
-        out.append(n)
-        where.extend([i] * len(n))
+    pos = 0
+    for m in _NON_ASCII.finditer(text):  # ASCII stretches are copied whole; other characters one by one
+        out.append(text[pos : m.start()])
+        where.extend(range(pos, m.start()))
+        for i in range(m.start(), m.end()):
+            ch = text[i]
+            if ord(ch) in _INVISIBLE:
+                continue
+            n = unicodedata.normalize("NFKC", ch)
+            out.append(n)
+            where.extend([i] * len(n))
+        pos = m.end()
+    out.append(text[pos:])
+    where.extend(range(pos, len(text)))
     result = "".join(out)
     if result == text:
         return text, None
@@ -423,7 +443,7 @@ def _find(text: str, entities: set[str] | None, threshold: float) -> list[Span]:
         if digits < r.min_digits:
             continue
         if r.needs:
-            low = text.lower() if low is None else low
+            low = " " + text.lower() if low is None else low  # the space: a needed " 0" also at the start
             if not any(n in low for n in r.needs):
                 continue
         for m in r.pattern.finditer(text):

@@ -111,7 +111,12 @@ class ClassificationService:
             built.capture.adopt(before.capture)  # feedback for requests made before the reload still counts
         if built.capture is not None and hasattr(self, "review"):
             self.review.ttl_s = built.capture.ttl_s
-        self.drift = DriftMonitor(built.reference, on_refresh=self._drift_refresh) if built.reference else None
+        old = getattr(self, "drift", None)
+        if old is not None:
+            old.close()
+        self.drift = (
+            DriftMonitor(built.reference, on_refresh=self._drift_refresh, background=True) if built.reference else None
+        )
 
     def _drift_refresh(self, values: dict[str, float]) -> None:
         m = self.metrics

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,11 +24,12 @@ class TrafficStats:
         self._lock = threading.Lock()
         self.requests = 0
         self.messages = 0
-        self.routes: Counter[str] = Counter()
+        self.routes: dict[str, int] = {}
         self._latency: deque[float] = deque(maxlen=2000)
-        self._minutes: OrderedDict[int, Counter[str]] = OrderedDict()  # minute -> label counts
+        self._minutes: OrderedDict[int, dict[str, int]] = OrderedDict()  # minute -> label counts
         self._saved_by_day: dict[str, float] = {}
         self.started = clock()
+        self._day_minute, self._day = -1, ""
 
     def request(self, seconds: float) -> None:
         with self._lock:
@@ -38,16 +39,18 @@ class TrafficStats:
     def message(self, label: str, route: str, usd_saved: float) -> None:
         now = self._clock()
         minute = int(now // 60)
-        day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d") if usd_saved else ""
+        if minute != self._day_minute:  # the UTC day, worked out once a minute rather than per message
+            self._day_minute, self._day = minute, datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
+        day = self._day
         with self._lock:
             self.messages += 1
-            self.routes[route] += 1
+            self.routes[route] = self.routes.get(route, 0) + 1
             bucket = self._minutes.get(minute)
             if bucket is None:
-                bucket = self._minutes[minute] = Counter()
+                bucket = self._minutes[minute] = {}
                 while len(self._minutes) > MINUTES:
                     self._minutes.popitem(last=False)
-            bucket[label] += 1
+            bucket[label] = bucket.get(label, 0) + 1
             if usd_saved:
                 self._saved_by_day[day] = self._saved_by_day.get(day, 0.0) + usd_saved
                 if len(self._saved_by_day) > 400:
@@ -62,7 +65,7 @@ class TrafficStats:
             lat = np.array(self._latency) * 1000 if self._latency else None
             minutes = [m for m in range(this_minute - MINUTES + 1, this_minute + 1)]
             labels = sorted({lab for c in self._minutes.values() for lab in c})
-            series = {lab: [self._minutes.get(m, Counter()).get(lab, 0) for m in minutes] for lab in labels}
+            series = {lab: [self._minutes.get(m, {}).get(lab, 0) for m in minutes] for lab in labels}
             total = sum(self.routes.values())
             return {
                 "requests": self.requests,
