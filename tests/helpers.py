@@ -69,3 +69,9 @@ def metric(text: str, name: str, **labels) -> float | None:
         if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """(text, label) rows of a CSV with text and label columns."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(r["text"], r["label"]) for r in csv.DictReader(f)]

@@ -6,7 +6,6 @@ versions are promoted and rolled back from the page, and logins are tried with w
 keys. Screenshots go to .ci/screenshots/ (not committed).
 """
 
-import csv
 import json
 import os
 import random
@@ -21,7 +20,7 @@ from offramp.capture.pool import read_rows
 from offramp.data.demo import demo_paths
 from offramp.privacy.guard import PrivacyGuard
 
-from helpers import Server, run_cli, write_csv
+from helpers import Server, read_pairs, run_cli, write_csv
 from misbehaving_llm import GoldLLM
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -34,17 +33,12 @@ if not os.path.exists(CHROMIUM):  # pragma: no cover - setup installs it
     pytest.fail("Chromium is not installed (apt-get install chromium): the console tests need a real browser")
 
 
-def _rows(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return [(r["text"], r["label"]) for r in csv.DictReader(f)]
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("console")
     train, test, _ = demo_paths()
-    known = [r for r in _rows(train) if r[1] != "OTHER"][:900]
-    traffic = _rows(test)
+    known = [r for r in read_pairs(train) if r[1] != "OTHER"][:900]
+    traffic = read_pairs(test)
     random.Random(3).shuffle(traffic)
     traffic = [
         (f"{t} — write to {EMAIL} or call {PHONE}" if i % 5 == 0 else t, lab) for i, (t, lab) in enumerate(traffic)

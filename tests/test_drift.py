@@ -1,6 +1,5 @@
 """Drift: a new intent the model never saw moves the PSI and the fallback rate, live and offline."""
 
-import csv
 import json
 import time
 
@@ -10,12 +9,7 @@ import numpy as np
 from offramp.data.demo import demo_paths
 from offramp.models.drift import DriftMonitor, DriftReference, psi
 
-from helpers import Server, metric, run_cli, write_csv
-
-
-def _rows(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return [(r["text"], r["label"]) for r in csv.DictReader(f)]
+from helpers import Server, metric, read_pairs, run_cli, write_csv
 
 
 def test_psi_basics():
@@ -51,10 +45,10 @@ def test_the_monitor_waits_for_enough_messages_then_refreshes():
 
 def test_a_new_intent_shows_up_as_drift(tmp_path):
     train, test, _ = demo_paths()
-    rows = _rows(train)
+    rows = read_pairs(train)
     known = [r for r in rows if r[1] != "OTHER"]
     unseen = [t for t, lab in rows if lab == "OTHER"][:600]
-    in_domain = [t for t, lab in _rows(test) if lab != "OTHER"][:300]
+    in_domain = [t for t, lab in read_pairs(test) if lab != "OTHER"][:300]
     model = tmp_path / "model"
     r = run_cli(
         "train",

@@ -1,6 +1,5 @@
 """The registry of versions and retraining behind the gate, through the real CLI and the library."""
 
-import csv
 import json
 import multiprocessing
 from pathlib import Path
@@ -10,22 +9,17 @@ import pytest
 from offramp.data.demo import demo_paths
 from offramp.models.versions import Registry
 
-from helpers import run_cli, write_csv
-
-
-def _rows(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return [(r["text"], r["label"]) for r in csv.DictReader(f)]
+from helpers import read_pairs, run_cli, write_csv
 
 
 @pytest.fixture(scope="module")
 def three_labels(inbox_sample, tmp_path_factory):
     """The inbox sample without OTHER (to train on), and OTHER examples (a new intent to add later)."""
     d = tmp_path_factory.mktemp("lifecycle")
-    rows = _rows(inbox_sample[0])
+    rows = read_pairs(inbox_sample[0])
     base = [r for r in rows if r[1] != "OTHER"]
     other = [r for r in rows if r[1] == "OTHER"]
-    test = _rows(inbox_sample[1])
+    test = read_pairs(inbox_sample[1])
     return {
         "base": write_csv(d / "base.csv", base),
         "other": write_csv(d / "other.csv", other),
@@ -138,7 +132,7 @@ def test_retrain_refuses_a_regression_and_keeps_the_candidate(three_labels, tmp_
     reg = tmp_path / "reg"
     _train(three_labels["base"], reg)
     # corrections that are wrong: most SUPPORT messages relabelled GRATITUDE
-    bad = [(t, "GRATITUDE") for t, lab in _rows(three_labels["base"]) if lab == "SUPPORT"] * 2
+    bad = [(t, "GRATITUDE") for t, lab in read_pairs(three_labels["base"]) if lab == "SUPPORT"] * 2
     add = write_csv(tmp_path / "bad.csv", bad)
     r = run_cli("retrain", str(reg), "--add", str(add), "--json", "-q")
     assert r.returncode == 4, r.stderr
@@ -164,7 +158,7 @@ def test_a_gate_label_nobody_knows_is_an_error(three_labels, tmp_path):
 
 def test_registry_stores_no_raw_personal_data(tmp_path):
     train, _, _ = demo_paths()
-    rows = _rows(train)[:300]
+    rows = read_pairs(train)[:300]
     secret_mail, secret_phone = "jane.roe.4417@example.org", "+44 20 7946 0958"
     rows = [
         (f"{t} write to {secret_mail} or call {secret_phone}", lab) if i % 3 == 0 else (t, lab)

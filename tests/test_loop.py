@@ -19,24 +19,19 @@ import pytest
 from offramp.data.demo import demo_paths
 from offramp.privacy.guard import PrivacyGuard
 
-from helpers import Server, metric, run_cli, write_csv
+from helpers import Server, metric, read_pairs, run_cli, write_csv
 from misbehaving_llm import GoldLLM
 
 EMAIL, PHONE, CARD = "maria.lopez.1983@example.com", "+1 415 555 0199", "4111 1111 1111 1111"
-
-
-def _rows(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return [(r["text"], r["label"]) for r in csv.DictReader(f)]
 
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
     d = tmp_path_factory.mktemp("loop")
     train, test, _ = demo_paths()
-    train_rows = [r for r in _rows(train) if r[1] != "OTHER"]
+    train_rows = [r for r in read_pairs(train) if r[1] != "OTHER"]
     rng = random.Random(7)
-    traffic = _rows(test)
+    traffic = read_pairs(test)
     rng.shuffle(traffic)
     seeded = []
     for i, (t, lab) in enumerate(traffic):
