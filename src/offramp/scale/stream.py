@@ -86,8 +86,8 @@ def predict_arrays(model: Any, texts: list[str], top: int) -> tuple[list[str], A
 class _Local:
     """The model in this process (workers=1)."""
 
-    def __init__(self, model_dir: Path):
-        self.model = load_model(model_dir)
+    def __init__(self, model: Any):
+        self.model = model
 
     def submit(self, texts: list[str], top: int) -> Any:
         return predict_arrays(self.model, texts, top)
@@ -216,7 +216,7 @@ def predict_files(
     t0 = time.perf_counter()
     keep = list(keep or [])
     model_path, _ = resolve_model_dir(model_dir)
-    load_model(model_path)  # a bad model directory is refused now, before any worker starts
+    model = load_model(model_path)  # a bad model directory is refused now, before any worker starts
     shards = resolve_shards(input_spec)
     output = Path(output)
     kind = _output_kind(output)
@@ -232,8 +232,12 @@ def predict_files(
     total = sum(s.rows or 0 for s in shards) if all(s.rows is not None for s in shards) else None
     partial = output.with_name(f".{output.name}.partial")
     report = StreamReport(shards=len(shards), output=str(output))
-    engine: _Local | _Pool = _Local(model_path) if n_workers == 1 else _Pool(model_path, n_workers)
-    classes = [str(c) for c in load_model(model_path).classes_]
+    engine: _Local | _Pool = _Local(model) if n_workers == 1 else _Pool(model_path, n_workers)
+    classes = [str(c) for c in model.classes_]
+
+    def run(some: list[Shard], writer: _Writer) -> None:
+        _run(engine, some, writer, text_col, keep, batch_size, top, max_chars, n_workers, report, total, on_progress)
+
     try:
         if kind == "dir":
             if partial.exists() and not resume:
@@ -248,21 +252,10 @@ def predict_files(
                     continue
                 tmp = partial / f".part-{i:05d}.parquet.tmp"
                 writer = _Writer(tmp, ".parquet", classes, keep, raw_csv)
-                _run(
-                    engine,
-                    [shard],
-                    writer,
-                    text_col,
-                    keep,
-                    batch_size,
-                    top,
-                    max_chars,
-                    n_workers,
-                    report,
-                    total,
-                    on_progress,
-                )
-                writer.close()
+                try:
+                    run([shard], writer)
+                finally:
+                    writer.close()
                 os.replace(tmp, part)
             os.replace(partial, output)
         else:
@@ -270,22 +263,12 @@ def predict_files(
             tmp = output.with_name(f".{output.name}.partial{output.suffix}")
             writer = _Writer(tmp, kind, classes, keep, raw_csv)
             try:
-                _run(
-                    engine,
-                    shards,
-                    writer,
-                    text_col,
-                    keep,
-                    batch_size,
-                    top,
-                    max_chars,
-                    n_workers,
-                    report,
-                    total,
-                    on_progress,
-                )
-            finally:
+                run(shards, writer)
+            except BaseException:
                 writer.close()
+                tmp.unlink(missing_ok=True)  # a single file cannot be resumed: leave nothing behind
+                raise
+            writer.close()
             os.replace(tmp, output)
     finally:
         engine.close()

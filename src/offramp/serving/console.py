@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from offramp.serving.errors import ApiError
 from offramp.serving.operations import Console
-from offramp.serving.schemas import read_body, require_json
+from offramp.serving.schemas import FeedbackRequest, read_body, require_json
 from offramp.serving.security import key_matches
 from offramp.serving.service import ClassificationService
 from offramp.serving.sessions import COOKIE, TTL_S, Session, SessionStore, csrf_ok
@@ -272,8 +272,6 @@ def review_items(request: Request) -> Response:
 async def review(request: Request) -> Response:
     _changing(request)
     service, _, _ = _state(request)
-    from offramp.serving.schemas import FeedbackRequest
-
     body = await read_body(request, FeedbackRequest)
     if service.review.get(body.request_id) is None:
         raise ApiError(
