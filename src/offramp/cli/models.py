@@ -300,6 +300,14 @@ def predict(
         False, "--resume", help="Continue a killed run into the same directory output, keeping the parts it finished."
     ),
     batch_size: int = typer.Option(8192, "--batch-size", min=1, help="Rows read and predicted at a time."),
+    engine: str = typer.Option(
+        "local", "--engine", help="Where --input/--output predictions run: 'local' (processes here) or 'ray'."
+    ),
+    address: Optional[str] = typer.Option(
+        None,
+        "--address",
+        help="With --engine ray: the cluster ('auto', HOST:PORT, ray://HOST:PORT); default a Ray started here.",
+    ),
     max_chars: int = MAX_CHARS,
     raw_csv: bool = RAW_CSV,
     quiet: bool = QUIET,
@@ -330,12 +338,14 @@ def predict(
             max_chars,
             raw_csv,
             quiet,
+            engine,
+            address,
         )
         return
     if output is not None and output.suffix.lower() not in (".jsonl", ".csv", ".tsv"):
         raise UsageError(f"--output {output} must end in .jsonl, .csv or .tsv")
-    if workers or keep_columns or resume:
-        raise UsageError("--workers, --keep-columns and --resume go with --input and --output")
+    if workers or keep_columns or resume or engine != "local" or address:
+        raise UsageError("--workers, --keep-columns, --resume, --engine and --address go with --input and --output")
     model = load_model(model_dir)
     warnings: list[str] = []
     if input_file:
@@ -384,6 +394,8 @@ def _predict_stream(
     max_chars: int,
     raw_csv: bool,
     quiet: bool,
+    engine: str = "local",
+    address: str | None = None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -429,6 +441,8 @@ def _predict_stream(
             resume=resume,
             raw_csv=raw_csv,
             on_progress=on_progress,
+            engine=engine,
+            address=address,
         )
     finally:
         if progress is not None:
@@ -440,6 +454,9 @@ def _predict_stream(
         f"{resumed} in {rep.seconds:.1f} s ({rep.rows_per_s:,.0f} rows/s)",
         quiet,
     )
+    if rep.rows_by_node:
+        nodes = ", ".join(f"{node[:8]} {rows:,}" for node, rows in sorted(rep.rows_by_node.items()))
+        info(f"rows predicted per Ray node: {nodes}", quiet)
 
 
 def report(

@@ -32,3 +32,18 @@ def prediction_records(
                 "rejected": bool(model.reject_threshold_ is not None and labels[j] != model.classes_[o[0]]),
                 "top": [{"label": str(model.classes_[c]), "score": round(float(proba[j, c]), 6)} for c in o],
             }
+
+
+def predict_arrays(model: Any, texts: list[str], top: int) -> tuple[list[str], Any, Any, Any, Any]:
+    """(labels, confidence, rejected, top class indices, top scores) for ``texts``: compact to ship."""
+    labels, proba = model.predict_and_proba(texts)
+    k = min(top, len(model.classes_))
+    order = np.argsort(-proba, axis=1)[:, :k]
+    best = order[:, 0]
+    conf = proba[np.arange(len(texts)), best]
+    rejected = (
+        np.array([lab != model.classes_[b] for lab, b in zip(labels, best)])
+        if model.reject_threshold_ is not None
+        else np.zeros(len(texts), dtype=bool)
+    )
+    return [str(x) for x in labels], conf, rejected, order, np.take_along_axis(proba, order, axis=1)

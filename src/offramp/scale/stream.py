@@ -18,12 +18,13 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from offramp.data.io import FORMATS, RecordWriter
 from offramp.errors import UsageError
+from offramp.models.predict import predict_arrays
 from offramp.models.store import load_model, resolve_model_dir
 from offramp.scale.sources import Batch, Shard, read_batches, resolve_shards
 
@@ -41,6 +42,9 @@ class StreamReport:
     shards_resumed: int = 0
     seconds: float = 0.0
     output: str = ""
+    engine: str = "local"
+    rows_by_node: dict[str, int] = field(default_factory=dict)  # the Ray engine: rows each node predicted
+    workers_replaced: int = 0  # the Ray engine: actors started again after their process died
 
     @property
     def rows_per_s(self) -> float:
@@ -68,19 +72,17 @@ def _predict(texts: list[str], top: int) -> tuple[list[str], np.ndarray, np.ndar
     return predict_arrays(_model, texts, top)
 
 
-def predict_arrays(model: Any, texts: list[str], top: int) -> tuple[list[str], Any, Any, Any, Any]:
-    """(labels, confidence, rejected, top class indices, top scores) for ``texts``: compact to ship."""
-    labels, proba = model.predict_and_proba(texts)
-    k = min(top, len(model.classes_))
-    order = np.argsort(-proba, axis=1)[:, :k]
-    best = order[:, 0]
-    conf = proba[np.arange(len(texts)), best]
-    rejected = (
-        np.array([lab != model.classes_[b] for lab, b in zip(labels, best)])
-        if model.reject_threshold_ is not None
-        else np.zeros(len(texts), dtype=bool)
-    )
-    return [str(x) for x in labels], conf, rejected, order, np.take_along_axis(proba, order, axis=1)
+class Engine(Protocol):
+    """Where predictions are computed: ``submit`` a batch, ``get`` its result (in submission order)."""
+
+    def submit(self, texts: list[str], top: int) -> Any: ...
+
+    def get(self, handle: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+ENGINES = ("local", "ray")
 
 
 class _Local:
@@ -205,6 +207,8 @@ def predict_files(
     resume: bool = False,
     raw_csv: bool = False,
     on_progress: Callable[[int, int | None], None] | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> StreamReport:
     """Predict every row of ``input_spec`` (a file, a directory or a glob of shards) into ``output``.
 
@@ -228,15 +232,26 @@ def predict_files(
         raise UsageError("--resume needs a directory output (one part per input shard)", "give --output a directory")
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r} is not known", "use --engine local or --engine ray")
+    if address is not None and engine != "ray":
+        raise UsageError("--address goes with --engine ray")
     n_workers = workers or os.cpu_count() or 1
     total = sum(s.rows or 0 for s in shards) if all(s.rows is not None for s in shards) else None
     partial = output.with_name(f".{output.name}.partial")
-    report = StreamReport(shards=len(shards), output=str(output))
-    engine: _Local | _Pool = _Local(model) if n_workers == 1 else _Pool(model_path, n_workers)
+    report = StreamReport(shards=len(shards), output=str(output), engine=engine)
+    runner: Engine
+    if engine == "ray":
+        from offramp.scale.ray_engine import RayEngine
+
+        runner = RayEngine(model_path, workers, address)
+        n_workers = runner.n
+    else:
+        runner = _Local(model) if n_workers == 1 else _Pool(model_path, n_workers)
     classes = [str(c) for c in model.classes_]
 
     def run(some: list[Shard], writer: _Writer) -> None:
-        _run(engine, some, writer, text_col, keep, batch_size, top, max_chars, n_workers, report, total, on_progress)
+        _run(runner, some, writer, text_col, keep, batch_size, top, max_chars, n_workers, report, total, on_progress)
 
     try:
         if kind == "dir":
@@ -271,7 +286,9 @@ def predict_files(
             writer.close()
             os.replace(tmp, output)
     finally:
-        engine.close()
+        report.rows_by_node = dict(getattr(runner, "rows_by_node", {}))
+        report.workers_replaced = int(getattr(runner, "replaced", 0))
+        runner.close()
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -304,7 +321,7 @@ def _clean(
 
 
 def _run(
-    engine: _Local | _Pool,
+    engine: Engine,
     shards: list[Shard],
     writer: _Writer,
     text_col: str,

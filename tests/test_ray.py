@@ -1,0 +1,137 @@
+"""The Ray engine on a real local cluster: a head and a second node process, token auth on."""
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from offramp.data.demo import demo_paths
+from offramp.data.io import read_dataset
+from offramp.errors import UsageError
+from offramp.scale.stream import predict_files
+
+from helpers import _free_port, run_cli
+
+# Ray reads its authentication settings once, when first imported: set them before anything does
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
+os.environ.update(AUTH)
+ray = pytest.importorskip("ray", reason="the Ray extra is part of the test set-up (scripts/setup.sh)")
+
+
+def _ray(*args: str, env: dict) -> None:
+    ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
+    subprocess.run([ray_bin, *args], env=env, check=True, capture_output=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """``ray start --head`` and ``ray start --address`` on this machine: two nodes of one CPU each."""
+    env = {**os.environ, **AUTH}
+    port = _free_port()
+    _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", env=env)
+    try:
+        _ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=1", env=env)
+        yield {"address": f"127.0.0.1:{port}", "env": env}
+    finally:
+        subprocess.run([shutil.which("ray") or "ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ray-shards")
+    texts = read_dataset(demo_paths()[1]).texts
+    for s in range(3):
+        t = [texts[(s * 700 + k) % len(texts)] for k in range(4000)]
+        if s == 2:
+            t[5] = None
+        pq.write_table(pa.table({"id": list(range(s * 4000, (s + 1) * 4000)), "text": t}), d / f"s{s}.parquet")
+    return d
+
+
+def _table(path):
+    return pa.concat_tables([pq.read_table(p) for p in sorted(path.iterdir())])
+
+
+def test_same_output_as_local_with_work_on_both_nodes(cluster, fast_model, shards, tmp_path):
+    local = predict_files(fast_model, shards, tmp_path / "local", keep=["id"], workers=1, batch_size=500)
+    rep = predict_files(
+        fast_model, shards, tmp_path / "ray", keep=["id"], engine="ray", address=cluster["address"], batch_size=500
+    )
+    assert _table(tmp_path / "ray").equals(_table(tmp_path / "local"))  # row for row, every column
+    assert rep.predicted == local.predicted == 11_999 and rep.warnings() == local.warnings()
+    assert len(rep.rows_by_node) == 2 and min(rep.rows_by_node.values()) >= 4_000  # both nodes worked
+    assert sum(rep.rows_by_node.values()) == rep.predicted
+
+
+def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(cluster, fast_model, shards, tmp_path):
+    killed: list[int] = []
+
+    def kill_one_actor(done, total):
+        if killed or done < 2_000:
+            return
+        pids = subprocess.run(["pgrep", "-f", "ray::Predictor"], capture_output=True, text=True).stdout.split()
+        assert pids, "no Ray actor process found"
+        os.kill(int(pids[0]), signal.SIGKILL)
+        killed.append(int(pids[0]))
+
+    out = tmp_path / "out.jsonl"
+    rep = predict_files(
+        fast_model,
+        shards,
+        out,
+        keep=["id"],
+        engine="ray",
+        address=cluster["address"],
+        batch_size=200,
+        on_progress=kill_one_actor,
+    )
+    assert killed and rep.workers_replaced >= 1
+    ids = [int(line.split('"id": ', 1)[1].split(",", 1)[0]) for line in out.read_text().splitlines()]
+    expected = [i for i in range(12_000) if i != 8_005]
+    assert ids == expected  # complete, in the input's order, no row twice
+    local = tmp_path / "local.jsonl"
+    predict_files(fast_model, shards, local, keep=["id"], workers=1)
+    assert out.read_text() == local.read_text()
+
+
+def test_cli_on_the_cluster_prints_rows_per_node(cluster, fast_model, shards, tmp_path):
+    r = run_cli(
+        "predict",
+        str(fast_model),
+        "--input",
+        str(shards),
+        "--output",
+        str(tmp_path / "o.parquet"),
+        "--engine",
+        "ray",
+        "--address",
+        cluster["address"],
+        env=cluster["env"],
+    )
+    assert r.returncode == 0, r.stderr
+    assert "wrote 11,999 predictions" in r.stderr and "rows predicted per Ray node" in r.stderr
+    assert pq.read_table(tmp_path / "o.parquet").num_rows == 11_999
+
+
+def test_an_address_where_nothing_answers_is_one_line(fast_model, shards, tmp_path):
+    r = run_cli(
+        "predict", str(fast_model), "--input", str(shards), "--output", str(tmp_path / "o"), "--engine", "ray",
+        "--address", f"127.0.0.1:{_free_port()}",
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "no Ray cluster answers at 127.0.0.1:" in r.stderr
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".*"))
+
+
+def test_without_ray_installed_the_error_names_the_extra(fast_model, shards, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes 'import ray' fail as if it were not installed
+    with pytest.raises(UsageError) as e:
+        predict_files(fast_model, shards, tmp_path / "o", engine="ray")
+    assert "needs Ray" in str(e.value) and "offramp[ray]" in str(e.value)
+    assert not (tmp_path / "o").exists()
