@@ -14,6 +14,7 @@ after the record is committed with ``synchronous=FULL``: a record it acknowledge
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -22,6 +23,8 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -161,6 +164,7 @@ class AuditLog:
         self._text_key = hmac.new(self._key, b"offramp-audit-text", "sha256").digest()
         self._lock = threading.Lock()
         self.anchor_path = self.path.with_name(self.path.name + ".anchor")
+        self._lock_file: Any = None  # opened at the first append: several processes may write one chain
 
     # ------------------------------------------------------------------ the anchor
     def _anchor_seal(self, seq: int, mac: str) -> str:
@@ -230,7 +234,7 @@ class AuditLog:
         """Append records in one transaction; returns their sequence numbers once committed."""
         if not bodies:
             return []
-        with self._lock:
+        with self._lock, self._across_processes():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute("SELECT seq, mac FROM records ORDER BY seq DESC LIMIT 1").fetchone()
@@ -253,6 +257,19 @@ class AuditLog:
 
     def append(self, body: dict) -> int:
         return self.append_many([body])[0]
+
+    @contextmanager
+    def _across_processes(self) -> Iterator[None]:
+        """Hold the log's lock file from reading the chain's end to writing the anchor, so that
+        processes appending to one log (serve --workers) leave one chain and an anchor that
+        names its true end (SQLite alone would order the records but not the anchor writes)."""
+        if self._lock_file is None:
+            self._lock_file = open(self.path.with_name(self.path.name + ".lock"), "a")
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------------ reading
     def records(self):

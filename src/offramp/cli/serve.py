@@ -71,6 +71,13 @@ def serve(
         "--offline/--online",
         help="Refuse every host that is not loopback (beats the pipeline's 'offline:' and OFFRAMP_OFFLINE).",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="Processes answering on the port; metrics, reloads and the audit log stay one (the console needs 1).",
+    ),
 ) -> None:
     """Serve a model over HTTP: /v1/classify, /v1/chat/completions, /v1/feedback, /healthz, /readyz, /metrics, the console at /ui.
 
@@ -98,6 +105,9 @@ def serve(
     }
     settings = Settings.resolve(model_dir, flags)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if workers > 1:
+        _serve_workers(model_dir, settings, flags, host, port, workers)
+        return
     application = create_app(settings, flags)
     err.print(f"serving {model_dir} on http://{host}:{port} (console at /ui, docs at /docs)", markup=False)
     # everything loaded so far lives as long as the server: keep it out of the garbage collector's
@@ -109,6 +119,46 @@ def serve(
     gc.freeze()
     # X-Forwarded-For is not trusted (uvicorn would from 127.0.0.1): a client could reset its own rate limit
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
+
+
+def _serve_workers(model_dir: Path, settings: object, flags: dict, host: str, port: int, workers: int) -> None:
+    """uvicorn's worker processes, each building the service from the environment (see serving.workers)."""
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from offramp.serving.service import ClassificationService
+    from offramp.serving.workers import SERVE_SPEC_ENV, WORKER_DIR_ENV
+
+    run_dir = tempfile.mkdtemp(prefix="offramp-serve-")
+    try:
+        # built once here so that a bad model, pipeline or audit log is one line now, not N crashing workers
+        check = ClassificationService(settings, flags, worker_dir=run_dir)  # type: ignore[arg-type]
+        check.close()
+        if check.audit is not None:
+            check.audit.close()
+        del check
+        for leftover in Path(run_dir).iterdir():
+            leftover.unlink()
+        spec = {"target": str(model_dir), "flags": {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}}
+        os.environ[SERVE_SPEC_ENV] = json.dumps(spec)
+        os.environ[WORKER_DIR_ENV] = run_dir
+        err.print(f"serving {model_dir} on http://{host}:{port} with {workers} worker processes (docs at /docs)")
+        uvicorn.run(
+            "offramp.serving.app:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+        )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def hash_key_cmd(key: str = typer.Argument(..., help="An API key to accept.")) -> None:

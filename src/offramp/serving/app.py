@@ -19,23 +19,28 @@ from typing import Any
 from fastapi import FastAPI
 
 from offramp.pipeline.settings import Settings
-from offramp.serving.console import console
+from offramp.serving.console import console, one_worker_console
 from offramp.serving.errors import install_error_handlers
 from offramp.serving.gateway import Gateway
 from offramp.serving.routes import open_routes, protected
 from offramp.serving.service import ClassificationService
+from offramp.serving.workers import SERVE_SPEC_ENV, WORKER_DIR_ENV
 from offramp.version import __version__
 
 
 def create_app(
-    settings: Settings, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    settings: Settings,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    worker_dir: str | None = None,
 ) -> FastAPI:
     """The service for ``settings`` (the model is loaded now: a bad model directory fails here).
 
     ``flags`` and ``env`` are what ``settings`` were resolved from; a reload resolves them again
-    against the pipeline file as it is then.
+    against the pipeline file as it is then. ``worker_dir`` makes this one of several worker
+    processes sharing metrics and reloads through that directory (see :mod:`offramp.serving.workers`).
     """
-    service = ClassificationService(settings, flags, env)
+    service = ClassificationService(settings, flags, env, worker_dir)
     # with API keys the schema and docs are not served to anyone who asks (unless the settings open them)
     locked = settings.api_keys is not None and not settings.public_endpoints
     app = FastAPI(
@@ -49,7 +54,29 @@ def create_app(
     install_error_handlers(app)
     app.include_router(protected)
     app.include_router(open_routes)
-    app.include_router(console)
+    if worker_dir is None:
+        app.include_router(console)
+    else:  # its sessions, review queue and traffic figures live in one process
+        app.include_router(one_worker_console)
     app.add_middleware(Gateway, limit=settings.max_body_bytes, metrics=service.metrics, stats=service.stats)
     app.state.service = service
     return app
+
+
+def worker_app() -> FastAPI:
+    """What each ``serve --workers N`` process runs: the service ``serve`` described in the environment."""
+    import gc
+    import json
+    import os
+    from pathlib import Path
+
+    spec = json.loads(os.environ[SERVE_SPEC_ENV])
+    flags = {k: Path(v) if k in PATH_FLAGS and v is not None else v for k, v in spec["flags"].items()}
+    settings = Settings.resolve(Path(spec["target"]), flags)
+    app = create_app(settings, flags, worker_dir=os.environ[WORKER_DIR_ENV])
+    gc.collect()
+    gc.freeze()  # see 'serve': loaded state kept out of the collector's full passes
+    return app
+
+
+PATH_FLAGS = ("audit", "api_keys", "admin_keys")

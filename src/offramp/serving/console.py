@@ -32,6 +32,19 @@ from offramp.serving.service import ClassificationService
 from offramp.serving.sessions import COOKIE, TTL_S, Session, SessionStore, csrf_ok
 
 console = APIRouter(include_in_schema=False)
+one_worker_console = APIRouter(include_in_schema=False)  # what /ui answers under serve --workers N > 1
+
+
+@one_worker_console.get("/ui")
+@one_worker_console.get("/ui/{rest:path}")
+def console_needs_one_worker(rest: str = "") -> None:
+    raise ApiError(
+        503,
+        "console_unavailable",
+        "the web console runs with one worker (its sessions and review queue live in one process); "
+        "start 'offramp serve' without --workers to use it",
+    )
+
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "

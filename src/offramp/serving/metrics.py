@@ -66,6 +66,34 @@ class Metrics:
             self._hist_sum += seconds
             self._hist_count += 1
 
+    def snapshot(self) -> dict:
+        """This process's counts, as JSON-ready lists (what a worker publishes for the others)."""
+        with self._lock:
+            return {
+                "counters": [[n, list(map(list, pairs)), v] for (n, pairs), v in self._counters.items()],
+                "gauges": [[n, list(map(list, pairs)), v] for (n, pairs), v in self._gauges.items()],
+                "hist": list(self._hist),
+                "hist_sum": self._hist_sum,
+                "hist_count": self._hist_count,
+            }
+
+    def merged(self, others: list[dict], worker_label: str | None = None) -> Metrics:
+        """A registry holding this one's counts plus ``others``' (snapshots of other processes):
+        counters and the histogram add up; gauges, which do not, get a ``worker`` label each."""
+        total = Metrics()
+        mine = self.snapshot()
+        for i, snap in enumerate([mine, *others]):
+            label = (worker_label if i == 0 else snap.get("worker")) or str(i)
+            for n, pairs, v in snap["counters"]:
+                total._counters[(n, tuple(sorted(tuple(p) for p in pairs)))] += float(v)
+            for n, pairs, v in snap["gauges"]:
+                key = tuple(sorted([*(tuple(p) for p in pairs), ("worker", label)]))
+                total._gauges[(n, key)] = float(v)
+            total._hist = [a + int(b) for a, b in zip(total._hist, snap["hist"])]
+            total._hist_sum += float(snap["hist_sum"])
+            total._hist_count += int(snap["hist_count"])
+        return total
+
     def render(self) -> str:
         with self._lock:
             lines = []

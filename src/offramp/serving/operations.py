@@ -130,7 +130,7 @@ class Console:
                 404, "unknown_version", f"the registry has no version {version} (versions: {', '.join(sorted(known))})"
             )
         before = reg.promote(version)
-        info = self.service.reload()
+        info = self.service.reload_all()
         return {"status": "promoted", "version": version, "previous": before, "serving": info.get("version")}
 
     def rollback(self) -> dict[str, Any]:
@@ -140,7 +140,7 @@ class Console:
             back = reg.rollback()
         except OfframpError as e:
             raise ApiError(409, "nothing_to_roll_back", e.message) from None
-        info = self.service.reload()
+        info = self.service.reload_all()
         return {"status": "rolled_back", "version": back, "previous": left, "serving": info.get("version")}
 
     def start_retrain(self) -> dict[str, Any]:
@@ -173,7 +173,7 @@ class Console:
             result = retrain(reg, ds, on_progress=say)
             self._last_pool_id = last_id
             if result.promoted:
-                self.service.reload()
+                self.service.reload_all()
             with self._job_lock:
                 self._job.update(state="done", finished=time.time(), result=result.to_dict())
         except Exception as e:  # shown in the console; the current version keeps serving

@@ -168,7 +168,7 @@ def reload(request: Request) -> dict[str, Any]:
     service = service_of(request)
     require_json(request)
     try:
-        info = service.reload()
+        info = service.reload_all()
     except Exception as e:  # the old model keeps serving
         service.metrics.inc("offramp_model_reloads_total", outcome="failed")
         log.warning("reload failed: %s", getattr(e, "message", e))  # the details (paths) stay in the server's log
@@ -196,10 +196,12 @@ def authorize_operational(request: Request) -> None:
 @open_routes.get("/readyz")
 def readyz(request: Request) -> dict[str, Any]:
     authorize_operational(request)
-    return {"status": "ready", **service_of(request).info}
+    service = service_of(request)
+    worker = {"worker": service.workers.me} if service.workers is not None else {}  # which process answered
+    return {"status": "ready", **service.info, **worker}
 
 
 @open_routes.get("/metrics", response_class=PlainTextResponse)
 def prometheus(request: Request) -> PlainTextResponse:
     authorize_operational(request)
-    return PlainTextResponse(service_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(service_of(request).render_metrics(), media_type="text/plain; version=0.0.4")

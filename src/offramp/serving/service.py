@@ -21,6 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from offramp.audit.log import AuditLog, AuditWriter
 from offramp.costs.calculator import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, api_usd_per_message, load_prices
 from offramp.data.text import clean_text
+from offramp.errors import UsageError
 from offramp.models.drift import PSI_WARN, DriftMonitor
 from offramp.models.store import resolve_model_dir
 from offramp.pipeline.builder import Built, build
@@ -35,6 +36,7 @@ from offramp.serving.metrics import Metrics
 from offramp.serving.review import ReviewItem, ReviewQueue
 from offramp.serving.security import RateLimiter, key_matches, load_key_hashes
 from offramp.serving.stats import TrafficStats
+from offramp.serving.workers import WorkerSync
 
 log = logging.getLogger("offramp.serving")
 UNSURE_BELOW = 0.7  # without a routing threshold, a local answer under this confidence is queued for review
@@ -49,7 +51,11 @@ class ClassificationService:
     """Decides messages with the current cascade; see the module docstring."""
 
     def __init__(
-        self, settings: Settings, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+        self,
+        settings: Settings,
+        flags: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        worker_dir: str | None = None,
     ):
         self.settings = settings
         self._flags, self._env = dict(flags or {}), env
@@ -77,6 +83,15 @@ class ClassificationService:
         self._wire(self.built, None)
         if self.built.registry is not None:
             threading.Thread(target=self._watch_registry, name="offramp-registry-watch", daemon=True).start()
+        self.workers: WorkerSync | None = None
+        if worker_dir is not None:  # one of several serve --workers processes
+            if self.built.capture is not None and "feedback" in self.built.capture.sources:
+                raise UsageError(
+                    "--workers above 1 with capture from 'feedback': a correction can reach another worker than "
+                    "the one that answered the request, which keeps its id",
+                    "serve this pipeline with --workers 1, or capture from llm and shadow only",
+                )
+            self.workers = WorkerSync(worker_dir, self.metrics, self._reload_from_peer)
 
     # ------------------------------------------------------------------ state
     @property
@@ -102,6 +117,28 @@ class ClassificationService:
 
     def close(self) -> None:
         self._stop.set()
+        if self.workers is not None:
+            self.workers.close()
+
+    def reload_all(self) -> dict[str, Any]:
+        """Reload here and, with several workers, in every other worker too."""
+        info = self.reload()
+        if self.workers is not None:
+            self.workers.request_reload()
+        return info
+
+    def _reload_from_peer(self) -> None:
+        try:
+            info = self.reload()
+        except Exception as e:  # the old model keeps serving in this worker
+            self.metrics.inc("offramp_model_reloads_total", outcome="failed")
+            log.warning("reload asked by another worker failed: %s", getattr(e, "message", e))
+            return
+        self.metrics.inc("offramp_model_reloads_total", outcome="ok")
+        log.warning("reloaded with the other workers: now serving %s", info.get("version"))
+
+    def render_metrics(self) -> str:
+        return self.workers.render() if self.workers is not None else self.metrics.render()
 
     def _wire(self, built: Built, before: Built | None) -> None:
         """Connect a newly built cascade's shadow, capture and drift reference to this service."""

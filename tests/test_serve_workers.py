@@ -1,0 +1,84 @@
+"""``serve --workers 2``: two processes on one port, one set of metrics, one audit chain, reloads everywhere."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from offramp.audit.log import AuditLog
+
+from helpers import Server, metric, run_cli
+
+
+def _classify(url: str, text: str) -> tuple[int, str]:
+    # a new connection each time: uvicorn's workers share the listening socket, so both get some
+    r = httpx.post(url + "/v1/classify", json={"text": text}, headers={"Connection": "close"}, timeout=30)
+    return r.status_code, r.json().get("label", "")
+
+
+@pytest.fixture(scope="module")
+def two_workers(fast_model, tmp_path_factory):
+    d = tmp_path_factory.mktemp("workers")
+    srv = Server(fast_model, "--workers", "2", "--audit", str(d / "audit.sqlite"))
+    yield srv, d
+    srv.stop()
+
+
+def test_both_workers_answer_and_metrics_count_every_request(two_workers):
+    srv, _ = two_workers
+    seen = set()
+    deadline = time.time() + 30
+    while len(seen) < 2 and time.time() < deadline:  # both processes are up and accepting
+        seen.add(httpx.get(srv.url + "/readyz", headers={"Connection": "close"}).json()["worker"])
+    assert len(seen) == 2
+    before = metric(
+        httpx.get(srv.url + "/metrics").text, "offramp_requests_total", endpoint="/v1/classify", status="200"
+    )
+    texts = [f"my card was charged twice, order {i}" for i in range(200)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda t: _classify(srv.url, t), texts))
+    assert all(code == 200 for code, _ in answers)
+    time.sleep(1.2)  # other workers' counts arrive within half a second
+    for _ in range(6):  # whichever worker answers the scrape, the total is the server's
+        text = httpx.get(srv.url + "/metrics", headers={"Connection": "close"}).text
+        assert metric(text, "offramp_requests_total", endpoint="/v1/classify", status="200") == (before or 0) + 200
+        assert metric(text, "offramp_request_seconds_count") >= 200
+
+
+def test_one_audit_chain_from_both_workers(two_workers):
+    srv, d = two_workers
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: _classify(srv.url, f"thank you so much {i}"), range(100)))
+    time.sleep(1.0)
+    log = AuditLog(d / "audit.sqlite", create=False)
+    verdict = log.verify()
+    assert verdict.ok, verdict.message
+    assert verdict.records >= 100
+    r = run_cli("audit", "verify", str(d / "audit.sqlite"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_reload_reaches_every_worker(two_workers):
+    srv, _ = two_workers
+    count = lambda: metric(httpx.get(srv.url + "/metrics").text, "offramp_model_reloads_total", outcome="ok") or 0  # noqa: E731
+    before = count()
+    r = httpx.post(srv.url + "/v1/admin/reload", json={})
+    assert r.status_code == 200
+    deadline = time.time() + 10
+    while count() < before + 2 and time.time() < deadline:
+        time.sleep(0.2)
+    assert count() == before + 2  # the worker asked, and the other one
+
+
+def test_the_console_says_it_needs_one_worker(two_workers):
+    srv, _ = two_workers
+    r = httpx.get(srv.url + "/ui/review")
+    assert r.status_code == 503 and "one worker" in r.json()["error"]["message"]
+
+
+def test_feedback_capture_with_workers_is_refused_in_one_line(fast_model, tmp_path):
+    (tmp_path / "p.yaml").write_text(f"model: {fast_model}\ncapture: {{pool: pool.sqlite, from: [feedback]}}\n")
+    r = run_cli("serve", str(tmp_path / "p.yaml"), "--workers", "2", "--port", "1")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "feedback" in r.stderr
+    assert "Traceback" not in r.stderr
