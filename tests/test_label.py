@@ -197,3 +197,52 @@ def test_eval_llm_and_report_side_by_side(llm, tmp_path, trained_dir, inbox_samp
     r = run_cli("report", str(trained_dir), str(inbox_sample[1]), "--llm-predictions", str(preds), "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "LLM (gpt-4o-mini)" in r.stdout and out.read_text().count("<svg") >= 5
+
+
+def test_rate_limit_spaces_requests_on_a_fake_clock():
+    from offramp.teacher.limits import RateLimit
+
+    now = [100.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+
+    rl = RateLimit(4.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        rl.wait()
+    assert slept == pytest.approx([0.25, 0.5, 0.75, 1.0])  # turns handed out 1/4 s apart, the first at once
+    now[0] += 10.0  # idle for a while: no burst is saved up beyond the next turn
+    slept.clear()
+    rl.wait()
+    rl.wait()
+    assert slept == pytest.approx([0.25])
+
+
+def test_budget_stops_sending_and_a_rerun_with_more_continues_from_the_cache(llm, files, tmp_path):
+    task, _ = files
+    data = write_csv(tmp_path / "many.csv", [(f"my card number {i} is blocked", "") for i in range(40)])
+    args = ["label", str(data), "--llm", "gpt-4o-mini", "--base-url", llm.url + "/v1", "--task", str(task)]
+    args += ["--cache", str(tmp_path / "c.sqlite"), "--concurrency", "1"]
+    r = run_cli(*args, "--out", str(tmp_path / "a.csv"), "--max-cost", "0.00005")
+    assert r.returncode == 0, r.stderr
+    rows = labels_of(tmp_path / "a.csv")
+    sent = len(llm.requests)
+    over = sum(1 for _, status, _ in rows if status == "over_budget")
+    assert 0 < sent < 40 and over == 40 - sent and "were not sent: the budget of $5e-05" in r.stdout
+    # the server reported 20 + 2 tokens per request: what was spent stays within the budget
+    assert sent * (20 * 0.15 + 2 * 0.60) / 1e6 <= 0.00005
+    r = run_cli(*args, "--out", str(tmp_path / "b.csv"), "--max-cost", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(llm.requests) == 40  # only the texts not answered before were sent
+    assert all(status == "labelled" for _, status, _ in labels_of(tmp_path / "b.csv"))
+
+
+def test_budget_without_a_price_is_one_line(llm, files, tmp_path):
+    task, data = files
+    r = run_cli(
+        "label", str(data), "--llm", "no-such-model", "--base-url", llm.url + "/v1", "--task", str(task),
+        "--out", str(tmp_path / "o.csv"), "--max-cost", "1",
+    )  # fmt: skip
+    assert r.returncode == 2 and "--max-cost needs a price" in r.stderr and r.stderr.count("\n") == 1
+    assert not llm.requests

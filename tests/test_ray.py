@@ -16,7 +16,8 @@ from offramp.data.io import read_dataset
 from offramp.errors import UsageError
 from offramp.scale.stream import predict_files
 
-from helpers import _free_port, run_cli
+from helpers import _free_port, read_pairs, run_cli, write_csv
+from misbehaving_llm import GoldLLM
 
 # Ray reads its authentication settings once, when first imported: set them before anything does
 AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
@@ -135,3 +136,36 @@ def test_without_ray_installed_the_error_names_the_extra(fast_model, shards, tmp
         predict_files(fast_model, shards, tmp_path / "o", engine="ray")
     assert "needs Ray" in str(e.value) and "offramp[ray]" in str(e.value)
     assert not (tmp_path / "o").exists()
+
+
+TASK = """labels:
+  SUPPORT: questions about using the product
+  GRATITUDE: thanks
+  TRY_TO_HACK: attempts to misuse the assistant
+  OTHER: everything else
+"""
+
+
+def test_label_on_the_cluster_sends_each_text_once_within_one_rate(cluster, tmp_path):
+    pairs = read_pairs(demo_paths()[1])[:60]
+    data = write_csv(tmp_path / "in.csv", [(t, "") for t, _ in pairs])
+    (tmp_path / "task.yaml").write_text(TASK)
+    llm = GoldLLM(dict(pairs))
+    try:
+        args = ["label", str(data), "--llm", "gpt-4o-mini", "--base-url", llm.url + "/v1"]
+        args += ["--task", str(tmp_path / "task.yaml"), "--cache", str(tmp_path / "c.sqlite"), "--no-schema"]
+        args += ["--engine", "ray", "--address", cluster["address"], "--concurrency", "8", "--rate", "30"]
+        r = run_cli(*args, "--out", str(tmp_path / "a.csv"), env=cluster["env"])
+        assert r.returncode == 0, r.stderr
+        assert len(llm.requests) == 60  # each text once
+        assert [lab for _, lab in read_pairs(tmp_path / "a.csv")] == [lab for _, lab in pairs]
+        nodes = r.stdout.split("requests sent per Ray node: ", 1)[1].strip().split(", ")
+        assert len(nodes) == 2  # both nodes sent some
+        times = sorted(llm.times)
+        busiest = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
+        assert busiest <= 31  # one rate for the whole cluster: 30 a second (+1 for the window's edge)
+        r = run_cli(*args, "--out", str(tmp_path / "b.csv"), env=cluster["env"])
+        assert r.returncode == 0, r.stderr
+        assert len(llm.requests) == 60 and "0 calls sent, 60 answered from the cache" in r.stdout
+    finally:
+        llm.close()

@@ -21,6 +21,7 @@ from offramp.cli.common import (
     TEXT_COL,
     err,
     out,
+    positive,
     print_side_by_side,
     status,
     warn,
@@ -79,6 +80,21 @@ def label(
     ),
     logprobs: bool = LOGPROBS,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the token and dollar estimate; send nothing."),
+    rate: Optional[float] = typer.Option(
+        None, "--rate", help="At most this many requests a second, whatever sends them (all workers)."
+    ),
+    max_cost: Optional[float] = typer.Option(
+        None,
+        "--max-cost",
+        help="Dollars this run may spend (priced by --price-model); texts past it are written as over_budget.",
+    ),
+    engine: str = typer.Option("local", "--engine", help="Who sends the requests: 'local' (threads here) or 'ray'."),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="With --engine ray: the cluster ('auto', HOST:PORT, ray://HOST:PORT); default local."
+    ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, help="With --engine ray: sending actors (default one per CPU of the cluster)."
+    ),
     max_chars: int = MAX_CHARS,
     raw_csv: bool = RAW_CSV,
     quiet: bool = QUIET,
@@ -87,6 +103,8 @@ def label(
     from offramp.data.io import read_dataset, write_records
     from offramp.teacher.label import TaskSpec, estimate, label_texts, make_labeller
 
+    positive("--rate", rate)
+    positive("--max-cost", max_cost)
     spec = TaskSpec.load(task)
     ds = read_dataset(data, text_col=text_col, label_col=None, need_labels=False, max_chars=max_chars)
     warn(ds.warnings)
@@ -102,6 +120,10 @@ def label(
         raise UsageError("--out is needed (or use --dry-run)")
     if out_file.suffix.lower() not in (".csv", ".jsonl"):
         raise UsageError(f"--out {out_file} must end in .csv or .jsonl")
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine {engine!r} is not known", "use --engine local or --engine ray")
+    if engine == "local" and (address or workers):
+        raise UsageError("--address and --workers go with --engine ray")
     labeller = make_labeller(
         spec,
         llm,
@@ -112,33 +134,57 @@ def label(
         cache=cache,
         constrain=not no_schema,
         logprobs=logprobs,
+        rate_per_s=rate,
+        max_cost_usd=max_cost,
+        price_model=price_model,
     )
-    with status(f"labelling {len(ds.texts)} texts", quiet) as say:
-        run = label_texts(
-            labeller,
-            ds.texts,
-            workers=concurrency,
-            price_model=price_model or llm,
-            on_progress=lambda d, n: say(f"labelled {d} of {n}"),
-        )
+    sender = None
+    if engine == "ray":
+        from offramp.scale.ray_label import RayChatClient
+
+        with status("connecting to Ray", quiet):
+            sender = labeller.client = RayChatClient(labeller.client, workers, address)  # type: ignore[assignment]
+    try:
+        with status(f"labelling {len(ds.texts)} texts", quiet) as say:
+            run = label_texts(
+                labeller,
+                ds.texts,
+                workers=concurrency,
+                price_model=price_model or llm,
+                on_progress=lambda d, n: say(f"labelled {d} of {n}"),
+            )
+    finally:
+        if sender is not None:
+            sender.close()
     rows = [
         {
             "text": o.text,
             "label": o.label or "",
             "confidence": o.confidence,
-            "status": "labelled" if o.label else "unlabelled",
+            "status": "labelled" if o.label else "over_budget" if o.over_budget else "unlabelled",
             "raw": "" if o.label else o.raw,
         }
         for o in run.outcomes
     ]
     write_records(out_file, rows, raw=raw_csv)
-    unlabelled = sum(1 for r in rows if r["status"] == "unlabelled")
+    over = sum(1 for r in rows if r["status"] == "over_budget")
+    unlabelled = sum(1 for r in rows if r["status"] != "labelled") - over
     real = "unknown (no price-table row)" if run.cost_usd is None else f"${run.cost_usd:.4f}"
     out.print(
-        f"wrote {len(rows)} rows to {out_file}: {len(rows) - unlabelled} labelled, {unlabelled} unlabelled "
+        f"wrote {len(rows)} rows to {out_file}: {len(rows) - unlabelled - over} labelled, {unlabelled} unlabelled "
         f"(raw answers kept); {run.calls} calls sent, {run.cache_hits} answered from the cache; "
         f"{run.prompt_tokens:,} + {run.completion_tokens:,} tokens reported, cost {real} (estimate was {cost})"
     )
+    if over:
+        assert labeller.budget is not None
+        out.print(
+            f"{over} texts were not sent: the budget of ${labeller.budget.max_usd:g} was reached "
+            f"(${labeller.budget.spent:.4f} spent); run again with a larger --max-cost to label them "
+            "(answers already received come from the cache)"
+        )
+    if sender is not None and sender.requests_by_node:
+        nodes = ", ".join(f"{n[:8]} {c:,}" for n, c in sorted(sender.requests_by_node.items()))
+        out.print(f"requests sent per Ray node: {nodes}")
 
 
 def eval_llm(

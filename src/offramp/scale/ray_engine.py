@@ -110,29 +110,40 @@ class Predictor:
         shutil.rmtree(getattr(self, "dir", ""), ignore_errors=True)
 
 
+def connect(address: str | None, cpus: int | None) -> bool:
+    """Join the cluster at ``address`` (or start Ray in this process); True if this call did."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    if address is not None:
+        check_address(address)
+    quiet = {"logging_level": "ERROR", "log_to_driver": False}
+    try:
+        if address is None:
+            ray.init(num_cpus=cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise UsageError(f"could not join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+    return True
+
+
+def cluster_cpus(ray: Any, workers: int | None) -> int:
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    n = workers or max(1, cpus)
+    if n > cpus:
+        raise UsageError(f"--workers {n} is more than the Ray cluster's {cpus} CPUs", f"use --workers {cpus}")
+    return n
+
+
 class RayEngine:
     """``submit``/``get``/``close`` over a pool of :class:`Predictor` actors (the stream's engine seam)."""
 
     def __init__(self, model_path: Path, workers: int | None, address: str | None):
         ray = _import_ray()
         self.ray = ray
-        self.started_here = False
-        if not ray.is_initialized():
-            if address is not None:
-                check_address(address)
-            quiet = {"logging_level": "ERROR", "log_to_driver": False}
-            try:
-                if address is None:
-                    ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, **quiet)
-                else:
-                    ray.init(address=address, **quiet)
-            except (ConnectionError, ValueError, RuntimeError) as e:
-                raise UsageError(f"could not join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
-            self.started_here = True
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.n = workers or max(1, cpus)
-        if self.n > cpus:
-            raise UsageError(f"--workers {self.n} is more than the Ray cluster's {cpus} CPUs", f"use --workers {cpus}")
+        self.started_here = connect(address, workers)
+        self.n = cluster_cpus(ray, workers)
         self._files = ray.put(pack_model_dir(model_path))  # once, whatever the number of actors
         self._fingerprint = model_version(model_path)
         self._actor_cls = ray.remote(num_cpus=1)(Predictor)

@@ -28,6 +28,7 @@ from offramp.costs.calculator import CHARS_PER_TOKEN, api_usd_per_message, load_
 from offramp.errors import UsageError
 from offramp.teacher.client import ChatClient, LLMConfig, LLMRequestRejected
 from offramp.teacher.egress import EgressPolicy
+from offramp.teacher.limits import Budget, OverBudget, RateLimit
 from offramp.teacher.prompts import parse_label
 
 
@@ -132,6 +133,7 @@ class LabelOutcome:
     cached: bool = False
     latency_ms: float | None = None  # of the server's answer (kept in the cache, so re-runs report it)
     usage: dict = field(default_factory=dict)
+    over_budget: bool = False  # not sent: it could have spent more than the budget
 
 
 @dataclass
@@ -161,13 +163,28 @@ def estimate(spec: TaskSpec, texts: Sequence[str], price_model: str | None) -> d
 
 class Labeller:
     def __init__(
-        self, client: ChatClient, spec: TaskSpec, cache: AnswerCache, constrain: bool = True, logprobs: bool = False
+        self,
+        client: ChatClient,
+        spec: TaskSpec,
+        cache: AnswerCache,
+        constrain: bool = True,
+        logprobs: bool = False,
+        *,
+        rate: RateLimit | None = None,
+        budget: Budget | None = None,
+        price: dict | None = None,
     ):
         self.client, self.spec, self.cache = client, spec, cache
         self.formats = spec.response_formats() if constrain else []
         self.logprobs = logprobs
+        self.rate, self.budget, self.price = rate, budget, price
+        if budget is not None and price is None:
+            raise UsageError("a dollar budget needs the model's price", "pass --price-model NAME from the price table")
         self._lock = threading.Lock()
         self.calls = self.hits = self.tin = self.tout = 0
+
+    def _cost(self, tokens_in: float, tokens_out: float) -> float:
+        return api_usd_per_message(self.price, tokens_in, tokens_out) if self.price else 0.0
 
     def _ask(self, messages: list[dict]) -> tuple[str, dict]:
         params: dict = {"temperature": 0, "max_tokens": 32}
@@ -182,9 +199,19 @@ class Labeller:
             with self._lock:
                 self.hits += 1
             return hit[0], hit[1]
+        reserved = 0.0
+        if self.budget is not None:  # at most: the prompt, and every answer token allowed
+            reserved = self._cost(sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN + 4, params["max_tokens"])
+            self.budget.reserve(reserved)  # raises OverBudget: nothing is sent
         try:
+            if self.rate is not None:
+                self.rate.wait()
             r = self.client.chat(messages, **params)
-        except LLMRequestRejected:
+        except BaseException as e:
+            if self.budget is not None:
+                self.budget.settle(reserved, 0.0)
+            if not isinstance(e, LLMRequestRejected):
+                raise
             with self._lock:  # this server does not take that format (or logprobs): try without
                 if formats and self.formats and self.formats[0] is formats[0]:
                     self.formats = self.formats[1:]
@@ -193,6 +220,9 @@ class Labeller:
                 elif not formats:
                     raise
             return self._ask(messages)
+        if self.budget is not None:
+            tin, tout = r.usage.get("prompt_tokens"), r.usage.get("completion_tokens")
+            self.budget.settle(reserved, reserved if tin is None or tout is None else self._cost(tin, tout))
         usage = {**r.usage, "_latency_ms": round(r.latency_s * 1000, 3), "_confidence": _confidence(r.logprobs)}
         self.cache.put(k, r.content, usage)  # the confidence is kept with the answer: a re-run reports it
         with self._lock:
@@ -203,7 +233,10 @@ class Labeller:
 
     def label_one(self, text: str) -> LabelOutcome:
         msgs = self.spec.messages(text)
-        content, usage = self._ask(msgs)
+        try:
+            content, usage = self._ask(msgs)
+        except OverBudget:
+            return LabelOutcome(text, None, "", over_budget=True)
         label = read_answer(content, list(self.spec.labels))
         confidence = usage.get("_confidence")
         if label is None:  # one more try, saying what went wrong
@@ -211,7 +244,11 @@ class Labeller:
                 {"role": "assistant", "content": content},
                 {"role": "user", "content": "Answer with exactly one label from the list, as JSON."},
             ]
-            content, usage2 = self._ask(retry)
+            try:
+                content2, usage2 = self._ask(retry)
+            except OverBudget:  # the first answer stays: unlabelled, its raw text kept
+                return LabelOutcome(text, None, content, usage={k: v for k, v in usage.items() if k[0] != "_"})
+            content = content2
             confidence = usage2.get("_confidence")
             usage = {
                 k: (usage.get(k) or 0) + (usage2.get(k) or 0)
@@ -281,12 +318,31 @@ def make_labeller(
     constrain: bool = True,
     logprobs: bool = True,
     policy: EgressPolicy | None = None,
+    rate_per_s: float | None = None,
+    max_cost_usd: float | None = None,
+    price_model: str | None = None,
 ) -> Labeller:
-    """The LLM teacher ``label`` and ``eval-llm`` use: one client, the shared answer cache."""
+    """The LLM teacher ``label`` and ``eval-llm`` use: one client, the shared answer cache, and
+    optionally a request rate and a dollar budget (priced by ``price_model``, default ``llm``)."""
     client = ChatClient(
         LLMConfig(
             base_url=base_url, model=llm, api_key_env=api_key_env, timeout_s=timeout_s, max_concurrency=concurrency
         ),
         policy=policy,
     )
-    return Labeller(client, spec, AnswerCache(cache or default_cache_path()), constrain=constrain, logprobs=logprobs)
+    price = load_prices()["models"].get(price_model or llm)
+    if max_cost_usd is not None and price is None:
+        raise UsageError(
+            f"--max-cost needs a price for {price_model or llm}, and the price table has none",
+            "pass --price-model with a row of 'offramp cost --list'",
+        )
+    return Labeller(
+        client,
+        spec,
+        AnswerCache(cache or default_cache_path()),
+        constrain=constrain,
+        logprobs=logprobs,
+        rate=RateLimit(rate_per_s) if rate_per_s else None,
+        budget=Budget(max_cost_usd) if max_cost_usd else None,
+        price=price,
+    )
