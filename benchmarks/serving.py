@@ -71,9 +71,18 @@ end
 """
 
 
-def run_wrk(url: str, script: Path, seconds: int, connections: int = 16) -> dict:
+def run_wrk(url: str, script: Path, seconds: int, connections: int = 16, threads: int = 1) -> dict:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url + "/v1/classify"],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url + "/v1/classify",
+        ],
         capture_output=True,
         text=True,
         check=True,

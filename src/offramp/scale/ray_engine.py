@@ -29,7 +29,23 @@ CONNECT_TIMEOUT_S = 5.0
 MAX_RETRIES = 3  # times one batch is sent again after the actor holding it died
 
 
-def _import_ray() -> Any:
+def _token_auth_for_clusters() -> None:
+    """Ray 2.60 clusters turn token authentication on once a token exists (``~/.ray/auth_token``,
+    or ``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH``), but a driver joining one sends the token only
+    with ``RAY_AUTH_MODE=token``, read once when Ray is imported: set it when a token is there."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").exists()
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _import_ray(joining: bool = False) -> Any:
+    if joining:
+        _token_auth_for_clusters()
     try:
         import ray
     except ImportError:
@@ -112,7 +128,7 @@ class Predictor:
 
 def connect(address: str | None, cpus: int | None) -> bool:
     """Join the cluster at ``address`` (or start Ray in this process); True if this call did."""
-    ray = _import_ray()
+    ray = _import_ray(joining=address is not None)
     if ray.is_initialized():
         return False
     if address is not None:
@@ -124,7 +140,11 @@ def connect(address: str | None, cpus: int | None) -> bool:
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, ValueError, RuntimeError) as e:
-        raise UsageError(f"could not join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+        raise UsageError(
+            f"could not join the Ray cluster at {address}: {str(e).splitlines()[0]}",
+            "if the cluster uses token authentication, give this process its token "
+            "(RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, or the cluster's ~/.ray/auth_token)",
+        ) from None
     return True
 
 
@@ -140,19 +160,23 @@ class RayEngine:
     """``submit``/``get``/``close`` over a pool of :class:`Predictor` actors (the stream's engine seam)."""
 
     def __init__(self, model_path: Path, workers: int | None, address: str | None):
-        ray = _import_ray()
+        ray = _import_ray(joining=address is not None)
         self.ray = ray
         self.started_here = connect(address, workers)
-        self.n = cluster_cpus(ray, workers)
-        self._files = ray.put(pack_model_dir(model_path))  # once, whatever the number of actors
-        self._fingerprint = model_version(model_path)
-        self._actor_cls = ray.remote(num_cpus=1)(Predictor)
-        self.actors = [self._start() for _ in range(self.n)]
+        self.actors: list[Any] = []
         self._next = 0
         self.rows_by_node: dict[str, int] = {}
         self.replaced = 0  # actors started again after their process died
         try:
+            self.n = cluster_cpus(ray, workers)
+            self._files = ray.put(pack_model_dir(model_path))  # once, whatever the number of actors
+            self._fingerprint = model_version(model_path)
+            self._actor_cls = ray.remote(num_cpus=1)(Predictor)
+            self.actors = [self._start() for _ in range(self.n)]
             ray.get([a.where.remote() for a in self.actors], timeout=300)
+        except UsageError:
+            self.close()
+            raise
         except Exception as e:  # an actor that cannot load the model fails here, not mid-stream
             self.close()
             raise UsageError(f"the Ray workers could not load the model: {str(e).splitlines()[-1]}") from None

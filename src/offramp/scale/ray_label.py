@@ -38,7 +38,7 @@ class RayChatClient:
     """What a :class:`~offramp.teacher.label.Labeller` sends through: ``chat`` as ChatClient's, on Ray."""
 
     def __init__(self, client: ChatClient, workers: int | None = None, address: str | None = None):
-        ray = _import_ray()
+        ray = _import_ray(joining=address is not None)
         self.ray = ray
         self.config, self.url, self.policy = client.config, client.url, client.policy
         client.close()
