@@ -12,6 +12,7 @@ from offramp.models.features import NgramFeaturizer
 from offramp.models.selection import fast_candidates, select_model
 from offramp.models.store import load_model, save_model
 from offramp.models.tfidf import TfidfLinear
+from offramp.models.training import train
 
 
 def test_featurizer_single_path_matches_batch_on_real_messages():
@@ -319,3 +320,38 @@ def test_familiarity_weight_is_used_only_when_it_separates_better():
     assert noise["familiarity_weight"] == 0
     # (with this seed the noise would have nudged the combined AUC up: 0.475 -> 0.485 at weight 4)
     assert noise["familiarity_auc"]["4"] > noise["familiarity_auc"]["0"] + 0.002
+
+
+def test_many_rows_search_a_sample_and_refit_on_every_row(tmp_path):
+    """Above search_rows, the candidates see a stratified sample and the winner is refitted by
+    streaming chunks over every row; the held-out slice decides which weights are kept."""
+    from offramp.data.demo import demo_paths
+    from offramp.data.io import read_dataset
+    from offramp.models.large import stratified_sample
+
+    ds = read_dataset(demo_paths()[0])
+    texts = [f"{t} #{i % 97}" for i, t in enumerate(ds.texts * 3)]
+    labels = list(ds.labels) * 3
+    model, rep = train(texts, labels, quality="fast", time_limit=None, search_rows=1500)
+    assert rep.search_rows is not None and 1400 <= rep.search_rows <= 1700
+    r = rep.refit
+    assert r is not None and r["kept"] in ("refit", "sample") and r["epochs"] == 3
+    assert r["rows"] + r["holdout_rows"] == len(texts)
+    assert r["holdout_macro_f1_" + r["kept"]] == max(r["holdout_macro_f1_sample"], r["holdout_macro_f1_refit"])
+    assert r["holdout_macro_f1_refit"] > 0.7  # the streamed refit learned the task
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    test = read_dataset(demo_paths()[1])
+    assert list(again.predict(test.texts[:50])) == list(model.predict(test.texts[:50]))
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["search_rows"] == rep.search_rows and metrics["refit"]["kept"] == r["kept"]
+    # the sample keeps every label, even one with three rows
+    y = np.array(["a"] * 1000 + ["b"] * 3)
+    picked = stratified_sample(y, 100, seed=0)
+    assert (y[picked] == "b").sum() == 3 and 95 <= len(picked) <= 105
+
+
+def test_few_rows_train_as_before_without_refit():
+    _, rep = train(["reset my pin", "thanks a lot", "pin reset please", "thank you!"] * 5,
+                   ["S", "G", "S", "G"] * 5, quality="fast", time_limit=None)  # fmt: skip
+    assert rep.search_rows is None and rep.refit is None and "refit" not in rep.metrics()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -31,13 +31,25 @@ def check_training_set(ds: Dataset) -> list[str]:
             "add examples of them or remove those rows; cross-validation needs 2 per class",
         )
     warnings = []
-    by_text: dict[str, set] = defaultdict(set)
-    for t, lab in zip(ds.texts, ds.labels or []):
-        by_text[normalize(t)].add(lab)
-    conflicts = sum(1 for labs in by_text.values() if len(labs) > 1)
+    conflicts = _conflicting_texts(ds.texts, ds.labels or [])
     if conflicts:
         warnings.append(f"{conflicts} texts appear with more than one label; the model cannot fit both")
     return warnings
+
+
+def _conflicting_texts(texts: Sequence[str], labels: Sequence[str]) -> int:
+    """How many distinct (normalised) texts carry more than one label; in arrays, so two million
+    rows cost tens of megabytes rather than a dictionary of sets of every text."""
+    if not len(texts):
+        return 0
+    h = np.fromiter((hash(normalize(t)) for t in texts), dtype=np.int64, count=len(texts))
+    lab = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)[1]
+    order = np.lexsort((lab, h))
+    hs, ls = h[order], lab[order]
+    new_text = np.r_[True, hs[1:] != hs[:-1]]
+    new_pair = new_text | np.r_[True, ls[1:] != ls[:-1]]
+    labels_per_text = np.bincount((np.cumsum(new_text) - 1)[new_pair])
+    return int((labels_per_text > 1).sum())
 
 
 def _fingerprint(text: str, salt: bytes) -> int:
@@ -48,7 +60,7 @@ def _fingerprint(text: str, salt: bytes) -> int:
 
 def text_fingerprints(texts: Sequence[str], salt: bytes) -> np.ndarray:
     """Salted 64-bit hashes of normalised texts: enough to spot shared texts, not to read them."""
-    return np.array(sorted({_fingerprint(t, salt) for t in texts}), dtype=np.uint64)
+    return np.unique(np.fromiter((_fingerprint(t, salt) for t in texts), dtype=np.uint64, count=len(texts)))
 
 
 def check_test_set(

@@ -15,10 +15,12 @@ from offramp.data.validate import check_training_set, text_fingerprints
 from offramp.errors import UsageError
 from offramp.models import encoder
 from offramp.models.base import TextClassifier, as_labels, as_texts
+from offramp.models.large import LARGE_ROWS, SEARCH_ROWS, refit_streaming, stratified_sample
 from offramp.models.rejection import RejectTarget, fit_rejection
 from offramp.models.selection import QUALITIES, CandidateResult, candidates_for, select_model
 from offramp.models.speed import measure_latency, measure_throughput
 from offramp.models.stacked import MAX_MEMORY, StackedLinear, nearest_similarity
+from offramp.models.tfidf import TfidfLinear
 from offramp.version import __version__
 
 DEFAULT_TIME_LIMITS = {"fast": 60.0, "balanced": 180.0, "best": 300.0}
@@ -50,6 +52,9 @@ class TrainReport:
     candidates: list[CandidateResult]
     rejection: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    # more than LARGE_ROWS rows: the search's sample size and the streamed refit on every row
+    search_rows: int | None = None
+    refit: dict[str, Any] | None = None
 
     @property
     def skipped(self) -> list[str]:
@@ -70,6 +75,7 @@ class TrainReport:
             "rejection": self.rejection,
             "latency_ms": self.latency_ms,
             "throughput_per_s": self.throughput_per_s,
+            **({"search_rows": self.search_rows, "refit": self.refit} if self.search_rows else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +177,7 @@ def train(
     reject_target: RejectTarget | str | None = None,
     latency_budget_ms: float | None = None,
     on_progress: Callable[[str], None] | None = None,
+    search_rows: int | None = None,
 ) -> tuple[TextClassifier, TrainReport]:
     """Choose, calibrate and fit a classifier; return it with a report of the search.
 
@@ -190,6 +197,9 @@ def train(
         (default ``UNKNOWN``).
     reject_target : "in_scope_precision>=P" or "oos_recall>=R": fit a "don't know" threshold.
     latency_budget_ms : only candidates whose single-message p99 fits can win.
+    search_rows : cross-validate the candidates on at most this many rows (a stratified sample);
+        with more rows the fast tier's winner is then refitted on every row in chunks, in bounded
+        memory (see :mod:`offramp.models.large`). Default: every row up to 300,000, else 100,000.
 
     Returns
     -------
@@ -230,17 +240,36 @@ def train(
     quality, notes = resolve_quality(quality)
     warnings += notes
     limit = resolve_time_limit(time_limit, quality)
+    if search_rows is not None and search_rows < 1000:
+        raise UsageError(f"search_rows must be at least 1,000, got {search_rows}", param="search_rows")
+    search_texts, search_y = ds.texts, y
+    large = len(ds.texts) > (search_rows or LARGE_ROWS)
+    if large:  # cross-validate on a sample; the winner is refitted on every row below
+        picked = stratified_sample(y, search_rows or SEARCH_ROWS, seed)
+        search_texts, search_y = [ds.texts[i] for i in picked], y[picked]
     sel = select_model(
-        ds.texts,
-        y,
-        candidates_for(quality, len(ds.texts), seed),
-        time_limit=limit,
+        search_texts,
+        search_y,
+        candidates_for(quality, len(search_texts), seed),
+        time_limit=None if limit is None else limit / 2 if large else limit,
         seed=seed,
         latency_budget_ms=latency_budget_ms,
         on_progress=on_progress,
     )
     warnings += sel.notes
     model = sel.model
+    refit = None
+    if large:
+        if type(model) is TfidfLinear:
+            deadline = None if limit is None else t0 + limit
+            refit = refit_streaming(model, ds.texts, y, seed=seed, deadline=deadline, on_progress=on_progress)
+            warnings += [refit.note] if refit.note else []
+            sel.ece_before, sel.ece_after = refit.ece_before, refit.ece_after
+        else:
+            warnings.append(
+                f"the {sel.winner} model was trained on a sample of {len(search_texts):,} of the "
+                f"{len(ds.texts):,} rows: only the fast tier is refitted on every row"
+            )
     rejection = None
     if target is not None:
         y_held: Any
@@ -248,8 +277,8 @@ def train(
             proba, y_held, source = model.predict_proba(val_ds.texts), val_ds.labels, f"held-out data {val_ds.path}"
         else:
             assert sel.oof_proba is not None
-            proba, y_held, source = sel.oof_proba, y, "out-of-fold predictions on the training data"
-        memory, offsets, familiarity = _nearness_inputs(model, ds.texts, y, val_ds, oos_label, seed)
+            proba, y_held, source = sel.oof_proba, search_y, "out-of-fold predictions on the training data"
+        memory, offsets, familiarity = _nearness_inputs(model, search_texts, search_y, val_ds, oos_label, seed)
         rejection = fit_rejection(proba, model.classes_, y_held, target, oos_label, familiarity)
         rejection["source"] = source
         rejection["label"] = oos_label or "UNKNOWN"
@@ -293,6 +322,8 @@ def train(
         candidates=sel.results,
         rejection=rejection,
         warnings=warnings,
+        search_rows=len(search_texts) if large else None,
+        refit=asdict(refit) if refit is not None else None,
     )
     salt = os.urandom(16)
     info = {
