@@ -159,3 +159,12 @@ def test_lone_surrogates_in_jsonl_become_replacement_characters(tmp_path):
     ds = read_dataset(tmp_path / "s.jsonl")
     assert ds.texts[0] == "thanks \ufffd a lot"
     ds.texts[0].encode("utf-8")  # safe to write anywhere
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_csv_line_endings_and_quoted_newlines(tmp_path, newline):
+    p = tmp_path / "d.csv"
+    rows = ["text,label", '"two\nlines, quoted",A', "plain,B", '"with ""quotes""",A']
+    p.write_bytes(newline.join(rows).encode() + newline.encode())
+    ds = read_dataset(p)
+    assert ds.texts == ["two\nlines, quoted", "plain", 'with "quotes"'] and ds.labels == ["A", "B", "A"]

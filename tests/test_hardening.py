@@ -359,3 +359,12 @@ def test_a_dripping_webhook_is_cut_at_its_deadline(fast_model, tmp_path):
     finally:
         srv.stop()
         drip.close()
+
+
+def test_train_refuses_data_over_the_memory_budget_before_reading(tmp_path):
+    data = write_csv(tmp_path / "d.csv", [(f"message number {i}", "A" if i % 2 else "B") for i in range(2000)])
+    r = run_cli("train", str(data), "--out", str(tmp_path / "m"), "--quality", "fast", "--max-memory", "0.6")
+    assert r.returncode == 0, r.stderr  # 2,000 rows fit in 0.6 GB
+    r = run_cli("train", str(data), "--out", str(tmp_path / "m2"), "--max-memory", "0.0001")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "needs about" in r.stderr and "--max-memory" in r.stderr and not (tmp_path / "m2").exists()

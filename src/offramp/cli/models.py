@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from offramp.cli.common import (
     TEXT_COL,
     info,
     out,
+    positive,
     print_side_by_side,
     status,
     warn,
@@ -129,6 +131,12 @@ def train(
         help="Cross-validate on a stratified sample of at most N rows; with more, the fast tier's winner is "
         "refitted on every row in bounded memory (default: all up to 300,000, else 100,000).",
     ),
+    max_memory: Optional[float] = typer.Option(
+        None,
+        "--max-memory",
+        help="Memory budget in GB: data that would need more is refused before reading (default: 80%% of "
+        "this machine's memory).",
+    ),
     max_chars: int = MAX_CHARS,
     as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON on stdout."),
     quiet: bool = QUIET,
@@ -163,6 +171,7 @@ def train(
     else:
         assert out_dir is not None
         check_output_dir(out_dir)  # a bad --out is refused now, not after the search
+    _check_memory(data, [text_col, label_col], max_memory)
     ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
     val_ds = read_dataset(val, text_col=text_col, label_col=label_col, max_chars=max_chars) if val else None
     info(f"read {len(ds)} texts from {data}", quiet)
@@ -232,6 +241,25 @@ def train(
             f"{'met' if rej['met'] else 'NOT met'} on {rej['source']}: in-scope precision "
             f"{h['in_scope_precision']:.3f}, in-scope accuracy {h['in_scope_accuracy']:.3f}, oos recall {oos}, "
             f"answered {h['coverage']:.1%})"
+        )
+
+
+def _check_memory(data: Path, columns: list[str], max_memory: float | None) -> None:
+    """Refuse, before reading, data whose training would need more memory than the budget."""
+    from offramp.data.io import data_bytes
+    from offramp.models.large import default_memory_budget, training_memory
+
+    positive("--max-memory", max_memory)
+    budget = int(max_memory * 2**30) if max_memory else default_memory_budget()
+    size = data_bytes(data, columns)
+    need = training_memory(size)
+    if need > budget:
+        gb = math.ceil(need / 2**30 * 10) / 10
+        stated = "--max-memory" if max_memory else "the default budget, 80% of this machine's memory"
+        raise UsageError(
+            f"{data} holds {size / 2**20:,.1f} MB of data; training on it needs about {gb:g} GB of memory, "
+            f"over {budget / 2**30:.1f} GB ({stated})",
+            f"train on a part of the file, or give --max-memory {gb:g} on a machine with that much memory",
         )
 
 

@@ -12,6 +12,8 @@ import io
 import json
 import math
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,9 +56,26 @@ def decode_utf8(raw: bytes, path: Path) -> str:
         ) from None
 
 
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their endings, as the csv module reads them."""
+    start, n = 0, len(text)
+    while start < n:
+        end = text.find("\n", start)
+        if end < 0:
+            yield text[start:]
+            return
+        yield text[start : end + 1]
+        start = end + 1
+
+
 def _records_csv(text: str, path: Path, delimiter: str) -> tuple[list[str], list[dict]]:
     csv.field_size_limit(1 << 30)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    # lines cut from the text one at a time: io.StringIO would hold a second, four-bytes-a-character
+    # copy of the whole file (about 1 GB for a 240 MB CSV); a file with a lone CR (old Mac line
+    # endings) still goes through it
+    lone_cr = text.count("\r") != text.count("\r\n")
+    lines = io.StringIO(text, newline="") if lone_cr else _lines(text)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -107,6 +126,28 @@ def _parquet_columns(path: Path) -> list[str]:
         return list(pq.ParquetFile(path).schema_arrow.names)
     except Exception as e:
         raise DataError(f"{path} could not be read as Parquet: {e}", "check that the file is a Parquet file") from None
+
+
+def data_bytes(path: str | os.PathLike, columns: list[str] | None = None) -> int:
+    """About how many bytes of data a file holds once read: its size for text formats, the
+    uncompressed size of the wanted columns for Parquet (0 when the file cannot tell)."""
+    path = Path(path)
+    try:
+        if FORMATS.get(path.suffix.lower()) != "parquet":
+            return path.stat().st_size
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        total = 0
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            for c in range(rg.num_columns):
+                col = rg.column(c)
+                if columns is None or col.path_in_schema in columns:
+                    total += col.total_uncompressed_size
+        return total
+    except Exception:  # unreadable: read_dataset says why
+        return 0
 
 
 def _records_parquet(path: Path, present: list[str]) -> list[dict]:
@@ -292,8 +333,8 @@ def read_dataset(
             cut.append(i)
             t = t[:max_chars]
         texts.append(t)
-        if labels is not None:
-            labels.append(lab if lab is not None else "")
+        if labels is not None:  # one string per distinct label, not one per row
+            labels.append(sys.intern(lab) if lab is not None else "")
     warnings = []
     if spaced:
         warnings.append(

@@ -109,6 +109,28 @@ def resolve_quality(quality: str | None) -> tuple[str, list[str]]:
     return quality, []
 
 
+PILOT_ROWS = 10_000  # rows the first candidate is timed on, to size the search's sample
+
+
+def _search_size(texts: list[str], y: np.ndarray, first: Any, limit: float | None, seed: int) -> int:
+    """How many rows the search cross-validates on. Without a time limit: every row up to
+    LARGE_ROWS, else SEARCH_ROWS (the same on any machine). With one, above twice PILOT_ROWS: the
+    first candidate is timed on PILOT_ROWS rows and the sample sized so that its cross-validation
+    takes about 40% of the limit (fitting time grows about linearly with the rows)."""
+    n = len(texts)
+    cap = n if n <= LARGE_ROWS else SEARCH_ROWS  # more than LARGE_ROWS never go into one feature matrix
+    if limit is None or n <= 2 * PILOT_ROWS:
+        return cap
+    pilot = stratified_sample(y, PILOT_ROWS, seed + 2)
+    t = time.perf_counter()
+    proto = first.make()
+    feat, X = proto.build_features([texts[i] for i in pilot])
+    first.make().fit_features(feat, X, y[pilot])
+    seconds = time.perf_counter() - t
+    rows = int(len(pilot) * 0.4 * limit / (2.5 * max(seconds, 1e-3)))  # 3 folds: two fits on 2/3 and one on all
+    return max(PILOT_ROWS, min(rows, cap))
+
+
 def resolve_time_limit(time_limit: float | str | None, quality: str) -> float | None:
     """Seconds for the search: "auto" is the quality's default, None (or "none") means no limit."""
     if time_limit is None or (isinstance(time_limit, str) and time_limit.lower() == "none"):
@@ -243,9 +265,12 @@ def train(
     if search_rows is not None and search_rows < 1000:
         raise UsageError(f"search_rows must be at least 1,000, got {search_rows}", param="search_rows")
     search_texts, search_y = ds.texts, y
-    large = len(ds.texts) > (search_rows or LARGE_ROWS)
+    size = search_rows or _search_size(ds.texts, y, candidates_for(quality, len(ds.texts), seed)[0], limit, seed)
+    large = len(ds.texts) > size
     if large:  # cross-validate on a sample; the winner is refitted on every row below
-        picked = stratified_sample(y, search_rows or SEARCH_ROWS, seed)
+        if on_progress:
+            on_progress(f"searching on a sample of {size:,} of {len(ds.texts):,} rows")
+        picked = stratified_sample(y, size, seed)
         search_texts, search_y = [ds.texts[i] for i in picked], y[picked]
     sel = select_model(
         search_texts,
