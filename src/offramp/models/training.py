@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -109,26 +110,33 @@ def resolve_quality(quality: str | None) -> tuple[str, list[str]]:
     return quality, []
 
 
-PILOT_ROWS = 10_000  # rows the first candidate is timed on, to size the search's sample
+PILOT_ROWS = 5_000  # rows the first candidate is timed on, to size the search's sample
 
 
 def _search_size(texts: list[str], y: np.ndarray, first: Any, limit: float | None, seed: int) -> int:
     """How many rows the search cross-validates on. Without a time limit: every row up to
     LARGE_ROWS, else SEARCH_ROWS (the same on any machine). With one, above twice PILOT_ROWS: the
-    first candidate is timed on PILOT_ROWS rows and the sample sized so that its cross-validation
-    takes about 40% of the limit (fitting time grows about linearly with the rows)."""
+    first candidate is timed on PILOT_ROWS random rows and the sample sized so that its
+    cross-validation takes about 40% of the limit, its cost taken as growing with rows times labels
+    (one-vs-rest), and never below three rows a label."""
     n = len(texts)
     cap = n if n <= LARGE_ROWS else SEARCH_ROWS  # more than LARGE_ROWS never go into one feature matrix
     if limit is None or n <= 2 * PILOT_ROWS:
         return cap
-    pilot = stratified_sample(y, PILOT_ROWS, seed + 2)
+    pilot = np.sort(np.random.default_rng(seed + 2).choice(n, PILOT_ROWS, replace=False))
+    pilot_labels = len(np.unique(y[pilot]))
+    if pilot_labels < 2:
+        return cap
     t = time.perf_counter()
     proto = first.make()
     feat, X = proto.build_features([texts[i] for i in pilot])
-    first.make().fit_features(feat, X, y[pilot])
-    seconds = time.perf_counter() - t
-    rows = int(len(pilot) * 0.4 * limit / (2.5 * max(seconds, 1e-3)))  # 3 folds: two fits on 2/3 and one on all
-    return max(PILOT_ROWS, min(rows, cap))
+    with warnings.catch_warnings():  # scikit-learn warns when most pilot rows have a label of their own
+        warnings.simplefilter("ignore")
+        first.make().fit_features(feat, X, y[pilot])
+    per_row_label = (time.perf_counter() - t) / (PILOT_ROWS * pilot_labels)
+    labels = len(np.unique(y))
+    rows = int(0.4 * limit / (2.5 * max(per_row_label, 1e-9) * labels))  # 3 folds: two fits on 2/3, one on all
+    return max(min(n, 3 * labels), min(rows, cap))
 
 
 def resolve_time_limit(time_limit: float | str | None, quality: str) -> float | None:
