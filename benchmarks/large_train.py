@@ -22,12 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from stream import run_measured
 
 from common import print_table
-from stream import run_measured
+
+HERE = Path(__file__).resolve().parent
 
 BANKING = HERE.parents[1] / "shared" / "benchmarks" / "banking77"
 OPENINGS = ["", "hi, ", "hello, ", "hey team, ", "good morning, ", "excuse me, ", "quick question: "]
@@ -54,7 +56,7 @@ def main() -> None:
         with open(data, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["text", "label"])
-            for i in range(args.rows):
+            for _ in range(args.rows):
                 text, label = base[rng.randrange(len(base))]
                 ref = f"[{rng.choice(CHANNELS)} #{rng.randrange(10**7):07d}] "
                 w.writerow([ref + rng.choice(OPENINGS) + text + rng.choice(CLOSINGS), label])
