@@ -169,3 +169,18 @@ def test_label_on_the_cluster_sends_each_text_once_within_one_rate(cluster, tmp_
         assert len(llm.requests) == 60 and "0 calls sent, 60 answered from the cache" in r.stdout
     finally:
         llm.close()
+
+
+def test_bad_inputs_are_refused_before_ray_starts(fast_model, shards, tmp_path):
+    (tmp_path / "exists.jsonl").write_text("")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.parquet").write_bytes(b"not parquet")
+    for args, message in [
+        (["--input", str(shards), "--output", str(tmp_path / "exists.jsonl")], "already exists"),
+        (["--input", str(tmp_path / "none-*.parquet"), "--output", str(tmp_path / "o")], "matches no file"),
+        (["--input", str(tmp_path / "bad"), "--output", str(tmp_path / "o")], "Parquet"),
+    ]:
+        r = run_cli("predict", str(fast_model), *args, "--engine", "ray")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, (args, r.stderr)
+        assert message in r.stderr, r.stderr
+        assert not (tmp_path / "o").exists()
