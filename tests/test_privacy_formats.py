@@ -143,3 +143,62 @@ def test_near_misses_in_real_messages_are_never_masked(i, near):
     text = f"{base} {near}"
     masked = GUARD(text)
     assert masked.endswith(near), (text, masked)
+
+
+# ---------------------------------------------------------------- mainland China
+CN_MISSED = [
+    ("我的手机13800138000，谢谢", "13800138000", "PHONE_NUMBER"),
+    ("请打 138 0013 8000 找我", "138 0013 8000", "PHONE_NUMBER"),
+    ("电话：+86 138-0013-8000", "+86 138-0013-8000", "PHONE_NUMBER"),
+    ("联系0086 13912345678", "13912345678", "PHONE_NUMBER"),
+    ("座机010-62345678转分机", "010-62345678", "PHONE_NUMBER"),
+    ("深圳办公室(0755) 8888 8888", "(0755) 8888 8888", "PHONE_NUMBER"),
+    ("总部+86 10 6234 5678", "+86 10 6234 5678", "PHONE_NUMBER"),
+    ("身份证号11010519491231002X", "11010519491231002X", "CN_RESIDENT_ID"),
+    ("身份证号码是11010519491231002x。", "11010519491231002x", "CN_RESIDENT_ID"),
+    ("银联卡号6222021234567890128被扣款", "6222021234567890128", "CREDIT_CARD"),
+    ("卡号：6222 0212 3456 7890 128", "6222 0212 3456 7890 128", "CREDIT_CARD"),
+    ("全角手机１３８００１３８０００", "１３８００１３８０００", "PHONE_NUMBER"),
+    ("邮箱zhang.wei@qq.com有问题", "zhang.wei@qq.com", "EMAIL_ADDRESS"),
+    ("网址 https://例子.中国/订单 打不开", "https://例子.中国/订单", "URL"),
+]
+CN_NEAR_MISSES = [
+    "订单号12345678901234567已发货",  # 17 digits: not an identity card
+    "身份证 110105194912310021 校验位不对",  # the check character is wrong
+    "编号110105199913450021",  # month 13: no birth date
+    "金额1380.00元",
+    "快递单号SF1234567890123",
+    "日期2024-01-15",
+]
+
+
+@pytest.mark.parametrize("text, value, entity", CN_MISSED)
+def test_chinese_personal_data_is_masked(text, value, entity):
+    masked = GUARD.mask(text)
+    assert value not in masked.text, masked.text
+    assert entity in masked.counts, (text, masked.counts)
+
+
+@pytest.mark.parametrize("text", CN_NEAR_MISSES)
+def test_chinese_look_alikes_are_left_alone(text):
+    assert GUARD(text) == text
+
+
+def _cn_id(rng: random.Random) -> str:
+    from offramp.privacy.patterns import _CN_ID_WEIGHTS
+
+    body = f"{rng.randint(110000, 659999)}{rng.randint(1950, 2005)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+    body += f"{rng.randint(0, 999):03d}"
+    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, _CN_ID_WEIGHTS)) % 11]
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 10**9))
+def test_any_valid_identity_number_is_found_and_a_changed_digit_is_not(seed):
+    rng = random.Random(seed)
+    number = _cn_id(rng)
+    text = rng.choice(["身份证号{}", "我的身份证是{}，请核对", "ID {} thanks", "证件号码:{}"]).format(number)
+    assert number not in GUARD(text)
+    wrong = number[:-1] + ("0" if number[-1] != "0" else "1")
+    # not an identity number any more (one in ten such digit strings passes the card check instead)
+    assert "CN_RESIDENT_ID" not in {s.entity for s in GUARD.find(f"证件号码:{wrong}")}

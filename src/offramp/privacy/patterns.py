@@ -165,6 +165,21 @@ def birth_date_ok(raw: str) -> bool:
     return _date_ok(c, b, a) or _date_ok(c, a, b)  # day-first or month-first
 
 
+_CN_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def cn_id_ok(raw: str) -> bool:
+    """A mainland resident identity card number: 18 characters, a real birth date in positions
+    7-14, and the ISO 7064 MOD 11-2 check character (0-9 or X) last."""
+    s = raw.upper()
+    if len(s) != 18 or not s[:17].isdigit():
+        return False
+    if not _date_ok(int(s[6:10]), int(s[10:12]), int(s[12:14])):
+        return False
+    total = sum(int(c) * w for c, w in zip(s[:17], _CN_ID_WEIGHTS))
+    return "10X98765432"[total % 11] == s[17]
+
+
 def ip_ok(raw: str) -> bool:
     try:
         ipaddress.ip_address(raw)
@@ -338,6 +353,33 @@ RECOGNIZERS: list[Recognizer] = [
         context=_PHONE_WORDS,
         context_score=0.9,
         min_digits=8,
+    ),
+    # mainland China: CJK characters are word characters, so these look around for ASCII letters
+    # and digits only ("手机13800138000" has no word boundary before the number)
+    Recognizer(
+        "CN_RESIDENT_ID",
+        re.compile(
+            r"(?<![0-9A-Za-z])[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![0-9A-Za-z])"
+        ),
+        0.9,
+        check=cn_id_ok,
+        min_digits=17,
+    ),
+    Recognizer(  # mobile: 1[3-9]x xxxx xxxx, alone or after +86 / 0086, with spaces or hyphens between groups
+        "PHONE_NUMBER",
+        re.compile(r"(?<![0-9A-Za-z+])(?:(?:\+|00)86[\s-]?)?1[3-9]\d(?:[\s-]?\d{4}){2}(?![0-9A-Za-z])"),
+        0.85,
+        min_digits=11,
+    ),
+    Recognizer(  # landline: area code 010, 02x or 0xxx (in brackets, or after +86 without its 0), 7-8 digits
+        "PHONE_NUMBER",
+        re.compile(
+            r"(?<![0-9A-Za-z+])(?:(?:\+|00)86[\s-]?\(?(?:10|2\d|[3-9]\d{2})\)?|\(0(?:10|2\d|[3-9]\d{2})\)"
+            r"|0(?:10|2\d|[3-9]\d{2}))[\s-]?\d{3,4}[\s-]?\d{4}(?![0-9A-Za-z])"
+        ),
+        0.75,
+        avoid=_NOT_PHONE_WORDS,
+        min_digits=10,
     ),
     Recognizer(
         "DATE_OF_BIRTH",
