@@ -1,5 +1,5 @@
-"""Run benchmarks/bare_app.py under uvicorn with N worker processes, the listening socket made as
-`offramp serve --workers` makes it (marked TCP, so accepted connections get TCP_NODELAY).
+"""Run benchmarks/bare_app.py under uvicorn with N worker processes on the listening socket
+`offramp serve --workers` uses (marked TCP, so accepted connections get TCP_NODELAY).
 
     python benchmarks/bare_serve.py --port PORT --workers N
 """
@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import socket
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
+
+from offramp.serving.workers import listening_socket
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
@@ -23,8 +24,4 @@ if __name__ == "__main__":
     if args.workers == 1:
         uvicorn.Server(config).run()
     else:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", args.port))
-        sock.set_inheritable(True)
-        Multiprocess(config, sockets=[sock]).run()
+        Multiprocess(config, sockets=[listening_socket("127.0.0.1", args.port)]).run()

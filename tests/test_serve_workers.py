@@ -82,3 +82,30 @@ def test_feedback_capture_with_workers_is_refused_in_one_line(fast_model, tmp_pa
     r = run_cli("serve", str(tmp_path / "p.yaml"), "--workers", "2", "--port", "1")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "feedback" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_workers_socket_gives_accepted_connections_tcp_nodelay():
+    """uvicorn's own socket for --workers leaves the protocol at 0, and asyncio then leaves Nagle
+    on: every keep-alive answer waited ~40 ms for a delayed ACK."""
+    import asyncio
+    import socket
+
+    from offramp.serving.workers import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    got = {}
+
+    async def main():
+        async def handle(reader, writer):
+            got["nodelay"] = writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=sock)
+        reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        await reader.read()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+    assert got["nodelay"]
