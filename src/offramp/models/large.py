@@ -24,7 +24,7 @@ from sklearn.metrics import f1_score
 
 from offramp.models.base import softmax
 from offramp.models.calibration import expected_calibration_error, fit_temperature
-from offramp.models.tfidf import TfidfLinear
+from offramp.models.tfidf import TfidfLinear, model_weights
 
 LARGE_ROWS = 300_000  # above this many rows, search on a sample and refit by streaming
 SEARCH_ROWS = 100_000  # the search's sample
@@ -80,14 +80,6 @@ def stratified_sample(y: np.ndarray, k: int, seed: int, at_least: int = 3, at_mo
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
 
 
-def _to_model_coef(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's (1 or K, F) weights to the model's (F, K), as TfidfLinear.fit_features does."""
-    if coef.shape[0] == 1:
-        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
-        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-    return coef.T.astype(np.float16).astype(np.float32), intercept.astype(np.float32)
-
-
 def refit_streaming(
     model: TfidfLinear,
     texts: Sequence[str],
@@ -133,7 +125,7 @@ def refit_streaming(
         if deadline is not None and time.perf_counter() > deadline and epoch + 1 < EPOCHS:
             note = f"the refit stopped after {epochs} of {EPOCHS} passes over the rows: the time limit"
             break
-    coef, intercept = _to_model_coef(np.asarray(clf.coef_, dtype=np.float64), np.asarray(clf.intercept_))
+    coef, intercept = model_weights(clf.coef_, clf.intercept_)
     Xh = feat.transform([texts[i] for i in hold])
     yh = y[hold]
     before = np.asarray(Xh @ model.coef_) + model.intercept_

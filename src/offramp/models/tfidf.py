@@ -47,6 +47,18 @@ def make_linear(loss: str, C: float, seed: int) -> Any:
     raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
 
 
+def model_weights(coef: Any, intercept: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A scikit-learn linear model's (1 or n_classes, n_features) weights as a model stores them:
+    (n_features, n_classes), float16 precision held as float32, so predictions are the same
+    before and after a save. Binary: one score s for the second class becomes (-s/2, s/2)."""
+    coef = np.asarray(coef, dtype=np.float64)
+    intercept = np.asarray(intercept, dtype=np.float64).ravel()
+    if coef.shape[0] == 1:
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    return coef.T.astype(np.float16).astype(np.float32), intercept.astype(np.float32)
+
+
 @register_family
 class TfidfLinear(TextClassifier):
     """TF-IDF (words + characters) and a linear classifier.
@@ -133,15 +145,9 @@ class TfidfLinear(TextClassifier):
         y = np.asarray(labels, dtype=object).astype(str)
         self._reset()
         clf = make_linear(self.loss, self.C, self.seed).fit(X, y)
-        coef = np.asarray(clf.coef_, dtype=np.float64)
-        intercept = np.asarray(clf.intercept_, dtype=np.float64).ravel()
-        if coef.shape[0] == 1:  # binary: one score s for the second class -> (-s/2, s/2)
-            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
-            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
         self._set_feature_state(state)
         self.classes_ = np.asarray(clf.classes_).astype(str)
-        self.coef_ = coef.T.astype(np.float16).astype(np.float32)  # (n_features, n_classes)
-        self.intercept_ = intercept.astype(np.float32)
+        self.coef_, self.intercept_ = model_weights(clf.coef_, clf.intercept_)
         return self
 
     # ------------------------------------------------------------------ predict
