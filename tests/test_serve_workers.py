@@ -1,5 +1,6 @@
 """``serve --workers 2``: two processes on one port, one set of metrics, one audit chain, reloads everywhere."""
 
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -7,6 +8,7 @@ import httpx
 import pytest
 
 from offramp.audit.log import AuditLog
+from offramp.models.training import train
 
 from helpers import Server, metric, run_cli
 
@@ -20,7 +22,8 @@ def _classify(url: str, text: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def two_workers(fast_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("workers")
-    srv = Server(fast_model, "--workers", "2", "--audit", str(d / "audit.sqlite"))
+    shutil.copytree(fast_model, d / "model")  # a copy: a test writes a new model over it
+    srv = Server(d / "model", "--workers", "2", "--audit", str(d / "audit.sqlite"))
     yield srv, d
     srv.stop()
 
@@ -60,15 +63,28 @@ def test_one_audit_chain_from_both_workers(two_workers):
 
 
 def test_a_reload_reaches_every_worker(two_workers):
-    srv, _ = two_workers
-    count = lambda: metric(httpx.get(srv.url + "/metrics").text, "offramp_model_reloads_total", outcome="ok") or 0  # noqa: E731
-    before = count()
+    """A new model written over the served directory, one reload asked of one worker: every worker
+    answers with the new version (a worker uvicorn restarted meanwhile starts on it too)."""
+    srv, d = two_workers
+    versions = lambda: {  # noqa: E731  (worker -> version), from as many answers as it takes to see both
+        r["worker"]: r["version"]
+        for r in (httpx.get(srv.url + "/readyz", headers={"Connection": "close"}).json() for _ in range(12))
+    }
+    old = set(versions().values())
+    texts = ["reset my pin please", "thank you so much", "how do I reset the pin", "thanks a lot!"] * 5
+    labels = ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"] * 5
+    model, _ = train(texts, labels, quality="fast", time_limit=None)
+    model.save(d / "model")  # replaces the directory the workers serve
     r = httpx.post(srv.url + "/v1/admin/reload", json={})
     assert r.status_code == 200
-    deadline = time.time() + 10
-    while count() < before + 2 and time.time() < deadline:
+    new = r.json()["version"]
+    assert new not in old
+    deadline = time.time() + 15
+    seen = versions()
+    while (len(seen) < 2 or set(seen.values()) != {new}) and time.time() < deadline:
         time.sleep(0.2)
-    assert count() == before + 2  # the worker asked, and the other one
+        seen = versions()
+    assert len(seen) >= 2 and set(seen.values()) == {new}, seen
 
 
 def test_the_console_says_it_needs_one_worker(two_workers):

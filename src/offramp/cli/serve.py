@@ -156,6 +156,9 @@ def _serve_workers(model_dir: Path, settings: object, flags: dict, host: str, po
             log_level="warning",
             access_log=False,
             proxy_headers=False,
+            # a worker busy loading a model for a few seconds is not hung: uvicorn restarts one
+            # that misses its supervisor's ping for this long (default 5 s)
+            timeout_worker_healthcheck=30,
         )
         try:  # made here, marked TCP (see listening_socket: uvicorn's would cost ~40 ms a request)
             sock = listening_socket(host, port)
