@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +155,17 @@ def cluster_cpus(ray: Any, workers: int | None) -> int:
     return n
 
 
+def release(ray: Any, actors: list[Any], started_here: bool) -> None:
+    """Stop ``actors``, and the Ray this process started (a cluster it joined keeps running)."""
+    for a in actors:
+        try:
+            ray.kill(a)
+        except Exception:  # already gone
+            pass
+    if started_here:
+        ray.shutdown()
+
+
 class RayEngine:
     """``submit``/``get``/``close`` over a pool of :class:`Predictor` actors (the stream's engine seam)."""
 
@@ -215,17 +225,5 @@ class RayEngine:
         self.rows_by_node[node] = self.rows_by_node.get(node, 0) + len(result[0])
         return tuple(result)
 
-    def where(self) -> list[tuple[str, int]]:
-        """(node id, process id) of every actor."""
-        return list(self.ray.get([a.where.remote() for a in self.actors]))
-
     def close(self) -> None:
-        for a in getattr(self, "actors", []):
-            try:
-                self.ray.kill(a)
-            except Exception:
-                pass
-        if self.started_here:
-            t0 = time.monotonic()
-            self.ray.shutdown()
-            self.shutdown_s = time.monotonic() - t0
+        release(self.ray, getattr(self, "actors", []), self.started_here)

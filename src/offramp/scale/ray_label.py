@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from offramp.errors import OfframpError
-from offramp.scale.ray_engine import MAX_RETRIES, _import_ray, cluster_cpus, connect
+from offramp.scale.ray_engine import MAX_RETRIES, _import_ray, cluster_cpus, connect, release
 from offramp.teacher.client import ChatClient, ChatResult, LLMConfig
 from offramp.teacher.egress import EgressPolicy
 
@@ -84,10 +84,4 @@ class RayChatClient:
         return result
 
     def close(self) -> None:
-        for a in getattr(self, "actors", []):
-            try:
-                self.ray.kill(a)
-            except Exception:
-                pass
-        if self.started_here:
-            self.ray.shutdown()
+        release(self.ray, getattr(self, "actors", []), self.started_here)
