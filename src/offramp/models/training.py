@@ -128,11 +128,14 @@ def _search_size(texts: list[str], y: np.ndarray, first: Any, limit: float | Non
     if pilot_labels < 2:
         return cap
     t = time.perf_counter()
-    proto = first.make()
-    feat, X = proto.build_features([texts[i] for i in pilot])
-    with warnings.catch_warnings():  # scikit-learn warns when most pilot rows have a label of their own
-        warnings.simplefilter("ignore")
-        first.make().fit_features(feat, X, y[pilot])
+    try:
+        proto = first.make()
+        feat, X = proto.build_features([texts[i] for i in pilot])
+        with warnings.catch_warnings():  # scikit-learn warns when most pilot rows have a label of their own
+            warnings.simplefilter("ignore")
+            first.make().fit_features(feat, X, y[pilot])
+    except Exception:  # the search reports why the candidate fails; size it as without a limit
+        return cap
     per_row_label = (time.perf_counter() - t) / (PILOT_ROWS * pilot_labels)
     labels = len(np.unique(y))
     rows = int(0.4 * limit / (2.5 * max(per_row_label, 1e-9) * labels))  # 3 folds: two fits on 2/3, one on all
