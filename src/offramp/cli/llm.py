@@ -20,6 +20,7 @@ from offramp.cli.common import (
     RAW_CSV,
     TEXT_COL,
     err,
+    info,
     out,
     positive,
     print_side_by_side,
@@ -29,12 +30,71 @@ from offramp.cli.common import (
 from offramp.errors import UsageError
 
 LLM = typer.Option(..., "--llm", help="Model name the endpoint serves (also looked up in the price table).")
+EXAMPLES_FROM = typer.Option(
+    None,
+    "--examples-from",
+    help="Labelled training file (text,label) to draw few-shot examples from; never the data being scored.",
+)
+EXAMPLES_PER_LABEL = typer.Option(
+    4, "--examples-per-label", min=0, help="Few-shot examples per label (--examples-from)."
+)
+
+
+def with_examples(spec: Any, examples_from: Path | None, per_label: int, scored: list[str], seed: int = 0) -> Any:
+    """``spec`` plus few-shot examples drawn from ``examples_from``; refuses examples that are also
+    among the texts being labelled or scored (the LLM would be shown the answer)."""
+    if examples_from is None or per_label == 0:
+        return spec
+    from offramp.data.io import read_dataset
+    from offramp.data.text import normalize
+
+    ex = read_dataset(examples_from)
+    assert ex.labels is not None
+    out_spec = spec.with_examples(ex.texts, ex.labels, per_label, seed=seed)
+    seen = {normalize(t) for t in scored}
+    leaked = [e for e in out_spec.examples[len(spec.examples) :] if normalize(str(e["text"])) in seen]
+    if leaked:
+        raise UsageError(
+            f"{len(leaked)} few-shot examples drawn from {examples_from} are also in the data given to the LLM",
+            "draw examples from the training split, never from the texts being labelled or scored",
+        )
+    missing = [k for k in spec.labels if not any(e["label"] == k for e in out_spec.examples)]
+    if missing:
+        warn([f"{examples_from} has no short example of {', '.join(missing)}: the prompt describes it only"])
+    return out_spec
 
 
 def register(app: typer.Typer) -> None:
     app.command()(label)
     app.command("eval-llm")(eval_llm)
     app.command("import-logs")(import_logs_cmd)
+    app.command("llm-server")(llm_server)
+
+
+def llm_server(
+    model: str = typer.Option(
+        "qwen2.5-coder-1.5b-instruct",
+        "--model",
+        help="Local LLM: qwen2.5-coder-1.5b-instruct or smollm2-135m-instruct.",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port to listen on."),
+    n_ctx: int = typer.Option(4096, "--ctx", min=256, help="Context window in tokens."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: llama.cpp's)."),
+    path_only: bool = typer.Option(False, "--path", help="Assemble the model if needed, print its file path, exit."),
+) -> None:
+    """Serve a pinned local LLM with llama.cpp's OpenAI-compatible server (base URL http://HOST:PORT/v1,
+    model name = --model); the model file is assembled from its packages and hash-checked first."""
+    import os
+
+    from offramp.teacher.local_llm import gguf_path, server_command
+
+    if path_only:
+        print(gguf_path(model))
+        return
+    cmd = server_command(model, host=host, port=port, n_ctx=n_ctx, threads=threads)
+    err.print(f"serving {model} on http://{host}:{port}/v1 (Ctrl-C stops it)", markup=False)
+    os.execv(cmd[0], cmd)
 
 
 def ask_llm(
@@ -96,6 +156,15 @@ def label(
         None, "--workers", min=1, help="With --engine ray: sending actors (default one per CPU of the cluster)."
     ),
     max_chars: int = MAX_CHARS,
+    examples_from: Optional[Path] = EXAMPLES_FROM,
+    examples_per_label: int = EXAMPLES_PER_LABEL,
+    budget: Optional[int] = typer.Option(
+        None,
+        "--budget",
+        help="Label only N distinct texts, chosen where they help: a random warm start, then rounds of "
+        "uncertainty sampling with a small model (re-asks are not counted).",
+    ),
+    seed: int = typer.Option(0, "--seed", help="With --budget: fixes the warm start (and so every round)."),
     raw_csv: bool = RAW_CSV,
     quiet: bool = QUIET,
 ) -> None:
@@ -108,6 +177,14 @@ def label(
     spec = TaskSpec.load(task)
     ds = read_dataset(data, text_col=text_col, label_col=None, need_labels=False, max_chars=max_chars)
     warn(ds.warnings)
+    if budget is not None:
+        distinct = len(set(ds.texts))
+        if not 1 <= budget <= distinct:
+            raise UsageError(
+                f"--budget {budget} must be between 1 and the number of distinct texts in {data} ({distinct})",
+                f"use --budget {distinct} or less, or leave it out to label every text",
+            )
+    spec = with_examples(spec, examples_from, examples_per_label, ds.texts)
     est = estimate(spec, ds.texts, price_model or llm)
     cost = "unknown (no price-table row; pass --price-model)" if est["cost_usd"] is None else f"${est['cost_usd']:.4f}"
     if dry_run:
@@ -145,14 +222,36 @@ def label(
         with status("connecting to Ray", quiet):
             sender = labeller.client = RayChatClient(labeller.client, workers, address)  # type: ignore[assignment]
     try:
-        with status(f"labelling {len(ds.texts)} texts", quiet) as say:
-            run = label_texts(
-                labeller,
-                ds.texts,
-                workers=concurrency,
-                price_model=price_model or llm,
-                on_progress=lambda d, n: say(f"labelled {d} of {n}"),
+        if budget is not None:
+            from offramp.teacher.active import select_and_label
+
+            outcomes: list[Any] = []
+
+            def ask(batch: list[str]) -> list[str | None]:
+                got = label_texts(labeller, batch, workers=concurrency, price_model=price_model or llm).outcomes
+                outcomes.extend(got)
+                return [o.label for o in got]
+
+            with status(f"labelling {budget} of {len(ds.texts)} texts chosen by uncertainty", quiet) as say:
+                active = select_and_label(
+                    ds.texts, budget, ask, seed=seed, on_progress=lambda d, n: say(f"labelled {d} of {n}")
+                )
+            run = label_texts(labeller, [], workers=1, price_model=price_model or llm)  # the totals
+            run.outcomes = outcomes
+            info(
+                f"{len(active.rounds)} rounds: a random warm start of {active.rounds[0]}, then "
+                f"{', '.join(map(str, active.rounds[1:])) or 'none'} texts by uncertainty",
+                quiet,
             )
+        else:
+            with status(f"labelling {len(ds.texts)} texts", quiet) as say:
+                run = label_texts(
+                    labeller,
+                    ds.texts,
+                    workers=concurrency,
+                    price_model=price_model or llm,
+                    on_progress=lambda d, n: say(f"labelled {d} of {n}"),
+                )
     finally:
         if sender is not None:
             sender.close()
@@ -209,6 +308,8 @@ def eval_llm(
         min=1,
         help="Characters of each text sent to the LLM (longer texts are cut for the LLM only; they are scored whole).",
     ),
+    examples_from: Optional[Path] = EXAMPLES_FROM,
+    examples_per_label: int = EXAMPLES_PER_LABEL,
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     raw_csv: bool = RAW_CSV,
     quiet: bool = QUIET,
@@ -220,6 +321,7 @@ def eval_llm(
     spec = TaskSpec.load(task)
     ds = read_dataset(data, text_col=text_col, label_col=label_col)
     warn(ds.warnings)
+    spec = with_examples(spec, examples_from, examples_per_label, ds.texts)
     if predictions is not None and predictions.suffix.lower() not in (".jsonl", ".csv", ".tsv"):
         raise UsageError(f"--predictions {predictions} must end in .jsonl, .csv or .tsv")
     labeller = make_labeller(

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from offramp.cli import capture, cost, demo, lifecycle, llm, models, privacy, serve
+from offramp.cli import capture, cost, demo, labels, lifecycle, llm, models, privacy, serve
 from offramp.cli.common import PARAM_FLAGS, err
 from offramp.errors import OfframpError
 
@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for group in (models, cost, demo, llm, privacy, serve, lifecycle, capture):
+for group in (models, labels, cost, demo, llm, privacy, serve, lifecycle, capture):
     group.register(app)
 
 

@@ -137,6 +137,11 @@ def train(
         help="Memory budget in GB: data that would need more is refused before reading (default: 80%% of "
         "this machine's memory).",
     ),
+    drop_suspects: bool = typer.Option(
+        False,
+        "--drop-suspects",
+        help="Leave out the rows 'offramp check-labels' ranks as mislabelled (a fast-tier check first, same seed).",
+    ),
     max_chars: int = MAX_CHARS,
     as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON on stdout."),
     quiet: bool = QUIET,
@@ -178,6 +183,24 @@ def train(
     gate_rows = None
     if reg is not None and reg.gate_set() is None:
         ds, gate_rows = _gate_rows(ds, gate, text_col, label_col, max_chars, seed)
+    dropped = None
+    if drop_suspects:
+        from offramp.data.io import Dataset
+        from offramp.models.noise import without_suspects
+
+        assert ds.labels is not None
+        with status("checking labels", quiet) as say:
+            kept_texts, kept_labels, check = without_suspects(
+                ds.texts, ds.labels, quality="fast", seed=seed, near=None, on_progress=say
+            )
+        rows = ds.data_rows()
+        dropped = sorted(int(rows[s.row]) for s in check.suspects)
+        ds = Dataset(kept_texts, kept_labels, ds.path, ds.warnings, ds.rows_read)
+        info(
+            f"left out {len(dropped)} of {len(rows)} rows that look mislabelled "
+            f"(see them with: offramp check-labels {data})",
+            quiet,
+        )
     with status("training", quiet) as say:
         model, rep = train_model(
             ds,
@@ -207,9 +230,11 @@ def train(
     from offramp.models.store import read_metrics
 
     size = read_metrics(out_dir).get("model_bytes", 0)
-    extra = {}
+    extra: dict[str, Any] = {}
     if reg is not None:
         extra = {"registry": str(registry), "version": version, "current": reg.current}
+    if dropped is not None:
+        extra["dropped_suspects"] = dropped
     if as_json:
         out.print_json(json.dumps({"model_dir": str(out_dir), **extra, **rep.to_dict(), "model_bytes": size}))
         return

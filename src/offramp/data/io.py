@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from offramp.data.text import clean_text
 from offramp.errors import DataError, UsageError
 from offramp.formats import csv_safe
@@ -35,9 +37,17 @@ class Dataset:
     path: str = "<memory>"
     warnings: list[str] = field(default_factory=list)
     rows_read: int = 0
+    skipped_rows: list[int] = field(default_factory=list)  # 0-based data rows left out (no text or label)
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def data_rows(self) -> np.ndarray:
+        """The 0-based data row of the file each text came from (rows without a text or a label
+        are left out of the texts, so the two differ after the first such row)."""
+        keep = np.ones(len(self.texts) + len(self.skipped_rows), dtype=bool)
+        keep[np.asarray(self.skipped_rows, dtype=np.int64)] = False
+        return np.flatnonzero(keep)
 
 
 def _fmt_rows(rows: list[int], limit: int = 5) -> str:
@@ -356,7 +366,8 @@ def read_dataset(
         )
     if not texts:
         raise DataError(f"{path} has no usable rows: every row lacks a text" + (" or a label" if need_labels else ""))
-    return Dataset(texts, labels, str(path), warnings, len(records))
+    skipped = sorted(i - 1 for i in empty_text + empty_label)
+    return Dataset(texts, labels, str(path), warnings, len(records), skipped)
 
 
 WRITABLE = (".csv", ".tsv", ".jsonl")

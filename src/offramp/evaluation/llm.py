@@ -7,6 +7,7 @@ to the test set by text, so the order does not matter; test rows the file lacks 
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from datetime import date
@@ -133,6 +134,7 @@ def run_llm_eval(
     res.cost_per_million_usd = _cost_per_million(price_model or llm, tin, tout)
     res.details = {"unlabelled": preds.count("(none)"), "calls": run.calls, "cache_hits": run.cache_hits}
     today, prompt = date.today().isoformat(), spec.system_prompt()
+    shots = json.dumps(spec.examples, ensure_ascii=False) if spec.examples else ""
     rows = [
         {
             "text": text,
@@ -146,6 +148,7 @@ def run_llm_eval(
             "date": today,
             "sent_chars": min(len(text), send_chars),
             "system_prompt": prompt,
+            "few_shot": shots,
         }
         for text, o in zip(ds.texts, run.outcomes)
     ]

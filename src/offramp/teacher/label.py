@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,26 @@ class TaskSpec:
                 raise UsageError(f"{p}: example {i + 1} needs a text and one of the labels")
         return cls(labels, str(doc.get("instructions") or ""), examples)
 
+    def with_examples(
+        self, texts: Sequence[str], labels: Sequence[str], per_label: int = 2, *, seed: int = 0, max_chars: int = 240
+    ) -> TaskSpec:
+        """This spec plus ``per_label`` worked examples of each label drawn from labelled training
+        data (never from the data being scored): short texts first picked at random by ``seed``,
+        interleaved label by label so no label sits last in every prompt. Labels outside the spec
+        are ignored; a spec label without training examples keeps its description only."""
+        import random
+
+        rng = random.Random(seed)
+        by_label: dict[str, list[str]] = {k: [] for k in self.labels}
+        for t, y in zip(texts, labels):
+            if y in by_label and 0 < len(t.strip()) <= max_chars:
+                by_label[y].append(t)
+        picked = {k: rng.sample(v, min(per_label, len(v))) for k, v in by_label.items()}
+        examples = list(self.examples)
+        for i in range(per_label):
+            examples += [{"text": v[i], "label": k} for k, v in picked.items() if i < len(v)]
+        return TaskSpec(dict(self.labels), self.instructions, examples)
+
     def system_prompt(self) -> str:
         lines = ["Classify the user's message into exactly one of these labels:"]
         lines += [f"- {k}: {v}" if v else f"- {k}" for k, v in self.labels.items()]
@@ -81,11 +102,23 @@ class TaskSpec:
             "additionalProperties": False,
         }
 
+    def gbnf(self) -> str:
+        """A llama.cpp grammar that admits exactly ``{"label": "<one of the labels>"}``."""
+
+        def lit(s: str) -> str:
+            return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+        choices = " | ".join(lit(json.dumps(k, ensure_ascii=False)) for k in self.labels)
+        head, tail = lit('{"label": '), lit("}")
+        return f"root ::= {head} ( {choices} ) {tail}"
+
     def response_formats(self) -> list[dict]:
-        """Ways to constrain the answer, tried in order: OpenAI's json_schema; a server that refuses
-        it gets plain prompts and strict parsing. (llama-cpp-python 0.3.36's server refuses it with
-        a 500, and its own json_object-with-schema form crashed the server with SmolLM2 here.)"""
-        return [{"type": "json_schema", "json_schema": {"name": "label", "strict": True, "schema": self.json_schema()}}]
+        """Ways to constrain the answer, as request fields, tried in order: OpenAI's json_schema;
+        then llama.cpp's grammar (llama-cpp-python 0.3.36's server refuses json_schema with a 500,
+        and its json_object-with-schema form crashed the server with SmolLM2 here); a server that
+        refuses both gets plain prompts and strict parsing."""
+        schema = {"type": "json_schema", "json_schema": {"name": "label", "strict": True, "schema": self.json_schema()}}
+        return [{"response_format": schema}, {"grammar": self.gbnf()}]
 
 
 def read_answer(content: str, labels: Sequence[str]) -> str | None:
@@ -190,7 +223,7 @@ class Labeller:
         params: dict = {"temperature": 0, "max_tokens": 32}
         formats = self.formats
         if formats:
-            params["response_format"] = formats[0]
+            params.update(formats[0])
         if self.logprobs:  # llama.cpp's server returns logprobs only when top_logprobs is set too
             params["logprobs"], params["top_logprobs"] = True, 1
         k = AnswerCache.key(self.client.url, self.client.config.model, messages, params)
@@ -223,7 +256,11 @@ class Labeller:
         if self.budget is not None:
             tin, tout = r.usage.get("prompt_tokens"), r.usage.get("completion_tokens")
             self.budget.settle(reserved, reserved if tin is None or tout is None else self._cost(tin, tout))
-        usage = {**r.usage, "_latency_ms": round(r.latency_s * 1000, 3), "_confidence": _confidence(r.logprobs)}
+        usage = {
+            **r.usage,
+            "_latency_ms": round(r.latency_s * 1000, 3),
+            "_confidence": _confidence(r.logprobs, r.content),
+        }
         self.cache.put(k, r.content, usage)  # the confidence is kept with the answer: a re-run reports it
         with self._lock:
             self.calls += 1
@@ -266,15 +303,32 @@ class Labeller:
         )
 
 
-def _confidence(logprobs) -> float | None:
-    """The probability the model gave its whole answer: exp of the sum of its tokens' logprobs."""
+def _confidence(logprobs, content: str = "") -> float | None:
+    """The probability the model gave its label: exp of the sum of the logprobs of the tokens that
+    spell the label (in a JSON answer, the label's value only: the braces and the key are format,
+    not a judgement); every token when the label cannot be located."""
     try:
         tokens = logprobs["content"]
         if not tokens:
             return None
-        return round(float(math.exp(sum(float(t["logprob"]) for t in tokens))), 6)
-    except (TypeError, KeyError, ValueError):
+        span = _label_span(content)
+        picked, pos = [], 0
+        for t in tokens:
+            end = pos + len(str(t.get("token", "")))
+            if span is None or (end > span[0] and pos < span[1]):
+                picked.append(float(t["logprob"]))
+            pos = end
+        if not picked:
+            picked = [float(t["logprob"]) for t in tokens]
+        return round(float(math.exp(sum(picked))), 6)
+    except (TypeError, KeyError, ValueError, AttributeError):
         return None
+
+
+def _label_span(content: str) -> tuple[int, int] | None:
+    """Where the label's value sits in a ``{"label": "..."}`` answer, or None."""
+    m = re.search(r'"label"\s*:\s*"((?:[^"\\]|\\.)*)"', content or "")
+    return (m.start(1), m.end(1)) if m else None
 
 
 def label_texts(
