@@ -229,6 +229,11 @@ def test_demo_runs_end_to_end(tmp_path):
     r = run_cli("demo", "--out", str(tmp_path / "demo"), "--quiet")
     assert r.returncode == 0, r.stderr
     assert "macro-F1" in r.stdout and (tmp_path / "demo" / "report.html").is_file()
+    # the recorded LLM column is the local Qwen, and its student is trained and shown beside it
+    assert "LLM (qwen2.5-coder-1.5b-instruct)" in r.stdout
+    assert "The student and its teacher" in r.stdout and "1000 teacher labels" in r.stdout
+    md = (tmp_path / "demo" / "report.md").read_text()
+    assert "## The student and its teacher" in md and "teacher: qwen2.5-coder-1.5b-instruct" in md
     res = run_cli(
         "eval",
         str(tmp_path / "demo" / "registry"),
@@ -270,6 +275,7 @@ def test_demo_reruns_the_llm_column_live(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "d" / "llm_predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 1052 and {x["model"] for x in rows} == {"keyword-llm"}
     assert rows[0]["date"] and "GRATITUDE" in rows[0]["system_prompt"]
+    assert len(json.loads(rows[0]["few_shot"])) == 16  # 4 examples per label from the training split
     assert "keyword-llm" in (tmp_path / "d" / "report.md").read_text()
     r = run_cli("demo", "--llm", "m", "--out", str(tmp_path / "e"))
     assert r.returncode == 2 and "go together" in r.stderr

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from rich.table import Table
 
 from offramp.cli.common import API_KEY_ENV, CONCURRENCY, QUIET, info, out, print_side_by_side, status, warn
 from offramp.cli.llm import ask_llm
@@ -65,17 +66,55 @@ def demo(
     out.print(choice_line(rep))
     info(f"trained in {rep.train_seconds:.1f} s", quiet)
     if llm is not None and base_url is not None:
-        spec = TaskSpec.load(demo_task())
-        labeller = make_labeller(spec, llm, base_url, api_key_env=api_key_env, timeout_s=120.0, concurrency=concurrency)
+        assert ds.labels is not None  # the recorded column's prompt: 4 examples per label from the training split
+        spec = TaskSpec.load(demo_task()).with_examples(ds.texts, ds.labels, 4, seed=0)
+        labeller = make_labeller(
+            spec, llm, base_url, api_key_env=api_key_env, timeout_s=300.0, concurrency=concurrency, logprobs=False
+        )
         _, rows = ask_llm(read_dataset(test_path), spec, labeller, llm, None, send_chars, concurrency, quiet)
         llm_path = out_dir / "llm_predictions.jsonl"
         write_records(llm_path, rows)
     elif llm_path is not None:
         info(f"LLM column: recorded predictions ({llm_path.name}); rerun it live with --llm M --base-url URL", quiet)
+    from offramp.data.demo import demo_teacher_labels
+
+    teacher_labels = demo_teacher_labels() if llm is None else None
+    distilled: list[Any] = []
+
+    def teacher_and_student(small: Any) -> list[Any]:
+        """The recorded teacher's labels of training texts -> a student, scored beside its teacher."""
+        from offramp.evaluation.distill import teacher_student
+        from offramp.evaluation.report import ReportSection
+
+        if teacher_labels is None or small.llm is None:
+            return []
+        with status("training a student on the teacher's labels", quiet) as say:
+            d = teacher_student(
+                ds,
+                read_dataset(test_path),
+                teacher_labels,
+                small.llm,
+                quality=quality,
+                full_gold=small,
+                on_progress=say,
+            )
+        distilled.append(d)
+        return [ReportSection("The student and its teacher", d.caption(), *d.table())]
+
     html_path, md_path, small = write_report_files(
-        model_dir, test_path, llm_path, out_dir / "report.html", "text", "label", 100_000, quiet
+        model_dir,
+        test_path,
+        llm_path,
+        out_dir / "report.html",
+        "text",
+        "label",
+        100_000,
+        quiet,
+        sections=teacher_and_student,
     )
     print_side_by_side(small, small.llm)
+    for d in distilled:
+        print_distillation(d)
     if small.cascade:
         print_cascade(small.cascade)
     pipeline = write_demo_pipeline(out_dir)
@@ -83,3 +122,14 @@ def demo(
         f"model in {model_dir} ({version}); report in {html_path} (and {md_path.name}); whole demo {time.perf_counter() - t0:.1f} s"
     )
     out.print(f"serve it: offramp serve {pipeline}   (then open the console: http://127.0.0.1:8000/ui)")
+
+
+def print_distillation(d: Any) -> None:
+    head, rows = d.table()
+    t = Table(title="The student and its teacher (gold test split)", title_justify="left")
+    for i, h in enumerate(head):
+        t.add_column(h, justify="left" if i < 2 else "right")
+    for r in rows:
+        t.add_row(*r)
+    out.print(t)
+    out.print(d.caption(), markup=False)

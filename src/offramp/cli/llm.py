@@ -262,6 +262,8 @@ def label(
             "confidence": o.confidence,
             "status": "labelled" if o.label else "over_budget" if o.over_budget else "unlabelled",
             "raw": "" if o.label else o.raw,
+            "model": llm,
+            "latency_ms": o.latency_ms,
         }
         for o in run.outcomes
     ]

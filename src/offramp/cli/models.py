@@ -137,6 +137,18 @@ def train(
         help="Memory budget in GB: data that would need more is refused before reading (default: 80%% of "
         "this machine's memory).",
     ),
+    multi_label: bool = typer.Option(
+        False,
+        "--multi-label",
+        help="A message may carry several labels (or none): the label column holds them joined by --label-sep "
+        "(or a JSON list in JSONL/Parquet).",
+    ),
+    label_sep: str = typer.Option("|", "--label-sep", help="With --multi-label: what joins the labels in a cell."),
+    label_precision: Optional[float] = typer.Option(
+        None,
+        "--label-precision",
+        help="With --multi-label: fit each label's threshold to reach this precision (default: best F1).",
+    ),
     drop_suspects: bool = typer.Option(
         False,
         "--drop-suspects",
@@ -177,9 +189,27 @@ def train(
         assert out_dir is not None
         check_output_dir(out_dir)  # a bad --out is refused now, not after the search
     _check_memory(data, [text_col, label_col], max_memory)
+    if multi_label or label_precision is not None:
+        if not multi_label:
+            raise UsageError("--label-precision goes with --multi-label")
+        if reg is not None or drop_suspects or target is not None or val is not None or search_rows or oos_label:
+            raise UsageError(
+                "--multi-label trains with --out DIR only",
+                "leave out --registry, --drop-suspects, --reject-target, --val, --search-rows and --oos-label",
+            )
+        assert out_dir is not None
+        _train_multilabel(
+            data, out_dir, text_col, label_col, label_sep, label_precision, seed, max_chars, as_json, quiet
+        )
+        return
     ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
     val_ds = read_dataset(val, text_col=text_col, label_col=label_col, max_chars=max_chars) if val else None
     info(f"read {len(ds)} texts from {data}", quiet)
+    from offramp.data.multilabel import looks_multilabel
+
+    joined = looks_multilabel(ds.labels or [], label_sep)
+    if joined:
+        warn([joined])
     gate_rows = None
     if reg is not None and reg.gate_set() is None:
         ds, gate_rows = _gate_rows(ds, gate, text_col, label_col, max_chars, seed)
@@ -269,6 +299,62 @@ def train(
         )
 
 
+def _train_multilabel(
+    data: Path,
+    out_dir: Path,
+    text_col: str,
+    label_col: str,
+    sep: str,
+    label_precision: float | None,
+    seed: int,
+    max_chars: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    from offramp.data.io import read_dataset
+    from offramp.data.multilabel import parse_label_sets
+    from offramp.errors import DataError
+    from offramp.models.multilabel import train_multilabel
+    from offramp.models.store import check_output_dir, read_metrics
+
+    check_output_dir(out_dir)
+    ds = read_dataset(data, text_col=text_col, label_col=label_col, need_labels=False, max_chars=max_chars)
+    if ds.labels is None:
+        raise DataError(f"{data} has no label column {label_col!r}", "choose the label column", param="label_col")
+    sets, notes = parse_label_sets(ds.labels, sep)
+    warn(ds.warnings + notes)
+    info(f"read {len(ds)} texts from {data}", quiet)
+    with status("training (multi-label)", quiet) as say:
+        model, rep = train_multilabel(
+            ds.texts,
+            sets,
+            seed=seed,
+            label_precision=label_precision,
+            label_sep=sep,
+            data_path=str(data),
+            warnings=ds.warnings + notes,
+            on_progress=say,
+        )
+        say(f"writing {out_dir}")
+        model.save(out_dir)
+    size = read_metrics(out_dir).get("model_bytes", 0)
+    if as_json:
+        out.print_json(json.dumps({"model_dir": str(out_dir), **rep.to_dict(), "model_bytes": size}))
+        return
+    cv = rep.cv
+    out.print(
+        f"chose {rep.winner} (one scorer per label) by cross-validated micro-F1 {cv['micro_f1']:.4f} "
+        f"(macro-F1 {cv['macro_f1']:.4f}, samples-F1 {cv['samples_f1']:.4f}, subset accuracy "
+        f"{cv['subset_accuracy']:.4f}) over {len(rep.candidates)} candidates"
+    )
+    thr = ", ".join(f"{k} {v:.2f}" for k, v in rep.thresholds.items())
+    out.print(f"per-label thresholds: {thr}", markup=False)
+    out.print(
+        f"model written to {out_dir} ({size / 1e6:.2f} MB) in {rep.train_seconds:.1f} s; "
+        f"{rep.n_train} messages, {rep.empty_rows} with no label"
+    )
+
+
 def _check_memory(data: Path, columns: list[str], max_memory: float | None) -> None:
     """Refuse, before reading, data whose training would need more memory than the budget."""
     from offramp.data.io import data_bytes
@@ -330,6 +416,9 @@ def eval_cmd(
     from offramp.models.store import load_model
 
     model = load_model(model_dir)
+    if getattr(model, "multi_label", False):
+        _eval_multilabel(model, data, text_col, label_col, max_chars, as_json, quiet)
+        return
     ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
     with status("evaluating", quiet):
         res = evaluate(model, ds)
@@ -338,6 +427,36 @@ def eval_cmd(
         print(json.dumps(res.to_dict()))
         return
     print_side_by_side(res, None)
+
+
+def _eval_multilabel(
+    model: Any, data: Path, text_col: str, label_col: str, max_chars: int, as_json: bool, quiet: bool
+) -> None:
+    from offramp.data.io import read_dataset
+    from offramp.data.multilabel import parse_label_sets
+    from offramp.errors import DataError
+    from offramp.evaluation.multilabel import evaluate_multilabel
+
+    ds = read_dataset(data, text_col=text_col, label_col=label_col, need_labels=False, max_chars=max_chars)
+    if ds.labels is None:
+        raise DataError(f"{data} has no label column {label_col!r}", "choose the label column", param="label_col")
+    sets, notes = parse_label_sets(ds.labels, model.label_sep_)
+    with status("evaluating", quiet):
+        res = evaluate_multilabel(model, ds.texts, sets)
+    warn(ds.warnings + notes + res["warnings"])
+    if as_json:
+        print(json.dumps(res))
+        return
+    out.print(
+        f"{res['n']} messages: micro-F1 {res['micro_f1']:.4f}, macro-F1 {res['macro_f1']:.4f}, samples-F1 "
+        f"{res['samples_f1']:.4f}, subset accuracy {res['subset_accuracy']:.4f}, Hamming loss {res['hamming_loss']:.4f}; "
+        f"p99 {res['latency_ms']['p99']:.2f} ms per message"
+    )
+    for lab, m in res["per_label"].items():
+        out.print(
+            f"  {lab}: precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f} ({m['support']})",
+            markup=False,
+        )
 
 
 def predict(
@@ -599,6 +718,7 @@ def write_report_files(
     quiet: bool,
     route_threshold: float | None = None,
     llm_share: float = 0.1,
+    sections: Any = None,
 ) -> tuple[Path, Path, Any]:
     from offramp.data.io import read_dataset
     from offramp.evaluation.report import build_report
@@ -615,6 +735,7 @@ def write_report_files(
             messages_per_day=messages_per_day,
             route_threshold=route_threshold,
             llm_share=llm_share,
+            sections=sections,
         )
     warn(small.warnings + [f"LLM: {w}" for w in (small.llm.warnings if small.llm else [])])
     return html_path, md_path, small

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import html
 import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from offramp.costs.calculator import CostInputs, CostReport, CostRow, compute_costs, estimate_tokens, load_prices
 from offramp.data.io import Dataset
@@ -255,12 +256,23 @@ def _per_class_rows(small: EvalReport, llm: EvalReport | None) -> list[list[str]
     return rows
 
 
+@dataclass
+class ReportSection:
+    """A titled table the report shows after the side-by-side (e.g. the teacher and its student)."""
+
+    title: str
+    caption: str
+    head: list[str]
+    rows: list[list[str]]
+
+
 def write_report(
     out: str | Path,
     small: EvalReport,
     llm: EvalReport | None = None,
     costs: CostReport | None = None,
     title: str = "offramp report",
+    sections: Sequence[ReportSection] = (),
 ) -> tuple[Path, Path]:
     """Write ``out`` (HTML) and the same content as Markdown beside it; return both paths."""
     out = Path(out)
@@ -288,6 +300,9 @@ def write_report(
     head = ["metric", "small model"] + ([f"LLM ({llm_name})"] if llm else [])
     md += [row(head), "|" + "---|" * len(head)]
     md += [row([r[0], r[1]] + ([r[2] or ""] if llm else [])) for r in sbs]
+    for sec in sections:
+        md += ["", f"## {markdown_cell(sec.title)}", "", markdown_cell(sec.caption), ""]
+        md += [row(sec.head), "|" + "---|" * len(sec.head)] + [row(r) for r in sec.rows]
     md += ["", "## Per class", ""]
     ph = ["label", "support", "precision", "recall", "F1"] + (["LLM precision", "LLM recall", "LLM F1"] if llm else [])
     md += [row(ph), "|" + "---|" * len(ph)] + [row(r) for r in pcr]
@@ -391,6 +406,10 @@ def write_report(
             f'<p class="muted">{_e(cascade_caption(small.cascade))}</p>'
             + table(["", "macro-F1", "handled locally", "$ per month"], cascade_rows(small.cascade))
         )
+    sections_html = "".join(
+        f'<h2>{_e(sec.title)}</h2><p class="muted">{_e(sec.caption)}</p>' + table(sec.head, sec.rows)
+        for sec in sections
+    )
     warn_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>") if warnings else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
@@ -406,6 +425,7 @@ th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
 <h2>Side by side</h2>
 {table(head, [[r[0], r[1]] + ([r[2] or ""] if llm else []) for r in sbs])}
 {cascade_html}
+{sections_html}
 <h2>Per class</h2>
 {table(ph, pcr)}
 <div class="charts">{"".join(charts)}</div>
@@ -427,6 +447,7 @@ def build_report(
     title: str = "offramp report",
     route_threshold: float | None = None,
     llm_share: float = 0.1,
+    sections: Callable[[EvalReport], Sequence[ReportSection]] | None = None,
 ) -> tuple[Path, Path, EvalReport]:
     """Evaluate ``model`` on ``test`` (beside an LLM's predictions when given), price both at
     ``messages_per_day``, and write the HTML and Markdown report; (html path, md path, evaluation)."""
@@ -467,7 +488,8 @@ def build_report(
         small.cascade["llm_price"] = (
             f"measured tokens of {small.llm.model}" if measured is not None else (default.name if default else None)
         )
-    html_path, md_path = write_report(out, small, small.llm, costs, title=title)
+    extra = sections(small) if sections is not None else ()
+    html_path, md_path = write_report(out, small, small.llm, costs, title=title, sections=extra)
     return html_path, md_path, small
 
 

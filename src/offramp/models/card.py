@@ -11,8 +11,53 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
 
 
+def render_multilabel_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """MODEL_CARD.md of a multi-label model: labels, per-label thresholds, co-occurrence, CV figures."""
+    cv, data = metrics["cv"], info["data"]
+    lines = [
+        f"# offramp multi-label model: {info['winner']}",
+        "",
+        f"Trained {info['created']} in {metrics['train_seconds']:.1f} s (seed {info['seed']}). A message may carry "
+        f"several of the labels below, or none; in files they are joined by {info['label_sep']!r}.",
+        "",
+        "## Training data",
+        "",
+        f"- source: `{data['path']}` ({data['n']} messages, {data['empty_rows']} with no label)",
+        "",
+        "## Labels, per-label thresholds and cross-validated quality",
+        "",
+        "| label | messages | threshold | precision | recall | F1 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for lab, n in data["label_counts"].items():
+        pl = cv["per_label"][lab]
+        lines.append(
+            f"| {lab} | {n} | {info['thresholds'][lab]:.3f} | {pl['precision']:.3f} | {pl['recall']:.3f} | {pl['f1']:.3f} |"
+        )
+    target = info.get("label_precision")
+    lines += [
+        "",
+        "Each threshold was fitted on out-of-fold probabilities "
+        + (f"as the lowest reaching precision {target:g}." if target else "to maximise that label's F1."),
+        "",
+        f"- micro-F1 {cv['micro_f1']:.4f}, macro-F1 {cv['macro_f1']:.4f}, samples-F1 {cv['samples_f1']:.4f}, "
+        f"subset accuracy {cv['subset_accuracy']:.4f}, Hamming loss {cv['hamming_loss']:.4f}",
+        "",
+        "## Labels that come together",
+        "",
+        "| labels | messages |",
+        "|---|---:|",
+    ]
+    lines += [f"| {' + '.join(c['labels'])} | {c['messages']} |" for c in info.get("cooccurrence", [])] or [
+        "| (none) | 0 |"
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
     """Markdown for MODEL_CARD.md from the training summary and metrics."""
+    if info.get("multi_label"):
+        return render_multilabel_card(info, metrics)
     data = info["data"]
     lines = [
         f"# offramp model: {info['winner']}",

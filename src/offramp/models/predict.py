@@ -19,19 +19,25 @@ def prediction_records(
     ``confidence`` (the top probability), ``rejected`` and ``top`` (the ``top`` best labels).
     """
     k = min(top, len(model.classes_))
+    multi = bool(getattr(model, "multi_label", False))
     for start in range(0, len(texts), chunk):
         part = list(texts[start : start + chunk])
         labels, proba = model.predict_and_proba(part)
         order = np.argsort(-proba, axis=1)[:, :k]
+        sets = model.sets_from_proba(proba) if multi else None
         for j, t in enumerate(part):
             o = order[j]
-            yield {
+            rec: dict[str, Any] = {
                 "text": t,
                 "label": str(labels[j]),
                 "confidence": round(float(proba[j, o[0]]), 6),
                 "rejected": bool(model.reject_threshold_ is not None and labels[j] != model.classes_[o[0]]),
                 "top": [{"label": str(model.classes_[c]), "score": round(float(proba[j, c]), 6)} for c in o],
             }
+            if sets is not None:  # every label over its threshold, and every label's probability
+                rec["labels"] = sets[j]
+                rec["scores"] = {str(c): round(float(p), 6) for c, p in zip(model.classes_, proba[j])}
+            yield rec
 
 
 def predict_arrays(model: Any, texts: list[str], top: int) -> tuple[list[str], Any, Any, Any, Any]:
