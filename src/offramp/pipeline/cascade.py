@@ -83,6 +83,9 @@ class Decision:
     local_label: str = ""  # the small model's own answer (before any fallback)
     local_confidence: float = 0.0
     shadow: dict[str, str] | None = None  # llm_first: {"local": ..., "llm": ...}, both answers compared
+    labels: list[str] | None = None  # a multi-label model: every label over its threshold
+    scores: dict[str, float] | None = None  # a multi-label model: every label's probability
+    label_sep: str = "|"
 
 
 def _failure_flag(e: Exception) -> str:
@@ -194,6 +197,11 @@ class Cascade:
             local_label=label,
             local_confidence=conf,
         )
+        if getattr(self.model, "multi_label", False):
+            thresholds = self.model.thresholds_
+            d.labels = [str(c) for c, p, t in zip(self.model.classes_, proba, thresholds) if p >= t]
+            d.scores = {str(c): round(float(p), 6) for c, p in zip(self.model.classes_, proba)}
+            d.label_sep = self.model.label_sep_
         guard = self.guard
         masked: list[str] = []
         if getattr(guard, "operator", None) == "pseudonym":

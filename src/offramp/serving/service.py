@@ -365,6 +365,7 @@ class ClassificationService:
                 "flags": d.flags,
                 "action": d.action,
                 "top": d.top,
+                **({"labels": d.labels, "scores": d.scores, "label_sep": d.label_sep} if d.labels is not None else {}),
                 "request_id": request_id,
             },
             record,

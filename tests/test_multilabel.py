@@ -1,0 +1,115 @@
+"""Multi-label: label sets in files, one-vs-rest with per-label calibration and thresholds, the
+empty set, eval/predict/serve output, and one-line errors. The data is the demo inbox's multi-label
+variant, constructed from its real messages (offramp.data.demo.multilabel_inbox)."""
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from offramp.data.demo import demo_paths, multilabel_inbox
+from offramp.data.io import read_dataset
+from offramp.data.multilabel import looks_multilabel, parse_label_sets
+from offramp.errors import DataError
+from offramp.models.multilabel import TfidfMultiLabel, fit_threshold, multilabel_metrics
+from offramp.models.store import load_model
+
+from helpers import Server, run_cli, write_csv
+
+
+@pytest.fixture(scope="module")
+def ml(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ml")
+    tr, te, _ = demo_paths()
+    a, b = read_dataset(tr), read_dataset(te)
+    train = write_csv(tmp / "train.csv", multilabel_inbox(a.texts[:1500], a.labels[:1500], 0))
+    test = write_csv(tmp / "test.csv", multilabel_inbox(b.texts, b.labels, 1))
+    r = run_cli("train", str(train), "--multi-label", "--out", str(tmp / "m"), "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    return tmp, train, test, json.loads(r.stdout)
+
+
+def test_label_cells_are_parsed_and_tidied():
+    sets, notes = parse_label_sets(["A|B", " B | A ", "", '["C", "A"]', "A|A"], "|")
+    assert sets == [["A", "B"], ["A", "B"], [], ["A", "C"], ["A"]]
+    assert any("spaces" in n for n in notes) and any("twice" in n for n in notes)
+    _, notes = parse_label_sets(["A", "B", ""], ";")
+    assert any("never joins two labels" in n for n in notes)
+    with pytest.raises(DataError, match="not lists of labels"):
+        parse_label_sets(['["A", {"x": 1}]'])
+    assert "--multi-label" in (looks_multilabel(["A", "B", "A|B", "A"]) or "")
+    assert looks_multilabel(["A|x", "B"]) is None  # 'x' is no label of its own: not a joined set
+
+
+def test_the_estimator_follows_the_scikit_learn_contract():
+    texts = ["thanks! and how do I reset my pin", "reset my pin", "thank you", "hello there"] * 6
+    sets = [["GRATITUDE", "SUPPORT"], ["SUPPORT"], ["GRATITUDE"], []] * 6
+    m = clone(TfidfMultiLabel(min_df=1)).fit(texts, sets)
+    assert list(m.classes_) == ["GRATITUDE", "SUPPORT"]
+    P = m.predict(["thanks, how do I reset the pin", "hello there"])
+    assert P.shape == (2, 2) and P.tolist() == [[1, 1], [0, 0]]  # the empty set is an answer
+    assert m.predict_sets(["thank you"]) == [["GRATITUDE"]]
+
+
+def test_thresholds_fit_f1_or_a_precision_target():
+    rng = np.random.default_rng(0)
+    y = rng.random(2000) < 0.3
+    p = np.clip(y * 0.35 + rng.random(2000) * 0.65, 0, 1)
+    t = fit_threshold(p, y)
+    f1 = lambda thr: multilabel_metrics(y[:, None], (p >= thr)[:, None], ["x"])["micro_f1"]  # noqa: E731
+    assert f1(t) >= max(f1(x) for x in np.linspace(0.05, 0.95, 19)) - 1e-9
+    t9 = fit_threshold(p, y, precision=0.9)
+    assert y[p >= t9].mean() >= 0.9 and t9 > t
+
+
+def test_train_eval_predict_on_the_multilabel_inbox(ml):
+    tmp, train, test, rep = ml
+    assert rep["multi_label"] and rep["cv"]["micro_f1"] > 0.9 and rep["empty_rows"] > 0
+    assert set(rep["thresholds"]) == {"GRATITUDE", "SUPPORT", "TRY_TO_HACK"}
+    assert rep["cooccurrence"][0]["labels"] == ["GRATITUDE", "SUPPORT"]
+    r = run_cli("eval", str(tmp / "m"), str(test), "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    for key in ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "per_label", "confused_pairs"):
+        assert key in ev
+    assert ev["micro_f1"] > 0.9 and ev["per_label"]["GRATITUDE"]["support"] > 100
+    r = run_cli("predict", str(tmp / "m"), "thank you so much! how do I top up my card?", "what's the weather like")
+    both, none = (json.loads(x) for x in r.stdout.splitlines())
+    assert both["labels"] == ["GRATITUDE", "SUPPORT"] and both["label"] in both["labels"]
+    assert none["labels"] == [] and set(none["scores"]) == {"GRATITUDE", "SUPPORT", "TRY_TO_HACK"}
+    card = (tmp / "m" / "MODEL_CARD.md").read_text()
+    assert "threshold" in card and "GRATITUDE + SUPPORT" in card
+    m = load_model(tmp / "m")  # no pickle: JSON + arrays, hash-checked
+    assert m.label_sep_ == "|" and m.predict_sets(["thanks!"]) == [["GRATITUDE"]]
+
+
+def test_served_multilabel_model_answers_every_label(ml):
+    tmp, *_ = ml
+    srv = Server(tmp / "m")
+    try:
+        r = httpx.post(srv.url + "/v1/classify", json={"text": "thanks a lot! how do I change my PIN?"}).json()
+        assert r["labels"] == ["GRATITUDE", "SUPPORT"] and r["scores"]["SUPPORT"] > 0.5
+        c = httpx.post(
+            srv.url + "/v1/chat/completions",
+            json={"model": "x", "messages": [{"role": "user", "content": "thanks a lot! how do I change my PIN?"}]},
+        ).json()
+        assert c["choices"][0]["message"]["content"] == "GRATITUDE|SUPPORT"
+    finally:
+        srv.stop()
+
+
+def test_multilabel_bad_inputs_get_one_line(ml, tmp_path):
+    _, train, _, _ = ml
+    rare = write_csv(tmp_path / "r.csv", [("a b", "A|B"), ("a", "A"), ("b c", "B"), ("c", "C"), ("a c", "A")])
+    r = run_cli("train", str(rare), "--multi-label", "--out", str(tmp_path / "m"), "-q")
+    assert r.returncode == 2 and "fewer than 2 messages: C" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("train", str(train), "--out", str(tmp_path / "m2"), "--label-precision", "0.9")
+    assert r.returncode == 2 and "--label-precision goes with --multi-label" in r.stderr
+    nolab = write_csv(tmp_path / "n.csv", [("a",), ("b",)], header=("text",))
+    r = run_cli("train", str(nolab), "--multi-label", "--out", str(tmp_path / "m3"))
+    assert r.returncode == 2 and "no label column 'label'" in r.stderr
+    joined = write_csv(tmp_path / "j.csv", [("t1", "A"), ("t2", "B"), ("t3", "A|B")] * 4)
+    r = run_cli("train", str(joined), "--out", str(tmp_path / "m4"), "--quality", "fast")
+    assert "train with --multi-label" in r.stderr
