@@ -81,6 +81,10 @@ def test_train_eval_predict_on_the_multilabel_inbox(ml):
     assert none["labels"] == [] and set(none["scores"]) == {"GRATITUDE", "SUPPORT", "TRY_TO_HACK"}
     card = (tmp / "m" / "MODEL_CARD.md").read_text()
     assert "threshold" in card and "GRATITUDE + SUPPORT" in card
+    r = run_cli("report", str(tmp / "m"), str(test), "--out", str(tmp / "r.html"), "-q")
+    assert r.returncode == 0, r.stderr
+    md = (tmp / "r.md").read_text()
+    assert "## Per label" in md and "GRATITUDE + SUPPORT" in md and "<svg" in (tmp / "r.html").read_text()
     m = load_model(tmp / "m")  # no pickle: JSON + arrays, hash-checked
     assert m.label_sep_ == "|" and m.predict_sets(["thanks!"]) == [["GRATITUDE"]]
 

@@ -677,6 +677,17 @@ def report(
     quiet: bool = QUIET,
 ) -> None:
     """Write the side-by-side report (HTML + Markdown): small model vs LLM, the cascade of both, charts, cost."""
+    from offramp.models.store import load_model
+
+    model = load_model(model_dir)
+    if getattr(model, "multi_label", False):
+        if llm_predictions is not None:
+            raise UsageError(
+                "--llm-predictions is not read for a multi-label model yet",
+                "compare the LLM with 'offramp eval-llm' and this model with 'offramp eval --json'",
+            )
+        _report_multilabel(model, model_dir, data, out_file, text_col, label_col, quiet)
+        return
     html_path, md_path, small = write_report_files(
         model_dir,
         data,
@@ -693,6 +704,32 @@ def report(
     if small.cascade:
         print_cascade(small.cascade)
     out.print(f"report written to {html_path} and {md_path}")
+
+
+def _report_multilabel(
+    model: Any, model_dir: Path, data: Path, out_file: Path, text_col: str, label_col: str, quiet: bool
+) -> None:
+    from offramp.data.io import read_dataset
+    from offramp.data.multilabel import parse_label_sets
+    from offramp.errors import DataError
+    from offramp.evaluation.multilabel import evaluate_multilabel
+    from offramp.evaluation.report import write_multilabel_report
+
+    if out_file.is_dir():
+        raise UsageError(f"{out_file} is a directory", "give a file name such as report.html")
+    ds = read_dataset(data, text_col=text_col, label_col=label_col, need_labels=False)
+    if ds.labels is None:
+        raise DataError(f"{data} has no label column {label_col!r}", "choose the label column", param="label_col")
+    sets, notes = parse_label_sets(ds.labels, model.label_sep_)
+    with status("evaluating", quiet):
+        res = evaluate_multilabel(model, ds.texts, sets)
+    warn(ds.warnings + notes + res["warnings"])
+    co = ((model.training_record_ or {}).get("info") or {}).get("cooccurrence", [])
+    html_path, md_path = write_multilabel_report(out_file, res, str(model_dir), str(data), co)
+    out.print(
+        f"micro-F1 {res['micro_f1']:.4f}, macro-F1 {res['macro_f1']:.4f} on {res['n']} messages; "
+        f"report written to {html_path} and {md_path}"
+    )
 
 
 def print_cascade(cascade: dict) -> None:

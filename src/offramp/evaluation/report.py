@@ -511,3 +511,86 @@ def cascade_caption(cascade: dict) -> str:
         f">= {cascade['threshold']:.4f} ({cascade['threshold_rule']}) and asks the LLM otherwise. "
         f"$ per month at {cascade['messages_per_month']:,.0f} messages, LLM priced as {cascade.get('llm_price')}."
     )
+
+
+def write_multilabel_report(
+    out: str | Path, res: dict, model_dir: str, data: str, cooccurrence: Sequence[dict], title: str = "offramp report"
+) -> tuple[Path, Path]:
+    """The report of a multi-label model: overall figures, per-label bars and table, the labels that
+    come together in training and the most confused pairs; HTML and Markdown."""
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        out = out.with_suffix(".html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    md_path = out.with_suffix(".md")
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    overall = [
+        [name, f"{res[key]:.4f}"]
+        for name, key in (
+            ("micro-F1", "micro_f1"),
+            ("macro-F1", "macro_f1"),
+            ("samples-F1", "samples_f1"),
+            ("subset accuracy", "subset_accuracy"),
+            ("Hamming loss", "hamming_loss"),
+        )
+    ]
+    lat = res.get("latency_ms") or {}
+    if lat:
+        overall.append(["p99 latency (ms, one message)", f"{lat['p99']:.2f}"])
+    labels = list(res["per_label"])
+    per = [
+        [lab, str(m["support"]), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}"]
+        for lab, m in res["per_label"].items()
+    ]
+    co = [[" + ".join(c["labels"]), str(c["messages"])] for c in cooccurrence]
+    conf = [[c["true"], c["predicted"], str(c["count"])] for c in res.get("confused_pairs", [])]
+    sections = [
+        ("Overall", ["metric", "value"], overall),
+        ("Per label", ["label", "support", "precision", "recall", "F1"], per),
+        ("Labels that come together (training data)", ["labels", "messages"], co),
+        (
+            "Most confused pairs (missed one, added the other, on the same message)",
+            ["true", "predicted", "messages"],
+            conf,
+        ),
+    ]
+
+    def row(cells: Sequence[object]) -> str:
+        return "| " + " | ".join(markdown_cell(c) for c in cells) + " |"
+
+    md = [
+        f"# {title}",
+        "",
+        f"Multi-label model {markdown_cell(model_dir)} on {markdown_cell(data)} ({res['n']} messages). Written {created}.",
+        "",
+    ]
+    for name, head, rows in sections:
+        md += [f"## {name}", "", row(head), "|" + "---|" * len(head)] + [row(r) for r in rows] + [""]
+    md_path.write_text("\n".join(md), encoding="utf-8")
+
+    def table(head: list[str], rows: list[list[str]]) -> str:
+        th = "".join(f"<th>{_e(h)}</th>" for h in head)
+        trs = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+    bars = svg_grouped_bars(
+        labels,
+        {k: [res["per_label"][lab][k] for lab in labels] for k in ("precision", "recall", "f1")},
+        "Per label: precision, recall, F1",
+    )
+    body = "".join(f"<h2>{_e(name)}</h2>" + table(head, rows) for name, head, rows in sections)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<style>
+body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#111;padding:0 1rem}}
+table{{border-collapse:collapse;margin:1rem 0}} th,td{{border:1px solid #ddd;padding:4px 10px;text-align:right}}
+th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}} .muted{{color:#555}}
+</style></head><body>
+<h1>{_e(title)}</h1>
+<p class="muted">Multi-label model <code>{_e(model_dir)}</code> on <code>{_e(data)}</code> ({res["n"]} messages). Written {_e(created)}.</p>
+{bars}
+{body}
+</body></html>
+"""
+    out.write_text(page, encoding="utf-8")
+    return out, md_path
