@@ -117,3 +117,42 @@ def test_multilabel_bad_inputs_get_one_line(ml, tmp_path):
     joined = write_csv(tmp_path / "j.csv", [("t1", "A"), ("t2", "B"), ("t3", "A|B")] * 4)
     r = run_cli("train", str(joined), "--out", str(tmp_path / "m4"), "--quality", "fast")
     assert "train with --multi-label" in r.stderr
+
+
+def test_an_llm_labels_several_labels_per_message(tmp_path):
+    from offramp.teacher.label import TaskSpec, read_answer
+
+    from misbehaving_llm import ScriptedLLM, completion
+
+    def answer(body):
+        text = body["messages"][-1]["content"]
+        labels = (["GRATITUDE"] if "thank" in text else []) + (["SUPPORT"] if "card" in text else [])
+        return completion(json.dumps({"labels": labels}))
+
+    task = tmp_path / "task.yaml"
+    task.write_text(
+        "multi_label: true\nlabels:\n  SUPPORT: a question\n  GRATITUDE: thanks\n"
+        "examples:\n  - {text: 'thanks! where is my card?', label: GRATITUDE|SUPPORT}\n"
+    )
+    spec = TaskSpec.load(task)
+    assert spec.messages("x")[2]["content"] == '{"labels": ["GRATITUDE", "SUPPORT"]}'
+    assert "item ( " in spec.gbnf() and spec.json_schema()["properties"]["labels"]["type"] == "array"
+    assert read_answer('{"labels": ["support", "GRATITUDE"]}', list(spec.labels), True) == "GRATITUDE|SUPPORT"
+    assert read_answer('{"labels": []}', list(spec.labels), True) == ""  # none of them: an answer
+    assert read_answer('{"labels": ["REFUND"]}', list(spec.labels), True) is None  # unknown: asked again
+    data = write_csv(tmp_path / "in.csv", [("thanks, my card works",), ("thank you",), ("hello",)], header=("text",))
+    llm = ScriptedLLM(default=(200, {}, answer, 0))
+    try:
+        r = run_cli("label", str(data), "--llm", "m", "--base-url", llm.url + "/v1", "--task", str(task),
+                    "--out", str(tmp_path / "o.jsonl"), "--cache", str(tmp_path / "c.sqlite"), "-q")  # fmt: skip
+    finally:
+        llm.close()
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [(x["label"], x["status"]) for x in rows] == [
+        ("GRATITUDE|SUPPORT", "labelled"),
+        ("GRATITUDE", "labelled"),
+        ("", "labelled"),
+    ]
+    schema = llm.requests[0]["body"]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["labels"]["items"]["enum"] == ["SUPPORT", "GRATITUDE"]

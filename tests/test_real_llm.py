@@ -155,3 +155,18 @@ def test_served_cascade_with_a_real_llm_fallback(llama_server, fast_model, tmp_p
         )
     finally:
         s.stop()
+
+
+def test_llama_cpp_takes_the_multi_label_grammar(llama_server, tmp_path):
+    """llama-cpp-python refuses OpenAI's json_schema; the multi-label grammar then constrains the
+    answer to {"labels": [...]} of known labels, which always parses."""
+    from offramp.teacher.client import ChatClient, LLMConfig
+    from offramp.teacher.label import AnswerCache, Labeller, TaskSpec
+
+    spec = TaskSpec({"SUPPORT": "a question", "GRATITUDE": "thanks", "OTHER": "anything else"}, multi_label=True)
+    client = ChatClient(LLMConfig(base_url=llama_server + "/v1", model="smollm2", timeout_s=120))
+    labeller = Labeller(client, spec, AnswerCache(tmp_path / "c.sqlite"))
+    for text in ("thanks! and where is my card?", "hello"):
+        out = labeller.label_one(text)
+        assert out.label is not None and all(x in spec.labels for x in out.label.split("|") if x), out.raw
+    assert list(labeller.formats[0]) == ["grammar"]

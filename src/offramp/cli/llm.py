@@ -260,8 +260,8 @@ def label(
             "text": o.text,
             "label": o.label or "",
             "confidence": o.confidence,
-            "status": "labelled" if o.label else "over_budget" if o.over_budget else "unlabelled",
-            "raw": "" if o.label else o.raw,
+            "status": "labelled" if o.label is not None else "over_budget" if o.over_budget else "unlabelled",
+            "raw": "" if o.label is not None else o.raw,
             "model": llm,
             "latency_ms": o.latency_ms,
         }

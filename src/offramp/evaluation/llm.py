@@ -142,7 +142,7 @@ def run_llm_eval(
             "model": llm,
             "latency_ms": o.latency_ms,
             "confidence": o.confidence,
-            "raw": "" if o.label else o.raw,
+            "raw": "" if o.label is not None else o.raw,
             "prompt_tokens": o.usage.get("prompt_tokens"),
             "completion_tokens": o.usage.get("completion_tokens"),
             "date": today,

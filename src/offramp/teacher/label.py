@@ -38,6 +38,14 @@ class TaskSpec:
     labels: dict[str, str]
     instructions: str = ""
     examples: list[dict] = field(default_factory=list)
+    multi_label: bool = False  # every label that applies (none, one or several), joined by "|"
+
+    def example_labels(self, ex: dict) -> list[str]:
+        """An example's labels: one label, or (multi-label) a list or labels joined by "|"."""
+        raw = ex.get("label", ex.get("labels"))
+        if isinstance(raw, list):
+            return [str(x) for x in raw]
+        return [x.strip() for x in str(raw).split("|") if x.strip()] if self.multi_label else [str(raw)]
 
     @classmethod
     def load(cls, path: str | Path) -> TaskSpec:
@@ -47,15 +55,21 @@ class TaskSpec:
         doc = read_yaml_file(p, "task spec")
         if not isinstance(doc, dict) or not isinstance(doc.get("labels"), dict) or len(doc["labels"]) < 2:
             raise UsageError(f"{p} needs 'labels:', a mapping of at least two labels to one-line descriptions")
-        unknown = set(doc) - {"labels", "instructions", "examples"}
+        unknown = set(doc) - {"labels", "instructions", "examples", "multi_label"}
         if unknown:
-            raise UsageError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}; use labels, instructions, examples")
+            raise UsageError(
+                f"{p}: unknown key(s) {', '.join(sorted(unknown))}; use labels, instructions, examples, multi_label"
+            )
+        if not isinstance(doc.get("multi_label", False), bool):
+            raise UsageError(f"{p}: multi_label must be true or false")
         labels = {str(k): str(v or "") for k, v in doc["labels"].items()}
         examples = doc.get("examples") or []
+        spec = cls(labels, str(doc.get("instructions") or ""), examples, bool(doc.get("multi_label", False)))
         for i, ex in enumerate(examples):
-            if not isinstance(ex, dict) or str(ex.get("label")) not in labels or not ex.get("text"):
+            ok = isinstance(ex, dict) and ex.get("text") and all(x in labels for x in spec.example_labels(ex))
+            if not ok or (not spec.multi_label and not spec.example_labels(ex)):
                 raise UsageError(f"{p}: example {i + 1} needs a text and one of the labels")
-        return cls(labels, str(doc.get("instructions") or ""), examples)
+        return spec
 
     def with_examples(
         self, texts: Sequence[str], labels: Sequence[str], per_label: int = 2, *, seed: int = 0, max_chars: int = 240
@@ -75,26 +89,42 @@ class TaskSpec:
         examples = list(self.examples)
         for i in range(per_label):
             examples += [{"text": v[i], "label": k} for k, v in picked.items() if i < len(v)]
-        return TaskSpec(dict(self.labels), self.instructions, examples)
+        return TaskSpec(dict(self.labels), self.instructions, examples, self.multi_label)
 
     def system_prompt(self) -> str:
-        lines = ["Classify the user's message into exactly one of these labels:"]
+        if self.multi_label:
+            lines = ["Name every one of these labels that applies to the user's message (none, one or several):"]
+        else:
+            lines = ["Classify the user's message into exactly one of these labels:"]
         lines += [f"- {k}: {v}" if v else f"- {k}" for k, v in self.labels.items()]
         if self.instructions:
             lines += ["", self.instructions.strip()]
-        lines += ["", 'Answer with JSON: {"label": "<one of the labels>"} and nothing else.']
+        if self.multi_label:
+            lines += ["", 'Answer with JSON: {"labels": [<the labels that apply>]} and nothing else.']
+        else:
+            lines += ["", 'Answer with JSON: {"label": "<one of the labels>"} and nothing else.']
         return "\n".join(lines)
+
+    def answer_json(self, labels: Sequence[str]) -> str:
+        return json.dumps({"labels": sorted(labels)} if self.multi_label else {"label": str(labels[0])})
 
     def messages(self, text: str) -> list[dict]:
         msgs = [{"role": "system", "content": self.system_prompt()}]
         for ex in self.examples:
             msgs += [
                 {"role": "user", "content": str(ex["text"])},
-                {"role": "assistant", "content": json.dumps({"label": str(ex["label"])})},
+                {"role": "assistant", "content": self.answer_json(self.example_labels(ex))},
             ]
         return msgs + [{"role": "user", "content": text}]
 
     def json_schema(self) -> dict:
+        if self.multi_label:
+            return {
+                "type": "object",
+                "properties": {"labels": {"type": "array", "items": {"type": "string", "enum": list(self.labels)}}},
+                "required": ["labels"],
+                "additionalProperties": False,
+            }
         return {
             "type": "object",
             "properties": {"label": {"type": "string", "enum": list(self.labels)}},
@@ -109,6 +139,9 @@ class TaskSpec:
             return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
         choices = " | ".join(lit(json.dumps(k, ensure_ascii=False)) for k in self.labels)
+        if self.multi_label:  # {"labels": []} or {"labels": ["A", "B"]}
+            head, sep, tail = lit('{"labels": ['), lit(", "), lit("]}")
+            return f"root ::= {head} ( item ( {sep} item )* )? {tail}\nitem ::= {choices}"
         head, tail = lit('{"label": '), lit("}")
         return f"root ::= {head} ( {choices} ) {tail}"
 
@@ -121,8 +154,28 @@ class TaskSpec:
         return [{"response_format": schema}, {"grammar": self.gbnf()}]
 
 
-def read_answer(content: str, labels: Sequence[str]) -> str | None:
-    """The label in a JSON answer ``{"label": ...}``, or in a plain one; None if it names none."""
+def read_labels(content: str, labels: Sequence[str], sep: str = "|") -> str | None:
+    """A multi-label answer ``{"labels": [...]}`` (or a bare list) as its labels sorted and joined by
+    ``sep`` ("" for none of them); None if it is not such an answer or names an unknown label."""
+    try:
+        doc = json.loads(content)
+    except ValueError:
+        return None
+    items = doc.get("labels") if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        return None
+    by_lower = {str(lab).lower(): str(lab) for lab in labels}
+    found = [by_lower.get(x.strip().lower()) for x in items]
+    if any(f is None for f in found):
+        return None
+    return sep.join(sorted({f for f in found if f}))
+
+
+def read_answer(content: str, labels: Sequence[str], multi_label: bool = False) -> str | None:
+    """The label in a JSON answer ``{"label": ...}``, or in a plain one; None if it names none.
+    Multi-label: the labels joined by "|" ("" when the answer names none), see :func:`read_labels`."""
+    if multi_label:
+        return read_labels(content, labels)
     try:
         doc = json.loads(content)
         if isinstance(doc, dict) and "label" in doc:
@@ -274,12 +327,13 @@ class Labeller:
             content, usage = self._ask(msgs)
         except OverBudget:
             return LabelOutcome(text, None, "", over_budget=True)
-        label = read_answer(content, list(self.spec.labels))
+        label = read_answer(content, list(self.spec.labels), self.spec.multi_label)
         confidence = usage.get("_confidence")
         if label is None:  # one more try, saying what went wrong
+            again = "the labels that apply" if self.spec.multi_label else "exactly one label"
             retry = msgs + [
                 {"role": "assistant", "content": content},
-                {"role": "user", "content": "Answer with exactly one label from the list, as JSON."},
+                {"role": "user", "content": f"Answer with {again} from the list, as JSON."},
             ]
             try:
                 content2, usage2 = self._ask(retry)
@@ -292,12 +346,12 @@ class Labeller:
                 for k in set(usage) | set(usage2)
                 if not k.startswith("_") or k == "_latency_ms"
             }
-            label = read_answer(content, list(self.spec.labels))
+            label = read_answer(content, list(self.spec.labels), self.spec.multi_label)
         return LabelOutcome(
             text,
             label,
             content,
-            confidence if label else None,
+            confidence if label is not None else None,
             latency_ms=usage.get("_latency_ms"),
             usage={k: v for k, v in usage.items() if not k.startswith("_")},
         )
