@@ -156,3 +156,33 @@ def test_an_llm_labels_several_labels_per_message(tmp_path):
     ]
     schema = llm.requests[0]["body"]["response_format"]["json_schema"]["schema"]
     assert schema["properties"]["labels"]["items"]["enum"] == ["SUPPORT", "GRATITUDE"]
+
+
+def test_import_logs_reads_label_lists(tmp_path):
+    def line(user, reply):
+        return json.dumps(
+            {
+                "request": {"messages": [{"role": "user", "content": user}]},
+                "response": {"choices": [{"message": {"role": "assistant", "content": reply}}]},
+            }  # fmt: skip
+        )
+
+    log = tmp_path / "log.jsonl"
+    log.write_text(
+        "\n".join(
+            [
+                line("thanks! where is my card", '{"labels": ["SUPPORT", "GRATITUDE"]}'),
+                line("hi", "[]"),
+                line("thank you", "GRATITUDE"),
+                line("refund?", "SUPPORT|REFUND"),
+            ]
+        )
+    )
+    r = run_cli("import-logs", str(log), "--out", str(tmp_path / "o.csv"), "--multi-label",
+                "--labels", "SUPPORT,GRATITUDE")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    import csv
+
+    rows = [(x["text"], x["label"]) for x in csv.DictReader(open(tmp_path / "o.csv", encoding="utf-8"))]
+    assert rows == [("thanks! where is my card", "GRATITUDE|SUPPORT"), ("hi", ""), ("thank you", "GRATITUDE")]
+    assert "not a list of known labels" in r.stderr

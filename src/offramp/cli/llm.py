@@ -362,6 +362,10 @@ def import_logs_cmd(
     labels: Optional[str] = typer.Option(
         None, "--labels", help="Comma-separated label set; replies naming none are skipped."
     ),
+    multi_label: bool = typer.Option(
+        False, "--multi-label", help="Replies hold several labels: a JSON list, or labels joined by --label-sep."
+    ),
+    label_sep: str = typer.Option("|", "--label-sep", help="With --multi-label: what joins labels, in and out."),
     raw_csv: bool = RAW_CSV,
 ) -> None:
     """Turn an LLM's production logs into a training file (text,label), counting what was skipped and why."""
@@ -371,7 +375,15 @@ def import_logs_cmd(
     if out_file.suffix.lower() not in (".csv", ".jsonl"):
         raise UsageError(f"--out {out_file} must end in .csv or .jsonl")
     label_set = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
-    res = import_logs(log_file, role=role, index=index, label_field=label_field, labels=label_set)
+    res = import_logs(
+        log_file,
+        role=role,
+        index=index,
+        label_field=label_field,
+        labels=label_set,
+        multi_label=multi_label,
+        sep=label_sep,
+    )
     for reason, count in res.skipped.most_common():
         err.print(f"skipped {count} lines: {reason}", markup=False)
     if not res.rows:

@@ -48,6 +48,8 @@ def import_logs(
     index: int = -1,
     label_field: str | None = None,
     labels: Sequence[str] | None = None,
+    multi_label: bool = False,
+    sep: str = "|",
 ) -> ImportResult:
     """(text, label) pairs from a chat-completions log file.
 
@@ -55,6 +57,9 @@ def import_logs(
     ``label_field``: read the label from this key of a JSON reply (default: the whole reply).
     ``labels``: when given, replies that name none of them are skipped, and matching is lenient
     ("Label: SUPPORT." -> SUPPORT).
+    ``multi_label``: the reply (or its ``label_field``) holds several labels, as a JSON list or
+    joined by ``sep``; they are written sorted and joined by ``sep``, and an empty list is the
+    empty set (a row with an empty label).
     """
     p = Path(path)
     if not p.is_file():
@@ -101,13 +106,21 @@ def import_logs(
         if label_field:
             try:
                 doc = json.loads(reply)
-                answer = str(doc[label_field]) if isinstance(doc, dict) and doc.get(label_field) is not None else None
+                value = doc.get(label_field) if isinstance(doc, dict) else None
+                answer = None if value is None else json.dumps(value) if isinstance(value, list) else str(value)
             except (ValueError, KeyError):
                 answer = None
             if answer is None:
                 skipped[f"reply is not JSON with '{label_field}'"] += 1
                 continue
         answer = str(answer).strip()
+        if multi_label:
+            found_set = _label_set(answer, labels, sep)
+            if found_set is None:
+                skipped["reply is not a list of known labels"] += 1
+                continue
+            rows.append((clean_text(source.strip()), sep.join(found_set)))
+            continue
         if labels:
             found = parse_label(answer, labels)
             if found is None:
@@ -121,3 +134,25 @@ def import_logs(
     if n == 0:
         raise DataError(f"log file {p} has no lines")
     return ImportResult(rows, skipped, n)
+
+
+def _label_set(answer: str, labels: Sequence[str] | None, sep: str) -> list[str] | None:
+    """A reply's labels: a JSON list (or {"labels": [...]}) or labels joined by ``sep``; None when
+    it names a label outside ``labels`` (if given)."""
+    items: list[str] | None = None
+    try:
+        doc = json.loads(answer)
+        doc = doc.get("labels") if isinstance(doc, dict) else doc
+        if isinstance(doc, list):
+            items = [str(x).strip() for x in doc]
+    except ValueError:
+        pass
+    if items is None:
+        items = [x.strip() for x in answer.split(sep)]
+    items = [x for x in items if x]
+    if labels:
+        by_lower = {str(lab).lower(): str(lab) for lab in labels}
+        if any(x.lower() not in by_lower for x in items):
+            return None
+        items = [by_lower[x.lower()] for x in items]
+    return sorted(set(items))
