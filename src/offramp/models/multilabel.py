@@ -15,7 +15,9 @@ for single-label consumers.
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, ClassVar, Sequence
@@ -93,12 +95,21 @@ class TfidfMultiLabel(TfidfLinear):
         coef = np.zeros((X.shape[1], len(classes)), dtype=np.float64)
         intercept = np.zeros(len(classes))
         for j in range(len(classes)):
-            col = Y[:, j]
-            if col.all() or not col.any():
+            if Y[:, j].all() or not Y[:, j].any():
                 raise ValueError(f"label {classes[j]!r} is on every message or on none: nothing to learn")
-            clf = make_linear(self.loss, self.C, self.seed).fit(X, col)
+
+        def fit_one(j: int) -> None:  # liblinear releases the GIL: labels are fitted on every core
+            clf = make_linear(self.loss, self.C, self.seed).fit(X, Y[:, j])
             coef[:, j] = np.asarray(clf.coef_).ravel()
             intercept[j] = float(np.asarray(clf.intercept_).ravel()[0])
+
+        workers = max(1, min(len(classes), os.cpu_count() or 1))
+        if workers == 1:
+            for j in range(len(classes)):
+                fit_one(j)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(fit_one, range(len(classes))))
         self._set_feature_state(state)
         self.classes_ = np.asarray(classes).astype(str)
         self.coef_ = coef.astype(np.float16).astype(np.float32)

@@ -16,6 +16,7 @@ exactly ``budget`` distinct texts:
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -52,7 +53,9 @@ def _margins(X, labelled: list[int], y: list[str], pool: np.ndarray, seed: int) 
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(C=10.0, max_iter=300, random_state=seed)
-    clf.fit(X[labelled], y)
+    with warnings.catch_warnings():  # early rounds: many labels, few texts each, as expected
+        warnings.simplefilter("ignore")
+        clf.fit(X[labelled], y)
     p = clf.predict_proba(X[pool])
     if p.shape[1] < 2:
         return np.zeros(len(pool))
