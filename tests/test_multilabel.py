@@ -186,3 +186,20 @@ def test_import_logs_reads_label_lists(tmp_path):
     rows = [(x["text"], x["label"]) for x in csv.DictReader(open(tmp_path / "o.csv", encoding="utf-8"))]
     assert rows == [("thanks! where is my card", "GRATITUDE|SUPPORT"), ("hi", ""), ("thank you", "GRATITUDE")]
     assert "not a list of known labels" in r.stderr
+
+
+def test_platt_scaling_of_every_label_at_once_matches_a_logistic_fit():
+    from sklearn.linear_model import LogisticRegression
+
+    from offramp.models.multilabel import fit_platt
+
+    rng = np.random.default_rng(0)
+    Y = rng.random((4000, 4)) < 0.3
+    S = np.where(Y, rng.normal(1, 1, Y.shape), rng.normal(-1, 1, Y.shape)) * np.array([0.5, 1, 4, 8])
+    P = fit_platt(S, Y)
+    for k in range(4):  # Platt's smoothed targets move the fit only slightly
+        lr = LogisticRegression(C=1e6).fit(S[:, k : k + 1], Y[:, k])
+        assert P[k, 0] == pytest.approx(lr.coef_[0, 0], rel=0.02)
+        assert P[k, 1] == pytest.approx(lr.intercept_[0], abs=0.02)
+    sep = fit_platt(np.where(Y[:, :1], 5.0, -5.0), Y[:, :1])  # perfectly separated: still finite
+    assert np.isfinite(sep).all() and 0 < sep[0, 0] < 10
