@@ -21,6 +21,7 @@ character n-gram TF-IDF vectors at or above ``near``), that carry different labe
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
@@ -131,7 +132,8 @@ def conflicting_duplicates(
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     reps = np.asarray(first_of)
-    docs = [normalize(texts[i]).casefold() for i in reps]
+    # punctuation and spacing apart: "thanks a lot!" and "thanks a lot!!" are one text said twice
+    docs = [" ".join(re.sub(r"[^\w\s]", " ", normalize(texts[i]).casefold()).split()) for i in reps]
     try:
         X = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=1, dtype=np.float32).fit_transform(docs)
     except ValueError:  # nothing but very short texts
