@@ -62,6 +62,21 @@ class Server:
             return self.proc.communicate()
 
 
+def wait_for_llm(url: str, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
+    """Wait until the OpenAI-compatible server at ``url`` lists its models; its log on failure."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text()[-2000:])
+        try:
+            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"the LLM server at {url} did not start within {seconds:g} s")
+
+
 def metric(text: str, name: str, **labels) -> float | None:
     """A value from Prometheus text (``name{labels} value``), or None if the series is absent."""
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))

@@ -5,9 +5,7 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
 from offramp.data.demo import demo_paths, demo_task
@@ -15,7 +13,7 @@ from offramp.errors import UsageError
 from offramp.teacher import local_llm
 from offramp.teacher.label import TaskSpec
 
-from helpers import _free_port, run_cli, write_csv
+from helpers import _free_port, run_cli, wait_for_llm, write_csv
 
 
 @pytest.fixture
@@ -102,17 +100,7 @@ def qwen(tmp_path_factory):
         stderr=open(log, "w"),
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        assert proc.poll() is None, log.read_text()[-2000:]
-        try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("the Qwen server did not start")
+    wait_for_llm(url, proc, log)
     yield url
     proc.terminate()
     proc.wait(timeout=30)

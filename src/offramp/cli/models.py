@@ -299,6 +299,30 @@ def train(
         )
 
 
+def _read_label_sets(data: Path, text_col: str, label_col: str, sep: str, max_chars: int) -> tuple[Any, Any, list[str]]:
+    """(dataset, label sets, notes) of a multi-label file; a missing label column is one line."""
+    from offramp.data.io import read_dataset
+    from offramp.data.multilabel import parse_label_sets
+    from offramp.errors import DataError
+
+    ds = read_dataset(data, text_col=text_col, label_col=label_col, need_labels=False, max_chars=max_chars)
+    if ds.labels is None:
+        raise DataError(f"{data} has no label column {label_col!r}", "choose the label column", param="label_col")
+    sets, notes = parse_label_sets(ds.labels, sep)
+    return ds, sets, notes
+
+
+def _multilabel_results(model: Any, data: Path, text_col: str, label_col: str, max_chars: int, quiet: bool) -> Any:
+    """A multi-label model's figures on a labelled file (what ``eval --json`` prints)."""
+    from offramp.evaluation.multilabel import evaluate_multilabel
+
+    ds, sets, notes = _read_label_sets(data, text_col, label_col, model.label_sep_, max_chars)
+    with status("evaluating", quiet):
+        res = evaluate_multilabel(model, ds.texts, sets)
+    warn(ds.warnings + notes + res["warnings"])
+    return res
+
+
 def _train_multilabel(
     data: Path,
     out_dir: Path,
@@ -311,17 +335,11 @@ def _train_multilabel(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    from offramp.data.io import read_dataset
-    from offramp.data.multilabel import parse_label_sets
-    from offramp.errors import DataError
     from offramp.models.multilabel import train_multilabel
     from offramp.models.store import check_output_dir, read_metrics
 
     check_output_dir(out_dir)
-    ds = read_dataset(data, text_col=text_col, label_col=label_col, need_labels=False, max_chars=max_chars)
-    if ds.labels is None:
-        raise DataError(f"{data} has no label column {label_col!r}", "choose the label column", param="label_col")
-    sets, notes = parse_label_sets(ds.labels, sep)
+    ds, sets, notes = _read_label_sets(data, text_col, label_col, sep, max_chars)
     warn(ds.warnings + notes)
     info(f"read {len(ds)} texts from {data}", quiet)
     with status("training (multi-label)", quiet) as say:
@@ -432,18 +450,7 @@ def eval_cmd(
 def _eval_multilabel(
     model: Any, data: Path, text_col: str, label_col: str, max_chars: int, as_json: bool, quiet: bool
 ) -> None:
-    from offramp.data.io import read_dataset
-    from offramp.data.multilabel import parse_label_sets
-    from offramp.errors import DataError
-    from offramp.evaluation.multilabel import evaluate_multilabel
-
-    ds = read_dataset(data, text_col=text_col, label_col=label_col, need_labels=False, max_chars=max_chars)
-    if ds.labels is None:
-        raise DataError(f"{data} has no label column {label_col!r}", "choose the label column", param="label_col")
-    sets, notes = parse_label_sets(ds.labels, model.label_sep_)
-    with status("evaluating", quiet):
-        res = evaluate_multilabel(model, ds.texts, sets)
-    warn(ds.warnings + notes + res["warnings"])
+    res = _multilabel_results(model, data, text_col, label_col, max_chars, quiet)
     if as_json:
         print(json.dumps(res))
         return
@@ -709,21 +716,12 @@ def report(
 def _report_multilabel(
     model: Any, model_dir: Path, data: Path, out_file: Path, text_col: str, label_col: str, quiet: bool
 ) -> None:
-    from offramp.data.io import read_dataset
-    from offramp.data.multilabel import parse_label_sets
-    from offramp.errors import DataError
-    from offramp.evaluation.multilabel import evaluate_multilabel
+    from offramp.data.io import DEFAULT_MAX_CHARS
     from offramp.evaluation.report import write_multilabel_report
 
     if out_file.is_dir():
         raise UsageError(f"{out_file} is a directory", "give a file name such as report.html")
-    ds = read_dataset(data, text_col=text_col, label_col=label_col, need_labels=False)
-    if ds.labels is None:
-        raise DataError(f"{data} has no label column {label_col!r}", "choose the label column", param="label_col")
-    sets, notes = parse_label_sets(ds.labels, model.label_sep_)
-    with status("evaluating", quiet):
-        res = evaluate_multilabel(model, ds.texts, sets)
-    warn(ds.warnings + notes + res["warnings"])
+    res = _multilabel_results(model, data, text_col, label_col, DEFAULT_MAX_CHARS, quiet)
     co = ((model.training_record_ or {}).get("info") or {}).get("cooccurrence", [])
     html_path, md_path = write_multilabel_report(out_file, res, str(model_dir), str(data), co)
     out.print(

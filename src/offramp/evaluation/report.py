@@ -256,6 +256,15 @@ def _per_class_rows(small: EvalReport, llm: EvalReport | None) -> list[list[str]
     return rows
 
 
+def _report_paths(out: str | Path) -> tuple[Path, Path]:
+    """The HTML file (``.html`` added if needed, its directory created) and the Markdown beside it."""
+    html_path = Path(out)
+    if html_path.suffix.lower() not in (".html", ".htm"):
+        html_path = html_path.with_suffix(".html")
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    return html_path, html_path.with_suffix(".md")
+
+
 @dataclass
 class ReportSection:
     """A titled table the report shows after the side-by-side (e.g. the teacher and its student)."""
@@ -275,11 +284,7 @@ def write_report(
     sections: Sequence[ReportSection] = (),
 ) -> tuple[Path, Path]:
     """Write ``out`` (HTML) and the same content as Markdown beside it; return both paths."""
-    out = Path(out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        out = out.with_suffix(".html")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    md_path = out.with_suffix(".md")
+    out, md_path = _report_paths(out)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     llm_name = (llm.model or "LLM") if llm else None
     sbs = side_by_side_rows(small, llm)
@@ -518,11 +523,7 @@ def write_multilabel_report(
 ) -> tuple[Path, Path]:
     """The report of a multi-label model: overall figures, per-label bars and table, the labels that
     come together in training and the most confused pairs; HTML and Markdown."""
-    out = Path(out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        out = out.with_suffix(".html")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    md_path = out.with_suffix(".md")
+    out, md_path = _report_paths(out)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     overall = [
         [name, f"{res[key]:.4f}"]

@@ -84,22 +84,16 @@ def _package_dir(module: str) -> Path | None:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("OFFRAMP_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "offramp")
-    return Path(base) / "llm"
+    """Where assembled models live: beside the answer cache (``OFFRAMP_CACHE_DIR``, else ~/.cache/offramp)."""
+    from offramp.teacher.label import default_cache_path
+
+    return default_cache_path().parent / "llm"
 
 
 def lookup(name: str) -> LocalLLM:
     if name not in LOCAL_LLMS:
         raise UsageError(f"no local LLM named {name!r}", f"choose one of {', '.join(LOCAL_LLMS)}")
     return LOCAL_LLMS[name]
-
-
-def _sha256(path: Path, h: hashlib._Hash | None = None) -> str:
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def gguf_path(name: str, *, directory: Path | None = None) -> Path:
