@@ -79,6 +79,16 @@ def test_train_eval_predict_on_the_multilabel_inbox(ml):
     both, none = (json.loads(x) for x in r.stdout.splitlines())
     assert both["labels"] == ["GRATITUDE", "SUPPORT"] and both["label"] in both["labels"]
     assert none["labels"] == [] and set(none["scores"]) == {"GRATITUDE", "SUPPORT", "TRY_TO_HACK"}
+    for name in ("s.jsonl", "s.parquet"):  # streamed through worker processes: the label sets too
+        r = run_cli(
+            "predict", str(tmp / "m"), "--input", str(test), "--output", str(tmp / name), "--workers", "1", "-q"
+        )
+        assert r.returncode == 0, r.stderr
+    streamed = [json.loads(x) for x in (tmp / "s.jsonl").read_text().splitlines()]
+    import pyarrow.parquet as pq
+
+    assert [x["labels"] for x in streamed] == pq.read_table(tmp / "s.parquet").column("labels").to_pylist()
+    assert len(streamed) == 1052 and sum(len(x["labels"]) > 1 for x in streamed) > 50
     card = (tmp / "m" / "MODEL_CARD.md").read_text()
     assert "threshold" in card and "GRATITUDE + SUPPORT" in card
     r = run_cli("report", str(tmp / "m"), str(test), "--out", str(tmp / "r.html"), "-q")

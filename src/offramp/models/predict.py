@@ -40,8 +40,9 @@ def prediction_records(
             yield rec
 
 
-def predict_arrays(model: Any, texts: list[str], top: int) -> tuple[list[str], Any, Any, Any, Any]:
-    """(labels, confidence, rejected, top class indices, top scores) for ``texts``: compact to ship."""
+def predict_arrays(model: Any, texts: list[str], top: int) -> tuple[list[str], Any, Any, Any, Any, Any]:
+    """(labels, confidence, rejected, top class indices, top scores, label sets or None) for
+    ``texts``: compact to ship. The label sets are a multi-label model's predicted labels."""
     labels, proba = model.predict_and_proba(texts)
     k = min(top, len(model.classes_))
     order = np.argsort(-proba, axis=1)[:, :k]
@@ -52,4 +53,5 @@ def predict_arrays(model: Any, texts: list[str], top: int) -> tuple[list[str], A
         if model.reject_threshold_ is not None
         else np.zeros(len(texts), dtype=bool)
     )
-    return [str(x) for x in labels], conf, rejected, order, np.take_along_axis(proba, order, axis=1)
+    sets = model.sets_from_proba(proba) if getattr(model, "multi_label", False) else None
+    return [str(x) for x in labels], conf, rejected, order, np.take_along_axis(proba, order, axis=1), sets

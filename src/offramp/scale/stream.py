@@ -68,7 +68,7 @@ def _init(model_dir: str) -> None:
     _model = load_model(model_dir)
 
 
-def _predict(texts: list[str], top: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _predict(texts: list[str], top: int) -> tuple[Any, ...]:
     return predict_arrays(_model, texts, top)
 
 
@@ -139,7 +139,7 @@ class _Writer:
         self._pq: Any = None
 
     def write(self, texts: list[str], kept: dict[str, list[Any]], result: Any) -> None:
-        labels, conf, rejected, order, scores = result
+        labels, conf, rejected, order, scores, sets = result
         if self._records is not None:
             for j, t in enumerate(texts):
                 rec: dict[str, Any] = {c: kept[c][j] for c in self.keep}
@@ -150,6 +150,8 @@ class _Writer:
                     rejected=bool(rejected[j]),
                     top=[{"label": self.classes[c], "score": round(float(s), 6)} for c, s in zip(order[j], scores[j])],
                 )
+                if sets is not None:  # a multi-label model: every label over its threshold
+                    rec["labels"] = sets[j]
                 self._records.write(rec)
             return
         import pyarrow as pa
@@ -159,6 +161,8 @@ class _Writer:
         cols["label"] = pa.array(labels, pa.string())
         cols["confidence"] = pa.array(np.asarray(conf, dtype=np.float32))
         cols["rejected"] = pa.array(np.asarray(rejected, dtype=bool))
+        if sets is not None:
+            cols["labels"] = pa.array(sets, pa.list_(pa.string()))
         table = pa.table(cols)
         if self._pq is None:
             self._pq = pq.ParquetWriter(self.path, table.schema)
