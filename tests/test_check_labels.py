@@ -11,6 +11,7 @@ from cleanlab.filter import find_label_issues
 
 from offramp.data.demo import demo_paths
 from offramp.data.io import read_dataset
+from offramp.errors import UsageError
 from offramp.models.noise import conflicting_duplicates, label_issues
 
 from helpers import run_cli, write_csv
@@ -114,3 +115,7 @@ def test_check_labels_bad_inputs_get_one_line(tmp_path):
     assert r.returncode == 2 and "fewer than 2 rows" in r.stderr and "Y" in r.stderr
     r = run_cli("check-labels", str(one), "--out", str(tmp_path / "s.txt"))
     assert r.returncode == 2 and "must end in .csv" in r.stderr
+    r = run_cli("check-labels", str(one), "--near", "0.1")  # every pair of texts would be "near"
+    assert r.returncode == 2 and "--near" in r.stderr
+    with pytest.raises(UsageError, match="between 0.5 and 1"):
+        conflicting_duplicates(["a", "b"], ["X", "Y"], near=0.0)

@@ -46,7 +46,7 @@ def check_labels_cmd(
     near: float = typer.Option(
         0.9,
         "--near",
-        min=0.0,
+        min=0.5,
         max=1.0,
         help="Similarity (character n-gram cosine) from which two texts count as near duplicates; 1 = exact only.",
     ),

@@ -114,6 +114,8 @@ def conflicting_duplicates(
     texts: Sequence[str], labels: Sequence[str], near: float | None = NEAR_SIMILARITY, chunk: int = 2000
 ) -> tuple[list[Duplicate], list[str]]:
     """Pairs of rows with the same (or, with ``near``, nearly the same) text and different labels."""
+    if near is not None and not 0.5 <= near <= 1.0:  # below that, most pairs of texts would be listed
+        raise UsageError(f"near-duplicate similarity must be between 0.5 and 1, got {near}", param="near")
     notes: list[str] = []
     out: list[Duplicate] = []
     groups: dict[str, list[int]] = {}
