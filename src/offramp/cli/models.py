@@ -81,6 +81,38 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_cmd)
     app.command()(predict)
     app.command()(report)
+    app.command()(encoders)
+
+
+def encoders(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
+    """List the sentence encoders the accurate tier can use: languages, size, speed, installed or not."""
+    from offramp.models.encoder import ENCODERS
+
+    rows = [info.as_dict() for info in ENCODERS.values()]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("encoder", "model", "dim", "languages", "MB", "installed", "package")
+    for r in rows:
+        langs = "en" if r["languages"] == ["en"] else f"{len(r['languages'])}: " + " ".join(r["languages"])
+        table.add_row(
+            r["name"],
+            r["title"],
+            str(r["dim"]),
+            langs,
+            f"{r['size_mb']:.0f}",
+            "yes" if r["installed"] else "no",
+            r["package"],
+        )
+    out.print(table)
+    missing = [i for i in ENCODERS.values() if not i.installed()]
+    for i in missing:
+        out.print(f"to install {i.name}: {i.install}")
+
+
+def _shares(languages: dict[str, Any]) -> str:
+    items = sorted(languages["shares"].items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {v:.0%}" for k, v in items if v >= 0.01) or "none detected"
 
 
 def train(
@@ -107,6 +139,12 @@ def train(
         "auto",
         "--quality",
         help="fast (TF-IDF), balanced or best (add sentence embeddings); auto = balanced when the encoder is installed.",
+    ),
+    encoder_name: str = typer.Option(
+        "auto",
+        "--encoder",
+        help="The accurate tier's sentence encoder: auto (chosen by the data's languages), minilm (English) or "
+        "use-multilingual (16 languages incl. Chinese); 'offramp encoders' lists them.",
     ),
     latency_budget_ms: Optional[float] = typer.Option(
         None, "--latency-budget-ms", help="Only candidates whose single-message p99 fits this budget can win."
@@ -160,11 +198,14 @@ def train(
 ) -> None:
     """Train a classifier: choose among candidates by cross-validated macro-F1, calibrate, save."""
     from offramp.data.io import read_dataset
+    from offramp.models.encoder import encoder_info
     from offramp.models.rejection import RejectTarget, score_name
     from offramp.models.store import check_output_dir
     from offramp.models.training import train as train_model
 
     limit = parse_time_limit(time_limit)
+    if encoder_name != "auto":
+        encoder_info(encoder_name)  # an unknown name is refused before reading the data
     target = RejectTarget.parse(reject_target) if reject_target is not None else None
     if val is not None and target is None:
         raise UsageError(
@@ -192,10 +233,18 @@ def train(
     if multi_label or label_precision is not None:
         if not multi_label:
             raise UsageError("--label-precision goes with --multi-label")
-        if reg is not None or drop_suspects or target is not None or val is not None or search_rows or oos_label:
+        if (
+            reg is not None
+            or drop_suspects
+            or target is not None
+            or val is not None
+            or search_rows
+            or oos_label
+            or encoder_name != "auto"
+        ):
             raise UsageError(
                 "--multi-label trains with --out DIR only",
-                "leave out --registry, --drop-suspects, --reject-target, --val, --search-rows and --oos-label",
+                "leave out --registry, --drop-suspects, --reject-target, --val, --search-rows, --oos-label and --encoder",
             )
         assert out_dir is not None
         _train_multilabel(
@@ -243,6 +292,7 @@ def train(
             val=val_ds,
             on_progress=say,
             search_rows=search_rows,
+            encoder_name=encoder_name,
         )
         version = None
         if reg is not None:
@@ -271,6 +321,12 @@ def train(
     if not quiet:
         out.print(candidates_table(rep))
     out.print(choice_line(rep))
+    if rep.encoder:
+        e = rep.encoder
+        out.print(
+            f"languages: {_shares(e['languages'])} (of {e['languages']['sample']} sampled messages); "
+            f"encoder: {e['name']} ({e['reason']})" + ("" if e["used"] else "; the chosen model does not use it")
+        )
     if rep.refit:
         r = rep.refit
         which = "the refit" if r["kept"] == "refit" else "the sample's model (the refit scored lower)"

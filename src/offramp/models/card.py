@@ -86,6 +86,21 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
     lines += ["", "| label | examples |", "|---|---:|"]
     for lab, c in data["class_counts"].items():
         lines.append(f"| {lab} | {c} |")
+    enc = metrics.get("encoder")
+    if enc:
+        shares = ", ".join(
+            f"{k} {v:.0%}" for k, v in sorted(enc["languages"]["shares"].items(), key=lambda kv: -kv[1]) if v >= 0.01
+        )
+        lines += [
+            "",
+            "## Languages and sentence encoder",
+            "",
+            f"- languages of {enc['languages']['sample']} sampled messages: {shares or 'none detected'}",
+            f"- accurate-tier encoder: `{enc['name']}` ({enc.get('title', '')}): {enc['reason']}"
+            + ("" if enc.get("used", True) else "; the chosen model does not use it"),
+        ]
+        if enc.get("warning"):
+            lines.append(f"- warning: {enc['warning']}")
     lines += [
         "",
         "## Quality (cross-validated on the training data)",
@@ -151,7 +166,7 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
             if info.get("latency_budget_ms")
             else ""
         )
-        + ". Accurate-tier candidates also need the shared sentence encoder (about 23 MB, installed once).",
+        + ". Accurate-tier candidates also need their shared sentence encoder (installed once, not stored here).",
         "",
         "## Size",
         "",

@@ -93,39 +93,45 @@ def fast_candidates(n_texts: int, seed: int = 0) -> list[Candidate]:
 QUALITIES = ("fast", "balanced", "best")
 
 
-def accurate_candidates(n_texts: int, seed: int = 0, best: bool = False) -> list[Candidate]:
-    """The accurate tier: sentence embeddings, stacked with TF-IDF or alone."""
+_ENCODER_SHORT = {"minilm": "MiniLM", "use-multilingual": "multilingual USE"}
+
+
+def accurate_candidates(n_texts: int, seed: int = 0, best: bool = False, encoder: str = "minilm") -> list[Candidate]:
+    """The accurate tier: sentence embeddings (from the registered ``encoder``), stacked with TF-IDF
+    or alone. Candidate names carry the encoder's name unless it is the default ``minilm``."""
     min_df = 1 if n_texts < 2000 else 2
-    tf: dict[str, Any] = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed)
+    tf: dict[str, Any] = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed, encoder=encoder)
+    tag = "" if encoder == "minilm" else f"-{encoder}"
+    short = _ENCODER_SHORT.get(encoder, encoder)
     out = [
         Candidate(
-            "stacked-w12-c14-e1.5-C0.5",
+            f"stacked{tag}-w12-c14-e1.5-C0.5",
             lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.5),
-            "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x1.5), linear SVM C=0.5",
+            f"TF-IDF words 1-2 + chars 1-4 stacked with {short} embeddings (x1.5), linear SVM C=0.5",
         ),
         Candidate(
-            "embed-logreg-C10",
-            lambda: StackedLinear(None, None, seed=seed, loss="logreg", C=10.0),
-            "MiniLM sentence embeddings, logistic regression C=10",
+            f"embed{tag}-logreg-C10",
+            lambda: StackedLinear(None, None, seed=seed, loss="logreg", C=10.0, encoder=encoder),
+            f"{short} sentence embeddings, logistic regression C=10",
         ),
     ]
     if best:
         out += [
             Candidate(
-                "stacked-w12-c14-e1-C0.5",
+                f"stacked{tag}-w12-c14-e1-C0.5",
                 lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.0),
-                "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x1), linear SVM C=0.5",
+                f"TF-IDF words 1-2 + chars 1-4 stacked with {short} embeddings (x1), linear SVM C=0.5",
             ),
             Candidate(
-                "stacked-w12-c14-e2-C1",
+                f"stacked{tag}-w12-c14-e2-C1",
                 lambda: StackedLinear(**tf, loss="svm", C=1.0, embed_weight=2.0),
-                "TF-IDF words 1-2 + chars 1-4 stacked with MiniLM embeddings (x2), linear SVM C=1",
+                f"TF-IDF words 1-2 + chars 1-4 stacked with {short} embeddings (x2), linear SVM C=1",
             ),
         ]
     return out
 
 
-def candidates_for(quality: str, n_texts: int, seed: int = 0) -> list[Candidate]:
+def candidates_for(quality: str, n_texts: int, seed: int = 0, encoder: str = "minilm") -> list[Candidate]:
     """Search space per quality: fast = TF-IDF only; balanced and best add the accurate tier."""
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}")
@@ -133,8 +139,8 @@ def candidates_for(quality: str, n_texts: int, seed: int = 0) -> list[Candidate]
     if quality == "fast":
         return fast
     if quality == "balanced":
-        return fast[:2] + accurate_candidates(n_texts, seed)
-    return fast + accurate_candidates(n_texts, seed, best=True)
+        return fast[:2] + accurate_candidates(n_texts, seed, encoder=encoder)
+    return fast + accurate_candidates(n_texts, seed, best=True, encoder=encoder)
 
 
 def n_folds_for(labels: Sequence[str] | np.ndarray, wanted: int = 3) -> int:

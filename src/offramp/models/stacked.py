@@ -5,8 +5,10 @@ wording (product names, error codes), the embedding catches paraphrase. One line
 over both learns how much to trust each. Without n-grams (``word_ngrams=char_ngrams=None``) it is
 plain embeddings + a linear classifier.
 
-The encoder itself is not stored in the model directory: the directory names the encoder it was
-trained with (its ONNX file's SHA-256) and loading refuses a different one.
+The encoder is a registered plug-in (:data:`offramp.models.encoder.ENCODERS`, ``encoder``
+parameter: ``minilm`` for English, ``use-multilingual`` for other languages). It is not stored in
+the model directory: the directory names the encoder it was trained with (with its weights'
+SHA-256) and loading refuses a different one.
 
 When a "don't know" rule is fitted and nearness to the training data helps it (see
 :mod:`offramp.models.rejection`), the directory also keeps the sentence vectors of the in-scope
@@ -22,11 +24,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from offramp.errors import ModelDirError
 from offramp.models.base import as_texts, softmax
-from offramp.models.encoder import DIM, SentenceEncoder
+from offramp.models.encoder import DEFAULT_ENCODER, ENCODERS, CachedEncoder, get_encoder
 from offramp.models.features import NgramFeaturizer
 from offramp.models.registry import register_family
 from offramp.models.tfidf import TfidfLinear, check_ngram_range
@@ -60,6 +62,7 @@ class StackedLinear(TfidfLinear):
     ----------
     word_ngrams, char_ngrams, min_df : TF-IDF part; both n-gram ranges None means embeddings only.
     embed_weight : multiplier on the (unit-length) embedding before it joins the TF-IDF columns.
+    encoder : the registered sentence encoder (``minilm``, ``use-multilingual``).
     loss, C, seed : the linear classifier, as in :class:`TfidfLinear`.
     """
 
@@ -70,6 +73,7 @@ class StackedLinear(TfidfLinear):
     _parameter_constraints: dict = {
         **TfidfLinear._parameter_constraints,
         "embed_weight": [Interval(Real, 0, None, closed="neither")],
+        "encoder": [StrOptions(set(ENCODERS))],
     }
 
     def __init__(
@@ -81,6 +85,7 @@ class StackedLinear(TfidfLinear):
         C: float = 0.5,
         seed: int = 0,
         embed_weight: float = 1.0,
+        encoder: str = DEFAULT_ENCODER,
     ):
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
@@ -89,6 +94,7 @@ class StackedLinear(TfidfLinear):
         self.C = C
         self.seed = seed
         self.embed_weight = embed_weight
+        self.encoder = encoder
 
     def _check_params(self) -> None:
         """As the fast tier's, except that embeddings alone (no n-grams) are allowed."""
@@ -105,19 +111,19 @@ class StackedLinear(TfidfLinear):
     def uses_tfidf(self) -> bool:
         return bool(self.word_ngrams or self.char_ngrams)
 
-    @staticmethod
-    def encoder() -> SentenceEncoder:
-        return SentenceEncoder.shared()
+    def sentence_encoder(self) -> CachedEncoder:
+        """The shared instance of this model's encoder (one line naming its install when missing)."""
+        return get_encoder(self.encoder)
 
     def feature_key(self) -> str:
         tfidf = super().feature_key() if self.uses_tfidf else "none"
-        return f"stacked|{tfidf}|w={self.embed_weight}"
+        return f"stacked|{tfidf}|w={self.embed_weight}|{self.encoder}"
 
     def estimate_feature_seconds(self, texts: Sequence[str]) -> float:
-        return self.encoder().estimate_seconds(texts)
+        return self.sentence_encoder().estimate_seconds(texts)
 
     def build_features(self, texts: Sequence[str]) -> tuple[Any, Any]:
-        enc = self.encoder()
+        enc = self.sentence_encoder()
         E = enc.encode(texts) * np.float32(self.embed_weight)
         if not self.uses_tfidf:
             return (None, enc), E
@@ -231,7 +237,12 @@ class StackedLinear(TfidfLinear):
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> StackedLinear:
         m = cls(**meta["params"])
-        enc = cls.encoder()
+        if m.encoder not in ENCODERS:
+            raise ModelDirError(
+                f"this model was trained with the encoder {m.encoder!r}, which this version of offramp does not know",
+                "upgrade offramp or retrain",
+            )
+        enc = m.sentence_encoder()
         if enc.encoder_id != meta["encoder_id"]:
             raise ModelDirError(
                 f"this model was trained with encoder {meta['encoder_id']}, but the installed one is {enc.encoder_id}",
@@ -242,11 +253,11 @@ class StackedLinear(TfidfLinear):
         m.load_common(meta)
         m.coef_ = np.asarray(arrays["coef"]).astype(np.float32)
         m.intercept_ = np.asarray(arrays["intercept"]).astype(np.float32)
-        if m.coef_.shape != (m.n_tfidf_ + DIM, len(m.classes_)):
+        if m.coef_.shape != (m.n_tfidf_ + enc.dim, len(m.classes_)):
             raise ValueError("weights do not match the features and classes")
         if m.reject_familiarity_weight_:
             memory = arrays.get("memory")
-            if memory is None or memory.ndim != 2 or memory.shape[1] != DIM or not len(memory):
+            if memory is None or memory.ndim != 2 or memory.shape[1] != enc.dim or not len(memory):
                 raise ValueError(
                     "the don't-know rule needs the training vectors (memory), which are missing or malformed"
                 )

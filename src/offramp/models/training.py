@@ -56,6 +56,8 @@ class TrainReport:
     # more than LARGE_ROWS rows: the search's sample size and the streamed refit on every row
     search_rows: int | None = None
     refit: dict[str, Any] | None = None
+    # the sentence encoder chosen for the accurate tier, and the languages it was chosen from
+    encoder: dict[str, Any] | None = None
 
     @property
     def skipped(self) -> list[str]:
@@ -77,6 +79,7 @@ class TrainReport:
             "latency_ms": self.latency_ms,
             "throughput_per_s": self.throughput_per_s,
             **({"search_rows": self.search_rows, "refit": self.refit} if self.search_rows else {}),
+            **({"encoder": self.encoder} if self.encoder else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,19 +96,21 @@ class TrainReport:
         }
 
 
-def resolve_quality(quality: str | None) -> tuple[str, list[str]]:
+def resolve_quality(quality: str | None, encoder_name: str = encoder.DEFAULT_ENCODER) -> tuple[str, list[str]]:
     """The quality to use: 'auto' (None) means balanced when the encoder is installed, else fast."""
+    info = encoder.encoder_info(encoder_name)
     if quality in (None, "auto"):
-        if encoder.available():
+        if encoder.available(encoder_name):
             return "balanced", []
         return "fast", [
-            f"the sentence encoder is not installed, so only the fast tier was tried ({encoder.INSTALL_HINT})"
+            f"the sentence encoder {encoder_name} is not installed, so only the fast tier was tried ({info.install})"
         ]
     if quality not in QUALITIES:
         raise UsageError(f"quality must be one of auto, {', '.join(QUALITIES)}; got {quality!r}", param="quality")
-    if quality != "fast" and not encoder.available():
+    if quality != "fast" and not encoder.available(encoder_name):
         raise encoder.EncoderUnavailable(
-            f"quality {quality!r} needs the sentence encoder, which is not installed", encoder.INSTALL_HINT
+            f"quality {quality!r} needs the sentence encoder {encoder_name} ({info.package}), which is not installed",
+            info.install,
         )
     return quality, []
 
@@ -211,6 +216,7 @@ def train(
     latency_budget_ms: float | None = None,
     on_progress: Callable[[str], None] | None = None,
     search_rows: int | None = None,
+    encoder_name: str = "auto",
 ) -> tuple[TextClassifier, TrainReport]:
     """Choose, calibrate and fit a classifier; return it with a report of the search.
 
@@ -233,6 +239,10 @@ def train(
     search_rows : cross-validate the candidates on at most this many rows (a stratified sample);
         with more rows the fast tier's winner is then refitted on every row in chunks, in bounded
         memory (see :mod:`offramp.models.large`). Default: every row up to 300,000, else 100,000.
+    encoder_name : the accurate tier's sentence encoder (see :data:`offramp.models.encoder.ENCODERS`):
+        ``auto`` picks by the languages of a sample of the texts (the multilingual encoder when at
+        least 20% are not English), a name forces one (a warning when it is English-only and the
+        data is not).
 
     Returns
     -------
@@ -270,13 +280,21 @@ def train(
         )
     t0 = time.perf_counter()
     warnings = list(ds.warnings) + check_training_set(ds)
-    quality, notes = resolve_quality(quality)
-    warnings += notes
+    choice = encoder.choose_encoder(ds.texts, encoder_name, seed)
+    if encoder_name != "auto" and quality != "fast" and not encoder.available(choice.name):
+        named = encoder.encoder_info(choice.name)
+        raise encoder.EncoderUnavailable(f"the encoder {choice.name} ({named.package}) is not installed", named.install)
+    quality, notes = resolve_quality(quality, choice.name)
+    warnings += notes + ([choice.warning] if choice.warning and quality != "fast" else [])
+    if on_progress and quality != "fast":
+        on_progress(f"languages: {choice.languages.summary()}; encoder: {choice.name} ({choice.reason})")
     limit = resolve_time_limit(time_limit, quality)
     if search_rows is not None and search_rows < 1000:
         raise UsageError(f"search_rows must be at least 1,000, got {search_rows}", param="search_rows")
     search_texts, search_y = ds.texts, y
-    size = search_rows or _search_size(ds.texts, y, candidates_for(quality, len(ds.texts), seed)[0], limit, seed)
+    size = search_rows or _search_size(
+        ds.texts, y, candidates_for(quality, len(ds.texts), seed, choice.name)[0], limit, seed
+    )
     large = len(ds.texts) > size
     if large:  # cross-validate on a sample; the winner is refitted on every row below
         if on_progress:
@@ -286,7 +304,7 @@ def train(
     sel = select_model(
         search_texts,
         search_y,
-        candidates_for(quality, len(search_texts), seed),
+        candidates_for(quality, len(search_texts), seed, choice.name),
         time_limit=None if limit is None else limit / 2 if large else limit,
         seed=seed,
         latency_budget_ms=latency_budget_ms,
@@ -360,6 +378,11 @@ def train(
         warnings=warnings,
         search_rows=len(search_texts) if large else None,
         refit=asdict(refit) if refit is not None else None,
+        encoder=(
+            {**choice.as_dict(), "used": isinstance(model, StackedLinear), "title": encoder.ENCODERS[choice.name].title}
+            if quality != "fast"
+            else None
+        ),
     )
     salt = os.urandom(16)
     info = {
