@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from offramp.data.text import normalize
+from offramp.data.text import fold_width, normalize
 
 _MASK = (1 << 64) - 1
 _P = 0x100000001B3  # odd multiplier of the polynomial hash
@@ -107,6 +107,7 @@ class NgramFeaturizer:
         each side), or None to skip characters.
     min_df : keep an n-gram only if it occurs in at least this many training texts.
     hash_bits : n-grams are hashed into 2**hash_bits buckets per block before selection.
+    fold : apply Unicode NFKC (full-width forms) and drop invisible characters first.
 
     Example
     -------
@@ -121,11 +122,13 @@ class NgramFeaturizer:
     char_idf_: np.ndarray
     _plan: np.ndarray | None
 
-    def __init__(self, word_ngrams=(1, 2), char_ngrams=(1, 4), min_df: int = 2, hash_bits: int = 21):
+    def __init__(self, word_ngrams=(1, 2), char_ngrams=(1, 4), min_df: int = 2, hash_bits: int = 21, fold: bool = True):
         self.word_ngrams = tuple(word_ngrams) if word_ngrams else None
         self.char_ngrams = tuple(char_ngrams) if char_ngrams else None
         self.min_df = int(min_df)
         self.hash_bits = int(hash_bits)
+        # NFKC and no invisible characters before the n-grams (models saved before it existed: off)
+        self.fold = bool(fold)
 
     # ------------------------------------------------------------------ fit
     def _document_frequency(self, rows: np.ndarray, buckets: np.ndarray) -> np.ndarray:
@@ -198,6 +201,8 @@ class NgramFeaturizer:
         Every n-gram of every size is hashed and mixed in one pass, in as few array operations as
         possible: for one message or a few, the cost is the number of numpy calls more than their size.
         """
+        if self.fold:
+            texts = [fold_width(x) for x in texts]
         padded = [" " + t + " " if t else "" for t in (normalize(x) for x in texts)]
         joined = "".join(padded)
         empty = np.zeros(0, np.int64), np.zeros(0, np.intp), 0
@@ -364,6 +369,7 @@ class NgramFeaturizer:
             "char_ngrams": list(self.char_ngrams) if self.char_ngrams else None,
             "min_df": self.min_df,
             "hash_bits": self.hash_bits,
+            "fold": self.fold,
         }
 
     def get_state(self) -> dict[str, np.ndarray]:
@@ -382,6 +388,7 @@ class NgramFeaturizer:
             char_ngrams=config.get("char_ngrams"),
             min_df=config.get("min_df", 2),
             hash_bits=config.get("hash_bits", 21),
+            fold=bool(config.get("fold", False)),
         )
         if not 8 <= f.hash_bits <= 26:
             raise ValueError(f"hash_bits {f.hash_bits} is out of range")

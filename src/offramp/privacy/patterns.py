@@ -204,7 +204,9 @@ _PHONE_WORDS = re.compile(
 _NOT_PHONE_WORDS = re.compile(
     r"\b(?:order|tracking|invoice|ref|reference|account|acct|ticket|case|id|customer|member|parcel|"
     r"shipment|serial|sku|item|product|transaction|booking|reservation|confirmation|room|flight|"
-    r"model|version|po|iban|card|pin|code|otp)\b",
+    r"model|version|po|iban|card|pin|code|otp)\b"
+    # Chinese: order, tracking, waybill, express, ticket, serial, statement, code, amount, card/account number
+    r"|订单|单号|运单|快递|工单|编号|流水号|验证码|金额|卡号|账号|发票",
     re.I,
 )
 # a phone word strong enough for a bare run of digits ("number" alone is not); the substrings one
@@ -215,7 +217,9 @@ _STRONG_WORDS = (  # plain substrings, checked before the expression runs ("tel"
 )  # fmt: skip
 _PHONE_STRONG = re.compile(
     r"\b(?:phone|call|ring|tel|telephone|mobile|cell|cellphone|text me|sms|whatsapp|wechat|viber|fax|"
-    r"handy|telefon|tél|reach|contact)",
+    r"handy|telefon|tél|reach|contact)"
+    # Chinese: mobile, telephone, landline, call, dial, contact, WeChat
+    r"|手机|电话|座机|致电|拨打|联系|微信",
     re.I,
 )
 
@@ -253,12 +257,41 @@ RECOGNIZERS: list[Recognizer] = [
         0.95,
         needs=("@",),
     ),
+    Recognizer(  # a CJK local part or domain written against CJK text ("邮箱是客服3@例子.中国"): the whole
+        # run of CJK letters before the "@" is taken (it cannot be told from the address), never less
+        "EMAIL_ADDRESS",
+        re.compile(
+            r"[\u3400-\u9fff][\u3400-\u9fffA-Za-z0-9._%+-]{0,63}@(?:[\u3400-\u9fffA-Za-z0-9-]{1,63}\.)+"
+            r"(?:[A-Za-z]{2,24}(?![A-Za-z0-9-])|[\u3400-\u9fff]{2,4})"
+            r"|(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[\u3400-\u9fffA-Za-z0-9-]{1,63}\.)*"
+            r"[\u3400-\u9fff][\u3400-\u9fffA-Za-z0-9-]{0,62}\.(?:[A-Za-z]{2,24}(?![A-Za-z0-9-])|[\u3400-\u9fff]{2,4})"
+        ),
+        0.95,
+        needs=("@",),
+    ),
+    Recognizer(  # an ASCII address written against CJK text ("邮箱是li@qq.com吧"): no word boundary there
+        "EMAIL_ADDRESS",
+        re.compile(
+            r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
+            r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+        ),
+        0.95,
+        needs=("@",),
+    ),
     Recognizer(
-        "URL", re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+", re.I), 0.85, trim=".,;:!?)]}'\"", needs=("http", "www.")
+        # no \b before it: after a CJK character ("链接http://…") there is no word boundary; CJK and
+        # full-width punctuation end it (a host or path may hold CJK letters: http://例子.中国/订单)
+        "URL",
+        re.compile(r"(?<![A-Za-z0-9])(?:https?://|www\.)[^\s<>\"'`\u3000-\u303f\uff01-\uff0f\uff1a-\uff20]+", re.I),
+        0.85,
+        trim=".,;:!?)]}'\"",
+        needs=("http", "www."),
     ),
     Recognizer(
         "CREDIT_CARD",
-        re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"),
+        # no card number starts with 00 or follows a "+": those are international phone numbers
+        # (0086 138…, +86 138-…)
+        re.compile(r"(?<![\d+-])(?!00)\d(?:[ -]?\d){12,18}(?![\d-])"),
         0.9,
         check=lambda s: luhn_ok(re.sub(r"\D", "", s)) and len(set(re.sub(r"\D", "", s))) > 1,
         min_digits=13,
@@ -361,7 +394,7 @@ RECOGNIZERS: list[Recognizer] = [
         re.compile(
             r"(?<![0-9A-Za-z])[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![0-9A-Za-z])"
         ),
-        0.9,
+        0.95,  # above a card's 0.9: a birth date inside and a MOD 11-2 check are rarer by chance than Luhn
         check=cn_id_ok,
         min_digits=17,
     ),
