@@ -283,6 +283,50 @@ def cn_url(rng):
     )
 
 
+CN_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘"
+CN_GIVEN = [
+    "伟",
+    "芳",
+    "娜",
+    "秀英",
+    "敏",
+    "静",
+    "丽",
+    "强",
+    "磊",
+    "军",
+    "洋",
+    "勇",
+    "杰",
+    "娟",
+    "涛",
+    "明",
+    "超",
+    "建国",
+    "志强",
+    "小红",
+]
+CN_CITIES = [
+    "北京市朝阳区",
+    "上海市浦东新区",
+    "广州市天河区",
+    "深圳市南山区",
+    "杭州市西湖区",
+    "成都市武侯区",
+    "浙江省宁波市鄞州区",
+]
+CN_ROADS = ["建国路", "世纪大道", "中山大道西", "人民南路四段", "解放街", "文三路", "长安街"]
+
+
+def cn_name(rng):
+    return rng.choice(CN_SURNAMES) + rng.choice(CN_GIVEN)
+
+
+def cn_address(rng):
+    unit = rng.choice(["", f"{rng.randint(1, 12)}号楼{rng.randint(101, 2405)}室", f"{rng.randint(1, 6)}单元"])
+    return f"{rng.choice(CN_CITIES)}{rng.choice(CN_ROADS)}{rng.randint(1, 999)}号{unit}"
+
+
 # (type, value maker, templates written the way Chinese messages write them: no space around values)
 CN_KINDS = [
     (
@@ -301,6 +345,20 @@ CN_KINDS = [
     ),
     ("EMAIL_ADDRESS", "EMAIL_ADDRESS", cn_email, ["邮箱：{v}", "发邮件到{v}吧", "我的邮箱是{v}。"]),
     ("URL", "URL", cn_url, ["链接{v}打不开", "看这个页面：{v}"]),
+    (
+        "PERSON (after 我叫, 联系人, 收件人 …)",
+        "PERSON",
+        cn_name,
+        ["我叫{v}", "联系人：{v}", "收件人{v}", "持卡人：{v}"],
+    ),
+    (
+        "PERSON (surname + 先生/女士)",
+        "PERSON",
+        lambda r: r.choice(CN_SURNAMES) + r.choice(["先生", "女士"]),
+        ["请转告{v}", "{v}您好"],
+    ),
+    ("PERSON (no cue: 我是…, a name alone)", "PERSON", cn_name, ["我是{v}", "{v}在吗？"]),
+    ("LOCATION (address with road and number)", "LOCATION", cn_address, ["收货地址：{v}", "寄到{v}", "我住在{v}"]),
 ]
 
 CN_NEAR = [
@@ -310,6 +368,8 @@ CN_NEAR = [
     ("日期 (date)", lambda r: f"20{r.randint(10, 25)}年{r.randint(1, 12)}月{r.randint(1, 28)}日"),
     ("验证码 (verification code)", lambda r: f"验证码{_digits(r, 6)}"),
     ("工单 (ticket)", lambda r: f"工单#{_digits(r, 5)}"),
+    ("我叫/先生 in other senses", lambda r: r.choice(["我叫了快递", "这位先生很客气", "名字很好听", "女士们先生们"])),
+    ("路 and 号 in other senses", lambda r: f"路上堵了{r.randint(2, 59)}分钟，第{r.randint(1, 9)}号窗口"),
     (
         "many ordinary numbers in one message",
         lambda r: (

@@ -245,7 +245,22 @@ class Recognizer:
     # kept finding has, and substrings one of which the lower-cased text must contain
     min_digits: int = 0
     needs: tuple[str, ...] = ()
+    group: int = 0  # the match group that is the finding (the rest is context that must be there)
 
+
+# mainland China: names and addresses, found by their context (no NER model for Chinese loads
+# offline here; see docs/guide/privacy.md). The ~100 most common surnames cover most people.
+_CN_SURNAME = (
+    "(?:欧阳|司马|诸葛|上官|东方|慕容|令狐|皇甫|司徒|"
+    "[王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+    "姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤])"
+)
+# a given name of one or two characters; the second is not a function character that starts the
+# rest of the sentence ("我叫张伟想问一下")
+_CN_GIVEN = "[\u4e00-\u9fff](?:(?![的了是在想要和与请问吗呢吧啊也就都还有我你他她们，。！？、])[\u4e00-\u9fff])?"
+_CN_NAME_CONTEXT = "(?:我叫|我的名字是|名字是|名字叫|姓名|联系人|收件人|收货人|持卡人|户名|开户名|账户名)[:：]?\\s*"
+_CN_PLACE = "[\u4e00-\u9fff]{1,12}?(?:路|街|大街|大道|巷|弄|胡同)(?:[一二三四五六七八九十\\d]{1,3}段)?[东南西北中]?\\d{1,5}(?:号|弄)"
+_CN_UNIT = "(?:\\d{1,5}(?:号楼|栋|幢|单元|楼|层|室|号))*"
 
 RECOGNIZERS: list[Recognizer] = [
     Recognizer(
@@ -414,6 +429,32 @@ RECOGNIZERS: list[Recognizer] = [
         avoid=_NOT_PHONE_WORDS,
         min_digits=10,
     ),
+    Recognizer(  # 我叫张伟 / 联系人：李娜 / 收件人 欧阳小明
+        "PERSON",
+        re.compile(_CN_NAME_CONTEXT + "(" + _CN_SURNAME + _CN_GIVEN + ")"),
+        0.85,
+        group=1,
+        needs=("我叫", "名字", "姓名", "联系人", "收件人", "收货人", "持卡人", "户名"),
+    ),
+    Recognizer(  # 张先生 / 王女士 / 李小姐
+        "PERSON",
+        re.compile(_CN_SURNAME + "(?:先生|女士|小姐)"),
+        0.7,
+        needs=("先生", "女士", "小姐"),
+    ),
+    Recognizer(  # 北京市朝阳区建国路88号3号楼1201室: a road and a house number, from a clause's start
+        "LOCATION",
+        re.compile(
+            "(?:(?<=[在址到于：:，,。！？\\s(（])|^)(?![我你他她它这那住在到于寄送])((?:[\u4e00-\u9fff]{1,8}?(?:省|自治区|市|区|县|镇|乡|村))*"
+            + _CN_PLACE
+            + _CN_UNIT
+            + ")"
+        ),
+        0.8,
+        group=1,
+        min_digits=1,
+        needs=("路", "街", "道", "巷", "弄", "胡同"),
+    ),
     Recognizer(
         "DATE_OF_BIRTH",
         re.compile(
@@ -435,7 +476,8 @@ RECOGNIZERS: list[Recognizer] = [
 ]
 
 SUPPORTED = sorted({r.entity for r in RECOGNIZERS})
-_QUICK = re.compile(r"[\d@:]|www\.", re.I)  # every recognizer needs a digit, an '@', a ':' or 'www.'
+# every recognizer needs a digit, an '@', a ':' or 'www.', except the Chinese names (their context words)
+_QUICK = re.compile(r"[\d@:]|www\.|我叫|名字|姓名|联系人|收件人|收货人|持卡人|户名|先生|女士|小姐", re.I)
 CONTEXT_WINDOW = 40
 
 
@@ -522,8 +564,8 @@ def _find(text: str, entities: set[str] | None, threshold: float) -> list[Span]:
             if not any(n in low for n in r.needs):
                 continue
         for m in r.pattern.finditer(text):
-            start, end = m.span()
-            raw = m.group()
+            start, end = m.span(r.group)
+            raw = m.group(r.group)
             if r.trim:
                 stripped = raw.rstrip(r.trim)
                 end -= len(raw) - len(stripped)
