@@ -213,3 +213,90 @@ def test_platt_scaling_of_every_label_at_once_matches_a_logistic_fit():
         assert P[k, 1] == pytest.approx(lr.intercept_[0], abs=0.02)
     sep = fit_platt(np.where(Y[:, :1], 5.0, -5.0), Y[:, :1])  # perfectly separated: still finite
     assert np.isfinite(sep).all() and 0 < sep[0, 0] < 10
+
+
+def _pipeline(tmp, name, body):
+    (tmp / name).write_text(f"model: m\n{body}", encoding="utf-8")
+    return tmp / name
+
+
+def test_cascade_asks_the_llm_for_the_label_set_and_acts_on_every_label(ml):
+    from misbehaving_llm import ScriptedLLM, completion
+
+    tmp, *_ = ml
+    llm = ScriptedLLM(default=(200, {}, completion('{"labels": ["SUPPORT", "GRATITUDE"]}'), 0))
+    acts = (
+        "actions:\n  GRATITUDE: {type: reply, text: 'thumbs up'}\n  SUPPORT: {type: reply, text: 'see the help page'}\n"
+        "  TRY_TO_HACK: {type: refuse}\naction_order: [GRATITUDE, SUPPORT]\n"
+    )
+    llm_cfg = f"llm: {{base_url: '{llm.url}/v1', model: m, timeout_s: 2, max_retries: 0}}\n"
+    # a band of 1 around every threshold: every message is unsure, so the LLM names the labels
+    p = _pipeline(tmp, "ask.yaml", llm_cfg + "routing: {unsure_band: {'*': 1.0}}\n" + acts)
+    srv = Server(p)
+    try:
+        r = httpx.post(srv.url + "/v1/classify", json={"text": "how do I change my PIN?"}).json()
+        assert r["route"] == "llm" and r["labels"] == ["GRATITUDE", "SUPPORT"] and r["unsure"]
+        system = llm.requests[-1]["body"]["messages"][0]["content"]
+        assert '{"labels"' in system and "GRATITUDE" in system
+        # actions for each label, in action_order, their texts joined in one reply
+        assert [a["label"] for a in r["action"]["actions"]] == ["GRATITUDE", "SUPPORT"]
+        assert r["action"]["type"] == "multi" and r["action"]["text"] == "thumbs up\n\nsee the help page"
+        c = httpx.post(
+            srv.url + "/v1/chat/completions",
+            json={"model": "x", "messages": [{"role": "user", "content": "how do I change my PIN?"}]},
+        ).json()
+        assert c["choices"][0]["message"]["content"] == "GRATITUDE|SUPPORT"
+    finally:
+        srv.stop()
+    # no band: the model's own labels, local, no LLM call
+    n = len(llm.requests)
+    p = _pipeline(tmp, "local.yaml", llm_cfg + "routing: {unsure_band: {'*': 0.0}}\n" + acts)
+    srv = Server(p)
+    try:
+        r = httpx.post(srv.url + "/v1/classify", json={"text": "thanks a lot! how do I change my PIN?"}).json()
+        assert r["route"] == "local" and r["labels"] == ["GRATITUDE", "SUPPORT"] and r["unsure"] == []
+        assert len(llm.requests) == n
+    finally:
+        srv.stop()
+        llm.close()
+
+
+def test_a_label_combination_has_its_own_action(ml):
+    from offramp.models.store import load_model
+    from offramp.pipeline.actions import build_action
+    from offramp.pipeline.cascade import Cascade
+
+    tmp, *_ = ml
+    model = load_model(tmp / "m")
+    reply = lambda t: build_action({"type": "reply", "text": t}, tmp, None, None)  # noqa: E731
+    cascade = Cascade(
+        model,
+        actions={"GRATITUDE": reply("thumbs up"), "SUPPORT": reply("docs"), "GRATITUDE+SUPPORT": reply("both")},
+        action_order=["SUPPORT", "GRATITUDE"],
+    )
+    d = cascade.run("thanks a lot! how do I change my PIN?")
+    assert d.labels == ["GRATITUDE", "SUPPORT"]
+    assert [a["label"] for a in d.action["actions"]] == ["GRATITUDE+SUPPORT"] and d.action["text"] == "both"
+    assert cascade.action_plan(["SUPPORT"]) == ["SUPPORT"]
+    assert cascade.action_plan(["GRATITUDE", "SUPPORT", "TRY_TO_HACK"]) == ["GRATITUDE+SUPPORT"]
+
+
+def test_multilabel_pipeline_keys_are_checked(ml, fast_model, tmp_path):
+    from offramp.errors import UsageError
+    from offramp.pipeline.builder import build
+    from offramp.pipeline.settings import Settings
+
+    def build_cascade(path):
+        return build(Settings.resolve(path, env={}))
+
+    tmp, *_ = ml
+    with pytest.raises(UsageError, match="routed by routing.unsure_band"):
+        build_cascade(_pipeline(tmp, "t.yaml", "routing: {thresholds: {'*': 0.5}}\n"))
+    with pytest.raises(UsageError, match="labels the model does not have: NOPE"):
+        build_cascade(_pipeline(tmp, "u.yaml", "actions: {'GRATITUDE+NOPE': {type: refuse}}\n"))
+    with pytest.raises(UsageError, match="labels the model does not have: NOPE"):
+        build_cascade(_pipeline(tmp, "v.yaml", "action_order: [SUPPORT, NOPE]\n"))
+    single = tmp_path / "s.yaml"
+    single.write_text(f"model: {fast_model}\nrouting: {{unsure_band: {{'*': 0.1}}}}\naction_order: [SUPPORT]\n")
+    with pytest.raises(UsageError, match="go with a multi-label model"):
+        build_cascade(single)

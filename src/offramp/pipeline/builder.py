@@ -22,6 +22,7 @@ from offramp.models.store import load_model, model_version, read_model_json, res
 from offramp.pipeline.actions import Action, build_action
 from offramp.pipeline.capture import Capture
 from offramp.pipeline.cascade import Cascade
+from offramp.pipeline.config import PipelineSpec
 from offramp.pipeline.egress_pool import EgressPool
 from offramp.pipeline.fallback import LLMFallback
 from offramp.pipeline.routing import fit_thresholds
@@ -104,7 +105,10 @@ def build(settings: Settings) -> Built:
         return Built(Cascade(model, guard=guard), settings, model_dir, info, registry, reference=reference)
     path, base = settings.target, settings.base
     labels = set(map(str, model.classes_)) | set(spec.llm.labels or [] if spec.llm else [])
-    unknown = sorted(set(spec.actions) - labels - {str(model.reject_label_)})
+    multi = bool(getattr(model, "multi_label", False))
+    _check_multilabel_keys(spec, path, multi, labels)
+    keys = {k for k in spec.actions if not (multi and "+" in k)}
+    unknown = sorted(keys - labels - {str(model.reject_label_)})
     if unknown:
         raise UsageError(
             f"{path}: actions for labels the model does not have: {', '.join(unknown)}",
@@ -153,7 +157,13 @@ def build(settings: Settings) -> Built:
         llm_labels += [lab for lab in spec.llm.labels if lab not in set(llm_labels)]
     if client is not None and spec.llm is not None:
         fallback = LLMFallback(
-            client, llm_labels, spec.llm.descriptions, spec.llm.failure_threshold, spec.llm.reset_after_s
+            client,
+            llm_labels,
+            spec.llm.descriptions,
+            spec.llm.failure_threshold,
+            spec.llm.reset_after_s,
+            multi_label=multi,
+            label_sep=getattr(model, "label_sep_", "|"),
         )
     llm_first = spec.shadow is not None and spec.shadow.mode == "llm_first"
     cascade = Cascade(
@@ -166,6 +176,8 @@ def build(settings: Settings) -> Built:
         llm_pool=EgressPool("llm") if fallback is not None else None,
         action_pool=EgressPool("actions") if any(getattr(a, "egress", False) for a in actions.values()) else None,
         llm_deadline_s=spec.llm.timeout_s if spec.llm is not None else 5.0,
+        bands=dict(spec.routing.unsure_band) if spec.routing and spec.routing.unsure_band else {},
+        action_order=list(spec.action_order or []),
     )
     # what is stored is masked even where the pipeline turns its guard off for the traffic itself
     store_mask = guard if guard is not None else PrivacyGuard()
@@ -184,9 +196,51 @@ def build(settings: Settings) -> Built:
     shadow = None
     if spec.shadow is not None and spec.shadow.mode == "local_first" and spec.llm is not None and client is not None:
         # its own breaker: a slow shadow LLM must not open the fallback's circuit
-        ask = LLMFallback(client, llm_labels, spec.llm.descriptions, spec.llm.failure_threshold, spec.llm.reset_after_s)
+        ask = LLMFallback(
+            client,
+            llm_labels,
+            spec.llm.descriptions,
+            spec.llm.failure_threshold,
+            spec.llm.reset_after_s,
+            multi_label=multi,
+            label_sep=getattr(model, "label_sep_", "|"),
+        )
         shadow = ShadowSampler(ask, store_mask, spec.shadow.sample, spec.shadow.queue)
     info = model_info(model, model_dir, summary, registry_version)
     if spec.shadow is not None:
         info["shadow"] = spec.shadow.mode
     return Built(cascade, settings, model_dir, info, registry, capture, shadow, DriftReference.of(model, thresholds))
+
+
+def _check_multilabel_keys(spec: PipelineSpec, path: Any, multi: bool, labels: set[str]) -> None:
+    """The keys only a multi-label model takes (unsure bands, combination actions, action order),
+    refused by name on a single-label model, and the single-label routing keys refused on a
+    multi-label one; every label they name must be the model's."""
+    routing = spec.routing
+    combos = [k for k in spec.actions if "+" in k]
+    if not multi:
+        extra = (["routing.unsure_band"] if routing and routing.unsure_band else []) + (
+            ["action_order"] if spec.action_order else []
+        )
+        if extra:
+            raise UsageError(
+                f"{path}: {' and '.join(extra)} go with a multi-label model, and this model has one label per message",
+                "route a single-label model with routing.thresholds",
+            )
+        return
+    if routing and (routing.thresholds or routing.fit):
+        raise UsageError(
+            f"{path}: a multi-label model is routed by routing.unsure_band, not thresholds or fit",
+            'for example routing: {unsure_band: {"*": 0.15}}',
+        )
+    named = (
+        [p for k in combos for p in k.split("+")]
+        + list(spec.action_order or [])
+        + [k for k in (routing.unsure_band or {} if routing else {}) if k != "*"]
+    )
+    unknown = sorted({p.strip() for p in named} - labels)
+    if unknown:
+        raise UsageError(
+            f"{path}: labels the model does not have: {', '.join(unknown)}",
+            f"the model's labels are: {', '.join(sorted(labels))}",
+        )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -86,6 +86,7 @@ class Decision:
     labels: list[str] | None = None  # a multi-label model: every label over its threshold
     scores: dict[str, float] | None = None  # a multi-label model: every label's probability
     label_sep: str = "|"
+    unsure: list[str] | None = None  # a multi-label model: labels whose probability fell in their unsure band
 
 
 def _failure_flag(e: Exception) -> str:
@@ -111,6 +112,13 @@ class Cascade:
     ``thresholds`` maps a label to the confidence under which that label's answers go to the
     fallback (``"*"`` for every label). Without a fallback every answer stays local.
 
+    A multi-label model (several labels per message) is routed by ``bands`` instead: a label is
+    unsure when its probability lies within ``bands[label]`` (or ``bands["*"]``) of that label's
+    decision threshold, and a message with any unsure label goes to the fallback, which answers
+    the whole label set. Its actions run for each predicted label, in ``action_order`` (then in
+    the model's label order); an action keyed by labels joined with ``+`` ("GRATITUDE+SUPPORT")
+    runs instead of theirs when all of them are predicted.
+
     Example
     -------
     >>> from offramp import Cascade, train
@@ -133,6 +141,8 @@ class Cascade:
     action_pool: EgressPool | None = None
     llm_deadline_s: float = 5.0
     action_deadline_s: float = 10.0
+    bands: dict[str, float] = field(default_factory=dict)  # multi-label: unsure band around each threshold
+    action_order: list[str] = field(default_factory=list)  # multi-label: the order actions run in
 
     def __post_init__(self) -> None:
         # the label the model answers when it does not know, if it is not one of its classes
@@ -148,6 +158,41 @@ class Cascade:
 
     def threshold_for(self, label: str) -> float | None:
         return self.thresholds.get(label, self.thresholds.get("*"))
+
+    def band_for(self, label: str) -> float | None:
+        return self.bands.get(label, self.bands.get("*"))
+
+    def _unsure(self, proba: np.ndarray) -> list[str]:
+        """A multi-label model's labels whose probability lies inside their unsure band."""
+        out = []
+        for c, p, t in zip(self.model.classes_, proba, self.model.thresholds_):
+            band = self.band_for(str(c))
+            if band is not None and abs(float(p) - float(t)) < band:
+                out.append(str(c))
+        return out
+
+    def action_plan(self, labels: list[str]) -> list[str]:
+        """Which actions run for a multi-label answer, in order: combination actions ("A+B") whose
+        labels were all predicted (the larger first) in place of their labels' own, then each
+        remaining label's action; ordered by ``action_order``, then by the model's label order."""
+        chosen = set(labels)
+        covered: set[str] = set()
+        plan: list[str] = []
+        combos = [k for k in self.actions if "+" in k]
+        for key in sorted(combos, key=lambda k: -len(k.split("+"))):
+            parts = set(key.split("+"))
+            if parts <= chosen and not parts & covered:
+                plan.append(key)
+                covered |= parts
+        plan += [lab for lab in labels if lab not in covered and lab in self.actions]
+        order = {lab: i for i, lab in enumerate(self.action_order)}
+        classes = {str(c): i for i, c in enumerate(self.model.classes_)}
+
+        def rank(key: str) -> tuple[int, int]:
+            parts = key.split("+")
+            return min(order.get(p, len(order)) for p in parts), min(classes.get(p, len(classes)) for p in parts)
+
+        return sorted(plan, key=rank)
 
     @property
     def may_block(self) -> bool:
@@ -223,18 +268,34 @@ class Cascade:
             # log (nothing is written to the pseudonym vault unless the text is about to leave)
             for span in guard.find(text):
                 d.pii[span.entity] = d.pii.get(span.entity, 0) + 1
-        limit = self.threshold_for(label)
-        if self.llm_first and self.fallback is not None:
-            limit = 2.0  # every message goes to the LLM; the local answer is kept in the shadow
-        if limit is not None and conf < limit:
+        if d.labels is not None:
+            d.unsure = self._unsure(proba)
+            ask = bool(d.unsure) or (self.llm_first and self.fallback is not None)
+        else:
+            limit = self.threshold_for(label)
+            if self.llm_first and self.fallback is not None:
+                limit = 2.0  # every message goes to the LLM; the local answer is kept in the shadow
+            ask = limit is not None and conf < limit
+        if ask:
             if self.fallback is None:
                 d.flags.append("low_confidence_no_fallback")
             else:
                 fallback, out = self.fallback, outgoing()
                 try:
-                    d.label, d.route = run(self.llm_pool, lambda: fallback(out), self.llm_deadline_s), "llm"
-                    if self.llm_first:
-                        d.shadow = {"local": label, "llm": d.label}
+                    answer = run(self.llm_pool, lambda: fallback(out), self.llm_deadline_s)
+                    if d.labels is not None:  # the LLM names the whole label set
+                        local = d.label_sep.join(d.labels)
+                        d.labels = [x for x in answer.split(d.label_sep) if x]
+                        scores = d.scores or {}
+                        if d.labels:
+                            d.label = max(d.labels, key=lambda x: scores.get(x, 0.0))
+                        d.route = "llm"
+                        if self.llm_first:
+                            d.shadow = {"local": local, "llm": answer}
+                    else:
+                        d.label, d.route = answer, "llm"
+                        if self.llm_first:
+                            d.shadow = {"local": label, "llm": d.label}
                 except (LLMError, EgressRefused, EgressBusy, EgressDeadline) as e:  # down, slow, busy or refusing
                     d.flags.append(_failure_flag(e))
                     if isinstance(e, EgressDeadline) and hasattr(fallback, "record_failure"):
@@ -243,26 +304,52 @@ class Cascade:
                     self._unexpected(d, "fallback", request_id)
                 if not set(d.flags) & _NOT_SENT:  # the request went out (even if no answer came back)
                     d.endpoints.append(self.fallback.endpoint)
+        if d.labels is not None:
+            plan = self.action_plan(d.labels)
+            results = []
+            for key in plan:
+                r = self._act(d, self.actions[key], key, text, outgoing, conversation, request_id)
+                if r is not None:
+                    results.append({"label": key, **r})
+            if results:
+                texts = [r["text"] for r in results if isinstance(r.get("text"), str) and r["text"]]
+                d.action = {"type": "multi", "actions": results, **({"text": "\n\n".join(texts)} if texts else {})}
+            return d
         act = self.actions.get(d.label)
         if act is not None:
-            try:
-                if act.egress:
-                    out, lab = outgoing(), d.label
-                    deadline = float(getattr(act, "timeout_s", self.action_deadline_s))
-                    try:
-                        d.action = run(self.action_pool, lambda: act(out, lab), deadline)
-                    except EgressBusy:
-                        d.action = {"type": getattr(act, "kind", "action"), "sent": False, "error": "egress busy"}
-                        d.flags.append("egress_busy")
-                    except EgressDeadline:
-                        d.action = {"type": getattr(act, "kind", "action"), "error": f"no answer within {deadline:g} s"}
-                        d.flags.append("action_deadline")
-                    if d.action.get("sent", True):
-                        d.endpoints.append(getattr(act, "endpoint", "webhook"))
-                    if guard is not None and isinstance(d.action.get("text"), str):
-                        d.action["text"] = guard.reveal(d.action["text"], conversation)
-                else:
-                    d.action = act(text, d.label)
-            except Exception:
-                self._unexpected(d, "action", request_id)
+            d.action = self._act(d, act, d.label, text, outgoing, conversation, request_id)
         return d
+
+    def _act(
+        self,
+        d: Decision,
+        act: Action,
+        label: str,
+        text: str,
+        outgoing: Callable[[], str],
+        conversation: str | None,
+        request_id: str | None,
+    ) -> Any:
+        """One action's result (None if it failed unexpectedly, which is logged and flagged)."""
+        guard = self.guard
+        try:
+            if act.egress:
+                out = outgoing()
+                deadline = float(getattr(act, "timeout_s", self.action_deadline_s))
+                try:
+                    result = run(self.action_pool, lambda: act(out, label), deadline)
+                except EgressBusy:
+                    result = {"type": getattr(act, "kind", "action"), "sent": False, "error": "egress busy"}
+                    d.flags.append("egress_busy")
+                except EgressDeadline:
+                    result = {"type": getattr(act, "kind", "action"), "error": f"no answer within {deadline:g} s"}
+                    d.flags.append("action_deadline")
+                if result.get("sent", True):
+                    d.endpoints.append(getattr(act, "endpoint", "webhook"))
+                if guard is not None and isinstance(result.get("text"), str):
+                    result["text"] = guard.reveal(result["text"], conversation)
+                return result
+            return act(text, label)
+        except Exception:
+            self._unexpected(d, "action", request_id)
+            return None

@@ -13,11 +13,13 @@ llm:                              # optional: any OpenAI-compatible server, aske
 routing:                          # optional: when to ask the LLM
   thresholds: {"*": 0.5}          #   fixed, or fitted on held-out data:
   fit: {val: val.csv, max_llm_share: 0.05}     # or: local_precision: 0.98
-actions:                          # optional, per label
+  # unsure_band: {"*": 0.15}      # a multi-label model: ask when any label's probability is this near its threshold
+actions:                          # optional, per label (multi-label: "GRATITUDE+SUPPORT" for a combination)
   SUPPORT: {type: answer_from_docs, docs: docs/}
   GRATITUDE: {type: reply, text: "👍"}
   TRY_TO_HACK: {type: refuse, template: "I can only help with questions about your account."}
   OTHER: {type: forward, url: "http://127.0.0.1:9000/hook"}
+# action_order: [GRATITUDE, SUPPORT]   # a multi-label model: the order its labels' actions run in
 limits: {max_body_bytes: 1000000, max_text_chars: 20000, max_batch: 256}   # a serve flag beats these
 privacy:                          # optional (default: patterns, placeholders; enabled: false for none)
   operator: pseudonym             #   redact | mask | placeholder | pseudonym
@@ -60,6 +62,8 @@ class FitSpec(_Strict):
 class RoutingSpec(_Strict):
     thresholds: Optional[Dict[str, Annotated[float, Field(ge=0, le=1.01)]]] = None
     fit: Optional[FitSpec] = None
+    # a multi-label model: a label is unsure within this distance of its threshold (per label or "*")
+    unsure_band: Optional[Dict[str, Annotated[float, Field(ge=0, le=1)]]] = None
 
 
 class LLMSpec(_Strict):
@@ -115,6 +119,7 @@ class PipelineSpec(_Strict):
     routing: Optional[RoutingSpec] = None
     llm: Optional[LLMSpec] = None
     actions: Dict[str, Dict[str, Any]] = {}
+    action_order: Optional[List[str]] = None  # a multi-label model: the order its labels' actions run in
     limits: LimitsSpec = Field(default_factory=lambda: LimitsSpec())
     privacy: Optional[PrivacySpec] = None
     audit: Optional[str] = None

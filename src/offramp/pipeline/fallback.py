@@ -1,7 +1,9 @@
 """The LLM fallback: ask the LLM for a label when the small model is unsure, behind a circuit breaker.
 
 The answer must be one of the model's labels (matched case-insensitively, quotes and punctuation
-around it ignored); anything else is a failure, never a guess. After ``failure_threshold`` failures
+around it ignored); anything else is a failure, never a guess. For a multi-label model the LLM is
+asked for every label that applies, as ``{"labels": [...]}``, and the answer is those labels
+joined by the model's separator ("" for none). After ``failure_threshold`` failures
 in a row the breaker opens and calls are skipped for ``reset_after_s`` seconds, so a slow or dead
 LLM costs one timeout, not one per message; the next call after that tries again.
 """
@@ -15,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from offramp.teacher.client import ChatClient, LLMBadResponse, LLMError
+from offramp.teacher.label import TaskSpec, read_labels
 from offramp.teacher.prompts import label_prompt, parse_label
 
 
@@ -31,9 +34,16 @@ class LLMFallback:
         failure_threshold: int = 3,
         reset_after_s: float = 30.0,
         clock=time.monotonic,
+        multi_label: bool = False,
+        label_sep: str = "|",
     ):
         self.client, self.labels = client, [str(x) for x in labels]
-        self.system = label_prompt(self.labels, descriptions)
+        self.multi_label, self.label_sep = multi_label, label_sep
+        if multi_label:
+            spec = TaskSpec({lab: (descriptions or {}).get(lab, "") for lab in self.labels}, multi_label=True)
+            self.system = spec.system_prompt()
+        else:
+            self.system = label_prompt(self.labels, descriptions)
         self.failure_threshold, self.reset_after_s, self.clock = failure_threshold, reset_after_s, clock
         self._failures, self._open_until = 0, 0.0
         self._lock = threading.Lock()
@@ -61,9 +71,12 @@ class LLMFallback:
             r = self.client.chat(
                 [{"role": "system", "content": self.system}, {"role": "user", "content": text}],
                 temperature=0,
-                max_tokens=16,
+                max_tokens=16 + (16 * len(self.labels) if self.multi_label else 0),
             )
-            label = parse_label(r.content, self.labels)
+            if self.multi_label:
+                label = read_labels(r.content.strip(), self.labels, self.label_sep)
+            else:
+                label = parse_label(r.content, self.labels)
             if label is None:
                 raise LLMBadResponse(f"the LLM answered outside the label set: {r.content[:80]!r}")
         except LLMError:

@@ -98,8 +98,8 @@ async def chat(request: Request) -> Response:
     body = await read_body(request, ChatRequest)
     text = body.last_user_text()
     rid, (r,) = await service.classify([text], body.user, True, principal_of(request))
-    # a multi-label model answers every label it predicts, joined by its separator
-    label = r["label_sep"].join(r["labels"]) if "labels" in r and r.get("route") == "local" else r["label"]
+    # a multi-label model answers every label it (or the LLM it asked) predicts, joined by its separator
+    label = r["label_sep"].join(r["labels"]) if "labels" in r else r["label"]
     # token counts are estimates (characters / 4): no LLM tokenizer runs here
     prompt = sum(len(str(m.content or "")) for m in body.messages)
     usage = {

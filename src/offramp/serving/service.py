@@ -365,7 +365,11 @@ class ClassificationService:
                 "flags": d.flags,
                 "action": d.action,
                 "top": d.top,
-                **({"labels": d.labels, "scores": d.scores, "label_sep": d.label_sep} if d.labels is not None else {}),
+                **(
+                    {"labels": d.labels, "scores": d.scores, "label_sep": d.label_sep, "unsure": d.unsure or []}
+                    if d.labels is not None
+                    else {}
+                ),
                 "request_id": request_id,
             },
             record,
