@@ -300,3 +300,27 @@ def test_multilabel_pipeline_keys_are_checked(ml, fast_model, tmp_path):
     single.write_text(f"model: {fast_model}\nrouting: {{unsure_band: {{'*': 0.1}}}}\naction_order: [SUPPORT]\n")
     with pytest.raises(UsageError, match="go with a multi-label model"):
         build_cascade(single)
+
+
+def test_stacked_tier_with_several_labels(ml, tmp_path):
+    from offramp.models.multilabel import StackedMultiLabel
+
+    _, train, test, _ = ml
+    r = run_cli(
+        "train", str(train), "--multi-label", "--quality", "balanced", "--out", str(tmp_path / "m"), "--json", "-q"
+    )
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    names = [c["name"] for c in rep["candidates"]]
+    assert names[0] == "stacked-e1.5-svm-C0.5" and rep["candidates"][0]["status"] == "scored"
+    model = load_model(tmp_path / "m")
+    assert isinstance(model, StackedMultiLabel) == (rep["winner"] == names[0])
+    ds = read_dataset(test)
+    texts = ds.texts[:200]
+    m = StackedMultiLabel(min_df=1).fit(texts[:150], [lab.split("|") if lab else [] for lab in ds.labels[:150]])
+    assert clone(m).get_params()["encoder"] == "minilm"
+    m.save(tmp_path / "s")
+    back = load_model(tmp_path / "s")
+    assert isinstance(back, StackedMultiLabel)
+    assert np.allclose(back.predict_proba(texts), m.predict_proba(texts), atol=1e-3)
+    assert back.predict_sets(texts[:20]) == m.predict_sets(texts[:20])

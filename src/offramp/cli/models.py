@@ -240,15 +240,26 @@ def train(
             or val is not None
             or search_rows
             or oos_label
-            or encoder_name != "auto"
         ):
             raise UsageError(
                 "--multi-label trains with --out DIR only",
-                "leave out --registry, --drop-suspects, --reject-target, --val, --search-rows, --oos-label and --encoder",
+                "leave out --registry, --drop-suspects, --reject-target, --val, --search-rows and --oos-label",
             )
         assert out_dir is not None
         _train_multilabel(
-            data, out_dir, text_col, label_col, label_sep, label_precision, seed, max_chars, as_json, quiet
+            data,
+            out_dir,
+            text_col,
+            label_col,
+            label_sep,
+            label_precision,
+            seed,
+            max_chars,
+            as_json,
+            quiet,
+            quality,
+            encoder_name,
+            limit,
         )
         return
     ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
@@ -390,14 +401,30 @@ def _train_multilabel(
     max_chars: int,
     as_json: bool,
     quiet: bool,
+    quality: str = "auto",
+    encoder_name: str = "auto",
+    time_limit: str = "auto",
 ) -> None:
+    from offramp.models import encoder
     from offramp.models.multilabel import train_multilabel
     from offramp.models.store import check_output_dir, read_metrics
+    from offramp.models.training import resolve_time_limit
 
     check_output_dir(out_dir)
     ds, sets, notes = _read_label_sets(data, text_col, label_col, sep, max_chars)
     warn(ds.warnings + notes)
     info(f"read {len(ds)} texts from {data}", quiet)
+    # multi-label: auto is the fast tier (its search stays within a minute on 20k messages);
+    # balanced and best add the stacked tier
+    quality = "fast" if quality == "auto" else quality
+    choice = encoder.choose_encoder(ds.texts, encoder_name, seed)
+    if quality != "fast":
+        from offramp.models.training import resolve_quality
+
+        quality, _ = resolve_quality(quality, choice.name)
+        if choice.warning:
+            warn([choice.warning])
+    limit = resolve_time_limit(time_limit, quality)  # auto: 60 s for fast, 180 s for balanced
     with status("training (multi-label)", quiet) as say:
         model, rep = train_multilabel(
             ds.texts,
@@ -408,6 +435,9 @@ def _train_multilabel(
             data_path=str(data),
             warnings=ds.warnings + notes,
             on_progress=say,
+            quality=quality,
+            encoder=choice.name,
+            time_limit=limit,
         )
         say(f"writing {out_dir}")
         model.save(out_dir)

@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ import numpy as np
 from offramp.errors import UsageError
 from offramp.models.base import as_texts
 from offramp.models.registry import register_family
+from offramp.models.stacked import StackedLinear
 from offramp.models.tfidf import TfidfLinear, make_linear
 
 MIN_POSITIVES = 2
@@ -175,6 +177,15 @@ class TfidfMultiLabel(TfidfLinear):
         return m
 
 
+@register_family
+class StackedMultiLabel(TfidfMultiLabel, StackedLinear):
+    """The accurate tier with several labels per message: one scorer per label over
+    ``[TF-IDF | weight * sentence embedding]`` (see :class:`~offramp.models.stacked.StackedLinear`
+    for the features and the encoder; :class:`TfidfMultiLabel` for calibration and thresholds)."""
+
+    family = "stacked-multilabel"
+
+
 # ---------------------------------------------------------------------- training
 
 
@@ -287,6 +298,26 @@ def fit_threshold(p: np.ndarray, y: np.ndarray, precision: float | None = None) 
 CANDIDATES: list[tuple[str, float]] = [("svm", 0.5), ("svm", 1.0), ("svm", 0.1)]
 
 
+def multilabel_candidates(
+    quality: str, seed: int = 0, encoder: str = "minilm"
+) -> list[tuple[str, Callable[[], TfidfMultiLabel]]]:
+    """(name, factory) per candidate: the fast tier's SVMs; ``balanced``/``best`` put the stacked
+    tier (TF-IDF + sentence embeddings from ``encoder``) first."""
+    fast: list[tuple[str, Callable[[], TfidfMultiLabel]]] = [
+        (f"{loss}-C{C:g}", partial(TfidfMultiLabel, loss=loss, C=C, seed=seed)) for loss, C in CANDIDATES
+    ]
+    if quality == "fast":
+        return fast
+    tag = "" if encoder == "minilm" else f"-{encoder}"
+    stacked: list[tuple[str, Callable[[], TfidfMultiLabel]]] = [
+        (
+            f"stacked{tag}-e1.5-svm-C0.5",
+            partial(StackedMultiLabel, loss="svm", C=0.5, seed=seed, embed_weight=1.5, encoder=encoder),
+        )
+    ]
+    return stacked + fast[:1] if quality == "balanced" else stacked + fast
+
+
 @dataclass
 class MultiLabelReport:
     winner: str
@@ -318,9 +349,12 @@ def train_multilabel(
     data_path: str = "<memory>",
     warnings: Sequence[str] = (),
     on_progress: Callable[[str], None] | None = None,
+    quality: str = "fast",
+    encoder: str = "minilm",
 ) -> tuple[TfidfMultiLabel, MultiLabelReport]:
     """Cross-validate the one-vs-rest candidates by micro-F1, calibrate and threshold each label on
-    the winner's out-of-fold scores, refit on everything."""
+    the winner's out-of-fold scores, refit on everything. ``quality`` "fast" tries the TF-IDF tier,
+    "balanced" and "best" the stacked tier (sentence embeddings from ``encoder``) too."""
     from sklearn.model_selection import KFold
 
     t0 = time.perf_counter()
@@ -343,29 +377,33 @@ def train_multilabel(
     if label_precision is not None and not 0 < label_precision <= 1:
         raise UsageError(f"the label precision must be in (0, 1], got {label_precision}", param="label_precision")
     Y = indicator(sets, classes)
-    say("building features")
-    proto = TfidfMultiLabel(loss="svm", C=0.5, seed=seed)
-    state, X = proto.build_features(texts)
     folds = list(KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(len(texts))))
     results = []
     best: tuple[float, int, np.ndarray] | None = None
     costs: list[float] = []
-    for ci, (loss, C) in enumerate(CANDIDATES):
-        name = f"{loss}-C{C:g}"
+    candidates = multilabel_candidates(quality, seed, encoder)
+    features: dict[str, tuple[Any, Any]] = {}
+    for ci, (name, make) in enumerate(candidates):
         # the first candidate always runs; a further one only if it (and the refit after it) fits
         spent = time.perf_counter() - t0
         if ci and time_limit is not None and spent + max(costs) * (1 + 1 / n_folds) > time_limit:
             results.append({"name": name, "status": "skipped: time limit", "seconds": 0.0})
             continue
-        say(f"cross-validating {name}")
         c0 = time.perf_counter()
+        proto = make()
+        key = proto.feature_key()
+        if key not in features:
+            say("building features" if ci == 0 else f"building features for {name}")
+            features[key] = proto.build_features(texts)
+        state, X = features[key]
+        say(f"cross-validating {name}")
         oof = np.zeros(Y.shape)
         try:
             for tr, te in folds:
                 sub = [sets[i] for i in tr]
                 if any(not Y[tr, j].any() or Y[tr, j].all() for j in range(len(classes))):
                     raise ValueError("a fold lacks a label's positives or negatives")
-                m = TfidfMultiLabel(loss=loss, C=C, seed=seed).fit_features(state, X[tr], sub)
+                m = make().fit_features(state, X[tr], sub)
                 cols = np.searchsorted(classes, m.classes_)
                 oof[np.ix_(te, cols)] = np.asarray(X[te] @ m.coef_) + m.intercept_
             P = oof > 0
@@ -386,14 +424,15 @@ def train_multilabel(
     if best is None:
         raise UsageError("no candidate could be trained: " + "; ".join(str(r["status"]) for r in results))
     _, ci, oof = best
-    loss, C = CANDIDATES[ci]
+    name, make = candidates[ci]
     say("calibrating each label")
     platt = fit_platt(oof, Y)
     proba = sigmoid(oof * platt[:, 0] + platt[:, 1])
     thr = np.array([fit_threshold(proba[:, j], Y[:, j], label_precision) for j in range(len(classes))])
     cv = multilabel_metrics(Y, proba >= thr, classes)
-    say(f"refitting {loss}-C{C:g} on all {len(texts)} texts")
-    model = TfidfMultiLabel(loss=loss, C=C, seed=seed).fit_features(state, X, sets)
+    say(f"refitting {name} on all {len(texts)} texts")
+    state, X = features[make().feature_key()]
+    model = make().fit_features(state, X, sets)
     model.platt_, model.thresholds_, model.label_sep_ = platt, thr, label_sep
     pair_counts = Y.T.astype(np.int64) @ Y.astype(np.int64)
     co = [
@@ -404,7 +443,7 @@ def train_multilabel(
     ]
     co.sort(key=lambda d: -int(d["messages"]))  # type: ignore[call-overload]
     report = MultiLabelReport(
-        winner=f"{loss}-C{C:g}",
+        winner=name,
         candidates=results,
         cv=cv,
         thresholds={str(c): round(float(t), 6) for c, t in zip(classes, thr)},
