@@ -2,6 +2,7 @@
 empty set, eval/predict/serve output, and one-line errors. The data is the demo inbox's multi-label
 variant, constructed from its real messages (offramp.data.demo.multilabel_inbox)."""
 
+import csv
 import json
 
 import httpx
@@ -324,3 +325,26 @@ def test_stacked_tier_with_several_labels(ml, tmp_path):
     assert isinstance(back, StackedMultiLabel)
     assert np.allclose(back.predict_proba(texts), m.predict_proba(texts), atol=1e-3)
     assert back.predict_sets(texts[:20]) == m.predict_sets(texts[:20])
+
+
+def test_report_sets_the_llm_beside_the_model(ml, tmp_path):
+    tmp, _, test, _ = ml
+    ds = read_dataset(test)
+    rows = []
+    for i, (t, lab) in enumerate(zip(ds.texts[:100], ds.labels[:100])):
+        labels = lab.split("|") if lab else []
+        if i == 0:
+            labels = labels + ["REFUND"]  # a label the model lacks: warned about, not scored
+        rows.append((t, json.dumps(labels) if i % 2 else "|".join(labels)))
+    preds = write_csv(tmp_path / "llm.csv", rows, header=("text", "prediction"))
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(tmp / "m"), str(test), "--llm-predictions", str(preds), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "LLM 1.0000" in r.stdout and "on the 100 messages the LLM answered" in r.stdout
+    assert "labels the model does not have (not scored): REFUND" in r.stderr
+    md = out.with_suffix(".md").read_text()
+    with open(test, newline="", encoding="utf-8") as f:
+        total = sum(1 for _ in csv.reader(f)) - 1  # every row, those with no label too
+    assert f"## Side by side with the LLM (100 messages both answered; {total - 100} without an LLM answer)" in md
+    assert "| micro-F1 |" in md and "small P" in md
+    assert "Per label F1: small model vs LLM" in out.read_text()

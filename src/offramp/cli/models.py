@@ -233,14 +233,7 @@ def train(
     if multi_label or label_precision is not None:
         if not multi_label:
             raise UsageError("--label-precision goes with --multi-label")
-        if (
-            reg is not None
-            or drop_suspects
-            or target is not None
-            or val is not None
-            or search_rows
-            or oos_label
-        ):
+        if reg is not None or drop_suspects or target is not None or val is not None or search_rows or oos_label:
             raise UsageError(
                 "--multi-label trains with --out DIR only",
                 "leave out --registry, --drop-suspects, --reject-target, --val, --search-rows and --oos-label",
@@ -774,12 +767,7 @@ def report(
 
     model = load_model(model_dir)
     if getattr(model, "multi_label", False):
-        if llm_predictions is not None:
-            raise UsageError(
-                "--llm-predictions is not read for a multi-label model yet",
-                "compare the LLM with 'offramp eval-llm' and this model with 'offramp eval --json'",
-            )
-        _report_multilabel(model, model_dir, data, out_file, text_col, label_col, quiet)
+        _report_multilabel(model, model_dir, data, out_file, text_col, label_col, quiet, llm_predictions)
         return
     html_path, md_path, small = write_report_files(
         model_dir,
@@ -800,20 +788,39 @@ def report(
 
 
 def _report_multilabel(
-    model: Any, model_dir: Path, data: Path, out_file: Path, text_col: str, label_col: str, quiet: bool
+    model: Any,
+    model_dir: Path,
+    data: Path,
+    out_file: Path,
+    text_col: str,
+    label_col: str,
+    quiet: bool,
+    llm_predictions: Path | None = None,
 ) -> None:
     from offramp.data.io import DEFAULT_MAX_CHARS
+    from offramp.evaluation.multilabel import compare_with_llm
     from offramp.evaluation.report import write_multilabel_report
 
     if out_file.is_dir():
         raise UsageError(f"{out_file} is a directory", "give a file name such as report.html")
     res = _multilabel_results(model, data, text_col, label_col, DEFAULT_MAX_CHARS, quiet)
+    llm = None
+    if llm_predictions is not None:
+        ds, sets, _ = _read_label_sets(data, text_col, label_col, model.label_sep_, DEFAULT_MAX_CHARS)
+        llm = compare_with_llm(model, llm_predictions, ds.texts, sets)
+        if llm["llm_labels_outside"]:
+            warn([f"the LLM named labels the model does not have (not scored): {', '.join(llm['llm_labels_outside'])}"])
     co = ((model.training_record_ or {}).get("info") or {}).get("cooccurrence", [])
-    html_path, md_path = write_multilabel_report(out_file, res, str(model_dir), str(data), co)
+    html_path, md_path = write_multilabel_report(out_file, res, str(model_dir), str(data), co, llm=llm)
     out.print(
         f"micro-F1 {res['micro_f1']:.4f}, macro-F1 {res['macro_f1']:.4f} on {res['n']} messages; "
         f"report written to {html_path} and {md_path}"
     )
+    if llm is not None:
+        out.print(
+            f"on the {llm['n']} messages the LLM answered: micro-F1 small model {llm['small']['micro_f1']:.4f}, "
+            f"LLM {llm['llm']['micro_f1']:.4f}"
+        )
 
 
 def print_cascade(cascade: dict) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Sequence
 
+from offramp.data.io import cell_value, read_records
+from offramp.data.text import normalize
+from offramp.errors import DataError
 from offramp.models.multilabel import TfidfMultiLabel, confused_pairs, indicator, multilabel_metrics
 from offramp.models.speed import measure_latency
 
@@ -31,3 +36,56 @@ def evaluate_multilabel(
         with model.uncached():
             out["latency_ms"] = measure_latency(model.predict_one, list(texts)[:500], n=500, warmup=20, max_seconds=3.0)
     return out
+
+
+def _prediction_set(cell: Any, sep: str) -> list[str]:
+    """An LLM's multi-label prediction cell: a JSON list, or labels joined by ``sep``."""
+    if isinstance(cell, (list, tuple)):
+        return sorted({str(x).strip() for x in cell if str(x).strip()})
+    text = cell_value(cell) or ""
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+            if isinstance(items, list):
+                return sorted({str(x).strip() for x in items if str(x).strip()})
+        except ValueError:
+            pass
+    return sorted({x.strip() for x in text.split(sep) if x.strip()})
+
+
+def compare_with_llm(
+    model: TfidfMultiLabel, path: str | os.PathLike[str], texts: Sequence[str], sets: Sequence[Sequence[str]]
+) -> dict[str, Any]:
+    """The LLM's multi-label predictions in ``path`` (columns ``text`` and ``prediction``: labels
+    joined by the model's separator, or a JSON list) beside the model's, scored on the test rows
+    both cover."""
+    columns, records = read_records(path)
+    for col in ("text", "prediction"):
+        if col not in columns:
+            raise DataError(
+                f"{path} has no column {col!r}; its columns are: {', '.join(map(str, columns))}",
+                "LLM predictions need 'text' and 'prediction' columns",
+            )
+    by_text: dict[str, Any] = {}
+    for row in records:
+        t = cell_value(row.get("text"))
+        if t is not None:
+            by_text[normalize(t)] = row.get("prediction")
+    rows = [i for i, t in enumerate(texts) if normalize(t) in by_text]
+    if not rows:
+        raise DataError(
+            f"none of the texts in {path} match the test set", "the LLM predictions must be made on the same test texts"
+        )
+    classes = [str(c) for c in model.classes_]
+    llm_sets = [_prediction_set(by_text[normalize(texts[i])], model.label_sep_) for i in rows]
+    outside = sorted({lab for s in llm_sets for lab in s} - set(classes))
+    Y = indicator([sets[i] for i in rows], classes)
+    small = multilabel_metrics(Y, model.predict([texts[i] for i in rows]), classes)
+    llm = multilabel_metrics(Y, indicator(llm_sets, classes), classes)
+    return {
+        "n": len(rows),
+        "missing": len(texts) - len(rows),
+        "small": small,
+        "llm": llm,
+        "llm_labels_outside": outside,
+    }

@@ -519,10 +519,18 @@ def cascade_caption(cascade: dict) -> str:
 
 
 def write_multilabel_report(
-    out: str | Path, res: dict, model_dir: str, data: str, cooccurrence: Sequence[dict], title: str = "offramp report"
+    out: str | Path,
+    res: dict,
+    model_dir: str,
+    data: str,
+    cooccurrence: Sequence[dict],
+    title: str = "offramp report",
+    llm: dict | None = None,
 ) -> tuple[Path, Path]:
     """The report of a multi-label model: overall figures, per-label bars and table, the labels that
-    come together in training and the most confused pairs; HTML and Markdown."""
+    come together in training and the most confused pairs; with ``llm`` (see
+    :func:`offramp.evaluation.multilabel.compare_with_llm`) the LLM's figures beside the model's on
+    the messages both answered; HTML and Markdown."""
     out, md_path = _report_paths(out)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     overall = [
@@ -548,6 +556,27 @@ def write_multilabel_report(
     sections = [
         ("Overall", ["metric", "value"], overall),
         ("Per label", ["label", "support", "precision", "recall", "F1"], per),
+    ]
+    if llm is not None:
+        keys = [("micro-F1", "micro_f1"), ("macro-F1", "macro_f1"), ("samples-F1", "samples_f1")]
+        keys += [("subset accuracy", "subset_accuracy"), ("Hamming loss", "hamming_loss")]
+        both = [[name, f"{llm['small'][k]:.4f}", f"{llm['llm'][k]:.4f}"] for name, k in keys]
+        per_both = [
+            [lab, str(llm["small"]["per_label"][lab]["support"])]
+            + [f"{llm[w]['per_label'][lab][m]:.3f}" for w in ("small", "llm") for m in ("precision", "recall", "f1")]
+            for lab in labels
+        ]
+        title_llm = f"Side by side with the LLM ({llm['n']} messages both answered"
+        title_llm += f"; {llm['missing']} without an LLM answer)" if llm["missing"] else ")"
+        sections += [
+            (title_llm, ["metric", "small model", "LLM"], both),
+            (
+                "Per label, small model vs LLM",
+                ["label", "support", "small P", "small R", "small F1", "LLM P", "LLM R", "LLM F1"],
+                per_both,
+            ),
+        ]
+    sections += [
         ("Labels that come together (training data)", ["labels", "messages"], co),
         (
             "Most confused pairs (missed one, added the other, on the same message)",
@@ -579,6 +608,15 @@ def write_multilabel_report(
         {k: [res["per_label"][lab][k] for lab in labels] for k in ("precision", "recall", "f1")},
         "Per label: precision, recall, F1",
     )
+    if llm is not None:
+        bars += svg_grouped_bars(
+            labels,
+            {
+                "small model F1": [llm["small"]["per_label"][lab]["f1"] for lab in labels],
+                "LLM F1": [llm["llm"]["per_label"][lab]["f1"] for lab in labels],
+            },
+            "Per label F1: small model vs LLM",
+        )
     body = "".join(f"<h2>{_e(name)}</h2>" + table(head, rows) for name, head, rows in sections)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
