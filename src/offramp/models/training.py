@@ -16,6 +16,7 @@ from offramp.data.validate import check_training_set, text_fingerprints
 from offramp.errors import UsageError
 from offramp.models import encoder
 from offramp.models.base import TextClassifier, as_labels, as_texts
+from offramp.models.centroid import MANY_LABELS, train_many_labels
 from offramp.models.large import LARGE_ROWS, SEARCH_ROWS, refit_streaming, stratified_sample
 from offramp.models.rejection import RejectTarget, fit_rejection
 from offramp.models.selection import QUALITIES, CandidateResult, candidates_for, select_model
@@ -282,6 +283,15 @@ def train(
         )
     t0 = time.perf_counter()
     warnings = list(ds.warnings) + check_training_set(ds)
+    n_labels = len(np.unique(y))
+    if n_labels > MANY_LABELS:
+        if target is not None:
+            raise UsageError(
+                f"a don't-know threshold is not fitted for models of more than {MANY_LABELS:,} labels "
+                f"(this data has {n_labels:,})",
+                "leave out the reject target",
+            )
+        return _train_many(ds, y, seed, t0, warnings, n_labels, time_limit, on_progress)
     choice = encoder.choose_encoder(ds.texts, encoder_name, seed)
     if encoder_name != "auto" and quality != "fast" and not encoder.available(choice.name):
         named = encoder.encoder_info(choice.name)
@@ -413,5 +423,101 @@ def train(
     if sel.oof_proba is not None:  # the drift reference: out-of-fold, not in-sample, confidences and labels
         arrays["oof_confidence"] = sel.oof_proba.max(axis=1).astype(np.float32)
         arrays["oof_label"] = sel.oof_proba.argmax(axis=1).astype(np.int32)
+    model.training_record_ = {"info": info, "metrics": report.metrics(), "arrays": arrays}
+    return model, report
+
+
+def _train_many(
+    ds: Dataset,
+    y: np.ndarray,
+    seed: int,
+    t0: float,
+    warnings: list[str],
+    n_labels: int,
+    time_limit: float | str | None,
+    on_progress: Callable[[str], None] | None,
+) -> tuple[TextClassifier, TrainReport]:
+    """More than MANY_LABELS labels: the nearest-centroid family, whose cost does not grow with
+    labels x rows (one-vs-rest linear models would fit a classifier per label)."""
+    limit = resolve_time_limit(time_limit, "fast")
+    texts, labels = ds.texts, y
+    if len(texts) > LARGE_ROWS:  # one feature matrix: a stratified sample of the rows
+        picked = stratified_sample(y, SEARCH_ROWS, seed)
+        texts, labels = [ds.texts[i] for i in picked], y[picked]
+        warnings.append(f"the centroids were fitted on a stratified sample of {len(texts):,} of {len(ds.texts):,} rows")
+    if on_progress:
+        on_progress(f"{n_labels:,} labels: fitting one sparse centroid per label")
+    model, fig = train_many_labels(texts, labels, seed)
+    name = f"centroid-w12-c14-k{model.keep}"
+    warnings.append(
+        f"{n_labels:,} labels (more than {MANY_LABELS:,}): a nearest-centroid model, one sparse TF-IDF centroid per "
+        f"label; its figures come from {fig['holdout']:,} held-out messages (one per label), not cross-validation"
+    )
+    with model.uncached():
+        sample = ds.texts[:2000]
+        latency = measure_latency(model.predict_one, sample, n=300, max_seconds=1.5)
+        throughput = measure_throughput(model.predict, sample, min_messages=2_000, min_seconds=0.5)
+    train_seconds = time.perf_counter() - t0
+    meta, arrays_state = model.get_state()
+    size = int(sum(a.nbytes for a in arrays_state.values()))
+    result = CandidateResult(
+        name,
+        f"nearest TF-IDF centroid (words 1-2 + chars 1-4, {model.keep} n-grams per label)",
+        "scored",
+        cv_macro_f1=fig.get("macro_f1"),
+        cv_accuracy=fig.get("accuracy"),
+        seconds=float(fig["seconds"]),
+        latency_p99_ms=float(latency["p99"]),
+        size_bytes=size,
+    )
+    if limit is not None and train_seconds > limit:
+        warnings.append(f"training took {train_seconds:.0f} s, over the {limit:.0f} s time limit")
+    classes, counts = np.unique(y, return_counts=True)
+    report = TrainReport(
+        winner=name,
+        quality="fast",
+        time_limit=limit,
+        seed=seed,
+        n_folds=1,
+        n_train=len(ds.texts),
+        classes=[str(c) for c in classes],
+        cv_macro_f1=float(fig.get("macro_f1", 0.0)),
+        cv_accuracy=float(fig.get("accuracy", 0.0)),
+        ece_uncalibrated=float(fig.get("ece_before", 0.0)),
+        ece_calibrated=float(fig.get("ece_after", 0.0)),
+        temperature=float(model.temperature_),
+        train_seconds=train_seconds,
+        latency_ms=latency,
+        throughput_per_s=throughput,
+        candidates=[result],
+        warnings=warnings,
+        search_rows=len(texts) if len(texts) < len(ds.texts) else None,
+    )
+    salt = os.urandom(16)
+    info = {
+        "winner": name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "offramp_version": __version__,
+        "time_limit": limit,
+        "quality": "fast",
+        "latency_budget_ms": None,
+        "seed": seed,
+        "train_seconds": train_seconds,
+        "n_folds": 1,
+        "n_features": int(model.coef_.shape[0]),
+        "candidates": [result.as_dict()],
+        "fingerprint_salt": salt.hex(),
+        "data": {
+            "path": ds.path,
+            "rows_read": ds.rows_read or len(ds.texts),
+            "n": len(ds.texts),
+            "mean_chars": float(np.mean([len(t) for t in ds.texts])),
+            "class_counts": {str(c): int(n) for c, n in zip(classes, counts)},
+            "warnings": warnings,
+        },
+    }
+    arrays = {"train_fingerprints": text_fingerprints(ds.texts, salt)}
+    if "confidence" in fig:
+        arrays["oof_confidence"], arrays["oof_label"] = fig["confidence"], fig["predicted"]
     model.training_record_ = {"info": info, "metrics": report.metrics(), "arrays": arrays}
     return model, report
