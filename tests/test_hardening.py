@@ -4,12 +4,14 @@ breaks in report.md, pipeline values out of range, a docs folder outside the pip
 import csv
 import json
 import shutil
+import time
 
+import httpx
 import pytest
 
 from offramp.errors import UsageError
 
-from helpers import run_cli, write_csv
+from helpers import Server, run_cli, write_csv
 
 FORMULAS = ['=HYPERLINK("http://evil","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
 
@@ -368,3 +370,71 @@ def test_train_refuses_data_over_the_memory_budget_before_reading(tmp_path):
     r = run_cli("train", str(data), "--out", str(tmp_path / "m2"), "--max-memory", "0.0001")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "needs about" in r.stderr and "--max-memory" in r.stderr and not (tmp_path / "m2").exists()
+
+
+def _recv_all(sock, seconds: float) -> bytes:
+    import socket as _socket
+
+    sock.settimeout(seconds)
+    out = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+    except _socket.timeout:
+        return out + b"<still open>"
+
+
+def test_slow_headers_and_slow_bodies_are_cut_off(fast_model):
+    """A client sending its headers or its body a byte at a time no longer holds a connection:
+    headers must be complete within --read-timeout of connecting (or of the previous response),
+    the body within --read-timeout of the headers."""
+    import socket as _socket
+
+    srv = Server(fast_model, "--read-timeout", "1")
+    try:
+        port = srv.port
+        # headers never finished: the connection is closed, nothing is answered
+        s = _socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.monotonic()
+        assert _recv_all(s, 5) == b"" and time.monotonic() - t0 < 4
+        s.close()
+        # a declared body that never fully arrives: 408 in JSON
+        s = _socket.create_connection(("127.0.0.1", port))
+        s.sendall(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"text": '
+        )
+        answer = _recv_all(s, 5)
+        assert answer.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in answer, answer[:200]
+        s.close()
+        # a chunked body that stalls: 408 too
+        s = _socket.create_connection(("127.0.0.1", port))
+        s.sendall(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"tex\r\n'
+        )
+        answer = _recv_all(s, 5)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        s.close()
+        # a kept-alive connection: the next request's headers get their own deadline
+        s = _socket.create_connection(("127.0.0.1", port))
+        body = b'{"text": "thanks a lot!"}'
+        s.sendall(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        first = _recv_all(s, 0.5)  # the whole response; the connection stays open
+        assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"<still open>"), first[:200]
+        s.sendall(b"POST /v1/classify HTTP/1.1\r\n")
+        assert _recv_all(s, 5) == b""
+        s.close()
+        # ordinary requests still work
+        assert httpx.post(srv.url + "/v1/classify", json={"text": "thanks!"}).status_code == 200
+    finally:
+        srv.stop()

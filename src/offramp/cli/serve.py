@@ -45,6 +45,13 @@ def serve(
     max_batch: Optional[int] = typer.Option(
         None, "--max-batch", min=1, help="Larger batches get 422 (beats the pipeline's limits:; default 256)."
     ),
+    read_timeout: Optional[float] = typer.Option(
+        None,
+        "--read-timeout",
+        min=0.001,
+        help="Seconds a client has to send a request's headers, and then its body (beats the pipeline's "
+        "limits:; default 10): slow senders are cut off.",
+    ),
     llm_price_model: Optional[str] = typer.Option(
         None, "--llm-price-model", help="Price-table row used for the dollars-saved metric (default gpt-4o-mini)."
     ),
@@ -94,6 +101,7 @@ def serve(
         "max_body_bytes": max_body_bytes,
         "max_text_chars": max_text_chars,
         "max_batch": max_batch,
+        "read_timeout_s": read_timeout,
         "audit": audit,
         "offline": offline,
         "rate_limit": rate_limit,
@@ -117,8 +125,19 @@ def serve(
 
     gc.collect()
     gc.freeze()
+    from offramp.serving.protocol import TimedH11Protocol
+
+    TimedH11Protocol.header_timeout_s = settings.read_timeout_s
     # X-Forwarded-For is not trusted (uvicorn would from 127.0.0.1): a client could reset its own rate limit
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        http=TimedH11Protocol,
+    )
 
 
 def _serve_workers(model_dir: Path, settings: object, flags: dict, host: str, port: int, workers: int) -> None:
@@ -156,6 +175,7 @@ def _serve_workers(model_dir: Path, settings: object, flags: dict, host: str, po
             log_level="warning",
             access_log=False,
             proxy_headers=False,
+            http="offramp.serving.protocol:TimedH11Protocol",
             # a worker busy loading a model for a few seconds is not hung: uvicorn restarts one
             # that misses its supervisor's ping for this long (default 5 s)
             timeout_worker_healthcheck=30,

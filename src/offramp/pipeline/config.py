@@ -84,6 +84,7 @@ class LimitsSpec(_Strict):  # None: not given here (a flag, the environment or t
     max_body_bytes: Optional[int] = Field(None, ge=1)
     max_text_chars: Optional[int] = Field(None, ge=1)
     max_batch: Optional[int] = Field(None, ge=1)
+    read_timeout_s: Optional[float] = Field(None, gt=0, le=3600)
 
 
 class PrivacySpec(_Strict):

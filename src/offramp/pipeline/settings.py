@@ -11,6 +11,7 @@ setting            pipeline YAML         environment               default
 max_body_bytes     limits.max_body_bytes OFFRAMP_MAX_BODY_BYTES    1,000,000
 max_text_chars     limits.max_text_chars OFFRAMP_MAX_TEXT_CHARS    20,000
 max_batch          limits.max_batch      OFFRAMP_MAX_BATCH         256
+read_timeout_s     limits.read_timeout_s OFFRAMP_READ_TIMEOUT      10 (seconds)
 audit              audit                 OFFRAMP_AUDIT             none
 offline            offline               OFFRAMP_OFFLINE           false
 egress_guard       egress_guard          OFFRAMP_EGRESS_GUARD      remote
@@ -80,6 +81,14 @@ _TABLE: dict[str, tuple[Callable[[PipelineSpec], Any] | None, str, Callable[[str
         20_000,
     ),
     "max_batch": (lambda p: p.limits.max_batch, "OFFRAMP_MAX_BATCH", _positive_int("OFFRAMP_MAX_BATCH"), 256),
+    # seconds a client has to send a request's headers (from connecting, or from the previous
+    # response on a kept-alive connection) and, separately, its body: slow senders are cut off
+    "read_timeout_s": (
+        lambda p: p.limits.read_timeout_s,
+        "OFFRAMP_READ_TIMEOUT",
+        _positive_float("OFFRAMP_READ_TIMEOUT"),
+        10.0,
+    ),
     "audit": (lambda p: p.audit, "OFFRAMP_AUDIT", Path, None),
     "offline": (lambda p: p.offline, "OFFRAMP_OFFLINE", env_flag, False),
     "egress_guard": (lambda p: p.egress_guard, "OFFRAMP_EGRESS_GUARD", guard_mode_from, "remote"),
@@ -110,6 +119,7 @@ class Settings:
     public_endpoints: bool  # with API keys: /readyz, /metrics and the OpenAPI docs open to anyone
     admin_keys: Path | None = None  # key hashes allowed to change things from the console
     ui_admin_open: bool = False  # without keys: let anyone change things from the console (a laptop demo)
+    read_timeout_s: float = 10.0  # headers, then the body, must arrive within this many seconds
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property

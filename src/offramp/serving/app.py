@@ -58,8 +58,15 @@ def create_app(
         app.include_router(console)
     else:  # its sessions, review queue and traffic figures live in one process
         app.include_router(one_worker_console)
-    app.add_middleware(Gateway, limit=settings.max_body_bytes, metrics=service.metrics, stats=service.stats)
+    app.add_middleware(
+        Gateway,
+        limit=settings.max_body_bytes,
+        metrics=service.metrics,
+        stats=service.stats,
+        read_timeout_s=settings.read_timeout_s,
+    )
     app.state.service = service
+    app.state.read_timeout_s = settings.read_timeout_s
     return app
 
 
@@ -74,6 +81,9 @@ def worker_app() -> FastAPI:
     flags = {k: Path(v) if k in PATH_FLAGS and v is not None else v for k, v in spec["flags"].items()}
     settings = Settings.resolve(Path(spec["target"]), flags)
     app = create_app(settings, flags, worker_dir=os.environ[WORKER_DIR_ENV])
+    from offramp.serving.protocol import TimedH11Protocol
+
+    TimedH11Protocol.header_timeout_s = settings.read_timeout_s  # this worker's connections
     gc.collect()
     gc.freeze()  # see 'serve': loaded state kept out of the collector's full passes
     return app

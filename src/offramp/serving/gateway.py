@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -16,8 +17,16 @@ class Gateway:
 
     TIMED = ("/v1/classify", "/v1/chat/completions")
 
-    def __init__(self, app: Any, limit: int, metrics: Metrics, stats: TrafficStats | None = None):
+    def __init__(
+        self,
+        app: Any,
+        limit: int,
+        metrics: Metrics,
+        stats: TrafficStats | None = None,
+        read_timeout_s: float | None = None,
+    ):
         self.app, self.limit, self.metrics, self.stats = app, limit, metrics, stats
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -33,22 +42,32 @@ class Gateway:
         try:
             declared = dict(scope.get("headers") or []).get(b"content-length")
             too_big = declared is not None and declared.isdigit() and int(declared) > self.limit
-            chunks, size = [], 0
+            chunks: list[Any] = []
             # a declared length is what the server reads (HTTP framing), so only a body without
             # one is counted as it arrives
             counted = declared is None or not declared.isdigit()
             if not too_big and counted and scope.get("method") in ("POST", "PUT", "PATCH"):
-                while True:
-                    msg = await receive()
-                    chunks.append(msg)
-                    if msg["type"] != "http.request":
-                        break
-                    size += len(msg.get("body", b""))
-                    if size > self.limit:
-                        too_big = True
-                        break
-                    if not msg.get("more_body"):
-                        break
+
+                async def read_counted() -> bool:
+                    size = 0
+                    while True:
+                        msg = await receive()
+                        chunks.append(msg)
+                        if msg["type"] != "http.request":
+                            return False
+                        size += len(msg.get("body", b""))
+                        if size > self.limit:
+                            return True
+                        if not msg.get("more_body"):
+                            return False
+
+                try:
+                    too_big = await asyncio.wait_for(read_counted(), self.read_timeout_s)
+                except asyncio.TimeoutError:
+                    resp = error_response(
+                        408, "request_timeout", f"the request body did not arrive within {self.read_timeout_s:g} s"
+                    )
+                    return await resp(scope, receive, send_counted)
             if too_big:
                 resp = error_response(
                     413, "body_too_large", f"request body is over the {self.limit:,}-byte limit; send less per request"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Optional, TypeVar, Union
 
@@ -88,8 +89,11 @@ async def read_body(request: Request, model: type[B]) -> B:
     dependency is solved per request on the hot path; :func:`body_schema` keeps /docs complete.
     """
     require_json(request)
+    timeout = getattr(request.app.state, "read_timeout_s", None)
     try:
-        raw = await request.body()
+        raw = await asyncio.wait_for(request.body(), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout:g} s") from None
     except ClientDisconnect:  # the client left before sending its body: nobody to answer, nothing went wrong here
         raise ApiError(
             499, "client_closed_request", "the client closed the connection before its body arrived"
