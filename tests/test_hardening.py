@@ -373,7 +373,6 @@ def test_train_refuses_data_over_the_memory_budget_before_reading(tmp_path):
 
 
 def _recv_all(sock, seconds: float) -> bytes:
-    import socket as _socket
 
     sock.settimeout(seconds)
     out = b""
@@ -383,7 +382,7 @@ def _recv_all(sock, seconds: float) -> bytes:
             if not chunk:
                 return out
             out += chunk
-    except _socket.timeout:
+    except TimeoutError:
         return out + b"<still open>"
 
 
