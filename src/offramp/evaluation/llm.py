@@ -34,10 +34,8 @@ def _cost_per_million(price_model: str | None, tokens_in: list[float], tokens_ou
     )
 
 
-def score_llm_predictions(
-    path: str | os.PathLike[str], test: Dataset, labels: list[str] | None = None, price_model: str | None = None
-) -> EvalReport:
-    """Metrics of the LLM predictions in ``path`` on the rows of ``test`` they cover."""
+def read_predictions(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """An LLM predictions file's rows (columns ``text`` and ``prediction``) by normalised text."""
     columns, records = read_records(path)
     for col in ("text", "prediction"):
         if col not in columns:
@@ -50,6 +48,14 @@ def score_llm_predictions(
         t = cell_value(row.get("text"))
         if t is not None:
             by_text[normalize(t)] = row
+    return by_text
+
+
+def score_llm_predictions(
+    path: str | os.PathLike[str], test: Dataset, labels: list[str] | None = None, price_model: str | None = None
+) -> EvalReport:
+    """Metrics of the LLM predictions in ``path`` on the rows of ``test`` they cover."""
+    by_text = read_predictions(path)
     y_true: list[str] = []
     y_pred: list[str] = []
     lat: list[float] = []
@@ -78,7 +84,7 @@ def score_llm_predictions(
             f"none of the texts in {path} match the test set {test.path}",
             "the LLM predictions must be made on the same test texts",
         )
-    models = Counter(cell_value(r.get("model")) for r in records if cell_value(r.get("model")))
+    models = Counter(cell_value(r.get("model")) for r in by_text.values() if cell_value(r.get("model")))
     name = models.most_common(1)[0][0] if models else "LLM"
     out = metrics_report(y_true, y_pred, labels, model=name, data=str(path))
     out.predictions = aligned

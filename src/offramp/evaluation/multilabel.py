@@ -6,9 +6,10 @@ import json
 import os
 from typing import Any, Sequence
 
-from offramp.data.io import cell_value, read_records
+from offramp.data.io import cell_value
 from offramp.data.text import normalize
 from offramp.errors import DataError
+from offramp.evaluation.llm import read_predictions
 from offramp.models.multilabel import TfidfMultiLabel, confused_pairs, indicator, multilabel_metrics
 from offramp.models.speed import measure_latency
 
@@ -59,18 +60,7 @@ def compare_with_llm(
     """The LLM's multi-label predictions in ``path`` (columns ``text`` and ``prediction``: labels
     joined by the model's separator, or a JSON list) beside the model's, scored on the test rows
     both cover."""
-    columns, records = read_records(path)
-    for col in ("text", "prediction"):
-        if col not in columns:
-            raise DataError(
-                f"{path} has no column {col!r}; its columns are: {', '.join(map(str, columns))}",
-                "LLM predictions need 'text' and 'prediction' columns",
-            )
-    by_text: dict[str, Any] = {}
-    for row in records:
-        t = cell_value(row.get("text"))
-        if t is not None:
-            by_text[normalize(t)] = row.get("prediction")
+    by_text = {t: row.get("prediction") for t, row in read_predictions(path).items()}
     rows = [i for i, t in enumerate(texts) if normalize(t) in by_text]
     if not rows:
         raise DataError(

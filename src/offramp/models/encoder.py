@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -222,6 +222,26 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def token_batch(tok: Any, texts: Sequence[str], pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids padded with ``pad``, attention mask) for a batch, from a ``tokenizers`` tokenizer."""
+    encs = tok.encode_batch(list(texts), add_special_tokens=True)
+    n, width = len(encs), max(len(e.ids) for e in encs)
+    ids = np.full((n, width), pad, dtype=np.int64)
+    mask = np.zeros((n, width), dtype=np.int64)
+    for i, e in enumerate(encs):
+        ids[i, : len(e.ids)] = e.ids
+        mask[i, : len(e.ids)] = 1
+    return ids, mask
+
+
+def mean_pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Sentence vectors: the mask-weighted mean of the last hidden states, L2-normalised."""
+    m = mask[:, :, None].astype(np.float32)
+    vec = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+    vec /= np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
+    return vec.astype(np.float32)
+
+
 class SentenceEncoder(CachedEncoder):
     """all-MiniLM-L6-v2 sentence vectors (384 floats, unit length): the ``minilm`` encoder.
 
@@ -279,21 +299,11 @@ class SentenceEncoder(CachedEncoder):
         self._cache = EmbeddingCache(_cache_dir() / "embeddings.sqlite") if cache else None
 
     def _run(self, texts: Sequence[str]) -> np.ndarray:
-        encs = self._tok.encode_batch(list(texts), add_special_tokens=True)
-        n, width = len(encs), max(len(e.ids) for e in encs)
-        ids = np.zeros((n, width), dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)
-        for i, e in enumerate(encs):
-            ids[i, : len(e.ids)] = e.ids
-            mask[i, : len(e.ids)] = 1
+        ids, mask = token_batch(self._tok, texts)
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(ids)
-        hidden = self._session.run(None, feed)[0]
-        m = mask[:, :, None].astype(np.float32)
-        vec = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-        vec /= np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
-        return vec.astype(np.float32)
+        return mean_pooled(self._session.run(None, feed)[0], mask)
 
     def _units(self, texts: Sequence[str]) -> int:
         return sum(len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=True))

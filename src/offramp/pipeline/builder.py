@@ -153,10 +153,10 @@ def build(settings: Settings) -> Built:
         thresholds = summary["thresholds"]
     fallback = None
     llm_labels = [str(c) for c in model.classes_]
-    if spec.llm is not None and spec.llm.labels:
-        llm_labels += [lab for lab in spec.llm.labels if lab not in set(llm_labels)]
-    if client is not None and spec.llm is not None:
-        fallback = LLMFallback(
+
+    def ask_llm() -> LLMFallback:  # each use gets its own breaker
+        assert client is not None and spec.llm is not None
+        return LLMFallback(
             client,
             llm_labels,
             spec.llm.descriptions,
@@ -165,6 +165,11 @@ def build(settings: Settings) -> Built:
             multi_label=multi,
             label_sep=getattr(model, "label_sep_", "|"),
         )
+
+    if spec.llm is not None and spec.llm.labels:
+        llm_labels += [lab for lab in spec.llm.labels if lab not in set(llm_labels)]
+    if client is not None and spec.llm is not None:
+        fallback = ask_llm()
     llm_first = spec.shadow is not None and spec.shadow.mode == "llm_first"
     cascade = Cascade(
         model,
@@ -196,15 +201,7 @@ def build(settings: Settings) -> Built:
     shadow = None
     if spec.shadow is not None and spec.shadow.mode == "local_first" and spec.llm is not None and client is not None:
         # its own breaker: a slow shadow LLM must not open the fallback's circuit
-        ask = LLMFallback(
-            client,
-            llm_labels,
-            spec.llm.descriptions,
-            spec.llm.failure_threshold,
-            spec.llm.reset_after_s,
-            multi_label=multi,
-            label_sep=getattr(model, "label_sep_", "|"),
-        )
+        ask = ask_llm()
         shadow = ShadowSampler(ask, store_mask, spec.shadow.sample, spec.shadow.queue)
     info = model_info(model, model_dir, summary, registry_version)
     if spec.shadow is not None:
