@@ -223,3 +223,23 @@ def test_any_valid_identity_number_is_found_and_a_changed_digit_is_not(seed):
     wrong = number[:-1] + ("0" if number[-1] != "0" else "1")
     # not an identity number any more (one in ten such digit strings passes the card check instead)
     assert "CN_RESIDENT_ID" not in {s.entity for s in GUARD.find(f"证件号码:{wrong}")}
+
+
+def test_offramp_mask_catches_chinese_personal_data(tmp_path):
+    from helpers import run_cli, write_csv
+
+    src = write_csv(
+        tmp_path / "zh.csv",
+        [
+            ("我叫张伟，手机13800138000，身份证号11010519491231002X，请回电",),
+            ("订单号：046563414839，金额1380.00元，谢谢",),
+            ("收货地址：北京市朝阳区建国路88号3号楼1201室",),
+        ],
+        header=("text",),
+    )
+    r = run_cli("mask", str(src), "--out", str(tmp_path / "out.csv"))
+    assert r.returncode == 0, r.stderr
+    out = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()
+    assert out[1] == "我叫<PERSON>，手机<PHONE_NUMBER>，身份证号<CN_RESIDENT_ID>，请回电"
+    assert out[2] == "订单号：046563414839，金额1380.00元，谢谢"  # ordinary numbers stay
+    assert out[3] == "收货地址：<LOCATION>"
