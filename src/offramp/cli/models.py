@@ -143,8 +143,8 @@ def train(
     encoder_name: str = typer.Option(
         "auto",
         "--encoder",
-        help="The accurate tier's sentence encoder: auto (chosen by the data's languages), minilm (English) or "
-        "use-multilingual (16 languages incl. Chinese); 'offramp encoders' lists them.",
+        help="The accurate tier's sentence encoder: auto (chosen by the data's languages), minilm (English), "
+        "use-multilingual (16 languages incl. Chinese) or mpnet (English, large); 'offramp encoders' lists them.",
     ),
     latency_budget_ms: Optional[float] = typer.Option(
         None, "--latency-budget-ms", help="Only candidates whose single-message p99 fits this budget can win."
