@@ -90,3 +90,16 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
     """(text, label) rows of a CSV with text and label columns."""
     with open(path, newline="", encoding="utf-8") as f:
         return [(r["text"], r["label"]) for r in csv.DictReader(f)]
+
+
+def rewrite_model_json(model_dir: Path, doc: dict) -> None:
+    """Replace a model directory's model.json with ``doc`` and re-hash it in the manifest (a
+    directory whose hashes still hold, as an edited or foreign one would be)."""
+    import json
+
+    from offramp.models.store import file_sha256
+
+    (model_dir / "model.json").write_text(json.dumps(doc))
+    man = json.loads((model_dir / "manifest.json").read_text())
+    man["files"]["model.json"] = file_sha256(model_dir / "model.json")
+    (model_dir / "manifest.json").write_text(json.dumps(man))

@@ -12,9 +12,9 @@ from offramp.models import encoder as enc_mod
 from offramp.models.encoder import SentenceEncoder
 from offramp.models.selection import accurate_candidates, fast_candidates, select_model
 from offramp.models.stacked import StackedLinear
-from offramp.models.store import _sha256, load_model, save_model
+from offramp.models.store import load_model, save_model
 
-from helpers import run_cli
+from helpers import rewrite_model_json, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +85,7 @@ def test_stacked_round_trip_and_encoder_mismatch(inbox_sample, tmp_path):
     # a directory trained with another encoder (hashes intact) is refused by name
     doc = json.loads((tmp_path / "m" / "model.json").read_text())
     doc["encoder_id"] = "some-other-encoder"
-    (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
-    man = json.loads((tmp_path / "m" / "manifest.json").read_text())
-    man["files"]["model.json"] = _sha256(tmp_path / "m" / "model.json")
-    (tmp_path / "m" / "manifest.json").write_text(json.dumps(man))
+    rewrite_model_json(tmp_path / "m", doc)
     with pytest.raises(ModelDirError, match="trained with encoder some-other-encoder"):
         load_model(tmp_path / "m")
 
@@ -192,7 +189,16 @@ def test_rejection_threshold_hits_its_target_on_held_out_data(tmp_path):
     assert "## Don't know" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
 
 
-def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path):
+@pytest.fixture
+def minilm_only(monkeypatch):
+    """`best` without the mpnet candidates: whether they fit the time limit depends on the
+    machine's speed, and these tests are about the don't-know rule, not the encoder."""
+    import offramp.models.selection as selection
+
+    monkeypatch.setattr(selection, "available", lambda name: name != "mpnet")
+
+
+def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path, minilm_only):
     """With sentence vectors, the reject score may add similarity to the nearest training message;
     the weight is fitted on held-out data, kept with the model, and every prediction path applies it."""
     from offramp.data.io import Dataset
@@ -219,9 +225,11 @@ def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path):
     assert rej["familiarity_weight"] > 0 and aucs[f"{rej['familiarity_weight']:g}"] > aucs["0"]
     assert rej["memory_size"] == len(train_rows)
     model = load_model(tmp_path / "m")
+    # one vector per in-scope training message, at the winning encoder's dimension (with the mpnet
+    # packages installed, `best` may pick an mpnet candidate when the time limit lets it run)
     assert model.reject_familiarity_weight_ == rej["familiarity_weight"] and model.memory_.shape == (
         len(train_rows),
-        384,
+        model.sentence_encoder().dim,
     )
     texts = [r[0] for r in test_rows]
     y = np.array([r[1] for r in test_rows])
@@ -256,7 +264,7 @@ def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path):
         StackedLinear.from_state(bad, model.get_state()[1])
 
 
-def test_nearness_without_a_val_file_is_fitted_out_of_fold(tmp_path):
+def test_nearness_without_a_val_file_is_fitted_out_of_fold(minilm_only, tmp_path):
     """No --val: the threshold and the nearness weight come from the training data itself, each
     message measured against the others (itself left out)."""
     from offramp.data.io import Dataset

@@ -18,9 +18,9 @@ from offramp.errors import ModelDirError, UsageError
 from offramp.models import encoder as enc_mod
 from offramp.models.encoder import EncoderUnavailable, MultilingualEncoder, choose_encoder, get_encoder
 from offramp.models.stacked import StackedLinear
-from offramp.models.store import _sha256, load_model
+from offramp.models.store import load_model
 
-from helpers import run_cli
+from helpers import rewrite_model_json, run_cli
 
 ZH = Path(__file__).parent / "data" / "zh_inbox.csv"
 
@@ -107,10 +107,7 @@ def test_stacked_model_with_the_multilingual_encoder(tmp_path):
     # the model directory names its encoder: another encoder's id is refused by name
     doc = json.loads((tmp_path / "m" / "model.json").read_text())
     doc["encoder_id"] = "use-multilingual-v3:0000000000000000"
-    (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
-    man = json.loads((tmp_path / "m" / "manifest.json").read_text())
-    man["files"]["model.json"] = _sha256(tmp_path / "m" / "model.json")
-    (tmp_path / "m" / "manifest.json").write_text(json.dumps(man))
+    rewrite_model_json(tmp_path / "m", doc)
     with pytest.raises(ModelDirError, match="trained with encoder use-multilingual-v3:0000"):
         load_model(tmp_path / "m")
 

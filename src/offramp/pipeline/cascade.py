@@ -164,6 +164,8 @@ class Cascade:
 
     def _unsure(self, proba: np.ndarray) -> list[str]:
         """A multi-label model's labels whose probability lies inside their unsure band."""
+        if not self.bands:
+            return []
         out = []
         for c, p, t in zip(self.model.classes_, proba, self.model.thresholds_):
             band = self.band_for(str(c))
