@@ -8,7 +8,7 @@ from offramp.data.io import read_dataset
 from offramp.errors import ModelDirError
 from offramp.models.base import softmax
 from offramp.models.calibration import expected_calibration_error
-from offramp.models.features import NgramFeaturizer
+from offramp.models.features import NgramFeaturizer, distinct
 from offramp.models.selection import fast_candidates, select_model
 from offramp.models.store import load_model, save_model
 from offramp.models.tfidf import TfidfLinear
@@ -47,6 +47,14 @@ def test_featurizer_single_path_matches_batch():
     # each block is L2-normalised on its own
     row = X[0].toarray()[0]
     assert np.isclose(np.linalg.norm(row[: f.n_word_]), 1) and np.isclose(np.linalg.norm(row[f.n_word_ :]), 1)
+
+
+def test_distinct_matches_numpy_unique():
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 17, 5000):
+        for high in (3, 1 << 40):
+            x = rng.integers(0, high, n, dtype=np.int64)
+            assert np.array_equal(distinct(x), np.unique(x))
 
 
 def test_featurizer_state_round_trip():

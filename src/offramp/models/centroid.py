@@ -30,6 +30,7 @@ from offramp.models.tfidf import TfidfLinear
 
 MANY_LABELS = 1000  # above this many labels, train() uses this family
 HOLDOUT = 2000  # held-out messages (one per label) for the figures and the temperature
+_TEMPERATURE_CELLS = 4_000_000  # the temperature is fitted on at most this many (message, label) scores
 _CHUNK = 512  # messages scored at once (keeps the dense block at 512 x labels)
 
 
@@ -199,7 +200,11 @@ def train_many_labels(texts: list[str], y: np.ndarray, seed: int = 0) -> tuple[T
         scores = np.vstack([(X[held[a : a + _CHUNK]] @ m.coef_).toarray() for a in range(0, len(held), _CHUNK)])
         pos = {c: j for j, c in enumerate(m.classes_)}
         truth = np.asarray([pos[lab] for lab in y[held]])
-        temperature = fit_temperature(scores, truth)
+        # one number to fit: a random subset of the held-out rows keeps each of its ~50 trials
+        # to a few million scores, whatever the number of labels
+        fit_rows = max(200, _TEMPERATURE_CELLS // max(1, len(m.classes_)))
+        pick = np.random.default_rng(seed).permutation(len(held))[:fit_rows]
+        temperature = fit_temperature(scores[pick], truth[pick])
         pred = m.classes_[np.argmax(scores, axis=1)]
         figures.update(
             macro_f1=float(f1_score(y[held], pred, average="macro", labels=np.unique(y[held]))),
