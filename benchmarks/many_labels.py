@@ -7,7 +7,8 @@ own, and each message two of them among four words of shared noise; 3 messages p
 for one 10,000-label set). Each run is a separate `offramp train` process, measured from outside:
 wall time, peak RSS (of that process, from wait4), the held-out accuracy and the single-message
 p99 latency train reports, and the model directory's size; beside it, the size a linear model's
-weights (features x labels, float32) would take on the same features.
+weights (features x labels, float32) would take on the same features. Then `offramp eval` of each
+model on one new message per label (another seed), also a separate process.
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ def main() -> None:
             text, secs, rss = run(cmd + ["--time-limit", "30", "--json", "-q"])
             rep = json.loads(text)
             p99 = rep["latency_ms"]["p99"]
+            test = tmp / f"t{n_labels}.csv"  # one new message per label
+            write_set(test, n_labels, 1, seed=1)
+            ev_text, ev_secs, ev_rss = run(
+                [sys.executable, "-m", "offramp", "eval", str(out), str(test), "--json", "-q"]
+            )
+            ev = json.loads(ev_text)
             n_features = load_model(out).coef_.shape[0]
             size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
             rows.append(
@@ -79,6 +86,9 @@ def main() -> None:
                     f"{size:.1f}",
                     f"{n_features * n_labels * 4 / 1e9:.1f}",
                     f"{p99:.2f}",
+                    f"{ev['accuracy']:.4f}",
+                    f"{ev_secs:.1f}",
+                    f"{ev_rss:.2f}",
                 ]
             )
         print_table(
@@ -93,6 +103,9 @@ def main() -> None:
                 "model MB",
                 "linear weights would be GB",
                 "p99 ms (one message)",
+                "eval accuracy (new messages)",
+                "eval wall s",
+                "eval peak RSS GiB",
             ],
             rows,
         )

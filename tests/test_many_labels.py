@@ -63,3 +63,34 @@ def test_holdout_keeps_every_label_in_training():
     y = np.array(["a", "a", "b", "c", "c", "c"])
     held = holdout_rows(y, 0)
     assert sorted(y[held]) == ["a", "c"]  # b has one message: never held out
+
+
+def test_eval_and_report_of_many_labels_keep_no_dense_matrix(tmp_path, monkeypatch):
+    from offramp.evaluation import evaluate as ev
+    from offramp.evaluation.metrics import MATRIX_LABELS
+
+    rows = _rows(MANY_LABELS + 200)
+    data = write_csv(tmp_path / "d.csv", rows)
+    r = run_cli("train", str(data), "--out", str(tmp_path / "m"), "--time-limit", "30", "-q")
+    assert r.returncode == 0, r.stderr
+    # a test file with two confusable messages: L3's key words labelled as L5
+    test = write_csv(tmp_path / "t.csv", rows[:600] + [("k3a k3b n1 n2", "L5"), ("k3a k3c n4 n9", "L5")])
+    r = run_cli("eval", str(tmp_path / "m"), str(test), "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    conf = rep["confusion"]
+    assert len(conf["labels"]) > MATRIX_LABELS and conf["matrix"] is None
+    assert conf["pairs"][0] == ["L5", "L3", 2]
+    assert rep["ece"] is not None and rep["n"] == 602
+    # the same figures whatever the block size the probabilities are computed in
+    model = load_model(tmp_path / "m")
+    texts, labels = zip(*(rows[:600]))
+    whole = ev.evaluate(model, list(texts), list(labels), speed=False)
+    monkeypatch.setattr(ev, "_PROBA_CELLS", 1)  # blocks of 256 rows
+    blocks = ev.evaluate(model, list(texts), list(labels), speed=False)
+    assert blocks.predictions == whole.predictions and blocks.ece == whole.ece
+    assert np.allclose(blocks.confidences, whole.confidences)
+    r = run_cli("report", str(tmp_path / "m"), str(test), "--out", str(tmp_path / "rep.html"), "-q")
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "rep.html").read_text(encoding="utf-8")
+    assert "Most frequent confusions" in page and "<td>L5</td><td>L3</td><td>2</td>" in page

@@ -14,7 +14,7 @@ from offramp.errors import DataError
 from offramp.evaluation.llm import score_llm_predictions
 from offramp.evaluation.results import EvalReport, metrics_report
 from offramp.models.base import TextClassifier, as_labels, as_texts
-from offramp.models.calibration import expected_calibration_error, reliability_bins
+from offramp.models.calibration import ece_of, reliability_of
 from offramp.models.speed import measure_latency, measure_throughput
 
 
@@ -58,7 +58,7 @@ def evaluate(
     info, trained, arrays = record.get("info") or {}, record.get("metrics") or {}, record.get("arrays") or {}
     salt = bytes.fromhex(info["fingerprint_salt"]) if info.get("fingerprint_salt") else None
     warnings = list(ds.warnings) + check_test_set(ds, model.classes_, arrays.get("train_fingerprints"), salt)
-    pred, proba = model.predict_and_proba(ds.texts)  # the reject label where the model does not know
+    pred, conf, top = _predict_blocks(model, ds.texts)  # the reject label where the model does not know
     order = [str(c) for c in model.classes_]
     order += sorted((set(ds.labels or []) | set(pred)) - set(order))
     report = metrics_report(
@@ -73,13 +73,14 @@ def evaluate(
         model_dir=record.get("source"),
     )
     report.predictions = [str(p) for p in pred]
-    report.confidences = [float(c) for c in proba.max(axis=1)]
+    report.confidences = [float(c) for c in conf]
     index = {c: i for i, c in enumerate(model.classes_)}
-    known = np.array([lab in index for lab in ds.labels or []])
+    known = np.array([lab in index for lab in ds.labels or []], dtype=bool)
     if known.any():
         y = np.array([index[lab] for lab, k in zip(ds.labels or [], known) if k])
-        report.ece = expected_calibration_error(proba[known], y)
-        report.reliability = reliability_bins(proba[known], y)
+        correct = (top[known] == y).astype(np.float64)
+        report.ece = ece_of(conf[known], correct)
+        report.reliability = reliability_of(conf[known], correct)
     if speed:
         with model.uncached():  # speed on texts as if new: no cached sentence vectors
             report.latency_ms = measure_latency(model.predict_one, ds.texts)
@@ -90,3 +91,19 @@ def evaluate(
     if llm_predictions is not None:
         report.llm = score_llm_predictions(llm_predictions, ds, report.labels)
     return report
+
+
+_PROBA_CELLS = 8_000_000  # (message, label) probabilities held at once while evaluating
+
+
+def _predict_blocks(model: TextClassifier, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, confidence, index of the most probable label) per message, predicted in blocks of
+    rows so that a model of thousands of labels never holds a messages x labels matrix at once."""
+    block = max(256, _PROBA_CELLS // max(1, len(model.classes_)))
+    preds, confs, tops = [], [], []
+    for a in range(0, len(texts), block):
+        pred, proba = model.predict_and_proba(texts[a : a + block])
+        preds.append(np.asarray(pred))
+        confs.append(proba.max(axis=1))
+        tops.append(proba.argmax(axis=1))
+    return np.concatenate(preds), np.concatenate(confs), np.concatenate(tops)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections import Counter
+from typing import Any, Sequence
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
@@ -24,7 +25,8 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
     # a prediction outside the label set (an LLM's "(none)") gets its own column: never dropped
     labels += sorted(set(y_pred) - set(labels))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    present = [lab for lab in labels if lab in set(y_true)]
+    seen = set(y_true)
+    present = [lab for lab in labels if lab in seen]
     return {
         "n": int(len(y_true)),
         "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
@@ -36,5 +38,21 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
             lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, lab in enumerate(labels)
         },
-        "confusion": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
+        "confusion": _confusion(y_true, y_pred, labels),
     }
+
+
+MATRIX_LABELS = 200  # above this many labels the confusion is kept as its non-zero off-diagonal cells
+CONFUSED_PAIRS = 1000  # ... the most frequent of them
+
+
+def _confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """The confusion matrix, or, for more than MATRIX_LABELS labels (a dense matrix of 10,000
+    labels would be 10^8 cells), ``matrix: None`` and the most frequent confusions as
+    ``pairs``: ``[true, predicted, count]``, most frequent first."""
+    if len(labels) <= MATRIX_LABELS:
+        return {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
+    wrong = Counter((str(t), str(p)) for t, p in zip(y_true, y_pred) if t != p)
+    ranked = sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0]))[:CONFUSED_PAIRS]
+    pairs = [[t, p, n] for (t, p), n in ranked]
+    return {"labels": labels, "matrix": None, "pairs": pairs}

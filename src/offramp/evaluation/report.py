@@ -18,6 +18,7 @@ from offramp.data.io import Dataset
 from offramp.errors import UsageError
 from offramp.evaluation.cascade import cascade_view
 from offramp.evaluation.evaluate import evaluate
+from offramp.evaluation.metrics import MATRIX_LABELS
 from offramp.evaluation.results import EvalReport
 from offramp.formats import markdown_cell
 from offramp.models.base import TextClassifier
@@ -312,14 +313,24 @@ def write_report(
     ph = ["label", "support", "precision", "recall", "F1"] + (["LLM precision", "LLM recall", "LLM F1"] if llm else [])
     md += [row(ph), "|" + "---|" * len(ph)] + [row(r) for r in pcr]
     labels = small.labels
-    md += [
-        "",
-        "## Confusion matrix (small model; rows: true, columns: predicted)",
-        "",
-        row(["", *labels]),
-        "|" + "---|" * (len(labels) + 1),
-    ]
-    md += [row([labels[i], *counts]) for i, counts in enumerate(small.confusion["matrix"])]
+    if small.confusion["matrix"] is None:  # too many labels for a matrix: the most frequent confusions
+        md += [
+            "",
+            f"## Most frequent confusions (small model; {len(labels):,} labels, too many for a matrix)",
+            "",
+            row(["true", "predicted", "messages"]),
+            "|---|---|---|",
+        ]
+        md += [row([t, p, str(n)]) for t, p, n in small.confusion["pairs"][:100]]
+    else:
+        md += [
+            "",
+            "## Confusion matrix (small model; rows: true, columns: predicted)",
+            "",
+            row(["", *labels]),
+            "|" + "---|" * (len(labels) + 1),
+        ]
+        md += [row([labels[i], *counts]) for i, counts in enumerate(small.confusion["matrix"])]
     if small.cascade:
         ch = ["", "macro-F1", "handled locally", "$ per month"]
         md += ["", "## The whole system: cascade", "", markdown_cell(cascade_caption(small.cascade)), ""]
@@ -367,13 +378,16 @@ def write_report(
         trs = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
         return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
-    charts = [svg_heatmap(labels, small.confusion["matrix"], "Confusion matrix: small model")]
-    if llm:
+    charts = []
+    if small.confusion["matrix"] is not None:
+        charts.append(svg_heatmap(labels, small.confusion["matrix"], "Confusion matrix: small model"))
+    if llm and llm.confusion["matrix"] is not None:
         charts.append(svg_heatmap(llm.labels, llm.confusion["matrix"], f"Confusion matrix: {llm_name}"))
-    f1_series = {"small model": [m["f1"] for m in small.per_class.values()]}
-    if llm:
-        f1_series[str(llm_name)] = [llm.per_class.get(lab, {}).get("f1", 0.0) for lab in small.per_class]
-    charts.append(svg_grouped_bars(list(small.per_class), f1_series, "F1 per class"))
+    if len(small.per_class) <= MATRIX_LABELS:  # one bar a label: the per-class table holds the rest
+        f1_series = {"small model": [m["f1"] for m in small.per_class.values()]}
+        if llm:
+            f1_series[str(llm_name)] = [llm.per_class.get(lab, {}).get("f1", 0.0) for lab in small.per_class]
+        charts.append(svg_grouped_bars(list(small.per_class), f1_series, "F1 per class"))
     if small.reliability:
         charts.append(svg_reliability(small.reliability, "Reliability: small model"))
     if small.rejection:
@@ -415,6 +429,10 @@ def write_report(
         f'<h2>{_e(sec.title)}</h2><p class="muted">{_e(sec.caption)}</p>' + table(sec.head, sec.rows)
         for sec in sections
     )
+    if small.confusion["matrix"] is None:
+        sections_html += f"<h2>Most frequent confusions ({len(labels):,} labels, too many for a matrix)</h2>" + table(
+            ["true", "predicted", "messages"], [[t, p, str(n)] for t, p, n in small.confusion["pairs"][:100]]
+        )
     warn_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>") if warnings else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>

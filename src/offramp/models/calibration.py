@@ -32,7 +32,13 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
 
 def expected_calibration_error(proba: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
     """ECE with equal-width confidence bins: sum over bins of |accuracy - confidence| * share."""
-    conf, correct = _conf_correct(proba, y)
+    return ece_of(*_conf_correct(proba, y), n_bins=n_bins)
+
+
+def ece_of(conf: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    """ECE from each message's confidence and whether its top label was right (no probability
+    matrix needed: what an evaluation of thousands of labels keeps, block by block)."""
+    conf, correct = np.asarray(conf), np.asarray(correct, dtype=np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.digitize(conf, edges[1:-1]), 0, n_bins - 1)
     ece = 0.0
@@ -45,7 +51,12 @@ def expected_calibration_error(proba: np.ndarray, y: np.ndarray, n_bins: int = 1
 
 def reliability_bins(proba: np.ndarray, y: np.ndarray, n_bins: int = 10) -> list[dict]:
     """Per confidence bin: mean confidence, accuracy and count (for a reliability diagram)."""
-    conf, correct = _conf_correct(proba, y)
+    return reliability_of(*_conf_correct(proba, y), n_bins=n_bins)
+
+
+def reliability_of(conf: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> list[dict]:
+    """:func:`reliability_bins` from each message's confidence and correctness."""
+    conf, correct = np.asarray(conf), np.asarray(correct, dtype=np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.digitize(conf, edges[1:-1]), 0, n_bins - 1)
     out = []
