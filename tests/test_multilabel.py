@@ -348,3 +348,44 @@ def test_report_sets_the_llm_beside_the_model(ml, tmp_path):
     assert f"## Side by side with the LLM (100 messages both answered; {total - 100} without an LLM answer)" in md
     assert "| micro-F1 |" in md and "small P" in md
     assert "Per label F1: small model vs LLM" in out.read_text()
+
+
+def test_label_set_check_finds_flipped_labels_and_train_drops_them(ml, tmp_path):
+    """10% of the rows get one label added or removed; the check flags mostly those rows, in the
+    file's own row numbers, and --drop-suspects leaves exactly the rows check-labels lists."""
+    import random
+
+    _, train, _, _ = ml
+    with open(train, newline="", encoding="utf-8") as f:
+        rows = [(r["text"], r["label"]) for r in csv.DictReader(f)]
+    classes = sorted({lab for _, cell in rows for lab in cell.split("|") if lab})
+    rng = random.Random(0)
+    noisy, flipped = [], set()
+    for i, (text, cell) in enumerate(rows):
+        labs = set(filter(None, cell.split("|")))
+        if rng.random() < 0.1:
+            if labs and rng.random() < 0.5:
+                labs.discard(rng.choice(sorted(labs)))
+            else:
+                labs.add(rng.choice([c for c in classes if c not in labs]))
+            flipped.add(i + 1)  # the data rows below start after a first row without a text
+        noisy.append((text, "|".join(sorted(labs))))
+    data = write_csv(tmp_path / "noisy.csv", [("", "SUPPORT")] + noisy)  # row 0 has no text: skipped
+    r = run_cli("check-labels", str(data), "--multi-label", "--json", "-q", "--near", "1")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    flagged = {s["row"] for s in res["suspects"]}
+    hits = len(flagged & flipped)
+    assert hits / len(flagged) > 0.6 and hits / len(flipped) > 0.5, (hits, len(flagged), len(flipped))
+    s = next(s for s in res["suspects"] if s["row"] in flipped)
+    given, suggested = set(filter(None, s["given"].split("|"))), set(filter(None, s["suggested"].split("|")))
+    assert given != suggested and given <= set(classes) and suggested <= set(classes)
+    scores = [s["score"] for s in res["suspects"]]
+    assert scores == sorted(scores, reverse=True)
+    r = run_cli("train", str(data), "--multi-label", "--drop-suspects", "--out", str(tmp_path / "m"), "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["dropped_suspects"] == sorted(flagged)
+    assert rep["n_train"] == len(noisy) - len(flagged)
+    r = run_cli("check-labels", str(data), "--multi-label", "--quality", "best")
+    assert r.returncode == 2 and "uses the fast tier" in r.stderr

@@ -16,14 +16,19 @@ def register(app: typer.Typer) -> None:
     app.command("check-labels")(check_labels_cmd)
 
 
-def run_check(ds: Any, *, quality: str, seed: int, near: float | None, quiet: bool) -> Any:
-    """Confident learning on ``ds`` (a labelled Dataset); suspect and duplicate rows are given as
-    the file's 0-based data rows."""
-    from offramp.models.noise import check_labels
+def run_check(
+    ds: Any, *, quality: str, seed: int, near: float | None, quiet: bool, label_sets: Any = None, label_sep: str = "|"
+) -> Any:
+    """Confident learning on ``ds`` (a labelled Dataset, or its texts with ``label_sets``); suspect
+    and duplicate rows are given as the file's 0-based data rows."""
+    from offramp.models.noise import check_label_sets, check_labels
 
-    assert ds.labels is not None
     with status("checking labels", quiet) as say:
-        res = check_labels(ds.texts, ds.labels, quality=quality, seed=seed, near=near, on_progress=say)
+        if label_sets is not None:
+            res = check_label_sets(ds.texts, label_sets, label_sep=label_sep, seed=seed, near=near, on_progress=say)
+        else:
+            assert ds.labels is not None
+            res = check_labels(ds.texts, ds.labels, quality=quality, seed=seed, near=near, on_progress=say)
     rows = ds.data_rows()
     for s in res.suspects:
         s.row = int(rows[s.row])
@@ -52,20 +57,45 @@ def check_labels_cmd(
     ),
     top: int = typer.Option(20, "--top", min=0, help="Suspects to print (all go to --out and --json)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout: suspects and duplicates."),
+    multi_label: bool = typer.Option(
+        False,
+        "--multi-label",
+        help="Several labels per message (joined by --label-sep): each label's decision is checked; "
+        "given and suggested are label sets.",
+    ),
+    label_sep: str = typer.Option("|", "--label-sep", help="With --multi-label: what joins the labels in a cell."),
     max_chars: int = MAX_CHARS,
     raw_csv: bool = RAW_CSV,
     quiet: bool = QUIET,
 ) -> None:
     """Find rows whose given label is likely wrong (confident learning on out-of-fold probabilities),
-    most suspicious first, and texts that appear with different labels."""
+    most suspicious first, and texts that appear with different labels. With --multi-label, each
+    label of each row is checked (given but confidently absent, or missing but confidently present)."""
     from offramp.data.io import read_dataset, write_records
 
     if out_file is not None and out_file.suffix.lower() not in (".csv", ".tsv", ".jsonl"):
         raise UsageError(f"--out {out_file} must end in .csv, .tsv or .jsonl")
-    ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
-    warn(ds.warnings)
+    sets = None
+    if multi_label:
+        from offramp.cli.models import read_label_sets
+
+        if quality != "fast":
+            raise UsageError("check-labels --multi-label uses the fast tier", "leave out --quality")
+        ds, sets, notes = read_label_sets(data, text_col, label_col, label_sep, max_chars)
+        warn(ds.warnings + notes)
+    else:
+        ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
+        warn(ds.warnings)
     info(f"read {len(ds)} labelled texts from {data}", quiet)
-    res = run_check(ds, quality=quality, seed=seed, near=None if near >= 1.0 else near, quiet=quiet)
+    res = run_check(
+        ds,
+        quality=quality,
+        seed=seed,
+        near=None if near >= 1.0 else near,
+        quiet=quiet,
+        label_sets=sets,
+        label_sep=label_sep,
+    )
     warn(res.notes)
     if out_file is not None:
         cols = ("row", "text", "given", "suggested", "score")
@@ -86,4 +116,8 @@ def check_labels_cmd(
         pairs = ", ".join(f"row {r}: {lab}" for r, lab in zip(d.rows, d.labels))
         out.print(f"  {d.kind} duplicate ({d.similarity:.2f}): {pairs} {d.texts[0][:60]!r}", markup=False)
     if out_file is not None:
-        out.print(f"suspects written to {out_file}; train without them: offramp train {data} --drop-suspects ...")
+        out.print(
+            f"suspects written to {out_file}; train without them: offramp train {data} --drop-suspects"
+            + (" --multi-label" if multi_label else "")
+            + " ..."
+        )

@@ -233,10 +233,10 @@ def train(
     if multi_label or label_precision is not None:
         if not multi_label:
             raise UsageError("--label-precision goes with --multi-label")
-        if reg is not None or drop_suspects or target is not None or val is not None or search_rows or oos_label:
+        if reg is not None or target is not None or val is not None or search_rows or oos_label:
             raise UsageError(
                 "--multi-label trains with --out DIR only",
-                "leave out --registry, --drop-suspects, --reject-target, --val, --search-rows and --oos-label",
+                "leave out --registry, --reject-target, --val, --search-rows and --oos-label",
             )
         assert out_dir is not None
         _train_multilabel(
@@ -253,6 +253,7 @@ def train(
             quality,
             encoder_name,
             limit,
+            drop_suspects,
         )
         return
     ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
@@ -359,7 +360,7 @@ def train(
         )
 
 
-def _read_label_sets(data: Path, text_col: str, label_col: str, sep: str, max_chars: int) -> tuple[Any, Any, list[str]]:
+def read_label_sets(data: Path, text_col: str, label_col: str, sep: str, max_chars: int) -> tuple[Any, Any, list[str]]:
     """(dataset, label sets, notes) of a multi-label file; a missing label column is one line."""
     from offramp.data.io import read_dataset
     from offramp.data.multilabel import parse_label_sets
@@ -376,7 +377,7 @@ def _multilabel_results(model: Any, data: Path, text_col: str, label_col: str, m
     """A multi-label model's figures on a labelled file (what ``eval --json`` prints)."""
     from offramp.evaluation.multilabel import evaluate_multilabel
 
-    ds, sets, notes = _read_label_sets(data, text_col, label_col, model.label_sep_, max_chars)
+    ds, sets, notes = read_label_sets(data, text_col, label_col, model.label_sep_, max_chars)
     with status("evaluating", quiet):
         res = evaluate_multilabel(model, ds.texts, sets)
     warn(ds.warnings + notes + res["warnings"])
@@ -397,6 +398,7 @@ def _train_multilabel(
     quality: str = "auto",
     encoder_name: str = "auto",
     time_limit: str = "auto",
+    drop_suspects: bool = False,
 ) -> None:
     from offramp.models import encoder
     from offramp.models.multilabel import train_multilabel
@@ -404,9 +406,27 @@ def _train_multilabel(
     from offramp.models.training import resolve_time_limit
 
     check_output_dir(out_dir)
-    ds, sets, notes = _read_label_sets(data, text_col, label_col, sep, max_chars)
+    ds, sets, notes = read_label_sets(data, text_col, label_col, sep, max_chars)
     warn(ds.warnings + notes)
     info(f"read {len(ds)} texts from {data}", quiet)
+    dropped = None
+    if drop_suspects:
+        from offramp.data.io import Dataset
+        from offramp.models.noise import check_label_sets
+
+        with status("checking labels", quiet) as say:
+            check = check_label_sets(ds.texts, sets, label_sep=sep, seed=seed, near=None, on_progress=say)
+        rows = ds.data_rows()
+        gone = {s.row for s in check.suspects}
+        dropped = sorted(int(rows[i]) for i in gone)
+        keep = [i for i in range(len(ds.texts)) if i not in gone]
+        ds = Dataset([ds.texts[i] for i in keep], None, ds.path, ds.warnings, ds.rows_read)
+        sets = [sets[i] for i in keep]
+        info(
+            f"left out {len(dropped)} of {len(rows)} rows whose labels look wrong "
+            f"(see them with: offramp check-labels {data} --multi-label)",
+            quiet,
+        )
     # multi-label: auto is the fast tier (its search stays within a minute on 20k messages);
     # balanced and best add the stacked tier
     quality = "fast" if quality == "auto" else quality
@@ -435,8 +455,9 @@ def _train_multilabel(
         say(f"writing {out_dir}")
         model.save(out_dir)
     size = read_metrics(out_dir).get("model_bytes", 0)
+    extra = {} if dropped is None else {"dropped_suspects": dropped}
     if as_json:
-        out.print_json(json.dumps({"model_dir": str(out_dir), **rep.to_dict(), "model_bytes": size}))
+        out.print_json(json.dumps({"model_dir": str(out_dir), **rep.to_dict(), **extra, "model_bytes": size}))
         return
     cv = rep.cv
     out.print(
@@ -806,7 +827,7 @@ def _report_multilabel(
     res = _multilabel_results(model, data, text_col, label_col, DEFAULT_MAX_CHARS, quiet)
     llm = None
     if llm_predictions is not None:
-        ds, sets, _ = _read_label_sets(data, text_col, label_col, model.label_sep_, DEFAULT_MAX_CHARS)
+        ds, sets, _ = read_label_sets(data, text_col, label_col, model.label_sep_, DEFAULT_MAX_CHARS)
         llm = compare_with_llm(model, llm_predictions, ds.texts, sets)
         if llm["llm_labels_outside"]:
             warn([f"the LLM named labels the model does not have (not scored): {', '.join(llm['llm_labels_outside'])}"])

@@ -332,9 +332,16 @@ class MultiLabelReport:
     n_folds: int
     warnings: list[str] = field(default_factory=list)
     multi_label: bool = True
+    # the winner's calibrated out-of-fold probabilities (messages x classes), for the label check;
+    # not part of the report's JSON
+    oof_proba: np.ndarray | None = field(default=None, repr=False)
+    classes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("oof_proba")
+        d.pop("classes")
+        return d
 
 
 def train_multilabel(
@@ -454,6 +461,8 @@ def train_multilabel(
         train_seconds=time.perf_counter() - t0,
         n_folds=n_folds,
         warnings=list(warnings),
+        oof_proba=proba,
+        classes=list(classes),
     )
     info = {
         "multi_label": True,

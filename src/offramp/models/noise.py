@@ -228,6 +228,69 @@ def check_labels(
     )
 
 
+def label_set_issues(Y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Confident learning for several labels per message: each label is its own two-class problem
+    (carries it or not) on its calibrated out-of-fold probability. Returns a (messages x labels)
+    mask of the label decisions that look wrong: a label given but confidently absent, or not
+    given but confidently present."""
+    Y = np.asarray(Y).astype(bool)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape != Y.shape:
+        raise ValueError("proba must be (rows, labels) and match the label indicator")
+    out = np.zeros(Y.shape, dtype=bool)
+    for j in range(Y.shape[1]):
+        p = np.clip(proba[:, j], 0.0, 1.0)
+        out[:, j] = label_issues(Y[:, j].astype(np.int64), np.stack([1.0 - p, p], axis=1))[0]
+    return out
+
+
+def check_label_sets(
+    texts: Sequence[str],
+    label_sets: Sequence[Sequence[str]],
+    *,
+    label_sep: str = "|",
+    seed: int = 0,
+    near: float | None = NEAR_SIMILARITY,
+    time_limit: float | None = 60.0,
+    on_progress: Callable[[str], None] | None = None,
+) -> LabelCheck:
+    """:func:`check_labels` for several labels per message: the fast tier's one-vs-rest search gives
+    out-of-fold probabilities per label; a message is a suspect when any of its label decisions
+    looks wrong. ``given`` and ``suggested`` are label sets joined by ``label_sep`` (the suggestion
+    flips the doubtful labels); ``score`` is the largest doubt, 1 - p(the given decision)."""
+    from offramp.models.multilabel import indicator, train_multilabel
+
+    t0 = time.perf_counter()
+    texts = list(texts)
+    sets = [sorted(set(s)) for s in label_sets]
+    _, rep = train_multilabel(texts, sets, seed=seed, time_limit=time_limit, on_progress=on_progress)
+    assert rep.oof_proba is not None
+    classes = rep.classes
+    Y = indicator(sets, classes).astype(bool)
+    doubt = label_set_issues(Y, rep.oof_proba)
+    p_given = np.where(Y, rep.oof_proba, 1.0 - rep.oof_proba)
+    rows = np.flatnonzero(doubt.any(axis=1))
+    score = np.asarray([(1.0 - p_given[i][doubt[i]]).max() for i in rows]) if len(rows) else np.zeros(0)
+    order = rows[np.lexsort((rows, -score))] if len(rows) else rows
+    by_row = dict(zip(rows.tolist(), score.tolist()))
+    suspects = []
+    for i in order:
+        flipped = Y[i] ^ doubt[i]
+        suggested = [c for c, on in zip(classes, flipped) if on]
+        suspects.append(
+            Suspect(int(i), texts[i], label_sep.join(sets[i]), label_sep.join(suggested), round(by_row[int(i)], 6))
+        )
+    if on_progress:
+        on_progress("looking for duplicates with different label sets")
+    dups, dup_notes = conflicting_duplicates(texts, [label_sep.join(s) for s in sets], near)
+    t = {}
+    for j, c in enumerate(classes):  # the mean probability of a label over the messages carrying it
+        t[str(c)] = round(float(rep.oof_proba[Y[:, j], j].mean()), 6)
+    return LabelCheck(
+        suspects, dups, len(texts), rep.winner, rep.n_folds, t, time.perf_counter() - t0, rep.warnings + dup_notes
+    )
+
+
 def without_suspects(
     texts: Sequence[str], labels: Sequence[str], **check: Any
 ) -> tuple[list[str], list[str], LabelCheck]:
