@@ -437,3 +437,32 @@ def test_slow_headers_and_slow_bodies_are_cut_off(fast_model):
         assert httpx.post(srv.url + "/v1/classify", json={"text": "thanks!"}).status_code == 200
     finally:
         srv.stop()
+
+
+def test_one_client_cannot_hold_every_connection(fast_model):
+    """Connections each within their read deadline, many at once from one address: past the cap
+    the next one is answered 503 in JSON and closed, and a slot frees when one closes."""
+    import socket as _socket
+
+    srv = Server(fast_model, "--max-connections-per-client", "3")
+    try:
+        held = [_socket.create_connection(("127.0.0.1", srv.port)) for _ in range(3)]
+        for s in held:
+            s.sendall(b"POST /v1/classify HTTP/1.1\r\n")  # headers under way, inside the deadline
+        extra = _socket.create_connection(("127.0.0.1", srv.port))
+        answer = _recv_all(extra, 5)
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["type"] == "too_many_connections"
+        extra.close()
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while True:  # the server sees the close a moment later
+            r = httpx.post(srv.url + "/v1/classify", json={"text": "thanks!"})
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 200, r.text
+        for s in held:
+            s.close()
+    finally:
+        srv.stop()

@@ -52,6 +52,13 @@ def serve(
         help="Seconds a client has to send a request's headers, and then its body (beats the pipeline's "
         "limits:; default 10): slow senders are cut off.",
     ),
+    max_connections_per_client: Optional[int] = typer.Option(
+        None,
+        "--max-connections-per-client",
+        min=1,
+        help="Open connections one client address may hold (per worker; beats the pipeline's limits:; "
+        "default 64): one more gets 503. Raise it behind a reverse proxy, whose address all clients share.",
+    ),
     llm_price_model: Optional[str] = typer.Option(
         None, "--llm-price-model", help="Price-table row used for the dollars-saved metric (default gpt-4o-mini)."
     ),
@@ -102,6 +109,7 @@ def serve(
         "max_text_chars": max_text_chars,
         "max_batch": max_batch,
         "read_timeout_s": read_timeout,
+        "max_connections_per_client": max_connections_per_client,
         "audit": audit,
         "offline": offline,
         "rate_limit": rate_limit,
@@ -128,6 +136,7 @@ def serve(
     from offramp.serving.protocol import TimedH11Protocol
 
     TimedH11Protocol.header_timeout_s = settings.read_timeout_s
+    TimedH11Protocol.max_per_client = settings.max_connections_per_client
     # X-Forwarded-For is not trusted (uvicorn would from 127.0.0.1): a client could reset its own rate limit
     uvicorn.run(
         application,

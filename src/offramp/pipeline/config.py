@@ -85,6 +85,7 @@ class LimitsSpec(_Strict):  # None: not given here (a flag, the environment or t
     max_text_chars: Optional[int] = Field(None, ge=1)
     max_batch: Optional[int] = Field(None, ge=1)
     read_timeout_s: Optional[float] = Field(None, gt=0, le=3600)
+    max_connections_per_client: Optional[int] = Field(None, ge=1)
 
 
 class PrivacySpec(_Strict):

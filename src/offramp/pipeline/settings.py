@@ -12,6 +12,10 @@ max_body_bytes     limits.max_body_bytes OFFRAMP_MAX_BODY_BYTES    1,000,000
 max_text_chars     limits.max_text_chars OFFRAMP_MAX_TEXT_CHARS    20,000
 max_batch          limits.max_batch      OFFRAMP_MAX_BATCH         256
 read_timeout_s     limits.read_timeout_s OFFRAMP_READ_TIMEOUT      10 (seconds)
+max_connections_per_client
+                   limits.max_connections_per_client
+                                         OFFRAMP_MAX_CONNECTIONS_PER_CLIENT
+                                                                   64
 audit              audit                 OFFRAMP_AUDIT             none
 offline            offline               OFFRAMP_OFFLINE           false
 egress_guard       egress_guard          OFFRAMP_EGRESS_GUARD      remote
@@ -89,6 +93,13 @@ _TABLE: dict[str, tuple[Callable[[PipelineSpec], Any] | None, str, Callable[[str
         _positive_float("OFFRAMP_READ_TIMEOUT"),
         10.0,
     ),
+    # open connections one client address may hold (per worker process); one more gets 503
+    "max_connections_per_client": (
+        lambda p: p.limits.max_connections_per_client,
+        "OFFRAMP_MAX_CONNECTIONS_PER_CLIENT",
+        _positive_int("OFFRAMP_MAX_CONNECTIONS_PER_CLIENT"),
+        64,
+    ),
     "audit": (lambda p: p.audit, "OFFRAMP_AUDIT", Path, None),
     "offline": (lambda p: p.offline, "OFFRAMP_OFFLINE", env_flag, False),
     "egress_guard": (lambda p: p.egress_guard, "OFFRAMP_EGRESS_GUARD", guard_mode_from, "remote"),
@@ -120,6 +131,7 @@ class Settings:
     admin_keys: Path | None = None  # key hashes allowed to change things from the console
     ui_admin_open: bool = False  # without keys: let anyone change things from the console (a laptop demo)
     read_timeout_s: float = 10.0  # headers, then the body, must arrive within this many seconds
+    max_connections_per_client: int = 64  # open connections one client address may hold (per process)
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -84,6 +84,7 @@ def worker_app() -> FastAPI:
     from offramp.serving.protocol import TimedH11Protocol
 
     TimedH11Protocol.header_timeout_s = settings.read_timeout_s  # this worker's connections
+    TimedH11Protocol.max_per_client = settings.max_connections_per_client
     gc.collect()
     gc.freeze()  # see 'serve': loaded state kept out of the collector's full passes
     return app

@@ -1,4 +1,4 @@
-"""uvicorn's HTTP/1.1 protocol with a header-read deadline.
+"""uvicorn's HTTP/1.1 protocol with a header-read deadline and a cap on connections per client.
 
 uvicorn closes idle kept-alive connections, but a client that opens a connection and sends its
 request line and headers a byte at a time (a "slow-header" attack) holds the connection for as
@@ -6,23 +6,55 @@ long as it likes. Here every connection must complete a request's headers within
 ``header_timeout_s`` seconds of connecting, or of the previous response on a kept-alive
 connection; otherwise it is closed. ``serve`` sets the value from its ``read_timeout_s`` setting
 (the body has its own deadline, in :func:`offramp.serving.schemas.read_body`).
+
+Each deadline bounds one connection, but a client can open many connections, each just inside
+its deadline, and hold the server's sockets. So a client address may hold at most
+``max_per_client`` open connections (``limits.max_connections_per_client``, per worker process);
+one more is answered ``503`` in JSON (``too_many_connections``) and closed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import json
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
+def _refusal(limit: int) -> bytes:
+    body = json.dumps(
+        {
+            "error": {
+                "type": "too_many_connections",
+                "message": f"this client already holds {limit} open connections; reuse them or close some",
+            }
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        f"retry-after: 1\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 class TimedH11Protocol(H11Protocol):
     header_timeout_s: float = 10.0
+    max_per_client: int = 64
+    _open: ClassVar[dict[str, int]] = {}  # open connections per client address (this process)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
         self._timed_cycle: Any = None
+        self._peer: str | None = self.client[0] if self.client else None
+        if self._peer is not None:
+            held = self._open.get(self._peer, 0) + 1
+            self._open[self._peer] = held
+            if held > self.max_per_client:
+                transport.write(_refusal(self.max_per_client))
+                transport.close()
+                return
         self._arm()
 
     def _arm(self) -> None:
@@ -52,4 +84,12 @@ class TimedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        peer = getattr(self, "_peer", None)
+        if peer is not None:
+            left = self._open.get(peer, 1) - 1
+            if left > 0:
+                self._open[peer] = left
+            else:
+                self._open.pop(peer, None)
+            self._peer = None
         super().connection_lost(exc)
