@@ -389,3 +389,80 @@ def test_label_set_check_finds_flipped_labels_and_train_drops_them(ml, tmp_path)
     assert rep["n_train"] == len(noisy) - len(flagged)
     r = run_cli("check-labels", str(data), "--multi-label", "--quality", "best")
     assert r.returncode == 2 and "uses the fast tier" in r.stderr
+
+
+def test_a_multilabel_registry_retrains_behind_a_micro_f1_gate(ml, tmp_path):
+    """train --multi-label --registry freezes a gate set of label sets; retrain --add with more
+    real rows is promoted; rows whose labels are swapped are refused (exit 4) by the per-label gate."""
+    _, train, _, _ = ml
+    tr, _, _ = demo_paths()
+    a = read_dataset(tr)
+    more = write_csv(tmp_path / "more.csv", multilabel_inbox(a.texts[1500:2700], a.labels[1500:2700], 2))
+    reg = tmp_path / "reg"
+    r = run_cli("train", str(train), "--multi-label", "--registry", str(reg), "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["version"] == "v0001" and rep["current"] == "v0001"
+    assert any("held out as the gate set" in w for w in rep["warnings"])
+    r = run_cli("registry", "list", str(reg), "--json")
+    listed = json.loads(r.stdout)["versions"][0]
+    assert listed["cv_macro_f1"] is not None and listed["current"]
+    r = run_cli("retrain", str(reg), "--add", str(more), "--json", "-q")
+    assert r.returncode == 0, r.stderr + r.stdout
+    res = json.loads(r.stdout)
+    assert res["decision"] == "promoted" and res["candidate"] == "v0002"
+    g = res["gate"]
+    assert g["micro_f1"]["candidate"] >= g["micro_f1"]["ci95"][0] and set(g["per_class"]) >= {"GRATITUDE", "SUPPORT"}
+    assert res["n_added"] > 1000 and res["n_train"] > 2000
+    # the stored training rows keep their label sets: the candidate learned from them
+    model = load_model(reg / "v0002")
+    assert getattr(model, "multi_label", False) and model.label_sep_ == "|"
+    # a careless batch: GRATITUDE and SUPPORT swapped on every added row
+    with open(more, newline="", encoding="utf-8") as f:
+        rows = [(r["text"], r["label"]) for r in csv.DictReader(f)]
+    swap = {"GRATITUDE": "SUPPORT", "SUPPORT": "GRATITUDE"}
+    bad_rows = [(t, "|".join(sorted(swap.get(x, x) for x in cell.split("|") if x))) for t, cell in rows]
+    bad = write_csv(tmp_path / "bad.csv", bad_rows * 2)
+    r = run_cli("retrain", str(reg), "--add", str(bad), "--json", "-q")
+    assert r.returncode == 4, r.stderr + r.stdout
+    res = json.loads(r.stdout)
+    assert res["decision"] == "refused" and any("F1 drops" in x or "micro-F1 is lower" in x for x in res["reasons"])
+    r = run_cli("registry", "list", str(reg), "--json")
+    assert json.loads(r.stdout)["current"] == "v0002"
+
+
+def test_capture_keeps_the_llm_label_set_and_set_corrections(ml, tmp_path):
+    """A multi-label model's LLM answers land in the capture pool as whole label sets, corrections
+    may name several labels, and the export is what retrain --add reads."""
+    from misbehaving_llm import ScriptedLLM, completion
+
+    tmp, *_ = ml
+    llm = ScriptedLLM(default=(200, {}, completion('{"labels": ["SUPPORT", "GRATITUDE"]}'), 0))
+    pool = tmp_path / "pool.sqlite"
+    body = (
+        f"llm: {{base_url: '{llm.url}/v1', model: m, timeout_s: 2, max_retries: 0}}\n"
+        "routing: {unsure_band: {'*': 1.0}}\n"
+        f"capture: {{pool: '{pool}', from: [llm, feedback]}}\n"
+    )
+    srv = Server(_pipeline(tmp, "capture.yaml", body))
+    try:
+        answers = [
+            httpx.post(srv.url + "/v1/classify", json={"text": t}).json()
+            for t in ("how do I change my PIN?", "thanks! where is my card?")
+        ]
+        assert all(a["route"] == "llm" for a in answers)
+        rid = answers[1]["request_id"]
+        r = httpx.post(srv.url + "/v1/feedback", json={"request_id": rid, "label": "TRY_TO_HACK | SUPPORT"})
+        assert r.status_code == 202, r.text
+        r = httpx.post(srv.url + "/v1/feedback", json={"request_id": rid, "label": "SUPPORT|NOPE"})
+        assert r.status_code == 422 and "NOPE" in r.json()["error"]["message"]
+    finally:
+        srv.stop()
+        llm.close()
+    export = tmp_path / "export.csv"
+    r = run_cli("pool", "export", str(pool), "--out", str(export), "-q")
+    assert r.returncode == 0, r.stderr
+    with open(export, newline="", encoding="utf-8") as f:
+        rows = {r["label"] for r in csv.DictReader(f)}
+    # the first request: the LLM's set; the second: the correction beats the LLM's answer
+    assert rows == {"GRATITUDE|SUPPORT", "SUPPORT|TRY_TO_HACK"}

@@ -90,13 +90,15 @@ def gate_table(result: Any) -> Table:
     t = Table(title=f"gate: {result.candidate} vs {result.current} on {g['n']} messages")
     for c in ("", result.current, result.candidate, "difference"):
         t.add_column(c, justify="left" if not c else "right")
-    lo, hi = m["ci95"]
-    t.add_row(
-        "macro-F1",
-        _fmt(m["current"]),
-        _fmt(m["candidate"]),
-        f"{m['candidate'] - m['current']:+.4f} [{lo:+.4f}, {hi:+.4f}]",
-    )
+    overall = [("micro-F1", g["micro_f1"])] if "micro_f1" in g else []  # several labels: micro-F1 decides
+    for name, fig in overall + [("macro-F1", m)]:
+        lo, hi = fig["ci95"]
+        t.add_row(
+            name,
+            _fmt(fig["current"]),
+            _fmt(fig["candidate"]),
+            f"{fig['candidate'] - fig['current']:+.4f} [{lo:+.4f}, {hi:+.4f}]",
+        )
     for lab, c in g["per_class"].items():
         note = " (new)" if c["new"] else ""
         lo_c, hi_c = c["ci95"]
@@ -107,6 +109,16 @@ def gate_table(result: Any) -> Table:
             f"{c['candidate'] - c['current']:+.4f} [{lo_c:+.4f}, {hi_c:+.4f}]",
         )
     return t
+
+
+def _multi_label(reg: Any) -> bool:
+    """Whether the registry's current version is a multi-label model (from its model.json)."""
+    from offramp.models.store import read_model_json
+
+    current = reg.current
+    if current is None:
+        return False
+    return bool((read_model_json(reg.version_dir(current)).get("info") or {}).get("multi_label"))
 
 
 def retrain(
@@ -133,8 +145,14 @@ def retrain(
     from offramp.models.versions import Registry
 
     reg = Registry(registry)
-    added = read_dataset(add, text_col=text_col, label_col=label_col, max_chars=max_chars)
-    gate_ds = read_dataset(gate, text_col=text_col, label_col=label_col, max_chars=max_chars) if gate else None
+    # several labels per message: an empty label cell is the empty set, a row to keep
+    sets = _multi_label(reg)
+    added = read_dataset(add, text_col=text_col, label_col=label_col, max_chars=max_chars, need_labels=not sets)
+    gate_ds = (
+        read_dataset(gate, text_col=text_col, label_col=label_col, max_chars=max_chars, need_labels=not sets)
+        if gate
+        else None
+    )
     with status("retraining", quiet) as say:
         result = run_retrain(reg, added, gate=gate_ds, max_class_drop=max_class_drop, on_progress=say)
     warn(result.warnings)
@@ -145,9 +163,11 @@ def retrain(
         if result.new_labels:
             out.print(f"new labels: {', '.join(result.new_labels)}")
         if result.promoted:
-            m = result.gate["macro_f1"]
+            metric = result.gate.get("metric", "macro_f1")
+            m = result.gate[metric]
             out.print(
-                f"promoted {result.candidate}: macro-F1 {m['candidate']:.4f} vs {m['current']:.4f} is not lower "
+                f"promoted {result.candidate}: {metric.replace('_f1', '-F1')} {m['candidate']:.4f} vs "
+                f"{m['current']:.4f} is not lower "
                 f"and no label drops by more than {max_class_drop:g} ({result.seconds:.1f} s)"
             )
         else:

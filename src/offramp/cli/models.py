@@ -233,12 +233,11 @@ def train(
     if multi_label or label_precision is not None:
         if not multi_label:
             raise UsageError("--label-precision goes with --multi-label")
-        if reg is not None or target is not None or val is not None or search_rows or oos_label:
+        if target is not None or val is not None or search_rows or oos_label:
             raise UsageError(
-                "--multi-label trains with --out DIR only",
-                "leave out --registry, --reject-target, --val, --search-rows and --oos-label",
+                "--multi-label does not take --reject-target, --val, --search-rows or --oos-label",
+                "leave them out: the pipeline's routing.unsure_band sends doubtful labels to the LLM",
             )
-        assert out_dir is not None
         _train_multilabel(
             data,
             out_dir,
@@ -254,6 +253,9 @@ def train(
             encoder_name,
             limit,
             drop_suspects,
+            reg,
+            gate,
+            promote,
         )
         return
     ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
@@ -386,7 +388,7 @@ def _multilabel_results(model: Any, data: Path, text_col: str, label_col: str, m
 
 def _train_multilabel(
     data: Path,
-    out_dir: Path,
+    out_dir: Path | None,
     text_col: str,
     label_col: str,
     sep: str,
@@ -399,16 +401,23 @@ def _train_multilabel(
     encoder_name: str = "auto",
     time_limit: str = "auto",
     drop_suspects: bool = False,
+    reg: Any = None,
+    gate: Path | None = None,
+    promote: bool = False,
 ) -> None:
     from offramp.models import encoder
     from offramp.models.multilabel import train_multilabel
     from offramp.models.store import check_output_dir, read_metrics
     from offramp.models.training import resolve_time_limit
 
-    check_output_dir(out_dir)
+    if out_dir is not None:
+        check_output_dir(out_dir)
     ds, sets, notes = read_label_sets(data, text_col, label_col, sep, max_chars)
     warn(ds.warnings + notes)
     info(f"read {len(ds)} texts from {data}", quiet)
+    gate_rows = None
+    if reg is not None and reg.gate_set() is None:  # the first version: freeze a gate set of label sets
+        ds, sets, gate_rows = _gate_sets(ds, sets, gate, text_col, label_col, sep, max_chars, seed)
     dropped = None
     if drop_suspects:
         from offramp.data.io import Dataset
@@ -452,10 +461,21 @@ def _train_multilabel(
             encoder=choice.name,
             time_limit=limit,
         )
-        say(f"writing {out_dir}")
-        model.save(out_dir)
+        extra: dict[str, Any] = {}
+        if reg is not None:
+            say(f"adding to {reg.path}")
+            if gate_rows is not None:
+                reg.set_gate(*gate_rows)
+            version = reg.add(model, ds.texts, [sep.join(s) for s in sets], promote=True if promote else None)
+            out_dir = reg.version_dir(version)
+            extra = {"registry": str(reg.path), "version": version, "current": reg.current}
+        else:
+            assert out_dir is not None
+            say(f"writing {out_dir}")
+            model.save(out_dir)
     size = read_metrics(out_dir).get("model_bytes", 0)
-    extra = {} if dropped is None else {"dropped_suspects": dropped}
+    if dropped is not None:
+        extra["dropped_suspects"] = dropped
     if as_json:
         out.print_json(json.dumps({"model_dir": str(out_dir), **rep.to_dict(), **extra, "model_bytes": size}))
         return
@@ -490,6 +510,39 @@ def _check_memory(data: Path, columns: list[str], max_memory: float | None) -> N
             f"over {budget / 2**30:.1f} GB ({stated})",
             f"train on a part of the file, or give --max-memory {gb:g} on a machine with that much memory",
         )
+
+
+def _gate_sets(
+    ds: Any,
+    sets: list[list[str]],
+    gate: Path | None,
+    text_col: str,
+    label_col: str,
+    sep: str,
+    max_chars: int,
+    seed: int,
+) -> tuple[Any, list[list[str]], Any]:
+    """:func:`_gate_rows` for label sets: the --gate file's sets, or 20% held out stratified by
+    label combination; the gate's labels are stored joined by the separator."""
+    from offramp.data.io import Dataset
+    from offramp.models.versions import gate_split
+
+    if gate is not None:
+        g, gsets, _ = read_label_sets(gate, text_col, label_col, sep, max_chars)
+        return ds, sets, (g.texts, [sep.join(s) for s in gsets], str(gate))
+    cells = [sep.join(s) for s in sets]
+    held = gate_split(cells, seed=seed)
+    if not len(held):
+        raise UsageError(
+            f"{ds.path} is too small to hold out a gate set (no label combination has 5 examples)",
+            "give a labelled gate set with --gate FILE",
+        )
+    mask = set(held.tolist())
+    rows = [i for i in range(len(ds.texts)) if i not in mask]
+    note = f"{len(held)} rows ({len(held) / len(ds.texts):.0%}, stratified by label set) are held out as the gate set"
+    rest = Dataset([ds.texts[i] for i in rows], None, ds.path, ds.warnings + [note], ds.rows_read)
+    gate_rows = ([ds.texts[i] for i in held], [cells[i] for i in held], f"20% of {ds.path} (seed {seed})")
+    return rest, [sets[i] for i in rows], gate_rows
 
 
 def _gate_rows(ds: Any, gate: Path | None, text_col: str, label_col: str, max_chars: int, seed: int) -> tuple[Any, Any]:

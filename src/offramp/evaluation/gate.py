@@ -99,3 +99,95 @@ def compare(
         "n": int(len(y)),
         "max_class_drop": max_class_drop,
     }
+
+
+def _set_counts(Y: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per label: true positives, predicted, carried (column sums over the rows)."""
+    return (Y & P).sum(axis=0), P.sum(axis=0), Y.sum(axis=0)
+
+
+def _set_f1(tp: np.ndarray, pred: np.ndarray, true: np.ndarray) -> tuple[float, np.ndarray]:
+    """(micro-F1, per-label F1) from per-label counts."""
+    denom = pred + true
+    per = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    total = denom.sum()
+    return (float(2 * tp.sum() / total) if total else 0.0), per
+
+
+def compare_sets(
+    y_true: np.ndarray,
+    current: np.ndarray,
+    candidate: np.ndarray,
+    labels: Sequence[str],
+    *,
+    new_labels: Sequence[str] = (),
+    max_class_drop: float = 0.02,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The gate for several labels per message: indicator matrices (messages x ``labels``) of the
+    gate set's label sets and the two models' predicted sets.
+
+    The candidate passes when its micro-F1 is not lower (the 95% paired-bootstrap interval of
+    the difference does not lie wholly below zero) and no label's F1 drops by more than
+    ``max_class_drop``. Returns the shape of :func:`compare` with ``metric: "micro_f1"`` and a
+    ``micro_f1`` entry beside ``macro_f1`` (over the labels the gate set carries).
+    """
+    Y, A, B = (np.asarray(m).astype(bool) for m in (y_true, current, candidate))
+    n, k = Y.shape
+    carried = Y.sum(axis=0) > 0
+    mi_a, f_a = _set_f1(*_set_counts(Y, A))
+    mi_b, f_b = _set_f1(*_set_counts(Y, B))
+    ma_a = float(f_a[carried].mean()) if carried.any() else 0.0
+    ma_b = float(f_b[carried].mean()) if carried.any() else 0.0
+    rng = np.random.default_rng(seed)
+    micro_d, macro_d = np.empty(n_boot), np.empty(n_boot)
+    class_d = np.empty((n_boot, k))
+    for i in range(n_boot):
+        idx = rng.integers(0, n, n)
+        ya = _set_counts(Y[idx], A[idx])
+        yb = _set_counts(Y[idx], B[idx])
+        (ma, pa), (mb, pb) = _set_f1(*ya), _set_f1(*yb)
+        present = ya[2] > 0
+        micro_d[i] = mb - ma
+        macro_d[i] = (pb[present].mean() - pa[present].mean()) if present.any() else 0.0
+        class_d[i] = pb - pa
+    lo, hi = (float(x) for x in np.percentile(micro_d, [2.5, 97.5]))
+    mlo, mhi = (float(x) for x in np.percentile(macro_d, [2.5, 97.5]))
+    class_lo, class_hi = np.percentile(class_d, [2.5, 97.5], axis=0)
+    support = Y.sum(axis=0)
+    new = set(map(str, new_labels))
+    reasons: list[str] = []
+    if hi < 0:
+        reasons.append(
+            f"micro-F1 is lower: {mi_b:.4f} vs {mi_a:.4f} (difference {mi_b - mi_a:+.4f}, 95% interval "
+            f"[{lo:+.4f}, {hi:+.4f}] below zero)"
+        )
+    per_class: dict[str, dict[str, Any]] = {}
+    for j, lab in enumerate(map(str, labels)):
+        if not carried[j] and not (A[:, j].any() or B[:, j].any()):
+            continue  # a label neither the gate set nor either model's answers carry
+        ci = [float(class_lo[j]), float(class_hi[j])]
+        per_class[lab] = {
+            "current": float(f_a[j]),
+            "candidate": float(f_b[j]),
+            "support": int(support[j]),
+            "new": lab in new,
+            "ci95": ci,
+        }
+        drop = f_a[j] - f_b[j]
+        if lab not in new and drop > max_class_drop + 1e-12:
+            reasons.append(
+                f"{lab} F1 drops by {drop:.4f} ({f_a[j]:.4f} -> {f_b[j]:.4f} on {support[j]} messages, 95% interval "
+                f"of the change [{ci[0]:+.4f}, {ci[1]:+.4f}]; the limit is {max_class_drop:g})"
+            )
+    return {
+        "passed": not reasons,
+        "reasons": reasons,
+        "metric": "micro_f1",
+        "micro_f1": {"current": mi_a, "candidate": mi_b, "ci95": [lo, hi]},
+        "macro_f1": {"current": ma_a, "candidate": ma_b, "ci95": [mlo, mhi]},
+        "per_class": per_class,
+        "n": int(n),
+        "max_class_drop": max_class_drop,
+    }

@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from offramp.data.io import Dataset
 from offramp.errors import DataError, UsageError
-from offramp.evaluation.gate import compare
+from offramp.evaluation.gate import compare, compare_sets
 from offramp.models.training import train
 from offramp.models.versions import Registry
 
@@ -45,7 +47,12 @@ class RetrainResult:
             "current": self.current,
             "reasons": list(self.reasons),
             "new_labels": list(self.new_labels),
-            "gate": {"macro_f1": self.gate["macro_f1"], "per_class": self.gate["per_class"], "n": self.gate["n"]},
+            "gate": {
+                **({"micro_f1": self.gate["micro_f1"]} if "micro_f1" in self.gate else {}),
+                "macro_f1": self.gate["macro_f1"],
+                "per_class": self.gate["per_class"],
+                "n": self.gate["n"],
+            },
             "seconds": round(self.seconds, 3),
             "n_train": self.n_train,
             "n_added": self.n_added,
@@ -88,6 +95,10 @@ def retrain(
         gate_texts, gate_labels = stored
         gate_source = "the registry's frozen gate set"
     old_model = registry.load(current)
+    if getattr(old_model, "multi_label", False):
+        return _retrain_sets(
+            registry, old_model, added, gate_texts, gate_labels, gate_source, max_class_drop, n_boot, on_progress, t0
+        )
     old_labels = set(map(str, old_model.classes_))
     base_texts, base_labels = registry.training_set(current)
     added_texts = registry.mask(added.texts)
@@ -147,6 +158,119 @@ def retrain(
             "against": current,
             "decision": decision,
             "reasons": verdict["reasons"],
+            "macro_f1": verdict["macro_f1"],
+            "per_class": verdict["per_class"],
+            "source": gate_source,
+            "n": verdict["n"],
+        },
+    )
+    if verdict["passed"]:
+        registry.promote(candidate)
+    return RetrainResult(
+        decision=decision,
+        candidate=candidate,
+        current=current,
+        reasons=verdict["reasons"],
+        new_labels=new_labels,
+        gate=verdict,
+        seconds=time.perf_counter() - t0,
+        n_train=len(texts),
+        n_added=len(added_texts),
+        warnings=warnings,
+    )
+
+
+def _retrain_sets(
+    registry: Registry,
+    old_model: Any,
+    added: Dataset,
+    gate_texts: list[str],
+    gate_labels: list[str],
+    gate_source: str,
+    max_class_drop: float,
+    n_boot: int,
+    on_progress: Callable[[str], None] | None,
+    t0: float,
+) -> RetrainResult:
+    """:func:`retrain` for a multi-label registry: label cells are sets joined by the model's
+    separator (in the added rows, the gate set and the stored rows), the candidate repeats the
+    current version's multi-label search, and the gate judges micro-F1 and every label's F1."""
+    from offramp.data.multilabel import parse_label_sets
+    from offramp.models.multilabel import indicator, train_multilabel
+
+    current = registry.current
+    assert current is not None and added.labels is not None
+    sep = str(old_model.label_sep_)
+    old_labels = set(map(str, old_model.classes_))
+    added_sets, notes = parse_label_sets(added.labels, sep)
+    gate_sets, _ = parse_label_sets(gate_labels, sep)
+    base_texts, base_cells = registry.training_set(current)
+    base_sets, _ = parse_label_sets(base_cells, sep)
+    added_texts = registry.mask(added.texts)
+    added_seen = {lab for s in added_sets for lab in s}
+    new_labels = sorted(added_seen - old_labels - {lab for s in base_sets for lab in s})
+    unknown = sorted({lab for s in gate_sets for lab in s} - old_labels - added_seen)
+    if unknown:
+        raise DataError(
+            f"the gate set ({gate_source}) has labels that neither the current model nor the added data has: "
+            f"{', '.join(unknown)}",
+            "add examples of them with --add, or use a gate set without them",
+        )
+    warnings: list[str] = list(added.warnings) + notes
+    held = set(gate_texts)
+    keep = [i for i, t in enumerate(added_texts) if t not in held]
+    if len(keep) < len(added_texts):
+        warnings.append(
+            f"{len(added_texts) - len(keep)} added rows are gate-set messages and were left out of training "
+            "(a model must not be judged on what it learned)"
+        )
+    added_texts = [added_texts[i] for i in keep]
+    added_sets = [added_sets[i] for i in keep]
+    info = (old_model.training_record_ or {}).get("info", {})
+    texts, sets = base_texts + added_texts, base_sets + added_sets
+    if on_progress:
+        on_progress(f"training a candidate on {len(texts)} messages ({len(added_texts)} new, several labels each)")
+    quality = str(info.get("quality") or "fast")
+    model, report = train_multilabel(
+        texts,
+        sets,
+        seed=int(info.get("seed") or 0),
+        label_precision=info.get("label_precision"),
+        label_sep=sep,
+        time_limit=info.get("time_limit", 60.0),
+        data_path=f"{current} rows + {added.path}",
+        on_progress=on_progress,
+        quality=quality,
+        encoder=str(info.get("encoder") or "minilm"),
+    )
+    warnings += report.warnings
+    chunk = registry.store_rows(added_texts, [sep.join(s) for s in added_sets]) if added_texts else None
+    base_chunks = registry.entry(current).get("data", [])
+    candidate = registry.add(model, data=base_chunks + ([chunk] if chunk else []), promote=False, parent=current)
+    if on_progress:
+        on_progress(f"judging {candidate} against {current} on {len(gate_texts)} gate messages")
+    labels = sorted(old_labels | set(map(str, model.classes_)) | {lab for s in gate_sets for lab in s})
+
+    def answers(m: Any) -> np.ndarray:
+        return indicator(m.predict_sets(gate_texts), labels)
+
+    verdict = compare_sets(
+        indicator(gate_sets, labels),
+        answers(old_model),
+        answers(model),
+        labels,
+        new_labels=new_labels,
+        max_class_drop=max_class_drop,
+        n_boot=n_boot,
+    )
+    decision = "promoted" if verdict["passed"] else "refused"
+    registry.record_gate(
+        candidate,
+        {
+            "against": current,
+            "decision": decision,
+            "reasons": verdict["reasons"],
+            "micro_f1": verdict["micro_f1"],
             "macro_f1": verdict["macro_f1"],
             "per_class": verdict["per_class"],
             "source": gate_source,

@@ -471,6 +471,10 @@ def train_multilabel(
         "seed": seed,
         "label_sep": label_sep,
         "label_precision": label_precision,
+        # the search, as a retrain repeats it
+        "quality": quality,
+        "encoder": encoder if quality != "fast" else None,
+        "time_limit": time_limit,
         "data": {"path": data_path, "n": len(texts), "label_counts": counts, "empty_rows": report.empty_rows},
         "candidates": results,
         "thresholds": report.thresholds,

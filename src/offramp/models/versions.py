@@ -283,8 +283,10 @@ class Registry:
                 "created": _now(),
                 "family": model.family,
                 "winner": info.get("winner", model.family),
-                "cv_macro_f1": metrics.get("cv_macro_f1"),
-                "n_train": metrics.get("n_train"),
+                # a multi-label model keeps its cross-validated figures under "cv" (micro-F1 decides)
+                "cv_macro_f1": metrics.get("cv_macro_f1", (metrics.get("cv") or {}).get("macro_f1")),
+                **({"cv_micro_f1": metrics["cv"].get("micro_f1")} if metrics.get("cv") else {}),
+                "n_train": metrics.get("n_train", (info.get("data") or {}).get("n")),
                 "labels": [str(c) for c in model.classes_],
                 "data": chunks,
                 "parent": parent,

@@ -197,6 +197,7 @@ def build(settings: Settings) -> Built:
             ttl_s=cap.ttl_s,
             allow_new_labels=cap.allow_new_labels,
             max_requests=cap.max_requests,
+            label_sep=str(model.label_sep_) if multi else None,
         )
     shadow = None
     if spec.shadow is not None and spec.shadow.mode == "local_first" and spec.llm is not None and client is not None:

@@ -37,12 +37,15 @@ class Capture:
         allow_new_labels: bool = False,
         max_requests: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        label_sep: str | None = None,
     ):
         self.pool, self._mask = pool, mask
         self.labels = set(map(str, labels))
         self.sources = set(sources)
         self.ttl_s, self.allow_new_labels, self.max_requests = ttl_s, allow_new_labels, max_requests
         self._clock = clock
+        # a multi-label model: a row's label is a set, joined by the model's separator
+        self.label_sep = label_sep
         self._recent: OrderedDict[str, tuple[float, str, str, float, str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -55,8 +58,12 @@ class Capture:
         local_label: str,
         confidence: float,
         version: str | None,
+        labels: list[str] | None = None,
     ) -> None:
-        """Keep what one decision has to give: the LLM's answer (route ``llm``), and the request for feedback."""
+        """Keep what one decision has to give: the LLM's answer (route ``llm``; for a multi-label
+        model its whole label set, ``labels``), and the request for feedback."""
+        if labels is not None and self.label_sep is not None:
+            label = self.label_sep.join(sorted(labels))
         if route == "llm" and "llm" in self.sources:
             self.pool.add(
                 "llm",
@@ -90,12 +97,21 @@ class Capture:
             )
 
     def feedback(self, request_id: str, label: str) -> None:
-        """Store a person's correction of a recent request; UnknownRequest / UnknownLabel otherwise."""
-        if label not in self.labels and not self.allow_new_labels:
-            raise UnknownLabel(
-                f"the model has no label {label!r}",
-                f"use one of: {', '.join(sorted(self.labels))} (or set capture.allow_new_labels: true)",
-            )
+        """Store a person's correction of a recent request; UnknownRequest / UnknownLabel otherwise.
+        For a multi-label model ``label`` is the corrected set joined by the model's separator (an
+        empty string: none of the labels)."""
+        if self.label_sep is not None:
+            parts = sorted({p.strip() for p in label.split(self.label_sep) if p.strip()})
+            label = self.label_sep.join(parts)
+        else:
+            parts = [label]
+        for part in parts:
+            if part not in self.labels and not self.allow_new_labels:
+                raise UnknownLabel(
+                    f"the model has no label {part!r}",
+                    f"use one of: {', '.join(sorted(self.labels))} (or set capture.allow_new_labels: true)"
+                    + (f"; join several with {self.label_sep!r}" if self.label_sep is not None else ""),
+                )
         now = self._clock()
         with self._lock:
             self._expire(now)

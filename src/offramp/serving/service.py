@@ -309,7 +309,7 @@ class ClassificationService:
             if d.shadow is not None:
                 capture.shadow(request_id, text, d.local_label, d.local_confidence, d.shadow["llm"], version)
                 m.inc("offramp_capture_rows_total", source="shadow")
-            capture.after(request_id, text, d.route, d.label, d.local_label, d.local_confidence, version)
+            capture.after(request_id, text, d.route, d.label, d.local_label, d.local_confidence, version, d.labels)
             if d.route == "llm" and d.shadow is None and "llm" in capture.sources:
                 m.inc("offramp_capture_rows_total", source="llm")
         if built.shadow is not None and d.route == "local":
