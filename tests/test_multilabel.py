@@ -466,3 +466,34 @@ def test_capture_keeps_the_llm_label_set_and_set_corrections(ml, tmp_path):
         rows = {r["label"] for r in csv.DictReader(f)}
     # the first request: the LLM's set; the second: the correction beats the LLM's answer
     assert rows == {"GRATITUDE|SUPPORT", "SUPPORT|TRY_TO_HACK"}
+
+
+def test_unsure_band_fitted_to_a_share_or_a_precision(ml):
+    """routing.fit on a multi-label model fits one unsure band on held-out label sets: to send at
+    most a share to the LLM, or to keep local only label sets that are right often enough."""
+    from offramp.data.multilabel import parse_label_sets
+    from offramp.models.multilabel import indicator
+    from offramp.pipeline.routing import fit_bands
+
+    tmp, _, test, _ = ml
+    model = load_model(tmp / "m")
+    with open(test, newline="", encoding="utf-8") as f:
+        rows = [(r["text"], r["label"]) for r in csv.DictReader(f)]
+    texts = [t for t, _ in rows]
+    Y = indicator(parse_label_sets([c for _, c in rows], "|")[0], list(model.classes_))
+    proba = model.predict_proba(texts)
+    exact = ((proba >= model.thresholds_) == Y.astype(bool)).all(axis=1)
+    share = fit_bands(proba, model.thresholds_, Y, max_llm_share=0.1)
+    assert 0.05 < share["held_out"]["llm_share"] <= 0.1
+    assert share["held_out"]["local_precision"] > exact.mean()  # the doubtful ones went to the LLM
+    target = min(0.99, float(exact.mean()) + 0.02)
+    prec = fit_bands(proba, model.thresholds_, Y, local_precision=target)
+    assert prec["held_out"]["local_precision"] >= target and prec["held_out"]["llm_share"] < 0.5
+    # the same through a pipeline: /readyz reports the fitted band and its held-out figures
+    p = _pipeline(tmp, "fit.yaml", f"routing: {{fit: {{val: '{test}', max_llm_share: 0.1}}}}\n")
+    srv = Server(p)
+    try:
+        routing = httpx.get(srv.url + "/readyz").json()["routing"]
+        assert routing["bands"]["*"] == share["bands"]["*"] and routing["held_out"]["llm_share"] <= 0.1
+    finally:
+        srv.stop()

@@ -15,9 +15,11 @@ from typing import Any
 
 from offramp.capture.pool import Pool
 from offramp.data.io import read_dataset
+from offramp.data.multilabel import parse_label_sets
 from offramp.errors import UsageError
 from offramp.models.base import TextClassifier
 from offramp.models.drift import DriftReference
+from offramp.models.multilabel import indicator
 from offramp.models.store import load_model, model_version, read_model_json, resolve_model_dir
 from offramp.pipeline.actions import Action, build_action
 from offramp.pipeline.capture import Capture
@@ -25,7 +27,7 @@ from offramp.pipeline.cascade import Cascade
 from offramp.pipeline.config import PipelineSpec
 from offramp.pipeline.egress_pool import EgressPool
 from offramp.pipeline.fallback import LLMFallback
-from offramp.pipeline.routing import fit_thresholds
+from offramp.pipeline.routing import fit_bands, fit_thresholds
 from offramp.pipeline.settings import Settings
 from offramp.pipeline.shadow import ShadowSampler
 from offramp.privacy.guard import PrivacyGuard, build_guard
@@ -140,7 +142,22 @@ def build(settings: Settings) -> Built:
     summary = None
     if spec.routing and spec.routing.thresholds:
         thresholds = dict(spec.routing.thresholds)
-    if spec.routing and spec.routing.fit:
+    bands = dict(spec.routing.unsure_band) if spec.routing and spec.routing.unsure_band else {}
+    if multi and spec.routing and spec.routing.fit:  # one band for every label, fitted on label sets
+        f = spec.routing.fit
+        val = read_dataset(base / f.val, need_labels=False)
+        if val.labels is None:
+            raise UsageError(f"{path}: routing.fit.val {f.val} has no label column", "give a labelled file")
+        val_sets, _ = parse_label_sets(val.labels, str(model.label_sep_))
+        summary = fit_bands(
+            model.predict_proba(val.texts),
+            model.thresholds_,
+            indicator(val_sets, [str(c) for c in model.classes_]),
+            max_llm_share=f.max_llm_share,
+            local_precision=f.local_precision,
+        )
+        bands = {**summary["bands"], **{k: v for k, v in bands.items() if k != "*"}}
+    elif spec.routing and spec.routing.fit:
         f = spec.routing.fit
         val = read_dataset(base / f.val)
         summary = fit_thresholds(
@@ -181,7 +198,7 @@ def build(settings: Settings) -> Built:
         llm_pool=EgressPool("llm") if fallback is not None else None,
         action_pool=EgressPool("actions") if any(getattr(a, "egress", False) for a in actions.values()) else None,
         llm_deadline_s=spec.llm.timeout_s if spec.llm is not None else 5.0,
-        bands=dict(spec.routing.unsure_band) if spec.routing and spec.routing.unsure_band else {},
+        bands=bands,
         action_order=list(spec.action_order or []),
     )
     # what is stored is masked even where the pipeline turns its guard off for the traffic itself
@@ -226,9 +243,9 @@ def _check_multilabel_keys(spec: PipelineSpec, path: Any, multi: bool, labels: s
                 "route a single-label model with routing.thresholds",
             )
         return
-    if routing and (routing.thresholds or routing.fit):
+    if routing and routing.thresholds:
         raise UsageError(
-            f"{path}: a multi-label model is routed by routing.unsure_band, not thresholds or fit",
+            f"{path}: a multi-label model is routed by routing.unsure_band (or fit), not thresholds",
             'for example routing: {unsure_band: {"*": 0.15}}',
         )
     named = (

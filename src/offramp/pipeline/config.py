@@ -13,7 +13,8 @@ llm:                              # optional: any OpenAI-compatible server, aske
 routing:                          # optional: when to ask the LLM
   thresholds: {"*": 0.5}          #   fixed, or fitted on held-out data:
   fit: {val: val.csv, max_llm_share: 0.05}     # or: local_precision: 0.98
-  # unsure_band: {"*": 0.15}      # a multi-label model: ask when any label's probability is this near its threshold
+  # unsure_band: {"*": 0.15}      # a multi-label model: ask when any label's probability is this near its
+                                  # threshold (or fit: one band, to max_llm_share or local_precision)
 actions:                          # optional, per label (multi-label: "GRATITUDE+SUPPORT" for a combination)
   SUPPORT: {type: answer_from_docs, docs: docs/}
   GRATITUDE: {type: reply, text: "👍"}

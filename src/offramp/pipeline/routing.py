@@ -4,6 +4,14 @@
 * ``local_precision: p``   one threshold per predicted label: the answers kept local are right at
                            least a share p of the time on the held-out data (a label where no
                            threshold reaches p sends all its messages to the LLM)
+
+A multi-label model is routed by an unsure band around each label's threshold instead
+(:func:`fit_bands`): a message goes to the LLM when any label's probability lies within the band
+of its threshold. Fitted, one band for every label:
+
+* ``max_llm_share: s``     at most a share s of the held-out messages fall inside the band
+* ``local_precision: p``   the label sets kept local are exactly right at least a share p of the
+                           time on the held-out data (the narrowest band that gets there)
 """
 
 from __future__ import annotations
@@ -49,3 +57,45 @@ def fit_thresholds(
         "n": int(len(y)),
     }
     return out
+
+
+def fit_bands(
+    proba: np.ndarray,
+    thresholds: np.ndarray,
+    Y_true: np.ndarray,
+    *,
+    max_llm_share: float | None = None,
+    local_precision: float | None = None,
+) -> dict:
+    """One unsure band ("*") for a multi-label model, fitted on held-out messages: ``proba`` and
+    ``Y_true`` are (messages x labels), ``thresholds`` the model's per-label thresholds."""
+    proba = np.asarray(proba, dtype=np.float64)
+    Y = np.asarray(Y_true).astype(bool)
+    t = np.asarray(thresholds, dtype=np.float64)
+    nearest = np.abs(proba - t).min(axis=1)  # how near the message's closest call is to its threshold
+    exact = ((proba >= t) == Y).all(axis=1)  # the model's label set is exactly the right one
+    n = len(nearest)
+    if max_llm_share is not None:
+        k = int(np.floor(max_llm_share * n))
+        band = float(np.sort(nearest)[k]) if k < n else 1.01
+    elif local_precision is not None:
+        order = np.argsort(-nearest)  # surest first: a band b keeps every message with nearest >= b
+        kept_right = np.cumsum(exact[order])
+        kept = np.arange(1, n + 1)
+        ok = np.flatnonzero(kept_right / kept >= local_precision)
+        if ok.size:  # the widest prefix that still reaches p: its last message sets the band
+            band = float(nearest[order][ok[-1]])
+        else:
+            band = 1.01
+    else:
+        raise ValueError("give max_llm_share or local_precision")
+    to_llm = nearest < band
+    local = ~to_llm
+    return {
+        "bands": {"*": band},
+        "held_out": {
+            "llm_share": float(to_llm.mean()) if n else 0.0,
+            "local_precision": float(exact[local].mean()) if local.any() else None,
+            "n": int(n),
+        },
+    }
