@@ -525,24 +525,16 @@ def _gate_sets(
     """:func:`_gate_rows` for label sets: the --gate file's sets, or 20% held out stratified by
     label combination; the gate's labels are stored joined by the separator."""
     from offramp.data.io import Dataset
-    from offramp.models.versions import gate_split
+    from offramp.data.multilabel import parse_label_sets
 
     if gate is not None:
         g, gsets, _ = read_label_sets(gate, text_col, label_col, sep, max_chars)
         return ds, sets, (g.texts, [sep.join(s) for s in gsets], str(gate))
-    cells = [sep.join(s) for s in sets]
-    held = gate_split(cells, seed=seed)
-    if not len(held):
-        raise UsageError(
-            f"{ds.path} is too small to hold out a gate set (no label combination has 5 examples)",
-            "give a labelled gate set with --gate FILE",
-        )
-    mask = set(held.tolist())
-    rows = [i for i in range(len(ds.texts)) if i not in mask]
-    note = f"{len(held)} rows ({len(held) / len(ds.texts):.0%}, stratified by label set) are held out as the gate set"
-    rest = Dataset([ds.texts[i] for i in rows], None, ds.path, ds.warnings + [note], ds.rows_read)
-    gate_rows = ([ds.texts[i] for i in held], [cells[i] for i in held], f"20% of {ds.path} (seed {seed})")
-    return rest, [sets[i] for i in rows], gate_rows
+    joined = Dataset(ds.texts, [sep.join(s) for s in sets], ds.path, ds.warnings, ds.rows_read)
+    rest, gate_rows = _gate_rows(joined, None, text_col, label_col, max_chars, seed)
+    rest_sets, _ = parse_label_sets(rest.labels, sep)
+    rest.labels = None
+    return rest, rest_sets, gate_rows
 
 
 def _gate_rows(ds: Any, gate: Path | None, text_col: str, label_col: str, max_chars: int, seed: int) -> tuple[Any, Any]:

@@ -32,6 +32,41 @@ def _macro(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
     return float(f1[present].mean()) if present.any() else 0.0
 
 
+def _per_label(
+    labels: Sequence[str],
+    f_a: np.ndarray,
+    f_b: np.ndarray,
+    support: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    new: set[str],
+    max_class_drop: float,
+    reasons: list[str],
+    shown: np.ndarray | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Each label's F1 for both models with the 95% interval of the change; a drop beyond the
+    limit (for a label not new) is added to ``reasons``."""
+    per_class: dict[str, dict[str, Any]] = {}
+    for i, lab in enumerate(labels):
+        if shown is not None and not shown[i]:
+            continue
+        ci = [float(lo[i]), float(hi[i])]
+        per_class[lab] = {
+            "current": float(f_a[i]),
+            "candidate": float(f_b[i]),
+            "support": int(support[i]),
+            "new": lab in new,
+            "ci95": ci,
+        }
+        drop = f_a[i] - f_b[i]
+        if lab not in new and drop > max_class_drop + 1e-12:
+            reasons.append(
+                f"{lab} F1 drops by {drop:.4f} ({f_a[i]:.4f} -> {f_b[i]:.4f} on {support[i]} messages, 95% interval "
+                f"of the change [{ci[0]:+.4f}, {ci[1]:+.4f}]; the limit is {max_class_drop:g})"
+            )
+    return per_class
+
+
 def compare(
     y_true: Sequence[str],
     current: Sequence[str],
@@ -75,22 +110,7 @@ def compare(
             f"macro-F1 is lower: {m_b:.4f} vs {m_a:.4f} (difference {m_b - m_a:+.4f}, 95% interval "
             f"[{lo:+.4f}, {hi:+.4f}] below zero)"
         )
-    per_class: dict[str, dict[str, Any]] = {}
-    for i, lab in enumerate(labels):
-        ci = [float(class_lo[i]), float(class_hi[i])]
-        per_class[lab] = {
-            "current": float(f_a[i]),
-            "candidate": float(f_b[i]),
-            "support": int(support[i]),
-            "new": lab in new,
-            "ci95": ci,
-        }
-        drop = f_a[i] - f_b[i]
-        if lab not in new and drop > max_class_drop + 1e-12:
-            reasons.append(
-                f"{lab} F1 drops by {drop:.4f} ({f_a[i]:.4f} -> {f_b[i]:.4f} on {support[i]} messages, 95% interval "
-                f"of the change [{ci[0]:+.4f}, {ci[1]:+.4f}]; the limit is {max_class_drop:g})"
-            )
+    per_class = _per_label(labels, f_a, f_b, support, class_lo, class_hi, new, max_class_drop, reasons)
     return {
         "passed": not reasons,
         "reasons": reasons,
@@ -163,24 +183,11 @@ def compare_sets(
             f"micro-F1 is lower: {mi_b:.4f} vs {mi_a:.4f} (difference {mi_b - mi_a:+.4f}, 95% interval "
             f"[{lo:+.4f}, {hi:+.4f}] below zero)"
         )
-    per_class: dict[str, dict[str, Any]] = {}
-    for j, lab in enumerate(map(str, labels)):
-        if not carried[j] and not (A[:, j].any() or B[:, j].any()):
-            continue  # a label neither the gate set nor either model's answers carry
-        ci = [float(class_lo[j]), float(class_hi[j])]
-        per_class[lab] = {
-            "current": float(f_a[j]),
-            "candidate": float(f_b[j]),
-            "support": int(support[j]),
-            "new": lab in new,
-            "ci95": ci,
-        }
-        drop = f_a[j] - f_b[j]
-        if lab not in new and drop > max_class_drop + 1e-12:
-            reasons.append(
-                f"{lab} F1 drops by {drop:.4f} ({f_a[j]:.4f} -> {f_b[j]:.4f} on {support[j]} messages, 95% interval "
-                f"of the change [{ci[0]:+.4f}, {ci[1]:+.4f}]; the limit is {max_class_drop:g})"
-            )
+    # a label neither the gate set nor either model's answers carry is left out
+    shown = carried | A.any(axis=0) | B.any(axis=0)
+    per_class = _per_label(
+        [str(x) for x in labels], f_a, f_b, support, class_lo, class_hi, new, max_class_drop, reasons, shown
+    )
     return {
         "passed": not reasons,
         "reasons": reasons,

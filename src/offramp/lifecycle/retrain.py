@@ -151,32 +151,8 @@ def retrain(
         max_class_drop=max_class_drop,
         n_boot=n_boot,
     )
-    decision = "promoted" if verdict["passed"] else "refused"
-    registry.record_gate(
-        candidate,
-        {
-            "against": current,
-            "decision": decision,
-            "reasons": verdict["reasons"],
-            "macro_f1": verdict["macro_f1"],
-            "per_class": verdict["per_class"],
-            "source": gate_source,
-            "n": verdict["n"],
-        },
-    )
-    if verdict["passed"]:
-        registry.promote(candidate)
-    return RetrainResult(
-        decision=decision,
-        candidate=candidate,
-        current=current,
-        reasons=verdict["reasons"],
-        new_labels=new_labels,
-        gate=verdict,
-        seconds=time.perf_counter() - t0,
-        n_train=len(texts),
-        n_added=len(added_texts),
-        warnings=warnings,
+    return _decide(
+        registry, candidate, current, verdict, gate_source, new_labels, t0, len(texts), len(added_texts), warnings
     )
 
 
@@ -263,15 +239,33 @@ def _retrain_sets(
         max_class_drop=max_class_drop,
         n_boot=n_boot,
     )
+    return _decide(
+        registry, candidate, current, verdict, gate_source, new_labels, t0, len(texts), len(added_texts), warnings
+    )
+
+
+def _decide(
+    registry: Registry,
+    candidate: str,
+    current: str,
+    verdict: dict[str, Any],
+    gate_source: str,
+    new_labels: list[str],
+    t0: float,
+    n_train: int,
+    n_added: int,
+    warnings: list[str],
+) -> RetrainResult:
+    """Record the gate's verdict on the candidate's registry entry and promote it if it passed."""
     decision = "promoted" if verdict["passed"] else "refused"
+    figures: dict[str, Any] = {k: verdict[k] for k in ("micro_f1", "macro_f1") if k in verdict}
     registry.record_gate(
         candidate,
         {
             "against": current,
             "decision": decision,
             "reasons": verdict["reasons"],
-            "micro_f1": verdict["micro_f1"],
-            "macro_f1": verdict["macro_f1"],
+            **figures,
             "per_class": verdict["per_class"],
             "source": gate_source,
             "n": verdict["n"],
@@ -287,7 +281,7 @@ def _retrain_sets(
         new_labels=new_labels,
         gate=verdict,
         seconds=time.perf_counter() - t0,
-        n_train=len(texts),
-        n_added=len(added_texts),
+        n_train=n_train,
+        n_added=n_added,
         warnings=warnings,
     )
