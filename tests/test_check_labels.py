@@ -106,6 +106,19 @@ def test_train_drop_suspects_leaves_out_exactly_the_listed_rows(noisy, tmp_path)
     assert doc["n_train"] == len(rows) - 1 - len(doc["dropped_suspects"])
 
 
+def test_drop_suspects_into_a_registry_names_the_file_rows(noisy, tmp_path):
+    """With a registry's gate set held out of the file, the dropped rows are still the file's own
+    0-based data rows (their texts are in the file there, and are mostly the flipped ones)."""
+    path, rows, flipped = noisy
+    r = run_cli(
+        "train", str(path), "--registry", str(tmp_path / "reg"), "--quality", "fast", "--drop-suspects", "--json", "-q"
+    )
+    assert r.returncode == 0, r.stderr
+    dropped = json.loads(r.stdout)["dropped_suspects"]
+    assert dropped and all(0 < d < len(rows) for d in dropped)
+    assert sum(d in flipped for d in dropped) / len(dropped) >= 0.6
+
+
 def test_check_labels_bad_inputs_get_one_line(tmp_path):
     nolabel = write_csv(tmp_path / "t.csv", [("a",), ("b",)], header=("text",))
     r = run_cli("check-labels", str(nolabel))

@@ -561,6 +561,9 @@ def _gate_rows(ds: Any, gate: Path | None, text_col: str, label_col: str, max_ch
         ds.warnings + [f"{len(held)} rows ({len(held) / len(ds.texts):.0%}, stratified) are held out as the gate set"],
         ds.rows_read,
     )
+    # the gate rows count as left out of the training part, so its rows still name the file's rows
+    file_rows = ds.data_rows()
+    rest.skipped_rows = sorted(set(ds.skipped_rows) | set(file_rows[held].tolist()))
     return rest, ([ds.texts[i] for i in held], [ds.labels[i] for i in held], f"20% of {ds.path} (seed {seed})")
 
 
