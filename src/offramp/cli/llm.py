@@ -170,7 +170,7 @@ def label(
 ) -> None:
     """Label texts with an LLM teacher: constrained answers, cached (re-runs send nothing twice), costed."""
     from offramp.data.io import read_dataset, write_records
-    from offramp.teacher.label import TaskSpec, estimate, label_texts, make_labeller
+    from offramp.teacher.label import TaskSpec, estimate, label_run, label_texts, make_labeller
 
     positive("--rate", rate)
     positive("--max-cost", max_cost)
@@ -236,8 +236,7 @@ def label(
                 active = select_and_label(
                     ds.texts, budget, ask, seed=seed, on_progress=lambda d, n: say(f"labelled {d} of {n}")
                 )
-            run = label_texts(labeller, [], workers=1, price_model=price_model or llm)  # the totals
-            run.outcomes = outcomes
+            run = label_run(labeller, outcomes, price_model or llm)
             info(
                 f"{len(active.rounds)} rounds: a random warm start of {active.rounds[0]}, then "
                 f"{', '.join(map(str, active.rounds[1:])) or 'none'} texts by uncertainty",

@@ -402,11 +402,14 @@ def label_texts(
             done += 1
             if on_progress:
                 on_progress(done, len(texts))
+    return label_run(labeller, [o for o in outcomes if o is not None], price_model)
+
+
+def label_run(labeller: Labeller, outcomes: list[LabelOutcome], price_model: str | None = None) -> LabelRun:
+    """``outcomes`` with the labeller's running totals (calls, cache hits, tokens, cost so far)."""
     price = load_prices()["models"].get(price_model or labeller.client.config.model)
     cost = api_usd_per_message(price, labeller.tin, labeller.tout) if price else None
-    return LabelRun(
-        [o for o in outcomes if o is not None], labeller.calls, labeller.hits, labeller.tin, labeller.tout, cost
-    )
+    return LabelRun(outcomes, labeller.calls, labeller.hits, labeller.tin, labeller.tout, cost)
 
 
 def default_cache_path() -> Path:
