@@ -466,3 +466,40 @@ def test_one_client_cannot_hold_every_connection(fast_model):
             s.close()
     finally:
         srv.stop()
+
+
+def test_local_answers_do_not_wait_behind_slow_egress(fast_model, tmp_path):
+    """50 requests held by a dripping webhook (each up to its 6 s deadline) must not hold up a
+    message whose answer is local: the request threads outnumber every egress slot."""
+    import threading
+
+    from helpers import Server
+
+    drip = _Drip()
+    shutil.copytree(fast_model, tmp_path / "model")
+    (tmp_path / "p.yaml").write_text(
+        "model: model\nactions:\n"
+        f"  GRATITUDE: {{type: forward, url: '{drip.url}', timeout_s: 6}}\n"
+        "  SUPPORT: {type: reply, text: 'see the help page'}\n"
+    )
+    srv = Server(tmp_path / "p.yaml")
+    try:
+        slow = [
+            threading.Thread(
+                target=lambda: httpx.post(srv.url + "/v1/classify", json={"text": "thanks a lot!"}, timeout=60)
+            )
+            for _ in range(50)
+        ]
+        for t in slow:
+            t.start()
+        time.sleep(1.5)  # every slow request is now waiting on the webhook
+        t0 = time.monotonic()
+        r = httpx.post(srv.url + "/v1/classify", json={"text": "how do I reset my password?"}, timeout=60)
+        took = time.monotonic() - t0
+        assert r.status_code == 200 and r.json()["label"] == "SUPPORT"
+        assert took < 2, took  # was the webhook's deadline: every request thread was held by it
+        for t in slow:
+            t.join()
+    finally:
+        srv.stop()
+        drip.close()

@@ -30,7 +30,8 @@ class EgressPool:
     def __init__(self, name: str, workers: int = 16, waiting: int = 64):
         self.name = name
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=f"offramp-egress-{name}")
-        self._slots = threading.BoundedSemaphore(workers + waiting)
+        self.capacity = workers + waiting  # callers it lets in at once (in flight and waiting)
+        self._slots = threading.BoundedSemaphore(self.capacity)
         self.shed = 0
         self.late = 0
 

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi.concurrency import run_in_threadpool
+import anyio
+import anyio.to_thread
 
 from offramp.audit.log import AuditLog, AuditWriter
 from offramp.costs.calculator import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, api_usd_per_message, load_prices
@@ -39,6 +40,7 @@ from offramp.serving.stats import TrafficStats
 from offramp.serving.workers import WorkerSync
 
 log = logging.getLogger("offramp.serving")
+LOCAL_THREADS = 16  # request threads always left for local answers beyond what egress can hold
 UNSURE_BELOW = 0.7  # without a routing threshold, a local answer under this confidence is queued for review
 
 
@@ -57,6 +59,7 @@ class ClassificationService:
         env: Mapping[str, str] | None = None,
         worker_dir: str | None = None,
     ):
+        self._threads: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
         self.settings = settings
         self._flags, self._env = dict(flags or {}), env
         self.metrics = Metrics()
@@ -400,6 +403,18 @@ class ClassificationService:
             )
         )
 
+    def _request_threads(self) -> anyio.CapacityLimiter:
+        """The threads requests that may wait on the network run on: more than every egress pool
+        lets in at once, so however many calls a slow webhook or LLM holds (each up to its
+        deadline), LOCAL_THREADS are left for requests whose answer is local."""
+        cascade = self.built.cascade
+        need = LOCAL_THREADS + sum(p.capacity for p in (cascade.llm_pool, cascade.action_pool) if p is not None)
+        if self._threads is None:
+            self._threads = anyio.CapacityLimiter(need)
+        elif self._threads.total_tokens < need:
+            self._threads.total_tokens = need
+        return self._threads
+
     async def classify(
         self, texts: list[str], conversation: str | None, single: bool, principal: str | None = None
     ) -> tuple[str, list[dict[str, Any]]]:
@@ -415,7 +430,7 @@ class ClassificationService:
         items: list[tuple[str, str, str | None]] = [(t, i, scope) for t, i in zip(texts, ids)]
         big = len(items) > 16 or sum(len(t) for t in texts) > 20_000
         if self.built.cascade.may_block or big:  # a wait on the network, or a long batch: keep the event loop free
-            pairs = await run_in_threadpool(self.decide_many, items)
+            pairs = await anyio.to_thread.run_sync(self.decide_many, items, limiter=self._request_threads())
         else:  # messages of requests that arrive together share one model call
             pairs = (
                 [await self.batcher.submit(items[0])]
