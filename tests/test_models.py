@@ -363,3 +363,30 @@ def test_few_rows_train_as_before_without_refit():
     _, rep = train(["reset my pin", "thanks a lot", "pin reset please", "thank you!"] * 5,
                    ["S", "G", "S", "G"] * 5, quality="fast", time_limit=None)  # fmt: skip
     assert rep.search_rows is None and rep.refit is None and "refit" not in rep.metrics()
+
+
+def test_the_time_limited_sample_size_is_one_of_a_few_steps(monkeypatch):
+    """The pilot's timing jitters from run to run; the sample it sizes must not follow the jitter
+    (same data, same seed, same machine: the same sample)."""
+    import offramp.models.training as tr
+    from offramp.models.selection import fast_candidates
+
+    rng = np.random.default_rng(0)
+    labels = np.asarray([f"L{i % 150}" for i in range(18_000)], dtype=object)
+    texts = [f"word{rng.integers(0, 500)} w{i % 150} thing" for i in range(18_000)]
+    first = fast_candidates(len(texts), 0)[0]
+
+    def size_for(pilot_seconds: float) -> int:
+        # features built in no time; two fits, the second one slower (a stall): the faster counts
+        ticks = iter([0.0, 0.0, 0.0, pilot_seconds, 0.0, 2 * pilot_seconds])
+        monkeypatch.setattr(tr.time, "perf_counter", lambda: next(ticks))
+        try:
+            return tr._search_size(texts, labels, first, 30.0, 0)
+        finally:
+            monkeypatch.undo()
+
+    def pilot(rows: int) -> float:  # the pilot's seconds that make the raw estimate ``rows``
+        return 0.4 * 30.0 / (2.5 * rows * 150) * tr.PILOT_ROWS * 150
+
+    assert size_for(pilot(7_000)) == size_for(pilot(7_000) * 1.05) == 5_656  # 7,000 and 6,667 rows
+    assert size_for(pilot(11_900)) == len(texts)  # over half the rows: every row

@@ -126,7 +126,9 @@ def _search_size(texts: list[str], y: np.ndarray, first: Any, limit: float | Non
     LARGE_ROWS, else SEARCH_ROWS (the same on any machine). With one, above twice PILOT_ROWS: the
     first candidate is timed on PILOT_ROWS random rows and the sample sized so that its
     cross-validation takes about 40% of the limit, its cost taken as growing with rows times labels
-    (one-vs-rest), and never below three rows a label."""
+    (one-vs-rest), rounded down to a step of a fixed grid, and never below three rows a label.
+    Every row when the estimate is at least half of them: a sample of mid-sized data costs more
+    quality than the time it saves, and the search's skipping of candidates keeps the limit."""
     n = len(texts)
     cap = n if n <= LARGE_ROWS else SEARCH_ROWS  # more than LARGE_ROWS never go into one feature matrix
     if limit is None or n <= 2 * PILOT_ROWS:
@@ -139,15 +141,37 @@ def _search_size(texts: list[str], y: np.ndarray, first: Any, limit: float | Non
     try:
         proto = first.make()
         feat, X = proto.build_features([texts[i] for i in pilot])
-        with warnings.catch_warnings():  # scikit-learn warns when most pilot rows have a label of their own
-            warnings.simplefilter("ignore")
-            first.make().fit_features(feat, X, y[pilot])
+        built = time.perf_counter() - t
+        fits = []
+        for _ in range(2):  # the faster of two fits: one stall of a busy machine does not halve the sample
+            f0 = time.perf_counter()
+            with warnings.catch_warnings():  # scikit-learn warns when most pilot rows have a label of their own
+                warnings.simplefilter("ignore")
+                first.make().fit_features(feat, X, y[pilot])
+            fits.append(time.perf_counter() - f0)
     except Exception:  # the search reports why the candidate fails; size it as without a limit
         return cap
-    per_row_label = (time.perf_counter() - t) / (PILOT_ROWS * pilot_labels)
+    per_row_label = (built + min(fits)) / (PILOT_ROWS * pilot_labels)
     labels = len(np.unique(y))
     rows = int(0.4 * limit / (2.5 * max(per_row_label, 1e-9) * labels))  # 3 folds: two fits on 2/3, one on all
+    if rows >= cap / 2:  # every row fits in about twice the share: skipping candidates keeps the limit
+        return cap
+    # one of a few sizes (steps of sqrt 2 from 1,000), so that the timing's jitter from run to run
+    # on one machine rarely changes the sample, and with it the model
+    rows = int(1000 * 2 ** (np.floor(2 * np.log2(max(rows, 1000) / 1000)) / 2))
     return max(min(n, 3 * labels), min(rows, cap))
+
+
+SPEED_SECONDS = 2.0  # what train spends after the search measuring the winner's speed
+
+
+def _search_budget(limit: float | None, t0: float, large: bool) -> float | None:
+    """The search's share of the time limit: what is left of it (the sample sizing's pilot has run)
+    less the speed measurement after it; half of that when the winner is refitted on every row."""
+    if limit is None:
+        return None
+    left = max(0.1 * limit, limit - (time.perf_counter() - t0) - SPEED_SECONDS)
+    return left / 2 if large else left
 
 
 def resolve_time_limit(time_limit: float | str | None, quality: str) -> float | None:
@@ -317,7 +341,7 @@ def train(
         search_texts,
         search_y,
         candidates_for(quality, len(search_texts), seed, choice.name),
-        time_limit=None if limit is None else limit / 2 if large else limit,
+        time_limit=_search_budget(limit, t0, large),
         seed=seed,
         latency_budget_ms=latency_budget_ms,
         on_progress=on_progress,
