@@ -112,13 +112,7 @@ def retrain(
             "add examples of them with --add, or use a gate set without them",
         )
     warnings: list[str] = list(added.warnings)
-    held = set(gate_texts)
-    keep = [i for i, t in enumerate(added_texts) if t not in held]
-    if len(keep) < len(added_texts):
-        warnings.append(
-            f"{len(added_texts) - len(keep)} added rows are gate-set messages and were left out of training "
-            "(a model must not be judged on what it learned)"
-        )
+    keep = _not_in_gate(added_texts, gate_texts, warnings)
     added_texts = [added_texts[i] for i in keep]
     added_labels = [added_labels[i] for i in keep]
     info = (old_model.training_record_ or {}).get("info", {})
@@ -138,9 +132,7 @@ def retrain(
         on_progress=on_progress,
     )
     warnings += report.warnings
-    chunk = registry.store_rows(added_texts, added_labels) if added_texts else None
-    base_chunks = registry.entry(current).get("data", [])
-    candidate = registry.add(model, data=base_chunks + ([chunk] if chunk else []), promote=False, parent=current)
+    candidate = _add_candidate(registry, model, current, added_texts, added_labels)
     if on_progress:
         on_progress(f"judging {candidate} against {current} on {len(gate_texts)} gate messages")
     verdict = compare(
@@ -193,13 +185,7 @@ def _retrain_sets(
             "add examples of them with --add, or use a gate set without them",
         )
     warnings: list[str] = list(added.warnings) + notes
-    held = set(gate_texts)
-    keep = [i for i, t in enumerate(added_texts) if t not in held]
-    if len(keep) < len(added_texts):
-        warnings.append(
-            f"{len(added_texts) - len(keep)} added rows are gate-set messages and were left out of training "
-            "(a model must not be judged on what it learned)"
-        )
+    keep = _not_in_gate(added_texts, gate_texts, warnings)
     added_texts = [added_texts[i] for i in keep]
     added_sets = [added_sets[i] for i in keep]
     info = (old_model.training_record_ or {}).get("info", {})
@@ -220,9 +206,7 @@ def _retrain_sets(
         encoder=str(info.get("encoder") or "minilm"),
     )
     warnings += report.warnings
-    chunk = registry.store_rows(added_texts, [sep.join(s) for s in added_sets]) if added_texts else None
-    base_chunks = registry.entry(current).get("data", [])
-    candidate = registry.add(model, data=base_chunks + ([chunk] if chunk else []), promote=False, parent=current)
+    candidate = _add_candidate(registry, model, current, added_texts, [sep.join(s) for s in added_sets])
     if on_progress:
         on_progress(f"judging {candidate} against {current} on {len(gate_texts)} gate messages")
     labels = sorted(old_labels | set(map(str, model.classes_)) | {lab for s in gate_sets for lab in s})
@@ -242,6 +226,25 @@ def _retrain_sets(
     return _decide(
         registry, candidate, current, verdict, gate_source, new_labels, t0, len(texts), len(added_texts), warnings
     )
+
+
+def _not_in_gate(added_texts: list[str], gate_texts: list[str], warnings: list[str]) -> list[int]:
+    """The added rows that are not gate-set messages (a model must not be judged on what it learned)."""
+    held = set(gate_texts)
+    keep = [i for i, t in enumerate(added_texts) if t not in held]
+    if len(keep) < len(added_texts):
+        warnings.append(
+            f"{len(added_texts) - len(keep)} added rows are gate-set messages and were left out of training "
+            "(a model must not be judged on what it learned)"
+        )
+    return keep
+
+
+def _add_candidate(registry: Registry, model: Any, current: str, texts: list[str], labels: list[str]) -> str:
+    """Save the candidate unpromoted: the current version's rows plus the added ones (stored masked)."""
+    chunk = registry.store_rows(texts, labels) if texts else None
+    base_chunks = registry.entry(current).get("data", [])
+    return registry.add(model, data=base_chunks + ([chunk] if chunk else []), promote=False, parent=current)
 
 
 def _decide(
