@@ -497,3 +497,33 @@ def test_unsure_band_fitted_to_a_share_or_a_precision(ml):
         assert routing["bands"]["*"] == share["bands"]["*"] and routing["held_out"]["llm_share"] <= 0.1
     finally:
         srv.stop()
+
+
+def test_a_fit_file_naming_a_label_the_model_lacks_counts_those_sets_as_wrong(ml):
+    """routing.fit.val may name a label the model has not got: the model's set can never be exact
+    for those messages, so they count as wrong in the band's precision, and the label is named."""
+    from offramp.pipeline.builder import build
+    from offramp.pipeline.settings import Settings
+
+    tmp, _, test, _ = ml
+    with open(test, newline="", encoding="utf-8") as f:
+        rows = [(r["text"], r["label"]) for r in csv.DictReader(f)]
+    val = tmp / "val_refund.csv"
+    with open(val, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i, (text, labels) in enumerate(rows):
+            w.writerow([text, labels + "|REFUND" if i % 2 == 0 else labels])
+    body = "routing: {{fit: {{val: '{}', local_precision: {}}}}}\n"
+    plain = build(Settings.resolve(_pipeline(tmp, "plain.yaml", body.format(test, 0.5)), env={}))
+    odd = build(Settings.resolve(_pipeline(tmp, "odd.yaml", body.format(val, 0.5)), env={}))
+    try:
+        held_plain = plain.info["routing"]["held_out"]
+        held = odd.info["routing"]["held_out"]
+        assert held["labels_not_in_model"] == ["REFUND"]
+        assert "labels_not_in_model" not in held_plain
+        # half the sets are out of the model's reach: at most about half of those kept can be right
+        assert held["local_precision"] <= 0.55 < held_plain["local_precision"]
+    finally:
+        plain.close()
+        odd.close()

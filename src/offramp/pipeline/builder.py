@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from offramp.capture.pool import Pool
 from offramp.data.io import read_dataset
 from offramp.data.multilabel import parse_label_sets
@@ -149,13 +151,18 @@ def build(settings: Settings) -> Built:
         if val.labels is None:
             raise UsageError(f"{path}: routing.fit.val {f.val} has no label column", "give a labelled file")
         val_sets, _ = parse_label_sets(val.labels, str(model.label_sep_))
+        known = [str(c) for c in model.classes_]
         summary = fit_bands(
             model.predict_proba(val.texts),
             model.thresholds_,
-            indicator(val_sets, [str(c) for c in model.classes_]),
+            indicator(val_sets, known),
             max_llm_share=f.max_llm_share,
             local_precision=f.local_precision,
+            unreachable=np.array([not set(s) <= set(known) for s in val_sets], dtype=bool),
         )
+        lacking = sorted({lab for s in val_sets for lab in s} - set(known))
+        if lacking:  # counted as wrong, and said: the file may be meant for another model
+            summary["held_out"]["labels_not_in_model"] = lacking
         bands = {**summary["bands"], **{k: v for k, v in bands.items() if k != "*"}}
     elif spec.routing and spec.routing.fit:
         f = spec.routing.fit

@@ -66,14 +66,20 @@ def fit_bands(
     *,
     max_llm_share: float | None = None,
     local_precision: float | None = None,
+    unreachable: np.ndarray | None = None,
 ) -> dict:
     """One unsure band ("*") for a multi-label model, fitted on held-out messages: ``proba`` and
-    ``Y_true`` are (messages x labels), ``thresholds`` the model's per-label thresholds."""
+    ``Y_true`` are (messages x labels), ``thresholds`` the model's per-label thresholds.
+    ``unreachable`` marks messages whose right set has a label the model lacks: the model's set
+    is never exactly right for them (as a single-label model's answer is wrong for a label it
+    lacks)."""
     proba = np.asarray(proba, dtype=np.float64)
     Y = np.asarray(Y_true).astype(bool)
     t = np.asarray(thresholds, dtype=np.float64)
     nearest = np.abs(proba - t).min(axis=1)  # how near the message's closest call is to its threshold
     exact = ((proba >= t) == Y).all(axis=1)  # the model's label set is exactly the right one
+    if unreachable is not None:
+        exact &= ~np.asarray(unreachable, dtype=bool)
     n = len(nearest)
     if max_llm_share is not None:
         k = int(np.floor(max_llm_share * n))
