@@ -14,6 +14,8 @@ from offramp.models.store import load_model, save_model
 from offramp.models.tfidf import TfidfLinear
 from offramp.models.training import train
 
+from helpers import run_cli
+
 
 def test_featurizer_single_path_matches_batch_on_real_messages():
     from offramp.data.demo import demo_paths
@@ -390,3 +392,56 @@ def test_the_time_limited_sample_size_is_one_of_a_few_steps(monkeypatch):
 
     assert size_for(pilot(7_000)) == size_for(pilot(7_000) * 1.05) == 5_656  # 7,000 and 6,667 rows
     assert size_for(pilot(11_900)) == len(texts)  # over half the rows: every row
+
+
+def test_reject_target_holds_for_a_lower_confidence_bound():
+    """A held-out figure is a sample: by default the target must hold for its one-sided 95% lower
+    bound (Wilson), so 100 held-out out-of-scope messages need 83 rejected for oos_recall>=0.75."""
+    from scipy.stats import binomtest
+
+    from offramp.errors import UsageError
+    from offramp.models.rejection import RejectTarget, fit_rejection
+
+    rng = np.random.default_rng(3)
+    n_in, n_oos = 900, 100
+    classes = np.array(["a", "b"])
+    conf = np.r_[rng.uniform(0.5, 1.0, n_in), rng.uniform(0.5, 0.9, n_oos)]
+    y = np.r_[np.full(n_in, "a"), np.full(n_oos, "oos")]
+    proba = np.c_[conf, 1 - conf]
+    target = RejectTarget.parse("oos_recall>=0.75")
+    assert target.confidence == 0.95 and str(target) == "oos_recall>=0.75 at 95% confidence"
+    assert RejectTarget.parse(str(target)) == target  # as stored with a model, read back by retrain
+    bounded = fit_rejection(proba, classes, y, target, "oos")
+    plain = fit_rejection(proba, classes, y, RejectTarget.parse("oos_recall>=0.75", 0), "oos")
+    assert plain["target"] == "oos_recall>=0.75" and plain["held_out"]["oos_recall"] == 0.75
+    assert bounded["met"] and bounded["held_out"]["oos_recall"] == 0.83  # the smallest share whose bound reaches 0.75
+    assert bounded["threshold"] > plain["threshold"]
+    # the bound is Wilson's: one-sided 95% = the lower end of the two-sided 90% interval
+    ref = binomtest(83, 100).proportion_ci(confidence_level=0.90, method="wilson").low
+    assert abs(bounded["held_out"]["lower_bound"] - ref) < 1e-9 and ref >= 0.75
+    assert binomtest(82, 100).proportion_ci(confidence_level=0.90, method="wilson").low < 0.75
+    # precision targets count the answered messages: a level of 90% asks less than 95%
+    prec95 = fit_rejection(proba, classes, y, RejectTarget.parse("in_scope_precision>=0.95"), "oos")
+    prec90 = fit_rejection(proba, classes, y, RejectTarget.parse("in_scope_precision>=0.95 at 90% confidence"), "oos")
+    assert prec95["held_out"]["lower_bound"] >= 0.95 and prec90["held_out"]["lower_bound"] >= 0.95
+    assert prec95["held_out"]["coverage"] <= prec90["held_out"]["coverage"]
+    with pytest.raises(UsageError, match="not 0 or between 0.5 and 1"):
+        RejectTarget.parse("oos_recall>=0.75", 0.3)
+
+
+def test_reject_confidence_flag(inbox_sample, tmp_path):
+    r = run_cli(
+        "train", str(inbox_sample[0]), "--out", str(tmp_path / "m"), "--quality", "fast",
+        "--reject-target", "in_scope_precision>=0.9", "--reject-confidence", "1.5",
+    )  # fmt: skip
+    assert r.returncode == 2 and "not 0 or between 0.5 and 1" in r.stderr
+    r = run_cli(
+        "train", str(inbox_sample[0]), "--out", str(tmp_path / "m"), "--quality", "fast",
+        "--reject-target", "in_scope_precision>=0.9", "--reject-confidence", "0.9", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rej = json.loads(r.stdout)["rejection"]
+    assert rej["target"] == "in_scope_precision>=0.9 at 90% confidence" and rej["confidence"] == 0.9
+    assert rej["held_out"]["lower_bound"] >= 0.9 and "lower bound of that figure" in (
+        tmp_path / "m" / "MODEL_CARD.md"
+    ).read_text(encoding="utf-8")

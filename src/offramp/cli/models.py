@@ -154,6 +154,12 @@ def train(
         "--reject-target",
         help='Fit a "don\'t know" threshold to this target: in_scope_precision>=0.98 or oos_recall>=0.8.',
     ),
+    reject_confidence: float = typer.Option(
+        0.95,
+        "--reject-confidence",
+        help="The reject target must hold for the held-out figure's lower confidence bound at this level "
+        "(Wilson); 0 fits to the held-out figure itself.",
+    ),
     oos_label: Optional[str] = typer.Option(
         None,
         "--oos-label",
@@ -206,7 +212,7 @@ def train(
     limit = parse_time_limit(time_limit)
     if encoder_name != "auto":
         encoder_info(encoder_name)  # an unknown name is refused before reading the data
-    target = RejectTarget.parse(reject_target) if reject_target is not None else None
+    target = RejectTarget.parse(reject_target, reject_confidence) if reject_target is not None else None
     if val is not None and target is None:
         raise UsageError(
             "--val is used to fit the rejection threshold; give --reject-target too",
@@ -356,10 +362,16 @@ def train(
         oos = "—" if h["oos_recall"] is None else f"{h['oos_recall']:.3f}"
         out.print(
             f"don't know: {score_name(rej)} < {rej['threshold']:.4f} → {rej['label']} (target {rej['target']}, "
-            f"{'met' if rej['met'] else 'NOT met'} on {rej['source']}: in-scope precision "
+            f"{'met' if rej['met'] else 'NOT met'} on {rej['source']}{_bound_note(rej)}: in-scope precision "
             f"{h['in_scope_precision']:.3f}, in-scope accuracy {h['in_scope_accuracy']:.3f}, oos recall {oos}, "
             f"answered {h['coverage']:.1%})"
         )
+
+
+def _bound_note(rej: dict[str, Any]) -> str:
+    """ ", lower bound 0.761" when the target was fitted to a confidence bound."""
+    bound = rej["held_out"].get("lower_bound")
+    return f", lower bound {bound:.3f}" if rej.get("confidence") and bound is not None else ""
 
 
 def read_label_sets(data: Path, text_col: str, label_col: str, sep: str, max_chars: int) -> tuple[Any, Any, list[str]]:

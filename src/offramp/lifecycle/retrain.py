@@ -17,6 +17,7 @@ import numpy as np
 from offramp.data.io import Dataset
 from offramp.errors import DataError, UsageError
 from offramp.evaluation.gate import compare, compare_sets
+from offramp.models.rejection import RejectTarget
 from offramp.models.training import train
 from offramp.models.versions import Registry
 
@@ -127,7 +128,8 @@ def retrain(
         time_limit=info.get("time_limit"),
         seed=int(info.get("seed") or 0),
         latency_budget_ms=info.get("latency_budget_ms"),
-        reject_target=rejection["target"] if rejection else None,
+        # a model fitted before targets had a confidence level was fitted to the held-out figure itself
+        reject_target=RejectTarget.parse(rejection["target"], rejection.get("confidence", 0.0)) if rejection else None,
         oos_label=rejection["label"] if rejection and rejection["label"] in set(labels) else None,
         on_progress=on_progress,
     )

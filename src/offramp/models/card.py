@@ -119,7 +119,13 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
             "",
             f"Messages whose {score_name(rej)} is under {rej['threshold']:.4f} are answered `{rej['label']}`. The threshold "
             f"was fitted on {rej['source']} ({rej['n_held_out']} messages, {rej['n_oos_held_out']} out of scope) "
-            f"to the target {rej['target']} ({'met' if rej['met'] else 'NOT met'}). There it gave: in-scope precision "
+            f"to the target {rej['target']} ({'met' if rej['met'] else 'NOT met'}"
+            + (
+                f"; lower bound of that figure {h['lower_bound']:.4f}"
+                if rej.get("confidence") and h.get("lower_bound") is not None
+                else ""
+            )
+            + f"). There it gave: in-scope precision "
             f"{h['in_scope_precision']:.4f}, in-scope accuracy {h['in_scope_accuracy']:.4f}, "
             f"out-of-scope recall {'—' if h['oos_recall'] is None else format(h['oos_recall'], '.4f')}, "
             f"answered {h['coverage']:.1%}.",

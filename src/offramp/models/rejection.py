@@ -7,6 +7,12 @@ lowest one that meets the target, so the model answers as much as it can while k
 * ``in_scope_precision>=P``: among answered messages, at least P are in scope and right.
 * ``oos_recall>=R``: at least R of the out-of-scope messages are rejected (needs some in the data).
 
+A held-out figure is a sample: 80 of 100 out-of-scope messages rejected there promises less than
+80% on new traffic. So by default the target must hold for the figure's one-sided lower confidence
+bound at 95% (Wilson's score interval), not only for the figure itself: with 100 out-of-scope
+messages held out, ``oos_recall>=0.75`` needs 83 of them rejected. The target's ``confidence`` sets
+the level; 0 fits to the held-out figure itself. Written ``oos_recall>=0.75 at 95% confidence``.
+
 Models that embed messages can add a second signal: how close a message is to the nearest
 in-scope training message (cosine similarity of sentence vectors). An off-topic message can get a
 confident label from a linear model, but it rarely lies near any training example. The rejection
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -30,14 +37,20 @@ MIN_AUC_GAIN = 0.002  # a weight must separate this much better than plain confi
 MIN_NEARNESS_AUC = 0.6  # and nearness alone must separate at least this well
 
 
+DEFAULT_CONFIDENCE = 0.95
+
+
 @dataclass
 class RejectTarget:
     kind: str
     value: float
+    confidence: float = DEFAULT_CONFIDENCE  # level of the lower bound the target must reach; 0: the figure itself
 
     @classmethod
-    def parse(cls, text: str) -> RejectTarget:
-        m = re.fullmatch(r"\s*([a-z_]+)\s*(?:>=|:|=)\s*([0-9.]+)\s*", text or "")
+    def parse(cls, text: str, confidence: float | None = None) -> RejectTarget:
+        """``kind>=value``, optionally followed by ``at NN% confidence``; ``confidence`` (0 or
+        0.5..0.999) overrides the written level, else the default 95%."""
+        m = re.fullmatch(r"\s*([a-z_]+)\s*(?:>=|:|=)\s*([0-9.]+)\s*(?:at\s+([0-9.]+)\s*%\s*confidence\s*)?", text or "")
         if not m or m.group(1) not in KINDS:
             raise UsageError(
                 f"cannot read the reject target {text!r}", "write in_scope_precision>=0.98 or oos_recall>=0.8"
@@ -45,10 +58,32 @@ class RejectTarget:
         value = float(m.group(2))
         if not 0 < value <= 1:
             raise UsageError(f"the reject target {text!r} needs a value in (0, 1]")
-        return cls(m.group(1), value)
+        if confidence is None:
+            confidence = float(m.group(3)) / 100 if m.group(3) else DEFAULT_CONFIDENCE
+        if not (confidence == 0 or 0.5 <= confidence < 1):
+            raise UsageError(
+                f"the reject target's confidence {confidence:g} is not 0 or between 0.5 and 1",
+                "use 0.95 (the default), 0.9, or 0 to fit to the held-out figure itself",
+                param="reject_confidence",
+            )
+        return cls(m.group(1), value, confidence)
+
+    def lower_bound(self, hits: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """The figure hits / n, or its one-sided lower Wilson bound at ``confidence`` (1 where n is 0)."""
+        hits, n = np.asarray(hits, dtype=np.float64), np.asarray(n, dtype=np.float64)
+        safe = np.maximum(n, 1)
+        p = hits / safe
+        if not self.confidence:
+            return np.where(n > 0, p, 1.0)
+        z = NormalDist().inv_cdf(self.confidence)
+        den = 1 + z * z / safe
+        centre = (p + z * z / (2 * safe)) / den
+        half = z * np.sqrt(p * (1 - p) / safe + z * z / (4 * safe * safe)) / den
+        return np.where(n > 0, np.maximum(centre - half, 0.0), 1.0)
 
     def __str__(self) -> str:
-        return f"{self.kind}>={self.value:g}"
+        level = f" at {self.confidence * 100:g}% confidence" if self.confidence else ""
+        return f"{self.kind}>={self.value:g}{level}"
 
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -103,7 +138,7 @@ def _points(conf: np.ndarray, correct: np.ndarray, is_oos: np.ndarray, pred_oos:
     answered = at_least(answerable)
     good = at_least(answerable & ~is_oos & correct)
     oos_answered = at_least(answerable & is_oos)
-    return [
+    points = [
         {
             "threshold": float(t),
             "in_scope_precision": float(g / a) if a else 1.0,
@@ -113,6 +148,11 @@ def _points(conf: np.ndarray, correct: np.ndarray, is_oos: np.ndarray, pred_oos:
         }
         for t, a, g, o in zip(thresholds, answered, good, oos_answered)
     ]
+    counts = {  # (hits, n) of each target's figure, for its confidence bound
+        "in_scope_precision": (good, answered),
+        "oos_recall": (n_oos - oos_answered, np.full(len(thresholds), n_oos)),
+    }
+    return points, counts
 
 
 def fit_rejection(
@@ -151,17 +191,23 @@ def fit_rejection(
         bad = (is_oos if is_oos.any() else (pred != y)) & ~pred_oos
         weight, aucs = choose_familiarity_weight(conf, familiarity, good, bad)
         conf = conf + weight * familiarity
-    pts = _points(conf, pred == y, is_oos, pred_oos)
-    ok = [p for p in pts if (p[target.kind] or 0) >= target.value]
-    chosen = ok[0] if ok else pts[-1]
+    pts, counts = _points(conf, pred == y, is_oos, pred_oos)
+    bound = target.lower_bound(*counts[target.kind])
+    ok = np.flatnonzero(bound >= target.value - 1e-12)
+    at = int(ok[0]) if ok.size else len(pts) - 1
+    chosen = pts[at]
     step = max(1, len(pts) // 60)
     return {
         "threshold": chosen["threshold"],
         "target": str(target),
-        "met": bool(ok),
+        "confidence": target.confidence,
+        "met": bool(ok.size),
         "familiarity_weight": weight,
         "familiarity_auc": aucs,
-        "held_out": {k: v for k, v in chosen.items() if k != "threshold"},
+        "held_out": {
+            **{k: v for k, v in chosen.items() if k != "threshold"},
+            "lower_bound": float(bound[at]),  # of the target's figure, at the confidence level
+        },
         "n_held_out": int(len(y)),
         "n_oos_held_out": int(is_oos.sum()),
         "curve": pts[::step] + ([pts[-1]] if (len(pts) - 1) % step else []),
