@@ -1,7 +1,7 @@
 """The accurate tier on Banking77 and CLINC150 (int8 MiniLM embeddings, alone or stacked with TF-IDF).
 
     python benchmarks/accurate_tier.py            # both sets
-    python benchmarks/accurate_tier.py banking77  # one (banking77, clinc150, clinc150-reject)
+    python benchmarks/accurate_tier.py banking77  # one (banking77, clinc150, clinc150-reject[-refit])
     python benchmarks/accurate_tier.py --best banking77 clinc150-reject
 
 Each set is trained with `offramp train --quality balanced` (time limit 180 s) from an empty
@@ -16,7 +16,10 @@ excludes encoding: `benchmarks/encoders.py` measures each encoder's speed.
 
 clinc150 trains with out-of-scope as a class (train + val + oos_train + oos_val). clinc150-reject
 follows the out-of-scope protocol instead: train on train + oos_train, fit the "don't know"
-threshold on val + oos_val only (target: out-of-scope recall >= 0.8), test on test + oos_test.
+threshold on val + oos_val only, test on test + oos_test. The target is the goal itself,
+out-of-scope recall >= 0.75, which offramp asks of the held-out figure's 95% lower bound (with
+oos_val's 100 messages: 83 rejected there). clinc150-reject-refit is the same with
+``--refit-with-val``: once the threshold is fitted, the winner is refitted with val + oos_val added.
 """
 
 from __future__ import annotations
@@ -42,7 +45,12 @@ def main(which: list[str], best: bool = False) -> None:
     from offramp.models.store import load_model, model_bytes
 
     rows, cands = [], []
-    sets = {"banking77": banking77, "clinc150": clinc150, "clinc150-reject": lambda: clinc150(oos_as_class=False)}
+    sets = {
+        "banking77": banking77,
+        "clinc150": clinc150,
+        "clinc150-reject": lambda: clinc150(oos_as_class=False),
+        "clinc150-reject-refit": lambda: clinc150(oos_as_class=False),
+    }
     for name in which:
         (Xtr, ytr), (Xte, yte), val = sets[name]()
         yte_a = np.asarray(yte)
@@ -51,9 +59,10 @@ def main(which: list[str], best: bool = False) -> None:
             from offramp.models.rejection import RejectTarget
 
             reject = dict(
-                reject_target=RejectTarget.parse("oos_recall>=0.8"),
+                reject_target=RejectTarget.parse("oos_recall>=0.75"),
                 oos_label="oos",
                 val=Dataset(val[0], val[1], "clinc150 val + oos_val"),
+                refit_with_val=name.endswith("-refit"),
             )
         with tempfile.TemporaryDirectory() as d:
             trained, res = train(Dataset(Xtr, ytr, name), quality=quality, time_limit=limit, seed=0, **reject)

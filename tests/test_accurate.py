@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from offramp.data.io import read_dataset
-from offramp.errors import ModelDirError
+from offramp.errors import ModelDirError, UsageError
 from offramp.models import encoder as enc_mod
 from offramp.models.encoder import SentenceEncoder
 from offramp.models.selection import accurate_candidates, fast_candidates, select_model
@@ -264,6 +264,40 @@ def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path, minilm_only)
         StackedLinear.from_state(bad, model.get_state()[1])
 
 
+def test_refit_with_val_adds_the_held_out_rows_and_keeps_the_rule(tmp_path, minilm_only):
+    """--refit-with-val: the threshold is fitted on the val rows first, then the winner is refitted
+    with the val rows whose label it knows; the calibration, threshold and nearness weight stay,
+    the nearness vectors cover the added rows, and the card says the figures are from before."""
+    from offramp.data.io import Dataset
+    from offramp.models.rejection import RejectTarget
+    from offramp.models.training import train
+
+    train_rows, val_rows, _ = _clinc_banking_task()
+    ds = Dataset([r[0] for r in train_rows], [r[1] for r in train_rows], "clinc-train")
+    val = Dataset([r[0] for r in val_rows], [r[1] for r in val_rows], "clinc-val")
+    in_scope = [r for r in val_rows if r[1] != "oos"]  # "oos" is not a training label here
+    kw = dict(time_limit=None, reject_target=RejectTarget.parse("oos_recall>=0.8"), oos_label="oos", val=val)
+    plain, plain_rep = train(ds, quality="fast", **kw)
+    refit, rep = train(ds, quality="fast", refit_with_val=True, **kw)
+    rej = rep.rejection
+    assert rej["refit_with_val"] == len(in_scope) and rej["threshold"] == plain_rep.rejection["threshold"]
+    assert any(f"{len(val_rows) - len(in_scope)} validation rows carry labels" in w for w in rep.warnings)
+    assert refit.reject_threshold_ == plain.reject_threshold_ and refit.temperature_ == plain.temperature_
+    texts, y = [r[0] for r in in_scope], np.array([r[1] for r in in_scope])
+    # the refitted model has learned the held-out rows (the plain one never saw them)
+    assert (refit.predict(texts) == y).mean() > (plain.predict(texts) == y).mean() + 0.05
+    refit.save(tmp_path / "m")
+    assert "refitted with the" in (tmp_path / "m" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    # with sentence vectors the nearness memory covers the added rows too
+    stacked, srep = train(ds, quality="balanced", refit_with_val=True, **kw)
+    if stacked.reject_familiarity_weight_:
+        assert stacked.memory_.shape[0] == len(train_rows) + len(in_scope) == srep.rejection["memory_size"]
+    else:  # the nearness weight depends on the held-out data; the plain rule carries over all the same
+        assert stacked.memory_ is None
+    with pytest.raises(UsageError, match="needs validation data"):
+        train(ds, quality="fast", refit_with_val=True)
+
+
 def test_nearness_without_a_val_file_is_fitted_out_of_fold(minilm_only, tmp_path):
     """No --val: the threshold and the nearness weight come from the training data itself, each
     message measured against the others (itself left out)."""
@@ -304,6 +338,11 @@ def test_reject_target_flag_errors(inbox_sample, tmp_path):
     assert r.returncode == 2 and "cannot read the reject target" in r.stderr
     r = run_cli("train", str(inbox_sample[0]), "--out", str(tmp_path / "m"), "--val", str(inbox_sample[1]))
     assert r.returncode == 2 and "give --reject-target too" in r.stderr
+    r = run_cli(
+        "train", str(inbox_sample[0]), "--out", str(tmp_path / "m"),
+        "--reject-target", "in_scope_precision>=0.9", "--refit-with-val",
+    )  # fmt: skip
+    assert r.returncode == 2 and "give --val too" in r.stderr and "Traceback" not in r.stderr
     r = run_cli(
         "train",
         str(inbox_sample[0]),

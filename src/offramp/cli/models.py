@@ -168,6 +168,12 @@ def train(
     val: Optional[Path] = typer.Option(
         None, "--val", help="Held-out labelled file to fit the threshold on (default: out-of-fold predictions)."
     ),
+    refit_with_val: bool = typer.Option(
+        False,
+        "--refit-with-val",
+        help="Once the threshold is fitted on --val, refit the winner with the --val rows added "
+        "(keeping its calibration and threshold).",
+    ),
     search_rows: Optional[int] = typer.Option(
         None,
         "--search-rows",
@@ -218,6 +224,8 @@ def train(
             "--val is used to fit the rejection threshold; give --reject-target too",
             "for example --reject-target in_scope_precision>=0.98",
         )
+    if refit_with_val and val is None:
+        raise UsageError("--refit-with-val adds the --val rows to the training rows; give --val too")
     if (out_dir is None) == (registry is None):
         raise UsageError("give exactly one of --out DIR or --registry DIR")
     if registry is None and (promote or gate is not None):
@@ -306,6 +314,7 @@ def train(
             on_progress=say,
             search_rows=search_rows,
             encoder_name=encoder_name,
+            refit_with_val=refit_with_val,
         )
         version = None
         if reg is not None:

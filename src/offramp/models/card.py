@@ -128,7 +128,13 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
             + f"). There it gave: in-scope precision "
             f"{h['in_scope_precision']:.4f}, in-scope accuracy {h['in_scope_accuracy']:.4f}, "
             f"out-of-scope recall {'—' if h['oos_recall'] is None else format(h['oos_recall'], '.4f')}, "
-            f"answered {h['coverage']:.1%}.",
+            f"answered {h['coverage']:.1%}."
+            + (
+                f" The model was then refitted with the {rej['refit_with_val']:,} held-out messages whose "
+                "label it knows added to its training rows, keeping this rule; the figures are from before."
+                if rej.get("refit_with_val")
+                else ""
+            ),
             "",
         ]
         if rej.get("familiarity_auc"):

@@ -192,7 +192,13 @@ def resolve_time_limit(time_limit: float | str | None, quality: str) -> float | 
 
 
 def _nearness_inputs(
-    model: TextClassifier, texts: list[str], labels: np.ndarray, val: Dataset | None, oos_label: str | None, seed: int
+    model: TextClassifier,
+    texts: list[str],
+    labels: np.ndarray,
+    val: Dataset | None,
+    oos_label: str | None,
+    seed: int,
+    with_familiarity: bool = True,
 ) -> tuple[Any, Any, Any]:
     """For models with sentence vectors: (vectors of in-scope training messages grouped by class,
     where each class's rows start, each held-out message's similarity to its nearest one);
@@ -214,11 +220,51 @@ def _nearness_inputs(
     offsets = np.searchsorted(cls[rows], np.arange(len(model.classes_) + 1))
     E = model.encoder_.encode(texts)  # already in the embedding cache from the model search
     memory = E[rows].astype(np.float16).astype(np.float32)  # as the model directory will keep them
+    if not with_familiarity:
+        return memory, offsets, None
     if val is not None:
         return memory, offsets, nearest_similarity(model.encoder_.encode(val.texts), memory)
     exclude = np.full(len(E), -1)
     exclude[rows] = np.arange(len(rows))
     return memory, offsets, nearest_similarity(E, memory, exclude)
+
+
+def _refit_with_val(
+    model: TextClassifier,
+    texts: list[str],
+    y: np.ndarray,
+    val: Dataset,
+    oos_label: str | None,
+    seed: int,
+    rejection: dict[str, Any],
+    warnings: list[str],
+) -> TextClassifier:
+    """The winner refitted on the training rows plus the validation rows whose label it knows,
+    with the calibration, the "don't know" rule and (refreshed) nearness vectors carried over."""
+    known = {str(c) for c in model.classes_}
+    val_labels = [str(lab) for lab in (val.labels or [])]
+    keep = [i for i, lab in enumerate(val_labels) if lab in known]
+    if len(keep) < len(val_labels):
+        warnings.append(
+            f"{len(val_labels) - len(keep)} validation rows carry labels the model does not know "
+            "and were not added to its training rows"
+        )
+    all_texts = list(texts) + [val.texts[i] for i in keep]
+    all_y = np.concatenate(
+        [np.asarray(y, dtype=object).astype(str), np.array([val_labels[i] for i in keep], dtype=str)]
+    )
+    from sklearn.base import clone  # only here: keeps the CLI's start-up light
+
+    refit: TextClassifier = clone(model).fit(all_texts, all_y)
+    refit.temperature_ = model.temperature_
+    refit.reject_threshold_, refit.reject_label_ = model.reject_threshold_, model.reject_label_
+    if isinstance(refit, StackedLinear) and rejection["familiarity_weight"]:
+        memory, offsets, _ = _nearness_inputs(refit, all_texts, all_y, None, oos_label, seed, with_familiarity=False)
+        refit.reject_familiarity_weight_ = rejection["familiarity_weight"]
+        refit.memory_, refit.memory_offsets_ = memory, offsets
+        rejection["memory_size"] = int(len(memory))
+    rejection["refit_with_val"] = len(keep)
+    return refit
 
 
 def _as_dataset(data: Any, what: str) -> Dataset | None:
@@ -244,6 +290,7 @@ def train(
     on_progress: Callable[[str], None] | None = None,
     search_rows: int | None = None,
     encoder_name: str = "auto",
+    refit_with_val: bool = False,
 ) -> tuple[TextClassifier, TrainReport]:
     """Choose, calibrate and fit a classifier; return it with a report of the search.
 
@@ -270,6 +317,10 @@ def train(
         ``auto`` picks by the languages of a sample of the texts (the multilingual encoder when at
         least 20% are not English), a name forces one (a warning when it is English-only and the
         data is not).
+    refit_with_val : once the threshold is fitted on ``val``, refit the winner on the training rows
+        plus the ``val`` rows whose label it knows, keeping its calibration, threshold and nearness
+        weight (the nearness then also covers the ``val`` rows). The held-out figures in the
+        report are those of the model before this refit.
 
     Returns
     -------
@@ -295,6 +346,8 @@ def train(
             "for example in_scope_precision>=0.98",
             param="reject_target",
         )
+    if refit_with_val and val_ds is None:
+        raise UsageError("refitting with the validation data needs validation data", "give val (--val FILE)")
     y = as_labels(ds.labels, len(ds.texts))
     if oos_label and oos_label not in set(y) and (val_ds is None or oos_label not in set(val_ds.labels or [])):
         raise UsageError(
@@ -383,6 +436,11 @@ def train(
                 f"the reject target {target} was not reachable on the held-out data; "
                 "the model rejects everything below the highest confidence seen"
             )
+        if refit_with_val and val_ds is not None:
+            if large:
+                warnings.append("the validation rows were not added: the search ran on a sample of the rows")
+            else:
+                model = _refit_with_val(model, search_texts, search_y, val_ds, oos_label, seed, rejection, warnings)
     train_seconds = time.perf_counter() - t0
     best = next(r for r in sel.results if r.name == sel.winner)
     classes, counts = np.unique(y, return_counts=True)
