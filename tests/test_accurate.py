@@ -288,6 +288,13 @@ def test_refit_with_val_adds_the_held_out_rows_and_keeps_the_rule(tmp_path, mini
     assert (refit.predict(texts) == y).mean() > (plain.predict(texts) == y).mean() + 0.05
     refit.save(tmp_path / "m")
     assert "refitted with the" in (tmp_path / "m" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    # the added rows are training rows now: eval's leakage check knows them
+    from offramp.data.validate import check_test_set
+
+    salt = bytes.fromhex(refit.training_record_["info"]["fingerprint_salt"])
+    seen = refit.training_record_["arrays"]["train_fingerprints"]
+    in_val = Dataset(texts, list(y), "val in scope")
+    assert f"leakage: {len(texts)} test texts" in " ".join(check_test_set(in_val, refit.classes_, seen, salt))
     # with sentence vectors the nearness memory covers the added rows too
     stacked, srep = train(ds, quality="balanced", refit_with_val=True, **kw)
     if stacked.reject_familiarity_weight_:

@@ -238,9 +238,10 @@ def _refit_with_val(
     seed: int,
     rejection: dict[str, Any],
     warnings: list[str],
-) -> TextClassifier:
+) -> tuple[TextClassifier, list[str]]:
     """The winner refitted on the training rows plus the validation rows whose label it knows,
-    with the calibration, the "don't know" rule and (refreshed) nearness vectors carried over."""
+    with the calibration, the "don't know" rule and (refreshed) nearness vectors carried over;
+    and the texts added."""
     known = {str(c) for c in model.classes_}
     val_labels = [str(lab) for lab in (val.labels or [])]
     keep = [i for i, lab in enumerate(val_labels) if lab in known]
@@ -264,7 +265,7 @@ def _refit_with_val(
         refit.memory_, refit.memory_offsets_ = memory, offsets
         rejection["memory_size"] = int(len(memory))
     rejection["refit_with_val"] = len(keep)
-    return refit
+    return refit, [val.texts[i] for i in keep]
 
 
 def _as_dataset(data: Any, what: str) -> Dataset | None:
@@ -414,6 +415,7 @@ def train(
                 f"{len(ds.texts):,} rows: only the fast tier is refitted on every row"
             )
     rejection = None
+    added: list[str] = []  # validation texts refitted on (--refit-with-val)
     if target is not None:
         y_held: Any
         if val_ds is not None:
@@ -440,7 +442,9 @@ def train(
             if large:
                 warnings.append("the validation rows were not added: the search ran on a sample of the rows")
             else:
-                model = _refit_with_val(model, search_texts, search_y, val_ds, oos_label, seed, rejection, warnings)
+                model, added = _refit_with_val(
+                    model, search_texts, search_y, val_ds, oos_label, seed, rejection, warnings
+                )
     train_seconds = time.perf_counter() - t0
     best = next(r for r in sel.results if r.name == sel.winner)
     classes, counts = np.unique(y, return_counts=True)
@@ -481,7 +485,7 @@ def train(
     oof = None
     if sel.oof_proba is not None:  # the drift reference: out-of-fold, not in-sample, confidences and labels
         oof = (sel.oof_proba.max(axis=1).astype(np.float32), sel.oof_proba.argmax(axis=1).astype(np.int32))
-    model.training_record_ = _training_record(ds, model, report, latency_budget_ms, sel.n_folds, oof)
+    model.training_record_ = _training_record(ds, model, report, latency_budget_ms, sel.n_folds, oof, added)
     return model, report
 
 
@@ -492,9 +496,11 @@ def _training_record(
     latency_budget_ms: float | None,
     n_folds: int,
     oof: tuple[np.ndarray, np.ndarray] | None,
+    added: list[str] | None = None,
 ) -> dict[str, Any]:
     """What the model directory keeps about its training: the summary (info.json), the figures
-    (metrics.json) and the arrays (salted fingerprints of the training texts, the drift reference)."""
+    (metrics.json) and the arrays (salted fingerprints of the training texts, and of ``added``
+    validation texts it was refitted on; the drift reference)."""
     salt = os.urandom(16)
     classes, counts = np.unique(as_labels(ds.labels, len(ds.texts)), return_counts=True)
     info = {
@@ -519,7 +525,7 @@ def _training_record(
             "warnings": report.warnings,
         },
     }
-    arrays = {"train_fingerprints": text_fingerprints(ds.texts, salt)}
+    arrays = {"train_fingerprints": text_fingerprints(list(ds.texts) + list(added or []), salt)}
     if oof is not None:
         arrays["oof_confidence"], arrays["oof_label"] = oof
     return {"info": info, "metrics": report.metrics(), "arrays": arrays}
