@@ -385,3 +385,20 @@ def test_reject_target_flag_errors(inbox_sample, tmp_path):
     page = (tmp_path / "r.html").read_text()
     assert "Don&#x27;t know: target in_scope_precision&gt;=0.99" in page and "<polyline" in page
     assert "Don't know: confidence under" in (tmp_path / "r.md").read_text()
+
+
+def test_refit_with_val_into_a_registry_keeps_the_rows_it_was_fitted_on(inbox_sample, tmp_path):
+    """A registry version keeps the rows its model learned from: with --refit-with-val, the --val
+    rows too (retrain starts from them)."""
+    from offramp.models.versions import Registry
+
+    common = ["--quality", "fast", "--reject-target", "in_scope_precision>=0.5", "--val", str(inbox_sample[1])]
+    counts = {}
+    for name, extra in (("plain", []), ("refit", ["--refit-with-val"])):
+        reg = tmp_path / name
+        r = run_cli("train", str(inbox_sample[0]), "--registry", str(reg), *common, *extra, "--json", "--quiet")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        counts[name] = len(Registry(reg).training_set(out["version"])[0])
+        added = out["rejection"].get("refit_with_val")
+    assert added and counts["refit"] == counts["plain"] + added

@@ -322,7 +322,14 @@ def train(
             if gate_rows is not None:
                 reg.set_gate(*gate_rows)
             assert ds.labels is not None
-            version = reg.add(model, ds.texts, ds.labels, promote=True if promote else None)
+            rows_texts, rows_labels = list(ds.texts), [str(lab) for lab in ds.labels]
+            if rep.rejection and rep.rejection.get("refit_with_val") and val_ds is not None:
+                known = {str(c) for c in model.classes_}  # the --val rows the model was refitted on
+                for text, lab in zip(val_ds.texts, val_ds.labels or []):
+                    if str(lab) in known:
+                        rows_texts.append(text)
+                        rows_labels.append(str(lab))
+            version = reg.add(model, rows_texts, rows_labels, promote=True if promote else None)
             out_dir = reg.version_dir(version)
         else:
             assert out_dir is not None
