@@ -165,7 +165,7 @@ def accurate_row(tr, te, tmp, encoder):
     pred = model.predict(te[0])
     with model.uncached():
         p50, p99 = latency_ms(model.predict_one, te[0], n=1000)
-    return [f"offramp accurate tier alone: {cand.name}", pred, secs, p50, p99, f"{dir_mb(out):.2f}"]
+    return [f"offramp accurate tier alone ({encoder}): {cand.name}", pred, secs, p50, p99, f"{dir_mb(out):.2f}"]
 
 
 def char_svm(tr):
