@@ -402,3 +402,5 @@ def test_refit_with_val_into_a_registry_keeps_the_rows_it_was_fitted_on(inbox_sa
         counts[name] = len(Registry(reg).training_set(out["version"])[0])
         added = out["rejection"].get("refit_with_val")
     assert added and counts["refit"] == counts["plain"] + added
+    r = run_cli("train", str(inbox_sample[0]), "--out", str(tmp_path / "m"), *common, "--refit-with-val")
+    assert r.returncode == 0 and f"then refitted with {added:,} --val rows added" in r.stdout, r.stderr

@@ -382,6 +382,10 @@ def train(
             f"{h['in_scope_precision']:.3f}, in-scope accuracy {h['in_scope_accuracy']:.3f}, oos recall {oos}, "
             f"answered {h['coverage']:.1%})"
         )
+        if rej.get("refit_with_val"):
+            out.print(
+                f"then refitted with {rej['refit_with_val']:,} --val rows added (the figures above are from before)"
+            )
 
 
 def _bound_note(rej: dict[str, Any]) -> str:
