@@ -427,6 +427,11 @@ def test_reject_target_holds_for_a_lower_confidence_bound():
     assert prec95["held_out"]["coverage"] <= prec90["held_out"]["coverage"]
     with pytest.raises(UsageError, match="not 0 or between 0.5 and 1"):
         RejectTarget.parse("oos_recall>=0.75", 0.3)
+    # a level written in the target is kept; a different one asked beside it is refused, not overridden
+    assert RejectTarget.parse("oos_recall>=0.75 at 90% confidence").confidence == 0.9
+    assert RejectTarget.parse("oos_recall>=0.75 at 90% confidence", 0.9).confidence == 0.9
+    with pytest.raises(UsageError, match="give the level once"):
+        RejectTarget.parse("oos_recall>=0.75 at 90% confidence", 0.95)
 
 
 def test_reject_confidence_flag(inbox_sample, tmp_path):
@@ -445,3 +450,10 @@ def test_reject_confidence_flag(inbox_sample, tmp_path):
     assert rej["held_out"]["lower_bound"] >= 0.9 and "lower bound of that figure" in (
         tmp_path / "m" / "MODEL_CARD.md"
     ).read_text(encoding="utf-8")
+    # the level written in the target is not overridden by the flag's default
+    r = run_cli(
+        "train", str(inbox_sample[0]), "--out", str(tmp_path / "m2"), "--quality", "fast",
+        "--reject-target", "in_scope_precision>=0.9 at 90% confidence", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rejection"]["confidence"] == 0.9

@@ -154,11 +154,11 @@ def train(
         "--reject-target",
         help='Fit a "don\'t know" threshold to this target: in_scope_precision>=0.98 or oos_recall>=0.8.',
     ),
-    reject_confidence: float = typer.Option(
-        0.95,
+    reject_confidence: Optional[float] = typer.Option(
+        None,
         "--reject-confidence",
         help="The reject target must hold for the held-out figure's lower confidence bound at this level "
-        "(Wilson); 0 fits to the held-out figure itself.",
+        "(Wilson; default 0.95, or the level written in the target); 0 fits to the held-out figure itself.",
     ),
     oos_label: Optional[str] = typer.Option(
         None,
@@ -214,6 +214,7 @@ def train(
     from offramp.models.rejection import RejectTarget, score_name
     from offramp.models.store import check_output_dir
     from offramp.models.training import train as train_model
+    from offramp.models.training import val_rows_known
 
     limit = parse_time_limit(time_limit)
     if encoder_name != "auto":
@@ -324,11 +325,9 @@ def train(
             assert ds.labels is not None
             rows_texts, rows_labels = list(ds.texts), [str(lab) for lab in ds.labels]
             if rep.rejection and rep.rejection.get("refit_with_val") and val_ds is not None:
-                known = {str(c) for c in model.classes_}  # the --val rows the model was refitted on
-                for text, lab in zip(val_ds.texts, val_ds.labels or []):
-                    if str(lab) in known:
-                        rows_texts.append(text)
-                        rows_labels.append(str(lab))
+                added = val_rows_known(model, val_ds)  # the --val rows the model was refitted on
+                rows_texts += [val_ds.texts[i] for i in added]
+                rows_labels += [str((val_ds.labels or [])[i]) for i in added]
             version = reg.add(model, rows_texts, rows_labels, promote=True if promote else None)
             out_dir = reg.version_dir(version)
         else:
@@ -390,8 +389,10 @@ def train(
 
 def _bound_note(rej: dict[str, Any]) -> str:
     """ ", lower bound 0.761" when the target was fitted to a confidence bound."""
-    bound = rej["held_out"].get("lower_bound")
-    return f", lower bound {bound:.3f}" if rej.get("confidence") and bound is not None else ""
+    from offramp.models.rejection import fitted_bound
+
+    bound = fitted_bound(rej)
+    return "" if bound is None else f", lower bound {bound:.3f}"
 
 
 def read_label_sets(data: Path, text_col: str, label_col: str, sep: str, max_chars: int) -> tuple[Any, Any, list[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from offramp.models.rejection import score_name
+from offramp.models.rejection import fitted_bound, score_name
 
 
 def _pct(x: float | None) -> str:
@@ -120,11 +120,7 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
             f"Messages whose {score_name(rej)} is under {rej['threshold']:.4f} are answered `{rej['label']}`. The threshold "
             f"was fitted on {rej['source']} ({rej['n_held_out']} messages, {rej['n_oos_held_out']} out of scope) "
             f"to the target {rej['target']} ({'met' if rej['met'] else 'NOT met'}"
-            + (
-                f"; lower bound of that figure {h['lower_bound']:.4f}"
-                if rej.get("confidence") and h.get("lower_bound") is not None
-                else ""
-            )
+            + ("" if fitted_bound(rej) is None else f"; lower bound of that figure {fitted_bound(rej):.4f}")
             + f"). There it gave: in-scope precision "
             f"{h['in_scope_precision']:.4f}, in-scope accuracy {h['in_scope_accuracy']:.4f}, "
             f"out-of-scope recall {'—' if h['oos_recall'] is None else format(h['oos_recall'], '.4f')}, "

@@ -58,8 +58,15 @@ class RejectTarget:
         value = float(m.group(2))
         if not 0 < value <= 1:
             raise UsageError(f"the reject target {text!r} needs a value in (0, 1]")
+        written = float(m.group(3)) / 100 if m.group(3) else None
+        if confidence is not None and written is not None and abs(confidence - written) > 1e-9:
+            raise UsageError(
+                f"the reject target {text!r} says {written:.0%} confidence, and {confidence:g} was asked too",
+                "give the level once: in the target or as --reject-confidence",
+                param="reject_confidence",
+            )
         if confidence is None:
-            confidence = float(m.group(3)) / 100 if m.group(3) else DEFAULT_CONFIDENCE
+            confidence = written if written is not None else DEFAULT_CONFIDENCE
         if not (confidence == 0 or 0.5 <= confidence < 1):
             raise UsageError(
                 f"the reject target's confidence {confidence:g} is not 0 or between 0.5 and 1",
@@ -113,6 +120,13 @@ def choose_familiarity_weight(conf, familiarity, good, bad) -> tuple[float, dict
         return 0.0, aucs
     best = max(FAMILIARITY_WEIGHTS, key=lambda w: aucs[f"{w:g}"])
     return (best if aucs[f"{best:g}"] >= aucs["0"] + MIN_AUC_GAIN else 0.0), aucs
+
+
+def fitted_bound(rejection: dict) -> float | None:
+    """The lower confidence bound of the target's figure at the chosen threshold, or None when the
+    target was fitted to the figure itself (or before targets had a level)."""
+    bound = rejection.get("held_out", {}).get("lower_bound")
+    return float(bound) if rejection.get("confidence") and bound is not None else None
 
 
 def score_name(rejection: dict) -> str:

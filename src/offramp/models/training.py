@@ -229,6 +229,13 @@ def _nearness_inputs(
     return memory, offsets, nearest_similarity(E, memory, exclude)
 
 
+def val_rows_known(model: TextClassifier, val: Dataset) -> list[int]:
+    """Indices of the validation rows whose label the model knows: the rows ``refit_with_val``
+    adds to its training rows."""
+    known = {str(c) for c in model.classes_}
+    return [i for i, lab in enumerate(val.labels or []) if str(lab) in known]
+
+
 def _refit_with_val(
     model: TextClassifier,
     texts: list[str],
@@ -242,9 +249,8 @@ def _refit_with_val(
     """The winner refitted on the training rows plus the validation rows whose label it knows,
     with the calibration, the "don't know" rule and (refreshed) nearness vectors carried over;
     and the texts added."""
-    known = {str(c) for c in model.classes_}
     val_labels = [str(lab) for lab in (val.labels or [])]
-    keep = [i for i, lab in enumerate(val_labels) if lab in known]
+    keep = val_rows_known(model, val)
     if len(keep) < len(val_labels):
         warnings.append(
             f"{len(val_labels) - len(keep)} validation rows carry labels the model does not know "
