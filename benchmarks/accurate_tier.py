@@ -42,7 +42,8 @@ def main(which: list[str], best: bool = False) -> None:
     quality, limit = ("best", None) if best else ("balanced", 180)
     from offramp import train
     from offramp.data.io import Dataset
-    from offramp.models.store import load_model, model_bytes
+    from offramp.modeldir.store import model_bytes
+    from offramp.registry.records import load
 
     rows, cands = [], []
     sets = {
@@ -56,7 +57,7 @@ def main(which: list[str], best: bool = False) -> None:
         yte_a = np.asarray(yte)
         reject = {}
         if val is not None:
-            from offramp.models.rejection import RejectTarget
+            from offramp.estimators.rejection import RejectTarget
 
             reject = dict(
                 reject_target=RejectTarget.parse("oos_recall>=0.75"),
@@ -67,7 +68,7 @@ def main(which: list[str], best: bool = False) -> None:
         with tempfile.TemporaryDirectory() as d:
             trained, res = train(Dataset(Xtr, ytr, name), quality=quality, time_limit=limit, seed=0, **reject)
             trained.save(Path(d) / "m")
-            model = load_model(Path(d) / "m")
+            model = load(Path(d) / "m")
             size = model_bytes(Path(d) / "m")
         pred = model.predict(Xte)
         with model.uncached():  # every text encoded afresh, as new traffic would be

@@ -3,7 +3,7 @@
     python benchmarks/active_label.py            # Banking77 and the demo inbox, N = 200, 500, 1000, 3 seeds
 
 The labeller is an oracle that reads the gold label, so the curve measures the selection, not an
-LLM. For each N and seed, N training texts are chosen (a) by ``offramp.teacher.active`` (random
+LLM. For each N and seed, N training texts are chosen (a) by ``offramp.llm.active`` (random
 warm start, then rounds of least-margin sampling kept diverse) and (b) uniformly at random; the
 same fixed model (word + character TF-IDF, logistic regression) is trained on each and scored on
 the untouched test split (macro-F1).
@@ -21,9 +21,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline, make_union
 
-from offramp.data.demo import demo_paths
 from offramp.data.io import read_dataset
-from offramp.teacher.active import select_and_label
+from offramp.demo.data import demo_paths
+from offramp.llm.active import select_and_label
 
 from common import banking77, print_table
 

@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from sklearn.model_selection import train_test_split
 
 from offramp import train
-from offramp.data.demo import demo_paths
 from offramp.data.io import Dataset, read_dataset, read_records
 from offramp.data.text import normalize
+from offramp.demo.data import demo_paths
 from offramp.evaluation.metrics import classification_metrics
-from offramp.pipeline.cascade import Cascade
-from offramp.pipeline.routing import fit_thresholds
-from offramp.teacher.client import LLMBadResponse
+from offramp.llm.client import LLMBadResponse
+from offramp.runtime.cascade import Cascade
+from offramp.runtime.routing import fit_thresholds
 
 
 class Recorded:
@@ -81,8 +81,8 @@ def main() -> None:
         )
         fit = fit_thresholds(model.predict_proba(va_t), model.classes_, va_y, max_llm_share=args.max_llm_share)
         if args.llm:
-            from offramp.pipeline.fallback import LLMFallback
-            from offramp.teacher.client import ChatClient, LLMConfig
+            from offramp.llm.client import ChatClient, LLMConfig
+            from offramp.runtime.fallback import LLMFallback
 
             client = ChatClient(LLMConfig(base_url=args.base_url, model=args.llm, timeout_s=120, max_retries=1))
             fallback, name = LLMFallback(client, model.classes_, failure_threshold=10**9), args.llm

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from offramp.models.encoder import SentenceEncoder
+from offramp.encoders.sentence import SentenceEncoder
 
 from common import banking77, print_table
 

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from offramp.models.encoder import available, get_encoder
-from offramp.models.selection import Candidate, accurate_candidates, mpnet_candidates, select_model
+from offramp.encoders.sentence import available, get_encoder
+from offramp.training.search import Candidate, accurate_candidates, mpnet_candidates, select_model
 
 from common import banking77, clinc150, latency_ms, print_table
 

@@ -27,7 +27,8 @@ from sklearn.pipeline import make_pipeline
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from offramp import train
 from offramp.data.io import Dataset
-from offramp.models.store import load_model, model_bytes
+from offramp.modeldir.store import model_bytes
+from offramp.registry.records import load
 
 from common import banking77, clinc150, latency_ms, print_table, throughput
 
@@ -69,7 +70,7 @@ def run_offramp(Xtr, ytr, Xte):
         trained, res = train(Dataset(Xtr, ytr, "bench"), time_limit=30, seed=0, quality="fast")
         trained.save(Path(d) / "m")
         fit_s = res.train_seconds
-        model = load_model(Path(d) / "m")
+        model = load(Path(d) / "m")
         size = model_bytes(Path(d) / "m")
     pred = model.predict(Xte)
     p50, p99 = latency_ms(model.predict_one, Xte)

@@ -29,12 +29,12 @@ import time
 import numpy as np
 from sklearn.metrics import f1_score
 
-from offramp.data.demo import demo_paths
 from offramp.data.io import read_dataset
-from offramp.models.multilabel import indicator, multilabel_metrics, train_multilabel
-from offramp.models.noise import check_label_sets, check_labels
-from offramp.models.selection import candidates_for, select_model
-from offramp.models.training import train
+from offramp.demo.data import demo_paths
+from offramp.estimators.multilabel import indicator, multilabel_metrics, train_multilabel
+from offramp.training.noise import check_label_sets, check_labels
+from offramp.training.search import candidates_for, select_model
+from offramp.training.train import train
 
 from common import print_table
 

@@ -43,8 +43,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.svm import LinearSVC
 
 from offramp import train
-from offramp.models.selection import accurate_candidates, select_model
-from offramp.models.store import load_model
+from offramp.registry.records import load
+from offramp.training.search import accurate_candidates, select_model
 
 from common import latency_ms, print_table
 
@@ -143,7 +143,7 @@ def offramp_row(name, tr, te, tmp, **kw):
     secs = time.perf_counter() - t0
     out = tmp / name.replace(" ", "_")
     model.save(out)
-    model = load_model(out)
+    model = load(out)
     pred = model.predict(te[0])
     with model.uncached():
         p50, p99 = latency_ms(model.predict_one, te[0], n=1000)
@@ -161,7 +161,7 @@ def accurate_row(tr, te, tmp, encoder):
     secs = time.perf_counter() - t0
     out = tmp / f"accurate-{encoder}"
     sel.model.save(out)
-    model = load_model(out)
+    model = load(out)
     pred = model.predict(te[0])
     with model.uncached():
         p50, p99 = latency_ms(model.predict_one, te[0], n=1000)

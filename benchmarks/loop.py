@@ -36,7 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from offramp.data.demo import demo_paths
+from offramp.demo.data import demo_paths
 from offramp.privacy.guard import PrivacyGuard
 
 from common import banking77, print_table
@@ -291,8 +291,8 @@ def drift_by_share(reg: Path, known: list[str], unseen: list[str]) -> None:
     itself, no server: the same computation the service runs on its rolling window)."""
     import numpy as np
 
-    from offramp.models.drift import DriftReference
-    from offramp.models.versions import Registry
+    from offramp.monitoring.drift import DriftReference
+    from offramp.registry.versions import Registry
 
     model = Registry(reg).load("v0001")
     ref = DriftReference.of(model, {"*": 0.9})

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from offramp.models.store import load_model
+from offramp.registry.records import load
 
 from common import print_table
 
@@ -73,7 +73,7 @@ def main() -> None:
                 [sys.executable, "-m", "offramp", "eval", str(out), str(test), "--json", "-q"]
             )
             ev = json.loads(ev_text)
-            n_features = load_model(out).coef_.shape[0]
+            n_features = load(out).coef_.shape[0]
             size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
             rows.append(
                 [

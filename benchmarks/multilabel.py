@@ -5,7 +5,7 @@
 No real multi-label text set was found in a package registry (see docs/benchmarks/multilabel.md),
 so both sets are constructed from real messages and say so:
 
-* inbox-ml: the demo inbox's multi-label variant (offramp.data.demo.multilabel_inbox): thanks +
+* inbox-ml: the demo inbox's multi-label variant (offramp.demo.data.multilabel_inbox): thanks +
   question joined, jailbreak + question joined, OTHER as the empty set; 3,158 / 1,052 messages;
 * banking77-ml: Banking77 with 30% of the messages joined to another one, carrying both intents
   (77 labels), two draws of the training split (20,006 messages), the test split drawn once.
@@ -30,9 +30,9 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from offramp.data.demo import demo_paths, multilabel_inbox
 from offramp.data.io import read_dataset
-from offramp.models.multilabel import multilabel_metrics, train_multilabel
+from offramp.demo.data import demo_paths, multilabel_inbox
+from offramp.estimators.multilabel import multilabel_metrics, train_multilabel
 
 from common import banking77, latency_ms, print_table
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from offramp.data.demo import demo_paths
+from offramp.demo.data import demo_paths
 from offramp.privacy.guard import PrivacyGuard
 from offramp.privacy.patterns import luhn_ok
 

@@ -100,8 +100,8 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int = 16, threads
 
 def main(seconds: int, rounds: int) -> None:
     from offramp import train
-    from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
+    from offramp.demo.data import demo_paths
 
     train_path, test_path, _ = demo_paths()
     texts = [t for t in read_dataset(test_path).texts if len(t) < 2000][:300]

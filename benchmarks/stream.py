@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from offramp.data.demo import demo_paths
 from offramp.data.io import read_dataset
+from offramp.demo.data import demo_paths
 
 from common import print_table
 

@@ -38,8 +38,8 @@ HERE = Path(__file__).resolve().parent
 
 def main(seconds: int, rounds: int) -> None:
     from offramp import train
-    from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
+    from offramp.demo.data import demo_paths
 
     train_path, test_path, _ = demo_paths()
     texts = [t for t in read_dataset(test_path).texts if len(t) < 2000][:300]

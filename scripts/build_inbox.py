@@ -85,7 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--benchmarks", type=Path, required=True)
     ap.add_argument("--pyrit-wheel", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("src/offramp/data/inbox"))
+    ap.add_argument("--out", type=Path, default=Path("src/offramp/demo/inbox"))
     args = ap.parse_args()
 
     digest = hashlib.sha256(args.pyrit_wheel.read_bytes()).hexdigest()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from offramp.data.demo import demo_paths
+from offramp.demo.data import demo_paths
 
 from helpers import run_cli, write_csv
 

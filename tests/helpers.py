@@ -97,7 +97,7 @@ def rewrite_model_json(model_dir: Path, doc: dict) -> None:
     directory whose hashes still hold, as an edited or foreign one would be)."""
     import json
 
-    from offramp.models.store import file_sha256
+    from offramp.modeldir.store import file_sha256
 
     (model_dir / "model.json").write_text(json.dumps(doc))
     man = json.loads((model_dir / "manifest.json").read_text())

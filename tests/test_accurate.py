@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from offramp.data.io import read_dataset
+from offramp.encoders import sentence as enc_mod
+from offramp.encoders.sentence import SentenceEncoder
 from offramp.errors import ModelDirError, UsageError
-from offramp.models import encoder as enc_mod
-from offramp.models.encoder import SentenceEncoder
-from offramp.models.selection import accurate_candidates, fast_candidates, select_model
-from offramp.models.stacked import StackedLinear
-from offramp.models.store import load_model, save_model
+from offramp.estimators.stacked import StackedLinear
+from offramp.modeldir.store import save_model
+from offramp.registry.records import load
+from offramp.training.search import accurate_candidates, fast_candidates, select_model
 
 from helpers import rewrite_model_json, run_cli
 
@@ -77,7 +78,7 @@ def test_stacked_round_trip_and_encoder_mismatch(inbox_sample, tmp_path):
     test = read_dataset(inbox_sample[1])
     m = StackedLinear(min_df=1).fit(ds.texts, ds.labels)
     save_model(m, tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
+    loaded = load(tmp_path / "m")
     assert isinstance(loaded, StackedLinear)
     assert np.array_equal(loaded.predict_proba(test.texts), m.predict_proba(test.texts))
     for t in test.texts[:10]:
@@ -87,7 +88,7 @@ def test_stacked_round_trip_and_encoder_mismatch(inbox_sample, tmp_path):
     doc["encoder_id"] = "some-other-encoder"
     rewrite_model_json(tmp_path / "m", doc)
     with pytest.raises(ModelDirError, match="trained with encoder some-other-encoder"):
-        load_model(tmp_path / "m")
+        load(tmp_path / "m")
 
 
 def test_embeddings_only_model(inbox_sample):
@@ -164,8 +165,8 @@ def _clinc_banking_task():
 def test_rejection_threshold_hits_its_target_on_held_out_data(tmp_path):
     """CLINC150 banking + credit-card intents as the task, other domains as out of scope."""
     from offramp.data.io import Dataset
-    from offramp.models.rejection import RejectTarget
-    from offramp.models.training import train
+    from offramp.estimators.rejection import RejectTarget
+    from offramp.training.train import train
 
     train_rows, val_rows, test_rows = _clinc_banking_task()
     ds = Dataset([r[0] for r in train_rows], [r[1] for r in train_rows], "clinc-train")
@@ -177,7 +178,7 @@ def test_rejection_threshold_hits_its_target_on_held_out_data(tmp_path):
     rej = res.rejection
     assert rej["met"] and rej["held_out"]["oos_recall"] >= 0.8
     # on unseen test data the promise roughly holds (a threshold fitted on held-out data generalises)
-    model = load_model(tmp_path / "m")
+    model = load(tmp_path / "m")
     pred = model.predict([r[0] for r in test_rows])
     y = np.array([r[1] for r in test_rows])
     oos = y == "oos"
@@ -193,7 +194,7 @@ def test_rejection_threshold_hits_its_target_on_held_out_data(tmp_path):
 def minilm_only(monkeypatch):
     """`best` without the mpnet candidates: whether they fit the time limit depends on the
     machine's speed, and these tests are about the don't-know rule, not the encoder."""
-    import offramp.models.selection as selection
+    import offramp.training.search as selection
 
     monkeypatch.setattr(selection, "available", lambda name: name != "mpnet")
 
@@ -202,8 +203,8 @@ def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path, minilm_only)
     """With sentence vectors, the reject score may add similarity to the nearest training message;
     the weight is fitted on held-out data, kept with the model, and every prediction path applies it."""
     from offramp.data.io import Dataset
-    from offramp.models.rejection import RejectTarget
-    from offramp.models.training import train
+    from offramp.estimators.rejection import RejectTarget
+    from offramp.training.train import train
 
     train_rows, val_rows, test_rows = _clinc_banking_task()
     ds = Dataset([r[0] for r in train_rows], [r[1] for r in train_rows], "clinc-train")
@@ -224,7 +225,7 @@ def test_nearness_to_the_training_data_sharpens_dont_know(tmp_path, minilm_only)
     # off-topic questions are far from every banking example: nearness must separate better than confidence
     assert rej["familiarity_weight"] > 0 and aucs[f"{rej['familiarity_weight']:g}"] > aucs["0"]
     assert rej["memory_size"] == len(train_rows)
-    model = load_model(tmp_path / "m")
+    model = load(tmp_path / "m")
     # one vector per in-scope training message, at the winning encoder's dimension (with the mpnet
     # packages installed, `best` may pick an mpnet candidate when the time limit lets it run)
     assert model.reject_familiarity_weight_ == rej["familiarity_weight"] and model.memory_.shape == (
@@ -269,8 +270,8 @@ def test_refit_with_val_adds_the_held_out_rows_and_keeps_the_rule(tmp_path, mini
     with the val rows whose label it knows; the calibration, threshold and nearness weight stay,
     the nearness vectors cover the added rows, and the card says the figures are from before."""
     from offramp.data.io import Dataset
-    from offramp.models.rejection import RejectTarget
-    from offramp.models.training import train
+    from offramp.estimators.rejection import RejectTarget
+    from offramp.training.train import train
 
     train_rows, val_rows, _ = _clinc_banking_task()
     ds = Dataset([r[0] for r in train_rows], [r[1] for r in train_rows], "clinc-train")
@@ -309,8 +310,8 @@ def test_nearness_without_a_val_file_is_fitted_out_of_fold(minilm_only, tmp_path
     """No --val: the threshold and the nearness weight come from the training data itself, each
     message measured against the others (itself left out)."""
     from offramp.data.io import Dataset
-    from offramp.models.rejection import RejectTarget
-    from offramp.models.training import train
+    from offramp.estimators.rejection import RejectTarget
+    from offramp.training.train import train
 
     train_rows, _, test_rows = _clinc_banking_task()
     base = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "clinc150"
@@ -324,7 +325,7 @@ def test_nearness_without_a_val_file_is_fitted_out_of_fold(minilm_only, tmp_path
     rej = res.rejection
     assert rej["source"].startswith("out-of-fold") and rej["met"]
     assert rej["familiarity_weight"] > 0 and rej["memory_size"] == len(train_rows)  # out-of-scope rows are not kept
-    model = load_model(tmp_path / "m")
+    model = load(tmp_path / "m")
     pred = model.predict([r[0] for r in test_rows])
     y = np.array([r[1] for r in test_rows])
     oos = y == "oos"
@@ -332,7 +333,7 @@ def test_nearness_without_a_val_file_is_fitted_out_of_fold(minilm_only, tmp_path
 
 
 def test_nearness_held_out_without_a_val_file_leaves_each_message_out(encoder):
-    from offramp.models.stacked import nearest_similarity
+    from offramp.estimators.stacked import nearest_similarity
 
     E = encoder.encode(["my card has not arrived", "my card still has not come", "what is the weather"])
     sims = nearest_similarity(E, E, exclude=np.array([0, 1, 2]))
@@ -390,7 +391,7 @@ def test_reject_target_flag_errors(inbox_sample, tmp_path):
 def test_refit_with_val_into_a_registry_keeps_the_rows_it_was_fitted_on(inbox_sample, tmp_path):
     """A registry version keeps the rows its model learned from: with --refit-with-val, the --val
     rows too (retrain starts from them)."""
-    from offramp.models.versions import Registry
+    from offramp.registry.versions import Registry
 
     common = ["--quality", "fast", "--reject-target", "in_scope_precision>=0.5", "--val", str(inbox_sample[1])]
     counts = {}

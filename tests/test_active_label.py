@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from offramp.data.demo import demo_paths, demo_task
 from offramp.data.io import read_dataset
+from offramp.demo.data import demo_paths, demo_task
 from offramp.errors import UsageError
-from offramp.teacher.active import _features, _margins, select_and_label
+from offramp.llm.active import _features, _margins, select_and_label
 
 from helpers import run_cli, write_csv
 from misbehaving_llm import GoldLLM

@@ -10,8 +10,8 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_predict, cross_val_score
 
-from offramp.data.demo import demo_paths
 from offramp.data.io import read_dataset
+from offramp.demo.data import demo_paths
 
 from helpers import run_cli
 
@@ -130,7 +130,7 @@ def test_time_limit_skips_are_reported(inbox):
 
 def test_cascade_in_process(inbox):
     from offramp import Cascade, PrivacyGuard, train
-    from offramp.teacher.client import LLMUnavailable
+    from offramp.llm.client import LLMUnavailable
 
     (texts, labels), _ = inbox
     model, _ = train(texts, labels, quality="fast", time_limit=None)
@@ -181,7 +181,7 @@ def test_a_pipelines_privacy_is_what_applies_at_egress(fast_model, tmp_path):
     import shutil
 
     from offramp import Settings
-    from offramp.pipeline.builder import build
+    from offramp.runtime.builder import build
 
     shutil.copytree(fast_model, tmp_path / "model")
     p = tmp_path / "p.yaml"
@@ -191,7 +191,7 @@ def test_a_pipelines_privacy_is_what_applies_at_egress(fast_model, tmp_path):
     assert client.policy.check("https://llm.example.com/v1", ["a@b.com"]) == ["a@b.com"]
     p.write_text("model: model\n" + llm + "privacy: {entities: [PHONE_NUMBER]}\noffline: true\n")
     client = build(Settings.resolve(p, env={})).cascade.fallback.client
-    from offramp.teacher.egress import EgressRefused
+    from offramp.egress.policy import EgressRefused
 
     with pytest.raises(EgressRefused):
         client.policy.check("https://llm.example.com/v1", ["x"])

@@ -9,12 +9,12 @@ import httpx
 import numpy as np
 import pytest
 
+from offramp.capture.live import Capture, UnknownLabel, UnknownRequest
 from offramp.capture.pool import Pool, parse_since, read_rows, training_rows
 from offramp.errors import DataError, UsageError
-from offramp.evaluation.gate import compare
-from offramp.lifecycle.shadow import best_threshold, shadow_report, wilson
-from offramp.pipeline.capture import Capture, UnknownLabel, UnknownRequest
+from offramp.monitoring.shadow import best_threshold, shadow_report, wilson
 from offramp.privacy.guard import PrivacyGuard
+from offramp.registry.gate import compare
 
 from helpers import Server, metric, run_cli
 from misbehaving_llm import GoldLLM

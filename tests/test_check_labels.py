@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from cleanlab.filter import find_label_issues
 
-from offramp.data.demo import demo_paths
 from offramp.data.io import read_dataset
+from offramp.demo.data import demo_paths
 from offramp.errors import UsageError
-from offramp.models.noise import conflicting_duplicates, label_issues
+from offramp.training.noise import conflicting_duplicates, label_issues
 
 from helpers import run_cli, write_csv
 

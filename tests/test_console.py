@@ -18,7 +18,7 @@ import pytest
 from playwright import sync_api
 
 from offramp.capture.pool import read_rows
-from offramp.data.demo import demo_paths
+from offramp.demo.data import demo_paths
 from offramp.privacy.guard import PrivacyGuard
 
 from helpers import Server, read_pairs, run_cli, write_csv

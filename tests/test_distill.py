@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from offramp.data.demo import demo_paths
 from offramp.data.io import Dataset, read_dataset
+from offramp.demo.data import demo_paths
 from offramp.errors import DataError
 from offramp.evaluation.distill import teacher_student
 from offramp.evaluation.results import metrics_report

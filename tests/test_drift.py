@@ -6,8 +6,8 @@ import time
 import httpx
 import numpy as np
 
-from offramp.data.demo import demo_paths
-from offramp.models.drift import DriftMonitor, DriftReference, psi
+from offramp.demo.data import demo_paths
+from offramp.monitoring.drift import DriftMonitor, DriftReference, psi
 
 from helpers import Server, metric, read_pairs, run_cli, write_csv
 

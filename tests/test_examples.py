@@ -6,11 +6,11 @@ import importlib
 import pytest
 
 MODULES = [
-    "offramp.models.training",
+    "offramp.training.train",
     "offramp.evaluation.evaluate",
-    "offramp.pipeline.cascade",
-    "offramp.models.tfidf",
-    "offramp.models.features",
+    "offramp.runtime.cascade",
+    "offramp.estimators.tfidf",
+    "offramp.estimators.features",
     "offramp.data.io",
 ]
 

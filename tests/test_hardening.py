@@ -67,7 +67,7 @@ def test_report_markdown_escapes_html_and_table_breaks(tmp_path, fast_model):
     ],
 )
 def test_pipeline_values_out_of_range_are_refused(tmp_path, section, needle):
-    from offramp.pipeline.config import read_pipeline
+    from offramp.runtime.config import read_pipeline
 
     p = tmp_path / "p.yaml"
     p.write_text(f"model: m\n{section}\n")
@@ -76,8 +76,8 @@ def test_pipeline_values_out_of_range_are_refused(tmp_path, section, needle):
 
 
 def test_docs_folder_must_be_inside_the_pipeline_directory(tmp_path, fast_model):
-    from offramp.pipeline.builder import build
-    from offramp.pipeline.settings import Settings
+    from offramp.runtime.builder import build
+    from offramp.runtime.config import Settings
 
     site = tmp_path / "site"
     shutil.copytree(fast_model, site / "model")
@@ -105,7 +105,7 @@ def test_train_out_never_deletes_what_is_not_a_model(tmp_path, inbox_sample):
 
 
 def _small_model(seed=0):
-    from offramp.models.tfidf import TfidfLinear
+    from offramp.estimators.tfidf import TfidfLinear
 
     texts = ["reset my pin", "thanks a lot", "how do I reset the pin", "thank you!", "pin help", "cheers"] * 3
     labels = ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"] * 3
@@ -140,7 +140,8 @@ def test_readers_see_the_old_or_the_new_model_and_writers_take_turns(tmp_path):
     import time
     from pathlib import Path
 
-    from offramp.models.store import load_model, verify_model_dir
+    from offramp.modeldir.store import verify_model_dir
+    from offramp.registry.records import load
 
     d = tmp_path / "m"
     _small_model().save(d)
@@ -150,7 +151,7 @@ def test_readers_see_the_old_or_the_new_model_and_writers_take_turns(tmp_path):
     loads, errors = 0, []
     while any(w.poll() is None for w in writers):
         try:
-            assert load_model(d).predict(["reset my pin"])[0] == "SUPPORT"
+            assert load(d).predict(["reset my pin"])[0] == "SUPPORT"
             loads += 1
         except Exception as e:
             errors.append(repr(e))
@@ -282,7 +283,7 @@ def test_arrays_are_checked_against_model_json_before_reading(fast_model, tmp_pa
         assert r.returncode == 2 and message in r.stderr, r.stderr
     # a directory without declarations (an older format) still has a ceiling
     from offramp.errors import ModelDirError
-    from offramp.models.store import check_arrays
+    from offramp.modeldir.store import check_arrays
 
     np.savez(tmp_path / "huge.npz", a=np.zeros(1))
     check_arrays(tmp_path / "huge.npz", None)  # small: fine

@@ -200,7 +200,7 @@ def test_eval_llm_and_report_side_by_side(llm, tmp_path, trained_dir, inbox_samp
 
 
 def test_rate_limit_spaces_requests_on_a_fake_clock():
-    from offramp.teacher.limits import RateLimit
+    from offramp.llm.limits import RateLimit
 
     now = [100.0]
     slept = []

@@ -14,11 +14,11 @@ from sklearn.base import clone
 
 from offramp.data.io import read_dataset
 from offramp.data.language import detect_languages, message_language
+from offramp.encoders import sentence as enc_mod
+from offramp.encoders.sentence import EncoderUnavailable, MultilingualEncoder, choose_encoder, get_encoder
 from offramp.errors import ModelDirError, UsageError
-from offramp.models import encoder as enc_mod
-from offramp.models.encoder import EncoderUnavailable, MultilingualEncoder, choose_encoder, get_encoder
-from offramp.models.stacked import StackedLinear
-from offramp.models.store import load_model
+from offramp.estimators.stacked import StackedLinear
+from offramp.registry.records import load
 
 from helpers import rewrite_model_json, run_cli
 
@@ -101,7 +101,7 @@ def test_stacked_model_with_the_multilingual_encoder(tmp_path):
     assert m.predict(["谢谢，问题解决了"])[0] == "GRATITUDE"
     assert m.predict(["我的卡丢了，怎么挂失？"])[0] == "SUPPORT"
     m.save(tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
+    loaded = load(tmp_path / "m")
     assert loaded.encoder == "use-multilingual"
     assert np.allclose(loaded.predict_proba(ds.texts), m.predict_proba(ds.texts), atol=1e-3)
     # the model directory names its encoder: another encoder's id is refused by name
@@ -109,7 +109,7 @@ def test_stacked_model_with_the_multilingual_encoder(tmp_path):
     doc["encoder_id"] = "use-multilingual-v3:0000000000000000"
     rewrite_model_json(tmp_path / "m", doc)
     with pytest.raises(ModelDirError, match="trained with encoder use-multilingual-v3:0000"):
-        load_model(tmp_path / "m")
+        load(tmp_path / "m")
 
 
 def test_cli_train_on_chinese_picks_the_multilingual_encoder(tmp_path):

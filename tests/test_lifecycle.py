@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from offramp.data.demo import demo_paths
-from offramp.models.versions import Registry
+from offramp.demo.data import demo_paths
+from offramp.registry.versions import Registry
 
 from helpers import read_pairs, run_cli, write_csv
 

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from offramp.teacher.client import (
+from offramp.egress.policy import EgressPolicy, EgressRefused, is_loopback
+from offramp.llm.client import (
     ChatClient,
     LLMBadResponse,
     LLMConfig,
@@ -13,7 +14,6 @@ from offramp.teacher.client import (
     LLMRequestRejected,
     LLMUnavailable,
 )
-from offramp.teacher.egress import EgressPolicy, EgressRefused, is_loopback
 
 from misbehaving_llm import ScriptedLLM, completion
 

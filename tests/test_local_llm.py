@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from offramp.data.demo import demo_paths, demo_task
+from offramp.demo.data import demo_paths, demo_task
 from offramp.errors import UsageError
-from offramp.teacher import local_llm
-from offramp.teacher.label import TaskSpec
+from offramp.llm import server as local_llm
+from offramp.llm.label import TaskSpec
 
 from helpers import _free_port, run_cli, wait_for_llm, write_csv
 

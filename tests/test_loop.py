@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from offramp.data.demo import demo_paths
+from offramp.demo.data import demo_paths
 from offramp.privacy.guard import PrivacyGuard
 
 from helpers import Server, metric, read_pairs, run_cli, write_csv

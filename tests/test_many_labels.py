@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from offramp.models.centroid import MANY_LABELS, TfidfCentroid, holdout_rows
-from offramp.models.store import load_model
+from offramp.estimators.centroid import MANY_LABELS, TfidfCentroid, holdout_rows
+from offramp.registry.records import load
 
 from helpers import run_cli, write_csv
 
@@ -32,7 +32,7 @@ def test_more_than_many_labels_trains_a_centroid_model(tmp_path):
     assert rep["winner"].startswith("centroid-") and len(rep["classes"]) == MANY_LABELS + 500
     assert any("nearest-centroid model" in w for w in rep["warnings"])
     assert rep["cv_accuracy"] > 0.9 and rep["ece_calibrated"] < rep["ece_uncalibrated"]
-    model = load_model(tmp_path / "m")
+    model = load(tmp_path / "m")
     assert isinstance(model, TfidfCentroid)
     # stored sparse: about labels x keep weights, nothing like features x labels
     assert model.centroids_.nnz <= len(model.classes_) * model.keep
@@ -83,7 +83,7 @@ def test_eval_and_report_of_many_labels_keep_no_dense_matrix(tmp_path, monkeypat
     assert conf["pairs"][0] == ["L5", "L3", 2]
     assert rep["ece"] is not None and rep["n"] == 602
     # the same figures whatever the block size the probabilities are computed in
-    model = load_model(tmp_path / "m")
+    model = load(tmp_path / "m")
     texts, labels = zip(*(rows[:600]))
     whole = ev.evaluate(model, list(texts), list(labels), speed=False)
     monkeypatch.setattr(ev, "_PROBA_CELLS", 1)  # blocks of 256 rows

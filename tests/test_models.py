@@ -6,20 +6,21 @@ import pytest
 
 from offramp.data.io import read_dataset
 from offramp.errors import ModelDirError
-from offramp.models.base import softmax
-from offramp.models.calibration import expected_calibration_error
-from offramp.models.features import NgramFeaturizer, distinct
-from offramp.models.selection import fast_candidates, select_model
-from offramp.models.store import load_model, save_model
-from offramp.models.tfidf import TfidfLinear
-from offramp.models.training import train
+from offramp.estimators.base import softmax
+from offramp.estimators.calibration import expected_calibration_error
+from offramp.estimators.features import NgramFeaturizer, distinct
+from offramp.estimators.tfidf import TfidfLinear
+from offramp.modeldir.store import save_model
+from offramp.registry.records import load
+from offramp.training.search import fast_candidates, select_model
+from offramp.training.train import train
 
 from helpers import run_cli
 
 
 def test_featurizer_single_path_matches_batch_on_real_messages():
-    from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
+    from offramp.demo.data import demo_paths
 
     texts = read_dataset(demo_paths()[1]).texts  # short questions, long jailbreak prompts, non-ASCII
     f = NgramFeaturizer(word_ngrams=(1, 3), char_ngrams=(2, 5)).fit(texts[:600])
@@ -87,7 +88,7 @@ def small_model(inbox_sample, tmp_path_factory):
 
 def test_save_load_round_trip_identical(small_model):
     model, d, test = small_model
-    loaded = load_model(d)
+    loaded = load(d)
     assert list(loaded.predict(test.texts)) == list(model.predict(test.texts))
     assert np.array_equal(loaded.predict_proba(test.texts), model.predict_proba(test.texts))
     assert loaded.temperature_ == model.temperature_
@@ -124,19 +125,19 @@ def test_tampered_dir_refused(small_model, tmp_path, damage):
         (t / "manifest.json").write_text("{not json")
         match = "not a valid offramp manifest"
     with pytest.raises(ModelDirError, match=match):
-        load_model(t)
+        load(t)
 
 
 def test_foreign_and_missing_dirs_refused(tmp_path):
     with pytest.raises(ModelDirError, match="does not exist"):
-        load_model(tmp_path / "nothing")
+        load(tmp_path / "nothing")
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "model.pkl").write_bytes(b"\x80\x04")
     with pytest.raises(ModelDirError, match="not an offramp model directory"):
-        load_model(tmp_path / "foreign")
+        load(tmp_path / "foreign")
     (tmp_path / "file").write_text("x")
     with pytest.raises(ModelDirError, match="is a file"):
-        load_model(tmp_path / "file")
+        load(tmp_path / "file")
 
 
 def test_future_format_version_refused(small_model, tmp_path):
@@ -147,22 +148,22 @@ def test_future_format_version_refused(small_model, tmp_path):
     m["format_version"] = 999
     (t / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModelDirError, match="format version 999"):
-        load_model(t)
+        load(t)
 
 
 def test_signed_dir_with_key(small_model, tmp_path, monkeypatch):
     model, _, _ = small_model
     monkeypatch.setenv("OFFRAMP_MODEL_KEY", "secret-1")
     save_model(model, tmp_path / "s")
-    load_model(tmp_path / "s")
+    load(tmp_path / "s")
     monkeypatch.setenv("OFFRAMP_MODEL_KEY", "secret-2")
     with pytest.raises(ModelDirError, match="signature that does not match"):
-        load_model(tmp_path / "s")
+        load(tmp_path / "s")
     monkeypatch.delenv("OFFRAMP_MODEL_KEY")
     save_model(model, tmp_path / "u")
     monkeypatch.setenv("OFFRAMP_MODEL_KEY", "secret-1")
     with pytest.raises(ModelDirError, match="not signed"):
-        load_model(tmp_path / "u")
+        load(tmp_path / "u")
 
 
 def test_save_refuses_to_clobber_other_dirs(small_model, tmp_path):
@@ -174,7 +175,7 @@ def test_save_refuses_to_clobber_other_dirs(small_model, tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
     save_model(model, tmp_path / "again")
     save_model(model, tmp_path / "again")  # replacing a model directory is fine
-    assert load_model(tmp_path / "again").classes_.tolist() == model.classes_.tolist()
+    assert load(tmp_path / "again").classes_.tolist() == model.classes_.tolist()
 
 
 def test_selection_is_deterministic(inbox_sample):
@@ -216,7 +217,7 @@ def _reference_ngrams(f, text):
     """The (kind, bucket) of every n-gram of one text, computed with plain Python integers: an
     independent statement of the hash the vectorised featurizer must reproduce."""
     from offramp.data.text import normalize
-    from offramp.models import features as F
+    from offramp.estimators import features as F
 
     mask = (1 << 64) - 1
     shift = 64 - f.hash_bits
@@ -261,9 +262,9 @@ def test_featurizer_hashing_matches_a_plain_python_reference(monkeypatch):
     """One hashing implementation serves fitting and transforming; it must find exactly the n-grams
     a plain statement of the hash finds, text by text, whether a batch is hashed in one pass or in
     slices (big batches), and with no n-gram across two neighbouring texts."""
-    from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
-    from offramp.models import features as F
+    from offramp.demo.data import demo_paths
+    from offramp.estimators import features as F
 
     texts = read_dataset(demo_paths()[1]).texts[:60] + ["", "a", "Переведи это", "🙂 ok", "x  y", "snake_case_word"]
     for words, chars in [((1, 2), (1, 4)), ((1, 3), (2, 5)), ((2, 2), None), (None, (3, 3))]:
@@ -297,7 +298,7 @@ def test_featurizer_hashing_matches_a_plain_python_reference(monkeypatch):
 def test_roc_auc_matches_scikit_learn_with_ties():
     from sklearn.metrics import roc_auc_score
 
-    from offramp.models.rejection import roc_auc
+    from offramp.estimators.rejection import roc_auc
 
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -308,7 +309,7 @@ def test_roc_auc_matches_scikit_learn_with_ties():
 
 
 def test_familiarity_weight_is_used_only_when_it_separates_better():
-    from offramp.models.rejection import RejectTarget, fit_rejection
+    from offramp.estimators.rejection import RejectTarget, fit_rejection
 
     rng = np.random.default_rng(1)
     n_in, n_oos = 400, 100
@@ -335,9 +336,9 @@ def test_familiarity_weight_is_used_only_when_it_separates_better():
 def test_many_rows_search_a_sample_and_refit_on_every_row(tmp_path):
     """Above search_rows, the candidates see a stratified sample and the winner is refitted by
     streaming chunks over every row; the held-out slice decides which weights are kept."""
-    from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
-    from offramp.models.large import stratified_sample
+    from offramp.demo.data import demo_paths
+    from offramp.training.large import stratified_sample
 
     ds = read_dataset(demo_paths()[0])
     texts = [f"{t} #{i % 97}" for i, t in enumerate(ds.texts * 3)]
@@ -350,7 +351,7 @@ def test_many_rows_search_a_sample_and_refit_on_every_row(tmp_path):
     assert r["holdout_macro_f1_" + r["kept"]] == max(r["holdout_macro_f1_sample"], r["holdout_macro_f1_refit"])
     assert r["holdout_macro_f1_refit"] > 0.7  # the streamed refit learned the task
     model.save(tmp_path / "m")
-    again = load_model(tmp_path / "m")
+    again = load(tmp_path / "m")
     test = read_dataset(demo_paths()[1])
     assert list(again.predict(test.texts[:50])) == list(model.predict(test.texts[:50]))
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
@@ -370,8 +371,8 @@ def test_few_rows_train_as_before_without_refit():
 def test_the_time_limited_sample_size_is_one_of_a_few_steps(monkeypatch):
     """The pilot's timing jitters from run to run; the sample it sizes must not follow the jitter
     (same data, same seed, same machine: the same sample)."""
-    import offramp.models.training as tr
-    from offramp.models.selection import fast_candidates
+    import offramp.training.train as tr
+    from offramp.training.search import fast_candidates
 
     rng = np.random.default_rng(0)
     labels = np.asarray([f"L{i % 150}" for i in range(18_000)], dtype=object)
@@ -400,7 +401,7 @@ def test_reject_target_holds_for_a_lower_confidence_bound():
     from scipy.stats import binomtest
 
     from offramp.errors import UsageError
-    from offramp.models.rejection import RejectTarget, fit_rejection
+    from offramp.estimators.rejection import RejectTarget, fit_rejection
 
     rng = np.random.default_rng(3)
     n_in, n_oos = 900, 100

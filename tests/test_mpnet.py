@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 
-from offramp.models import mpnet
-from offramp.models.encoder import get_encoder
+from offramp.encoders import mpnet
+from offramp.encoders.sentence import get_encoder
 
 # the first 8 of the 768 values of two sentence vectors as computed by the reference
 # implementation (transformers' MPNetModel with sentence-transformers' mean pooling and

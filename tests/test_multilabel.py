@@ -1,6 +1,6 @@
 """Multi-label: label sets in files, one-vs-rest with per-label calibration and thresholds, the
 empty set, eval/predict/serve output, and one-line errors. The data is the demo inbox's multi-label
-variant, constructed from its real messages (offramp.data.demo.multilabel_inbox)."""
+variant, constructed from its real messages (offramp.demo.data.multilabel_inbox)."""
 
 import csv
 import json
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from offramp.data.demo import demo_paths, multilabel_inbox
 from offramp.data.io import read_dataset
 from offramp.data.multilabel import looks_multilabel, parse_label_sets
+from offramp.demo.data import demo_paths, multilabel_inbox
 from offramp.errors import DataError
-from offramp.models.multilabel import TfidfMultiLabel, fit_threshold, multilabel_metrics
-from offramp.models.store import load_model
+from offramp.estimators.multilabel import TfidfMultiLabel, fit_threshold, multilabel_metrics
+from offramp.registry.records import load
 
 from helpers import Server, run_cli, write_csv
 
@@ -96,7 +96,7 @@ def test_train_eval_predict_on_the_multilabel_inbox(ml):
     assert r.returncode == 0, r.stderr
     md = (tmp / "r.md").read_text()
     assert "## Per label" in md and "GRATITUDE + SUPPORT" in md and "<svg" in (tmp / "r.html").read_text()
-    m = load_model(tmp / "m")  # no pickle: JSON + arrays, hash-checked
+    m = load(tmp / "m")  # no pickle: JSON + arrays, hash-checked
     assert m.label_sep_ == "|" and m.predict_sets(["thanks!"]) == [["GRATITUDE"]]
 
 
@@ -131,7 +131,7 @@ def test_multilabel_bad_inputs_get_one_line(ml, tmp_path):
 
 
 def test_an_llm_labels_several_labels_per_message(tmp_path):
-    from offramp.teacher.label import TaskSpec, read_answer
+    from offramp.llm.label import TaskSpec, read_answer
 
     from misbehaving_llm import ScriptedLLM, completion
 
@@ -202,7 +202,7 @@ def test_import_logs_reads_label_lists(tmp_path):
 def test_platt_scaling_of_every_label_at_once_matches_a_logistic_fit():
     from sklearn.linear_model import LogisticRegression
 
-    from offramp.models.multilabel import fit_platt
+    from offramp.estimators.multilabel import fit_platt
 
     rng = np.random.default_rng(0)
     Y = rng.random((4000, 4)) < 0.3
@@ -263,12 +263,12 @@ def test_cascade_asks_the_llm_for_the_label_set_and_acts_on_every_label(ml):
 
 
 def test_a_label_combination_has_its_own_action(ml):
-    from offramp.models.store import load_model
-    from offramp.pipeline.actions import build_action
-    from offramp.pipeline.cascade import Cascade
+    from offramp.registry.records import load
+    from offramp.runtime.actions import build_action
+    from offramp.runtime.cascade import Cascade
 
     tmp, *_ = ml
-    model = load_model(tmp / "m")
+    model = load(tmp / "m")
     reply = lambda t: build_action({"type": "reply", "text": t}, tmp, None, None)  # noqa: E731
     cascade = Cascade(
         model,
@@ -284,8 +284,8 @@ def test_a_label_combination_has_its_own_action(ml):
 
 def test_multilabel_pipeline_keys_are_checked(ml, fast_model, tmp_path):
     from offramp.errors import UsageError
-    from offramp.pipeline.builder import build
-    from offramp.pipeline.settings import Settings
+    from offramp.runtime.builder import build
+    from offramp.runtime.config import Settings
 
     def build_cascade(path):
         return build(Settings.resolve(path, env={}))
@@ -304,7 +304,7 @@ def test_multilabel_pipeline_keys_are_checked(ml, fast_model, tmp_path):
 
 
 def test_stacked_tier_with_several_labels(ml, tmp_path):
-    from offramp.models.multilabel import StackedMultiLabel
+    from offramp.estimators.multilabel import StackedMultiLabel
 
     _, train, test, _ = ml
     r = run_cli(
@@ -314,14 +314,14 @@ def test_stacked_tier_with_several_labels(ml, tmp_path):
     rep = json.loads(r.stdout)
     names = [c["name"] for c in rep["candidates"]]
     assert names[0] == "stacked-e1.5-svm-C0.5" and rep["candidates"][0]["status"] == "scored"
-    model = load_model(tmp_path / "m")
+    model = load(tmp_path / "m")
     assert isinstance(model, StackedMultiLabel) == (rep["winner"] == names[0])
     ds = read_dataset(test)
     texts = ds.texts[:200]
     m = StackedMultiLabel(min_df=1).fit(texts[:150], [lab.split("|") if lab else [] for lab in ds.labels[:150]])
     assert clone(m).get_params()["encoder"] == "minilm"
     m.save(tmp_path / "s")
-    back = load_model(tmp_path / "s")
+    back = load(tmp_path / "s")
     assert isinstance(back, StackedMultiLabel)
     assert np.allclose(back.predict_proba(texts), m.predict_proba(texts), atol=1e-3)
     assert back.predict_sets(texts[:20]) == m.predict_sets(texts[:20])
@@ -415,7 +415,7 @@ def test_a_multilabel_registry_retrains_behind_a_micro_f1_gate(ml, tmp_path):
     assert g["micro_f1"]["candidate"] >= g["micro_f1"]["ci95"][0] and set(g["per_class"]) >= {"GRATITUDE", "SUPPORT"}
     assert res["n_added"] > 1000 and res["n_train"] > 2000
     # the stored training rows keep their label sets: the candidate learned from them
-    model = load_model(reg / "v0002")
+    model = load(reg / "v0002")
     assert getattr(model, "multi_label", False) and model.label_sep_ == "|"
     # a careless batch: GRATITUDE and SUPPORT swapped on every added row
     with open(more, newline="", encoding="utf-8") as f:
@@ -472,11 +472,11 @@ def test_unsure_band_fitted_to_a_share_or_a_precision(ml):
     """routing.fit on a multi-label model fits one unsure band on held-out label sets: to send at
     most a share to the LLM, or to keep local only label sets that are right often enough."""
     from offramp.data.multilabel import parse_label_sets
-    from offramp.models.multilabel import indicator
-    from offramp.pipeline.routing import fit_bands
+    from offramp.estimators.multilabel import indicator
+    from offramp.runtime.routing import fit_bands
 
     tmp, _, test, _ = ml
-    model = load_model(tmp / "m")
+    model = load(tmp / "m")
     with open(test, newline="", encoding="utf-8") as f:
         rows = [(r["text"], r["label"]) for r in csv.DictReader(f)]
     texts = [t for t, _ in rows]
@@ -502,8 +502,8 @@ def test_unsure_band_fitted_to_a_share_or_a_precision(ml):
 def test_a_fit_file_naming_a_label_the_model_lacks_counts_those_sets_as_wrong(ml):
     """routing.fit.val may name a label the model has not got: the model's set can never be exact
     for those messages, so they count as wrong in the band's precision, and the label is named."""
-    from offramp.pipeline.builder import build
-    from offramp.pipeline.settings import Settings
+    from offramp.runtime.builder import build
+    from offramp.runtime.config import Settings
 
     tmp, _, test, _ = ml
     with open(test, newline="", encoding="utf-8") as f:

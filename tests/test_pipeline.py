@@ -7,15 +7,14 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import httpx
 import pytest
 
-from offramp.data.demo import demo_docs
 from offramp.data.io import read_dataset
+from offramp.demo.data import demo_docs
 from offramp.errors import UsageError
-from offramp.models.store import load_model
-from offramp.pipeline.actions import AnswerFromDocs, Forward, Refuse, Reply
-from offramp.pipeline.builder import build
-from offramp.pipeline.config import read_pipeline
-from offramp.pipeline.routing import fit_thresholds
-from offramp.pipeline.settings import Settings
+from offramp.registry.records import load
+from offramp.runtime.actions import AnswerFromDocs, Forward, Refuse, Reply
+from offramp.runtime.builder import build
+from offramp.runtime.config import Settings, read_pipeline
+from offramp.runtime.routing import fit_thresholds
 
 from helpers import Server
 
@@ -65,7 +64,7 @@ def test_actions_checked_against_the_model(tmp_path, fast_model):
 
 
 def test_routing_thresholds_meet_their_targets(fast_model, inbox_sample):
-    model = load_model(fast_model)
+    model = load(fast_model)
     val = read_dataset(inbox_sample[1])
     proba = model.predict_proba(val.texts)
     r = fit_thresholds(proba, model.classes_, val.labels, max_llm_share=0.05)
@@ -122,18 +121,18 @@ def test_forward_to_a_real_webhook_and_a_dead_one():
 def test_served_demo_pipeline(fast_model, tmp_path):
 
     from offramp.audit.log import AuditLog
-    from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
-    from offramp.models.store import load_model
-    from offramp.models.versions import Registry
-    from offramp.pipeline.demo import write_demo_pipeline
+    from offramp.demo.data import demo_paths
+    from offramp.demo.pipeline import write_demo_pipeline
+    from offramp.registry.records import load
+    from offramp.registry.versions import Registry
 
-    Registry.create(tmp_path / "registry").add(load_model(fast_model))  # the demo serves a registry
+    Registry.create(tmp_path / "registry").add(load(fast_model))  # the demo serves a registry
     p = write_demo_pipeline(tmp_path)
     s = Server(p)
     test = read_dataset(demo_paths()[1])
     texts = test.texts[::10][:100]  # 100 messages of the demo test split, one request each
-    expected = [str(x) for x in load_model(tmp_path / "registry").predict(texts)]
+    expected = [str(x) for x in load(tmp_path / "registry").predict(texts)]
     kinds = {"SUPPORT": "answer_from_docs", "GRATITUDE": "reply", "TRY_TO_HACK": "refuse", "OTHER": None}
     try:
         thanks = httpx.post(s.url + "/v1/classify", json={"text": "thank you so much!"}).json()
@@ -161,7 +160,7 @@ def test_served_demo_pipeline(fast_model, tmp_path):
 
 
 def test_parse_label():
-    from offramp.teacher.prompts import parse_label
+    from offramp.llm.prompts import parse_label
 
     labels = ["SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER"]
     assert parse_label("gratitude", labels) == "GRATITUDE"
@@ -172,8 +171,8 @@ def test_parse_label():
 
 
 def test_circuit_breaker_opens_and_closes():
-    from offramp.pipeline.fallback import CircuitOpen, LLMFallback
-    from offramp.teacher.client import ChatClient, LLMConfig, LLMError
+    from offramp.llm.client import ChatClient, LLMConfig, LLMError
+    from offramp.runtime.fallback import CircuitOpen, LLMFallback
 
     from misbehaving_llm import ScriptedLLM
 

@@ -6,11 +6,11 @@ import sqlite3
 
 import pytest
 
+from offramp.egress.policy import EgressPolicy, EgressRefused
 from offramp.errors import UsageError
 from offramp.privacy import patterns
 from offramp.privacy.guard import PrivacyGuard
 from offramp.privacy.vault import PseudonymVault
-from offramp.teacher.egress import EgressPolicy, EgressRefused
 
 from helpers import run_cli, write_csv
 
@@ -65,8 +65,8 @@ def test_prefilters_never_drop_a_finding():
     messages, and variants in capitals, with other scripts' digits and with non-ASCII text around."""
     import dataclasses
 
-    from offramp.data.demo import demo_paths
     from offramp.data.io import read_dataset
+    from offramp.demo.data import demo_paths
 
     texts = [t for _, t, _ in FOUND] + NOT_FOUND + read_dataset(demo_paths()[1]).texts
     texts += [t.upper() for _, t, _ in FOUND] + ["« " + t + " » — merci" for _, t, _ in FOUND]
@@ -202,7 +202,7 @@ def test_egress_masks_remote_text_and_offline_mode_refuses(monkeypatch):
 def test_offline_mode_refuses_before_a_byte_is_sent(monkeypatch, tmp_path):
     import httpx
 
-    from offramp.teacher.client import ChatClient, LLMConfig
+    from offramp.llm.client import ChatClient, LLMConfig
 
     sent = []
     monkeypatch.setattr(httpx.Client, "send", lambda self, *a, **k: sent.append(a) or pytest.fail("a request was sent"))
@@ -312,11 +312,11 @@ def test_offline_pipeline_keeps_every_answer_local(fast_model, tmp_path):
 
 
 def test_cascade_counts_personal_data_but_stores_none_for_local_answers(fast_model, tmp_path):
-    from offramp.models.store import load_model
-    from offramp.pipeline.cascade import Cascade
+    from offramp.registry.records import load
+    from offramp.runtime.cascade import Cascade
 
     vault = PseudonymVault(tmp_path / "v.sqlite")
-    cascade = Cascade(load_model(fast_model), guard=PrivacyGuard(operator="pseudonym", vault=vault))
+    cascade = Cascade(load(fast_model), guard=PrivacyGuard(operator="pseudonym", vault=vault))
     d = cascade.run("my card 4111 1111 1111 1111 was declined, mail me at a@b.com", "c1")
     assert d.route == "local" and d.pii == {"CREDIT_CARD": 1, "EMAIL_ADDRESS": 1} and d.endpoints == []
     rows = sqlite3.connect(str(tmp_path / "v.sqlite")).execute("SELECT COUNT(*) FROM pseudonyms").fetchone()[0]

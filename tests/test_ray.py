@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from offramp.data.demo import demo_paths
 from offramp.data.io import read_dataset
+from offramp.demo.data import demo_paths
 from offramp.errors import UsageError
 from offramp.scale.stream import predict_files
 

@@ -25,7 +25,7 @@ TASK = """labels:
 
 
 def _gguf() -> Path:
-    from offramp.teacher.local_llm import gguf_path
+    from offramp.llm.server import gguf_path
 
     return gguf_path("smollm2-135m-instruct")  # a one-line error naming the fix if it is not installed
 
@@ -107,8 +107,8 @@ def test_label_resume_and_cache_with_a_real_llm(llama_server, tmp_path):
 
 
 def test_logprob_confidence_from_a_real_llm_is_kept_in_the_cache(llama_server, tmp_path):
-    from offramp.teacher.client import ChatClient, LLMConfig
-    from offramp.teacher.label import AnswerCache, Labeller, TaskSpec
+    from offramp.llm.client import ChatClient, LLMConfig
+    from offramp.llm.label import AnswerCache, Labeller, TaskSpec
 
     task = tmp_path / "task.yaml"
     task.write_text(TASK)
@@ -148,8 +148,8 @@ def test_served_cascade_with_a_real_llm_fallback(llama_server, fast_model, tmp_p
 def test_llama_cpp_takes_the_multi_label_grammar(llama_server, tmp_path):
     """llama-cpp-python refuses OpenAI's json_schema; the multi-label grammar then constrains the
     answer to {"labels": [...]} of known labels, which always parses."""
-    from offramp.teacher.client import ChatClient, LLMConfig
-    from offramp.teacher.label import AnswerCache, Labeller, TaskSpec
+    from offramp.llm.client import ChatClient, LLMConfig
+    from offramp.llm.label import AnswerCache, Labeller, TaskSpec
 
     spec = TaskSpec({"SUPPORT": "a question", "GRATITUDE": "thanks", "OTHER": "anything else"}, multi_label=True)
     client = ChatClient(LLMConfig(base_url=llama_server + "/v1", model="smollm2", timeout_s=120))

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from offramp.audit.log import AuditLog
-from offramp.models.training import train
+from offramp.training.train import train
 
 from helpers import Server, metric, run_cli
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from offramp.data.io import read_dataset
-from offramp.models.store import load_model
+from offramp.registry.records import load
 
 from helpers import Server, run_cli
 
@@ -26,7 +26,7 @@ def server(fast_model):
 def test_classify_single_and_batch_match_the_model(server, fast_model, inbox_sample):
     test = read_dataset(inbox_sample[1])
     texts = [t for t in test.texts if len(t) <= 2000][:40]
-    expected = list(load_model(fast_model).predict(texts))
+    expected = list(load(fast_model).predict(texts))
     one = httpx.post(server.url + "/v1/classify", json={"text": texts[0]}).json()
     assert one["label"] == expected[0] and one["route"] == "local" and 0 < one["confidence"] <= 1 and one["request_id"]
     batch = httpx.post(server.url + "/v1/classify", json={"texts": texts}).json()
@@ -267,7 +267,7 @@ def test_concurrent_requests_share_model_calls_and_keep_their_own_answers(fast_m
     import asyncio
 
     texts = [t for t in read_dataset(inbox_sample[1]).texts if t.strip()][:48]
-    model = load_model(fast_model)
+    model = load(fast_model)
     s = Server(fast_model, "--rate-limit", "100000")
     try:
 

@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from offramp.data.demo import demo_paths
 from offramp.data.io import read_dataset
+from offramp.demo.data import demo_paths
 from offramp.errors import DataError, UsageError
-from offramp.models.store import load_model
+from offramp.registry.records import load
 from offramp.scale.stream import predict_files
 
 from helpers import run_cli
@@ -31,7 +31,7 @@ def shards(tmp_path_factory):
 
 
 def _expected(model_dir, shards):
-    model = load_model(model_dir)
+    model = load(model_dir)
     table = pa.concat_tables([pq.read_table(p) for p in sorted(shards.glob("*.parquet"))])
     rows = [(i, t) for i, t in zip(table.column("id").to_pylist(), table.column("text").to_pylist()) if t and t.strip()]
     labels = model.predict([t for _, t in rows])
@@ -78,7 +78,7 @@ def test_jsonl_keeps_order_and_counts_bad_lines(fast_model, tmp_path):
     assert "1 lines that are not a JSON object were skipped (in.jsonl line 101)" in r.stderr
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["id"] for x in rows] == list(range(300))
-    assert [x["label"] for x in rows] == [str(x) for x in load_model(fast_model).predict(texts)]
+    assert [x["label"] for x in rows] == [str(x) for x in load(fast_model).predict(texts)]
     assert set(rows[0]) == {"id", "text", "label", "confidence", "rejected", "top"}
 
 

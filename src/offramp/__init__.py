@@ -31,36 +31,35 @@ _LAZY = {
     "UsageError": "offramp.errors",
     "EvalReport": "offramp.evaluation.results",
     "evaluate": "offramp.evaluation.evaluate",
-    "TextClassifier": "offramp.models.base",
-    "StackedLinear": "offramp.models.stacked",
-    "load_model": "offramp.models.store",
-    "save_model": "offramp.models.store",
-    "TfidfLinear": "offramp.models.tfidf",
-    "TrainReport": "offramp.models.training",
-    "Registry": "offramp.models.versions",
-    "retrain": "offramp.lifecycle.retrain",
-    "RetrainResult": "offramp.lifecycle.retrain",
-    "shadow_report": "offramp.lifecycle.shadow",
-    "drift_report": "offramp.lifecycle.drift",
-    "train": "offramp.models.training",
-    "Cascade": "offramp.pipeline.cascade",
-    "Decision": "offramp.pipeline.cascade",
-    "Settings": "offramp.pipeline.settings",
+    "TextClassifier": "offramp.estimators.base",
+    "StackedLinear": "offramp.estimators.stacked",
+    "TfidfLinear": "offramp.estimators.tfidf",
+    "load": "offramp.registry.records",
+    "save_model": "offramp.modeldir.store",
+    "TrainReport": "offramp.training.train",
+    "train": "offramp.training.train",
+    "Registry": "offramp.registry.versions",
+    "retrain": "offramp.training.retrain",
+    "RetrainResult": "offramp.training.retrain",
+    "shadow_report": "offramp.monitoring.shadow",
+    "drift_report": "offramp.monitoring.drift",
+    "Cascade": "offramp.runtime.cascade",
+    "Decision": "offramp.runtime.cascade",
+    "Settings": "offramp.runtime.config",
     "PrivacyGuard": "offramp.privacy.guard",
-    "ChatClient": "offramp.teacher.client",
-    "LLMConfig": "offramp.teacher.client",
-    "LLMError": "offramp.teacher.client",
-    "EgressPolicy": "offramp.teacher.egress",
-    "EgressRefused": "offramp.teacher.egress",
-    "load": "offramp.models.store:load_model",
-    "LLMClient": "offramp.teacher.client:ChatClient",
+    "ChatClient": "offramp.llm.client",
+    "LLMConfig": "offramp.llm.client",
+    "LLMError": "offramp.llm.client",
+    "EgressPolicy": "offramp.egress.policy",
+    "EgressRefused": "offramp.egress.policy",
 }
+# old spellings of a name: still importable, with a DeprecationWarning naming the new one
+_DEPRECATED = {"load_model": "load", "LLMClient": "ChatClient"}
 
 __all__ = [
     "train",
     "evaluate",
     "load",
-    "load_model",
     "save_model",
     "TrainReport",
     "EvalReport",
@@ -77,7 +76,6 @@ __all__ = [
     "Settings",
     "PrivacyGuard",
     "EgressPolicy",
-    "LLMClient",
     "ChatClient",
     "LLMConfig",
     "AuditLog",
@@ -98,11 +96,16 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     import importlib
 
-    target = _LAZY.get(name)
-    if target is None:
+    if name in _DEPRECATED:
+        import warnings
+
+        new = _DEPRECATED[name]
+        warnings.warn(f"offramp.{name} is deprecated; use offramp.{new}", DeprecationWarning, stacklevel=2)
+        return __getattr__(new)
+    module = _LAZY.get(name)
+    if module is None:
         raise AttributeError(f"module 'offramp' has no attribute {name!r}")
-    module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr or name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
@@ -114,22 +117,21 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from offramp.audit.log import AuditLog
     from offramp.costs.calculator import CostInputs, CostReport, compute_costs
+    from offramp.egress.policy import EgressPolicy, EgressRefused
     from offramp.errors import DataError, InputError, ModelDirError, OfframpError, UsageError
+    from offramp.estimators.base import TextClassifier
+    from offramp.estimators.stacked import StackedLinear
+    from offramp.estimators.tfidf import TfidfLinear
     from offramp.evaluation.evaluate import evaluate
     from offramp.evaluation.results import EvalReport
-    from offramp.lifecycle.drift import drift_report
-    from offramp.lifecycle.retrain import RetrainResult, retrain
-    from offramp.lifecycle.shadow import shadow_report
-    from offramp.models.base import TextClassifier
-    from offramp.models.stacked import StackedLinear
-    from offramp.models.store import load_model, save_model
-    from offramp.models.store import load_model as load
-    from offramp.models.tfidf import TfidfLinear
-    from offramp.models.training import TrainReport, train
-    from offramp.models.versions import Registry
-    from offramp.pipeline.cascade import Cascade, Decision
-    from offramp.pipeline.settings import Settings
+    from offramp.llm.client import ChatClient, LLMConfig, LLMError
+    from offramp.modeldir.store import save_model
+    from offramp.monitoring.drift import drift_report
+    from offramp.monitoring.shadow import shadow_report
     from offramp.privacy.guard import PrivacyGuard
-    from offramp.teacher.client import ChatClient, LLMConfig, LLMError
-    from offramp.teacher.client import ChatClient as LLMClient
-    from offramp.teacher.egress import EgressPolicy, EgressRefused
+    from offramp.registry.records import load
+    from offramp.registry.versions import Registry
+    from offramp.runtime.cascade import Cascade, Decision
+    from offramp.runtime.config import Settings
+    from offramp.training.retrain import RetrainResult, retrain
+    from offramp.training.train import TrainReport, train

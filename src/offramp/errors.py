@@ -14,9 +14,9 @@ The tree::
     └── ModelDirError       a model directory that is missing, foreign, damaged or tampered with
 
 Other modules add their own subclasses where a caller may want to catch the kind of failure:
-``offramp.teacher.client.LLMError`` (``LLMUnavailable``, ``LLMRateLimited``, ``LLMRequestRejected``,
-``LLMBadResponse``), ``offramp.teacher.egress.EgressRefused``,
-``offramp.models.encoder.EncoderUnavailable``.
+``offramp.llm.client.LLMError`` (``LLMUnavailable``, ``LLMRateLimited``, ``LLMRequestRejected``,
+``LLMBadResponse``), ``offramp.egress.policy.EgressRefused``,
+``offramp.encoders.sentence.EncoderUnavailable``.
 """
 
 from __future__ import annotations

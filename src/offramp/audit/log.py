@@ -429,3 +429,19 @@ def export(log: AuditLog, out: Path) -> dict:
             else:
                 w.writerow({k: csv_safe(json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in rec.items()})
     return {"requests": requests, "left_machine": left, "routes": routes, "endpoints": endpoints, "pii_found": pii}
+
+
+def read_bodies(path: str | Path) -> list[dict[str, Any]] | None:
+    """The records of an audit log, oldest first, read without its key (the bodies are not secret;
+    their chain is checked by :meth:`AuditLog.verify`); None if ``path`` is not an offramp audit log."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not {"records", "head"} <= tables:
+                return None
+            return [json.loads(b) for (b,) in con.execute("SELECT body FROM records ORDER BY seq")]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return None

@@ -64,7 +64,7 @@ def shadow_report_cmd(
 ) -> None:
     """Per-label agreement with the LLM (95% Wilson intervals), the threshold to switch at, a verdict."""
     from offramp.capture.pool import parse_since, read_rows
-    from offramp.lifecycle.shadow import shadow_report
+    from offramp.monitoring.shadow import shadow_report
 
     rows = read_rows(pool, ["shadow"], parse_since(since))
     if not rows:
@@ -94,7 +94,7 @@ def drift(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Drift of served traffic against the model's training reference (PSI of confidence and label mix)."""
-    from offramp.lifecycle.drift import drift_report
+    from offramp.monitoring.drift import drift_report
 
     rep = drift_report(source, model, window)
     if as_json:

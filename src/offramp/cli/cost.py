@@ -82,7 +82,7 @@ def cost(
             tokens_in = prompt_tokens + 25.0
     measured = throughput is not None
     if throughput is None and model_dir is not None:
-        from offramp.models.store import read_metrics, verify_model_dir
+        from offramp.modeldir.store import read_metrics, verify_model_dir
 
         verify_model_dir(model_dir)
         throughput = read_metrics(model_dir).get("throughput_per_s")

@@ -39,12 +39,12 @@ def demo(
     quiet: bool = QUIET,
 ) -> None:
     """The whole story on the bundled support-inbox data: train, evaluate, compare, report."""
-    from offramp.data.demo import demo_paths, demo_task
     from offramp.data.io import read_dataset, write_records
-    from offramp.models.training import train
-    from offramp.models.versions import Registry
-    from offramp.pipeline.demo import write_demo_pipeline
-    from offramp.teacher.label import TaskSpec, make_labeller
+    from offramp.demo.data import demo_paths, demo_task
+    from offramp.demo.pipeline import write_demo_pipeline
+    from offramp.llm.label import TaskSpec, make_labeller
+    from offramp.registry.versions import Registry
+    from offramp.training.train import train
 
     limit = parse_time_limit(time_limit) if time_limit is not None else None  # default: no limit
     if (llm is None) != (base_url is None):
@@ -76,7 +76,7 @@ def demo(
         write_records(llm_path, rows)
     elif llm_path is not None:
         info(f"LLM column: recorded predictions ({llm_path.name}); rerun it live with --llm M --base-url URL", quiet)
-    from offramp.data.demo import demo_teacher_labels
+    from offramp.demo.data import demo_teacher_labels
 
     teacher_labels = demo_teacher_labels() if llm is None else None
     distilled: list[Any] = []

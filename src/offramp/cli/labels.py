@@ -21,7 +21,7 @@ def run_check(
 ) -> Any:
     """Confident learning on ``ds`` (a labelled Dataset, or its texts with ``label_sets``); suspect
     and duplicate rows are given as the file's 0-based data rows."""
-    from offramp.models.noise import check_label_sets, check_labels
+    from offramp.training.noise import check_label_sets, check_labels
 
     with status("checking labels", quiet) as say:
         if label_sets is not None:

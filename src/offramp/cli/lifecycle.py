@@ -31,7 +31,7 @@ def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """List the versions: created, family, CV macro-F1, gate result, which one is current."""
-    from offramp.models.versions import Registry
+    from offramp.registry.versions import Registry
 
     reg = Registry(registry)
     versions = reg.versions()
@@ -67,7 +67,7 @@ def promote_cmd(
     version: str = typer.Argument(..., help="The version to make current, e.g. v0003."),
 ) -> None:
     """Make a version current (a server on the registry picks it up within seconds)."""
-    from offramp.models.versions import Registry
+    from offramp.registry.versions import Registry
 
     before = Registry(registry).promote(version)
     out.print(f"{version} is now current in {registry}" + (f" (was {before})" if before and before != version else ""))
@@ -76,7 +76,7 @@ def promote_cmd(
 @registry_app.command("rollback")
 def rollback_cmd(registry: Path = typer.Argument(..., help="Registry directory.")) -> None:
     """Go back to the version that was current before the current one."""
-    from offramp.models.versions import Registry
+    from offramp.registry.versions import Registry
 
     reg = Registry(registry)
     left = reg.current
@@ -113,7 +113,7 @@ def gate_table(result: Any) -> Table:
 
 def _multi_label(reg: Any) -> bool:
     """Whether the registry's current version is a multi-label model (from its model.json)."""
-    from offramp.models.store import read_model_json
+    from offramp.modeldir.store import read_model_json
 
     current = reg.current
     if current is None:
@@ -141,8 +141,8 @@ def retrain(
     Exit code 0: promoted; 4: refused by the gate (the candidate stays in the registry, unpromoted).
     """
     from offramp.data.io import read_dataset
-    from offramp.lifecycle.retrain import retrain as run_retrain
-    from offramp.models.versions import Registry
+    from offramp.registry.versions import Registry
+    from offramp.training.retrain import retrain as run_retrain
 
     reg = Registry(registry)
     # several labels per message: an empty label cell is the empty set, a row to keep

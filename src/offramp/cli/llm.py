@@ -87,7 +87,7 @@ def llm_server(
     model name = --model); the model file is assembled from its packages and hash-checked first."""
     import os
 
-    from offramp.teacher.local_llm import gguf_path, server_command
+    from offramp.llm.server import gguf_path, server_command
 
     if path_only:
         print(gguf_path(model))
@@ -170,7 +170,7 @@ def label(
 ) -> None:
     """Label texts with an LLM teacher: constrained answers, cached (re-runs send nothing twice), costed."""
     from offramp.data.io import read_dataset, write_records
-    from offramp.teacher.label import TaskSpec, estimate, label_run, label_texts, make_labeller
+    from offramp.llm.label import TaskSpec, estimate, label_run, label_texts, make_labeller
 
     positive("--rate", rate)
     positive("--max-cost", max_cost)
@@ -217,13 +217,13 @@ def label(
     )
     sender = None
     if engine == "ray":
-        from offramp.scale.ray_label import RayChatClient
+        from offramp.llm.ray import RayChatClient
 
         with status("connecting to Ray", quiet):
             sender = labeller.client = RayChatClient(labeller.client, workers, address)  # type: ignore[assignment]
     try:
         if budget is not None:
-            from offramp.teacher.active import select_and_label
+            from offramp.llm.active import select_and_label
 
             outcomes: list[Any] = []
 
@@ -317,7 +317,7 @@ def eval_llm(
 ) -> None:
     """Measure the LLM on a labelled test set: the same metrics as 'offramp eval', cost from real usage."""
     from offramp.data.io import read_dataset, write_records
-    from offramp.teacher.label import TaskSpec, make_labeller
+    from offramp.llm.label import TaskSpec, make_labeller
 
     spec = TaskSpec.load(task)
     ds = read_dataset(data, text_col=text_col, label_col=label_col)
@@ -369,7 +369,7 @@ def import_logs_cmd(
 ) -> None:
     """Turn an LLM's production logs into a training file (text,label), counting what was skipped and why."""
     from offramp.data.io import write_records
-    from offramp.teacher.logs import import_logs
+    from offramp.llm.logs import import_logs
 
     if out_file.suffix.lower() not in (".csv", ".jsonl"):
         raise UsageError(f"--out {out_file} must end in .csv or .jsonl")

@@ -37,7 +37,7 @@ TIME_LIMIT_HELP = (
 def parse_time_limit(value: str | None) -> str:
     """--time-limit as the library takes it ("auto" when not given), checked now rather than after
     the data is read."""
-    from offramp.models.training import resolve_time_limit
+    from offramp.training.train import resolve_time_limit
 
     resolve_time_limit(value or "auto", "fast")
     return value or "auto"
@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
 
 def encoders(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
     """List the sentence encoders the accurate tier can use: languages, size, speed, installed or not."""
-    from offramp.models.encoder import ENCODERS
+    from offramp.encoders.sentence import ENCODERS
 
     rows = [info.as_dict() for info in ENCODERS.values()]
     if as_json:
@@ -210,11 +210,12 @@ def train(
 ) -> None:
     """Train a classifier: choose among candidates by cross-validated macro-F1, calibrate, save."""
     from offramp.data.io import read_dataset
-    from offramp.models.encoder import encoder_info
-    from offramp.models.rejection import RejectTarget, score_name
-    from offramp.models.store import check_output_dir
-    from offramp.models.training import train as train_model
-    from offramp.models.training import val_rows_known
+    from offramp.encoders.sentence import encoder_info
+    from offramp.estimators.rejection import RejectTarget
+    from offramp.modeldir.card import score_name
+    from offramp.modeldir.store import check_output_dir
+    from offramp.training.train import train as train_model
+    from offramp.training.train import val_rows_known
 
     limit = parse_time_limit(time_limit)
     if encoder_name != "auto":
@@ -233,7 +234,7 @@ def train(
         raise UsageError("--promote and --gate go with --registry DIR")
     reg = None
     if registry is not None:
-        from offramp.models.versions import Registry
+        from offramp.registry.versions import Registry
 
         reg = Registry.create(registry)
         if gate is not None and reg.gate_set() is not None:
@@ -287,7 +288,7 @@ def train(
     dropped = None
     if drop_suspects:
         from offramp.data.io import Dataset
-        from offramp.models.noise import without_suspects
+        from offramp.training.noise import without_suspects
 
         assert ds.labels is not None
         with status("checking labels", quiet) as say:
@@ -335,7 +336,7 @@ def train(
             say(f"writing {out_dir}")
             model.save(out_dir)
     warn(rep.warnings)
-    from offramp.models.store import read_metrics
+    from offramp.modeldir.store import read_metrics
 
     size = read_metrics(out_dir).get("model_bytes", 0)
     extra: dict[str, Any] = {}
@@ -389,7 +390,7 @@ def train(
 
 def _bound_note(rej: dict[str, Any]) -> str:
     """ ", lower bound 0.761" when the target was fitted to a confidence bound."""
-    from offramp.models.rejection import fitted_bound
+    from offramp.modeldir.card import fitted_bound
 
     bound = fitted_bound(rej)
     return "" if bound is None else f", lower bound {bound:.3f}"
@@ -438,10 +439,10 @@ def _train_multilabel(
     gate: Path | None = None,
     promote: bool = False,
 ) -> None:
-    from offramp.models import encoder
-    from offramp.models.multilabel import train_multilabel
-    from offramp.models.store import check_output_dir, read_metrics
-    from offramp.models.training import resolve_time_limit
+    from offramp.encoders import sentence as encoder
+    from offramp.estimators.multilabel import train_multilabel
+    from offramp.modeldir.store import check_output_dir, read_metrics
+    from offramp.training.train import resolve_time_limit
 
     if out_dir is not None:
         check_output_dir(out_dir)
@@ -454,7 +455,7 @@ def _train_multilabel(
     dropped = None
     if drop_suspects:
         from offramp.data.io import Dataset
-        from offramp.models.noise import check_label_sets
+        from offramp.training.noise import check_label_sets
 
         with status("checking labels", quiet) as say:
             check = check_label_sets(ds.texts, sets, label_sep=sep, seed=seed, near=None, on_progress=say)
@@ -474,7 +475,7 @@ def _train_multilabel(
     quality = "fast" if quality == "auto" else quality
     choice = encoder.choose_encoder(ds.texts, encoder_name, seed)
     if quality != "fast":
-        from offramp.models.training import resolve_quality
+        from offramp.training.train import resolve_quality
 
         quality, _ = resolve_quality(quality, choice.name)
         if choice.warning:
@@ -529,7 +530,7 @@ def _train_multilabel(
 def _check_memory(data: Path, columns: list[str], max_memory: float | None) -> None:
     """Refuse, before reading, data whose training would need more memory than the budget."""
     from offramp.data.io import data_bytes
-    from offramp.models.large import default_memory_budget, training_memory
+    from offramp.training.large import default_memory_budget, training_memory
 
     positive("--max-memory", max_memory)
     budget = int(max_memory * 2**30) if max_memory else default_memory_budget()
@@ -574,7 +575,7 @@ def _gate_rows(ds: Any, gate: Path | None, text_col: str, label_col: str, max_ch
     """(training data, (gate texts, gate labels, source)) for a registry's first version: the
     --gate file, or a stratified 20% held out of the data."""
     from offramp.data.io import Dataset, read_dataset
-    from offramp.models.versions import gate_split
+    from offramp.registry.versions import gate_split
 
     if gate is not None:
         g = read_dataset(gate, text_col=text_col, label_col=label_col, max_chars=max_chars)
@@ -612,9 +613,9 @@ def eval_cmd(
     """Evaluate a model on a labelled file: quality, calibration, latency, throughput, size, cost."""
     from offramp.data.io import read_dataset
     from offramp.evaluation.evaluate import evaluate
-    from offramp.models.store import load_model
+    from offramp.registry.records import load
 
-    model = load_model(model_dir)
+    model = load(model_dir)
     if getattr(model, "multi_label", False):
         _eval_multilabel(model, data, text_col, label_col, max_chars, as_json, quiet)
         return
@@ -696,8 +697,8 @@ def predict(
     """
     from offramp.data.io import read_dataset
     from offramp.data.text import clean_text
-    from offramp.models.predict import prediction_records
-    from offramp.models.store import load_model
+    from offramp.estimators.predict import prediction_records
+    from offramp.registry.records import load
 
     if texts and input_file:
         raise UsageError("give texts as arguments or --input FILE, not both")
@@ -723,7 +724,7 @@ def predict(
         raise UsageError(f"--output {output} must end in .jsonl, .csv or .tsv")
     if workers or keep_columns or resume or engine != "local" or address:
         raise UsageError("--workers, --keep-columns, --resume, --engine and --address go with --input and --output")
-    model = load_model(model_dir)
+    model = load(model_dir)
     warnings: list[str] = []
     if input_file:
         ds = read_dataset(input_file, text_col=text_col, label_col=None, need_labels=False, max_chars=max_chars)
@@ -865,9 +866,9 @@ def report(
     quiet: bool = QUIET,
 ) -> None:
     """Write the side-by-side report (HTML + Markdown): small model vs LLM, the cascade of both, charts, cost."""
-    from offramp.models.store import load_model
+    from offramp.registry.records import load
 
-    model = load_model(model_dir)
+    model = load(model_dir)
     if getattr(model, "multi_label", False):
         _report_multilabel(model, model_dir, data, out_file, text_col, label_col, quiet, llm_predictions)
         return
@@ -952,9 +953,9 @@ def write_report_files(
 ) -> tuple[Path, Path, Any]:
     from offramp.data.io import read_dataset
     from offramp.evaluation.report import build_report
-    from offramp.models.store import load_model
+    from offramp.registry.records import load
 
-    model = load_model(model_dir)
+    model = load(model_dir)
     ds = read_dataset(data, text_col=text_col, label_col=label_col)
     with status("evaluating", quiet):
         html_path, md_path, small = build_report(

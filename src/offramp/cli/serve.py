@@ -100,7 +100,7 @@ def serve(
     """
     import uvicorn
 
-    from offramp.pipeline.settings import Settings
+    from offramp.runtime.config import Settings
     from offramp.serving.app import create_app
 
     positive("--rate-limit", rate_limit)
@@ -204,7 +204,7 @@ def _serve_workers(model_dir: Path, settings: object, flags: dict, host: str, po
 
 def hash_key_cmd(key: str = typer.Argument(..., help="An API key to accept.")) -> None:
     """Print the SHA-256 of an API key, for the file 'offramp serve --api-keys' reads."""
-    from offramp.serving.security import hash_key
+    from offramp.serving.auth import hash_key
 
     if len(key) < 16:
         raise UsageError("an API key should have at least 16 characters")

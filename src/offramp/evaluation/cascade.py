@@ -13,15 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from offramp.evaluation.metrics import classification_metrics
-
-
-def share_threshold(confidence: np.ndarray, llm_share: float) -> float:
-    """The lowest confidence threshold that sends at most ``llm_share`` of the messages to the LLM."""
-    if llm_share <= 0 or not len(confidence):
-        return 0.0
-    c = np.sort(confidence)
-    k = int(np.floor(llm_share * len(c)))  # at most k messages fall under the threshold
-    return float(c[k]) if k < len(c) else float(c[-1]) + 1e-9
+from offramp.runtime.routing import share_threshold
 
 
 def cascade_view(

@@ -102,8 +102,8 @@ def teacher_student(
     train_fn: Callable[..., Any] | None = None,
 ) -> Distillation:
     """Train the student on the teacher's labels and score everything on ``test`` (see the module)."""
-    from offramp.models.noise import without_suspects
-    from offramp.models.training import train
+    from offramp.training.noise import without_suspects
+    from offramp.training.train import train
 
     fit = train_fn or train
     texts, labels, seconds, model_name = read_teacher_labels(teacher_labels)

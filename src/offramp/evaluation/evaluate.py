@@ -11,11 +11,11 @@ from offramp.costs.calculator import load_prices, local_usd_per_message
 from offramp.data.io import Dataset
 from offramp.data.validate import check_test_set
 from offramp.errors import DataError
+from offramp.estimators.base import TextClassifier, as_labels, as_texts
+from offramp.estimators.calibration import ece_of, reliability_of
 from offramp.evaluation.llm import score_llm_predictions
 from offramp.evaluation.results import EvalReport, metrics_report
-from offramp.models.base import TextClassifier, as_labels, as_texts
-from offramp.models.calibration import ece_of, reliability_of
-from offramp.models.speed import measure_latency, measure_throughput
+from offramp.training.speed import measure_latency, measure_throughput
 
 
 def evaluate(

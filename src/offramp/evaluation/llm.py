@@ -20,8 +20,8 @@ from offramp.data.io import Dataset, cell_value, read_records
 from offramp.data.text import normalize
 from offramp.errors import DataError
 from offramp.evaluation.results import EvalReport, metrics_report
-from offramp.models.speed import latency_summary
-from offramp.teacher.label import Labeller, TaskSpec, label_texts
+from offramp.llm.label import Labeller, TaskSpec, label_texts
+from offramp.training.speed import latency_summary
 
 
 def _cost_per_million(price_model: str | None, tokens_in: list[float], tokens_out: list[float]) -> float | None:

@@ -9,9 +9,9 @@ from typing import Any, Sequence
 from offramp.data.io import cell_value
 from offramp.data.text import normalize
 from offramp.errors import DataError
+from offramp.estimators.multilabel import TfidfMultiLabel, confused_pairs, indicator, multilabel_metrics
 from offramp.evaluation.llm import read_predictions
-from offramp.models.multilabel import TfidfMultiLabel, confused_pairs, indicator, multilabel_metrics
-from offramp.models.speed import measure_latency
+from offramp.training.speed import measure_latency
 
 
 def evaluate_multilabel(

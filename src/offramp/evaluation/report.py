@@ -16,13 +16,13 @@ from typing import Callable, Mapping, Sequence
 from offramp.costs.calculator import CostInputs, CostReport, CostRow, compute_costs, estimate_tokens, load_prices
 from offramp.data.io import Dataset
 from offramp.errors import UsageError
+from offramp.estimators.base import TextClassifier
 from offramp.evaluation.cascade import cascade_view
 from offramp.evaluation.evaluate import evaluate
 from offramp.evaluation.metrics import MATRIX_LABELS
 from offramp.evaluation.results import EvalReport
 from offramp.formats import markdown_cell
-from offramp.models.base import TextClassifier
-from offramp.models.rejection import score_name
+from offramp.modeldir.card import score_name
 
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444"]
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from offramp.errors import UsageError
-from offramp.models.predict import predict_arrays
-from offramp.models.store import MANIFEST, load_model, model_version
+from offramp.estimators.predict import predict_arrays
+from offramp.modeldir.store import MANIFEST, model_version
+from offramp.registry.records import load
 
 INSTALL = "pip install 'offramp[ray]'"
 CONNECT_TIMEOUT_S = 5.0
@@ -113,7 +114,7 @@ class Predictor:
             target.write_bytes(data)
         if model_version(self.dir) != fingerprint:
             raise ValueError("the model that arrived is not the one the driver sent")
-        self.model = load_model(self.dir)  # checks every file against the manifest's hashes
+        self.model = load(self.dir)  # checks every file against the manifest's hashes
 
     def predict(self, texts: list[str], top: int) -> tuple[Any, ...]:
         return (*predict_arrays(self.model, texts, top), self.node)

@@ -24,8 +24,8 @@ import numpy as np
 
 from offramp.data.io import FORMATS, RecordWriter
 from offramp.errors import UsageError
-from offramp.models.predict import predict_arrays
-from offramp.models.store import load_model, resolve_model_dir
+from offramp.estimators.predict import predict_arrays
+from offramp.registry.records import load, resolve_model_dir
 from offramp.scale.sources import Batch, Shard, read_batches, resolve_shards
 
 SINGLE_FILE = (".jsonl", ".csv", ".tsv", ".parquet")
@@ -65,7 +65,7 @@ class StreamReport:
 # ---------------------------------------------------------------------- workers
 def _init(model_dir: str) -> None:
     global _model
-    _model = load_model(model_dir)
+    _model = load(model_dir)
 
 
 def _predict(texts: list[str], top: int) -> tuple[Any, ...]:
@@ -224,7 +224,7 @@ def predict_files(
     t0 = time.perf_counter()
     keep = list(keep or [])
     model_path, _ = resolve_model_dir(model_dir)
-    model = load_model(model_path)  # a bad model directory is refused now, before any worker starts
+    model = load(model_path)  # a bad model directory is refused now, before any worker starts
     shards = resolve_shards(input_spec)
     output = Path(output)
     kind = _output_kind(output)

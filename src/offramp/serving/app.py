@@ -18,8 +18,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from offramp.pipeline.settings import Settings
-from offramp.serving.console import console, one_worker_console
+from offramp.runtime.config import Settings
+from offramp.serving.console.routes import console, one_worker_console
 from offramp.serving.errors import install_error_handlers
 from offramp.serving.gateway import Gateway
 from offramp.serving.routes import open_routes, protected

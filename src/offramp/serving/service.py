@@ -20,22 +20,22 @@ import anyio
 import anyio.to_thread
 
 from offramp.audit.log import AuditLog, AuditWriter
+from offramp.capture.live import UnknownLabel, UnknownRequest
 from offramp.costs.calculator import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, api_usd_per_message, load_prices
 from offramp.data.text import clean_text
 from offramp.errors import UsageError
-from offramp.models.drift import PSI_WARN, DriftMonitor
-from offramp.models.store import resolve_model_dir
-from offramp.pipeline.builder import Built, build
-from offramp.pipeline.capture import UnknownLabel, UnknownRequest
-from offramp.pipeline.cascade import Decision
-from offramp.pipeline.settings import Settings
-from offramp.pipeline.shadow import ShadowResult
+from offramp.monitoring.drift import PSI_WARN, DriftMonitor
+from offramp.monitoring.shadow import ShadowResult
 from offramp.privacy.guard import PrivacyGuard
+from offramp.registry.records import resolve_model_dir
+from offramp.runtime.builder import Built, build
+from offramp.runtime.cascade import Decision
+from offramp.runtime.config import Settings
+from offramp.serving.auth import RateLimiter, key_matches, load_key_hashes
 from offramp.serving.batching import MicroBatcher
+from offramp.serving.console.review import ReviewItem, ReviewQueue
 from offramp.serving.errors import ApiError
 from offramp.serving.metrics import Metrics
-from offramp.serving.review import ReviewItem, ReviewQueue
-from offramp.serving.security import RateLimiter, key_matches, load_key_hashes
 from offramp.serving.stats import TrafficStats
 from offramp.serving.workers import WorkerSync
 

@@ -1,1 +1,0 @@
-"""The migration loop on live traffic: retrain behind a regression gate, the shadow report, drift offline."""

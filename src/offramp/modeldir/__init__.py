@@ -1,0 +1,1 @@
+"""Model directories on disk: JSON + arrays, hash-checked, never pickle; the model card."""

@@ -1,0 +1,69 @@
+"""The registry's record on disk (``registry.json``) and what it points at.
+
+A registry is a directory of model directories (``v0001``, ``v0002``, ...) and one record naming
+its versions, the current one and the stack of earlier current ones (for rollback). This module
+reads that record; :class:`~offramp.registry.versions.Registry` changes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from offramp.errors import ModelDirError
+from offramp.estimators.base import TextClassifier, load_model
+
+REGISTRY_FILE = "registry.json"  # marks a registry of versions
+REGISTRY_FORMAT = "offramp-registry"
+
+
+def is_registry(path: str | os.PathLike) -> bool:
+    return (Path(path) / REGISTRY_FILE).is_file()
+
+
+def read_registry_file(path: str | os.PathLike) -> dict:
+    """A registry's record (``registry.json``), checked; a ModelDirError naming the problem otherwise."""
+    path = Path(path)
+    f = path / REGISTRY_FILE
+    if not path.is_dir():
+        raise ModelDirError(
+            f"registry {path} does not exist" if not path.exists() else f"{path} is a file, not a registry directory",
+            "create one with 'offramp train DATA --registry DIR'",
+        )
+    if not f.is_file():
+        raise ModelDirError(
+            f"{path} is not an offramp registry (no {REGISTRY_FILE})",
+            "create one with 'offramp train DATA --registry DIR', or point at a model directory",
+        )
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+        assert isinstance(doc, dict) and doc.get("format") == REGISTRY_FORMAT
+        assert isinstance(doc.get("versions"), dict) and isinstance(doc.get("stack"), list)
+    except Exception:
+        raise ModelDirError(f"{f} is not a valid offramp registry record", "restore it from a backup") from None
+    return doc
+
+
+def resolve_model_dir(path: str | os.PathLike) -> tuple[Path, str | None]:
+    """The model directory ``path`` names: itself, or a registry's current version.
+
+    Returns (directory, registry version or None). A registry with no current version is an error.
+    """
+    path = Path(path)
+    if not is_registry(path):
+        return path, None
+    doc = read_registry_file(path)
+    current = doc.get("current")
+    if not current or current not in doc["versions"]:
+        raise ModelDirError(
+            f"registry {path} has no current version", "promote one with 'offramp registry promote DIR VERSION'"
+        )
+    return path / str(current), str(current)
+
+
+def load(path: str | os.PathLike[str]) -> TextClassifier:
+    """The model in ``path``: a model directory, or a registry's current version (its files
+    checked against its manifest either way)."""
+    model_dir, _ = resolve_model_dir(path)
+    return load_model(model_dir)

@@ -1,1 +1,0 @@
-"""Talking to LLMs: one client for any OpenAI-compatible chat-completions endpoint."""

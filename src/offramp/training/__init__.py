@@ -1,0 +1,1 @@
+"""The training API: the model search, large data, label noise, speed measurements."""

@@ -1,0 +1,298 @@
+"""Choose a model by stratified cross-validation on macro-F1, within a time limit.
+
+Candidates that share a featurizer share its features: the featurizer is fitted once on all the
+training texts (it sees no labels), and only the classifier is cross-validated. The winner's
+out-of-fold scores then fit its temperature, so its probabilities are calibrated on texts it had
+not seen, and it is refitted on all the data.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold
+
+from offramp.encoders.sentence import available
+from offramp.estimators.base import softmax
+from offramp.estimators.calibration import expected_calibration_error, fit_temperature
+from offramp.estimators.stacked import StackedLinear
+from offramp.estimators.tfidf import TfidfLinear
+from offramp.training.speed import measure_latency
+
+
+@dataclass
+class Candidate:
+    """A named model configuration to try."""
+
+    name: str
+    make: Callable[[], TfidfLinear]  # any model with feature_key / build_features / fit_features
+    description: str = ""
+
+
+@dataclass
+class CandidateResult:
+    name: str
+    description: str
+    status: str  # "scored", "skipped: ..." or "failed: ..."
+    cv_macro_f1: float | None = None
+    cv_accuracy: float | None = None
+    seconds: float = 0.0
+    latency_p99_ms: float | None = None
+    size_bytes: int | None = None  # the candidate's stored arrays (uncompressed), without a shared encoder
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Selection:
+    model: TfidfLinear
+    winner: str
+    results: list[CandidateResult]
+    n_folds: int
+    ece_before: float
+    ece_after: float
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    oof_proba: np.ndarray | None = None  # the winner's calibrated out-of-fold probabilities
+
+
+def fast_candidates(n_texts: int, seed: int = 0) -> list[Candidate]:
+    """The fast tier's search space, most promising first (the first one always runs)."""
+    min_df = 1 if n_texts < 2000 else 2
+    chars14: dict[str, Any] = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed)
+    chars25: dict[str, Any] = dict(word_ngrams=(1, 2), char_ngrams=(2, 5), min_df=min_df, seed=seed)
+    return [
+        Candidate(
+            "svm-w12-c14-C0.5",
+            lambda: TfidfLinear(**chars14, loss="svm", C=0.5),
+            "words 1-2 + chars 1-4, linear SVM C=0.5",
+        ),
+        Candidate(
+            "svm-w12-c14-C1", lambda: TfidfLinear(**chars14, loss="svm", C=1.0), "words 1-2 + chars 1-4, linear SVM C=1"
+        ),
+        Candidate(
+            "svm-w12-c25-C1", lambda: TfidfLinear(**chars25, loss="svm", C=1.0), "words 1-2 + chars 2-5, linear SVM C=1"
+        ),
+        Candidate(
+            "svm-w12-c14-C0.2",
+            lambda: TfidfLinear(**chars14, loss="svm", C=0.2),
+            "words 1-2 + chars 1-4, linear SVM C=0.2",
+        ),
+        Candidate(
+            "logreg-w12-c14-C20",
+            lambda: TfidfLinear(**chars14, loss="logreg", C=20.0),
+            "words 1-2 + chars 1-4, logistic regression C=20",
+        ),
+    ]
+
+
+QUALITIES = ("fast", "balanced", "best")
+
+
+_ENCODER_SHORT = {"minilm": "MiniLM", "use-multilingual": "multilingual USE", "mpnet": "mpnet"}
+
+
+def mpnet_candidates(n_texts: int, seed: int = 0) -> list[Candidate]:
+    """The larger English encoder's stacked candidates, tried last by ``best`` when it is installed
+    (on Banking77 they gained 0.004 accuracy over MiniLM's; see docs/benchmarks/accurate-tier.md)."""
+    min_df = 1 if n_texts < 2000 else 2
+    tf: dict[str, Any] = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed, encoder="mpnet")
+    return [
+        Candidate(
+            "stacked-mpnet-w12-c14-e2-C1",
+            lambda: StackedLinear(**tf, loss="svm", C=1.0, embed_weight=2.0),
+            "TF-IDF words 1-2 + chars 1-4 stacked with mpnet embeddings (x2), linear SVM C=1",
+        ),
+        Candidate(
+            "stacked-mpnet-w12-c14-e1.5-C0.5",
+            lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.5),
+            "TF-IDF words 1-2 + chars 1-4 stacked with mpnet embeddings (x1.5), linear SVM C=0.5",
+        ),
+    ]
+
+
+def accurate_candidates(n_texts: int, seed: int = 0, best: bool = False, encoder: str = "minilm") -> list[Candidate]:
+    """The accurate tier: sentence embeddings (from the registered ``encoder``), stacked with TF-IDF
+    or alone. Candidate names carry the encoder's name unless it is the default ``minilm``."""
+    min_df = 1 if n_texts < 2000 else 2
+    tf: dict[str, Any] = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed, encoder=encoder)
+    tag = "" if encoder == "minilm" else f"-{encoder}"
+    short = _ENCODER_SHORT.get(encoder, encoder)
+    out = [
+        Candidate(
+            f"stacked{tag}-w12-c14-e1.5-C0.5",
+            lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.5),
+            f"TF-IDF words 1-2 + chars 1-4 stacked with {short} embeddings (x1.5), linear SVM C=0.5",
+        ),
+        Candidate(
+            f"embed{tag}-logreg-C10",
+            lambda: StackedLinear(None, None, seed=seed, loss="logreg", C=10.0, encoder=encoder),
+            f"{short} sentence embeddings, logistic regression C=10",
+        ),
+    ]
+    if best:
+        out += [
+            Candidate(
+                f"stacked{tag}-w12-c14-e1-C0.5",
+                lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.0),
+                f"TF-IDF words 1-2 + chars 1-4 stacked with {short} embeddings (x1), linear SVM C=0.5",
+            ),
+            Candidate(
+                f"stacked{tag}-w12-c14-e2-C1",
+                lambda: StackedLinear(**tf, loss="svm", C=1.0, embed_weight=2.0),
+                f"TF-IDF words 1-2 + chars 1-4 stacked with {short} embeddings (x2), linear SVM C=1",
+            ),
+        ]
+    return out
+
+
+def candidates_for(quality: str, n_texts: int, seed: int = 0, encoder: str = "minilm") -> list[Candidate]:
+    """Search space per quality: fast = TF-IDF only; balanced and best add the accurate tier."""
+    if quality not in QUALITIES:
+        raise ValueError(f"quality must be one of {QUALITIES}")
+    fast = fast_candidates(n_texts, seed)
+    if quality == "fast":
+        return fast
+    if quality == "balanced":
+        return fast[:2] + accurate_candidates(n_texts, seed, encoder=encoder)
+    out = fast + accurate_candidates(n_texts, seed, best=True, encoder=encoder)
+    if encoder == "minilm" and available("mpnet"):  # English data: the larger English encoder too
+        out += mpnet_candidates(n_texts, seed)
+    return out
+
+
+def n_folds_for(labels: Sequence[str] | np.ndarray, wanted: int = 3) -> int:
+    _, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
+    return int(max(2, min(wanted, counts.min())))
+
+
+def select_model(
+    texts: Sequence[str],
+    labels: Sequence[str] | np.ndarray,
+    candidates: Sequence[Candidate],
+    *,
+    time_limit: float | None = 60.0,
+    seed: int = 0,
+    n_folds: int = 3,
+    latency_budget_ms: float | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> Selection:
+    """Cross-validate ``candidates`` and return the best one, calibrated and refitted on everything.
+
+    The first candidate is always scored; each further one only if the time spent so far plus its
+    expected cost (measured on the candidates before it) stays within ``time_limit`` seconds
+    (``None``: every candidate is scored, so the choice does not depend on the machine's speed).
+    Each scored candidate's single-message p99 latency is measured (on the first fold's model);
+    with ``latency_budget_ms`` only candidates within the budget can win (if none is, the fastest).
+    """
+    t0 = time.perf_counter()
+    texts = list(texts)
+    y_str = np.asarray(labels, dtype=object).astype(str)
+    classes, y = np.unique(y_str, return_inverse=True)
+    n_folds = n_folds_for(y_str, n_folds)
+    folds = list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    say = on_progress or (lambda _msg: None)
+
+    feature_cache: dict[str, tuple] = {}
+    results: list[CandidateResult] = []
+    oof_by_name: dict[str, np.ndarray] = {}
+    fit_cost: list[float] = []  # seconds per candidate, to forecast the next one
+    for i, cand in enumerate(candidates):
+        proto = cand.make()
+        key = proto.feature_key()
+        elapsed = time.perf_counter() - t0
+        forecast = max(fit_cost) if fit_cost else 0.0
+        features = 0.0  # one-off cost of features not built yet (sentence encoding)
+        if key not in feature_cache:
+            if fit_cost:
+                forecast *= 1.3
+            if hasattr(proto, "estimate_feature_seconds"):
+                try:
+                    features = proto.estimate_feature_seconds(texts)
+                except Exception:  # the candidate will fail and say why below
+                    pass
+        # keep room for the final refit of the winner (about one fold's worth)
+        if i > 0 and time_limit is not None and elapsed + features + forecast * (1 + 1 / n_folds) > time_limit:
+            results.append(CandidateResult(cand.name, cand.description, "skipped: time limit"))
+            continue
+        say(f"cross-validating {cand.name}")
+        c0 = time.perf_counter()
+        try:
+            if key not in feature_cache:
+                feature_cache[key] = proto.build_features(texts)
+            feat, X = feature_cache[key]
+            oof = np.zeros((len(y), len(classes)), dtype=np.float64)
+            first_fold_model = None
+            for tr, te in folds:
+                m = cand.make().fit_features(feat, X[tr], y_str[tr])
+                scores = np.asarray(X[te] @ m.coef_) + m.intercept_
+                # a fold may lack a rare class: place its scores in the right columns
+                cols = np.searchsorted(classes, m.classes_)
+                fill = np.full((len(te), len(classes)), -1e3)
+                fill[:, cols] = scores
+                oof[te] = fill
+                if first_fold_model is None:
+                    first_fold_model = (m, te)
+            pred = oof.argmax(axis=1)
+            assert first_fold_model is not None
+            m, te = first_fold_model
+            with m.uncached():
+                lat = measure_latency(m.predict_one, [texts[i] for i in te[:200]], n=300, warmup=10, max_seconds=2.0)
+            size = int(sum(a.nbytes for a in m.get_state()[1].values()))
+            res = CandidateResult(
+                cand.name,
+                cand.description,
+                "scored",
+                cv_macro_f1=float(f1_score(y, pred, average="macro")),
+                cv_accuracy=float((pred == y).mean()),
+                seconds=time.perf_counter() - c0,
+                latency_p99_ms=lat["p99"],
+                size_bytes=size,
+            )
+            oof_by_name[cand.name] = oof
+        except Exception as e:  # one failing configuration should not sink the search
+            res = CandidateResult(cand.name, cand.description, f"failed: {e}", seconds=time.perf_counter() - c0)
+        fit_cost.append(res.seconds)
+        results.append(res)
+
+    scored = [r for r in results if r.status == "scored"]
+    if not scored:
+        raise RuntimeError("no candidate could be trained: " + "; ".join(r.status for r in results))
+    notes = []
+    eligible = scored
+    if latency_budget_ms is not None:
+        eligible = [r for r in scored if r.latency_p99_ms is not None and r.latency_p99_ms <= latency_budget_ms]
+        for r in scored:
+            if r not in eligible:
+                r.status = f"scored, over the {latency_budget_ms:g} ms latency budget"
+        if not eligible:
+            eligible = [min(scored, key=lambda r: r.latency_p99_ms or float("inf"))]
+            notes.append(f"no candidate met the {latency_budget_ms:g} ms budget; the fastest was taken")
+    best = max(eligible, key=lambda r: (round(r.cv_macro_f1 or 0.0, 4), -results.index(r)))
+    oof = oof_by_name[best.name]
+    temperature = fit_temperature(oof, y)
+    ece_before = expected_calibration_error(softmax(oof, 1.0), y)
+    ece_after = expected_calibration_error(softmax(oof, temperature), y)
+
+    say(f"refitting {best.name} on all {len(y)} texts")
+    cand = next(c for c in candidates if c.name == best.name)
+    proto = cand.make()
+    feat, X = feature_cache[proto.feature_key()]
+    model = proto.fit_features(feat, X, y_str)
+    model.temperature_ = temperature
+    return Selection(
+        model,
+        best.name,
+        results,
+        n_folds,
+        ece_before,
+        ece_after,
+        time.perf_counter() - t0,
+        notes,
+        softmax(oof, temperature),
+    )
