@@ -161,9 +161,14 @@ def test_label_on_the_cluster_sends_each_text_once_within_one_rate(cluster, tmp_
         assert [lab for _, lab in read_pairs(tmp_path / "a.csv")] == [lab for _, lab in pairs]
         nodes = r.stdout.split("requests sent per Ray node: ", 1)[1].strip().split(", ")
         assert len(nodes) == 2  # both nodes sent some
+        # one rate for the whole cluster: turns 1/30 s apart when sent. Arrival times carry the
+        # actors' queueing jitter (tens of ms on a busy machine), so a 1-second window may hold a
+        # few more than 30; one limit per node would let about 60 through in a second, and the 60
+        # requests would take about 1 s in all instead of 2
         times = sorted(llm.times)
         busiest = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
-        assert busiest <= 31  # one rate for the whole cluster: 30 a second (+1 for the window's edge)
+        assert busiest <= 33, busiest
+        assert times[-1] - times[0] >= 59 / 30 - 0.3, times[-1] - times[0]
         r = run_cli(*args, "--out", str(tmp_path / "b.csv"), env=cluster["env"])
         assert r.returncode == 0, r.stderr
         assert len(llm.requests) == 60 and "0 calls sent, 60 answered from the cache" in r.stdout
