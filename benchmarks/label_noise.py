@@ -31,7 +31,8 @@ from sklearn.metrics import f1_score
 
 from offramp.data.io import read_dataset
 from offramp.demo.data import demo_paths
-from offramp.estimators.multilabel import indicator, multilabel_metrics, train_multilabel
+from offramp.estimators.multilabel import indicator, multilabel_metrics
+from offramp.training.multilabel import train_multilabel
 from offramp.training.noise import check_label_sets, check_labels
 from offramp.training.search import candidates_for, select_model
 from offramp.training.train import train

@@ -147,7 +147,7 @@ def offramp_row(name, tr, te, tmp, **kw):
     pred = model.predict(te[0])
     with model.uncached():
         p50, p99 = latency_ms(model.predict_one, te[0], n=1000)
-    enc = rep.encoder["name"] if rep.encoder else "—"
+    enc = rep.encoder.name if rep.encoder else "—"
     label = f"offramp {name} (winner {rep.winner}; encoder {enc})"
     return [label, pred, secs, p50, p99, f"{dir_mb(out):.2f}"], rep
 
@@ -189,7 +189,7 @@ def run_set(title: str, tr, te, note: str, with_best: bool) -> None:
             r, rep = offramp_row(q, tr, te, tmp, quality=q, encoder_name="auto")
             rows.append(r)
             print(
-                f"--quality {q}: languages detected {rep.encoder['languages']['shares']}; chosen {rep.encoder['name']}"
+                f"--quality {q}: languages detected {rep.encoder.languages.as_dict()['shares']}; chosen {rep.encoder.name}"
             )
             for c in rep.candidates:
                 print(f"  candidate {c.name}: CV macro-F1 {c.cv_macro_f1}, {c.seconds:.1f} s")

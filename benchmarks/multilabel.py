@@ -32,7 +32,8 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from offramp.data.io import read_dataset
 from offramp.demo.data import demo_paths, multilabel_inbox
-from offramp.estimators.multilabel import multilabel_metrics, train_multilabel
+from offramp.estimators.multilabel import multilabel_metrics
+from offramp.training.multilabel import train_multilabel
 
 from common import banking77, latency_ms, print_table
 

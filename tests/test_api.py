@@ -181,7 +181,7 @@ def test_a_pipelines_privacy_is_what_applies_at_egress(fast_model, tmp_path):
     import shutil
 
     from offramp import Settings
-    from offramp.runtime.builder import build
+    from offramp.runtime.cascade import build
 
     shutil.copytree(fast_model, tmp_path / "model")
     p = tmp_path / "p.yaml"

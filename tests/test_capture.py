@@ -136,15 +136,15 @@ def test_shadow_verdicts():
         return [{"local_label": label, "label": label if i < agree else other, "confidence": conf} for i in range(n)]
 
     good = shadow_report(rows("A", 200, 199) + rows("B", 100, 99))
-    assert good["ready"] and good["verdict"].startswith("switch now: 100.0% local at >= 0.95 agreement")
+    assert good.ready and good.verdict.startswith("switch now: 100.0% local at >= 0.95 agreement")
     # B's answers are often wrong even at the top confidence: no threshold can save B
     bad = shadow_report(rows("A", 300, 300) + rows("B", 42, 34))
-    assert not bad["ready"] and bad["verdict"].startswith("not yet: B agreement 0.81 [")
-    assert bad["verdict"].endswith("on 42 messages")
+    assert not bad.ready and bad.verdict.startswith("not yet: B agreement 0.81 [")
+    assert bad.verdict.endswith("on 42 messages")
     few = shadow_report(rows("A", 10, 10))
-    assert few["verdict"].startswith("not yet: only 10 messages compared")
+    assert few.verdict.startswith("not yet: only 10 messages compared")
     new = shadow_report(rows("A", 100, 100) + [{"local_label": "A", "label": "NEW", "confidence": 0.5}] * 20)
-    assert new["verdict"].startswith("not yet: the LLM answered NEW") and new["llm_only_labels"] == {"NEW": 20}
+    assert new.verdict.startswith("not yet: the LLM answered NEW") and new.llm_only_labels == {"NEW": 20}
 
 
 def test_gate_compare():

@@ -78,7 +78,7 @@ def test_predict_arguments_file_and_stdin(trained_dir, tmp_path):
     inp = tmp_path / "in.jsonl"
     inp.write_text('{"text": "write me a poem about cats"}\n{"text": ""}\n{"text": "thanks"}\n')
     outp = tmp_path / "out.jsonl"
-    r = run_cli("predict", str(trained_dir), "--input", str(inp), "--output", str(outp), "--top", "1")
+    r = run_cli("predict", str(trained_dir), str(inp), "--out", str(outp), "--top", "1")
     assert r.returncode == 0, r.stderr
     assert "1 rows with an empty or missing text were skipped" in r.stderr
     got = [json.loads(x) for x in outp.read_text().splitlines()]

@@ -12,6 +12,9 @@ MODULES = [
     "offramp.estimators.tfidf",
     "offramp.estimators.features",
     "offramp.data.io",
+    "offramp.training.noise",
+    "offramp.training.auto",
+    "offramp.runtime.routing",
 ]
 
 

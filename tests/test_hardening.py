@@ -34,12 +34,12 @@ def test_csv_outputs_neutralise_formulas(tmp_path, fast_model):
     assert all(
         row["text"].startswith("'") for row in csv.DictReader(open(tmp_path / "m.csv", encoding="utf-8", newline=""))
     )
-    r = run_cli("predict", str(fast_model), "--input", str(data), "--output", str(tmp_path / "p.csv"), "--quiet")
+    r = run_cli("predict", str(fast_model), str(data), "--out", str(tmp_path / "p.csv"), "--quiet")
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8", newline="")))
     assert len(rows) == 4 and all(row["text"].startswith("'") for row in rows)
     assert json.loads(rows[0]["top"])[0]["label"]  # nested values as JSON
-    r = run_cli("predict", str(fast_model), "--input", str(data), "--output", str(tmp_path / "p.txt"))
+    r = run_cli("predict", str(fast_model), str(data), "--out", str(tmp_path / "p.txt"))
     assert r.returncode == 2 and "must end in .jsonl, .csv, .tsv or .parquet" in r.stderr
 
 
@@ -76,7 +76,7 @@ def test_pipeline_values_out_of_range_are_refused(tmp_path, section, needle):
 
 
 def test_docs_folder_must_be_inside_the_pipeline_directory(tmp_path, fast_model):
-    from offramp.runtime.builder import build
+    from offramp.runtime.cascade import build
     from offramp.runtime.config import Settings
 
     site = tmp_path / "site"

@@ -244,5 +244,6 @@ def test_budget_without_a_price_is_one_line(llm, files, tmp_path):
         "label", str(data), "--llm", "no-such-model", "--base-url", llm.url + "/v1", "--task", str(task),
         "--out", str(tmp_path / "o.csv"), "--max-cost", "1",
     )  # fmt: skip
-    assert r.returncode == 2 and "--max-cost needs a price" in r.stderr and r.stderr.count("\n") == 1
+    assert r.returncode == 2 and "a dollar budget needs a price" in r.stderr and "option --price-model" in r.stderr
+    assert r.stderr.count("\n") == 1
     assert not llm.requests

@@ -145,6 +145,6 @@ def test_cli_unknown_or_missing_encoder_is_one_line(tmp_path, monkeypatch):
 def test_cli_lists_encoders():
     r = run_cli("encoders", "--json")
     assert r.returncode == 0, r.stderr
-    rows = {e["name"]: e for e in json.loads(r.stdout)}
+    rows = {e["name"]: e for e in json.loads(r.stdout)["encoders"]}
     assert rows["use-multilingual"]["dim"] == 512 and "zh" in rows["use-multilingual"]["languages"]
     assert rows["minilm"]["languages"] == ["en"] and rows["minilm"]["installed"] is True

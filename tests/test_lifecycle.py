@@ -80,7 +80,7 @@ def test_registry_errors_are_one_line(three_labels, tmp_path):
         (("registry", "promote", str(reg), "v0042"), "has no version 'v0042' (versions: v0001)"),
         (("predict", str(empty), "hi"), "has no current version"),
         (("serve", str(empty)), "has no current version"),
-        (("retrain", str(empty), "--add", str(three_labels["other"])), "has no current version to retrain"),
+        (("registry", "retrain", str(empty), str(three_labels["other"])), "has no current version to retrain"),
         (("registry", "list", str(broken)), "is not a valid offramp registry record"),
         (("serve", str(tmp_path / "shadow.yaml")), "shadow: needs an llm: section"),
         (("registry", "list", str(three_labels["base"])), "is a file, not a registry directory"),
@@ -89,7 +89,7 @@ def test_registry_errors_are_one_line(three_labels, tmp_path):
         (("predict", str(tmp_path / "empty-reg"), "hi"), "does not exist"),
         (("train", str(three_labels["base"]), "--registry", str(tmp_path)), "is not an offramp registry"),
         (("train", str(three_labels["base"])), "exactly one of --out DIR or --registry DIR"),
-        (("retrain", str(reg), "--add", str(tmp_path / "missing.csv")), "missing.csv"),
+        (("registry", "retrain", str(reg), str(tmp_path / "missing.csv")), "missing.csv"),
     ]
     for args, message in cases:
         r = run_cli(*args)
@@ -103,9 +103,9 @@ def test_retrain_learns_a_new_intent_behind_the_gate(three_labels, tmp_path):
     _train(three_labels["base"], reg)
     # the frozen gate set has no OTHER: use a gate file that has, as the added data brings it
     r = run_cli(
+        "registry",
         "retrain",
         str(reg),
-        "--add",
         str(three_labels["other"]),
         "--gate",
         str(three_labels["gate_with_other"]),
@@ -134,7 +134,7 @@ def test_retrain_refuses_a_regression_and_keeps_the_candidate(three_labels, tmp_
     # corrections that are wrong: most SUPPORT messages relabelled GRATITUDE
     bad = [(t, "GRATITUDE") for t, lab in read_pairs(three_labels["base"]) if lab == "SUPPORT"] * 2
     add = write_csv(tmp_path / "bad.csv", bad)
-    r = run_cli("retrain", str(reg), "--add", str(add), "--json", "-q")
+    r = run_cli("registry", "retrain", str(reg), str(add), "--json", "-q")
     assert r.returncode == 4, r.stderr
     out = json.loads(r.stdout)
     assert out["decision"] == "refused" and out["candidate"] == "v0002"
@@ -142,7 +142,7 @@ def test_retrain_refuses_a_regression_and_keeps_the_candidate(three_labels, tmp_
     reg_ = Registry(reg)
     assert reg_.current == "v0001" and [v["version"] for v in reg_.versions()] == ["v0001", "v0002"]
     # the human-readable form says why
-    r = run_cli("retrain", str(reg), "--add", str(add), "-q")
+    r = run_cli("registry", "retrain", str(reg), str(add), "-q")
     assert r.returncode == 4 and "refused v0003 (v0001 stays current)" in r.stdout and "SUPPORT F1 drops" in r.stdout
 
 
@@ -150,7 +150,7 @@ def test_a_gate_label_nobody_knows_is_an_error(three_labels, tmp_path):
     reg = tmp_path / "reg"
     _train(three_labels["base"], reg)
     add = write_csv(tmp_path / "add.csv", [("please reset my password", "SUPPORT")])
-    r = run_cli("retrain", str(reg), "--add", str(add), "--gate", str(three_labels["gate_with_other"]))
+    r = run_cli("registry", "retrain", str(reg), str(add), "--gate", str(three_labels["gate_with_other"]))
     assert r.returncode == 2
     assert "labels that neither the current model nor the added data has: OTHER" in r.stderr
     assert [v["version"] for v in Registry(reg).versions()] == ["v0001"]  # nothing was trained
@@ -168,7 +168,7 @@ def test_registry_stores_no_raw_personal_data(tmp_path):
     reg = tmp_path / "reg"
     _train(data, reg)
     add = write_csv(tmp_path / "add.csv", [(f"thanks! reach me at {secret_mail}", "GRATITUDE")] * 3)
-    assert run_cli("retrain", str(reg), "--add", str(add), "-q").returncode in (0, 4)
+    assert run_cli("registry", "retrain", str(reg), str(add), "-q").returncode in (0, 4)
     for f in Path(reg).rglob("*"):
         if f.is_file() and f.suffix in (".jsonl", ".json", ".md"):
             body = f.read_text(encoding="utf-8")
@@ -228,7 +228,7 @@ def test_a_served_registry_follows_promote_and_rollback(three_labels, tmp_path):
     reg = tmp_path / "reg"
     _train(three_labels["base"], reg)
     r = run_cli(
-        "retrain", str(reg), "--add", str(three_labels["other"]), "--gate", str(three_labels["gate_with_other"])
+        "registry", "retrain", str(reg), str(three_labels["other"]), "--gate", str(three_labels["gate_with_other"])
     )
     assert r.returncode == 0, r.stderr
     run_cli("registry", "rollback", str(reg))

@@ -69,7 +69,7 @@ def test_missing_parts_are_named_with_the_install_command(fake_model):
 
 
 def test_llm_server_refuses_an_unknown_model_in_one_line():
-    r = run_cli("llm-server", "--model", "gpt-9", "--path")
+    r = run_cli("llm-server", "--llm", "gpt-9", "--path")
     assert r.returncode == 2 and "no local LLM named 'gpt-9'" in r.stderr and len(r.stderr.splitlines()) == 1
 
 

@@ -139,7 +139,7 @@ def test_the_loop_end_to_end(loop):
     assert "OTHER" in {r["label"] for r in rows}
 
     gate = write_csv(d / "gate.csv", second[:250])  # held-out traffic, OTHER included
-    r = run_cli("retrain", str(reg), "--add", str(export), "--gate", str(gate), "--json", "-q")
+    r = run_cli("registry", "retrain", str(reg), str(export), "--gate", str(gate), "--json", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     result = json.loads(r.stdout)
     assert result["decision"] == "promoted" and result["new_labels"] == ["OTHER"]

@@ -321,16 +321,16 @@ def test_familiarity_weight_is_used_only_when_it_separates_better():
     near = np.r_[rng.uniform(0.6, 0.9, n_in), rng.uniform(0.1, 0.5, n_oos)]  # in-scope messages sit near training data
     target = RejectTarget.parse("oos_recall>=0.9")
     with_near = fit_rejection(proba, classes, y, target, "oos", familiarity=near)
-    assert with_near["familiarity_weight"] > 0 and with_near["met"]
+    assert with_near.familiarity_weight > 0 and with_near.met
     plain = fit_rejection(proba, classes, y, target, "oos")
-    assert plain["familiarity_weight"] == 0 and plain["familiarity_auc"] is None
+    assert plain.familiarity_weight == 0 and plain.familiarity_auc is None
     # at the same out-of-scope recall, nearness keeps far more in-scope answers
-    assert with_near["held_out"]["in_scope_accuracy"] > plain["held_out"]["in_scope_accuracy"] + 0.3
+    assert with_near.held_out.in_scope_accuracy > plain.held_out.in_scope_accuracy + 0.3
     # an uninformative similarity is not used
     noise = fit_rejection(proba, classes, y, target, "oos", familiarity=rng.uniform(0, 1, n_in + n_oos))
-    assert noise["familiarity_weight"] == 0
+    assert noise.familiarity_weight == 0
     # (with this seed the noise would have nudged the combined AUC up: 0.475 -> 0.485 at weight 4)
-    assert noise["familiarity_auc"]["4"] > noise["familiarity_auc"]["0"] + 0.002
+    assert noise.familiarity_auc["4"] > noise.familiarity_auc["0"] + 0.002
 
 
 def test_many_rows_search_a_sample_and_refit_on_every_row(tmp_path):
@@ -346,16 +346,16 @@ def test_many_rows_search_a_sample_and_refit_on_every_row(tmp_path):
     model, rep = train(texts, labels, quality="fast", time_limit=None, search_rows=1500)
     assert rep.search_rows is not None and 1400 <= rep.search_rows <= 1700
     r = rep.refit
-    assert r is not None and r["kept"] in ("refit", "sample") and r["epochs"] == 3
-    assert r["rows"] + r["holdout_rows"] == len(texts)
-    assert r["holdout_macro_f1_" + r["kept"]] == max(r["holdout_macro_f1_sample"], r["holdout_macro_f1_refit"])
-    assert r["holdout_macro_f1_refit"] > 0.7  # the streamed refit learned the task
+    assert r is not None and r.kept in ("refit", "sample") and r.epochs == 3
+    assert r.rows + r.holdout_rows == len(texts)
+    assert getattr(r, "holdout_macro_f1_" + r.kept) == max(r.holdout_macro_f1_sample, r.holdout_macro_f1_refit)
+    assert r.holdout_macro_f1_refit > 0.7  # the streamed refit learned the task
     model.save(tmp_path / "m")
     again = load(tmp_path / "m")
     test = read_dataset(demo_paths()[1])
     assert list(again.predict(test.texts[:50])) == list(model.predict(test.texts[:50]))
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
-    assert metrics["search_rows"] == rep.search_rows and metrics["refit"]["kept"] == r["kept"]
+    assert metrics["search_rows"] == rep.search_rows and metrics["refit"]["kept"] == r.kept
     # the sample keeps every label, even one with three rows
     y = np.array(["a"] * 1000 + ["b"] * 3)
     picked = stratified_sample(y, 100, seed=0)
@@ -414,18 +414,18 @@ def test_reject_target_holds_for_a_lower_confidence_bound():
     assert RejectTarget.parse(str(target)) == target  # as stored with a model, read back by retrain
     bounded = fit_rejection(proba, classes, y, target, "oos")
     plain = fit_rejection(proba, classes, y, RejectTarget.parse("oos_recall>=0.75", 0), "oos")
-    assert plain["target"] == "oos_recall>=0.75" and plain["held_out"]["oos_recall"] == 0.75
-    assert bounded["met"] and bounded["held_out"]["oos_recall"] == 0.83  # the smallest share whose bound reaches 0.75
-    assert bounded["threshold"] > plain["threshold"]
+    assert plain.target == "oos_recall>=0.75" and plain.held_out.oos_recall == 0.75
+    assert bounded.met and bounded.held_out.oos_recall == 0.83  # the smallest share whose bound reaches 0.75
+    assert bounded.threshold > plain.threshold
     # the bound is Wilson's: one-sided 95% = the lower end of the two-sided 90% interval
     ref = binomtest(83, 100).proportion_ci(confidence_level=0.90, method="wilson").low
-    assert abs(bounded["held_out"]["lower_bound"] - ref) < 1e-9 and ref >= 0.75
+    assert abs(bounded.held_out.lower_bound - ref) < 1e-9 and ref >= 0.75
     assert binomtest(82, 100).proportion_ci(confidence_level=0.90, method="wilson").low < 0.75
     # precision targets count the answered messages: a level of 90% asks less than 95%
     prec95 = fit_rejection(proba, classes, y, RejectTarget.parse("in_scope_precision>=0.95"), "oos")
     prec90 = fit_rejection(proba, classes, y, RejectTarget.parse("in_scope_precision>=0.95 at 90% confidence"), "oos")
-    assert prec95["held_out"]["lower_bound"] >= 0.95 and prec90["held_out"]["lower_bound"] >= 0.95
-    assert prec95["held_out"]["coverage"] <= prec90["held_out"]["coverage"]
+    assert prec95.held_out.lower_bound >= 0.95 and prec90.held_out.lower_bound >= 0.95
+    assert prec95.held_out.coverage <= prec90.held_out.coverage
     with pytest.raises(UsageError, match="not 0 or between 0.5 and 1"):
         RejectTarget.parse("oos_recall>=0.75", 0.3)
     # a level written in the target is kept; a different one asked beside it is refused, not overridden

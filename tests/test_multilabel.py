@@ -81,9 +81,7 @@ def test_train_eval_predict_on_the_multilabel_inbox(ml):
     assert both["labels"] == ["GRATITUDE", "SUPPORT"] and both["label"] in both["labels"]
     assert none["labels"] == [] and set(none["scores"]) == {"GRATITUDE", "SUPPORT", "TRY_TO_HACK"}
     for name in ("s.jsonl", "s.parquet"):  # streamed through worker processes: the label sets too
-        r = run_cli(
-            "predict", str(tmp / "m"), "--input", str(test), "--output", str(tmp / name), "--workers", "1", "-q"
-        )
+        r = run_cli("predict", str(tmp / "m"), str(test), "--out", str(tmp / name), "--workers", "1", "-q")
         assert r.returncode == 0, r.stderr
     streamed = [json.loads(x) for x in (tmp / "s.jsonl").read_text().splitlines()]
     import pyarrow.parquet as pq
@@ -121,7 +119,7 @@ def test_multilabel_bad_inputs_get_one_line(ml, tmp_path):
     r = run_cli("train", str(rare), "--multi-label", "--out", str(tmp_path / "m"), "-q")
     assert r.returncode == 2 and "fewer than 2 messages: C" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run_cli("train", str(train), "--out", str(tmp_path / "m2"), "--label-precision", "0.9")
-    assert r.returncode == 2 and "--label-precision goes with --multi-label" in r.stderr
+    assert r.returncode == 2 and "goes with several labels per message (option --label-precision)" in r.stderr
     nolab = write_csv(tmp_path / "n.csv", [("a",), ("b",)], header=("text",))
     r = run_cli("train", str(nolab), "--multi-label", "--out", str(tmp_path / "m3"))
     assert r.returncode == 2 and "no label column 'label'" in r.stderr
@@ -277,14 +275,14 @@ def test_a_label_combination_has_its_own_action(ml):
     )
     d = cascade.run("thanks a lot! how do I change my PIN?")
     assert d.labels == ["GRATITUDE", "SUPPORT"]
-    assert [a["label"] for a in d.action["actions"]] == ["GRATITUDE+SUPPORT"] and d.action["text"] == "both"
+    assert [a.label for a in d.action.actions] == ["GRATITUDE+SUPPORT"] and d.action.text == "both"
     assert cascade.action_plan(["SUPPORT"]) == ["SUPPORT"]
     assert cascade.action_plan(["GRATITUDE", "SUPPORT", "TRY_TO_HACK"]) == ["GRATITUDE+SUPPORT"]
 
 
 def test_multilabel_pipeline_keys_are_checked(ml, fast_model, tmp_path):
     from offramp.errors import UsageError
-    from offramp.runtime.builder import build
+    from offramp.runtime.cascade import build
     from offramp.runtime.config import Settings
 
     def build_cascade(path):
@@ -407,7 +405,7 @@ def test_a_multilabel_registry_retrains_behind_a_micro_f1_gate(ml, tmp_path):
     r = run_cli("registry", "list", str(reg), "--json")
     listed = json.loads(r.stdout)["versions"][0]
     assert listed["cv_macro_f1"] is not None and listed["current"]
-    r = run_cli("retrain", str(reg), "--add", str(more), "--json", "-q")
+    r = run_cli("registry", "retrain", str(reg), str(more), "--json", "-q")
     assert r.returncode == 0, r.stderr + r.stdout
     res = json.loads(r.stdout)
     assert res["decision"] == "promoted" and res["candidate"] == "v0002"
@@ -423,7 +421,7 @@ def test_a_multilabel_registry_retrains_behind_a_micro_f1_gate(ml, tmp_path):
     swap = {"GRATITUDE": "SUPPORT", "SUPPORT": "GRATITUDE"}
     bad_rows = [(t, "|".join(sorted(swap.get(x, x) for x in cell.split("|") if x))) for t, cell in rows]
     bad = write_csv(tmp_path / "bad.csv", bad_rows * 2)
-    r = run_cli("retrain", str(reg), "--add", str(bad), "--json", "-q")
+    r = run_cli("registry", "retrain", str(reg), str(bad), "--json", "-q")
     assert r.returncode == 4, r.stderr + r.stdout
     res = json.loads(r.stdout)
     assert res["decision"] == "refused" and any("F1 drops" in x or "micro-F1 is lower" in x for x in res["reasons"])
@@ -502,7 +500,7 @@ def test_unsure_band_fitted_to_a_share_or_a_precision(ml):
 def test_a_fit_file_naming_a_label_the_model_lacks_counts_those_sets_as_wrong(ml):
     """routing.fit.val may name a label the model has not got: the model's set can never be exact
     for those messages, so they count as wrong in the band's precision, and the label is named."""
-    from offramp.runtime.builder import build
+    from offramp.runtime.cascade import build
     from offramp.runtime.config import Settings
 
     tmp, _, test, _ = ml

@@ -12,7 +12,7 @@ from offramp.demo.data import demo_docs
 from offramp.errors import UsageError
 from offramp.registry.records import load
 from offramp.runtime.actions import AnswerFromDocs, Forward, Refuse, Reply
-from offramp.runtime.builder import build
+from offramp.runtime.cascade import build
 from offramp.runtime.config import Settings, read_pipeline
 from offramp.runtime.routing import fit_thresholds
 
@@ -74,23 +74,23 @@ def test_routing_thresholds_meet_their_targets(fast_model, inbox_sample):
 
 
 def test_simple_actions():
-    assert Reply("👍")("thanks", "GRATITUDE") == {"type": "reply", "text": "👍"}
-    assert Refuse("no {label}")("x", "TRY_TO_HACK")["text"] == "no TRY_TO_HACK"
+    assert Reply("👍")("thanks", "GRATITUDE").to_dict() == {"type": "reply", "text": "👍"}
+    assert Refuse("no {label}")("x", "TRY_TO_HACK").text == "no TRY_TO_HACK"
 
 
 @pytest.mark.parametrize("method", ["embeddings", "tfidf"])
 def test_answer_from_docs(method):
     a = AnswerFromDocs(demo_docs(), method=method)
     got = a("how can I change my PIN?", "SUPPORT")
-    assert got["found"] and got["source"].startswith("pin.md#") and "PIN" in got["text"]
-    assert not a("zxqv wplk", "SUPPORT")["found"]
+    assert got.found and got.source.startswith("pin.md#") and "PIN" in got.text
+    assert not a("zxqv wplk", "SUPPORT").found
 
 
 def test_answer_from_docs_understands_paraphrase():
     got = AnswerFromDocs(demo_docs(), method="embeddings")(
         "my card still has not arrived, what should I do?", "SUPPORT"
     )
-    assert got["source"] == "cards.md#Card delivery"
+    assert got.source == "cards.md#Card delivery"
 
 
 def test_forward_to_a_real_webhook_and_a_dead_one():
@@ -110,12 +110,12 @@ def test_forward_to_a_real_webhook_and_a_dead_one():
     t.start()
     try:
         out = Forward(f"http://127.0.0.1:{srv.server_port}/hook")("hello there", "OTHER")
-        assert out == {"type": "forward", "delivered": True, "status": 204}
+        assert out.to_dict() == {"type": "forward", "delivered": True, "status": 204}
         assert received == [{"text": "hello there", "label": "OTHER"}]
     finally:
         srv.shutdown()
     dead = Forward(f"http://127.0.0.1:{srv.server_port}/hook", timeout_s=0.5)("x", "OTHER")
-    assert dead["delivered"] is False
+    assert dead.delivered is False
 
 
 def test_served_demo_pipeline(fast_model, tmp_path):

@@ -275,7 +275,7 @@ def test_mask_cli(tmp_path, monkeypatch):
     for args, needle in (
         (["--out", str(tmp_path / "x.txt")], "must end in"),
         (["--out", str(tmp_path / "y.csv"), "--columns", "body"], "no column(s) body"),
-        (["--out", str(tmp_path / "y.csv"), "--operator", "pseudonym"], "needs --vault"),
+        (["--out", str(tmp_path / "y.csv"), "--operator", "pseudonym"], "needs a vault file"),
         (["--out", str(tmp_path / "y.csv"), "--entities", "SHOE_SIZE"], "unknown PII entity"),
     ):
         r = run_cli("mask", str(data), *args)

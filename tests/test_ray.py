@@ -105,9 +105,8 @@ def test_cli_on_the_cluster_prints_rows_per_node(cluster, fast_model, shards, tm
     r = run_cli(
         "predict",
         str(fast_model),
-        "--input",
         str(shards),
-        "--output",
+        "--out",
         str(tmp_path / "o.parquet"),
         "--engine",
         "ray",
@@ -122,7 +121,7 @@ def test_cli_on_the_cluster_prints_rows_per_node(cluster, fast_model, shards, tm
 
 def test_an_address_where_nothing_answers_is_one_line(fast_model, shards, tmp_path):
     r = run_cli(
-        "predict", str(fast_model), "--input", str(shards), "--output", str(tmp_path / "o"), "--engine", "ray",
+        "predict", str(fast_model), str(shards), "--out", str(tmp_path / "o"), "--engine", "ray",
         "--address", f"127.0.0.1:{_free_port()}",
     )  # fmt: skip
     assert r.returncode == 2 and r.stderr.count("\n") == 1
@@ -181,9 +180,9 @@ def test_bad_inputs_are_refused_before_ray_starts(fast_model, shards, tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "a.parquet").write_bytes(b"not parquet")
     for args, message in [
-        (["--input", str(shards), "--output", str(tmp_path / "exists.jsonl")], "already exists"),
-        (["--input", str(tmp_path / "none-*.parquet"), "--output", str(tmp_path / "o")], "matches no file"),
-        (["--input", str(tmp_path / "bad"), "--output", str(tmp_path / "o")], "Parquet"),
+        ([str(shards), "--out", str(tmp_path / "exists.jsonl")], "already exists"),
+        ([str(tmp_path / "none-*.parquet"), "--out", str(tmp_path / "o")], "matches no file"),
+        ([str(tmp_path / "bad"), "--out", str(tmp_path / "o")], "Parquet"),
     ]:
         r = run_cli("predict", str(fast_model), *args, "--engine", "ray")
         assert r.returncode == 2 and r.stderr.count("\n") == 1, (args, r.stderr)

@@ -63,9 +63,8 @@ def test_jsonl_keeps_order_and_counts_bad_lines(fast_model, tmp_path):
     r = run_cli(
         "predict",
         str(fast_model),
-        "--input",
         str(src),
-        "--output",
+        "--out",
         str(out),
         "--keep-columns",
         "id",
@@ -102,9 +101,8 @@ def test_a_killed_run_resumes_without_duplicates(fast_model, shards, tmp_path):
     r = run_cli(
         "predict",
         str(fast_model),
-        "--input",
         str(shards),
-        "--output",
+        "--out",
         str(out),
         "--keep-columns",
         "id",
@@ -125,12 +123,12 @@ def test_bad_inputs_get_one_line_errors(fast_model, shards, tmp_path):
     shutil.copytree(shards, mixed)
     (mixed / "s9.parquet").write_bytes(b"PAR1 this is not really parquet")
     cases = [
-        (["--input", str(tmp_path / "nothing-*.parquet"), "--output", str(tmp_path / "o1")], "matches no file"),
-        (["--input", str(mixed), "--output", str(tmp_path / "o2")], "s9.parquet is not a readable Parquet file"),
-        (["--input", str(shards), "--output", str(shards)], "already exists"),
-        (["--input", str(shards), "--output", str(tmp_path / "o.txt")], "must end in"),
-        (["--input", str(shards), "--output", str(tmp_path / "o.jsonl"), "--resume"], "needs a directory output"),
-        (["--input", str(shards), "--output", str(tmp_path / "o3"), "--text-col", "body"], "has no column 'body'"),
+        ([str(tmp_path / "nothing-*.parquet"), "--out", str(tmp_path / "o1")], "matches no file"),
+        ([str(mixed), "--out", str(tmp_path / "o2")], "s9.parquet is not a readable Parquet file"),
+        ([str(shards), "--out", str(shards)], "already exists"),
+        ([str(shards), "--out", str(tmp_path / "o.txt")], "must end in"),
+        ([str(shards), "--out", str(tmp_path / "o.jsonl"), "--resume"], "needs a directory output"),
+        ([str(shards), "--out", str(tmp_path / "o3"), "--text-col", "body"], "has no column 'body'"),
     ]
     for args, message in cases:
         r = run_cli("predict", str(fast_model), *args)

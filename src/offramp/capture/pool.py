@@ -225,7 +225,7 @@ def read_rows(
 
 
 def training_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for ``retrain --add``: one per request, a person's correction beating an LLM's answer
+    """Rows for ``offramp registry retrain``: one per request, a person's correction beating an LLM's answer
     (the latest correction if several); rows without a request id are kept as they are."""
     rank = {"feedback": 2, "llm": 1, "shadow": 1}
     best: dict[str, dict[str, Any]] = {}
@@ -248,3 +248,45 @@ def training_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for r in kept
     ]
+
+
+@dataclass
+class PoolExport:
+    """What :func:`export_pool` wrote: the rows and how many came from each source."""
+
+    out: str
+    rows: int
+    by_source: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": self.out, "rows": self.rows, "by_source": dict(self.by_source)}
+
+
+def export_pool(
+    pool: str | Path,
+    out: str | Path,
+    *,
+    sources: Iterable[str] = SOURCES,
+    since: float | str | None = None,
+    raw: bool = False,
+) -> PoolExport:
+    """Write the pool's rows as a training file for :func:`offramp.retrain` (text, label, source,
+    time; .csv, .tsv or .jsonl): one row per request, a person's correction beating the LLM's
+    answer. ``since``: epoch seconds, or an ISO date/time or an age (24h, 7d)."""
+    from offramp.data.io import WRITABLE, write_records
+
+    if Path(out).suffix.lower() not in WRITABLE:
+        raise UsageError(f"{out} must end in {', '.join(WRITABLE)}", param="out")
+    wanted = [s.strip() for s in sources if s.strip()]
+    start = parse_since(since) if isinstance(since, str) else since
+    rows = training_rows(read_rows(pool, wanted, start))
+    if not rows:
+        raise DataError(
+            f"pool {pool} has no rows from {', '.join(wanted)}" + (f" since {since}" if since is not None else ""),
+            "serve traffic with a capture: section first, or widen the sources or the time",
+        )
+    write_records(out, rows, raw=raw)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["source"]] = counts.get(r["source"], 0) + 1
+    return PoolExport(str(out), len(rows), dict(sorted(counts.items())))

@@ -1,8 +1,9 @@
-"""``offramp``: the command line. One module per command group, each thin: parse, call the library, render.
+"""``offramp``: the command line. One module per command group, mirroring the library, each thin:
+parse, call the library, render. The grammar every command follows is in :mod:`offramp.cli.options`.
 
 Exit codes: 0 ok, 2 bad usage or data (one-line message naming the problem and the fix), 3 a
-verification that failed (``audit verify``), 4 a candidate refused by the gate (``retrain``),
-1 internal error, 130 interrupted.
+verification that failed (``audit verify``), 4 a candidate refused by the gate (``registry
+retrain``), 1 internal error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,8 +13,22 @@ import sys
 
 import typer
 
-from offramp.cli import capture, cost, demo, labels, lifecycle, llm, models, privacy, serve
-from offramp.cli.common import PARAM_FLAGS, err
+from offramp.cli import (
+    audit,
+    capture,
+    costs,
+    demo,
+    encoders,
+    evaluation,
+    llm,
+    monitoring,
+    privacy,
+    registry,
+    scale,
+    serving,
+    training,
+)
+from offramp.cli.render import err
 from offramp.errors import OfframpError
 
 app = typer.Typer(
@@ -24,8 +39,62 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for group in (models, labels, cost, demo, llm, privacy, serve, lifecycle, capture):
+# in the order a migration uses them
+GROUPS = (
+    costs,
+    llm,
+    training,
+    encoders,
+    evaluation,
+    scale,
+    demo,
+    serving,
+    registry,
+    capture,
+    monitoring,
+    privacy,
+    audit,
+)
+for group in GROUPS:
     group.register(app)
+
+# the library names the parameter an error is about; the CLI names its option
+PARAM_FLAGS = {
+    "text_col": "--text-col",
+    "label_col": "--label-col",
+    "out": "--out",
+    "quality": "--quality",
+    "time_limit": "--time-limit",
+    "reject_target": "--reject-target",
+    "oos_label": "--oos-label",
+    "val": "--val",
+    "latency_budget_ms": "--latency-budget-ms",
+    "search_rows": "--search-rows",
+    "label_precision": "--label-precision",
+    "max_memory": "--max-memory",
+    "registry": "--registry",
+    "gate": "--gate",
+    "prices": "--prices",
+    "predictions": "--out",
+    "price_model": "--price-model",
+    "examples_from": "--examples-from",
+    "budget": "--budget",
+    "engine": "--engine",
+    "rate": "--rate",
+    "max_cost": "--max-cost",
+    "max_class_drop": "--max-class-drop",
+    "vault": "--vault",
+    "volume": "--messages-per-day / --messages-per-month / --messages-total",
+    "messages_per_day": "--messages-per-day",
+    "messages_per_month": "--messages-per-month",
+    "messages_total": "--messages-total",
+    "tokens_in": "--tokens-in",
+    "tokens_out": "--tokens-out",
+    "gpu_usd_per_hour": "--gpu-usd-per-hour",
+    "gpu_tokens_per_s": "--gpu-tokens-per-s",
+    "cpu_usd_per_hour": "--cpu-usd-per-hour",
+    "throughput": "--throughput",
+}
 
 
 def error_line(e: OfframpError) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -58,7 +59,7 @@ def load_prices(path: str | Path | None = None) -> dict:
     return table
 
 
-DEFAULT_MONTHLY_VOLUME = 30_000_000  # a million messages a day
+DEFAULT_MESSAGES_PER_DAY = 100_000  # the volume priced when none is given (cost, report)
 
 
 def monthly_volume(
@@ -77,7 +78,7 @@ def monthly_volume(
         return per_month, False
     if total is not None:
         return total, True
-    return DEFAULT_MONTHLY_VOLUME, False
+    return DEFAULT_MESSAGES_PER_DAY * 365 / 12, False
 
 
 def estimate_tokens(texts: Sequence[str], prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> float:
@@ -266,3 +267,69 @@ def compute_costs(inputs: CostInputs, prices: dict, models: Sequence[str] | None
         "break-even: the monthly volume above which one always-on CPU instance is cheaper than the row",
     ]
     return CostReport(inputs, rows, assumptions)
+
+
+def price_the_move(
+    *,
+    messages_per_day: float | None = None,
+    messages_per_month: float | None = None,
+    messages_total: float | None = None,
+    tokens_in: float | None = None,
+    tokens_out: float = float(DEFAULT_OUTPUT_TOKENS),
+    data: str | os.PathLike[str] | None = None,
+    text_col: str = "text",
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+    llms: Sequence[str] | None = None,
+    prices: str | os.PathLike[str] | None = None,
+    gpu_usd_per_hour: float | None = None,
+    gpu_tokens_per_s: float | None = None,
+    cpu_usd_per_hour: float | None = None,
+    throughput: float | None = None,
+    model: str | os.PathLike[str] | None = None,
+) -> tuple[CostReport, bool]:
+    """Price the move at a volume (per day, per month, or a one-off total): each paid LLM API
+    (``llms``, default every row of the price table, or of ``prices``), a self-hosted LLM and the
+    small model. Tokens per message come from ``tokens_in``, else from the texts of ``data`` plus
+    ``prompt_tokens``; the small model's throughput from ``throughput``, else the one measured in
+    the model directory ``model``. Returns (report, whether the volume is a one-off total)."""
+    from offramp.data.io import read_dataset
+    from offramp.modeldir.store import read_metrics, verify_model_dir
+
+    for name, v in (
+        ("messages_per_day", messages_per_day),
+        ("messages_per_month", messages_per_month),
+        ("messages_total", messages_total),
+        ("tokens_in", tokens_in),
+        ("tokens_out", tokens_out),
+        ("gpu_usd_per_hour", gpu_usd_per_hour),
+        ("gpu_tokens_per_s", gpu_tokens_per_s),
+        ("cpu_usd_per_hour", cpu_usd_per_hour),
+        ("throughput", throughput),
+    ):
+        if v is not None and (v != v or v < 0 or v == float("inf")):
+            raise UsageError(f"{name.replace('_', ' ')} must be a non-negative number, got {v}", param=name)
+    volume, one_off = monthly_volume(messages_per_day, messages_per_month, messages_total)
+    table = load_prices(Path(prices) if prices is not None else None)
+    if tokens_in is None:
+        if data is not None:
+            ds = read_dataset(data, text_col=text_col, label_col=None, need_labels=False)
+            tokens_in = estimate_tokens(ds.texts, prompt_tokens)
+        else:
+            tokens_in = prompt_tokens + 25.0
+    measured = throughput is not None
+    if throughput is None and model is not None:
+        verify_model_dir(model)
+        throughput = read_metrics(model).get("throughput_per_s")
+        measured = throughput is not None
+    inputs = CostInputs.from_prices(
+        table,
+        messages_per_month=volume,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        throughput_per_s=throughput,
+        throughput_measured=measured,
+        gpu_usd_per_hour=gpu_usd_per_hour,
+        gpu_tokens_per_s=gpu_tokens_per_s,
+        cpu_usd_per_hour=cpu_usd_per_hour,
+    )
+    return compute_costs(inputs, table, list(llms) if llms else None), one_off

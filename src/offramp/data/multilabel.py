@@ -8,9 +8,11 @@ An empty cell (or ``[]``) is the empty set: "none of these".
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from typing import Sequence
 
+from offramp.data.io import DEFAULT_MAX_CHARS, Dataset, read_dataset
 from offramp.errors import DataError
 
 DEFAULT_SEP = "|"
@@ -86,3 +88,17 @@ def looks_multilabel(labels: Sequence[str], sep: str = DEFAULT_SEP) -> str | Non
 
 def label_counts(sets: Sequence[Sequence[str]]) -> Counter[str]:
     return Counter(lab for s in sets for lab in s)
+
+
+def read_label_sets(
+    path: str | os.PathLike[str], text_col: str, label_col: str, sep: str = DEFAULT_SEP, max_chars: int | None = None
+) -> tuple[Dataset, list[list[str]], list[str]]:
+    """(dataset, label sets, notes) of a multi-label file; a missing label column is one line.
+    An empty label cell is the empty set (a row kept, not skipped)."""
+    ds = read_dataset(
+        path, text_col=text_col, label_col=label_col, need_labels=False, max_chars=max_chars or DEFAULT_MAX_CHARS
+    )
+    if ds.labels is None:
+        raise DataError(f"{path} has no label column {label_col!r}", "choose the label column", param="label_col")
+    sets, notes = parse_label_sets(ds.labels, sep)
+    return ds, sets, notes

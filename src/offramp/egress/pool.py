@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -55,6 +55,6 @@ class EgressPool:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def run(pool: EgressPool | None, fn: Callable[[], Any], deadline_s: float) -> Any:
+def run(pool: EgressPool | None, fn: Callable[[], T], deadline_s: float) -> T:
     """``fn()`` in ``pool`` under ``deadline_s``; without a pool, directly."""
     return fn() if pool is None else pool.call(fn, deadline_s)

@@ -24,8 +24,9 @@ held-out data has no out-of-scope ones), by ROC AUC; 0 keeps the plain confidenc
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -156,6 +157,75 @@ def _points(conf: np.ndarray, correct: np.ndarray, is_oos: np.ndarray, pred_oos:
     return points, counts
 
 
+@dataclass
+class HeldOut:
+    """The held-out figures at the chosen threshold (``lower_bound``: of the target's figure, at the
+    target's confidence level)."""
+
+    in_scope_precision: float
+    in_scope_accuracy: float
+    oos_recall: float | None
+    coverage: float
+    lower_bound: float
+
+
+@dataclass
+class Rejection:
+    """A fitted "don't know" rule: the threshold under which the model answers ``label``, the
+    target it was fitted to, whether it was met, and the held-out figures and curve behind it."""
+
+    threshold: float
+    target: str
+    confidence: float
+    met: bool
+    familiarity_weight: float
+    familiarity_auc: dict[str, float] | None
+    held_out: HeldOut
+    n_held_out: int
+    n_oos_held_out: int
+    curve: list[dict[str, float | None]]
+    source: str = ""
+    label: str = "UNKNOWN"
+    memory_size: int | None = None  # sentence vectors kept for the nearness score
+    refit_with_val: int | None = None  # validation rows the model was refitted with afterwards
+
+    def to_dict(self) -> dict[str, object]:
+        """The rule as metrics.json and ``train --json`` hold it."""
+        d = asdict(self)
+        for key in ("memory_size", "refit_with_val"):
+            if d[key] is None:
+                del d[key]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Rejection:
+        """The rule from its stored form (metrics.json; older models lack the later fields)."""
+        h = d["held_out"]
+        held = HeldOut(
+            float(h["in_scope_precision"]),
+            float(h["in_scope_accuracy"]),
+            None if h.get("oos_recall") is None else float(h["oos_recall"]),
+            float(h["coverage"]),
+            float(h.get("lower_bound", h["in_scope_precision"])),
+        )
+        return cls(
+            threshold=float(d["threshold"]),
+            target=str(d["target"]),
+            confidence=float(d.get("confidence") or 0.0),
+            met=bool(d["met"]),
+            familiarity_weight=float(d.get("familiarity_weight") or 0.0),
+            familiarity_auc=d.get("familiarity_auc"),
+            held_out=held,
+            n_held_out=int(d.get("n_held_out", 0)),
+            n_oos_held_out=int(d.get("n_oos_held_out", 0)),
+            curve=list(d.get("curve") or []),
+            source=str(d.get("source", "")),
+            label=str(d.get("label", "UNKNOWN")),
+            memory_size=d.get("memory_size"),
+            refit_with_val=d.get("refit_with_val"),
+        )
+
+
 def fit_rejection(
     proba: np.ndarray,
     classes,
@@ -163,7 +233,7 @@ def fit_rejection(
     target: RejectTarget,
     oos_label: str | None,
     familiarity: np.ndarray | None = None,
-) -> dict:
+) -> Rejection:
     """Fit the threshold on held-out calibrated probabilities.
 
     ``y_true`` are label strings; labels equal to ``oos_label``, or that the model never learned,
@@ -198,18 +268,21 @@ def fit_rejection(
     at = int(ok[0]) if ok.size else len(pts) - 1
     chosen = pts[at]
     step = max(1, len(pts) // 60)
-    return {
-        "threshold": chosen["threshold"],
-        "target": str(target),
-        "confidence": target.confidence,
-        "met": bool(ok.size),
-        "familiarity_weight": weight,
-        "familiarity_auc": aucs,
-        "held_out": {
-            **{k: v for k, v in chosen.items() if k != "threshold"},
-            "lower_bound": float(bound[at]),  # of the target's figure, at the confidence level
-        },
-        "n_held_out": int(len(y)),
-        "n_oos_held_out": int(is_oos.sum()),
-        "curve": pts[::step] + ([pts[-1]] if (len(pts) - 1) % step else []),
-    }
+    return Rejection(
+        threshold=float(chosen["threshold"]),
+        target=str(target),
+        confidence=target.confidence,
+        met=bool(ok.size),
+        familiarity_weight=weight,
+        familiarity_auc=aucs,
+        held_out=HeldOut(
+            in_scope_precision=float(chosen["in_scope_precision"]),
+            in_scope_accuracy=float(chosen["in_scope_accuracy"]),
+            oos_recall=None if chosen["oos_recall"] is None else float(chosen["oos_recall"]),
+            coverage=float(chosen["coverage"]),
+            lower_bound=float(bound[at]),
+        ),
+        n_held_out=int(len(y)),
+        n_oos_held_out=int(is_oos.sum()),
+        curve=pts[::step] + ([pts[-1]] if (len(pts) - 1) % step else []),
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from offramp.data.io import Dataset, cell_value, read_records
@@ -44,6 +44,9 @@ class Distillation:
     labelling_seconds: float | None  # the teacher's time for those texts, as it reported it
     suspects_dropped: int
     notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         labels = sorted({k for r in self.rows for k in r.per_class_f1})

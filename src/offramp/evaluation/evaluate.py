@@ -13,6 +13,7 @@ from offramp.data.validate import check_test_set
 from offramp.errors import DataError
 from offramp.estimators.base import TextClassifier, as_labels, as_texts
 from offramp.estimators.calibration import ece_of, reliability_of
+from offramp.estimators.rejection import Rejection
 from offramp.evaluation.llm import score_llm_predictions
 from offramp.evaluation.results import EvalReport, metrics_report
 from offramp.training.speed import measure_latency, measure_throughput
@@ -68,7 +69,7 @@ def evaluate(
         model=info.get("winner") or model.family,
         model_bytes=trained.get("model_bytes"),
         train_seconds=trained.get("train_seconds"),
-        rejection=trained.get("rejection"),
+        rejection=Rejection.from_dict(trained["rejection"]) if trained.get("rejection") else None,
         data=str(ds.path),
         model_dir=record.get("source"),
     )

@@ -159,3 +159,61 @@ def run_llm_eval(
         for text, o in zip(ds.texts, run.outcomes)
     ]
     return res, rows
+
+
+def evaluate_llm(
+    data: Any,
+    *,
+    task: Any,
+    llm: str,
+    base_url: str,
+    out: str | os.PathLike[str] | None = None,
+    text_col: str = "text",
+    label_col: str = "label",
+    api_key_env: str | None = "OPENAI_API_KEY",
+    concurrency: int = 4,
+    timeout_s: float = 60.0,
+    price_model: str | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    logprobs: bool = True,
+    send_chars: int = 20_000,
+    examples_from: str | os.PathLike[str] | None = None,
+    examples_per_label: int = 4,
+    raw: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> EvalReport:
+    """Measure an LLM on a labelled test set: the same metrics as :func:`offramp.evaluate`, the cost
+    from the usage the server reports. ``out`` keeps its predictions (.jsonl, .csv or .tsv) for
+    :func:`~offramp.evaluation.report.write_report`'s ``llm_predictions``; texts longer than
+    ``send_chars`` are cut for the LLM only (they are scored whole)."""
+    from pathlib import Path
+
+    from offramp.data.io import read_dataset, write_records
+    from offramp.llm.label import TaskSpec, make_labeller, with_examples
+
+    spec = task if isinstance(task, TaskSpec) else TaskSpec.load(Path(task))
+    ds = data if isinstance(data, Dataset) else read_dataset(data, text_col=text_col, label_col=label_col)
+    spec, notes = with_examples(spec, examples_from, examples_per_label, ds.texts)
+    if out is not None and Path(out).suffix.lower() not in (".jsonl", ".csv", ".tsv"):
+        raise DataError(f"{out} must end in .jsonl, .csv or .tsv", param="out")
+    labeller = make_labeller(
+        spec,
+        llm,
+        base_url,
+        api_key_env=api_key_env,
+        timeout_s=timeout_s,
+        concurrency=concurrency,
+        cache=Path(cache) if cache is not None else None,
+        logprobs=logprobs,
+    )
+    cut = sum(1 for t in ds.texts if len(t) > send_chars)
+    res, rows = run_llm_eval(
+        ds, spec, labeller, llm=llm, price_model=price_model, send_chars=send_chars, workers=concurrency,
+        on_progress=on_progress,
+    )  # fmt: skip
+    if cut:
+        notes.append(f"{cut} texts are longer than {send_chars} characters: the LLM saw their first {send_chars}")
+    res.warnings[:0] = list(ds.warnings) + notes
+    if out is not None:
+        write_records(out, rows, param="out", raw=raw)
+    return res

@@ -79,3 +79,56 @@ def compare_with_llm(
         "llm": llm,
         "llm_labels_outside": outside,
     }
+
+
+def evaluate_multilabel_file(
+    model: TfidfMultiLabel,
+    data: str | os.PathLike[str],
+    *,
+    text_col: str = "text",
+    label_col: str = "label",
+    max_chars: int | None = None,
+    latency: bool = True,
+) -> dict[str, Any]:
+    """:func:`evaluate_multilabel` on a labelled file (labels joined by the model's separator, or
+    JSON lists); what the file reading noted is added to ``warnings``."""
+    from offramp.data.multilabel import read_label_sets
+
+    ds, sets, notes = read_label_sets(data, text_col, label_col, model.label_sep_, max_chars)
+    res = evaluate_multilabel(model, ds.texts, sets, latency=latency)
+    res["warnings"] = list(ds.warnings) + notes + list(res["warnings"])
+    return res
+
+
+def build_multilabel_report(
+    model: TfidfMultiLabel,
+    model_dir: str,
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    llm_predictions: str | os.PathLike[str] | None = None,
+    text_col: str = "text",
+    label_col: str = "label",
+) -> tuple[Any, Any, dict[str, Any], dict[str, Any] | None]:
+    """The report of a multi-label model on a labelled file, beside an LLM's predictions when
+    given: (HTML path, Markdown path, the model's figures, the comparison with the LLM or None)."""
+    from pathlib import Path
+
+    from offramp.data.multilabel import read_label_sets
+    from offramp.errors import UsageError
+    from offramp.evaluation.report import write_multilabel_report
+
+    if Path(out).is_dir():
+        raise UsageError(f"{out} is a directory", "give a file name such as report.html", param="out")
+    res = evaluate_multilabel_file(model, data, text_col=text_col, label_col=label_col)
+    llm = None
+    if llm_predictions is not None:
+        ds, sets, _ = read_label_sets(data, text_col, label_col, model.label_sep_)
+        llm = compare_with_llm(model, llm_predictions, ds.texts, sets)
+        if llm["llm_labels_outside"]:
+            res["warnings"].append(
+                "the LLM named labels the model does not have (not scored): " + ", ".join(llm["llm_labels_outside"])
+            )
+    co = ((model.training_record_ or {}).get("info") or {}).get("cooccurrence", [])
+    html_path, md_path = write_multilabel_report(Path(out), res, model_dir, str(data), co, llm=llm)
+    return html_path, md_path, res, llm

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from offramp.costs.calculator import CostInputs, CostReport, CostRow, compute_costs, estimate_tokens, load_prices
-from offramp.data.io import Dataset
+from offramp.data.io import Dataset, read_dataset
 from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier
+from offramp.estimators.rejection import Rejection
 from offramp.evaluation.cascade import cascade_view
 from offramp.evaluation.evaluate import evaluate
 from offramp.evaluation.metrics import MATRIX_LABELS
 from offramp.evaluation.results import EvalReport
 from offramp.formats import markdown_cell
 from offramp.modeldir.card import score_name
+from offramp.registry.records import load
 
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444"]
 
@@ -218,26 +221,26 @@ def svg_reliability(bins: Sequence[dict], title: str) -> str:
     return "".join(parts)
 
 
-def svg_rejection_curve(rejection: dict, title: str) -> str:
+def svg_rejection_curve(rejection: Rejection, title: str) -> str:
     """The trade-off a "don't know" threshold makes, with the fitted point marked.
 
     With out-of-scope examples in the held-out data: out-of-scope recall (x) against in-scope
     accuracy (y); without them: share answered (x) against in-scope precision (y).
     """
-    curve = rejection["curve"]
+    curve = rejection.curve
     with_oos = all(p.get("oos_recall") is not None for p in curve)
     xk, yk = ("oos_recall", "in_scope_accuracy") if with_oos else ("coverage", "in_scope_precision")
     xl, yl = ("out-of-scope recall", "in-scope accuracy") if with_oos else ("share answered", "in-scope precision")
     size, left, top = 220, 44, 34
-    pts = " ".join(f"{left + size * p[xk]:.1f},{top + size * (1 - p[yk]):.1f}" for p in curve)
-    chosen = rejection["held_out"]
+    pts = " ".join(f"{left + size * (p[xk] or 0.0):.1f},{top + size * (1 - (p[yk] or 0.0)):.1f}" for p in curve)
+    chosen = asdict(rejection.held_out)
     cx, cy = left + size * chosen[xk], top + size * (1 - chosen[yk])
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + size + 30}" height="{top + size + 44}" role="img" aria-label="{_e(title)}">'
         f'<text x="8" y="20" font-weight="bold">{_e(title)}</text>'
         f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#ccc"/>'
         f'<polyline points="{pts}" fill="none" stroke="{PALETTE[0]}" stroke-width="2"/>'
-        f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{PALETTE[3]}"><title>threshold {rejection["threshold"]:.4f}: '
+        f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{PALETTE[3]}"><title>threshold {rejection.threshold:.4f}: '
         f"{_e(xl)} {chosen[xk]:.3f}, {_e(yl)} {chosen[yk]:.3f}</title></circle>"
         f'<text x="{left}" y="{top + size + 16}" font-size="10">0</text><text x="{left + size - 6}" y="{top + size + 16}" font-size="10">1</text>'
         f'<text x="{left + size / 2}" y="{top + size + 32}" text-anchor="middle" font-size="11">{_e(xl)}</text>'
@@ -339,11 +342,11 @@ def write_report(
         md += ["", f"Expected calibration error of the small model's confidence: {small.ece:.4f}."]
     rej = small.rejection
     if rej:
-        h = rej["held_out"]
+        h = asdict(rej.held_out)
         md += [
             "",
-            f"Don't know: {score_name(rej)} under {rej['threshold']:.4f} is answered {markdown_cell(rej['label'])} "
-            f"(target {rej['target']}, fitted on {rej['source']}: in-scope accuracy {h['in_scope_accuracy']:.3f}, "
+            f"Don't know: {score_name(rej.to_dict())} under {rej.threshold:.4f} is answered {markdown_cell(rej.label)} "
+            f"(target {rej.target}, fitted on {rej.source}: in-scope accuracy {h['in_scope_accuracy']:.3f}, "
             f"out-of-scope recall {'—' if h['oos_recall'] is None else format(h['oos_recall'], '.3f')}, "
             f"answered {h['coverage']:.1%}).",
         ]
@@ -391,7 +394,7 @@ def write_report(
     if small.reliability:
         charts.append(svg_reliability(small.reliability, "Reliability: small model"))
     if small.rejection:
-        charts.append(svg_rejection_curve(small.rejection, f"Don't know: target {small.rejection['target']}"))
+        charts.append(svg_rejection_curve(small.rejection, f"Don't know: target {small.rejection.target}"))
     cost_html = ""
     if costs:
         charts.append(
@@ -461,8 +464,8 @@ th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
 
 
 def build_report(
-    model: TextClassifier,
-    test: Dataset,
+    model: TextClassifier | str | os.PathLike[str],
+    test: Dataset | str | os.PathLike[str],
     out: str | Path,
     *,
     llm_predictions: str | Path | None = None,
@@ -471,12 +474,23 @@ def build_report(
     route_threshold: float | None = None,
     llm_share: float = 0.1,
     sections: Callable[[EvalReport], Sequence[ReportSection]] | None = None,
+    text_col: str = "text",
+    label_col: str = "label",
 ) -> tuple[Path, Path, EvalReport]:
     """Evaluate ``model`` on ``test`` (beside an LLM's predictions when given), price both at
-    ``messages_per_day``, and write the HTML and Markdown report; (html path, md path, evaluation)."""
+    ``messages_per_day``, and write the HTML and Markdown report; (html path, md path, evaluation).
+
+    ``model`` may be a model directory or a registry, ``test`` the path of a labelled file
+    (``text_col``, ``label_col``). The cascade view (small model, LLM, and the two as a cascade)
+    answers locally at ``route_threshold`` or above, or, without one, at the threshold that sends
+    at most ``llm_share`` of the messages to the LLM."""
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"{out} is a directory", "give a file name such as report.html", param="out")
+    if not isinstance(model, TextClassifier):
+        model = load(model)
+    if not isinstance(test, Dataset):
+        test = read_dataset(test, text_col=text_col, label_col=label_col)
     small = evaluate(model, test, llm_predictions=llm_predictions)
     costs = compute_costs(
         CostInputs.from_prices(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from offramp.estimators.rejection import Rejection
 from offramp.evaluation.metrics import classification_metrics
 
 
@@ -26,7 +27,7 @@ class EvalReport:
     reliability: list[dict[str, Any]] | None = None
     model_bytes: int | None = None
     train_seconds: float | None = None
-    rejection: dict[str, Any] | None = None
+    rejection: Rejection | None = None
     latency_ms: dict[str, Any] | None = None
     throughput_per_s: float | None = None
     cost_per_million_usd: float | None = None
@@ -57,6 +58,8 @@ class EvalReport:
                 out.update(value)
             elif f.name in ("predictions", "confidences"):
                 continue
+            elif f.name == "rejection":
+                out[f.name] = value.to_dict() if value is not None else None
             elif f.name in ("ece", "reliability", "cost_basis", "cascade") and value is None:
                 continue
             else:

@@ -23,7 +23,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from offramp.costs.calculator import CHARS_PER_TOKEN, api_usd_per_message, load_prices
 from offramp.egress.policy import EgressPolicy
@@ -444,8 +444,9 @@ def make_labeller(
     price = load_prices()["models"].get(price_model or llm)
     if max_cost_usd is not None and price is None:
         raise UsageError(
-            f"--max-cost needs a price for {price_model or llm}, and the price table has none",
-            "pass --price-model with a row of 'offramp cost --list'",
+            f"a dollar budget needs a price for {price_model or llm}, and the price table has none",
+            "name a row of the price table ('offramp cost' lists them) as the price model",
+            param="price_model",
         )
     return Labeller(
         client,
@@ -456,4 +457,219 @@ def make_labeller(
         rate=RateLimit(rate_per_s) if rate_per_s else None,
         budget=Budget(max_cost_usd) if max_cost_usd else None,
         price=price,
+    )
+
+
+def with_examples(
+    spec: TaskSpec, examples_from: str | os.PathLike[str] | None, per_label: int, scored: Sequence[str], seed: int = 0
+) -> tuple[TaskSpec, list[str]]:
+    """``spec`` plus few-shot examples drawn from the labelled file ``examples_from``, and notes.
+    Examples that are also among the texts being labelled or scored are refused (the LLM would be
+    shown the answer)."""
+    from offramp.data.io import read_dataset
+    from offramp.data.text import normalize
+
+    if examples_from is None or per_label == 0:
+        return spec, []
+    ex = read_dataset(examples_from)
+    assert ex.labels is not None
+    out_spec = spec.with_examples(ex.texts, ex.labels, per_label, seed=seed)
+    seen = {normalize(t) for t in scored}
+    leaked = [e for e in out_spec.examples[len(spec.examples) :] if normalize(str(e["text"])) in seen]
+    if leaked:
+        raise UsageError(
+            f"{len(leaked)} few-shot examples drawn from {examples_from} are also in the data given to the LLM",
+            "draw examples from the training split, never from the texts being labelled or scored",
+            param="examples_from",
+        )
+    missing = [k for k in spec.labels if not any(e["label"] == k for e in out_spec.examples)]
+    notes = [f"{examples_from} has no short example of {', '.join(missing)}: the prompt describes it only"]
+    return out_spec, notes if missing else []
+
+
+@dataclass
+class LabelResult:
+    """What :func:`label` did: one row per text (``text``, ``label``, ``confidence``, ``status``,
+    ``raw``, ``model``, ``latency_ms``), the run's totals, the estimate made before sending, the
+    active-learning rounds (``budget``) and the requests per Ray node (``engine="ray"``)."""
+
+    rows: list[dict[str, Any]]
+    run: LabelRun | None
+    estimate: dict[str, Any]
+    out: str | None = None
+    rounds: list[int] | None = None
+    requests_by_node: dict[str, int] | None = None
+    budget_usd: float | None = None
+    spent_usd: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.rows if r["status"] == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        run = self.run
+        return {
+            "out": self.out,
+            "rows": len(self.rows),
+            "labelled": self.count("labelled"),
+            "unlabelled": self.count("unlabelled"),
+            "over_budget": self.count("over_budget"),
+            "calls": run.calls if run else 0,
+            "cache_hits": run.cache_hits if run else 0,
+            "prompt_tokens": run.prompt_tokens if run else 0,
+            "completion_tokens": run.completion_tokens if run else 0,
+            "cost_usd": run.cost_usd if run else None,
+            "estimate": self.estimate,
+            **({"rounds": self.rounds} if self.rounds is not None else {}),
+            **({"requests_by_node": self.requests_by_node} if self.requests_by_node else {}),
+            "warnings": list(self.warnings),
+        }
+
+
+def label(
+    data: Any,
+    *,
+    task: str | os.PathLike[str] | TaskSpec,
+    llm: str,
+    base_url: str,
+    out: str | os.PathLike[str] | None = None,
+    text_col: str = "text",
+    max_chars: int | None = None,
+    api_key_env: str | None = "OPENAI_API_KEY",
+    concurrency: int = 4,
+    timeout_s: float = 60.0,
+    price_model: str | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    schema: bool = True,
+    logprobs: bool = True,
+    rate: float | None = None,
+    max_cost: float | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    examples_from: str | os.PathLike[str] | None = None,
+    examples_per_label: int = 4,
+    budget: int | None = None,
+    seed: int = 0,
+    dry_run: bool = False,
+    raw: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> LabelResult:
+    """Label texts with an LLM teacher on any OpenAI-compatible endpoint: answers constrained to
+    the task's labels, cached (a re-run sends nothing twice), costed, within a rate and a budget.
+
+    Parameters
+    ----------
+    data : texts (a list) or the path of a file with a ``text_col`` column.
+    task : the task spec (a YAML file: labels with descriptions, instructions, examples).
+    llm, base_url : the model name the endpoint serves (also its price-table row unless
+        ``price_model`` names another), and the endpoint (``http://HOST:PORT/v1``).
+    out : write the rows here (.csv or .jsonl).
+    rate, max_cost : at most ``rate`` requests a second; at most ``max_cost`` dollars (texts past
+        it get the status ``over_budget`` and are not sent).
+    engine : "local" (threads here) or "ray" (the requests leave from a Ray cluster's workers,
+        ``address`` and ``workers`` as in :func:`offramp.scale.stream.predict_files`).
+    budget : label only this many distinct texts, chosen where they help (active learning).
+    dry_run : estimate tokens and dollars, send nothing.
+    """
+    from offramp.data.io import DEFAULT_MAX_CHARS, read_dataset, write_records
+
+    for name, value in (("rate", rate), ("max_cost", max_cost)):
+        if value is not None and not value > 0:
+            raise UsageError(f"{name.replace('_', ' ')} must be greater than zero, got {value}", param=name)
+    spec = task if isinstance(task, TaskSpec) else TaskSpec.load(Path(task))
+    notes: list[str] = []
+    if isinstance(data, (str, os.PathLike)):
+        ds = read_dataset(
+            data, text_col=text_col, label_col=None, need_labels=False, max_chars=max_chars or DEFAULT_MAX_CHARS
+        )
+        texts, notes = ds.texts, list(ds.warnings)
+    else:
+        texts = [str(t) for t in data]
+        if not texts:
+            raise UsageError("nothing to label: no texts were given")
+    if budget is not None:
+        distinct = len(set(texts))
+        if not 1 <= budget <= distinct:
+            raise UsageError(
+                f"the budget of {budget} texts must be between 1 and the number of distinct texts ({distinct})",
+                f"label {distinct} or fewer, or leave the budget out to label every text",
+                param="budget",
+            )
+    spec, ex_notes = with_examples(spec, examples_from, examples_per_label, texts)
+    notes += ex_notes
+    est = estimate(spec, texts, price_model or llm)
+    if dry_run:
+        return LabelResult([], None, est, warnings=notes)
+    if out is not None and Path(out).suffix.lower() not in (".csv", ".jsonl"):
+        raise UsageError(f"{out} must end in .csv or .jsonl", param="out")
+    if engine not in ("local", "ray"):
+        raise UsageError(f"the engine {engine!r} is not known", "use local or ray", param="engine")
+    if engine == "local" and (address or workers):
+        raise UsageError("an address and workers go with the ray engine", param="engine")
+    labeller = make_labeller(
+        spec,
+        llm,
+        base_url,
+        api_key_env=api_key_env,
+        timeout_s=timeout_s,
+        concurrency=concurrency,
+        cache=Path(cache) if cache is not None else None,
+        constrain=schema,
+        logprobs=logprobs,
+        rate_per_s=rate,
+        max_cost_usd=max_cost,
+        price_model=price_model,
+    )
+    sender = None
+    if engine == "ray":
+        from offramp.llm.ray import RayChatClient
+
+        sender = labeller.client = RayChatClient(labeller.client, workers, address)  # type: ignore[assignment]
+    rounds = None
+    try:
+        if budget is not None:
+            from offramp.llm.active import select_and_label
+
+            outcomes: list[LabelOutcome] = []
+
+            def ask(batch: list[str]) -> list[str | None]:
+                got = label_texts(labeller, batch, workers=concurrency, price_model=price_model or llm).outcomes
+                outcomes.extend(got)
+                return [o.label for o in got]
+
+            active = select_and_label(texts, budget, ask, seed=seed, on_progress=on_progress)
+            run = label_run(labeller, outcomes, price_model or llm)
+            rounds = list(active.rounds)
+        else:
+            run = label_texts(
+                labeller, texts, workers=concurrency, price_model=price_model or llm, on_progress=on_progress
+            )
+    finally:
+        if sender is not None:
+            sender.close()
+    rows = [
+        {
+            "text": o.text,
+            "label": o.label or "",
+            "confidence": o.confidence,
+            "status": "labelled" if o.label is not None else "over_budget" if o.over_budget else "unlabelled",
+            "raw": "" if o.label is not None else o.raw,
+            "model": llm,
+            "latency_ms": o.latency_ms,
+        }
+        for o in run.outcomes
+    ]
+    if out is not None:
+        write_records(out, rows, raw=raw)
+    return LabelResult(
+        rows,
+        run,
+        est,
+        str(out) if out is not None else None,
+        rounds,
+        dict(sender.requests_by_node) if sender is not None else None,
+        labeller.budget.max_usd if labeller.budget else None,
+        labeller.budget.spent if labeller.budget else None,
+        notes,
     )

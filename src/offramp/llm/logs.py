@@ -15,17 +15,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from offramp.data.io import decode_utf8
+from offramp.data.io import decode_utf8, write_records
 from offramp.data.text import clean_text
-from offramp.errors import DataError
+from offramp.errors import DataError, UsageError
 from offramp.llm.prompts import parse_label
 
 
 @dataclass
 class ImportResult:
+    """(text, label) rows read from a log file, the lines read and the lines skipped by reason."""
+
     rows: list[tuple[str, str]]
-    skipped: Counter
+    skipped: Counter[str]
     lines: int
+    out: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "out": self.out,
+            "rows": len(self.rows),
+            "lines": self.lines,
+            "skipped": dict(self.skipped.most_common()),
+        }
 
 
 def _content(msg) -> str | None:
@@ -50,8 +61,12 @@ def import_logs(
     labels: Sequence[str] | None = None,
     multi_label: bool = False,
     sep: str = "|",
+    out: str | Path | None = None,
+    raw: bool = False,
 ) -> ImportResult:
-    """(text, label) pairs from a chat-completions log file.
+    """(text, label) pairs from a chat-completions log file; with ``out``, written there as a
+    training file (.csv or .jsonl with columns text, label). A log that gives no usable row is an
+    error naming what was read and skipped.
 
     ``role``/``index``: which message of the request is the input (the last ``user`` one by default).
     ``label_field``: read the label from this key of a JSON reply (default: the whole reply).
@@ -64,6 +79,8 @@ def import_logs(
     p = Path(path)
     if not p.is_file():
         raise DataError(f"log file {p} does not exist")
+    if out is not None and Path(out).suffix.lower() not in (".csv", ".jsonl"):
+        raise UsageError(f"{out} must end in .csv or .jsonl", param="out")
     text = decode_utf8(p.read_bytes(), p)
     rows: list[tuple[str, str]] = []
     skipped: Counter[str] = Counter()
@@ -133,7 +150,15 @@ def import_logs(
         rows.append((clean_text(source.strip()), clean_text(answer)))
     if n == 0:
         raise DataError(f"log file {p} has no lines")
-    return ImportResult(rows, skipped, n)
+    if not rows:
+        reasons = "; ".join(f"{k} ({v})" for k, v in skipped.most_common(3))
+        raise DataError(
+            f"no usable rows in {p} ({n} lines read" + (f"; skipped: {reasons})" if reasons else ")"),
+            "check which message is the input (role, index) and where the label is (label field)",
+        )
+    if out is not None:
+        write_records(out, [{"text": t, "label": lab} for t, lab in rows], raw=raw)
+    return ImportResult(rows, skipped, n, str(out) if out is not None else None)
 
 
 def _label_set(answer: str, labels: Sequence[str] | None, sep: str) -> list[str] | None:

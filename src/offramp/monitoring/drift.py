@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -241,10 +241,29 @@ def _audit_rows(path: Path) -> list[dict[str, Any]] | None:
     ]
 
 
-def drift_report(source: str | Path, model_dir: str | Path, window: int = 1000) -> dict[str, Any]:
+@dataclass
+class DriftReport:
+    """Drift of served traffic against a model's training reference (:func:`drift_report`)."""
+
+    source: str
+    kind: str  # "audit log" or "capture pool"
+    messages: int
+    psi: dict[str, float]  # confidence, label_mix
+    rate_change: dict[str, float]  # dont_know, fallback
+    reference: dict[str, float]  # n, dont_know_rate, fallback_rate
+    threshold: float
+    drifted: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def drift_report(source: str | Path, model_dir: str | Path, window: int = 1000) -> DriftReport:
     """The drift signals of the last ``window`` messages in ``source`` (an audit log or a capture
     pool) against the training reference of ``model_dir`` (a model directory or a registry)."""
     source = Path(source)
+    if source.is_dir():
+        raise DataError(f"{source} is a directory", "give an audit log or a capture pool (an SQLite file)")
     if not source.is_file():
         raise DataError(f"{source} does not exist", "give an audit log or a capture pool (SQLite)")
     model = load(model_dir)
@@ -277,17 +296,17 @@ def drift_report(source: str | Path, model_dir: str | Path, window: int = 1000) 
         [bool(r["dont_know"]) for r in recent],
         [bool(r["fallback"]) for r in recent],
     )
-    return {
-        "source": str(source),
-        "kind": kind,
-        "messages": len(recent),
-        "psi": {"confidence": values["confidence"], "label_mix": values["label_mix"]},
-        "rate_change": {"dont_know": values["dont_know"], "fallback": values["fallback"]},
-        "reference": {
+    return DriftReport(
+        source=str(source),
+        kind=kind,
+        messages=len(recent),
+        psi={"confidence": values["confidence"], "label_mix": values["label_mix"]},
+        rate_change={"dont_know": values["dont_know"], "fallback": values["fallback"]},
+        reference={
             "n": reference.n,
             "dont_know_rate": reference.dont_know_rate,
             "fallback_rate": reference.fallback_rate,
         },
-        "threshold": PSI_WARN,
-        "drifted": [k for k in ("confidence", "label_mix") if values[k] > PSI_WARN],
-    }
+        threshold=PSI_WARN,
+        drifted=[k for k in ("confidence", "label_mix") if values[k] > PSI_WARN],
+    )

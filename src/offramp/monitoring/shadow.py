@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import random
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from offramp.capture.pool import read_rows
 from offramp.egress.policy import EgressRefused
+from offramp.errors import DataError
 from offramp.llm.client import LLMError
 
 log = logging.getLogger("offramp.shadow")
@@ -130,11 +134,45 @@ def best_threshold(confidence: np.ndarray, agree: np.ndarray, target: float) -> 
     return {"threshold": float(c[i]), "local_share": float(kept[i] / len(c)), "agreement": float(rate[i])}
 
 
-def shadow_report(rows: Sequence[dict[str, Any]], target: float = 0.95, min_share: float = 0.5) -> dict[str, Any]:
+@dataclass
+class ShadowReport:
+    """How often the LLM agreed with the small model on live traffic (:func:`shadow_report`):
+    overall and per local label, with 95% Wilson intervals; the confidence threshold that keeps
+    agreement at ``target``; labels only the LLM gives; and a one-line verdict (``ready``: switch)."""
+
+    compared: int
+    agreed: int
+    agreement: float | None
+    ci95: list[float]
+    per_label: dict[str, dict[str, Any]]
+    target: float
+    threshold: dict[str, float] | None
+    llm_only_labels: dict[str, int]
+    ready: bool
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def shadow_report(
+    rows: Sequence[dict[str, Any]] | str | os.PathLike[str],
+    target: float = 0.95,
+    min_share: float = 0.5,
+    since: float | None = None,
+) -> ShadowReport:
     """Per-label agreement, the threshold that keeps agreement >= ``target`` and a one-line verdict.
 
-    ``rows``: the pool's shadow rows (``local_label``, ``label`` as the LLM's answer, ``confidence``).
+    ``rows``: a capture pool (its ``shadow`` rows since ``since``, epoch seconds), or the pool's
+    shadow rows themselves (``local_label``, ``label`` as the LLM's answer, ``confidence``).
     """
+    if isinstance(rows, (str, os.PathLike)):
+        pool = rows
+        rows = read_rows(Path(pool), ["shadow"], since)
+        if not rows:
+            raise DataError(
+                f"pool {pool} has no shadow rows", "serve traffic with a shadow: section and capture from: [shadow]"
+            )
     rows = [r for r in rows if r.get("local_label") is not None]
     n = len(rows)
     local = np.array([str(r["local_label"]) for r in rows], dtype=object)
@@ -170,7 +208,7 @@ def shadow_report(rows: Sequence[dict[str, Any]], target: float = 0.95, min_shar
             lab, count = top_unseen
             verdict = (
                 f"not yet: the LLM answered {lab}, a label the small model never gives, for {count / n:.1%} of "
-                "messages (retrain on them: 'offramp pool export' then 'offramp retrain --add')"
+                "messages (retrain on them: 'offramp pool export' then 'offramp registry retrain')"
             )
             ready = False
         elif best is None:
@@ -192,15 +230,15 @@ def shadow_report(rows: Sequence[dict[str, Any]], target: float = 0.95, min_shar
                 f"(send messages under confidence {best['threshold']:.3f} to the LLM; measured {best['agreement']:.3f})"
             )
             ready = True
-    return {
-        "compared": n,
-        "agreed": k,
-        "agreement": k / n if n else None,
-        "ci95": [lo, hi],
-        "per_label": per_label,
-        "target": target,
-        "threshold": best,
-        "llm_only_labels": unseen,
-        "ready": ready,
-        "verdict": verdict,
-    }
+    return ShadowReport(
+        compared=n,
+        agreed=k,
+        agreement=k / n if n else None,
+        ci95=[lo, hi],
+        per_label=per_label,
+        target=target,
+        threshold=best,
+        llm_only_labels=unseen,
+        ready=ready,
+        verdict=verdict,
+    )

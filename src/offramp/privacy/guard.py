@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from offramp.errors import UsageError
 from offramp.privacy import patterns
@@ -94,8 +94,11 @@ class PrivacyGuard:
             spans += _ner.find(text, self.entities, self.threshold, model=self.spacy_model, language=self.language)
         return patterns.resolve(spans)
 
-    def mask(self, text: str, conversation: str | None = None) -> Masked:
-        spans = self.find(text)
+    def mask(self, text: str, conversation: str | None = None, spans: Sequence[Any] | None = None) -> Masked:
+        """``text`` with its personal data replaced, and the counts by type. ``spans``: what
+        :meth:`find` already found in ``text`` (it is not scanned again)."""
+        if spans is None:
+            spans = self.find(text)
         if not spans:
             return Masked(text)
         counts = Counter(s.entity for s in spans)

@@ -218,7 +218,7 @@ class Registry:
             if doc.get("gate"):
                 raise UsageError(
                     f"registry {self.path} already has a frozen gate set ({doc['gate']['n']} rows)",
-                    "give --gate to 'offramp retrain' to use another set for one run",
+                    "give a gate set to 'offramp registry retrain' to use another one for one run",
                 )
             _atomic_write(self.path / GATE_FILE, data)
             doc["gate"] = {

@@ -7,8 +7,8 @@
 * ``llm``              hand the message to the LLM and return its reply
 * ``none``             the label only
 
-Each action is a callable ``(text, label) -> dict``; a failing webhook or LLM is reported in the
-result, never raised, so the label still reaches the caller. Actions marked ``egress`` send the
+Each action is a callable ``(text, label) -> ActionResult``; a failing webhook or LLM is reported
+in the result, never raised, so the label still reaches the caller. Actions marked ``egress`` send the
 message off the machine: the cascade gives them the text after the privacy guard, and turns
 pseudonyms in an LLM's reply back before it reaches the user.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from offramp.encoders import sentence as enc
 from offramp.errors import UsageError
 from offramp.estimators.features import NgramFeaturizer
 from offramp.llm.client import ChatClient, LLMError
+from offramp.runtime.decision import ActionResult
 
 
 class Action(Protocol):
@@ -35,7 +36,7 @@ class Action(Protocol):
 
     egress: bool
 
-    def __call__(self, text: str, label: str) -> dict[str, Any]: ...
+    def __call__(self, text: str, label: str) -> ActionResult: ...
 
 
 @dataclass
@@ -43,8 +44,8 @@ class Reply:
     text: str
     egress = False
 
-    def __call__(self, text: str, label: str) -> dict:
-        return {"type": "reply", "text": self.text}
+    def __call__(self, text: str, label: str) -> ActionResult:
+        return ActionResult("reply", text=self.text)
 
 
 @dataclass
@@ -52,11 +53,10 @@ class Refuse:
     template: str = "Sorry, I can't help with that here."
     egress = False
 
-    def __call__(self, text: str, label: str) -> dict:
-        return {
-            "type": "refuse",
-            "text": self.template.replace("{label}", label).replace("{text_chars}", str(len(text))),
-        }
+    def __call__(self, text: str, label: str) -> ActionResult:
+        return ActionResult(
+            "refuse", text=self.template.replace("{label}", label).replace("{text_chars}", str(len(text)))
+        )
 
 
 class AnswerFromDocs:
@@ -101,19 +101,15 @@ class AnswerFromDocs:
         q = self._feat.transform([text])
         return np.asarray((self._X @ q.T).todense()).ravel() / 2  # two unit-norm blocks: cosine in [0, 1]
 
-    def __call__(self, text: str, label: str) -> dict:
+    def __call__(self, text: str, label: str) -> ActionResult:
         scores = self.scores(text)
         best = int(scores.argmax())
         if scores[best] < self.min_score:
-            return {"type": "answer_from_docs", "found": False, "score": round(float(scores[best]), 4)}
+            return ActionResult("answer_from_docs", found=False, score=round(float(scores[best]), 4))
         source, passage = self.passages[best]
-        return {
-            "type": "answer_from_docs",
-            "found": True,
-            "source": source,
-            "text": passage,
-            "score": round(float(scores[best]), 4),
-        }
+        return ActionResult(
+            "answer_from_docs", text=passage, found=True, source=source, score=round(float(scores[best]), 4)
+        )
 
 
 @dataclass
@@ -128,7 +124,7 @@ class Forward:
     def endpoint(self) -> str:
         return self.url
 
-    def __call__(self, text: str, label: str) -> dict:
+    def __call__(self, text: str, label: str) -> ActionResult:
         import time
 
         import httpx
@@ -139,12 +135,12 @@ class Forward:
             with httpx.stream("POST", self.url, json={"text": text, "label": label}, timeout=self.timeout_s) as r:
                 for _ in r.iter_raw():  # a body dripped byte by byte is cut at the deadline, not read for ever
                     if time.monotonic() > deadline:
-                        return {"type": "forward", "delivered": False, "error": "deadline"}
-            return {"type": "forward", "delivered": r.is_success, "status": r.status_code}
+                        return ActionResult("forward", delivered=False, error="deadline")
+            return ActionResult("forward", delivered=r.is_success, status=r.status_code)
         except EgressRefused as e:
-            return {"type": "forward", "delivered": False, "sent": False, "error": e.message}
+            return ActionResult("forward", delivered=False, sent=False, error=e.message)
         except httpx.HTTPError as e:
-            return {"type": "forward", "delivered": False, "error": type(e).__name__}
+            return ActionResult("forward", delivered=False, error=type(e).__name__)
 
 
 class LLMAction:
@@ -167,7 +163,7 @@ class LLMAction:
     def endpoint(self) -> str:
         return self.client.url
 
-    def __call__(self, text: str, label: str) -> dict:
+    def __call__(self, text: str, label: str) -> ActionResult:
         try:
             r = self.client.chat(
                 [{"role": "system", "content": self.system}, {"role": "user", "content": text}],
@@ -175,10 +171,10 @@ class LLMAction:
                 max_tokens=self.max_tokens,
             )
         except EgressRefused as e:
-            return {"type": "llm", "answered": False, "sent": False, "error": e.message}
+            return ActionResult("llm", answered=False, sent=False, error=e.message)
         except LLMError as e:
-            return {"type": "llm", "answered": False, "error": getattr(e, "message", str(e))}
-        return {"type": "llm", "answered": True, "text": r.content}
+            return ActionResult("llm", answered=False, error=getattr(e, "message", str(e)))
+        return ActionResult("llm", text=r.content, answered=True)
 
 
 def build_action(

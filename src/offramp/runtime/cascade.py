@@ -1,92 +1,63 @@
-"""The cascade a message goes through when served: guard -> classify -> route -> act.
+"""The cascade a message goes through when served: guard -> classify -> route -> act; and the one
+place its parts are wired (:func:`build`, :meth:`Cascade.from_pipeline`).
 
-Each step is an object with a small typed interface, so the privacy guard, the LLM fallback and
-the per-label actions plug in without touching the others:
+Each step is an object with a small typed interface (:mod:`offramp.runtime.decision`), so the
+privacy guard, the LLM fallback and the per-label actions plug in without touching the others:
 
-* :class:`Guard` — ``find`` counts personal data for the audit record; ``mask`` replaces it before
-  text leaves the machine (LLM fallback, ``llm`` and ``forward`` actions); ``reveal`` turns
-  pseudonyms in an LLM's reply back before it reaches the user
+* the guard finds personal data once per message; the spans travel on the :class:`Decision`, and
+  every step that masks (the LLM fallback, ``llm`` and ``forward`` actions, the review queue, the
+  capture pool) masks with them instead of scanning again; ``reveal`` turns pseudonyms in an
+  LLM's reply back before it reaches the user
 * the small model — ``predict_one`` / ``predict_and_proba``: label and calibrated confidence
-* :class:`Fallback` — an LLM asked only when the small model is unsure; a known failure (down,
-  slow, circuit open, egress refused) keeps the local answer, flagged by its type
-* :class:`~offramp.runtime.actions.Action` — what to do with the answer, per label
+* the fallback — an LLM asked only when the small model is unsure; a known failure (down, slow,
+  circuit open, egress refused) keeps the local answer, flagged by its type
+* the actions — what to do with the answer, per label
 
+What depends only on the wiring (which labels go to the LLM under which confidence, whether a
+message can wait on the network) is worked out once, when the cascade is built, not per message.
 An unexpected exception in a step is logged with the request id, counted in ``Cascade.errors`` and
 flagged ``internal_error``; the local answer still goes back.
+
+:func:`build` turns resolved :class:`~offramp.runtime.config.Settings` into a ready cascade: the
+CLI's ``serve``, the service's start-up and its reloads all come through it, so a pipeline's
+``privacy:`` guard is the one the cascade masks with *and* the one its LLM client and webhooks
+apply at egress, and a reload starts from the file's current settings (nothing is kept in module
+globals).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
-from offramp.egress.policy import EgressRefused
+from offramp.capture.live import Capture
+from offramp.capture.pool import Pool
+from offramp.data.io import read_dataset
+from offramp.data.multilabel import parse_label_sets
+from offramp.egress.policy import EgressPolicy, EgressRefused
 from offramp.egress.pool import EgressBusy, EgressDeadline, EgressPool, run
-from offramp.estimators.base import TextClassifier, top_labels
-from offramp.llm.client import LLMError
-from offramp.privacy.guard import neutralise_tokens
-from offramp.runtime.actions import Action
-from offramp.runtime.fallback import CircuitOpen
+from offramp.errors import UsageError
+from offramp.estimators.base import TextClassifier
+from offramp.estimators.multilabel import indicator
+from offramp.llm.client import ChatClient, LLMConfig, LLMError
+from offramp.modeldir.store import model_version, read_model_json
+from offramp.monitoring.drift import DriftReference
+from offramp.monitoring.shadow import ShadowSampler
+from offramp.privacy.guard import PrivacyGuard, build_guard, neutralise_tokens
+from offramp.registry.records import load, resolve_model_dir
+from offramp.runtime.actions import Action, build_action
+from offramp.runtime.config import PipelineSpec, Settings
+from offramp.runtime.decision import ActionResult, Decision, Fallback, Guard
+from offramp.runtime.fallback import CircuitOpen, LLMFallback
+from offramp.runtime.routing import fit_bands, fit_thresholds
 
 log = logging.getLogger("offramp.cascade")
-
-
-class Span(Protocol):
-    @property
-    def entity(self) -> str: ...
-
-
-class MaskResult(Protocol):
-    @property
-    def text(self) -> str: ...
-
-    @property
-    def counts(self) -> dict[str, int]: ...
-
-
-class Guard(Protocol):
-    """The privacy guard's interface (see :class:`offramp.privacy.guard.PrivacyGuard`)."""
-
-    @property
-    def ner(self) -> bool: ...
-
-    def find(self, text: str) -> Sequence[Span]: ...
-
-    def mask(self, text: str, conversation: str | None = None) -> MaskResult: ...
-
-    def reveal(self, text: str, conversation: str | None = None) -> str: ...
-
-
-class Fallback(Protocol):
-    """An LLM asked for a label: ``fallback(text) -> label``; raises an :class:`LLMError` on failure."""
-
-    @property
-    def endpoint(self) -> str: ...
-
-    def __call__(self, text: str) -> str: ...
-
-
-@dataclass
-class Decision:
-    label: str
-    confidence: float
-    route: str  # "local", "llm" or "refused"
-    flags: list[str] = field(default_factory=list)
-    action: Any = None
-    top: list[dict[str, Any]] = field(default_factory=list)
-    pii: dict[str, int] = field(default_factory=dict)  # personal data found, by type
-    endpoints: list[str] = field(default_factory=list)  # where (masked) text was sent, if anywhere
-    local_label: str = ""  # the small model's own answer (before any fallback)
-    local_confidence: float = 0.0
-    shadow: dict[str, str] | None = None  # llm_first: {"local": ..., "llm": ...}, both answers compared
-    labels: list[str] | None = None  # a multi-label model: every label over its threshold
-    scores: dict[str, float] | None = None  # a multi-label model: every label's probability
-    label_sep: str = "|"
-    unsure: list[str] | None = None  # a multi-label model: labels whose probability fell in their unsure band
 
 
 def _failure_flag(e: Exception) -> str:
@@ -145,16 +116,50 @@ class Cascade:
     action_order: list[str] = field(default_factory=list)  # multi-label: the order actions run in
 
     def __post_init__(self) -> None:
+        classes = [str(c) for c in self.model.classes_]
+        self._classes = classes
+        self._class_array = np.array(classes, dtype=object)
         # the label the model answers when it does not know, if it is not one of its classes
         reject = self.model.reject_label_
-        self._refusal = reject if reject is not None and reject not in set(map(str, self.model.classes_)) else None
+        self._refusal = reject if reject is not None and reject not in set(classes) else None
+        self._multi = bool(getattr(self.model, "multi_label", False))
+        # the confidence under which each label's answer goes to the LLM (None: never), known now
+        self._limits: dict[str, float | None] = {c: self.threshold_for(c) for c in classes}
+        if self._refusal is not None:
+            self._limits[self._refusal] = self.threshold_for(self._refusal)
+        self._default_limit = self.thresholds.get("*")
+        if self._multi:
+            self._bands = np.array(
+                [b if b is not None else -1.0 for b in (self.band_for(c) for c in classes)], dtype=np.float64
+            )
+            self._model_thresholds = np.asarray(self.model.thresholds_, dtype=np.float64)
+            self._label_sep = str(self.model.label_sep_)
+        self._may_block = self.fallback is not None or any(getattr(a, "egress", False) for a in self.actions.values())
+        self._pseudonyms = getattr(self.guard, "operator", None) == "pseudonym"
+        self._scan = self.guard is not None and not self.guard.ner  # the fast path scans every message
         self._errors = 0
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_pipeline(cls, path: str | os.PathLike[str], **settings: Any) -> Cascade:
+        """The cascade a pipeline file (or a model directory, or a registry) describes, wired as
+        ``offramp serve`` wires it; ``settings`` override the file's service settings as flags do.
+
+        Example
+        -------
+        ``Cascade.from_pipeline("pipeline.yaml").run("thanks a lot!").label``
+        """
+        return build(Settings.resolve(path, settings)).cascade
 
     @property
     def errors(self) -> int:
         """Unexpected exceptions caught (and logged) in the cascade's steps so far."""
         return self._errors
+
+    @property
+    def may_block(self) -> bool:
+        """True when a message can wait on the network (an LLM fallback, a webhook, an LLM action)."""
+        return self._may_block
 
     def threshold_for(self, label: str) -> float | None:
         return self.thresholds.get(label, self.thresholds.get("*"))
@@ -166,12 +171,8 @@ class Cascade:
         """A multi-label model's labels whose probability lies inside their unsure band."""
         if not self.bands:
             return []
-        out = []
-        for c, p, t in zip(self.model.classes_, proba, self.model.thresholds_):
-            band = self.band_for(str(c))
-            if band is not None and abs(float(p) - float(t)) < band:
-                out.append(str(c))
-        return out
+        near = np.abs(np.asarray(proba, dtype=np.float64) - self._model_thresholds) < self._bands
+        return [self._classes[i] for i in np.flatnonzero(near)]
 
     def action_plan(self, labels: list[str]) -> list[str]:
         """Which actions run for a multi-label answer, in order: combination actions ("A+B") whose
@@ -188,18 +189,13 @@ class Cascade:
                 covered |= parts
         plan += [lab for lab in labels if lab not in covered and lab in self.actions]
         order = {lab: i for i, lab in enumerate(self.action_order)}
-        classes = {str(c): i for i, c in enumerate(self.model.classes_)}
+        classes = {c: i for i, c in enumerate(self._classes)}
 
         def rank(key: str) -> tuple[int, int]:
             parts = key.split("+")
             return min(order.get(p, len(order)) for p in parts), min(classes.get(p, len(classes)) for p in parts)
 
         return sorted(plan, key=rank)
-
-    @property
-    def may_block(self) -> bool:
-        """True when a message can wait on the network (an LLM fallback, a webhook, an LLM action)."""
-        return self.fallback is not None or any(getattr(a, "egress", False) for a in self.actions.values())
 
     def run(self, text: str, conversation: str | None = None, request_id: str | None = None) -> Decision:
         label, conf, proba = self.model.predict_one(text)
@@ -226,6 +222,25 @@ class Cascade:
             self._errors += 1
         d.flags.append("internal_error")
 
+    def _top(self, proba: np.ndarray) -> list[dict[str, object]]:
+        """The ``top_k`` most probable labels with their probabilities, best first."""
+        return [
+            {"label": self._classes[i], "score": round(float(proba[i]), 6)} for i in np.argsort(-proba)[: self.top_k]
+        ]
+
+    def _outgoing(self, d: Decision, text: str, conversation: str | None) -> str:
+        """The text as it may leave the machine: masked once, with the spans already found."""
+        if d.masked is None:
+            guard = self.guard
+            if guard is None:
+                d.masked = text
+            else:
+                m = guard.mask(text, conversation, spans=d.spans if self._scan else None)
+                if not self._scan:  # the NER path found them only now
+                    d.pii = dict(m.counts)
+                d.masked = m.text
+        return d.masked
+
     def _after_model(
         self,
         text: str,
@@ -240,49 +255,41 @@ class Cascade:
             label,
             conf,
             "refused" if label == self._refusal else "local",
-            top=top_labels(self.model.classes_, proba, self.top_k),
+            top=self._top(proba),
             local_label=label,
             local_confidence=conf,
         )
-        if getattr(self.model, "multi_label", False):
-            thresholds = self.model.thresholds_
-            d.labels = [str(c) for c, p, t in zip(self.model.classes_, proba, thresholds) if p >= t]
-            d.scores = {str(c): round(float(p), 6) for c, p in zip(self.model.classes_, proba)}
-            d.label_sep = self.model.label_sep_
-        guard = self.guard
-        masked: list[str] = []
-        if getattr(guard, "operator", None) == "pseudonym":
+        if self._multi:
+            thresholds = self._model_thresholds
+            d.labels = [self._classes[i] for i in np.flatnonzero(proba >= thresholds)]
+            d.scores = {c: round(float(p), 6) for c, p in zip(self._classes, proba)}
+            d.label_sep = self._label_sep
+        if self._pseudonyms:
             # a client's own pseudonym-shaped text ("<EMAIL_ADDRESS_1>") must never be turned back into
             # a value: its brackets are swapped for look-alikes the vault does not issue
             text = neutralise_tokens(text)
-
-        def outgoing() -> str:  # masked once, when something is about to leave
-            if guard is None:
-                return text
-            if not masked:
-                m = guard.mask(text, conversation)
-                d.pii = dict(m.counts)
-                masked.append(m.text)
-            return masked[0]
-
-        if guard is not None and not guard.ner:
-            # the fast path costs microseconds: count personal data in every message for the audit
-            # log (nothing is written to the pseudonym vault unless the text is about to leave)
-            for span in guard.find(text):
+        if self._scan:
+            # the fast path costs microseconds: find personal data in every message once, for the
+            # audit record and for every later step that masks (nothing is written to the pseudonym
+            # vault unless the text is about to leave)
+            assert self.guard is not None
+            d.spans = self.guard.find(text)
+            for span in d.spans:
                 d.pii[span.entity] = d.pii.get(span.entity, 0) + 1
+        fallback = self.fallback
         if d.labels is not None:
             d.unsure = self._unsure(proba)
-            ask = bool(d.unsure) or (self.llm_first and self.fallback is not None)
+            ask = bool(d.unsure) or (self.llm_first and fallback is not None)
         else:
-            limit = self.threshold_for(label)
-            if self.llm_first and self.fallback is not None:
+            limit = self._limits.get(label, self._default_limit)
+            if self.llm_first and fallback is not None:
                 limit = 2.0  # every message goes to the LLM; the local answer is kept in the shadow
             ask = limit is not None and conf < limit
         if ask:
-            if self.fallback is None:
+            if fallback is None:
                 d.flags.append("low_confidence_no_fallback")
             else:
-                fallback, out = self.fallback, outgoing()
+                out = self._outgoing(d, text, conversation)
                 try:
                     answer = run(self.llm_pool, lambda: fallback(out), self.llm_deadline_s)
                     if d.labels is not None:  # the LLM names the whole label set
@@ -305,21 +312,23 @@ class Cascade:
                 except Exception:  # a bug, not a known failure: logged and counted
                     self._unexpected(d, "fallback", request_id)
                 if not set(d.flags) & _NOT_SENT:  # the request went out (even if no answer came back)
-                    d.endpoints.append(self.fallback.endpoint)
+                    d.endpoints.append(fallback.endpoint)
+        if not self.actions:
+            return d
         if d.labels is not None:
-            plan = self.action_plan(d.labels)
             results = []
-            for key in plan:
-                r = self._act(d, self.actions[key], key, text, outgoing, conversation, request_id)
+            for key in self.action_plan(d.labels):
+                r = self._act(d, self.actions[key], key, text, conversation, request_id)
                 if r is not None:
-                    results.append({"label": key, **r})
+                    r.label = key
+                    results.append(r)
             if results:
-                texts = [r["text"] for r in results if isinstance(r.get("text"), str) and r["text"]]
-                d.action = {"type": "multi", "actions": results, **({"text": "\n\n".join(texts)} if texts else {})}
+                texts = [r.text for r in results if r.text]
+                d.action = ActionResult("multi", text="\n\n".join(texts) if texts else None, actions=results)
             return d
         act = self.actions.get(d.label)
         if act is not None:
-            d.action = self._act(d, act, d.label, text, outgoing, conversation, request_id)
+            d.action = self._act(d, act, d.label, text, conversation, request_id)
         return d
 
     def _act(
@@ -328,30 +337,264 @@ class Cascade:
         act: Action,
         label: str,
         text: str,
-        outgoing: Callable[[], str],
         conversation: str | None,
         request_id: str | None,
-    ) -> Any:
+    ) -> ActionResult | None:
         """One action's result (None if it failed unexpectedly, which is logged and flagged)."""
         guard = self.guard
         try:
             if act.egress:
-                out = outgoing()
+                out = self._outgoing(d, text, conversation)
                 deadline = float(getattr(act, "timeout_s", self.action_deadline_s))
+                kind = str(getattr(act, "kind", "action"))
                 try:
                     result = run(self.action_pool, lambda: act(out, label), deadline)
                 except EgressBusy:
-                    result = {"type": getattr(act, "kind", "action"), "sent": False, "error": "egress busy"}
+                    result = ActionResult(kind, sent=False, error="egress busy")
                     d.flags.append("egress_busy")
                 except EgressDeadline:
-                    result = {"type": getattr(act, "kind", "action"), "error": f"no answer within {deadline:g} s"}
+                    result = ActionResult(kind, error=f"no answer within {deadline:g} s")
                     d.flags.append("action_deadline")
-                if result.get("sent", True):
-                    d.endpoints.append(getattr(act, "endpoint", "webhook"))
-                if guard is not None and isinstance(result.get("text"), str):
-                    result["text"] = guard.reveal(result["text"], conversation)
+                if result.sent is not False:
+                    d.endpoints.append(str(getattr(act, "endpoint", "webhook")))
+                if guard is not None and result.text:
+                    result.text = guard.reveal(result.text, conversation)
                 return result
             return act(text, label)
         except Exception:
             self._unexpected(d, "action", request_id)
             return None
+
+
+# ------------------------------------------------------------------------------- wiring
+
+
+@dataclass
+class Built:
+    """A wired cascade and what the service reports about it."""
+
+    cascade: Cascade
+    settings: Settings
+    model_dir: Path  # the directory loaded (a registry's current version when serving a registry)
+    info: dict[str, Any]  # model name, family, version, manifest hash, labels, creation date, routing
+    registry: Path | None = None  # the registry served, if any
+    capture: Capture | None = None  # the pipeline's capture: section
+    shadow: ShadowSampler | None = None  # shadow: {mode: local_first}
+    reference: DriftReference | None = None  # training-time distributions, for drift
+
+    def close(self) -> None:
+        """Release what the cascade holds open: the pseudonym vault, the LLM client's connections,
+        the capture pool and the shadow worker."""
+        if self.shadow is not None:
+            self.shadow.close()
+        if self.capture is not None:
+            self.capture.close()
+        for pool in (self.cascade.llm_pool, self.cascade.action_pool):
+            if pool is not None:
+                pool.close()
+        guard, fallback = self.cascade.guard, self.cascade.fallback
+        vault = getattr(guard, "vault", None)
+        if vault is not None:
+            vault.close()
+        client = getattr(fallback, "client", None)
+        if client is not None:
+            client.close()
+
+
+def egress_policy(settings: Settings, guard: PrivacyGuard | None) -> EgressPolicy:
+    """The egress policy of ``settings``, masking with the pipeline's ``guard`` (None: nothing is masked)."""
+    return EgressPolicy(offline=settings.offline, guard_mode=settings.egress_guard, guard=guard)
+
+
+def model_info(
+    model: TextClassifier,
+    model_dir: Path,
+    routing: Mapping[str, Any] | None = None,
+    registry_version: str | None = None,
+) -> dict[str, Any]:
+    """What /readyz reports: ``version`` is the registry version when serving a registry, else the
+    manifest hash (always in ``manifest``)."""
+    doc = read_model_json(model_dir)
+    manifest = model_version(model_dir)
+    return {
+        "model": doc.get("info", {}).get("winner", doc.get("family")),
+        "created": doc.get("created"),
+        "family": doc.get("family"),
+        "version": registry_version or manifest,
+        "manifest": manifest,
+        "registry_version": registry_version,
+        "labels": [str(c) for c in model.classes_],
+        "routing": routing,
+    }
+
+
+def build(settings: Settings) -> Built:
+    """Load the model and wire guard, routing, fallback and actions as ``settings`` say."""
+    model_dir, registry_version = resolve_model_dir(settings.model_dir)
+    registry = settings.model_dir if registry_version is not None else None
+    model = load(model_dir)
+    spec = settings.pipeline
+    if spec is None:  # a bare model directory: the default guard, every answer local
+        guard: PrivacyGuard | None = PrivacyGuard()
+        info = model_info(model, model_dir, registry_version=registry_version)
+        reference = DriftReference.of(model)
+        return Built(Cascade(model, guard=guard), settings, model_dir, info, registry, reference=reference)
+    path, base = settings.target, settings.base
+    labels = set(map(str, model.classes_)) | set(spec.llm.labels or [] if spec.llm else [])
+    multi = bool(getattr(model, "multi_label", False))
+    _check_multilabel_keys(spec, path, multi, labels)
+    keys = {k for k in spec.actions if not (multi and "+" in k)}
+    unknown = sorted(keys - labels - {str(model.reject_label_)})
+    if unknown:
+        raise UsageError(
+            f"{path}: actions for labels the model does not have: {', '.join(unknown)}",
+            f"the model's labels are: {', '.join(sorted(labels))}",
+        )
+    # no privacy: section means the default guard (pattern fast path, typed placeholders);
+    # privacy: {enabled: false} turns it off, at egress too
+    guard = build_guard(spec.privacy.model_dump(), base) if spec.privacy is not None else PrivacyGuard()
+    policy = egress_policy(settings, guard)
+    client = None
+    if spec.llm is not None:
+        c = spec.llm
+        client = ChatClient(
+            LLMConfig(
+                base_url=c.base_url,
+                model=c.model,
+                api_key_env=c.api_key_env,
+                timeout_s=c.timeout_s,
+                max_retries=c.max_retries,
+            ),
+            policy=policy,
+        )
+    actions: dict[str, Action] = {}
+    for label, a in spec.actions.items():
+        act = build_action(a, base, client, policy)
+        if act is not None:
+            actions[label] = act
+    thresholds: dict[str, float] = {}
+    summary: dict[str, Any] | None = None
+    if spec.routing and spec.routing.thresholds:
+        thresholds = dict(spec.routing.thresholds)
+    bands = dict(spec.routing.unsure_band) if spec.routing and spec.routing.unsure_band else {}
+    if multi and spec.routing and spec.routing.fit:  # one band for every label, fitted on label sets
+        f = spec.routing.fit
+        val = read_dataset(base / f.val, need_labels=False)
+        if val.labels is None:
+            raise UsageError(f"{path}: routing.fit.val {f.val} has no label column", "give a labelled file")
+        val_sets, _ = parse_label_sets(val.labels, str(model.label_sep_))
+        known = [str(c) for c in model.classes_]
+        summary = fit_bands(
+            model.predict_proba(val.texts),
+            model.thresholds_,
+            indicator(val_sets, known),
+            max_llm_share=f.max_llm_share,
+            local_precision=f.local_precision,
+            unreachable=np.array([not set(s) <= set(known) for s in val_sets], dtype=bool),
+        )
+        lacking = sorted({lab for s in val_sets for lab in s} - set(known))
+        if lacking:  # counted as wrong, and said: the file may be meant for another model
+            summary["held_out"]["labels_not_in_model"] = lacking
+        bands = {**summary["bands"], **{k: v for k, v in bands.items() if k != "*"}}
+    elif spec.routing and spec.routing.fit:
+        f = spec.routing.fit
+        val = read_dataset(base / f.val)
+        summary = fit_thresholds(
+            model.predict_proba(val.texts),
+            model.classes_,
+            val.labels,
+            max_llm_share=f.max_llm_share,
+            local_precision=f.local_precision,
+        )
+        thresholds = summary["thresholds"]
+    fallback = None
+    llm_labels = [str(c) for c in model.classes_]
+
+    def ask_llm() -> LLMFallback:  # each use gets its own breaker
+        assert client is not None and spec is not None and spec.llm is not None
+        return LLMFallback(
+            client,
+            llm_labels,
+            spec.llm.descriptions,
+            spec.llm.failure_threshold,
+            spec.llm.reset_after_s,
+            multi_label=multi,
+            label_sep=getattr(model, "label_sep_", "|"),
+        )
+
+    if spec.llm is not None and spec.llm.labels:
+        llm_labels += [lab for lab in spec.llm.labels if lab not in set(llm_labels)]
+    if client is not None and spec.llm is not None:
+        fallback = ask_llm()
+    llm_first = spec.shadow is not None and spec.shadow.mode == "llm_first"
+    cascade = Cascade(
+        model,
+        fallback=fallback,
+        thresholds=thresholds,
+        actions=actions,
+        guard=guard,
+        llm_first=llm_first,
+        llm_pool=EgressPool("llm") if fallback is not None else None,
+        action_pool=EgressPool("actions") if any(getattr(a, "egress", False) for a in actions.values()) else None,
+        llm_deadline_s=spec.llm.timeout_s if spec.llm is not None else 5.0,
+        bands=bands,
+        action_order=list(spec.action_order or []),
+    )
+    # what is stored is masked even where the pipeline turns its guard off for the traffic itself
+    store_mask = guard if guard is not None else PrivacyGuard()
+    capture = None
+    if spec.capture is not None:
+        cap = spec.capture
+        capture = Capture(
+            Pool(base / cap.pool, store_mask),
+            store_mask,
+            sorted(labels),
+            sources=cap.sources,
+            ttl_s=cap.ttl_s,
+            allow_new_labels=cap.allow_new_labels,
+            max_requests=cap.max_requests,
+            label_sep=str(model.label_sep_) if multi else None,
+        )
+    shadow = None
+    if spec.shadow is not None and spec.shadow.mode == "local_first" and spec.llm is not None and client is not None:
+        # its own breaker: a slow shadow LLM must not open the fallback's circuit
+        ask = ask_llm()
+        shadow = ShadowSampler(ask, store_mask, spec.shadow.sample, spec.shadow.queue)
+    info = model_info(model, model_dir, summary, registry_version)
+    if spec.shadow is not None:
+        info["shadow"] = spec.shadow.mode
+    return Built(cascade, settings, model_dir, info, registry, capture, shadow, DriftReference.of(model, thresholds))
+
+
+def _check_multilabel_keys(spec: PipelineSpec, path: Any, multi: bool, labels: set[str]) -> None:
+    """The keys only a multi-label model takes (unsure bands, combination actions, action order),
+    refused by name on a single-label model, and the single-label routing keys refused on a
+    multi-label one; every label they name must be the model's."""
+    routing = spec.routing
+    combos = [k for k in spec.actions if "+" in k]
+    if not multi:
+        extra = (["routing.unsure_band"] if routing and routing.unsure_band else []) + (
+            ["action_order"] if spec.action_order else []
+        )
+        if extra:
+            raise UsageError(
+                f"{path}: {' and '.join(extra)} go with a multi-label model, and this model has one label per message",
+                "route a single-label model with routing.thresholds",
+            )
+        return
+    if routing and routing.thresholds:
+        raise UsageError(
+            f"{path}: a multi-label model is routed by routing.unsure_band (or fit), not thresholds",
+            'for example routing: {unsure_band: {"*": 0.15}}',
+        )
+    named = (
+        [p for k in combos for p in k.split("+")]
+        + list(spec.action_order or [])
+        + [k for k in (routing.unsure_band or {} if routing else {}) if k != "*"]
+    )
+    unknown = sorted({p.strip() for p in named} - labels)
+    if unknown:
+        raise UsageError(
+            f"{path}: labels the model does not have: {', '.join(unknown)}",
+            f"the model's labels are: {', '.join(sorted(labels))}",
+        )

@@ -1,7 +1,7 @@
 """The pipeline YAML: which model, how to route, what to do per label, the service's limits.
 
 This module reads and checks the file (:func:`read_pipeline`) and resolves the service's settings
-(:class:`Settings`); :mod:`offramp.runtime.builder` wires the cascade from them.
+(:class:`Settings`); :mod:`offramp.runtime.cascade` wires the cascade from them.
 
 ```yaml
 model: model/                     # a model directory (relative to this file)
@@ -28,7 +28,7 @@ privacy:                          # optional (default: patterns, placeholders; e
   vault: pseudonyms.sqlite        #   pseudonym mapping (encrypted with OFFRAMP_VAULT_KEY)
 audit: audit.sqlite               # optional: hash-chained audit log, one record per message
 capture:                          # optional: keep the LLM's answers and people's corrections (masked)
-  pool: pool.sqlite               #   for 'offramp pool export' -> 'offramp retrain --add'
+  pool: pool.sqlite               #   for 'offramp pool export' -> 'offramp registry retrain'
   from: [llm, shadow, feedback]   #   which answers to keep
   ttl_s: 3600                     #   how long a request id can get feedback (POST /v1/feedback)
   allow_new_labels: false         #   true: feedback may name a label the model lacks

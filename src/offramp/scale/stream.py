@@ -50,6 +50,22 @@ class StreamReport:
     def rows_per_s(self) -> float:
         return self.predicted / self.seconds if self.seconds else 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": self.output,
+            "rows_read": self.rows_read,
+            "predicted": self.predicted,
+            "skipped_empty": len(self.skipped_empty),
+            "bad_lines": len(self.bad_lines),
+            "shards": self.shards,
+            "shards_resumed": self.shards_resumed,
+            "seconds": round(self.seconds, 3),
+            "rows_per_s": round(self.rows_per_s, 1),
+            "engine": self.engine,
+            **({"rows_by_node": dict(self.rows_by_node)} if self.rows_by_node else {}),
+            "warnings": self.warnings(),
+        }
+
     def warnings(self) -> list[str]:
         out = []
         for what, rows in (

@@ -13,11 +13,17 @@ key file, requests need ``Authorization: Bearer KEY`` and each key has its own r
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from fastapi import FastAPI
 
+from offramp.errors import UsageError
 from offramp.runtime.config import Settings
 from offramp.serving.console.routes import console, one_worker_console
 from offramp.serving.errors import install_error_handlers
@@ -29,17 +35,29 @@ from offramp.version import __version__
 
 
 def create_app(
-    settings: Settings,
+    settings: Settings | str | os.PathLike[str],
     flags: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     worker_dir: str | None = None,
 ) -> FastAPI:
     """The service for ``settings`` (the model is loaded now: a bad model directory fails here).
 
-    ``flags`` and ``env`` are what ``settings`` were resolved from; a reload resolves them again
+    ``settings`` may be resolved :class:`~offramp.runtime.config.Settings` or what to serve (a
+    model directory, a registry or a pipeline file), resolved here with ``flags`` (the settings
+    given explicitly, as ``offramp serve``'s options) and ``env``; a reload resolves them again
     against the pipeline file as it is then. ``worker_dir`` makes this one of several worker
     processes sharing metrics and reloads through that directory (see :mod:`offramp.serving.workers`).
+
+    The app can be mounted in an existing FastAPI application::
+
+        from fastapi import FastAPI
+        from offramp import create_app
+
+        app = FastAPI()
+        app.mount("/offramp", create_app("pipeline.yaml"))   # POST /offramp/v1/classify ...
     """
+    if not isinstance(settings, Settings):
+        settings = Settings.resolve(settings, flags, env)
     service = ClassificationService(settings, flags, env, worker_dir)
     # with API keys the schema and docs are not served to anyone who asks (unless the settings open them)
     locked = settings.api_keys is not None and not settings.public_endpoints
@@ -73,9 +91,6 @@ def create_app(
 def worker_app() -> FastAPI:
     """What each ``serve --workers N`` process runs: the service ``serve`` described in the environment."""
     import gc
-    import json
-    import os
-    from pathlib import Path
 
     spec = json.loads(os.environ[SERVE_SPEC_ENV])
     flags = {k: Path(v) if k in PATH_FLAGS and v is not None else v for k, v in spec["flags"].items()}
@@ -91,3 +106,136 @@ def worker_app() -> FastAPI:
 
 
 PATH_FLAGS = ("audit", "api_keys", "admin_keys")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log record: time, level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def configure_logging(json_logs: bool = False) -> None:
+    """Warnings and errors of offramp and uvicorn on stderr, or as JSON lines on stdout."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stdout if json_logs else sys.stderr)
+    handler.setFormatter(
+        JsonLogFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error"):
+        lg = logging.getLogger(name)
+        lg.handlers, lg.propagate = [], True
+
+
+def serve(
+    target: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    flags: Mapping[str, Any] | None = None,
+    json_logs: bool = False,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``target`` (a model directory, a registry or a pipeline file) over HTTP until
+    interrupted: what ``offramp serve`` runs. ``flags`` are the settings given explicitly; with
+    ``workers`` above 1, that many processes answer on the port, sharing metrics and reloads."""
+    import gc
+
+    import uvicorn
+
+    flags = dict(flags or {})
+    settings = Settings.resolve(target, flags)
+    configure_logging(json_logs)
+    say = announce or (lambda _m: None)
+    if workers > 1:
+        _serve_workers(Path(target), flags, host, port, workers, say)
+        return
+    application = create_app(settings, flags)
+    say(f"serving {target} on http://{host}:{port} (console at /ui, docs at /docs)")
+    # everything loaded so far lives as long as the server: keep it out of the garbage collector's
+    # full passes, which otherwise walk it every few thousand requests (a 20-40 ms pause measured
+    # as the p99 latency with benchmarks/serving.py)
+    gc.collect()
+    gc.freeze()
+    from offramp.serving.protocol import TimedH11Protocol
+
+    TimedH11Protocol.header_timeout_s = settings.read_timeout_s
+    TimedH11Protocol.max_per_client = settings.max_connections_per_client
+    # X-Forwarded-For is not trusted (uvicorn would from 127.0.0.1): a client could reset its own rate limit
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        http=TimedH11Protocol,
+    )
+
+
+def _serve_workers(
+    target: Path, flags: Mapping[str, Any], host: str, port: int, workers: int, say: Callable[[str], None]
+) -> None:
+    """uvicorn's worker processes, each building the service from the environment (see serving.workers)."""
+    import shutil
+    import tempfile
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from offramp.serving.workers import listening_socket
+
+    settings = Settings.resolve(target, flags)
+    run_dir = tempfile.mkdtemp(prefix="offramp-serve-")
+    try:
+        # built once here so that a bad model, pipeline or audit log is one line now, not N crashing workers
+        check = ClassificationService(settings, flags, worker_dir=run_dir)
+        check.close()
+        if check.audit is not None:
+            check.audit.close()
+        del check
+        for leftover in Path(run_dir).iterdir():
+            leftover.unlink()
+        spec = {"target": str(target), "flags": {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}}
+        os.environ[SERVE_SPEC_ENV] = json.dumps(spec)
+        os.environ[WORKER_DIR_ENV] = run_dir
+        config = uvicorn.Config(
+            "offramp.serving.app:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            http="offramp.serving.protocol:TimedH11Protocol",
+            # a worker busy loading a model for a few seconds is not hung: uvicorn restarts one
+            # that misses its supervisor's ping for this long (default 5 s)
+            timeout_worker_healthcheck=30,
+        )
+        try:  # made here, marked TCP (see listening_socket: uvicorn's would cost ~40 ms a request)
+            sock = listening_socket(host, port)
+        except OSError as e:
+            raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}", "choose another port") from None
+        say(f"serving {target} on http://{host}:{port} with {workers} worker processes (docs at /docs)")
+        try:
+            Multiprocess(config, sockets=[sock]).run()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -28,9 +28,9 @@ from offramp.monitoring.drift import PSI_WARN, DriftMonitor
 from offramp.monitoring.shadow import ShadowResult
 from offramp.privacy.guard import PrivacyGuard
 from offramp.registry.records import resolve_model_dir
-from offramp.runtime.builder import Built, build
-from offramp.runtime.cascade import Decision
+from offramp.runtime.cascade import Built, build
 from offramp.runtime.config import Settings
+from offramp.runtime.decision import Decision
 from offramp.serving.auth import RateLimiter, key_matches, load_key_hashes
 from offramp.serving.batching import MicroBatcher
 from offramp.serving.console.review import ReviewItem, ReviewQueue
@@ -358,7 +358,7 @@ class ClassificationService:
                 text_hmac=log_.text_hmac(text),
                 pii=d.pii,
                 flags=d.flags,
-                action=(d.action or {}).get("type") if isinstance(d.action, dict) else None,
+                action=d.action.type if d.action is not None else None,
             )
         return (
             {
@@ -366,7 +366,7 @@ class ClassificationService:
                 "confidence": round(d.confidence, 6),
                 "route": d.route,
                 "flags": d.flags,
-                "action": d.action,
+                "action": d.action.to_dict() if d.action is not None else None,
                 "top": d.top,
                 **(
                     {"labels": d.labels, "scores": d.scores, "label_sep": d.label_sep, "unsure": d.unsure or []}

@@ -21,6 +21,7 @@ character n-gram TF-IDF vectors at or above ``near``), that carry different labe
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -157,6 +158,89 @@ def conflicting_duplicates(
 
 
 def check_labels(
+    data: Any,
+    labels: Any = None,
+    *,
+    text_col: str = "text",
+    label_col: str = "label",
+    max_chars: int | None = None,
+    multi_label: bool = False,
+    label_sep: str = "|",
+    quality: str = "fast",
+    seed: int = 0,
+    folds: int = 5,
+    near: float | None = NEAR_SIMILARITY,
+    time_limit: float | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> LabelCheck:
+    """Rank the rows whose given label is likely wrong, most suspicious first, and list texts that
+    carry different labels.
+
+    ``data`` is texts (with ``labels``), a :class:`~offramp.data.io.Dataset`, or the path of a
+    labelled file (``text_col``, ``label_col``; ``max_chars`` cuts longer texts); the suspects'
+    and duplicates' ``row`` is then the file's 0-based data row. ``quality`` is the model search's
+    (``fast``: TF-IDF candidates). ``multi_label``: each label of each row is checked (labels
+    joined by ``label_sep``; given and suggested are label sets), with the fast tier.
+
+    Example
+    -------
+    >>> from offramp import check_labels
+    >>> texts = ["reset my pin", "thanks a lot", "how do I reset the pin", "thank you!"] * 6
+    >>> labels = ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"] * 6
+    >>> labels[0] = "GRATITUDE"  # a wrong label
+    >>> check_labels(texts, labels).rows
+    24
+    """
+    from offramp.data.io import DEFAULT_MAX_CHARS, Dataset, read_dataset
+
+    limit = DEFAULT_MAX_CHARS if max_chars is None else max_chars
+    if multi_label:
+        from offramp.data.multilabel import parse_label_sets, read_label_sets
+
+        if quality != "fast":
+            raise UsageError("checking several labels per message uses the fast tier", param="quality")
+        if isinstance(data, (str, os.PathLike)):
+            ds, sets, notes = read_label_sets(data, text_col, label_col, label_sep, limit)
+        else:
+            texts = list(data.texts) if isinstance(data, Dataset) else list(data)
+            raw = data.labels if isinstance(data, Dataset) else labels
+            ds = data if isinstance(data, Dataset) else Dataset(texts, None)
+            if raw is not None and all(isinstance(v, (list, tuple, set)) for v in raw):
+                sets, notes = [sorted(set(map(str, v))) for v in raw], []
+            else:
+                sets, notes = parse_label_sets(list(raw or []), label_sep)
+        res = check_label_sets(ds.texts, sets, label_sep=label_sep, seed=seed, near=near, on_progress=on_progress)
+        res.notes[:0] = ds.warnings + notes
+    else:
+        if isinstance(data, (str, os.PathLike)):
+            ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=limit)
+        elif isinstance(data, Dataset):
+            ds = data
+        else:
+            ds = Dataset(list(data), None)
+            if labels is None:
+                raise UsageError("give the labels with the texts")
+            res = _check_single(
+                ds.texts, labels, quality=quality, seed=seed, folds=folds, near=near, time_limit=time_limit,
+                on_progress=on_progress,
+            )  # fmt: skip
+            return res
+        if ds.labels is None:
+            raise UsageError(f"{ds.path} has no labels to check", param="label_col")
+        res = _check_single(
+            ds.texts, ds.labels, quality=quality, seed=seed, folds=folds, near=near, time_limit=time_limit,
+            on_progress=on_progress,
+        )  # fmt: skip
+        res.notes[:0] = ds.warnings
+    rows = ds.data_rows()  # suspects and duplicates name the file's rows
+    for sus in res.suspects:
+        sus.row = int(rows[sus.row])
+    for dup in res.duplicates:
+        dup.rows = [int(rows[r]) for r in dup.rows]
+    return res
+
+
+def _check_single(
     texts: Sequence[str],
     labels: Sequence[str],
     *,
@@ -167,10 +251,8 @@ def check_labels(
     time_limit: float | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> LabelCheck:
-    """Rank the rows whose given label is likely wrong, most suspicious first, and list texts that
-    carry different labels. ``quality`` is the model search's (``fast``: TF-IDF candidates)."""
-    from offramp.training.search import candidates_for, n_folds_for, select_model
-    from offramp.training.train import resolve_quality
+    """:func:`check_labels` on texts and labels in memory."""
+    from offramp.training.search import candidates_for, n_folds_for, resolve_quality, select_model
 
     t0 = time.perf_counter()
     texts = list(texts)
@@ -258,7 +340,8 @@ def check_label_sets(
     out-of-fold probabilities per label; a message is a suspect when any of its label decisions
     looks wrong. ``given`` and ``suggested`` are label sets joined by ``label_sep`` (the suggestion
     flips the doubtful labels); ``score`` is the largest doubt, 1 - p(the given decision)."""
-    from offramp.estimators.multilabel import indicator, train_multilabel
+    from offramp.estimators.multilabel import indicator
+    from offramp.training.multilabel import train_multilabel
 
     t0 = time.perf_counter()
     texts = list(texts)

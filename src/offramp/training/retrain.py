@@ -1,4 +1,4 @@
-"""Retrain behind a gate: the library behind ``offramp retrain``.
+"""Retrain behind a gate: the library behind ``offramp registry retrain``.
 
 A candidate is trained on the current version's training rows plus the new ones, with the same
 search (quality, time limit, seed, "don't know" target) as the current version, saved in the
@@ -8,6 +8,7 @@ registry unpromoted, and compared with the current version on the frozen gate se
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from offramp.training.train import train
 
 @dataclass
 class RetrainResult:
-    """What a retrain decided; ``to_dict()`` is what ``offramp retrain --json`` prints."""
+    """What a retrain decided; ``to_dict()`` is what ``offramp registry retrain --json`` prints."""
 
     decision: str  # "promoted" or "refused"
     candidate: str
@@ -62,19 +63,39 @@ class RetrainResult:
 
 
 def retrain(
-    registry: Registry,
-    added: Dataset,
+    registry: Registry | str | os.PathLike[str],
+    added: Dataset | str | os.PathLike[str],
     *,
-    gate: Dataset | None = None,
+    gate: Dataset | str | os.PathLike[str] | None = None,
     max_class_drop: float = 0.02,
     n_boot: int = 1000,
+    text_col: str = "text",
+    label_col: str = "label",
+    max_chars: int | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> RetrainResult:
     """Train a candidate on the current version's rows plus ``added``; promote it if it passes the gate.
 
-    ``gate``: labelled messages to judge on (default: the registry's frozen gate set).
+    ``registry``: a :class:`~offramp.registry.versions.Registry` or its directory. ``added``: the
+    new labelled rows (a Dataset or a file, e.g. from :func:`~offramp.capture.pool.export_pool`);
+    for a multi-label registry an empty label cell is the empty set, a row to keep. ``gate``:
+    labelled messages to judge on (default: the registry's frozen gate set). The result says
+    whether the candidate was promoted, and why not when it was not.
     """
     t0 = time.perf_counter()
+    if not isinstance(registry, Registry):
+        registry = Registry(registry)
+    if not isinstance(added, Dataset) or (gate is not None and not isinstance(gate, Dataset)):
+        from offramp.data.io import DEFAULT_MAX_CHARS, read_dataset
+        from offramp.modeldir.store import read_model_json
+
+        cur = registry.current
+        sets = bool(cur and (read_model_json(registry.version_dir(cur)).get("info") or {}).get("multi_label"))
+        limit = max_chars or DEFAULT_MAX_CHARS
+        if not isinstance(added, Dataset):
+            added = read_dataset(added, text_col=text_col, label_col=label_col, max_chars=limit, need_labels=not sets)
+        if gate is not None and not isinstance(gate, Dataset):
+            gate = read_dataset(gate, text_col=text_col, label_col=label_col, max_chars=limit, need_labels=not sets)
     if not 0 <= max_class_drop <= 1:
         raise UsageError(
             f"the per-class drop limit must be between 0 and 1, got {max_class_drop}", param="max_class_drop"
@@ -166,7 +187,8 @@ def _retrain_sets(
     separator (in the added rows, the gate set and the stored rows), the candidate repeats the
     current version's multi-label search, and the gate judges micro-F1 and every label's F1."""
     from offramp.data.multilabel import parse_label_sets
-    from offramp.estimators.multilabel import indicator, train_multilabel
+    from offramp.estimators.multilabel import indicator
+    from offramp.training.multilabel import train_multilabel
 
     current = registry.current
     assert current is not None and added.labels is not None

