@@ -200,3 +200,74 @@ def test_a_pipelines_privacy_is_what_applies_at_egress(fast_model, tmp_path):
     assert client.policy.check("https://llm.example.com/v1", ["a@b.com call +44 20 7946 0958"]) == [
         "a@b.com call <PHONE_NUMBER>"
     ]  # only the pipeline's entity set, no longer offline
+
+
+def test_old_names_still_import_with_a_warning():
+    import offramp
+
+    with pytest.warns(DeprecationWarning, match="use offramp.load"):
+        assert offramp.load_model is offramp.load
+    with pytest.warns(DeprecationWarning, match="use offramp.ChatClient"):
+        assert offramp.LLMClient is offramp.ChatClient
+
+
+def test_everything_the_cli_does_python_can_call(inbox, tmp_path):
+    """The library owns the behaviour: train into a registry with a gate held out and suspects
+    dropped, check labels by file row, mask a file, price the move, retrain behind the gate."""
+    from offramp import Registry, check_labels, mask, price_the_move, retrain, train
+    from offramp.data.io import write_records
+
+    (texts, labels), _ = inbox
+    labels = list(labels)
+    labels[3] = "GRATITUDE" if labels[3] != "GRATITUDE" else "SUPPORT"  # one wrong label
+    data = tmp_path / "train.csv"
+    write_records(data, [{"text": t, "label": lab} for t, lab in zip(texts, labels)])
+    model, rep = train(data, quality="fast", time_limit=None, registry=tmp_path / "reg", drop_suspects=True)
+    assert rep.registry is not None and rep.registry.version == "v0001" and rep.registry.promoted
+    assert rep.dropped_suspects is not None and all(0 <= r < len(texts) for r in rep.dropped_suspects)
+    reg = Registry(tmp_path / "reg")
+    gate = reg.gate_set()
+    assert gate is not None and 0 < len(gate[0]) < len(texts)  # a stratified share held out
+    assert rep.to_dict()["version"] == "v0001" and rep.n_train < len(texts)
+    check = check_labels(data, quality="fast")
+    assert check.rows == len(texts) and check.suspects
+    assert all(texts[s.row] == s.text and labels[s.row] == s.given for s in check.suspects)  # the file's own rows
+    masked = mask(data, tmp_path / "masked.csv", columns=["text"], ner=False)
+    assert masked.rows == len(texts) and (tmp_path / "masked.csv").is_file()
+    costs, one_off = price_the_move(messages_per_day=1000, model=reg.version_dir("v0001"))
+    assert not one_off and costs.row("small model (local CPU)").source == "measured throughput"
+    more = tmp_path / "more.csv"
+    write_records(more, [{"text": t, "label": lab} for t, lab in zip(texts[:50], labels[:50])])
+    result = retrain(tmp_path / "reg", more)
+    assert result.candidate == "v0002" and result.current == "v0001"
+
+
+def test_a_cascade_from_a_pipeline_file_and_the_service_mounted_in_an_app(fast_model, tmp_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from offramp import ActionResult, Cascade, create_app
+
+    (tmp_path / "p.yaml").write_text(f"model: {fast_model}\nactions:\n  GRATITUDE: {{type: reply, text: ok}}\n")
+    cascade = Cascade.from_pipeline(tmp_path / "p.yaml")
+    d = cascade.run("thank you so much!")
+    assert d.label == "GRATITUDE" and d.action == ActionResult("reply", text="ok")
+    app = FastAPI()
+    app.mount("/offramp", create_app(tmp_path / "p.yaml"))
+    with TestClient(app) as client:
+        r = client.post("/offramp/v1/classify", json={"text": "thank you so much!"})
+        assert r.status_code == 200 and r.json()["label"] == "GRATITUDE"
+        assert r.json()["action"] == {"type": "reply", "text": "ok"}
+        assert client.get("/offramp/healthz").json() == {"status": "ok"}
+
+
+def test_the_whole_search_is_one_estimator(inbox):
+    from offramp import AutoTextClassifier
+
+    (texts, labels), (test_texts, test_labels) = inbox
+    clf = AutoTextClassifier(quality="fast", time_limit=None)
+    scores = cross_val_score(clf, texts, labels, cv=3)
+    assert scores.mean() > 0.8 and clone(clf).get_params() == clf.get_params()
+    clf.fit(texts, labels)
+    assert clf.report_.winner and list(clf.classes_) == sorted(set(labels))
+    assert (clf.predict(test_texts) == np.array(test_labels)).mean() > 0.8
