@@ -263,6 +263,34 @@ def test_micro_batcher_groups_what_is_ready_and_fails_a_batch_whole():
     asyncio.run(main())
 
 
+def test_under_load_a_batch_waits_a_turn_or_two_for_more():
+    import asyncio
+
+    from offramp.serving.batching import MicroBatcher
+
+    calls = []
+
+    def work(items):
+        calls.append(list(items))
+        return items
+
+    async def main():
+        b = MicroBatcher(work, max_size=64)
+        await asyncio.gather(*[b.submit(x) for x in "abcd"])  # busy: the last batch held 4
+        loop = asyncio.get_running_loop()
+        later: list = []
+        loop.call_soon(lambda: later.append(b.submit("f")))  # arrives a turn after the others
+        first = await asyncio.gather(*[b.submit(x) for x in "xyz"])
+        assert first == list("xyz") and calls[-1] == ["x", "y", "z", "f"]  # it joined their call
+        assert await later[0] == "f"
+        # quiet again: a lone message waits for nobody
+        for x in "pq":
+            await b.submit(x)
+        assert calls[-2:] == [["p"], ["q"]]
+
+    asyncio.run(main())
+
+
 def test_concurrent_requests_share_model_calls_and_keep_their_own_answers(fast_model, inbox_sample):
     import asyncio
 

@@ -49,6 +49,46 @@ class Capture:
         self._recent: OrderedDict[str, tuple[float, str, str, float, str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
+    @property
+    def mask(self) -> Callable[[str], str]:
+        """The guard every text the capture keeps is masked with."""
+        return self._mask
+
+    def llm_answer(
+        self,
+        request_id: str,
+        text: str,
+        label: str,
+        local_label: str,
+        confidence: float,
+        version: str | None,
+        labels: list[str] | None = None,
+    ) -> None:
+        """Keep the LLM's answer to one message (for a multi-label model its whole label set, ``labels``)."""
+        if labels is not None and self.label_sep is not None:
+            label = self.label_sep.join(sorted(labels))
+        if "llm" in self.sources:
+            self.pool.add(
+                "llm",
+                text,
+                label,
+                local_label=local_label,
+                confidence=confidence,
+                model_version=version,
+                request_id=request_id,
+            )
+
+    def remember(self, requests: list[tuple[str, str, str, float, str | None]]) -> None:
+        """Remember a batch of requests for feedback: (request id, masked text, local label,
+        confidence, version) each, under one lock."""
+        if "feedback" not in self.sources or not requests:
+            return
+        now = self._clock()
+        with self._lock:
+            for rid, masked, local_label, confidence, version in requests:
+                self._recent[rid] = (now, masked, local_label, confidence, version)
+            self._expire(now)
+
     def after(
         self,
         request_id: str,
@@ -60,26 +100,11 @@ class Capture:
         version: str | None,
         labels: list[str] | None = None,
     ) -> None:
-        """Keep what one decision has to give: the LLM's answer (route ``llm``; for a multi-label
-        model its whole label set, ``labels``), and the request for feedback."""
-        if labels is not None and self.label_sep is not None:
-            label = self.label_sep.join(sorted(labels))
-        if route == "llm" and "llm" in self.sources:
-            self.pool.add(
-                "llm",
-                text,
-                label,
-                local_label=local_label,
-                confidence=confidence,
-                model_version=version,
-                request_id=request_id,
-            )
-        if "feedback" in self.sources:
-            now = self._clock()
-            masked = self._mask(text)
-            with self._lock:
-                self._recent[request_id] = (now, masked, local_label, confidence, version)
-                self._expire(now)
+        """Keep what one decision has to give: the LLM's answer (route ``llm``), and the request
+        for feedback (its text masked here)."""
+        if route == "llm":
+            self.llm_answer(request_id, text, label, local_label, confidence, version, labels)
+        self.remember([(request_id, self._mask(text), local_label, confidence, version)])
 
     def shadow(
         self, request_id: str, text: str, local_label: str, confidence: float, llm_label: str, version: str | None

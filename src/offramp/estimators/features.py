@@ -276,17 +276,23 @@ class NgramFeaturizer:
         row = np.concatenate(rows) if len(rows) > 1 else rows[0]
         return row, buckets, n_word
 
-    def _weigh(self, rows: np.ndarray, cols: np.ndarray, data: np.ndarray) -> np.ndarray:
-        """Counts -> sublinear tf * idf, each block L2-normalised per row."""
-        w = (1.0 + np.log(data)) * self.idf_[cols]
-        sq = w * w
-        is_word = cols < self.n_word_
-        n_rows = int(rows.max()) + 1 if rows.size else 0
-        norm_w = np.sqrt(np.bincount(rows, weights=sq * is_word, minlength=n_rows))
-        norm_c = np.sqrt(np.bincount(rows, weights=sq * ~is_word, minlength=n_rows))
-        norm = np.where(is_word, norm_w[rows], norm_c[rows])
+    def _weigh(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray | None) -> np.ndarray:
+        """Counts -> sublinear tf * idf, each block L2-normalised per row. ``rows`` and ``cols`` are
+        sorted by row, then column (so within a row the word block comes before the character
+        block); ``counts`` None means every n-gram occurs once."""
+        w = self.idf_[cols].astype(np.float64)
+        if counts is not None:
+            w *= 1.0 + np.log(counts)
+        # one segment per (row, block), each normalised on its own
+        seg = rows * 2 + (cols >= self.n_word_)
+        change = np.empty(seg.size, dtype=bool)
+        change[0] = True
+        np.not_equal(seg[1:], seg[:-1], out=change[1:])
+        starts = np.flatnonzero(change)
+        norm = np.sqrt(np.add.reduceat(w * w, starts))
         norm[norm == 0] = 1.0
-        return (w / norm).astype(np.float32)
+        w /= np.repeat(norm, np.diff(starts, append=w.size))
+        return w.astype(np.float32)
 
     def transform(self, texts: Sequence[str], chunk_size: int = 2048) -> sp.csr_matrix:
         """TF-IDF matrix, one row per text (rows of unknown text are all zero).
@@ -308,9 +314,18 @@ class NgramFeaturizer:
         sparse matrix (whose construction costs more than the features of a few messages)."""
         n = len(texts)
         rows, cols = self._pairs(texts)
-        keys, counts = np.unique(rows * self.n_features_ + cols, return_counts=True)
-        rows, cols = np.divmod(keys, self.n_features_)
-        data = self._weigh(rows, cols, counts.astype(np.float64))
+        keys = rows * self.n_features_ + cols
+        keys.sort()  # by row, then column: np.unique(return_counts=True), without its overhead
+        total = keys.size
+        if total == 0:
+            return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        new = np.empty(total, dtype=bool)
+        new[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=new[1:])
+        first = np.flatnonzero(new)
+        rows, cols = np.divmod(keys[first], self.n_features_)
+        counts = np.diff(first, append=total) if first.size < total else None
+        data = self._weigh(rows, cols, counts)
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
         return indptr, cols, data

@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from offramp.estimators.base import TextClassifier, as_labels, as_texts, register_family
 from offramp.estimators.features import NgramFeaturizer, csr_dot
 
-SMALL_BATCH = 4  # up to this many texts, scores are summed with numpy: cheaper than building a scipy sparse matrix
+SMALL_BATCH = 32  # up to this many texts, scores are summed with numpy: cheaper than building a scipy sparse matrix
 
 LOSSES = ("svm", "logreg")
 
@@ -160,8 +160,10 @@ class TfidfLinear(TextClassifier):
         self._check_fitted()
         texts = as_texts(X)
         n = len(texts)
+        if n < 8192:  # the micro-batches of a service: no thread pool (nor a look at the cores)
+            return self._scores(texts)
         workers = min(os.cpu_count() or 1, 4)
-        if n < 8192 or workers < 2:
+        if workers < 2:
             return self._scores(texts)
         step = -(-n // (workers * 4))
         chunks = [texts[i : i + step] for i in range(0, n, step)]

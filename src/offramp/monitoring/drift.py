@@ -159,25 +159,34 @@ class DriftMonitor:
             threading.Thread(target=self._loop, name="offramp-drift", daemon=True).start()
 
     def observe(self, confidence: float, label: str, dont_know: bool, fallback: bool) -> None:
-        row = (bisect_right(self._edges, confidence), self.reference.label_index(label), dont_know, fallback)
+        self.observe_many([(confidence, label, dont_know, fallback)])
+
+    def observe_many(self, outcomes: Sequence[tuple[float, str, bool, bool]]) -> None:
+        """(confidence, label, don't know, fallback) of a batch of messages, under one lock."""
+        rows = [
+            (bisect_right(self._edges, conf), self.reference.label_index(label), dk, fb)
+            for conf, label, dk, fb in outcomes
+        ]
+        due = False
         with self._lock:
-            if self._n < self._window:
-                self._ring.append(row)
-            else:  # the oldest message leaves the window
-                i = self._n % self._window
-                old = self._ring[i]
-                self._ring[i] = row
-                self._bins[old[0]] -= 1
-                self._labels[old[1]] -= 1
-                self._dk -= old[2]
-                self._fb -= old[3]
-            self._bins[row[0]] += 1
-            self._labels[row[1]] += 1
-            self._dk += dont_know
-            self._fb += fallback
-            self._n += 1
-            self._since += 1
-            due = self._since == self.every  # once: the comparison resets the count
+            for row in rows:
+                if self._n < self._window:
+                    self._ring.append(row)
+                else:  # the oldest message leaves the window
+                    i = self._n % self._window
+                    old = self._ring[i]
+                    self._ring[i] = row
+                    self._bins[old[0]] -= 1
+                    self._labels[old[1]] -= 1
+                    self._dk -= old[2]
+                    self._fb -= old[3]
+                self._bins[row[0]] += 1
+                self._labels[row[1]] += 1
+                self._dk += row[2]
+                self._fb += row[3]
+                self._n += 1
+                self._since += 1
+                due = due or self._since == self.every  # once: the comparison resets the count
         if not due:
             return
         if self._background:

@@ -32,7 +32,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -202,14 +202,17 @@ class Cascade:
         return self._after_model(text, conversation, label, conf, proba, request_id)
 
     def run_many(
-        self, texts: list[str], conversations: list[str | None], request_ids: list[str | None] | None = None
+        self,
+        texts: Sequence[str],
+        conversations: Sequence[str | None],
+        request_ids: Sequence[str | None] | None = None,
     ) -> list[Decision]:
         """``run`` for several messages, the small model called once for all of them (a batch costs
         the model far less per message than one call per message)."""
-        ids = request_ids or [None] * len(texts)
+        ids: Sequence[str | None] = request_ids or [None] * len(texts)
         if len(texts) == 1:
             return [self.run(texts[0], conversations[0], ids[0])]
-        labels, proba = self.model.predict_and_proba(texts)
+        labels, proba = self.model.predict_and_proba(list(texts))
         conf = proba.max(axis=1)
         return [
             self._after_model(t, c, str(label), float(p), row, rid)

@@ -61,7 +61,7 @@ def create_app(
     service = ClassificationService(settings, flags, env, worker_dir)
     # with API keys the schema and docs are not served to anyone who asks (unless the settings open them)
     locked = settings.api_keys is not None and not settings.public_endpoints
-    app = FastAPI(
+    app = ServiceApp(
         docs_url=None if locked else "/docs",
         redoc_url=None if locked else "/redoc",
         openapi_url=None if locked else "/openapi.json",
@@ -79,13 +79,28 @@ def create_app(
     app.add_middleware(
         Gateway,
         limit=settings.max_body_bytes,
-        metrics=service.metrics,
-        stats=service.stats,
+        telemetry=service.telemetry,
         read_timeout_s=settings.read_timeout_s,
     )
+    # the one hot endpoint is answered before the framework's middleware stack (see serving.classify)
+    app.fast = Gateway(None, settings.max_body_bytes, service.telemetry, settings.read_timeout_s, service)
     app.state.service = service
     app.state.read_timeout_s = settings.read_timeout_s
     return app
+
+
+class ServiceApp(FastAPI):
+    """The service's FastAPI app: ``POST /v1/classify`` goes straight to its handler; every other
+    request through the framework as usual."""
+
+    fast: Gateway | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        fast = self.fast
+        if fast is not None and scope["type"] == "http" and scope["method"] == "POST" and fast.is_classify(scope):
+            await fast.classify(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def worker_app() -> FastAPI:
@@ -96,10 +111,11 @@ def worker_app() -> FastAPI:
     flags = {k: Path(v) if k in PATH_FLAGS and v is not None else v for k, v in spec["flags"].items()}
     settings = Settings.resolve(Path(spec["target"]), flags)
     app = create_app(settings, flags, worker_dir=os.environ[WORKER_DIR_ENV])
-    from offramp.serving.protocol import TimedH11Protocol
+    from offramp.serving.protocol import fastest_protocol
 
-    TimedH11Protocol.header_timeout_s = settings.read_timeout_s  # this worker's connections
-    TimedH11Protocol.max_per_client = settings.max_connections_per_client
+    protocol = fastest_protocol()
+    protocol.header_timeout_s = settings.read_timeout_s  # this worker's connections
+    protocol.max_per_client = settings.max_connections_per_client
     gc.collect()
     gc.freeze()  # see 'serve': loaded state kept out of the collector's full passes
     return app
@@ -170,10 +186,11 @@ def serve(
     # as the p99 latency with benchmarks/serving.py)
     gc.collect()
     gc.freeze()
-    from offramp.serving.protocol import TimedH11Protocol
+    from offramp.serving.protocol import fastest_protocol
 
-    TimedH11Protocol.header_timeout_s = settings.read_timeout_s
-    TimedH11Protocol.max_per_client = settings.max_connections_per_client
+    protocol = fastest_protocol()
+    protocol.header_timeout_s = settings.read_timeout_s
+    protocol.max_per_client = settings.max_connections_per_client
     # X-Forwarded-For is not trusted (uvicorn would from 127.0.0.1): a client could reset its own rate limit
     uvicorn.run(
         application,
@@ -183,7 +200,7 @@ def serve(
         log_config=None,
         access_log=False,
         proxy_headers=False,
-        http=TimedH11Protocol,
+        http=protocol,  # type: ignore[arg-type]
     )
 
 
@@ -197,6 +214,7 @@ def _serve_workers(
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from offramp.serving.protocol import fastest_protocol
     from offramp.serving.workers import listening_socket
 
     settings = Settings.resolve(target, flags)
@@ -223,7 +241,7 @@ def _serve_workers(
             log_config=None,
             access_log=False,
             proxy_headers=False,
-            http="offramp.serving.protocol:TimedH11Protocol",
+            http=f"offramp.serving.protocol:{fastest_protocol().__name__}",
             # a worker busy loading a model for a few seconds is not hung: uvicorn restarts one
             # that misses its supervisor's ping for this long (default 5 s)
             timeout_worker_healthcheck=30,

@@ -1,36 +1,44 @@
-"""The ASGI layer in front of the app: body-size limit and request counting."""
+"""The ASGI layer in front of the app: the body-size limit, request counting, and ``POST
+/v1/classify`` answered directly (see :mod:`offramp.serving.classify`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
-from offramp.serving.errors import error_response
-from offramp.serving.metrics import Metrics
-from offramp.serving.stats import TrafficStats
+from offramp.serving.classify import JSON_HEADERS, classify_body, error_body, read_all
+from offramp.serving.errors import ApiError, error_response
+from offramp.serving.service import ClassificationService
+from offramp.serving.telemetry import Telemetry
+
+log = logging.getLogger("offramp.serving")
 
 
 class Gateway:
     """Pure ASGI middleware: refuses bodies over the limit with 413 before the app reads them, and
     counts every response by endpoint and status (and its latency, for the classify endpoints)."""
 
-    TIMED = ("/v1/classify", "/v1/chat/completions")
+    CLASSIFY = "/v1/classify"
 
     def __init__(
         self,
         app: Any,
         limit: int,
-        metrics: Metrics,
-        stats: TrafficStats | None = None,
+        telemetry: Telemetry,
         read_timeout_s: float | None = None,
+        service: ClassificationService | None = None,
     ):
-        self.app, self.limit, self.metrics, self.stats = app, limit, metrics, stats
+        self.app, self.limit, self.telemetry = app, limit, telemetry
         self.read_timeout_s = read_timeout_s
+        self.service = service
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if self.service is not None and scope["method"] == "POST" and self.is_classify(scope):
+            return await self.classify(scope, receive, send)
         t0 = time.perf_counter()
         status = {"code": 500}
 
@@ -80,10 +88,64 @@ class Gateway:
             await self.app(scope, replay if chunks else receive, send_counted)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", "other")
-            self.metrics.inc("offramp_requests_total", endpoint=path, status=status["code"])
-            if path in self.TIMED:
-                took = time.perf_counter() - t0
-                self.metrics.observe(took)
-                if self.stats is not None and status["code"] < 400:
-                    self.stats.request(took)
+            self.telemetry.request(getattr(route, "path", "other"), status["code"], time.perf_counter() - t0)
+
+    def is_classify(self, scope: Any) -> bool:
+        path, root = scope["path"], scope.get("root_path", "")
+        return (path[len(root) :] if root and path.startswith(root) else path) == self.CLASSIFY
+
+    async def classify(self, scope: Any, receive: Any, send: Any) -> None:
+        """``POST /v1/classify`` without the framework in between (the same answers as its route)."""
+        t0 = time.perf_counter()
+        service = self.service
+        assert service is not None
+        content_type = authorization = ""
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value
+        status, headers, body = 500, JSON_HEADERS, b""
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > self.limit:
+                raw = None
+            else:
+                raw = await read_all(receive, self.limit, self.read_timeout_s)
+            if raw is None:
+                status, body, extra = error_body(
+                    ApiError(
+                        413,
+                        "body_too_large",
+                        f"request body is over the {self.limit:,}-byte limit; send less per request",
+                    )
+                )
+            else:
+                client = scope.get("client")
+                status, body, extra = await classify_body(
+                    service, raw, content_type, authorization, client[0] if client else None
+                )
+            headers = JSON_HEADERS + extra
+        except TimeoutError:
+            status, body, extra = error_body(
+                ApiError(408, "request_timeout", f"the request body did not arrive within {self.read_timeout_s:g} s")
+            )
+        except ConnectionError:  # the client left before its body arrived: nobody to answer
+            self.telemetry.request(self.CLASSIFY, 499, time.perf_counter() - t0)
+            return
+        except Exception:  # a bug: logged and counted, never a traceback to the client
+            log.exception("unhandled error on POST %s", self.CLASSIFY)
+            status, body, extra = error_body(
+                ApiError(500, "internal_error", "the server failed to answer this request; it has been counted")
+            )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        self.telemetry.request(self.CLASSIFY, status, time.perf_counter() - t0)

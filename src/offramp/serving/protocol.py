@@ -1,4 +1,7 @@
-"""uvicorn's HTTP/1.1 protocol with a header-read deadline and a cap on connections per client.
+"""uvicorn's HTTP/1.1 protocols with a header-read deadline and a cap on connections per client.
+
+:func:`fastest_protocol` picks the C parser (httptools, from ``uvicorn[standard]``) when it is
+installed, else the pure-Python one (h11); both get the same deadlines.
 
 uvicorn closes idle kept-alive connections, but a client that opens a connection and sends its
 request line and headers a byte at a time (a "slow-header" attack) holds the connection for as
@@ -17,9 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:  # uvicorn[standard]: the C parser
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools is a dependency; without it, h11 serves
+    HttpToolsProtocol = H11Protocol  # type: ignore[misc,assignment]
 
 
 def _refusal(limit: int) -> bytes:
@@ -38,13 +46,20 @@ def _refusal(limit: int) -> bytes:
     return head.encode() + body
 
 
-class TimedH11Protocol(H11Protocol):
-    header_timeout_s: float = 10.0
-    max_per_client: int = 64
-    _open: ClassVar[dict[str, int]] = {}  # open connections per client address (this process)
+class Deadlines:
+    """The deadline and the connection cap, mixed into one of uvicorn's HTTP protocols."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    header_timeout_s: ClassVar[float] = 10.0
+    max_per_client: ClassVar[int] = 64
+    _open: ClassVar[dict[str, int]] = {}  # open connections per client address (this process)
+    # what the uvicorn protocol it is mixed into provides
+    cycle: Any
+    client: Any
+    loop: Any
+    transport: Any
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(Any, super()).connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
         self._timed_cycle: Any = None
         self._peer: str | None = self.client[0] if self.client else None
@@ -52,7 +67,7 @@ class TimedH11Protocol(H11Protocol):
             held = self._open.get(self._peer, 0) + 1
             self._open[self._peer] = held
             if held > self.max_per_client:
-                transport.write(_refusal(self.max_per_client))
+                cast(asyncio.Transport, transport).write(_refusal(self.max_per_client))
                 transport.close()
                 return
         self._arm()
@@ -73,12 +88,12 @@ class TimedH11Protocol(H11Protocol):
             self.transport.close()  # no request began in time: nobody to answer
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        cast(Any, super()).data_received(data)
         if self._header_timer is not None and self.cycle is not self._timed_cycle:
             self._disarm()  # a new request's headers are complete
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        cast(Any, super()).on_response_complete()
         if not self.transport.is_closing():
             self._arm()
 
@@ -92,4 +107,18 @@ class TimedH11Protocol(H11Protocol):
             else:
                 self._open.pop(peer, None)
             self._peer = None
-        super().connection_lost(exc)
+        cast(Any, super()).connection_lost(exc)
+
+
+class TimedH11Protocol(Deadlines, H11Protocol):
+    """uvicorn's pure-Python HTTP/1.1 protocol (h11), with the deadline and the connection cap."""
+
+
+class TimedHttpToolsProtocol(Deadlines, HttpToolsProtocol):
+    """uvicorn's httptools protocol (its C parser), with the deadline and the connection cap; the
+    h11 one where httptools is not installed."""
+
+
+def fastest_protocol() -> type[Deadlines]:
+    """The fastest HTTP/1.1 protocol installed, with the deadline and the connection cap."""
+    return TimedHttpToolsProtocol if HttpToolsProtocol is not H11Protocol else TimedH11Protocol

@@ -8,6 +8,7 @@ metrics are not.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from fastapi.routing import APIRoute
 
 from offramp.costs.calculator import CHARS_PER_TOKEN
+from offramp.serving.classify import classify_body
 from offramp.serving.errors import ApiError
 from offramp.serving.schemas import (
     ChatRequest,
@@ -75,20 +77,26 @@ log = logging.getLogger("offramp.serving")
 open_routes = APIRouter()
 
 
-# async: the model's work per message is short and CPU-bound, so a thread-pool hop per request
-# would cost more than it frees (measured with benchmarks/serving.py)
 @protected.post("/v1/classify", openapi_extra=body_schema(ClassifyRequest))
-async def classify(request: Request) -> JSONResponse:
-    """Classify one text (``text``) or a batch (``texts``)."""
-    service = service_of(request)
-    body = await read_body(request, ClassifyRequest)
-    if (body.text is None) == (body.texts is None):
-        raise ApiError(422, "invalid_request", "send exactly one of 'text' or 'texts'")
-    single = body.text is not None
-    texts = [body.text] if body.text is not None else list(body.texts or [])
-    rid, results = await service.classify(texts, body.conversation_id, single, principal_of(request))
-    # plain JSON types already: skip FastAPI's generic encoder, which costs more than the model
-    return JSONResponse(results[0] if single else {"results": results, "request_id": rid})
+async def classify(request: Request) -> Response:
+    """Classify one text (``text``) or a batch (``texts``).
+
+    The gateway answers this path itself, before the framework runs (see
+    :mod:`offramp.serving.classify`); this route documents it and answers alike."""
+    timeout = getattr(request.app.state, "read_timeout_s", None)
+    try:
+        raw = await asyncio.wait_for(request.body(), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout:g} s") from None
+    status, body, headers = await classify_body(
+        service_of(request),
+        raw,
+        request.headers.get("content-type", ""),
+        "",
+        None,
+        authorized=getattr(request.state, "principal", None),
+    )
+    return Response(body, status, headers={k.decode(): v.decode() for k, v in headers}, media_type="application/json")
 
 
 @protected.post("/v1/chat/completions", openapi_extra=body_schema(ChatRequest))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +21,13 @@ import anyio.to_thread
 
 from offramp.audit.log import AuditLog, AuditWriter
 from offramp.capture.live import UnknownLabel, UnknownRequest
-from offramp.costs.calculator import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, api_usd_per_message, load_prices
+from offramp.costs.calculator import (
+    CHARS_PER_TOKEN,
+    DEFAULT_OUTPUT_TOKENS,
+    DEFAULT_PROMPT_TOKENS,
+    api_usd_per_message,
+    load_prices,
+)
 from offramp.data.text import clean_text
 from offramp.errors import UsageError
 from offramp.monitoring.drift import PSI_WARN, DriftMonitor
@@ -35,8 +41,7 @@ from offramp.serving.auth import RateLimiter, key_matches, load_key_hashes
 from offramp.serving.batching import MicroBatcher
 from offramp.serving.console.review import ReviewItem, ReviewQueue
 from offramp.serving.errors import ApiError
-from offramp.serving.metrics import Metrics
-from offramp.serving.stats import TrafficStats
+from offramp.serving.telemetry import Outcome, Telemetry
 from offramp.serving.workers import WorkerSync
 
 log = logging.getLogger("offramp.serving")
@@ -60,14 +65,21 @@ class ClassificationService:
         worker_dir: str | None = None,
     ):
         self._threads: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
+        self._id_block, self._id_pos = b"", 0
         self.settings = settings
         self._flags, self._env = dict(flags or {}), env
-        self.metrics = Metrics()
-        self.stats = TrafficStats()
+        self.telemetry = Telemetry()
+        self.metrics, self.stats = self.telemetry.metrics, self.telemetry.stats
         self.limiter = RateLimiter(settings.rate_limit)
         self.key_hashes = load_key_hashes(settings.api_keys) if settings.api_keys else None
         self.admin_hashes = load_key_hashes(settings.admin_keys) if settings.admin_keys else None
         self.price = load_prices()["models"].get(settings.llm_price_model)
+        # dollars a local answer saves: the configured LLM's price of the prompt, the text (about
+        # four characters a token) and the answer, worked out once
+        self._usd_fixed = (
+            api_usd_per_message(self.price, DEFAULT_PROMPT_TOKENS, DEFAULT_OUTPUT_TOKENS) if self.price else 0.0
+        )
+        self._usd_per_char = api_usd_per_message(self.price, 1 / CHARS_PER_TOKEN, 0) if self.price else 0.0
         self._default_guard = PrivacyGuard()  # what stored or shown text is masked with when the pipeline has none
         self._lock = threading.Lock()
         self._reloading = threading.Lock()  # one reload at a time (the admin endpoint, the registry watcher)
@@ -94,7 +106,7 @@ class ClassificationService:
                     "the one that answered the request, which keeps its id",
                     "serve this pipeline with --workers 1, or capture from llm and shadow only",
                 )
-            self.workers = WorkerSync(worker_dir, self.metrics, self._reload_from_peer)
+            self.workers = WorkerSync(worker_dir, self.telemetry, self._reload_from_peer)
 
     # ------------------------------------------------------------------ state
     @property
@@ -141,7 +153,7 @@ class ClassificationService:
         log.warning("reloaded with the other workers: now serving %s", info.get("version"))
 
     def render_metrics(self) -> str:
-        return self.workers.render() if self.workers is not None else self.metrics.render()
+        return self.workers.render() if self.workers is not None else self.telemetry.render()
 
     def _wire(self, built: Built, before: Built | None) -> None:
         """Connect a newly built cascade's shadow, capture and drift reference to this service."""
@@ -291,59 +303,88 @@ class ClassificationService:
         self, items: list[tuple[str, str, str | None]]
     ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
         """The answers for (text, request id, conversation) items, with their audit records (None
-        without an audit log); the small model is called once for all of them."""
+        without an audit log); the small model is called once for all of them, and what the batch
+        adds to the counts, the drift window and the capture pool is added once."""
         texts = [clean_text(t) for t, _, _ in items]  # JSON may carry lone surrogates
         built = self.built  # one reference per batch: a reload cannot mix models
         cascade = built.cascade
-        decisions = cascade.run_many(texts, [conv or rid for _, rid, conv in items], [rid for _, rid, _ in items])
-        self.metrics.inc("offramp_model_calls_total")
-        return [self._answer(d, text, rid, built) for d, text, (_, rid, _) in zip(decisions, texts, items)]
+        ids = [rid for _, rid, _ in items]
+        decisions = cascade.run_many(texts, [conv or rid for _, rid, conv in items], ids)
+        outcomes: list[Outcome] = []
+        drift: list[tuple[float, str, bool, bool]] = []
+        remembered: list[tuple[str, str, Decision]] = []
+        answers = []
+        for d, text, rid in zip(decisions, texts, ids):
+            saved = self._usd_per_char * len(text) + self._usd_fixed if d.route == "local" and self.price else 0.0
+            outcomes.append(Outcome(d.label, d.route, saved, d.pii, bool(d.endpoints), "internal_error" in d.flags))
+            limit = cascade.threshold_for(d.local_label)
+            # would go to the LLM (llm_first: does anyway)
+            drift.append(
+                (
+                    d.local_confidence,
+                    d.local_label,
+                    d.route == "refused",
+                    limit is not None and d.local_confidence < limit,
+                )
+            )
+            self._live(d, text, rid, built, remembered)
+            answers.append(self._answer(d, text, rid, built))
+        self.telemetry.decided(outcomes)
+        if self.drift is not None:
+            self.drift.observe_many(drift)
+        if remembered and built.capture is not None:
+            guard = cascade.guard
+            version = built.info.get("version")
+            built.capture.remember(
+                [
+                    (rid, self._stored(d, text, guard), d.local_label, d.local_confidence, version)
+                    for rid, text, d in remembered
+                ]
+            )
+        return answers
 
-    def _answer(
-        self, d: Decision, text: str, request_id: str, built: Built
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        info = built.info
-        m = self.metrics
-        version = info.get("version")
+    def _stored(self, d: Decision, text: str, guard: Any) -> str:
+        """``text`` masked as the capture pool keeps it: with the spans the cascade found (no second
+        scan), or by the pool's own guard when the pipeline's guard is off."""
+        if guard is not None and d.spans:
+            return str(guard.mask(text, spans=d.spans).text)
+        if guard is not None and not guard.ner:  # scanned, nothing found
+            return text
+        capture = self.built.capture
+        assert capture is not None
+        return capture.mask(text)
+
+    def _live(
+        self, d: Decision, text: str, rid: str, built: Built, remembered: list[tuple[str, str, Decision]]
+    ) -> None:
+        """What one decision gives the live loop: shadow comparisons, capture rows, shadow
+        sampling, the console's review queue. Most messages give nothing (no lock is taken)."""
+        version = built.info.get("version")
         if d.shadow is not None:  # llm_first: both answered this message
             self._compared(d.shadow["local"], d.shadow["llm"])
         capture = built.capture
         if capture is not None:
             if d.shadow is not None:
-                capture.shadow(request_id, text, d.local_label, d.local_confidence, d.shadow["llm"], version)
-                m.inc("offramp_capture_rows_total", source="shadow")
-            capture.after(request_id, text, d.route, d.label, d.local_label, d.local_confidence, version, d.labels)
-            if d.route == "llm" and d.shadow is None and "llm" in capture.sources:
-                m.inc("offramp_capture_rows_total", source="llm")
+                capture.shadow(rid, text, d.local_label, d.local_confidence, d.shadow["llm"], version)
+                self.metrics.inc("offramp_capture_rows_total", source="shadow")
+            if d.route == "llm":
+                capture.llm_answer(rid, text, d.label, d.local_label, d.local_confidence, version, d.labels)
+                if d.shadow is None and "llm" in capture.sources:
+                    self.metrics.inc("offramp_capture_rows_total", source="llm")
+            if "feedback" in capture.sources:
+                remembered.append((rid, text, d))
         if built.shadow is not None and d.route == "local":
             dropped = built.shadow.dropped
-            built.shadow.offer(request_id, text, d.local_label, d.local_confidence, version)
+            built.shadow.offer(rid, text, d.local_label, d.local_confidence, version)
             if built.shadow.dropped > dropped:
-                m.inc("offramp_shadow_dropped_total")
-        self._to_review(d, text, request_id, built)
-        drift = self.drift
-        if drift is not None:
-            below = built.cascade.threshold_for(d.local_label)
-            drift.observe(
-                d.local_confidence,
-                d.local_label,
-                d.route == "refused",
-                below is not None and d.local_confidence < below,  # would go to the LLM (llm_first: does anyway)
-            )
-        m.inc("offramp_decisions_total", route=d.route)
-        m.inc("offramp_labels_total", label=d.label)
-        if "internal_error" in d.flags:  # logged with the request id by the cascade
-            m.inc("offramp_cascade_errors_total")
-        saved = 0.0
-        if d.route == "local" and self.price is not None:
-            tokens_in = DEFAULT_PROMPT_TOKENS + len(text) / 4
-            saved = api_usd_per_message(self.price, tokens_in, DEFAULT_OUTPUT_TOKENS)
-            m.inc("offramp_estimated_usd_saved_total", saved)
-        self.stats.message(d.label, d.route, saved)
-        for kind, n in d.pii.items():
-            m.inc("offramp_pii_found_total", n, entity=kind)
-        if d.endpoints:
-            m.inc("offramp_egress_total")
+                self.metrics.inc("offramp_shadow_dropped_total")
+        self._to_review(d, text, rid, built)
+
+    def _answer(
+        self, d: Decision, text: str, request_id: str, built: Built
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The answer's JSON and its audit record."""
+        info = built.info
         record = None
         if self.audit is not None:
             log_ = self.audit.log
@@ -360,23 +401,18 @@ class ClassificationService:
                 flags=d.flags,
                 action=d.action.type if d.action is not None else None,
             )
-        return (
-            {
-                "label": d.label,
-                "confidence": round(d.confidence, 6),
-                "route": d.route,
-                "flags": d.flags,
-                "action": d.action.to_dict() if d.action is not None else None,
-                "top": d.top,
-                **(
-                    {"labels": d.labels, "scores": d.scores, "label_sep": d.label_sep, "unsure": d.unsure or []}
-                    if d.labels is not None
-                    else {}
-                ),
-                "request_id": request_id,
-            },
-            record,
-        )
+        answer: dict[str, Any] = {
+            "label": d.label,
+            "confidence": round(d.confidence, 6),
+            "route": d.route,
+            "flags": d.flags,
+            "action": d.action.to_dict() if d.action is not None else None,
+            "top": d.top,
+        }
+        if d.labels is not None:
+            answer.update(labels=d.labels, scores=d.scores, label_sep=d.label_sep, unsure=d.unsure or [])
+        answer["request_id"] = request_id
+        return answer, record
 
     def _to_review(self, d: Decision, text: str, request_id: str, built: Built) -> None:
         """Keep the message for the console's review queue if it is worth a look (masked)."""
@@ -389,18 +425,10 @@ class ClassificationService:
             if d.local_confidence >= (limit if limit is not None else UNSURE_BELOW):
                 return
             source, llm = "unsure", (d.label if d.route == "llm" else None)
-        guard = built.cascade.guard or self._default_guard
+        guard = built.cascade.guard
+        masked = guard.mask(text, spans=d.spans).text if guard is not None else self._default_guard.mask(text).text
         self.review.offer(
-            ReviewItem(
-                request_id,
-                time.time(),
-                guard.mask(text).text,
-                source,
-                d.local_label,
-                round(d.local_confidence, 6),
-                d.top,
-                llm,
-            )
+            ReviewItem(request_id, time.time(), masked, source, d.local_label, round(d.local_confidence, 6), d.top, llm)
         )
 
     def _request_threads(self) -> anyio.CapacityLimiter:
@@ -415,6 +443,15 @@ class ClassificationService:
             self._threads.total_tokens = need
         return self._threads
 
+    def _new_id(self) -> str:
+        """A random 128-bit request id (hex), cut from a block of random bytes read 512 ids at a
+        time: one system call per 512 requests instead of one each (called on the event loop only)."""
+        if self._id_pos >= len(self._id_block):
+            self._id_block, self._id_pos = os.urandom(16 * 512), 0
+        i = self._id_pos
+        self._id_pos = i + 16
+        return self._id_block[i : i + 16].hex()
+
     async def classify(
         self, texts: list[str], conversation: str | None, single: bool, principal: str | None = None
     ) -> tuple[str, list[dict[str, Any]]]:
@@ -424,7 +461,7 @@ class ClassificationService:
         gives; without keys there is no caller to bind a conversation to, so to this request. A
         caller never gets back a value it did not itself send."""
         self.check_texts(texts)
-        rid = uuid.uuid4().hex
+        rid = self._new_id()
         ids = [rid] if single else [f"{rid}-{i}" for i in range(len(texts))]
         scope = f"{principal}\x1f{conversation}" if principal and conversation else f"request\x1f{rid}"
         items: list[tuple[str, str, str | None]] = [(t, i, scope) for t, i in zip(texts, ids)]

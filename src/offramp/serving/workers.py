@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from offramp.serving.metrics import Metrics
+from offramp.serving.telemetry import Telemetry
 
 log = logging.getLogger("offramp.serving")
 
@@ -48,10 +48,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 class WorkerSync:
-    def __init__(self, directory: str | os.PathLike, metrics: Metrics, on_reload: Callable[[], object]):
+    def __init__(self, directory: str | os.PathLike, telemetry: Telemetry, on_reload: Callable[[], object]):
         self.dir = Path(directory)
         self.me = str(os.getpid())
-        self.metrics, self.on_reload = metrics, on_reload
+        self.telemetry, self.on_reload = telemetry, on_reload
         self._seen = self._generation()
         self._stop = threading.Event()
         self.publish()
@@ -76,7 +76,7 @@ class WorkerSync:
 
     # ------------------------------------------------------------------ metrics
     def publish(self) -> None:
-        snap = {**self.metrics.snapshot(), "worker": self.me}
+        snap = {**self.telemetry.snapshot(), "worker": self.me}
         tmp = self.dir / f".metrics-{self.me}.json"
         tmp.write_text(json.dumps(snap), encoding="utf-8")
         os.replace(tmp, self.dir / f"metrics-{self.me}.json")
@@ -93,7 +93,8 @@ class WorkerSync:
         return snaps
 
     def render(self) -> str:
-        return self.metrics.merged(self.others(), worker_label=self.me).render()
+        self.telemetry.drain()
+        return self.telemetry.metrics.merged(self.others(), worker_label=self.me).render()
 
     # ------------------------------------------------------------------ the loop
     def _run(self) -> None:

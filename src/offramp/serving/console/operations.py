@@ -45,7 +45,7 @@ class Console:
     def overview(self) -> dict[str, Any]:
         s = self.service
         info = s.info
-        snap = s.stats.snapshot()
+        snap = s.telemetry.traffic()
         m = s.metrics
         shadow = {}
         for label in info.get("labels", []):
