@@ -46,11 +46,30 @@ def _refusal(limit: int) -> bytes:
     return head.encode() + body
 
 
+def _too_large(limit: int) -> bytes:
+    body = json.dumps(
+        {
+            "error": {
+                "type": "headers_too_large",
+                "message": f"the request line and headers are over {limit:,} bytes; send less in them",
+            }
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 class Deadlines:
     """The deadline and the connection cap, mixed into one of uvicorn's HTTP protocols."""
 
     header_timeout_s: ClassVar[float] = 10.0
     max_per_client: ClassVar[int] = 64
+    # bytes a request's line and headers may take (h11 refuses more than 16 KiB by itself; the C
+    # parser has no limit of its own)
+    max_head_bytes: ClassVar[int] = 16 * 1024
     _open: ClassVar[dict[str, int]] = {}  # open connections per client address (this process)
     # what the uvicorn protocol it is mixed into provides
     cycle: Any
@@ -74,6 +93,7 @@ class Deadlines:
 
     def _arm(self) -> None:
         self._disarm()
+        self._head = 0
         self._timed_cycle = self.cycle
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
 
@@ -88,9 +108,29 @@ class Deadlines:
             self.transport.close()  # no request began in time: nobody to answer
 
     def data_received(self, data: bytes) -> None:
+        if getattr(self, "_refused", False):  # answered and half-closed: what still comes is dropped
+            return
+        waiting = self._header_timer is not None  # for a request's headers
+        if waiting:
+            self._head += len(data)
         cast(Any, super()).data_received(data)
-        if self._header_timer is not None and self.cycle is not self._timed_cycle:
+        if waiting and self.cycle is not self._timed_cycle:
             self._disarm()  # a new request's headers are complete
+        elif waiting and self._head > self.max_head_bytes and not self.transport.is_closing():
+            self._disarm()
+            self._refuse(_too_large(self.max_head_bytes))
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer and end the connection so that the client reads the answer: closing a socket with
+        unread data would send a reset that can discard it, so the write side is shut first and what
+        the client still sends is read and dropped for a second."""
+        self._refused = True
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(1.0, self.transport.close)
+        else:
+            self.transport.close()
 
     def on_response_complete(self) -> None:
         cast(Any, super()).on_response_complete()
