@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from offramp.errors import ModelDirError
 from offramp.estimators.base import TextClassifier, load_model
@@ -18,11 +19,11 @@ REGISTRY_FILE = "registry.json"  # marks a registry of versions
 REGISTRY_FORMAT = "offramp-registry"
 
 
-def is_registry(path: str | os.PathLike) -> bool:
+def is_registry(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / REGISTRY_FILE).is_file()
 
 
-def read_registry_file(path: str | os.PathLike) -> dict:
+def read_registry_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A registry's record (``registry.json``), checked; a ModelDirError naming the problem otherwise."""
     path = Path(path)
     f = path / REGISTRY_FILE
@@ -45,7 +46,7 @@ def read_registry_file(path: str | os.PathLike) -> dict:
     return doc
 
 
-def resolve_model_dir(path: str | os.PathLike) -> tuple[Path, str | None]:
+def resolve_model_dir(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """The model directory ``path`` names: itself, or a registry's current version.
 
     Returns (directory, registry version or None). A registry with no current version is an error.

@@ -125,13 +125,13 @@ class Registry:
     'v0001'
     """
 
-    def __init__(self, path: str | os.PathLike, mask: Callable[[str], str] | None = None):
+    def __init__(self, path: str | os.PathLike[str], mask: Callable[[str], str] | None = None):
         self.path = Path(path)
         self._mask = mask
         read_registry_file(self.path)  # a directory that is not a registry is refused now
 
     @classmethod
-    def create(cls, path: str | os.PathLike, mask: Callable[[str], str] | None = None) -> Registry:
+    def create(cls, path: str | os.PathLike[str], mask: Callable[[str], str] | None = None) -> Registry:
         """Open the registry at ``path``, creating it if the directory is missing or empty."""
         path = Path(path)
         if path.exists() and not path.is_dir():

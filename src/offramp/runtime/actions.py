@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -97,7 +97,7 @@ class AnswerFromDocs:
 
     def scores(self, text: str) -> np.ndarray:
         if self.method == "embeddings":
-            return self._P @ self._enc.encode_uncached([text])[0]
+            return np.asarray(self._P @ self._enc.encode_uncached([text])[0])
         q = self._feat.transform([text])
         return np.asarray((self._X @ q.T).todense()).ravel() / 2  # two unit-norm blocks: cosine in [0, 1]
 
@@ -178,7 +178,7 @@ class LLMAction:
 
 
 def build_action(
-    spec: dict, base: Path, llm_client: ChatClient | None = None, policy: EgressPolicy | None = None
+    spec: dict[str, Any], base: Path, llm_client: ChatClient | None = None, policy: EgressPolicy | None = None
 ) -> Action | None:
     """An action from its YAML description (``type`` plus its fields); paths are relative to ``base``."""
     kind = spec.get("type")

@@ -505,7 +505,7 @@ def build(settings: Settings) -> Built:
         summary = fit_thresholds(
             model.predict_proba(val.texts),
             model.classes_,
-            val.labels,
+            val.labels or [],
             max_llm_share=f.max_llm_share,
             local_precision=f.local_precision,
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -33,10 +33,10 @@ class LLMFallback:
         descriptions: dict[str, str] | None = None,
         failure_threshold: int = 3,
         reset_after_s: float = 30.0,
-        clock=time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
         multi_label: bool = False,
         label_sep: str = "|",
-    ):
+    ) -> None:
         self.client, self.labels = client, [str(x) for x in labels]
         self.multi_label, self.label_sep = multi_label, label_sep
         if multi_label:
@@ -54,7 +54,7 @@ class LLMFallback:
 
     @property
     def is_open(self) -> bool:
-        return self.clock() < self._open_until
+        return bool(self.clock() < self._open_until)
 
     def record_failure(self) -> None:
         """A failure seen by the caller (a call past its deadline): counts toward opening the breaker."""

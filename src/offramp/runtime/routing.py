@@ -16,7 +16,7 @@ of its threshold. Fitted, one band for every label:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -41,13 +41,18 @@ def share_threshold(confidence: Any, llm_share: float) -> float:
 
 
 def fit_thresholds(
-    proba: np.ndarray, classes, y_true, *, max_llm_share: float | None = None, local_precision: float | None = None
-) -> dict:
+    proba: np.ndarray,
+    classes: Sequence[str] | np.ndarray,
+    y_true: Sequence[str] | np.ndarray,
+    *,
+    max_llm_share: float | None = None,
+    local_precision: float | None = None,
+) -> dict[str, Any]:
     classes = np.asarray(classes).astype(str)
     y = np.asarray(y_true, dtype=object).astype(str)
     pred = classes[proba.argmax(axis=1)]
     conf = proba.max(axis=1)
-    out: dict = {"thresholds": {}, "held_out": {}}
+    out: dict[str, Any] = {"thresholds": {}, "held_out": {}}
     if max_llm_share is not None:
         tau = share_threshold(conf, max_llm_share)
         out["thresholds"]["*"] = tau
@@ -87,7 +92,7 @@ def fit_bands(
     max_llm_share: float | None = None,
     local_precision: float | None = None,
     unreachable: np.ndarray | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """One unsure band ("*") for a multi-label model, fitted on held-out messages: ``proba`` and
     ``Y_true`` are (messages x labels), ``thresholds`` the model's per-label thresholds.
     ``unreachable`` marks messages whose right set has a label the model lacks: the model's set

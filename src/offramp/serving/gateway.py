@@ -8,6 +8,8 @@ import logging
 import time
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
+
 from offramp.serving.classify import JSON_HEADERS, classify_body, error_body, read_all
 from offramp.serving.errors import ApiError, error_response
 from offramp.serving.service import ClassificationService
@@ -34,9 +36,10 @@ class Gateway:
         self.read_timeout_s = read_timeout_s
         self.service = service
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         if self.service is not None and scope["method"] == "POST" and self.is_classify(scope):
             return await self.classify(scope, receive, send)
         t0 = time.perf_counter()
@@ -90,11 +93,11 @@ class Gateway:
             route = scope.get("route")
             self.telemetry.request(getattr(route, "path", "other"), status["code"], time.perf_counter() - t0)
 
-    def is_classify(self, scope: Any) -> bool:
-        path, root = scope["path"], scope.get("root_path", "")
+    def is_classify(self, scope: Scope) -> bool:
+        path, root = str(scope["path"]), str(scope.get("root_path", ""))
         return (path[len(root) :] if root and path.startswith(root) else path) == self.CLASSIFY
 
-    async def classify(self, scope: Any, receive: Any, send: Any) -> None:
+    async def classify(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /v1/classify`` without the framework in between (the same answers as its route)."""
         t0 = time.perf_counter()
         service = self.service

@@ -161,4 +161,5 @@ class TimedHttpToolsProtocol(Deadlines, HttpToolsProtocol):
 
 def fastest_protocol() -> type[Deadlines]:
     """The fastest HTTP/1.1 protocol installed, with the deadline and the connection cap."""
-    return TimedHttpToolsProtocol if HttpToolsProtocol is not H11Protocol else TimedH11Protocol
+    parsers: tuple[type, ...] = (HttpToolsProtocol, H11Protocol)
+    return TimedHttpToolsProtocol if parsers[0] is not parsers[1] else TimedH11Protocol

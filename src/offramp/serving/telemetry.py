@@ -15,14 +15,15 @@ from bisect import bisect_left
 from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+Key = tuple[str, tuple[tuple[str, object], ...]]  # a metric: its name and its sorted labels
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-def _labels(pairs: tuple) -> str:
+def _labels(pairs: tuple[tuple[str, object], ...]) -> str:
     if not pairs:
         return ""
     inner = ",".join(
@@ -37,11 +38,11 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counters: dict[tuple, float] = defaultdict(float)
+        self._counters: dict[Key, float] = defaultdict(float)
         self._hist = [0] * (len(BUCKETS) + 1)
         self._hist_sum = 0.0
         self._hist_count = 0
-        self._gauges: dict[tuple, float] = {}
+        self._gauges: dict[Key, float] = {}
         self._help = {
             "offramp_shadow_compared_total": "messages answered by both the small model and the LLM, by local label",
             "offramp_shadow_agreed_total": "of those, the messages where the LLM gave the local label",
@@ -59,16 +60,16 @@ class Metrics:
             "offramp_model_calls_total": "calls to the small model (messages that arrive together share one)",
         }
 
-    def inc(self, name: str, value: float = 1.0, **labels) -> None:
+    def inc(self, name: str, value: float = 1.0, **labels: object) -> None:
         with self._lock:
             self._counters[(name, tuple(sorted(labels.items())))] += value
 
-    def set(self, name: str, value: float, **labels) -> None:
+    def set(self, name: str, value: float, **labels: object) -> None:
         """Set a gauge."""
         with self._lock:
             self._gauges[(name, tuple(sorted(labels.items())))] = value
 
-    def get(self, name: str, **labels) -> float | None:
+    def get(self, name: str, **labels: object) -> float | None:
         key = (name, tuple(sorted(labels.items())))
         with self._lock:
             return self._gauges.get(key, self._counters.get(key))
@@ -82,7 +83,7 @@ class Metrics:
         self._hist_sum += seconds
         self._hist_count += 1
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """This process's counts, as JSON-ready lists (what a worker publishes for the others)."""
         with self._lock:
             return {
@@ -93,7 +94,7 @@ class Metrics:
                 "hist_count": self._hist_count,
             }
 
-    def merged(self, others: list[dict], worker_label: str | None = None) -> Metrics:
+    def merged(self, others: list[dict[str, Any]], worker_label: str | None = None) -> Metrics:
         """A registry holding this one's counts plus ``others``' (snapshots of other processes):
         counters and the histogram add up; gauges, which do not, get a ``worker`` label each."""
         total = Metrics()
@@ -145,7 +146,7 @@ MINUTES = 60
 
 
 class TrafficStats:
-    def __init__(self, clock=time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self.requests = 0

@@ -25,6 +25,7 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from offramp.serving.telemetry import Telemetry
 
@@ -48,7 +49,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 class WorkerSync:
-    def __init__(self, directory: str | os.PathLike, telemetry: Telemetry, on_reload: Callable[[], object]):
+    def __init__(self, directory: str | os.PathLike[str], telemetry: Telemetry, on_reload: Callable[[], object]):
         self.dir = Path(directory)
         self.me = str(os.getpid())
         self.telemetry, self.on_reload = telemetry, on_reload
@@ -81,7 +82,7 @@ class WorkerSync:
         tmp.write_text(json.dumps(snap), encoding="utf-8")
         os.replace(tmp, self.dir / f"metrics-{self.me}.json")
 
-    def others(self) -> list[dict]:
+    def others(self) -> list[dict[str, Any]]:
         snaps = []
         for path in sorted(self.dir.glob("metrics-*.json")):
             if path.name == f"metrics-{self.me}.json":
