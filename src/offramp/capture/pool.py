@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from offramp.errors import DataError, UsageError
+from offramp.types import JSONDict
 
 SOURCES = ("llm", "shadow", "feedback")
 _SCHEMA = """
@@ -258,7 +259,7 @@ class PoolExport:
     rows: int
     by_source: dict[str, int]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return {"out": self.out, "rows": self.rows, "by_source": dict(self.by_source)}
 
 

@@ -17,21 +17,14 @@ def encoders(as_json: bool = o.JSON, quiet: bool = o.QUIET) -> None:
     """List the sentence encoders the accurate tier can use: languages, size, speed, installed or not."""
     from offramp.encoders.sentence import ENCODERS
 
-    rows = [info.as_dict() for info in ENCODERS.values()]
     if as_json:
-        emit({"encoders": rows})
+        emit({"encoders": [info.as_dict() for info in ENCODERS.values()]})
         return
     table = Table("encoder", "model", "dim", "languages", "MB", "installed", "package")
-    for r in rows:
-        langs = "en" if r["languages"] == ["en"] else f"{len(r['languages'])}: " + " ".join(r["languages"])
+    for e in ENCODERS.values():
+        langs = "en" if e.languages == ("en",) else f"{len(e.languages)}: " + " ".join(e.languages)
         table.add_row(
-            r["name"],
-            r["title"],
-            str(r["dim"]),
-            langs,
-            f"{r['size_mb']:.0f}",
-            "yes" if r["installed"] else "no",
-            r["package"],
+            e.name, e.title, str(e.dim), langs, f"{e.size_mb:.0f}", "yes" if e.installed() else "no", e.package
         )
     out.print(table)
     for i in ENCODERS.values():

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from offramp.errors import DataError, UsageError
+from offramp.types import JSONDict
 
 HOURS_PER_MONTH = 730.0
 CHARS_PER_TOKEN = 4.0  # a common rule of thumb for English text with GPT-style tokenizers
@@ -164,7 +165,7 @@ class CostRow:
     def usd_per_million(self) -> float:
         return self.usd_per_message * 1e6
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JSONDict:
         return {
             "name": self.name,
             "kind": self.kind,
@@ -185,7 +186,7 @@ class CostReport:
     def row(self, name: str) -> CostRow:
         return next(r for r in self.rows if r.name == name)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JSONDict:
         return {
             "inputs": self.inputs.__dict__,
             "rows": [r.as_dict() for r in self.rows],

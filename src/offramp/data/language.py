@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from offramp.types import JSONDict
+
 SAMPLE = 500  # messages looked at
 
 # (first codepoint, last codepoint, script)
@@ -128,7 +130,7 @@ class LanguageProfile:
         parts = [f"{k} {v:.0%}" for k, v in sorted(self.shares.items(), key=lambda kv: -kv[1]) if v >= 0.01]
         return ", ".join(parts) or "nothing to read"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JSONDict:
         return {"sample": self.sample, "shares": {k: round(v, 4) for k, v in self.shares.items()}}
 
 

@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from offramp.data.io import read_dataset, write_records
 from offramp.demo.data import demo_paths, demo_task, demo_teacher_labels
@@ -20,6 +20,7 @@ from offramp.llm.label import TaskSpec, make_labeller
 from offramp.registry.versions import Registry
 from offramp.training.report import TrainReport
 from offramp.training.train import train
+from offramp.types import JSONDict
 
 
 @dataclass
@@ -40,7 +41,7 @@ class DemoResult:
     llm_live: bool
     distilled: list[Distillation] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return {
             "train": self.train.to_dict(),
             "evaluation": self.evaluation.to_dict(),
@@ -88,6 +89,7 @@ def run_demo(
     assert ds.labels is not None
     registry_dir = out / "registry"  # a registry of versions: the console can promote, roll back, retrain
     model, rep = train(ds, quality=quality, time_limit=time_limit, on_progress=on_progress)
+    assert isinstance(rep, TrainReport)
     registry = Registry.create(registry_dir)
     test = read_dataset(test_path)
     if registry.gate_set() is None:  # the held-out split is the frozen gate set later retrains face

@@ -37,6 +37,7 @@ import numpy as np
 from offramp.data.language import LanguageProfile, detect_languages
 from offramp.errors import OfframpError, UsageError
 from offramp.modeldir.store import file_sha256
+from offramp.types import JSONDict
 
 ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 DIM = 384  # all-MiniLM-L6-v2's
@@ -374,7 +375,7 @@ class EncoderInfo:
     def multilingual(self) -> bool:
         return len(self.languages) > 1
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JSONDict:
         return {
             "name": self.name,
             "title": self.title,
@@ -464,7 +465,7 @@ class EncoderChoice:
     languages: LanguageProfile
     warning: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JSONDict:
         return {
             "name": self.name,
             "reason": self.reason,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from os import PathLike
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, Union
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -25,8 +25,10 @@ from sklearn.exceptions import NotFittedError
 
 from offramp.errors import InputError, ModelDirError, OfframpError
 from offramp.modeldir import store
+from offramp.types import JSONDict, Labels, Texts
 
 M = TypeVar("M", bound="TextClassifier")
+Score = Union[float, np.ndarray]  # one message's, or an array of them
 
 
 def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -37,13 +39,13 @@ def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return np.asarray(z)
 
 
-def top_labels(classes: np.ndarray, proba: np.ndarray, k: int) -> list[dict[str, Any]]:
+def top_labels(classes: np.ndarray, proba: np.ndarray, k: int) -> list[JSONDict]:
     """The ``k`` most probable labels of one message with their probabilities, best first."""
     order = np.argsort(-proba)[:k]
     return [{"label": str(classes[i]), "score": round(float(proba[i]), 6)} for i in order]
 
 
-def _column(values: Any, what: str = "texts") -> list[Any]:
+def _column(values: object, what: str = "texts") -> list[object]:
     """A one-dimensional collection as a list (pyarrow and pandas columns, arrays, iterables)."""
     if isinstance(values, (str, bytes)):
         raise InputError(f"expected a collection of {what}, got a single string", "wrap it in a list")
@@ -66,19 +68,20 @@ def _column(values: Any, what: str = "texts") -> list[Any]:
     raise InputError(f"expected a collection of {what}, got {type(values).__name__}")
 
 
-def as_texts(X: Any) -> list[str]:
+def as_texts(X: Texts) -> list[str]:
     """``X`` as a list of str; anything that is not text is refused by position."""
-    texts = _column(X)
-    for i, t in enumerate(texts):
+    texts: list[str] = []
+    for i, t in enumerate(_column(X)):
         if not isinstance(t, str):
             raise InputError(
                 f"text {i} is {type(t).__name__}, not a string",
                 "drop or fill missing texts before training or predicting",
             )
+        texts.append(t)
     return texts
 
 
-def as_labels(y: Any, n: int) -> np.ndarray:
+def as_labels(y: Labels | None, n: int) -> np.ndarray:
     """``y`` as an array of label strings, as long as the texts."""
     labels = _column(y, "labels")
     if len(labels) != n:
@@ -110,7 +113,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # -- learning ---------------------------------------------------------------
-    def fit(self: M, X: Any, y: Any) -> M:  # pragma: no cover - every family implements it
+    def fit(self: M, X: Texts, y: Labels) -> M:  # pragma: no cover - every family implements it
         raise NotImplementedError
 
     def _reset(self) -> None:
@@ -128,7 +131,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
                 "or load a model directory first"
             )
 
-    def decision_function(self, X: Any) -> np.ndarray:  # pragma: no cover
+    def decision_function(self, X: Texts) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
     def decision_one(self, text: str) -> np.ndarray:
@@ -136,18 +139,18 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return np.asarray(self.decision_function([text])[0])
 
     # -- prediction ---------------------------------------------------------------
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Texts) -> np.ndarray:
         self._check_fitted()
         return softmax(self.decision_function(X), self.temperature_)
 
-    def reject_score(self, confidence: Any, familiarity: Any = None) -> Any:
+    def reject_score(self, confidence: Score, familiarity: Score | None = None) -> Score:
         """The score the rejection threshold applies to: confidence, plus the weighted similarity to
         the nearest in-scope training message for models that measure it."""
         if familiarity is None or not self.reject_familiarity_weight_:
             return confidence
         return confidence + self.reject_familiarity_weight_ * familiarity
 
-    def rejects(self, confidence: Any, familiarity: Any = None) -> Any:
+    def rejects(self, confidence: Score, familiarity: Score | None = None) -> Score:
         """The "don't know" rule, stated once for every path (batches, micro-batches, single
         messages): True where the reject score is under the fitted threshold."""
         if self.reject_threshold_ is None:
@@ -166,12 +169,12 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             labels[self.rejects(proba.max(axis=1), familiarity)] = self.reject_label_
         return np.asarray(labels.astype(str))
 
-    def predict_and_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+    def predict_and_proba(self, X: Texts) -> tuple[np.ndarray, np.ndarray]:
         """(labels, with the reject label where the model does not know; calibrated probabilities)."""
         proba = self.predict_proba(X)
         return self.labels_from_proba(proba), proba
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Texts) -> np.ndarray:
         self._check_fitted()
         if self.reject_threshold_ is None:
             return np.asarray(self.classes_[np.argmax(self.decision_function(X), axis=1)])
@@ -190,7 +193,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             return str(self.reject_label_), float(p[i]), p
         return str(self.classes_[i]), float(p[i]), p
 
-    def common_meta(self) -> dict[str, Any]:
+    def common_meta(self) -> JSONDict:
         """State every family stores: classes, temperature, rejection rule."""
         return {
             "classes": [str(c) for c in self.classes_],
@@ -218,7 +221,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             ):
                 raise ValueError("the don't-know rule's threshold or weight is not a usable number")
 
-    def uncached(self) -> contextlib.AbstractContextManager[Any]:
+    def uncached(self) -> contextlib.AbstractContextManager[object]:
         """A context in which prediction computes everything afresh (for honest speed figures).
 
         Families that cache work between calls (the accurate tier caches sentence vectors)
@@ -227,11 +230,11 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return contextlib.nullcontext(self)
 
     # -- persistence --------------------------------------------------------------
-    def stored_params(self) -> dict[str, Any]:
+    def stored_params(self) -> JSONDict:
         """The constructor parameters as JSON values (tuples become lists)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params(deep=False).items()}
 
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # pragma: no cover
+    def get_state(self) -> tuple[JSONDict, dict[str, np.ndarray]]:  # pragma: no cover
         """(JSON-able description, named numeric arrays) that rebuild the fitted model."""
         raise NotImplementedError
 

@@ -25,7 +25,8 @@ from sklearn.utils._param_validation import Interval
 from offramp.estimators.base import register_family, softmax
 from offramp.estimators.calibration import expected_calibration_error, fit_temperature
 from offramp.estimators.features import NgramFeaturizer
-from offramp.estimators.tfidf import TfidfLinear
+from offramp.estimators.tfidf import Features, TfidfLinear
+from offramp.types import JSONDict, Texts
 
 MANY_LABELS = 1000  # above this many labels, train() uses this family
 HOLDOUT = 2000  # held-out messages (one per label) for the figures and the temperature
@@ -51,7 +52,12 @@ class TfidfCentroid(TfidfLinear):
     }
 
     def __init__(
-        self, word_ngrams: Any = (1, 2), char_ngrams: Any = (1, 4), min_df: int = 1, keep: int = 256, seed: int = 0
+        self,
+        word_ngrams: Sequence[int] | None = (1, 2),
+        char_ngrams: Sequence[int] | None = (1, 4),
+        min_df: int = 1,
+        keep: int = 256,
+        seed: int = 0,
     ):
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
@@ -62,7 +68,7 @@ class TfidfCentroid(TfidfLinear):
     def feature_key(self) -> str:
         return "centroid|" + super().feature_key()
 
-    def fit_features(self, state: Any, X: Any, labels: Sequence[str] | np.ndarray) -> TfidfCentroid:
+    def fit_features(self, state: object, X: Features, labels: Sequence[str] | np.ndarray) -> TfidfCentroid:
         y = np.asarray(labels, dtype=object).astype(str)
         self._reset()
         classes, inv = np.unique(y, return_inverse=True)
@@ -102,7 +108,7 @@ class TfidfCentroid(TfidfLinear):
             out[a : a + _CHUNK] = (X[a : a + _CHUNK] @ self.coef_).toarray()
         return out
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Texts) -> np.ndarray:
         from offramp.estimators.base import as_texts
 
         self._check_fitted()
@@ -112,7 +118,7 @@ class TfidfCentroid(TfidfLinear):
         cols, w = self.featurizer_.transform_one(text)
         return np.asarray(self.coef_[cols].T @ np.asarray(w, dtype=np.float32)).ravel()
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Texts) -> np.ndarray:
         """Top labels, block by block (never a dense messages x labels matrix for all of them)."""
         from offramp.estimators.base import as_texts
 
@@ -126,7 +132,7 @@ class TfidfCentroid(TfidfLinear):
         return np.concatenate(out) if out else np.asarray([], dtype=str)
 
     # ------------------------------------------------------------------ state
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def get_state(self) -> tuple[JSONDict, dict[str, np.ndarray]]:
         meta = {"params": self.stored_params(), "featurizer": self.featurizer_.get_config(), **self.common_meta()}
         c = self.centroids_
         arrays = {

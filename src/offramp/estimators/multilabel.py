@@ -23,7 +23,8 @@ import numpy as np
 
 from offramp.estimators.base import as_texts, register_family
 from offramp.estimators.stacked import StackedLinear
-from offramp.estimators.tfidf import TfidfLinear, make_linear
+from offramp.estimators.tfidf import Features, TfidfLinear, make_linear
+from offramp.types import JSONDict, Labels, Texts
 
 MIN_POSITIVES = 2
 
@@ -73,7 +74,7 @@ class TfidfMultiLabel(TfidfLinear):
     multi_label: ClassVar[bool] = True
     label_sep_: str = "|"
 
-    def fit(self, X: Any, y: Any) -> TfidfMultiLabel:
+    def fit(self, X: Texts, y: Labels) -> TfidfMultiLabel:
         """Learn from texts ``X`` and their label sets ``y`` (each a list of labels, possibly empty)."""
         self._check_params()
         texts = as_texts(X)
@@ -81,7 +82,9 @@ class TfidfMultiLabel(TfidfLinear):
         state, features = self.build_features(texts)
         return self.fit_features(state, features, sets)
 
-    def fit_features(self, state: Any, X: Any, labels: Any) -> TfidfMultiLabel:
+    def fit_features(
+        self, state: object, X: Features, labels: Sequence[Sequence[str]] | Sequence[str] | np.ndarray
+    ) -> TfidfMultiLabel:
         sets = [list(s) for s in labels]
         classes = sorted({lab for s in sets for lab in s})
         if not classes:
@@ -122,11 +125,11 @@ class TfidfMultiLabel(TfidfLinear):
     def proba_from_scores(self, scores: np.ndarray) -> np.ndarray:
         return sigmoid(np.asarray(scores) * self.platt_[:, 0] + self.platt_[:, 1])
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Texts) -> np.ndarray:
         self._check_fitted()
         return self.proba_from_scores(self.decision_function(X))
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Texts) -> np.ndarray:
         """Indicator matrix (messages × ``classes_``): 1 where the label is predicted."""
         return (self.predict_proba(X) >= self.thresholds_).astype(np.int8)
 
@@ -134,14 +137,14 @@ class TfidfMultiLabel(TfidfLinear):
         on = proba >= self.thresholds_
         return [[str(c) for c in self.classes_[row]] for row in on]
 
-    def predict_sets(self, X: Any) -> list[list[str]]:
+    def predict_sets(self, X: Texts) -> list[list[str]]:
         return self.sets_from_proba(self.predict_proba(X))
 
     def labels_from_proba(self, proba: np.ndarray, familiarity: np.ndarray | None = None) -> np.ndarray:
         """The most probable label of each message (for consumers of one label)."""
         return np.asarray(self.classes_[np.argmax(proba, axis=1)]).astype(str)
 
-    def predict_and_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+    def predict_and_proba(self, X: Texts) -> tuple[np.ndarray, np.ndarray]:
         proba = self.predict_proba(X)
         return self.labels_from_proba(proba), proba
 
@@ -152,7 +155,7 @@ class TfidfMultiLabel(TfidfLinear):
         return str(self.classes_[i]), float(p[i]), p
 
     # ------------------------------------------------------------------ state
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def get_state(self) -> tuple[JSONDict, dict[str, np.ndarray]]:
         meta, arrays = super().get_state()
         meta["multi_label"] = {"sep": self.label_sep_}
         arrays = {**arrays, "platt": np.asarray(self.platt_, dtype=np.float64), "thresholds": self.thresholds_}

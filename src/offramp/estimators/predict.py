@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from offramp.estimators.base import TextClassifier
+from offramp.estimators.multilabel import TfidfMultiLabel
 
 
 def prediction_records(
@@ -40,7 +41,11 @@ def prediction_records(
             yield rec
 
 
-def predict_arrays(model: Any, texts: list[str], top: int) -> tuple[list[str], Any, Any, Any, Any, Any]:
+# (labels, confidence, rejected, top class indices, top scores, label sets or None) of a batch
+Predicted = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[list[list[str]]]]
+
+
+def predict_arrays(model: TextClassifier, texts: list[str], top: int) -> Predicted:
     """(labels, confidence, rejected, top class indices, top scores, label sets or None) for
     ``texts``: compact to ship. The label sets are a multi-label model's predicted labels."""
     labels, proba = model.predict_and_proba(texts)
@@ -53,5 +58,5 @@ def predict_arrays(model: Any, texts: list[str], top: int) -> tuple[list[str], A
         if model.reject_threshold_ is not None
         else np.zeros(len(texts), dtype=bool)
     )
-    sets = model.sets_from_proba(proba) if getattr(model, "multi_label", False) else None
+    sets = model.sets_from_proba(proba) if isinstance(model, TfidfMultiLabel) else None
     return [str(x) for x in labels], conf, rejected, order, np.take_along_axis(proba, order, axis=1), sets

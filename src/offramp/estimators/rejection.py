@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from offramp.errors import UsageError
+from offramp.types import JSONDict
 
 KINDS = ("in_scope_precision", "oos_recall")
 FAMILIARITY_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -189,7 +190,7 @@ class Rejection:
     memory_size: int | None = None  # sentence vectors kept for the nearness score
     refit_with_val: int | None = None  # validation rows the model was refitted with afterwards
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JSONDict:
         """The rule as metrics.json and ``train --json`` hold it."""
         d = asdict(self)
         for key in ("memory_size", "refit_with_val"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from numbers import Real
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,7 +30,8 @@ from offramp.encoders.sentence import DEFAULT_ENCODER, ENCODERS, CachedEncoder, 
 from offramp.errors import ModelDirError
 from offramp.estimators.base import as_texts, register_family, softmax
 from offramp.estimators.features import NgramFeaturizer
-from offramp.estimators.tfidf import TfidfLinear, check_ngram_range
+from offramp.estimators.tfidf import Features, TfidfLinear, check_ngram_range
+from offramp.types import JSONDict, Texts
 
 MAX_MEMORY = 30_000  # training vectors kept for the nearness signal (11.5 MB as float16 at 15,000)
 _CHUNK = 1024  # messages per similarity block (keeps the block under ~120 MB at MAX_MEMORY)
@@ -66,6 +67,8 @@ class StackedLinear(TfidfLinear):
     """
 
     family = "stacked-linear"
+    featurizer_: NgramFeaturizer | None  # type: ignore[assignment]  # None: embeddings only
+    encoder_: CachedEncoder
     memory_: np.ndarray | None = None  # unit sentence vectors of in-scope training messages, by class
     memory_offsets_: np.ndarray | None = None  # class k's vectors are memory_[offsets[k]:offsets[k + 1]]
 
@@ -77,8 +80,8 @@ class StackedLinear(TfidfLinear):
 
     def __init__(
         self,
-        word_ngrams: Any = (1, 2),
-        char_ngrams: Any = (1, 4),
+        word_ngrams: Sequence[int] | None = (1, 2),
+        char_ngrams: Sequence[int] | None = (1, 4),
         min_df: int = 2,
         loss: str = "svm",
         C: float = 0.5,
@@ -121,7 +124,7 @@ class StackedLinear(TfidfLinear):
     def estimate_feature_seconds(self, texts: Sequence[str]) -> float:
         return self.sentence_encoder().estimate_seconds(texts)
 
-    def build_features(self, texts: Sequence[str]) -> tuple[Any, Any]:
+    def build_features(self, texts: Sequence[str]) -> tuple[object, Features]:
         enc = self.sentence_encoder()
         E = enc.encode(texts) * np.float32(self.embed_weight)
         if not self.uses_tfidf:
@@ -130,8 +133,9 @@ class StackedLinear(TfidfLinear):
         X = sp.hstack([featurizer.transform(texts), sp.csr_matrix(E)], format="csr")
         return (featurizer, enc), X
 
-    def _set_feature_state(self, state: Any) -> None:
-        self.featurizer_, self.encoder_ = state
+    def _set_feature_state(self, state: object) -> None:
+        featurizer, enc = cast(tuple[Optional[NgramFeaturizer], CachedEncoder], state)
+        self.featurizer_, self.encoder_ = featurizer, enc
         self.n_tfidf_ = self.featurizer_.n_features_ if self.featurizer_ is not None else 0
 
     # ------------------------------------------------------------------ predict
@@ -141,7 +145,7 @@ class StackedLinear(TfidfLinear):
             s += np.asarray(self.featurizer_.transform(texts) @ self.coef_[: self.n_tfidf_])
         return s
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Texts) -> np.ndarray:
         # onnxruntime already uses every core; no extra threads here
         self._check_fitted()
         texts = as_texts(X)
@@ -166,7 +170,7 @@ class StackedLinear(TfidfLinear):
         assert self.memory_ is not None
         return nearest_similarity(E, self.memory_)
 
-    def predict_and_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+    def predict_and_proba(self, X: Texts) -> tuple[np.ndarray, np.ndarray]:
         if not self.uses_familiarity:
             return super().predict_and_proba(X)
         texts = as_texts(X)
@@ -218,7 +222,7 @@ class StackedLinear(TfidfLinear):
             self.encoder_._cache = cache
 
     # ------------------------------------------------------------------ state
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def get_state(self) -> tuple[JSONDict, dict[str, np.ndarray]]:
         meta = {
             "params": self.stored_params(),
             "featurizer": self.featurizer_.get_config() if self.featurizer_ is not None else None,

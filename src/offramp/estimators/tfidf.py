@@ -11,29 +11,36 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from offramp.estimators.base import TextClassifier, as_labels, as_texts, register_family
 from offramp.estimators.features import NgramFeaturizer, csr_dot
+from offramp.types import JSONDict, Labels, Texts
+
+Features = Union["sp.spmatrix", np.ndarray]  # a feature matrix: sparse n-grams, dense embeddings, or both
+if TYPE_CHECKING:  # the solvers are imported when a model is fitted, not when one is loaded
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
 
 SMALL_BATCH = 32  # up to this many texts, scores are summed with numpy: cheaper than building a scipy sparse matrix
 
 LOSSES = ("svm", "logreg")
 
 
-def check_ngram_range(name: str, value: Any) -> None:
+def check_ngram_range(name: str, value: object) -> None:
     """``value`` must be None or a (min_n, max_n) pair with 1 <= min_n <= max_n <= 8."""
     if value is None:
         return
-    ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value)
-    if not ok or not 1 <= value[0] <= value[1] <= 8:
+    pair = isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value)
+    if not (pair and isinstance(value, (tuple, list)) and 1 <= value[0] <= value[1] <= 8):
         raise ValueError(f"{name} must be None or (min_n, max_n) with 1 <= min_n <= max_n <= 8, got {value!r}")
 
 
-def make_linear(loss: str, C: float, seed: int) -> Any:
+def make_linear(loss: str, C: float, seed: int) -> LinearSVC | LogisticRegression:
     """The scikit-learn linear model behind a loss name."""
     if loss == "svm":
         from sklearn.svm import LinearSVC
@@ -46,7 +53,7 @@ def make_linear(loss: str, C: float, seed: int) -> Any:
     raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
 
 
-def model_weights(coef: Any, intercept: Any) -> tuple[np.ndarray, np.ndarray]:
+def model_weights(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A scikit-learn linear model's (1 or n_classes, n_features) weights as a model stores them:
     (n_features, n_classes), float16 precision held as float32, so predictions are the same
     before and after a save. Binary: one score s for the second class becomes (-s/2, s/2)."""
@@ -78,6 +85,9 @@ class TfidfLinear(TextClassifier):
     """
 
     family = "tfidf-linear"
+    featurizer_: NgramFeaturizer
+    coef_: np.ndarray
+    intercept_: np.ndarray
 
     _parameter_constraints: dict = {
         "word_ngrams": [tuple, list, None],
@@ -90,8 +100,8 @@ class TfidfLinear(TextClassifier):
 
     def __init__(
         self,
-        word_ngrams: Any = (1, 2),
-        char_ngrams: Any = (1, 4),
+        word_ngrams: Sequence[int] | None = (1, 2),
+        char_ngrams: Sequence[int] | None = (1, 4),
         min_df: int = 2,
         loss: str = "svm",
         C: float = 1.0,
@@ -120,16 +130,17 @@ class TfidfLinear(TextClassifier):
     def feature_key(self) -> str:
         return repr(self.make_featurizer().get_config())
 
-    def build_features(self, texts: Sequence[str]) -> tuple[Any, Any]:
+    def build_features(self, texts: Sequence[str]) -> tuple[object, Features]:
         """(feature state, feature matrix) for ``texts``; the state is fitted without labels."""
         featurizer = self.make_featurizer().fit(texts)
         return featurizer, featurizer.transform(texts)
 
-    def _set_feature_state(self, state: Any) -> None:
+    def _set_feature_state(self, state: object) -> None:
+        assert isinstance(state, NgramFeaturizer)
         self.featurizer_ = state
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Any, y: Any) -> TfidfLinear:
+    def fit(self, X: Texts, y: Labels) -> TfidfLinear:
         """Learn from texts ``X`` and their labels ``y`` (at least two distinct labels)."""
         self._check_params()
         texts = as_texts(X)
@@ -139,7 +150,7 @@ class TfidfLinear(TextClassifier):
         state, features = self.build_features(texts)
         return self.fit_features(state, features, labels)
 
-    def fit_features(self, state: Any, X: Any, labels: Sequence[str] | np.ndarray) -> TfidfLinear:
+    def fit_features(self, state: object, X: Features, labels: Sequence[str] | np.ndarray) -> TfidfLinear:
         """Fit the linear part on a feature matrix that ``build_features`` produced."""
         y = np.asarray(labels, dtype=object).astype(str)
         self._reset()
@@ -156,7 +167,7 @@ class TfidfLinear(TextClassifier):
             return csr_dot(indptr, cols, data, self.coef_) + self.intercept_
         return np.asarray(self.featurizer_.transform(texts) @ self.coef_) + self.intercept_
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Texts) -> np.ndarray:
         self._check_fitted()
         texts = as_texts(X)
         n = len(texts)
@@ -175,7 +186,7 @@ class TfidfLinear(TextClassifier):
         return w @ self.coef_[cols] + self.intercept_
 
     # ------------------------------------------------------------------ state
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def get_state(self) -> tuple[JSONDict, dict[str, np.ndarray]]:
         f_arrays = self.featurizer_.get_state()
         meta = {
             "params": self.stored_params(),

@@ -21,6 +21,7 @@ from offramp.data.io import Dataset, cell_value, read_records
 from offramp.data.text import normalize
 from offramp.errors import DataError
 from offramp.evaluation.results import EvalReport, metrics_report
+from offramp.types import JSONDict
 
 _KEY_CHARS = 1000
 
@@ -45,7 +46,7 @@ class Distillation:
     suspects_dropped: int
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return asdict(self)
 
     def table(self) -> tuple[list[str], list[list[str]]]:

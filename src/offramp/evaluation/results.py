@@ -7,6 +7,7 @@ from typing import Any
 
 from offramp.estimators.rejection import Rejection
 from offramp.evaluation.metrics import classification_metrics
+from offramp.types import JSONDict
 
 
 @dataclass
@@ -47,7 +48,7 @@ class EvalReport:
     def labels(self) -> list[str]:
         return list(self.confusion["labels"])
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -31,6 +31,7 @@ from offramp.errors import UsageError
 from offramp.llm.client import ChatClient, LLMConfig, LLMRequestRejected
 from offramp.llm.limits import Budget, OverBudget, RateLimit
 from offramp.llm.prompts import parse_label
+from offramp.types import JSONDict
 
 
 @dataclass
@@ -506,7 +507,7 @@ class LabelResult:
     def count(self, status: str) -> int:
         return sum(1 for r in self.rows if r["status"] == status)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         run = self.run
         return {
             "out": self.out,

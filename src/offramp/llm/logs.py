@@ -19,6 +19,7 @@ from offramp.data.io import decode_utf8, write_records
 from offramp.data.text import clean_text
 from offramp.errors import DataError, UsageError
 from offramp.llm.prompts import parse_label
+from offramp.types import JSONDict
 
 
 @dataclass
@@ -30,7 +31,7 @@ class ImportResult:
     lines: int
     out: str | None = None
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JSONDict:
         return {
             "out": self.out,
             "rows": len(self.rows),

@@ -31,6 +31,7 @@ from offramp.audit.log import read_bodies
 from offramp.capture.pool import read_rows
 from offramp.errors import DataError
 from offramp.registry.records import load
+from offramp.types import JSONDict
 
 PSI_WARN = 0.2
 _EPS = 1e-4
@@ -263,7 +264,7 @@ class DriftReport:
     threshold: float
     drifted: list[str]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return asdict(self)
 
 

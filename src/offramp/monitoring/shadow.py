@@ -33,6 +33,7 @@ from offramp.capture.pool import read_rows
 from offramp.egress.policy import EgressRefused
 from offramp.errors import DataError
 from offramp.llm.client import LLMError
+from offramp.types import JSONDict
 
 log = logging.getLogger("offramp.shadow")
 
@@ -151,7 +152,7 @@ class ShadowReport:
     ready: bool
     verdict: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return asdict(self)
 
 

@@ -12,6 +12,7 @@ from offramp.data.io import WRITABLE, read_records, write_records
 from offramp.errors import DataError, UsageError
 from offramp.privacy import ner as ner_path
 from offramp.privacy.guard import PrivacyGuard, mask_records
+from offramp.types import JSONDict
 
 
 @dataclass
@@ -26,7 +27,7 @@ class MaskSummary:
     ner: bool
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JSONDict:
         return {
             "out": self.out,
             "rows": self.rows,

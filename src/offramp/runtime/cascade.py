@@ -32,7 +32,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence, TypedDict
 
 import numpy as np
 
@@ -141,7 +141,7 @@ class Cascade:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pipeline(cls, path: str | os.PathLike[str], **settings: Any) -> Cascade:
+    def from_pipeline(cls, path: str | os.PathLike[str], **settings: object) -> Cascade:
         """The cascade a pipeline file (or a model directory, or a registry) describes, wired as
         ``offramp serve`` wires it; ``settings`` override the file's service settings as flags do.
 
@@ -372,6 +372,20 @@ class Cascade:
 # ------------------------------------------------------------------------------- wiring
 
 
+class ModelInfo(TypedDict, total=False):
+    """What the service reports about the model it serves (``/readyz``)."""
+
+    model: str | None
+    created: str | None
+    family: str | None
+    version: str | None  # the registry version when serving a registry, else the manifest hash
+    manifest: str
+    registry_version: str | None
+    labels: list[str]
+    routing: dict[str, Any] | None  # the fitted routing's summary (see offramp.runtime.routing)
+    shadow: str
+
+
 @dataclass
 class Built:
     """A wired cascade and what the service reports about it."""
@@ -379,7 +393,7 @@ class Built:
     cascade: Cascade
     settings: Settings
     model_dir: Path  # the directory loaded (a registry's current version when serving a registry)
-    info: dict[str, Any]  # model name, family, version, manifest hash, labels, creation date, routing
+    info: ModelInfo
     registry: Path | None = None  # the registry served, if any
     capture: Capture | None = None  # the pipeline's capture: section
     shadow: ShadowSampler | None = None  # shadow: {mode: local_first}
@@ -412,9 +426,9 @@ def egress_policy(settings: Settings, guard: PrivacyGuard | None) -> EgressPolic
 def model_info(
     model: TextClassifier,
     model_dir: Path,
-    routing: Mapping[str, Any] | None = None,
+    routing: dict[str, Any] | None = None,
     registry_version: str | None = None,
-) -> dict[str, Any]:
+) -> ModelInfo:
     """What /readyz reports: ``version`` is the registry version when serving a registry, else the
     manifest hash (always in ``manifest``)."""
     doc = read_model_json(model_dir)
@@ -569,7 +583,7 @@ def build(settings: Settings) -> Built:
     return Built(cascade, settings, model_dir, info, registry, capture, shadow, DriftReference.of(model, thresholds))
 
 
-def _check_multilabel_keys(spec: PipelineSpec, path: Any, multi: bool, labels: set[str]) -> None:
+def _check_multilabel_keys(spec: PipelineSpec, path: object, multi: bool, labels: set[str]) -> None:
     """The keys only a multi-label model takes (unsure bands, combination actions, action order),
     refused by name on a single-label model, and the single-label routing keys refused on a
     multi-label one; every label they name must be the model's."""

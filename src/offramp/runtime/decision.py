@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, Sequence
 
+from offramp.types import JSONDict
+
 
 class Span(Protocol):
     """One piece of personal data found in a text."""
@@ -76,7 +78,7 @@ class ActionResult:
     error: str | None = None
     actions: list[ActionResult] | None = None  # multi
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JSONDict:
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)

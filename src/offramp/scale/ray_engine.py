@@ -16,16 +16,21 @@ import os
 import shutil
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 from offramp.errors import UsageError
-from offramp.estimators.predict import predict_arrays
+from offramp.estimators.predict import Predicted, predict_arrays
 from offramp.modeldir.store import MANIFEST, model_version
 from offramp.registry.records import load
 
 INSTALL = "pip install 'offramp[ray]'"
 CONNECT_TIMEOUT_S = 5.0
+if TYPE_CHECKING:
+    from ray import ObjectRef
+
 MAX_RETRIES = 3  # times one batch is sent again after the actor holding it died
 
 
@@ -43,7 +48,7 @@ def _token_auth_for_clusters() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def _import_ray(joining: bool = False) -> Any:
+def _import_ray(joining: bool = False) -> ModuleType:
     if joining:
         _token_auth_for_clusters()
     try:
@@ -100,7 +105,7 @@ def pack_model_dir(path: Path) -> dict[str, bytes]:
 class Predictor:
     """A Ray actor's state: the model, unpacked on this node and verified, loaded once."""
 
-    def __init__(self, files_ref: list[Any], fingerprint: str):
+    def __init__(self, files_ref: list[ObjectRef[dict[str, bytes]]], fingerprint: str):
         import ray
 
         files: dict[str, bytes] = ray.get(files_ref[0])  # wrapped: Ray passes the reference, not a copy
@@ -116,7 +121,8 @@ class Predictor:
             raise ValueError("the model that arrived is not the one the driver sent")
         self.model = load(self.dir)  # checks every file against the manifest's hashes
 
-    def predict(self, texts: list[str], top: int) -> tuple[Any, ...]:
+    def predict(self, texts: list[str], top: int) -> tuple[object, ...]:
+        """The batch's predictions (see predict_arrays), and the node that made them."""
         return (*predict_arrays(self.model, texts, top), self.node)
 
     def where(self) -> tuple[str, int]:
@@ -148,7 +154,7 @@ def connect(address: str | None, cpus: int | None) -> bool:
     return True
 
 
-def cluster_cpus(ray: Any, workers: int | None) -> int:
+def cluster_cpus(ray: ModuleType, workers: int | None) -> int:
     cpus = int(ray.cluster_resources().get("CPU", 1))
     n = workers or max(1, cpus)
     if n > cpus:
@@ -156,7 +162,7 @@ def cluster_cpus(ray: Any, workers: int | None) -> int:
     return n
 
 
-def release(ray: Any, actors: list[Any], started_here: bool) -> None:
+def release(ray: ModuleType, actors: list[object], started_here: bool) -> None:
     """Stop ``actors``, and the Ray this process started (a cluster it joined keeps running)."""
     for a in actors:
         try:
@@ -167,6 +173,18 @@ def release(ray: Any, actors: list[Any], started_here: bool) -> None:
         ray.shutdown()
 
 
+@dataclass
+class _Batch:
+    """A batch sent to an actor: what is needed to send it again if the actor's process dies."""
+
+    ref: Any  # Ray's object reference to the result
+    slot: int
+    actor: Any
+    texts: list[str]
+    top: int
+    tries: int = 0
+
+
 class RayEngine:
     """``submit``/``get``/``close`` over a pool of :class:`Predictor` actors (the stream's engine seam)."""
 
@@ -174,7 +192,7 @@ class RayEngine:
         ray = _import_ray(joining=address is not None)
         self.ray = ray
         self.started_here = connect(address, workers)
-        self.actors: list[Any] = []
+        self.actors: list[Any] = []  # Ray actor handles (Ray ships no types)
         self._next = 0
         self.rows_by_node: dict[str, int] = {}
         self.replaced = 0  # actors started again after their process died
@@ -195,36 +213,31 @@ class RayEngine:
     def _start(self) -> Any:
         return self._actor_cls.options(scheduling_strategy="SPREAD").remote([self._files], self._fingerprint)
 
-    def submit(self, texts: list[str], top: int) -> Any:
+    def submit(self, texts: list[str], top: int) -> object:
         slot = self._next % self.n
         self._next += 1
         actor = self.actors[slot]
-        return [actor.predict.remote(texts, top), slot, actor, texts, top, 0]
+        return _Batch(actor.predict.remote(texts, top), slot, actor, texts, top)
 
-    def get(self, handle: Any) -> Any:
+    def get(self, handle: object) -> Predicted:
         from ray.exceptions import RayActorError
 
+        batch = cast(_Batch, handle)
         while True:
             try:
-                *result, node = self.ray.get(handle[0])
+                *result, node = self.ray.get(batch.ref)
                 break
             except RayActorError:
-                ref, slot, actor, texts, top, tries = handle
-                if tries >= MAX_RETRIES:
+                if batch.tries >= MAX_RETRIES:
                     raise
-                if self.actors[slot] is actor:  # the first of its batches to notice: start a replacement
-                    self.actors[slot] = self._start()
+                if self.actors[batch.slot] is batch.actor:  # the first of its batches to notice: a replacement
+                    self.actors[batch.slot] = self._start()
                     self.replaced += 1
-                handle[:] = [
-                    self.actors[slot].predict.remote(texts, top),
-                    slot,
-                    self.actors[slot],
-                    texts,
-                    top,
-                    tries + 1,
-                ]
+                batch.actor = self.actors[batch.slot]
+                batch.ref = batch.actor.predict.remote(batch.texts, batch.top)
+                batch.tries += 1
         self.rows_by_node[node] = self.rows_by_node.get(node, 0) + len(result[0])
-        return tuple(result)
+        return cast(Predicted, tuple(result))
 
     def close(self) -> None:
         release(self.ray, getattr(self, "actors", []), self.started_here)

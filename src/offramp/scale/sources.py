@@ -11,7 +11,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from offramp.data.io import FORMATS
 from offramp.errors import DataError, UsageError
@@ -29,7 +28,7 @@ class Shard:
 @dataclass
 class Batch:
     texts: list[str | None]
-    kept: dict[str, list[Any]] = field(default_factory=dict)
+    kept: dict[str, list[object]] = field(default_factory=dict)
     first_row: int = 1  # the shard's row number of texts[0] (1-based, after the header)
     bad_json: list[int] = field(default_factory=list)  # JSONL lines that are not a JSON object
 
@@ -73,7 +72,7 @@ def _parquet_rows(path: Path) -> int:
         raise DataError(f"{path} is not a readable Parquet file ({type(e).__name__}: {e})") from None
 
 
-def _cell(value: Any, where: str) -> str | None:
+def _cell(value: object, where: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bytes):
@@ -126,7 +125,7 @@ def _parquet(path: Path, text_col: str, keep: list[str], batch_size: int) -> Ite
 
 def _jsonl(path: Path, text_col: str, keep: list[str], batch_size: int) -> Iterator[Batch]:
     texts: list[str | None] = []
-    kept: dict[str, list[Any]] = {c: [] for c in keep}
+    kept: dict[str, list[object]] = {c: [] for c in keep}
     bad: list[int] = []
     first = 1
     try:
@@ -181,7 +180,7 @@ def _csv(path: Path, text_col: str, keep: list[str], batch_size: int, delimiter:
         )
         row = 1
         pending_t: list[str | None] = []
-        pending_k: dict[str, list[Any]] = {c: [] for c in keep}
+        pending_k: dict[str, list[object]] = {c: [] for c in keep}
         start = 1
         for rb in reader:
             raw = rb.column(strip[text_col]).to_pylist()

@@ -18,18 +18,26 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 
 from offramp.data.io import FORMATS, RecordWriter
 from offramp.errors import UsageError
-from offramp.estimators.predict import predict_arrays
+from offramp.estimators.predict import Predicted, predict_arrays
 from offramp.registry.records import load, resolve_model_dir
 from offramp.scale.sources import Batch, Shard, read_batches, resolve_shards
+from offramp.types import JSONDict
 
 SINGLE_FILE = (".jsonl", ".csv", ".tsv", ".parquet")
-_model: Any = None  # the worker process's model, loaded once by _init
+if TYPE_CHECKING:
+    from multiprocessing.pool import AsyncResult
+
+    import pyarrow.parquet as pq
+
+    from offramp.estimators.base import TextClassifier
+
+_model: TextClassifier | None = None  # the worker process's model, loaded once by _init
 
 
 @dataclass
@@ -50,7 +58,7 @@ class StreamReport:
     def rows_per_s(self) -> float:
         return self.predicted / self.seconds if self.seconds else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return {
             "out": self.output,
             "rows_read": self.rows_read,
@@ -84,16 +92,17 @@ def _init(model_dir: str) -> None:
     _model = load(model_dir)
 
 
-def _predict(texts: list[str], top: int) -> tuple[Any, ...]:
+def _predict(texts: list[str], top: int) -> Predicted:
+    assert _model is not None
     return predict_arrays(_model, texts, top)
 
 
 class Engine(Protocol):
     """Where predictions are computed: ``submit`` a batch, ``get`` its result (in submission order)."""
 
-    def submit(self, texts: list[str], top: int) -> Any: ...
+    def submit(self, texts: list[str], top: int) -> object: ...
 
-    def get(self, handle: Any) -> Any: ...
+    def get(self, handle: object) -> Predicted: ...
 
     def close(self) -> None: ...
 
@@ -104,14 +113,14 @@ ENGINES = ("local", "ray")
 class _Local:
     """The model in this process (workers=1)."""
 
-    def __init__(self, model: Any):
+    def __init__(self, model: TextClassifier):
         self.model = model
 
-    def submit(self, texts: list[str], top: int) -> Any:
+    def submit(self, texts: list[str], top: int) -> object:
         return predict_arrays(self.model, texts, top)
 
-    def get(self, handle: Any) -> Any:
-        return handle
+    def get(self, handle: object) -> Predicted:
+        return cast(Predicted, handle)
 
     def close(self) -> None:
         pass
@@ -134,11 +143,11 @@ class _Pool:
                 else:
                     os.environ[k] = v
 
-    def submit(self, texts: list[str], top: int) -> Any:
+    def submit(self, texts: list[str], top: int) -> object:
         return self.pool.apply_async(_predict, (texts, top))
 
-    def get(self, handle: Any) -> Any:
-        return handle.get()
+    def get(self, handle: object) -> Predicted:
+        return cast("AsyncResult[Predicted]", handle).get()
 
     def close(self) -> None:
         self.pool.terminate()
@@ -152,13 +161,13 @@ class _Writer:
     def __init__(self, path: Path, kind: str, classes: list[str], keep: list[str], raw_csv: bool):
         self.path, self.kind, self.classes, self.keep = path, kind, classes, keep
         self._records = RecordWriter(path, "output", raw_csv) if kind != ".parquet" else None
-        self._pq: Any = None
+        self._pq: pq.ParquetWriter | None = None
 
-    def write(self, texts: list[str], kept: dict[str, list[Any]], result: Any) -> None:
+    def write(self, texts: list[str], kept: dict[str, list[object]], result: Predicted) -> None:
         labels, conf, rejected, order, scores, sets = result
         if self._records is not None:
             for j, t in enumerate(texts):
-                rec: dict[str, Any] = {c: kept[c][j] for c in self.keep}
+                rec: JSONDict = {c: kept[c][j] for c in self.keep}
                 rec.update(
                     text=t,
                     label=labels[j],
@@ -173,7 +182,7 @@ class _Writer:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        cols: dict[str, Any] = {c: kept[c] for c in self.keep}
+        cols: dict[str, object] = {c: kept[c] for c in self.keep}
         cols["label"] = pa.array(labels, pa.string())
         cols["confidence"] = pa.array(np.asarray(conf, dtype=np.float32))
         cols["rejected"] = pa.array(np.asarray(rejected, dtype=bool))
@@ -321,7 +330,7 @@ def _parquet_rows_of(path: Path) -> int:
 
 def _batches(
     shards: list[Shard], text_col: str, keep: list[str], batch_size: int, max_chars: int, report: StreamReport
-) -> Iterator[tuple[list[str], dict[str, list[Any]]]]:
+) -> Iterator[tuple[list[str], dict[str, list[object]]]]:
     for shard in shards:
         for b in read_batches(shard, text_col, keep, batch_size):
             yield _clean(b, shard, keep, max_chars, report)
@@ -329,7 +338,7 @@ def _batches(
 
 def _clean(
     b: Batch, shard: Shard, keep: list[str], max_chars: int, report: StreamReport
-) -> tuple[list[str], dict[str, list[Any]]]:
+) -> tuple[list[str], dict[str, list[object]]]:
     report.rows_read += len(b.texts) + len(b.bad_json)
     report.bad_lines += [f"{shard.path.name} line {n}" for n in b.bad_json]
     good = [i for i, t in enumerate(b.texts) if t is not None]
@@ -354,7 +363,7 @@ def _run(
     total: int | None,
     on_progress: Callable[[int, int | None], None] | None,
 ) -> None:
-    in_flight: deque[tuple[list[str], dict[str, list[Any]], Any]] = deque()
+    in_flight: deque[tuple[list[str], dict[str, list[object]], object]] = deque()
     limit = 2 * n_workers  # batches in flight: bounds memory whatever the input's size
 
     def drain_one() -> None:

@@ -19,12 +19,14 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from offramp.errors import UsageError
 from offramp.runtime.config import Settings
+from offramp.serving.classify import ClassifyEndpoint
 from offramp.serving.console.routes import console, one_worker_console
 from offramp.serving.errors import install_error_handlers
 from offramp.serving.gateway import Gateway
@@ -36,7 +38,7 @@ from offramp.version import __version__
 
 def create_app(
     settings: Settings | str | os.PathLike[str],
-    flags: Mapping[str, Any] | None = None,
+    flags: Mapping[str, object] | None = None,
     env: Mapping[str, str] | None = None,
     worker_dir: str | None = None,
 ) -> FastAPI:
@@ -83,7 +85,7 @@ def create_app(
         read_timeout_s=settings.read_timeout_s,
     )
     # the one hot endpoint is answered before the framework's middleware stack (see serving.classify)
-    app.fast = Gateway(None, settings.max_body_bytes, service.telemetry, settings.read_timeout_s, service)
+    app.fast = ClassifyEndpoint(service, settings.max_body_bytes, settings.read_timeout_s)
     app.state.service = service
     app.state.read_timeout_s = settings.read_timeout_s
     return app
@@ -93,12 +95,12 @@ class ServiceApp(FastAPI):
     """The service's FastAPI app: ``POST /v1/classify`` goes straight to its handler; every other
     request through the framework as usual."""
 
-    fast: Gateway | None = None
+    fast: ClassifyEndpoint | None = None
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fast = self.fast
-        if fast is not None and scope["type"] == "http" and scope["method"] == "POST" and fast.is_classify(scope):
-            await fast.classify(scope, receive, send)
+        if fast is not None and scope["type"] == "http" and scope["method"] == "POST" and fast.matches(scope):
+            await fast(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -161,7 +163,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
-    flags: Mapping[str, Any] | None = None,
+    flags: Mapping[str, object] | None = None,
     json_logs: bool = False,
     announce: Callable[[str], None] | None = None,
 ) -> None:
@@ -200,12 +202,12 @@ def serve(
         log_config=None,
         access_log=False,
         proxy_headers=False,
-        http=protocol,  # type: ignore[arg-type]
+        http=protocol,
     )
 
 
 def _serve_workers(
-    target: Path, flags: Mapping[str, Any], host: str, port: int, workers: int, say: Callable[[str], None]
+    target: Path, flags: Mapping[str, object], host: str, port: int, workers: int, say: Callable[[str], None]
 ) -> None:
     """uvicorn's worker processes, each building the service from the environment (see serving.workers)."""
     import shutil

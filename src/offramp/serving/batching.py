@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Callable, Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[Item, Result]):
     """Collects the messages of requests that are ready at the same moment and hands them to
     ``work`` in one call, on the event loop.
 
@@ -22,15 +25,15 @@ class MicroBatcher:
     # a lone request never waits
     BUSY, WAIT = 4, 2
 
-    def __init__(self, work: Callable[[list[Any]], list[Any]], max_size: int = 64):
+    def __init__(self, work: Callable[[list[Item]], list[Result]], max_size: int = 64):
         self.work, self.max_size = work, max_size
-        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._scheduled = False
         self._last = 0  # messages in the last batch
         self._waited = 0
         self._seen = 0
 
-    def submit(self, item: Any) -> asyncio.Future[Any]:
+    def submit(self, item: Item) -> asyncio.Future[Result]:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._pending.append((item, fut))

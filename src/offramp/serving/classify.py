@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
-from typing import Any
+import time
+from contextlib import AbstractAsyncContextManager
 
 from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
 from offramp.serving.errors import ApiError
 from offramp.serving.schemas import ClassifyRequest
 from offramp.serving.service import ClassificationService
 
+log = logging.getLogger("offramp.serving")
 Headers = list[tuple[bytes, bytes]]
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 
 
-def _dumps(doc: Any) -> bytes:
+def _dumps(doc: object) -> bytes:
     # as Starlette's JSONResponse renders it
     return json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
 
@@ -91,7 +95,7 @@ async def classify_body(
 
 if sys.version_info >= (3, 11):
 
-    def deadline(seconds: float | None) -> Any:
+    def deadline(seconds: float | None) -> AbstractAsyncContextManager[object]:
         return asyncio.timeout(seconds)
 
 else:  # pragma: no cover - Python 3.10
@@ -105,7 +109,7 @@ else:  # pragma: no cover - Python 3.10
             task = asyncio.current_task()
             self._handle = loop.call_later(self.seconds, task.cancel) if self.seconds and task else None
 
-        async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
             if self._handle is not None:
                 self._handle.cancel()
             if kind is asyncio.CancelledError:
@@ -113,7 +117,7 @@ else:  # pragma: no cover - Python 3.10
             return False
 
 
-async def read_all(receive: Any, limit: int, timeout_s: float | None) -> bytes | None:
+async def read_all(receive: Receive, limit: int, timeout_s: float | None) -> bytes | None:
     """The whole request body, or None when it is over ``limit`` bytes; TimeoutError when it does
     not arrive within ``timeout_s`` seconds; ConnectionError when the client left."""
     msg = await receive()  # the whole body, when it came with the headers (the usual case)
@@ -136,3 +140,73 @@ async def read_all(receive: Any, limit: int, timeout_s: float | None) -> bytes |
             if not msg.get("more_body"):
                 break
     return b"".join(parts)
+
+
+class ClassifyEndpoint:
+    """``POST /v1/classify`` as an ASGI handler the app calls before its framework runs: the body
+    limit and deadline, :func:`classify_body`, the answer, the request counted."""
+
+    PATH = "/v1/classify"
+
+    def __init__(self, service: ClassificationService, limit: int, read_timeout_s: float | None):
+        self.service, self.limit, self.read_timeout_s = service, limit, read_timeout_s
+        self.telemetry = service.telemetry
+
+    def matches(self, scope: Scope) -> bool:
+        path, root = str(scope["path"]), str(scope.get("root_path", ""))
+        return (path[len(root) :] if root and path.startswith(root) else path) == self.PATH
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/classify`` without the framework in between (the same answers as its route)."""
+        t0 = time.perf_counter()
+        service = self.service
+        content_type = authorization = ""
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value
+        status, headers, body = 500, JSON_HEADERS, b""
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > self.limit:
+                raw = None
+            else:
+                raw = await read_all(receive, self.limit, self.read_timeout_s)
+            if raw is None:
+                status, body, extra = error_body(
+                    ApiError(
+                        413,
+                        "body_too_large",
+                        f"request body is over the {self.limit:,}-byte limit; send less per request",
+                    )
+                )
+            else:
+                client = scope.get("client")
+                status, body, extra = await classify_body(
+                    service, raw, content_type, authorization, client[0] if client else None
+                )
+            headers = JSON_HEADERS + extra
+        except TimeoutError:
+            status, body, extra = error_body(
+                ApiError(408, "request_timeout", f"the request body did not arrive within {self.read_timeout_s:g} s")
+            )
+        except ConnectionError:  # the client left before its body arrived: nobody to answer
+            self.telemetry.request(self.PATH, 499, time.perf_counter() - t0)
+            return
+        except Exception:  # a bug: logged and counted, never a traceback to the client
+            log.exception("unhandled error on POST %s", self.PATH)
+            status, body, extra = error_body(
+                ApiError(500, "internal_error", "the server failed to answer this request; it has been counted")
+            )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        self.telemetry.request(self.PATH, status, time.perf_counter() - t0)

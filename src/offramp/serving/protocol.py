@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, ClassVar, cast
+from typing import ClassVar, Protocol, cast
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -62,7 +62,13 @@ def _too_large(limit: int) -> bytes:
     return head.encode() + body
 
 
-class Deadlines:
+class _CompletesResponses(Protocol):
+    """What uvicorn's HTTP protocols have beyond asyncio's."""
+
+    def on_response_complete(self) -> None: ...
+
+
+class Deadlines(asyncio.Protocol):
     """The deadline and the connection cap, mixed into one of uvicorn's HTTP protocols."""
 
     header_timeout_s: ClassVar[float] = 10.0
@@ -72,15 +78,14 @@ class Deadlines:
     max_head_bytes: ClassVar[int] = 16 * 1024
     _open: ClassVar[dict[str, int]] = {}  # open connections per client address (this process)
     # what the uvicorn protocol it is mixed into provides
-    cycle: Any
-    client: Any
-    loop: Any
-    transport: Any
+    client: tuple[str, int] | None
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        cast(Any, super()).connection_made(transport)
+        super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
-        self._timed_cycle: Any = None
+        self._timed_cycle: object = None
         self._peer: str | None = self.client[0] if self.client else None
         if self._peer is not None:
             held = self._open.get(self._peer, 0) + 1
@@ -91,10 +96,14 @@ class Deadlines:
                 return
         self._arm()
 
+    def _cycle(self) -> object:
+        """The request/response cycle uvicorn's protocol is on (a new one once a request's headers are in)."""
+        return getattr(self, "cycle", None)
+
     def _arm(self) -> None:
         self._disarm()
         self._head = 0
-        self._timed_cycle = self.cycle
+        self._timed_cycle = self._cycle()
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
 
     def _disarm(self) -> None:
@@ -104,7 +113,7 @@ class Deadlines:
 
     def _too_slow(self) -> None:
         self._header_timer = None
-        if self.cycle is self._timed_cycle and not self.transport.is_closing():
+        if self._cycle() is self._timed_cycle and not self.transport.is_closing():
             self.transport.close()  # no request began in time: nobody to answer
 
     def data_received(self, data: bytes) -> None:
@@ -113,8 +122,8 @@ class Deadlines:
         waiting = self._header_timer is not None  # for a request's headers
         if waiting:
             self._head += len(data)
-        cast(Any, super()).data_received(data)
-        if waiting and self.cycle is not self._timed_cycle:
+        super().data_received(data)
+        if waiting and self._cycle() is not self._timed_cycle:
             self._disarm()  # a new request's headers are complete
         elif waiting and self._head > self.max_head_bytes and not self.transport.is_closing():
             self._disarm()
@@ -133,7 +142,7 @@ class Deadlines:
             self.transport.close()
 
     def on_response_complete(self) -> None:
-        cast(Any, super()).on_response_complete()
+        cast(_CompletesResponses, super()).on_response_complete()
         if not self.transport.is_closing():
             self._arm()
 
@@ -147,7 +156,7 @@ class Deadlines:
             else:
                 self._open.pop(peer, None)
             self._peer = None
-        cast(Any, super()).connection_lost(exc)
+        super().connection_lost(exc)
 
 
 class TimedH11Protocol(Deadlines, H11Protocol):

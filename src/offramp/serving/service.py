@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 import anyio
@@ -34,15 +34,16 @@ from offramp.monitoring.drift import PSI_WARN, DriftMonitor
 from offramp.monitoring.shadow import ShadowResult
 from offramp.privacy.guard import PrivacyGuard
 from offramp.registry.records import resolve_model_dir
-from offramp.runtime.cascade import Built, build
+from offramp.runtime.cascade import Built, ModelInfo, build
 from offramp.runtime.config import Settings
-from offramp.runtime.decision import Decision
+from offramp.runtime.decision import Decision, Guard
 from offramp.serving.auth import RateLimiter, key_matches, load_key_hashes
 from offramp.serving.batching import MicroBatcher
 from offramp.serving.console.review import ReviewItem, ReviewQueue
 from offramp.serving.errors import ApiError
 from offramp.serving.telemetry import Outcome, Telemetry
 from offramp.serving.workers import WorkerSync
+from offramp.types import JSONDict
 
 log = logging.getLogger("offramp.serving")
 LOCAL_THREADS = 16  # request threads always left for local answers beyond what egress can hold
@@ -54,13 +55,30 @@ def _host(url: str) -> str:
     return parts.netloc or url
 
 
+class Answer(TypedDict, total=False):
+    """The JSON answer for one message (``/v1/classify``); the last four keys only for a
+    multi-label model."""
+
+    label: str
+    confidence: float
+    route: str
+    flags: list[str]
+    action: JSONDict | None
+    top: list[dict[str, object]]
+    request_id: str
+    labels: list[str]
+    scores: dict[str, float] | None
+    label_sep: str
+    unsure: list[str]
+
+
 class ClassificationService:
     """Decides messages with the current cascade; see the module docstring."""
 
     def __init__(
         self,
         settings: Settings,
-        flags: Mapping[str, Any] | None = None,
+        flags: Mapping[str, object] | None = None,
         env: Mapping[str, str] | None = None,
         worker_dir: str | None = None,
     ):
@@ -110,10 +128,10 @@ class ClassificationService:
 
     # ------------------------------------------------------------------ state
     @property
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ModelInfo:
         return self.built.info
 
-    def reload(self) -> dict[str, Any]:
+    def reload(self) -> ModelInfo:
         """Build the cascade again from the target (the pipeline file as it is now) and swap it in.
 
         Limits, keys and the audit log stay as they were at start; the model, routing, actions,
@@ -135,7 +153,7 @@ class ClassificationService:
         if self.workers is not None:
             self.workers.close()
 
-    def reload_all(self) -> dict[str, Any]:
+    def reload_all(self) -> ModelInfo:
         """Reload here and, with several workers, in every other worker too."""
         info = self.reload()
         if self.workers is not None:
@@ -299,9 +317,7 @@ class ClassificationService:
                 raise ApiError(422, "invalid_request", f"text {i} is empty")
 
     # ------------------------------------------------------------------ deciding
-    def decide_many(
-        self, items: list[tuple[str, str, str | None]]
-    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    def decide_many(self, items: list[tuple[str, str, str | None]]) -> list[tuple[Answer, JSONDict | None]]:
         """The answers for (text, request id, conversation) items, with their audit records (None
         without an audit log); the small model is called once for all of them, and what the batch
         adds to the counts, the drift window and the capture pool is added once."""
@@ -343,7 +359,7 @@ class ClassificationService:
             )
         return answers
 
-    def _stored(self, d: Decision, text: str, guard: Any) -> str:
+    def _stored(self, d: Decision, text: str, guard: Guard | None) -> str:
         """``text`` masked as the capture pool keeps it: with the spans the cascade found (no second
         scan), or by the pool's own guard when the pipeline's guard is off."""
         if guard is not None and d.spans:
@@ -380,9 +396,7 @@ class ClassificationService:
                 self.metrics.inc("offramp_shadow_dropped_total")
         self._to_review(d, text, rid, built)
 
-    def _answer(
-        self, d: Decision, text: str, request_id: str, built: Built
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def _answer(self, d: Decision, text: str, request_id: str, built: Built) -> tuple[Answer, JSONDict | None]:
         """The answer's JSON and its audit record."""
         info = built.info
         record = None
@@ -401,7 +415,7 @@ class ClassificationService:
                 flags=d.flags,
                 action=d.action.type if d.action is not None else None,
             )
-        answer: dict[str, Any] = {
+        answer: Answer = {
             "label": d.label,
             "confidence": round(d.confidence, 6),
             "route": d.route,
@@ -410,7 +424,8 @@ class ClassificationService:
             "top": d.top,
         }
         if d.labels is not None:
-            answer.update(labels=d.labels, scores=d.scores, label_sep=d.label_sep, unsure=d.unsure or [])
+            answer["labels"], answer["scores"] = d.labels, d.scores
+            answer["label_sep"], answer["unsure"] = d.label_sep, d.unsure or []
         answer["request_id"] = request_id
         return answer, record
 
@@ -454,7 +469,7 @@ class ClassificationService:
 
     async def classify(
         self, texts: list[str], conversation: str | None, single: bool, principal: str | None = None
-    ) -> tuple[str, list[dict[str, Any]]]:
+    ) -> tuple[str, list[Answer]]:
         """(request id, one answer per text), answered only once the audit records are committed.
 
         Pseudonyms are scoped to the caller: with API keys, to the key and the conversation id it
@@ -489,14 +504,14 @@ class ClassificationService:
         return rid, [a for a, _ in pairs]
 
 
-async def _committed(writer: AuditWriter, records: list[dict[str, Any]]) -> None:
+async def _committed(writer: AuditWriter, records: list[JSONDict]) -> None:
     """Wait, without blocking the event loop, until the audit writer has committed ``records``."""
     loop = asyncio.get_running_loop()
     futures = []
     for rec in records:
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future[object] = loop.create_future()
 
-        def done(result: Any, f: asyncio.Future[Any] = fut) -> None:
+        def done(result: object, f: asyncio.Future[object] = fut) -> None:
             loop.call_soon_threadsafe(_settle, f, result)
 
         writer.submit(rec, done)
@@ -504,7 +519,7 @@ async def _committed(writer: AuditWriter, records: list[dict[str, Any]]) -> None
     await asyncio.gather(*futures)
 
 
-def _settle(fut: asyncio.Future[Any], result: Any) -> None:
+def _settle(fut: asyncio.Future[object], result: object) -> None:
     if fut.done():
         return
     if isinstance(result, BaseException):

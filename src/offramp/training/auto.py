@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -12,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 from offramp.estimators.base import TextClassifier
 from offramp.training.report import TrainReport
 from offramp.training.train import train
+from offramp.types import Labels, Texts
 
 
 class AutoTextClassifier(ClassifierMixin, BaseEstimator):
@@ -52,7 +52,7 @@ class AutoTextClassifier(ClassifierMixin, BaseEstimator):
         self.latency_budget_ms = latency_budget_ms
         self.encoder_name = encoder_name
 
-    def fit(self, X: Any, y: Any) -> AutoTextClassifier:
+    def fit(self, X: Texts, y: Labels) -> AutoTextClassifier:
         model, report = train(
             X,
             y,
@@ -70,15 +70,15 @@ class AutoTextClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = model.classes_
         return self
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Texts) -> np.ndarray:
         check_is_fitted(self, "model_")
         return self.model_.predict(X)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Texts) -> np.ndarray:
         check_is_fitted(self, "model_")
         return self.model_.predict_proba(X)
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Texts) -> np.ndarray:
         check_is_fitted(self, "model_")
         return self.model_.decision_function(X)
 

@@ -23,6 +23,7 @@ from offramp.estimators.multilabel import (
     sigmoid,
 )
 from offramp.training.report import RegistryEntry
+from offramp.types import JSONDict
 
 # per-label linear SVMs: in a trial on 20,006 messages with 77 labels, logistic regression (C=8)
 # cost 2.7 times an SVM's time and scored lower, so the candidates are SVMs of three strengths
@@ -71,7 +72,7 @@ class MultiLabelReport:
     dropped_suspects: list[int] | None = None
     registry: RegistryEntry | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         d = asdict(self)
         for key in ("oof_proba", "classes", "registry", "dropped_suspects"):
             d.pop(key)

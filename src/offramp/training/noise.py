@@ -31,6 +31,7 @@ import numpy as np
 
 from offramp.data.text import normalize
 from offramp.errors import UsageError
+from offramp.types import JSONDict
 
 NEAR_SIMILARITY = 0.9
 NEAR_MAX_ROWS = 200_000  # the near-duplicate pass compares rows pairwise in chunks; above this, exact only
@@ -66,7 +67,7 @@ class LabelCheck:
     seconds: float
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return {
             "suspects": [asdict(s) for s in self.suspects],
             "duplicates": [asdict(d) for d in self.duplicates],

@@ -9,6 +9,7 @@ from offramp.data.language import LanguageProfile
 from offramp.estimators.rejection import Rejection
 from offramp.training.large import Refit
 from offramp.training.search import CandidateResult
+from offramp.types import JSONDict
 
 
 @dataclass
@@ -23,7 +24,7 @@ class EncoderUse:
     used: bool
     warning: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return {
             "name": self.name,
             "reason": self.reason,
@@ -90,7 +91,7 @@ class TrainReport:
         """Candidates the time limit left out (``time_limit=None`` tries every one)."""
         return [c.name for c in self.candidates if c.status.startswith("skipped")]
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> JSONDict:
         """The figures stored in the model directory's metrics.json."""
         return {
             "cv_macro_f1": self.cv_macro_f1,
@@ -112,7 +113,7 @@ class TrainReport:
             **({"encoder": self.encoder.to_dict()} if self.encoder else {}),
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         extra: dict[str, Any] = {}
         if self.dropped_suspects is not None:
             extra["dropped_suspects"] = list(self.dropped_suspects)

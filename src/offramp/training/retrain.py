@@ -21,6 +21,7 @@ from offramp.estimators.rejection import RejectTarget
 from offramp.registry.gate import compare, compare_sets
 from offramp.registry.versions import Registry
 from offramp.training.train import train
+from offramp.types import JSONDict
 
 
 @dataclass
@@ -42,7 +43,7 @@ class RetrainResult:
     def promoted(self) -> bool:
         return self.decision == "promoted"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return {
             "decision": self.decision,
             "candidate": self.candidate,

@@ -24,6 +24,7 @@ from offramp.estimators.calibration import expected_calibration_error, fit_tempe
 from offramp.estimators.stacked import StackedLinear
 from offramp.estimators.tfidf import TfidfLinear
 from offramp.training.speed import measure_latency
+from offramp.types import JSONDict
 
 
 @dataclass
@@ -46,7 +47,7 @@ class CandidateResult:
     latency_p99_ms: float | None = None
     size_bytes: int | None = None  # the candidate's stored arrays (uncompressed), without a shared encoder
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JSONDict:
         return dict(self.__dict__)
 
 

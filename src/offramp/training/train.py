@@ -6,7 +6,7 @@ import os
 import time
 import warnings
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
@@ -21,8 +21,9 @@ from offramp.estimators.stacked import MAX_MEMORY, StackedLinear, nearest_simila
 from offramp.estimators.tfidf import TfidfLinear
 from offramp.training.large import LARGE_ROWS, SEARCH_ROWS, refit_streaming, stratified_sample
 from offramp.training.report import EncoderUse, RegistryEntry, TrainReport
-from offramp.training.search import CandidateResult, candidates_for, resolve_quality, select_model
+from offramp.training.search import Candidate, CandidateResult, candidates_for, resolve_quality, select_model
 from offramp.training.speed import measure_latency, measure_throughput
+from offramp.types import Labels, Texts
 from offramp.version import __version__
 
 # best: 30 minutes, so that the mpnet encoder (when installed) fits: it reads about 15-20 short
@@ -30,10 +31,17 @@ from offramp.version import __version__
 DEFAULT_TIME_LIMITS = {"fast": 60.0, "balanced": 180.0, "best": 1800.0}
 
 
+if TYPE_CHECKING:
+    from offramp.registry.versions import Registry
+    from offramp.training.multilabel import MultiLabelReport
+
+# training data: texts (with labels), a Dataset, or the path of a data file
+DataLike = Union[Texts, Dataset, str, "os.PathLike[str]"]
+
 PILOT_ROWS = 5_000  # rows the first candidate is timed on, to size the search's sample
 
 
-def _search_size(texts: list[str], y: np.ndarray, first: Any, limit: float | None, seed: int) -> int:
+def _search_size(texts: list[str], y: np.ndarray, first: Candidate, limit: float | None, seed: int) -> int:
     """How many rows the search cross-validates on. Without a time limit: every row up to
     LARGE_ROWS, else SEARCH_ROWS (the same on any machine). With one, above twice PILOT_ROWS: the
     first candidate is timed on PILOT_ROWS random rows and the sample sized so that its
@@ -111,7 +119,7 @@ def _nearness_inputs(
     oos_label: str | None,
     seed: int,
     with_familiarity: bool = True,
-) -> tuple[Any, Any, Any]:
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """For models with sentence vectors: (vectors of in-scope training messages grouped by class,
     where each class's rows start, each held-out message's similarity to its nearest one);
     (None, None, None) for other models.
@@ -181,12 +189,12 @@ def _refit_with_val(
         memory, offsets, _ = _nearness_inputs(refit, all_texts, all_y, None, oos_label, seed, with_familiarity=False)
         refit.reject_familiarity_weight_ = rejection.familiarity_weight
         refit.memory_, refit.memory_offsets_ = memory, offsets
-        rejection.memory_size = int(len(memory))
+        rejection.memory_size = int(len(memory)) if memory is not None else 0
     rejection.refit_with_val = len(keep)
     return refit, [val.texts[i] for i in keep]
 
 
-def _as_dataset(data: Any, what: str) -> Dataset | None:
+def _as_dataset(data: Dataset | tuple[Texts, Labels | None] | None, what: str) -> Dataset | None:
     if data is None or isinstance(data, Dataset):
         return data
     if isinstance(data, tuple) and len(data) == 2:
@@ -196,13 +204,13 @@ def _as_dataset(data: Any, what: str) -> Dataset | None:
 
 
 def _train_single(
-    texts: Any,
-    labels: Any = None,
+    texts: Texts | Dataset,
+    labels: Labels | None = None,
     *,
     quality: str = "auto",
     time_limit: float | str | None = "auto",
     seed: int = 0,
-    val: Any = None,
+    val: Dataset | tuple[Texts, Labels] | None = None,
     oos_label: str | None = None,
     reject_target: RejectTarget | str | None = None,
     latency_budget_ms: float | None = None,
@@ -292,9 +300,13 @@ def _train_single(
     rejection = None
     added: list[str] = []  # validation texts refitted on (--refit-with-val)
     if target is not None:
-        y_held: Any
+        y_held: Sequence[str] | np.ndarray
         if val_ds is not None:
-            proba, y_held, source = model.predict_proba(val_ds.texts), val_ds.labels, f"held-out data {val_ds.path}"
+            proba, y_held, source = (
+                model.predict_proba(val_ds.texts),
+                val_ds.labels or [],
+                f"held-out data {val_ds.path}",
+            )
         else:
             assert sel.oof_proba is not None
             proba, y_held, source = sel.oof_proba, search_y, "out-of-fold predictions on the training data"
@@ -307,7 +319,7 @@ def _train_single(
         if rejection.familiarity_weight and isinstance(model, StackedLinear):
             model.reject_familiarity_weight_ = rejection.familiarity_weight
             model.memory_, model.memory_offsets_ = memory, offsets
-            rejection.memory_size = int(len(memory))
+            rejection.memory_size = int(len(memory)) if memory is not None else 0
         if not rejection.met:
             warnings.append(
                 f"the reject target {target} was not reachable on the held-out data; "
@@ -536,7 +548,9 @@ def _gate_holdout(ds: Dataset, seed: int) -> tuple[Dataset, tuple[list[str], lis
     return rest, ([ds.texts[i] for i in held], [ds.labels[i] for i in held], f"20% of {ds.path} (seed {seed})")
 
 
-def _read(data: Any, labels: Any, text_col: str, label_col: str, max_chars: int, need_labels: bool = True) -> Dataset:
+def _read(
+    data: DataLike, labels: Labels | None, text_col: str, label_col: str, max_chars: int, need_labels: bool = True
+) -> Dataset:
     """``data`` as a Dataset: a path is read, a Dataset kept, texts paired with ``labels``."""
     from offramp.data.io import read_dataset
 
@@ -551,8 +565,8 @@ def _read(data: Any, labels: Any, text_col: str, label_col: str, max_chars: int,
 
 
 def train(
-    data: Any,
-    labels: Any = None,
+    data: DataLike,
+    labels: Labels | None = None,
     *,
     text_col: str = "text",
     label_col: str = "label",
@@ -561,7 +575,7 @@ def train(
     quality: str = "auto",
     time_limit: float | str | None = "auto",
     seed: int = 0,
-    val: Any = None,
+    val: DataLike | tuple[Texts, Labels] | None = None,
     oos_label: str | None = None,
     reject_target: RejectTarget | str | None = None,
     reject_confidence: float | None = None,
@@ -574,10 +588,10 @@ def train(
     label_precision: float | None = None,
     drop_suspects: bool = False,
     registry: str | os.PathLike[str] | None = None,
-    gate: Any = None,
+    gate: DataLike | tuple[Texts, Labels] | None = None,
     promote: bool | None = None,
     on_progress: Callable[[str], None] | None = None,
-) -> tuple[TextClassifier, Any]:
+) -> tuple[TextClassifier, TrainReport | MultiLabelReport]:
     """Choose, calibrate and fit a classifier; return it with a report of the search.
 
     Parameters
@@ -677,14 +691,23 @@ def train(
             encoder_name, time_limit, drop_suspects, reg, gate, promote, on_progress,
         )  # fmt: skip
     ds = _read(data, labels, text_col, label_col, max_chars)
-    val_ds = _read(val, None, text_col, label_col, max_chars) if isinstance(val, (str, os.PathLike)) else val
+    val_ds: Dataset | None
+    if val is None or isinstance(val, Dataset):
+        val_ds = val
+    elif isinstance(val, tuple):
+        val_ds = _as_dataset(val, "the validation data")
+    else:  # a file, or texts with no labels (which the check below refuses)
+        val_ds = _read(val, None, text_col, label_col, max_chars)
     from offramp.data.multilabel import looks_multilabel
 
     joined = looks_multilabel(ds.labels or [], label_sep)
     notes = [joined] if joined else []
     gate_rows = None
     if reg is not None and reg.gate_set() is None:
-        if gate is not None:
+        if isinstance(gate, tuple):
+            gate_texts = as_texts(gate[0])
+            gate_rows = (gate_texts, [str(x) for x in as_labels(gate[1], len(gate_texts))], "<memory>")
+        elif gate is not None:
             g = _read(gate, None, text_col, label_col, max_chars)
             gate_rows = (g.texts, list(g.labels or []), str(gate) if not isinstance(gate, Dataset) else g.path)
         else:
@@ -733,8 +756,8 @@ def train(
 
 
 def _train_multilabel(
-    data: Any,
-    labels: Any,
+    data: DataLike,
+    labels: Labels | None,
     text_col: str,
     label_col: str,
     max_chars: int,
@@ -745,17 +768,20 @@ def _train_multilabel(
     encoder_name: str,
     time_limit: float | str | None,
     drop_suspects: bool,
-    reg: Any,
-    gate: Any,
+    reg: Registry | None,
+    gate: DataLike | tuple[Texts, Labels] | None,
     promote: bool | None,
     on_progress: Callable[[str], None] | None,
-) -> tuple[TextClassifier, Any]:
+) -> tuple[TextClassifier, MultiLabelReport]:
     """:func:`train` with several labels per message."""
     from offramp.data.multilabel import parse_label_sets, read_label_sets
     from offramp.training.multilabel import train_multilabel
 
     if isinstance(data, (str, os.PathLike)):
         ds, sets, notes = read_label_sets(data, text_col, label_col, sep, max_chars)
+    elif isinstance(data, Dataset):
+        ds = data
+        sets, notes = parse_label_sets(data.labels or [], sep)
     else:
         texts = as_texts(data)
         raw = _column_of_sets(labels, len(texts), sep)
@@ -767,10 +793,15 @@ def _train_multilabel(
             if isinstance(gate, (str, os.PathLike)):
                 g, gsets, _ = read_label_sets(gate, text_col, label_col, sep, max_chars)
                 gate_rows = (g.texts, [sep.join(s) for s in gsets], str(gate))
-            else:
-                gtexts, glabels = gate
+            elif isinstance(gate, Dataset):
+                gsets, _ = parse_label_sets(gate.labels or [], sep)
+                gate_rows = (list(gate.texts), [sep.join(s) for s in gsets], gate.path)
+            elif isinstance(gate, tuple):
+                gtexts, glabels = list(gate[0]), gate[1]
                 gsets = _column_of_sets(glabels, len(gtexts), sep)
-                gate_rows = (list(gtexts), [sep.join(s) for s in gsets], "<memory>")
+                gate_rows = (gtexts, [sep.join(s) for s in gsets], "<memory>")
+            else:
+                raise UsageError("give the gate set as a file, a Dataset or (texts, label sets)", param="gate")
         else:
             joined = Dataset(ds.texts, [sep.join(s) for s in sets], ds.path, ds.warnings, ds.rows_read)
             joined.skipped_rows = list(ds.skipped_rows)
@@ -823,14 +854,15 @@ def _train_multilabel(
     return model, report
 
 
-def _column_of_sets(labels: Any, n: int, sep: str) -> list[list[str]]:
+def _column_of_sets(labels: Iterable[object] | None, n: int, sep: str) -> list[list[str]]:
     """Label sets given in memory: lists of labels, or strings joined by ``sep``."""
     from offramp.data.multilabel import parse_label_sets
 
     values = list(labels) if labels is not None else []
     if len(values) != n:
         raise UsageError(f"{n} texts but {len(values)} label sets")
-    if all(isinstance(v, (list, tuple, set, frozenset)) for v in values):
-        return [sorted({str(x) for x in v}) for v in values]
+    collections = [v for v in values if isinstance(v, (list, tuple, set, frozenset))]
+    if len(collections) == len(values):
+        return [sorted({str(x) for x in v}) for v in collections]
     sets, _ = parse_label_sets([None if v is None else str(v) for v in values], sep)
     return sets
