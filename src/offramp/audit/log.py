@@ -28,10 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TextIO, TypeVar
 
 from offramp.errors import DataError, UsageError
 from offramp.formats import csv_safe
+from offramp.types import JSONDict
+
+T = TypeVar("T")
 
 KEY_ENV = "OFFRAMP_AUDIT_KEY"
 GENESIS = "0" * 64
@@ -51,15 +54,16 @@ FIELDS = (
 )
 
 
-def _retry_locked(fn: Callable[[], Any], tries: int = 50) -> Any:
+def _retry_locked(fn: Callable[[], T], tries: int = 50) -> T:
     """``fn()``, tried again while another process holds the database (concurrent first creation)."""
-    for i in range(tries):
+    for _ in range(tries - 1):
         try:
             return fn()
         except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or i == tries - 1:
+            if "locked" not in str(e):
                 raise
             time.sleep(0.05)
+    return fn()
 
 
 def _canonical(body: dict) -> str:
@@ -164,7 +168,7 @@ class AuditLog:
         self._text_key = hmac.new(self._key, b"offramp-audit-text", "sha256").digest()
         self._lock = threading.Lock()
         self.anchor_path = self.path.with_name(self.path.name + ".anchor")
-        self._lock_file: Any = None  # opened at the first append: several processes may write one chain
+        self._lock_file: TextIO | None = None  # opened at the first append: several processes may write one chain
 
     # ------------------------------------------------------------------ the anchor
     def _anchor_seal(self, seq: int, mac: str) -> str:
@@ -349,12 +353,12 @@ class AuditWriter:
         self.log = log
         self.max_batch = max_batch
         self._cv = threading.Condition()
-        self._pending: list[tuple[dict, Callable[[Any], None]]] = []
+        self._pending: list[tuple[JSONDict, Callable[[int | BaseException], None]]] = []
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="offramp-audit", daemon=True)
         self._thread.start()
 
-    def submit(self, body: dict, callback: Callable[[Any], None]) -> None:
+    def submit(self, body: JSONDict, callback: Callable[[int | BaseException], None]) -> None:
         """Queue ``body``; ``callback(seq or exception)`` is called from the writer thread once committed."""
         with self._cv:
             if self._closed:
@@ -364,18 +368,19 @@ class AuditWriter:
 
     def write(self, body: dict, timeout: float = 30.0) -> int:
         """Append ``body`` and wait for the commit; returns its sequence number."""
-        done, box = threading.Event(), []
+        done, box = threading.Event(), list[int | BaseException]()
 
-        def settle(result: Any) -> None:
+        def settle(result: int | BaseException) -> None:
             box.append(result)
             done.set()
 
         self.submit(body, settle)
         if not done.wait(timeout):
             raise TimeoutError("the audit log did not commit in time")
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        return box[0]
+        result = box[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def _run(self) -> None:
         while True:
@@ -386,7 +391,7 @@ class AuditWriter:
                     return
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
-                results: list[Any] = self.log.append_many([b for b, _ in batch])
+                results: list[int | BaseException] = list(self.log.append_many([b for b, _ in batch]))
             except BaseException as e:  # every waiter hears of the failure
                 results = [e] * len(batch)
             for (_, callback), result in zip(batch, results):

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable, TypedDict, cast
 
 from offramp.errors import DataError, UsageError
 from offramp.types import JSONDict
@@ -40,6 +40,29 @@ CREATE INDEX IF NOT EXISTS pool_time ON pool (time);
 CREATE TABLE IF NOT EXISTS pool_meta (key TEXT PRIMARY KEY, value TEXT);
 """
 _FORMAT = "offramp-pool-1"
+
+
+class StoredRow(TypedDict):
+    """A row as :func:`read_rows` gives it (text masked, time in epoch seconds)."""
+
+    id: int
+    time: float
+    source: str
+    text: str
+    label: str
+    local_label: str | None
+    confidence: float | None
+    model_version: str | None
+    request_id: str | None
+
+
+class TrainingRow(TypedDict):
+    """A row of a training file written from the pool (time as an ISO date and time)."""
+
+    text: str
+    label: str
+    source: str
+    time: str
 
 
 @dataclass
@@ -204,9 +227,7 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
     return dt.timestamp()
 
 
-def read_rows(
-    path: str | Path, sources: Iterable[str] | None = None, since: float | None = None
-) -> list[dict[str, Any]]:
+def read_rows(path: str | Path, sources: Iterable[str] | None = None, since: float | None = None) -> list[StoredRow]:
     """The pool's rows (oldest first) from ``sources`` since ``since`` (epoch seconds)."""
     wanted = list(sources or SOURCES)
     unknown = sorted(set(wanted) - set(SOURCES))
@@ -220,17 +241,17 @@ def read_rows(
         )
         cur = con.execute(q, (*wanted, since if since is not None else float("-inf")))
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [cast(StoredRow, dict(zip(cols, r))) for r in cur.fetchall()]
     finally:
         con.close()
 
 
-def training_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def training_rows(rows: list[StoredRow]) -> list[TrainingRow]:
     """Rows for ``offramp registry retrain``: one per request, a person's correction beating an LLM's answer
     (the latest correction if several); rows without a request id are kept as they are."""
     rank = {"feedback": 2, "llm": 1, "shadow": 1}
-    best: dict[str, dict[str, Any]] = {}
-    loose: list[dict[str, Any]] = []
+    best: dict[str, StoredRow] = {}
+    loose: list[StoredRow] = []
     for r in rows:
         rid = r.get("request_id")
         if not rid:
@@ -241,12 +262,12 @@ def training_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             best[rid] = r
     kept = sorted(loose + list(best.values()), key=lambda r: r["id"])
     return [
-        {
-            "text": r["text"],
-            "label": r["label"],
-            "source": r["source"],
-            "time": datetime.fromtimestamp(r["time"], timezone.utc).isoformat(timespec="seconds"),
-        }
+        TrainingRow(
+            text=r["text"],
+            label=r["label"],
+            source=r["source"],
+            time=datetime.fromtimestamp(r["time"], timezone.utc).isoformat(timespec="seconds"),
+        )
         for r in kept
     ]
 

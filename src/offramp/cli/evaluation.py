@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from offramp.evaluation.results import MultiLabelEvaluation
 
 from offramp.cli import options as o
 from offramp.cli.render import (
@@ -63,7 +66,7 @@ def eval_cmd(
     print_side_by_side(rep, None)
 
 
-def _print_multilabel(res: dict[str, Any]) -> None:
+def _print_multilabel(res: MultiLabelEvaluation) -> None:
     out.print(
         f"{res['n']} messages: micro-F1 {res['micro_f1']:.4f}, macro-F1 {res['macro_f1']:.4f}, samples-F1 "
         f"{res['samples_f1']:.4f}, subset accuracy {res['subset_accuracy']:.4f}, Hamming loss {res['hamming_loss']:.4f}; "

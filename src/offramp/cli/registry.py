@@ -35,6 +35,7 @@ def list_cmd(
     from offramp.registry.versions import Registry
 
     reg = Registry(registry)
+    reg_versions = reg.versions()
     rows = [
         {
             "version": v["version"],
@@ -44,7 +45,7 @@ def list_cmd(
             "gate": v.get("gate"),
             "current": v["current"],
         }
-        for v in reg.versions()
+        for v in reg_versions
     ]
     if as_json:
         emit({"current": reg.current, "versions": rows})
@@ -52,11 +53,16 @@ def list_cmd(
     t = Table(title=f"registry {registry}")
     for c in ("version", "created", "family", "CV macro-F1", "gate", "current"):
         t.add_column(c, justify="right" if c == "CV macro-F1" else "left")
-    for r in rows:
-        g = r["gate"]
-        gate = "—" if not g else f"{g['decision']} vs {g['against']}"
+    for v in reg_versions:
+        g = v.get("gate")
+        gate = "—" if not g else f"{g.get('decision')} vs {g.get('against')}"
         t.add_row(
-            r["version"], str(r["created"]), str(r["family"]), fmt(r["cv_macro_f1"]), gate, "✓" if r["current"] else ""
+            v["version"],
+            str(v.get("created")),
+            str(v.get("family")),
+            fmt(v.get("cv_macro_f1")),
+            gate,
+            "✓" if v["current"] else "",
         )
     out.print(t)
 
@@ -179,7 +185,7 @@ def retrain(
             out.print(f"new labels: {', '.join(result.new_labels)}", markup=False)
         if result.promoted:
             metric = result.gate.get("metric", "macro_f1")
-            m = result.gate[metric]
+            m = result.gate["micro_f1" if metric == "micro_f1" else "macro_f1"]
             out.print(
                 f"promoted {result.candidate}: {metric.replace('_f1', '-F1')} {m['candidate']:.4f} vs "
                 f"{m['current']:.4f} is not lower "

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -373,7 +373,9 @@ def read_dataset(
 WRITABLE = (".csv", ".tsv", ".jsonl")
 
 
-def write_records(path: str | os.PathLike, rows: list[dict], param: str = "out", raw: bool = False) -> None:
+def write_records(
+    path: str | os.PathLike[str], rows: Sequence[Mapping[str, object]], param: str = "out", raw: bool = False
+) -> None:
     """Write rows (dicts with the same keys) as CSV, TSV or JSONL, chosen by the extension.
 
     In CSV and TSV, lists and mappings are written as JSON, and text that a spreadsheet would run
@@ -400,7 +402,7 @@ class RecordWriter:
         self._f = open(self.path, "w", newline="", encoding="utf-8")
         self._csv: csv.DictWriter | None = None
 
-    def write(self, row: dict) -> None:
+    def write(self, row: Mapping[str, object]) -> None:
         if self.kind == ".jsonl":
             self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
             return

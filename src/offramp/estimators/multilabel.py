@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence, TypedDict
 
 import numpy as np
 
@@ -186,7 +186,32 @@ class StackedMultiLabel(TfidfMultiLabel, StackedLinear):
 # ---------------------------------------------------------------------- training
 
 
-def multilabel_metrics(Y: np.ndarray, P: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+class MultiLabelScores(TypedDict):
+    """How indicator predictions score against the truth, over all labels and per label."""
+
+    n: int
+    micro_f1: float
+    macro_f1: float
+    samples_f1: float
+    subset_accuracy: float
+    hamming_loss: float
+    per_label: dict[str, dict[str, float]]
+
+
+class Cooccurrence(TypedDict):
+    """Two labels given together, and on how many training messages."""
+
+    labels: list[str]
+    messages: int
+
+
+class ConfusedPair(TypedDict):
+    true: str
+    predicted: str
+    count: int
+
+
+def multilabel_metrics(Y: np.ndarray, P: np.ndarray, classes: Sequence[str]) -> MultiLabelScores:
     """micro/macro/samples F1, subset accuracy, Hamming loss and per-label figures of indicator
     predictions ``P`` against ``Y``."""
     Y, P = np.asarray(Y, dtype=bool), np.asarray(P, dtype=bool)
@@ -219,7 +244,7 @@ def multilabel_metrics(Y: np.ndarray, P: np.ndarray, classes: Sequence[str]) -> 
     }
 
 
-def confused_pairs(Y: np.ndarray, P: np.ndarray, classes: Sequence[str], top: int = 10) -> list[dict[str, Any]]:
+def confused_pairs(Y: np.ndarray, P: np.ndarray, classes: Sequence[str], top: int = 10) -> list[ConfusedPair]:
     """The most frequent (true label, predicted label) pairs where one was missed and the other
     wrongly added on the same message."""
     Y, P = np.asarray(Y, dtype=bool), np.asarray(P, dtype=bool)

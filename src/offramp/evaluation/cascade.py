@@ -8,12 +8,13 @@ that sends at most ``llm_share`` of the messages to the LLM, so the test labels 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from offramp.evaluation.metrics import classification_metrics
 from offramp.runtime.routing import share_threshold
+from offramp.types import JSONDict
 
 
 def cascade_view(
@@ -28,7 +29,7 @@ def cascade_view(
     small_usd_per_month: float | None = None,
     llm_usd_per_message: float | None = None,
     messages_per_month: float | None = None,
-) -> dict[str, Any]:
+) -> JSONDict:
     """Macro-F1, share handled locally and $ per month of the small model alone, the LLM alone and
     the cascade, on the messages that have an LLM prediction."""
     keep = [i for i, p in enumerate(llm_pred) if p is not None]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 
@@ -17,12 +16,13 @@ from offramp.estimators.rejection import Rejection
 from offramp.evaluation.llm import score_llm_predictions
 from offramp.evaluation.results import EvalReport, metrics_report
 from offramp.training.speed import measure_latency, measure_throughput
+from offramp.types import Labels, Texts
 
 
 def evaluate(
     model: TextClassifier,
-    texts: Any,
-    labels: Any = None,
+    texts: Texts | Dataset,
+    labels: Labels | None = None,
     *,
     llm_predictions: str | os.PathLike[str] | None = None,
     speed: bool = True,
@@ -55,6 +55,8 @@ def evaluate(
         ds = Dataset(t, list(as_labels(labels, len(t))), "<memory>", rows_read=len(t))
     if not ds.texts:
         raise DataError("nothing to evaluate: the test data has no rows")
+    if ds.labels is None:
+        raise DataError(f"{ds.path}: the test data has no labels", "evaluate on a file with a label column")
     record = model.training_record_ or {}
     info, trained, arrays = record.get("info") or {}, record.get("metrics") or {}, record.get("arrays") or {}
     salt = bytes.fromhex(info["fingerprint_salt"]) if info.get("fingerprint_salt") else None

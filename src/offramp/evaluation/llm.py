@@ -162,9 +162,9 @@ def run_llm_eval(
 
 
 def evaluate_llm(
-    data: Any,
+    data: Dataset | str | os.PathLike[str],
     *,
-    task: Any,
+    task: TaskSpec | str | os.PathLike[str],
     llm: str,
     base_url: str,
     out: str | os.PathLike[str] | None = None,
@@ -189,7 +189,7 @@ def evaluate_llm(
     from pathlib import Path
 
     from offramp.data.io import read_dataset, write_records
-    from offramp.llm.label import TaskSpec, make_labeller, with_examples
+    from offramp.llm.label import make_labeller, with_examples
 
     spec = task if isinstance(task, TaskSpec) else TaskSpec.load(Path(task))
     ds = data if isinstance(data, Dataset) else read_dataset(data, text_col=text_col, label_col=label_col)

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from typing import Sequence, TypedDict
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 
-def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str] | None = None) -> dict:
+class Confusion(TypedDict, total=False):
+    """Who was taken for whom: ``matrix`` (rows true, columns predicted, in ``labels``' order), or,
+    for too many labels, ``matrix: None`` and the most frequent ``pairs`` ``[true, predicted, count]``."""
+
+    labels: list[str]
+    matrix: list[list[int]] | None
+    pairs: list[tuple[str, str, int]]
+
+
+class Metrics(TypedDict):
+    n: int
+    accuracy: float
+    macro_f1: float
+    per_class: dict[str, dict[str, float]]
+    confusion: Confusion
+
+
+def classification_metrics(
+    y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.ndarray, labels: Sequence[str] | None = None
+) -> Metrics:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
 
     ``labels`` fixes the order of classes; by default the sorted union of true and predicted labels.
@@ -21,7 +40,7 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels:
     return _metrics(truth, pred, [str(x) for x in labels] if labels is not None else sorted(set(truth) | set(pred)))
 
 
-def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> Metrics:
     # a prediction outside the label set (an LLM's "(none)") gets its own column: never dropped
     labels += sorted(set(y_pred) - set(labels))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
@@ -46,7 +65,7 @@ MATRIX_LABELS = 200  # above this many labels the confusion is kept as its non-z
 CONFUSED_PAIRS = 1000  # ... the most frequent of them
 
 
-def _confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
+def _confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> Confusion:
     """The confusion matrix, or, for more than MATRIX_LABELS labels (a dense matrix of 10,000
     labels would be 10^8 cells), ``matrix: None`` and the most frequent confusions as
     ``pairs``: ``[true, predicted, count]``, most frequent first."""
@@ -54,5 +73,5 @@ def _confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dic
         return {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
     wrong = Counter((str(t), str(p)) for t, p in zip(y_true, y_pred) if t != p)
     ranked = sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0]))[:CONFUSED_PAIRS]
-    pairs = [[t, p, n] for (t, p), n in ranked]
+    pairs = [(t, p, n) for (t, p), n in ranked]
     return {"labels": labels, "matrix": None, "pairs": pairs}

@@ -4,26 +4,33 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Sequence
 
 from offramp.data.io import cell_value
 from offramp.data.text import normalize
 from offramp.errors import DataError
-from offramp.estimators.multilabel import TfidfMultiLabel, confused_pairs, indicator, multilabel_metrics
+from offramp.estimators.multilabel import (
+    TfidfMultiLabel,
+    confused_pairs,
+    indicator,
+    multilabel_metrics,
+)
 from offramp.evaluation.llm import read_predictions
+from offramp.evaluation.results import LLMComparison, MultiLabelEvaluation
 from offramp.training.speed import measure_latency
 
 
 def evaluate_multilabel(
     model: TfidfMultiLabel, texts: Sequence[str], sets: Sequence[Sequence[str]], *, latency: bool = True
-) -> dict[str, Any]:
+) -> MultiLabelEvaluation:
     """micro/macro/samples F1, subset accuracy, Hamming loss, per label, the most confused label
     pairs, labels the model does not know, and single-message latency."""
     classes = [str(c) for c in model.classes_]
     unknown = sorted({lab for s in sets for lab in s} - set(classes))
     Y = indicator(sets, classes)
     P = model.predict(list(texts))
-    out = multilabel_metrics(Y, P, classes)
+    out = MultiLabelEvaluation(**multilabel_metrics(Y, P, classes))
     out["confused_pairs"] = confused_pairs(Y, P, classes)
     out["multi_label"] = True
     out["label_sep"] = model.label_sep_
@@ -39,7 +46,7 @@ def evaluate_multilabel(
     return out
 
 
-def _prediction_set(cell: Any, sep: str) -> list[str]:
+def _prediction_set(cell: object, sep: str) -> list[str]:
     """An LLM's multi-label prediction cell: a JSON list, or labels joined by ``sep``."""
     if isinstance(cell, (list, tuple)):
         return sorted({str(x).strip() for x in cell if str(x).strip()})
@@ -56,7 +63,7 @@ def _prediction_set(cell: Any, sep: str) -> list[str]:
 
 def compare_with_llm(
     model: TfidfMultiLabel, path: str | os.PathLike[str], texts: Sequence[str], sets: Sequence[Sequence[str]]
-) -> dict[str, Any]:
+) -> LLMComparison:
     """The LLM's multi-label predictions in ``path`` (columns ``text`` and ``prediction``: labels
     joined by the model's separator, or a JSON list) beside the model's, scored on the test rows
     both cover."""
@@ -89,14 +96,14 @@ def evaluate_multilabel_file(
     label_col: str = "label",
     max_chars: int | None = None,
     latency: bool = True,
-) -> dict[str, Any]:
+) -> MultiLabelEvaluation:
     """:func:`evaluate_multilabel` on a labelled file (labels joined by the model's separator, or
     JSON lists); what the file reading noted is added to ``warnings``."""
     from offramp.data.multilabel import read_label_sets
 
     ds, sets, notes = read_label_sets(data, text_col, label_col, model.label_sep_, max_chars)
     res = evaluate_multilabel(model, ds.texts, sets, latency=latency)
-    res["warnings"] = list(ds.warnings) + notes + list(res["warnings"])
+    res["warnings"] = [*ds.warnings, *notes, *res.get("warnings", [])]
     return res
 
 
@@ -109,11 +116,9 @@ def build_multilabel_report(
     llm_predictions: str | os.PathLike[str] | None = None,
     text_col: str = "text",
     label_col: str = "label",
-) -> tuple[Any, Any, dict[str, Any], dict[str, Any] | None]:
+) -> tuple[Path, Path, MultiLabelEvaluation, LLMComparison | None]:
     """The report of a multi-label model on a labelled file, beside an LLM's predictions when
     given: (HTML path, Markdown path, the model's figures, the comparison with the LLM or None)."""
-    from pathlib import Path
-
     from offramp.data.multilabel import read_label_sets
     from offramp.errors import UsageError
     from offramp.evaluation.report import write_multilabel_report
@@ -126,7 +131,7 @@ def build_multilabel_report(
         ds, sets, _ = read_label_sets(data, text_col, label_col, model.label_sep_)
         llm = compare_with_llm(model, llm_predictions, ds.texts, sets)
         if llm["llm_labels_outside"]:
-            res["warnings"].append(
+            res.setdefault("warnings", []).append(
                 "the LLM named labels the model does not have (not scored): " + ", ".join(llm["llm_labels_outside"])
             )
     co = ((model.training_record_ or {}).get("info") or {}).get("cooccurrence", [])

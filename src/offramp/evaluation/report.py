@@ -12,17 +12,18 @@ import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, cast
 
 from offramp.costs.calculator import CostInputs, CostReport, CostRow, compute_costs, estimate_tokens, load_prices
 from offramp.data.io import Dataset, read_dataset
 from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier
+from offramp.estimators.multilabel import Cooccurrence
 from offramp.estimators.rejection import Rejection
 from offramp.evaluation.cascade import cascade_view
 from offramp.evaluation.evaluate import evaluate
 from offramp.evaluation.metrics import MATRIX_LABELS
-from offramp.evaluation.results import EvalReport
+from offramp.evaluation.results import EvalReport, LLMComparison, MultiLabelEvaluation
 from offramp.formats import markdown_cell
 from offramp.modeldir.card import score_name
 from offramp.registry.records import load
@@ -512,7 +513,7 @@ def build_report(
         reject = model.reject_label_
         small.cascade = cascade_view(
             test.labels or [],
-            small.predictions,
+            cast("list[str]", small.predictions),  # the small model always answers
             small.confidences,
             small.llm.predictions,
             threshold=route_threshold,
@@ -552,12 +553,12 @@ def cascade_caption(cascade: dict) -> str:
 
 def write_multilabel_report(
     out: str | Path,
-    res: dict,
+    res: MultiLabelEvaluation,
     model_dir: str,
     data: str,
-    cooccurrence: Sequence[dict],
+    cooccurrence: Sequence[Cooccurrence],
     title: str = "offramp report",
-    llm: dict | None = None,
+    llm: LLMComparison | None = None,
 ) -> tuple[Path, Path]:
     """The report of a multi-label model: overall figures, per-label bars and table, the labels that
     come together in training and the most confused pairs; with ``llm`` (see
@@ -565,8 +566,9 @@ def write_multilabel_report(
     the messages both answered; HTML and Markdown."""
     out, md_path = _report_paths(out)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    scores: Mapping[str, object] = res
     overall = [
-        [name, f"{res[key]:.4f}"]
+        [name, f"{scores[key]:.4f}"]
         for name, key in (
             ("micro-F1", "micro_f1"),
             ("macro-F1", "macro_f1"),
@@ -592,7 +594,9 @@ def write_multilabel_report(
     if llm is not None:
         keys = [("micro-F1", "micro_f1"), ("macro-F1", "macro_f1"), ("samples-F1", "samples_f1")]
         keys += [("subset accuracy", "subset_accuracy"), ("Hamming loss", "hamming_loss")]
-        both = [[name, f"{llm['small'][k]:.4f}", f"{llm['llm'][k]:.4f}"] for name, k in keys]
+        small_scores: Mapping[str, object] = llm["small"]
+        llm_scores: Mapping[str, object] = llm["llm"]
+        both = [[name, f"{small_scores[k]:.4f}", f"{llm_scores[k]:.4f}"] for name, k in keys]
         per_both = [
             [lab, str(llm["small"]["per_label"][lab]["support"])]
             + [f"{llm[w]['per_label'][lab][m]:.3f}" for w in ("small", "llm") for m in ("precision", "recall", "f1")]

@@ -25,7 +25,7 @@ import random
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -157,7 +157,7 @@ class ShadowReport:
 
 
 def shadow_report(
-    rows: Sequence[dict[str, Any]] | str | os.PathLike[str],
+    rows: Sequence[Mapping[str, Any]] | str | os.PathLike[str],
     target: float = 0.95,
     min_share: float = 0.5,
     since: float | None = None,
@@ -168,12 +168,12 @@ def shadow_report(
     shadow rows themselves (``local_label``, ``label`` as the LLM's answer, ``confidence``).
     """
     if isinstance(rows, (str, os.PathLike)):
-        pool = rows
-        rows = read_rows(Path(pool), ["shadow"], since)
-        if not rows:
+        stored = read_rows(Path(rows), ["shadow"], since)
+        if not stored:
             raise DataError(
-                f"pool {pool} has no shadow rows", "serve traffic with a shadow: section and capture from: [shadow]"
+                f"pool {rows} has no shadow rows", "serve traffic with a shadow: section and capture from: [shadow]"
             )
+        rows = stored
     rows = [r for r in rows if r.get("local_label") is not None]
     n = len(rows)
     local = np.array([str(r["local_label"]) for r in rows], dtype=object)

@@ -11,9 +11,51 @@ Both models answer the same gate messages. The candidate passes when
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence, TypedDict
 
 import numpy as np
+
+
+class Change(TypedDict):
+    """A figure for both models and the 95% interval of the paired difference candidate − current."""
+
+    current: float
+    candidate: float
+    ci95: list[float]
+
+
+class LabelChange(TypedDict):
+    current: float
+    candidate: float
+    support: int
+    new: bool
+    ci95: list[float]
+
+
+class Verdict(TypedDict, total=False):
+    """The gate's verdict (``metric`` and ``micro_f1`` for several labels per message)."""
+
+    passed: bool
+    reasons: list[str]
+    metric: str
+    micro_f1: Change
+    macro_f1: Change
+    per_class: dict[str, LabelChange]
+    n: int
+    max_class_drop: float
+
+
+class GateRecord(TypedDict, total=False):
+    """The verdict as a registry version records it."""
+
+    against: str
+    decision: str
+    reasons: list[str]
+    micro_f1: Change
+    macro_f1: Change
+    per_class: dict[str, LabelChange]
+    source: str
+    n: int
 
 
 def _f1_per_label(y: np.ndarray, p: np.ndarray, n_labels: int) -> np.ndarray:
@@ -43,10 +85,10 @@ def _per_label(
     max_class_drop: float,
     reasons: list[str],
     shown: np.ndarray | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, LabelChange]:
     """Each label's F1 for both models with the 95% interval of the change; a drop beyond the
     limit (for a label not new) is added to ``reasons``."""
-    per_class: dict[str, dict[str, Any]] = {}
+    per_class: dict[str, LabelChange] = {}
     for i, lab in enumerate(labels):
         if shown is not None and not shown[i]:
             continue
@@ -76,7 +118,7 @@ def compare(
     max_class_drop: float = 0.02,
     n_boot: int = 1000,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> Verdict:
     """The gate's verdict on two models' predictions of the same gate set.
 
     Returns ``{"passed", "reasons", "macro_f1": {"current", "candidate", "ci95"}, "per_class":
@@ -144,7 +186,7 @@ def compare_sets(
     max_class_drop: float = 0.02,
     n_boot: int = 1000,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> Verdict:
     """The gate for several labels per message: indicator matrices (messages x ``labels``) of the
     gate set's label sets and the two models' predicted sets.
 

@@ -10,20 +10,69 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, cast
 
 from offramp.errors import ModelDirError
 from offramp.estimators.base import TextClassifier, load_model
+from offramp.registry.gate import GateRecord
 
 REGISTRY_FILE = "registry.json"  # marks a registry of versions
 REGISTRY_FORMAT = "offramp-registry"
+
+
+class GateSet(TypedDict):
+    """The frozen gate set: its file's SHA-256, its rows, labels, where it came from and when."""
+
+    sha256: str
+    n: int
+    labels: list[str]
+    source: str
+    created: str
+
+
+class VersionRecord(TypedDict, total=False):
+    """A version as the record lists it (``cv_micro_f1`` for several labels per message)."""
+
+    created: str
+    family: str
+    winner: str
+    cv_macro_f1: float | None
+    cv_micro_f1: float | None
+    n_train: int | None
+    labels: list[str]
+    data: list[str]  # the SHA-256 of each chunk of training rows under data/
+    parent: str | None
+    gate: GateRecord | None  # the verdict of the gate that let it in (or kept it out)
+
+
+class VersionRow(VersionRecord, total=False):
+    """A version as :meth:`Registry.versions` lists it: its name and whether it is current."""
+
+    version: str
+    current: bool
+
+
+# "from" is a keyword, so the functional form
+HistoryEvent = TypedDict("HistoryEvent", {"time": str, "action": str, "version": str, "from": "str | None"})
+
+
+class RegistryRecord(TypedDict, total=False):
+    """``registry.json``."""
+
+    format: str
+    format_version: int
+    current: str | None
+    stack: list[str]  # the current version and the ones current before it, newest last
+    versions: dict[str, VersionRecord]
+    history: list[HistoryEvent]
+    gate: GateSet
 
 
 def is_registry(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / REGISTRY_FILE).is_file()
 
 
-def read_registry_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_registry_file(path: str | os.PathLike[str]) -> RegistryRecord:
     """A registry's record (``registry.json``), checked; a ModelDirError naming the problem otherwise."""
     path = Path(path)
     f = path / REGISTRY_FILE
@@ -43,7 +92,7 @@ def read_registry_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         assert isinstance(doc.get("versions"), dict) and isinstance(doc.get("stack"), list)
     except Exception:
         raise ModelDirError(f"{f} is not a valid offramp registry record", "restore it from a backup") from None
-    return doc
+    return cast(RegistryRecord, doc)
 
 
 def resolve_model_dir(path: str | os.PathLike[str]) -> tuple[Path, str | None]:

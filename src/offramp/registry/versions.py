@@ -28,14 +28,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from offramp.errors import DataError, ModelDirError, UsageError
 from offramp.estimators.base import TextClassifier
 from offramp.modeldir.store import save_model
-from offramp.registry.records import REGISTRY_FILE, REGISTRY_FORMAT, is_registry, load, read_registry_file
+from offramp.registry.gate import GateRecord
+from offramp.registry.records import (
+    REGISTRY_FILE,
+    REGISTRY_FORMAT,
+    GateSet,
+    RegistryRecord,
+    VersionRecord,
+    VersionRow,
+    is_registry,
+    load,
+    read_registry_file,
+)
 
 _NAME = re.compile(r"^v(\d{4,})$")
 _LOCK = ".registry.lock"
@@ -154,27 +165,27 @@ class Registry:
         return cls(path, mask)
 
     # ------------------------------------------------------------------ reading
-    def doc(self) -> dict[str, Any]:
+    def doc(self) -> RegistryRecord:
         return read_registry_file(self.path)
 
     @property
     def current(self) -> str | None:
         return self.doc().get("current")
 
-    def versions(self) -> list[dict[str, Any]]:
+    def versions(self) -> list[VersionRow]:
         """One entry per listed version, oldest first, each with ``version`` and ``current``."""
         doc = self.doc()
-        return [
-            {"version": name, **entry, "current": name == doc.get("current")}
-            for name, entry in sorted(doc["versions"].items())
-        ]
+        rows = []
+        for name, entry in sorted(doc["versions"].items()):
+            rows.append(VersionRow(version=name, **entry, current=name == doc.get("current")))
+        return rows
 
-    def entry(self, version: str) -> dict[str, Any]:
+    def entry(self, version: str) -> VersionRecord:
         doc = self.doc()
         if version not in doc["versions"]:
             known = ", ".join(sorted(doc["versions"])) or "none yet"
             raise UsageError(f"registry {self.path} has no version {version!r} (versions: {known})")
-        return dict(doc["versions"][version])
+        return VersionRecord(**doc["versions"][version])
 
     def version_dir(self, version: str) -> Path:
         self.entry(version)
@@ -208,7 +219,7 @@ class Registry:
         m = self._mask
         return [m(t) for t in texts]
 
-    def set_gate(self, texts: Sequence[str], labels: Sequence[str], source: str) -> dict[str, Any]:
+    def set_gate(self, texts: Sequence[str], labels: Sequence[str], source: str) -> GateSet:
         """Freeze the gate set (masked); refused if the registry already has one."""
         if not texts:
             raise DataError("the gate set is empty", "give a labelled file with --gate")
@@ -221,15 +232,15 @@ class Registry:
                     "give a gate set to 'offramp registry retrain' to use another one for one run",
                 )
             _atomic_write(self.path / GATE_FILE, data)
-            doc["gate"] = {
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "n": len(texts),
-                "labels": sorted(set(map(str, labels))),
-                "source": source,
-                "created": _now(),
-            }
+            doc["gate"] = GateSet(
+                sha256=hashlib.sha256(data).hexdigest(),
+                n=len(texts),
+                labels=sorted(set(map(str, labels))),
+                source=source,
+                created=_now(),
+            )
             self._write(doc)
-            return dict(doc["gate"])
+            return GateSet(**doc["gate"])
 
     def store_rows(self, texts: Sequence[str], labels: Sequence[str]) -> str:
         """Store training rows (masked) as a content-addressed chunk; returns its SHA-256."""
@@ -251,7 +262,7 @@ class Registry:
         data: list[str] | None = None,
         promote: bool | None = None,
         parent: str | None = None,
-        gate: dict[str, Any] | None = None,
+        gate: GateRecord | None = None,
     ) -> str:
         """Save ``model`` as the next version and return its name.
 
@@ -271,25 +282,27 @@ class Registry:
             numbers = [int(m.group(1)) for m in map(_NAME.match, doc["versions"]) if m]
             name = f"v{max(numbers, default=0) + 1:04d}"
             save_model(model, self.path / name, metrics=metrics, info=info, extra_arrays=record.get("arrays"))
-            doc["versions"][name] = {
-                "created": _now(),
-                "family": model.family,
-                "winner": info.get("winner", model.family),
+            entry = VersionRecord(
+                created=_now(),
+                family=model.family,
+                winner=info.get("winner", model.family),
                 # a multi-label model keeps its cross-validated figures under "cv" (micro-F1 decides)
-                "cv_macro_f1": metrics.get("cv_macro_f1", (metrics.get("cv") or {}).get("macro_f1")),
-                **({"cv_micro_f1": metrics["cv"].get("micro_f1")} if metrics.get("cv") else {}),
-                "n_train": metrics.get("n_train", (info.get("data") or {}).get("n")),
-                "labels": [str(c) for c in model.classes_],
-                "data": chunks,
-                "parent": parent,
-                "gate": gate,
-            }
+                cv_macro_f1=metrics.get("cv_macro_f1", (metrics.get("cv") or {}).get("macro_f1")),
+            )
+            if metrics.get("cv"):
+                entry["cv_micro_f1"] = metrics["cv"].get("micro_f1")
+            entry["n_train"] = metrics.get("n_train", (info.get("data") or {}).get("n"))
+            entry["labels"] = [str(c) for c in model.classes_]
+            entry["data"] = chunks
+            entry["parent"] = parent
+            entry["gate"] = gate
+            doc["versions"][name] = entry
             if promote or (promote is None and not doc.get("current")):
                 self._set_current(doc, name, "promote")
             self._write(doc)
         return name
 
-    def record_gate(self, version: str, gate: dict[str, Any]) -> None:
+    def record_gate(self, version: str, gate: GateRecord) -> None:
         with _locked(self.path):
             doc = self.doc()
             if version not in doc["versions"]:
@@ -328,15 +341,15 @@ class Registry:
             return str(back)
 
     # ------------------------------------------------------------------ internals
-    def _set_current(self, doc: dict[str, Any], version: str, action: str) -> None:
+    def _set_current(self, doc: RegistryRecord, version: str, action: str) -> None:
         doc["history"].append({"time": _now(), "action": action, "version": version, "from": doc.get("current")})
         doc["current"] = version
         doc["stack"].append(version)
 
-    def _write(self, doc: dict[str, Any]) -> None:
+    def _write(self, doc: RegistryRecord) -> None:
         _atomic_write(self.path / REGISTRY_FILE, json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8"))
 
-    def _remove_orphans(self, doc: dict[str, Any]) -> None:
+    def _remove_orphans(self, doc: RegistryRecord) -> None:
         """Version directories a writer killed half-way left unlisted (called under the lock)."""
         for p in self.path.iterdir():
             if p.is_dir() and _NAME.match(p.name) and p.name not in doc["versions"]:

@@ -32,7 +32,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, TypedDict
+from typing import Sequence, TypedDict
 
 import numpy as np
 
@@ -55,7 +55,7 @@ from offramp.runtime.actions import Action, build_action
 from offramp.runtime.config import PipelineSpec, Settings
 from offramp.runtime.decision import ActionResult, Decision, Fallback, Guard
 from offramp.runtime.fallback import CircuitOpen, LLMFallback
-from offramp.runtime.routing import fit_bands, fit_thresholds
+from offramp.runtime.routing import Fitted, fit_bands, fit_thresholds
 
 log = logging.getLogger("offramp.cascade")
 
@@ -382,7 +382,7 @@ class ModelInfo(TypedDict, total=False):
     manifest: str
     registry_version: str | None
     labels: list[str]
-    routing: dict[str, Any] | None  # the fitted routing's summary (see offramp.runtime.routing)
+    routing: Fitted | None  # the fitted routing's summary (see offramp.runtime.routing)
     shadow: str
 
 
@@ -426,7 +426,7 @@ def egress_policy(settings: Settings, guard: PrivacyGuard | None) -> EgressPolic
 def model_info(
     model: TextClassifier,
     model_dir: Path,
-    routing: dict[str, Any] | None = None,
+    routing: Fitted | None = None,
     registry_version: str | None = None,
 ) -> ModelInfo:
     """What /readyz reports: ``version`` is the registry version when serving a registry, else the
@@ -490,7 +490,7 @@ def build(settings: Settings) -> Built:
         if act is not None:
             actions[label] = act
     thresholds: dict[str, float] = {}
-    summary: dict[str, Any] | None = None
+    summary: Fitted | None = None
     if spec.routing and spec.routing.thresholds:
         thresholds = dict(spec.routing.thresholds)
     bands = dict(spec.routing.unsure_band) if spec.routing and spec.routing.unsure_band else {}

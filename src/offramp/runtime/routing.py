@@ -16,14 +16,32 @@ of its threshold. Fitted, one band for every label:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence, TypedDict
 
 import numpy as np
 
 ABOVE_ALL = 1.01  # a threshold no confidence reaches: every message goes to the LLM
 
 
-def share_threshold(confidence: Any, llm_share: float) -> float:
+class HeldOut(TypedDict, total=False):
+    """How the fitted routing does on the held-out messages."""
+
+    llm_share: float
+    local_precision: float | None
+    n: int
+    labels_not_in_model: list[str]  # labels of the held-out file a multi-label model lacks
+
+
+class Fitted(TypedDict, total=False):
+    """A fitted routing: ``thresholds`` (per predicted label, or ``*``) or a multi-label model's
+    ``bands``, and how it does on the held-out messages."""
+
+    thresholds: dict[str, float]
+    bands: dict[str, float]
+    held_out: HeldOut
+
+
+def share_threshold(confidence: Sequence[float] | np.ndarray, llm_share: float) -> float:
     """The one rule for "send at most a share of the messages to the LLM": the lowest confidence
     threshold under which at most ``llm_share`` of ``confidence`` falls (no labels are used).
 
@@ -47,15 +65,15 @@ def fit_thresholds(
     *,
     max_llm_share: float | None = None,
     local_precision: float | None = None,
-) -> dict[str, Any]:
+) -> Fitted:
     classes = np.asarray(classes).astype(str)
     y = np.asarray(y_true, dtype=object).astype(str)
     pred = classes[proba.argmax(axis=1)]
     conf = proba.max(axis=1)
-    out: dict[str, Any] = {"thresholds": {}, "held_out": {}}
+    thresholds: dict[str, float] = {}
     if max_llm_share is not None:
         tau = share_threshold(conf, max_llm_share)
-        out["thresholds"]["*"] = tau
+        thresholds["*"] = tau
         to_llm = conf < tau
     elif local_precision is not None:
         to_llm = np.zeros(len(y), bool)
@@ -71,17 +89,17 @@ def fit_thresholds(
             kept = np.arange(len(correct), 0, -1)
             ok = np.flatnonzero(kept_right / kept >= local_precision)
             tau = float(confs[ok[0]]) if ok.size else ABOVE_ALL
-            out["thresholds"][str(c)] = tau
+            thresholds[str(c)] = tau
             to_llm |= m & (conf < tau)
     else:
         raise ValueError("give max_llm_share or local_precision")
     local = ~to_llm
-    out["held_out"] = {
-        "llm_share": float(to_llm.mean()),
-        "local_precision": float((pred[local] == y[local]).mean()) if local.any() else None,
-        "n": int(len(y)),
-    }
-    return out
+    held_out = HeldOut(
+        llm_share=float(to_llm.mean()),
+        local_precision=float((pred[local] == y[local]).mean()) if local.any() else None,
+        n=int(len(y)),
+    )
+    return Fitted(thresholds=thresholds, held_out=held_out)
 
 
 def fit_bands(
@@ -92,7 +110,7 @@ def fit_bands(
     max_llm_share: float | None = None,
     local_precision: float | None = None,
     unreachable: np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> Fitted:
     """One unsure band ("*") for a multi-label model, fitted on held-out messages: ``proba`` and
     ``Y_true`` are (messages x labels), ``thresholds`` the model's per-label thresholds.
     ``unreachable`` marks messages whose right set has a label the model lacks: the model's set
@@ -122,11 +140,9 @@ def fit_bands(
         raise ValueError("give max_llm_share or local_precision")
     to_llm = nearest < band
     local = ~to_llm
-    return {
-        "bands": {"*": band},
-        "held_out": {
-            "llm_share": float(to_llm.mean()) if n else 0.0,
-            "local_precision": float(exact[local].mean()) if local.any() else None,
-            "n": int(n),
-        },
-    }
+    held_out = HeldOut(
+        llm_share=float(to_llm.mean()) if n else 0.0,
+        local_precision=float(exact[local].mean()) if local.any() else None,
+        n=int(n),
+    )
+    return Fitted(bands={"*": band}, held_out=held_out)

@@ -32,6 +32,7 @@ from offramp.serving.schemas import (
     require_json,
 )
 from offramp.serving.service import ClassificationService
+from offramp.types import JSONDict
 
 
 def service_of(request: Request) -> ClassificationService:
@@ -156,7 +157,7 @@ async def feedback(request: Request) -> JSONResponse:
 
 
 @protected.get("/v1/models")
-def models(request: Request) -> dict[str, Any]:
+def models(request: Request) -> JSONDict:
     """OpenAI-compatible model list: the one model this service answers with."""
     service = service_of(request)
     created = service.info.get("created") or ""
@@ -171,7 +172,7 @@ def models(request: Request) -> dict[str, Any]:
 
 
 @protected.post("/v1/admin/reload")
-def reload(request: Request) -> dict[str, Any]:
+def reload(request: Request) -> JSONDict:
     """Build the cascade again (e.g. after `offramp train --out` wrote a new version); requests
     already running finish on the old one."""
     service = service_of(request)
@@ -203,7 +204,7 @@ def authorize_operational(request: Request) -> None:
 
 
 @open_routes.get("/readyz")
-def readyz(request: Request) -> dict[str, Any]:
+def readyz(request: Request) -> JSONDict:
     authorize_operational(request)
     service = service_of(request)
     worker = {"worker": service.workers.me} if service.workers is not None else {}  # which process answered

@@ -15,9 +15,11 @@ from bisect import bisect_left
 from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable, TypedDict
 
 import numpy as np
+
+from offramp.types import JSONDict
 
 Key = tuple[str, tuple[tuple[str, object], ...]]  # a metric: its name and its sorted labels
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -31,6 +33,23 @@ def _labels(pairs: tuple[tuple[str, object], ...]) -> str:
         for k, v in pairs
     )
     return "{" + inner + "}"
+
+
+def _label_key(pairs: list[tuple[str, object]]) -> tuple[tuple[str, object], ...]:
+    """Labels read back from a snapshot (JSON gives ``[key, value]`` lists) as a metric's key."""
+    return tuple(sorted(((str(k), v) for k, v in pairs), key=lambda kv: kv[0]))
+
+
+class MetricsSnapshot(TypedDict, total=False):
+    """A process's counts as JSON (what a worker publishes for the others): ``[name, [[key, value],
+    ...], value]`` per counter and gauge, the histogram's buckets, sum and count."""
+
+    counters: list[tuple[str, list[tuple[str, object]], float]]
+    gauges: list[tuple[str, list[tuple[str, object]], float]]
+    hist: list[int]
+    hist_sum: float
+    hist_count: int
+    worker: str
 
 
 class Metrics:
@@ -83,18 +102,18 @@ class Metrics:
         self._hist_sum += seconds
         self._hist_count += 1
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> MetricsSnapshot:
         """This process's counts, as JSON-ready lists (what a worker publishes for the others)."""
         with self._lock:
             return {
-                "counters": [[n, list(map(list, pairs)), v] for (n, pairs), v in self._counters.items()],
-                "gauges": [[n, list(map(list, pairs)), v] for (n, pairs), v in self._gauges.items()],
+                "counters": [(n, list(pairs), v) for (n, pairs), v in self._counters.items()],
+                "gauges": [(n, list(pairs), v) for (n, pairs), v in self._gauges.items()],
                 "hist": list(self._hist),
                 "hist_sum": self._hist_sum,
                 "hist_count": self._hist_count,
             }
 
-    def merged(self, others: list[dict[str, Any]], worker_label: str | None = None) -> Metrics:
+    def merged(self, others: list[MetricsSnapshot], worker_label: str | None = None) -> Metrics:
         """A registry holding this one's counts plus ``others``' (snapshots of other processes):
         counters and the histogram add up; gauges, which do not, get a ``worker`` label each."""
         total = Metrics()
@@ -102,10 +121,9 @@ class Metrics:
         for i, snap in enumerate([mine, *others]):
             label = (worker_label if i == 0 else snap.get("worker")) or str(i)
             for n, pairs, v in snap["counters"]:
-                total._counters[(n, tuple(sorted(tuple(p) for p in pairs)))] += float(v)
+                total._counters[(n, _label_key(pairs))] += float(v)
             for n, pairs, v in snap["gauges"]:
-                key = tuple(sorted([*(tuple(p) for p in pairs), ("worker", label)]))
-                total._gauges[(n, key)] = float(v)
+                total._gauges[(n, _label_key([*pairs, ("worker", label)]))] = float(v)
             total._hist = [a + int(b) for a, b in zip(total._hist, snap["hist"])]
             total._hist_sum += float(snap["hist_sum"])
             total._hist_count += int(snap["hist_count"])
@@ -207,7 +225,7 @@ class TrafficStats:
                 if len(self._saved_by_day) > 400:
                     self._saved_by_day.pop(min(self._saved_by_day))
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> JSONDict:
         now = self._clock()
         today = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
         month = today[:7]
@@ -314,11 +332,11 @@ class Telemetry:
         self.drain()
         return self.metrics.render()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> MetricsSnapshot:
         self.drain()
         return self.metrics.snapshot()
 
-    def traffic(self) -> dict[str, Any]:
+    def traffic(self) -> JSONDict:
         """What the console's overview shows."""
         self.drain()
         return self.stats.snapshot()

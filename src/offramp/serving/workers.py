@@ -25,9 +25,8 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from offramp.serving.telemetry import Telemetry
+from offramp.serving.telemetry import MetricsSnapshot, Telemetry
 
 log = logging.getLogger("offramp.serving")
 
@@ -77,12 +76,13 @@ class WorkerSync:
 
     # ------------------------------------------------------------------ metrics
     def publish(self) -> None:
-        snap = {**self.telemetry.snapshot(), "worker": self.me}
+        snap = self.telemetry.snapshot()
+        snap["worker"] = self.me
         tmp = self.dir / f".metrics-{self.me}.json"
         tmp.write_text(json.dumps(snap), encoding="utf-8")
         os.replace(tmp, self.dir / f"metrics-{self.me}.json")
 
-    def others(self) -> list[dict[str, Any]]:
+    def others(self) -> list[MetricsSnapshot]:
         snaps = []
         for path in sorted(self.dir.glob("metrics-*.json")):
             if path.name == f"metrics-{self.me}.json":

@@ -14,6 +14,8 @@ import numpy as np
 from offramp.errors import UsageError
 from offramp.estimators.multilabel import (
     MIN_POSITIVES,
+    Cooccurrence,
+    MultiLabelScores,
     StackedMultiLabel,
     TfidfMultiLabel,
     fit_platt,
@@ -54,9 +56,9 @@ def multilabel_candidates(
 class MultiLabelReport:
     winner: str
     candidates: list[dict[str, Any]]
-    cv: dict[str, Any]
+    cv: MultiLabelScores
     thresholds: dict[str, float]
-    cooccurrence: list[dict[str, Any]]
+    cooccurrence: list[Cooccurrence]
     n_train: int
     label_counts: dict[str, int]
     empty_rows: int
@@ -183,12 +185,12 @@ def train_multilabel(
     model.platt_, model.thresholds_, model.label_sep_ = platt, thr, label_sep
     pair_counts = Y.T.astype(np.int64) @ Y.astype(np.int64)
     co = [
-        {"labels": [classes[a], classes[b]], "messages": int(pair_counts[a, b])}
+        Cooccurrence(labels=[classes[a], classes[b]], messages=int(pair_counts[a, b]))
         for a in range(len(classes))
         for b in range(a + 1, len(classes))
         if pair_counts[a, b]
     ]
-    co.sort(key=lambda d: -int(d["messages"]))  # type: ignore[call-overload]
+    co.sort(key=lambda d: -d["messages"])
     report = MultiLabelReport(
         winner=name,
         candidates=results,

@@ -18,7 +18,7 @@ import numpy as np
 from offramp.data.io import Dataset
 from offramp.errors import DataError, UsageError
 from offramp.estimators.rejection import RejectTarget
-from offramp.registry.gate import compare, compare_sets
+from offramp.registry.gate import GateRecord, Verdict, compare, compare_sets
 from offramp.registry.versions import Registry
 from offramp.training.train import train
 from offramp.types import JSONDict
@@ -33,7 +33,7 @@ class RetrainResult:
     current: str
     reasons: list[str]
     new_labels: list[str]
-    gate: dict[str, Any]
+    gate: Verdict
     seconds: float
     n_train: int
     n_added: int
@@ -276,7 +276,7 @@ def _decide(
     registry: Registry,
     candidate: str,
     current: str,
-    verdict: dict[str, Any],
+    verdict: Verdict,
     gate_source: str,
     new_labels: list[str],
     t0: float,
@@ -286,19 +286,14 @@ def _decide(
 ) -> RetrainResult:
     """Record the gate's verdict on the candidate's registry entry and promote it if it passed."""
     decision = "promoted" if verdict["passed"] else "refused"
-    figures: dict[str, Any] = {k: verdict[k] for k in ("micro_f1", "macro_f1") if k in verdict}
-    registry.record_gate(
-        candidate,
-        {
-            "against": current,
-            "decision": decision,
-            "reasons": verdict["reasons"],
-            **figures,
-            "per_class": verdict["per_class"],
-            "source": gate_source,
-            "n": verdict["n"],
-        },
-    )
+    record = GateRecord(against=current, decision=decision, reasons=verdict["reasons"])
+    if "micro_f1" in verdict:
+        record["micro_f1"] = verdict["micro_f1"]
+    record["macro_f1"] = verdict["macro_f1"]
+    record["per_class"] = verdict["per_class"]
+    record["source"] = gate_source
+    record["n"] = verdict["n"]
+    registry.record_gate(candidate, record)
     if verdict["passed"]:
         registry.promote(candidate)
     return RetrainResult(

@@ -14,9 +14,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-from offramp.capture.pool import read_rows, training_rows
+from offramp.capture.pool import TrainingRow, read_rows, training_rows
 from offramp.data.io import Dataset
 from offramp.errors import OfframpError
 from offramp.monitoring.drift import PSI_WARN
@@ -25,12 +24,14 @@ from offramp.registry.versions import Registry
 from offramp.serving.errors import ApiError
 from offramp.serving.service import ClassificationService
 from offramp.training.retrain import retrain
+from offramp.types import JSONDict
 
 
 class Console:
     def __init__(self, service: ClassificationService):
         self.service = service
-        self._job: dict[str, Any] = {"state": "idle"}
+        self._job: JSONDict = {"state": "idle"}
+        self._progress: list[str] = []  # the running or last job's steps
         self._job_lock = threading.Lock()
         self._last_pool_id = 0
         self._reports: dict[str, tuple[str, str]] = {}  # version -> (html, CSP style hash)
@@ -42,7 +43,7 @@ class Console:
         path = self.service.built.registry
         return Registry(path) if path is not None else None
 
-    def overview(self) -> dict[str, Any]:
+    def overview(self) -> JSONDict:
         s = self.service
         info = s.info
         snap = s.telemetry.traffic()
@@ -80,9 +81,7 @@ class Console:
             "review": s.review.counts(),
         }
 
-    def review_items(
-        self, label: str | None, source: str | None, since: float | None, limit: int = 50
-    ) -> dict[str, Any]:
+    def review_items(self, label: str | None, source: str | None, since: float | None, limit: int = 50) -> JSONDict:
         s = self.service
         capture = s.built.capture
         labels = sorted(capture.labels) if capture is not None else list(s.info.get("labels", []))
@@ -93,7 +92,7 @@ class Console:
             "feedback": capture is not None and "feedback" in capture.sources,
         }
 
-    def models(self) -> dict[str, Any]:
+    def models(self) -> JSONDict:
         reg = self.registry
         if reg is None:
             return {"registry": None, "versions": [], "current": self.service.info.get("version"), "job": self.job()}
@@ -107,9 +106,9 @@ class Console:
             "job": self.job(),
         }
 
-    def job(self) -> dict[str, Any]:
+    def job(self) -> JSONDict:
         with self._job_lock:
-            return dict(self._job, progress=list(self._job.get("progress", [])))
+            return {**self._job, "progress": list(self._progress)}
 
     # ------------------------------------------------------------------ changing
     def _need_registry(self) -> Registry:
@@ -120,7 +119,7 @@ class Console:
             )
         return reg
 
-    def promote(self, version: str) -> dict[str, Any]:
+    def promote(self, version: str) -> JSONDict:
         reg = self._need_registry()
         if not re.fullmatch(r"v\d{4,}", version or ""):
             raise ApiError(422, "invalid_request", f"{version!r} is not a version name (like v0002)")
@@ -133,7 +132,7 @@ class Console:
         info = self.service.reload_all()
         return {"status": "promoted", "version": version, "previous": before, "serving": info.get("version")}
 
-    def rollback(self) -> dict[str, Any]:
+    def rollback(self) -> JSONDict:
         reg = self._need_registry()
         left = reg.current
         try:
@@ -143,7 +142,7 @@ class Console:
         info = self.service.reload_all()
         return {"status": "rolled_back", "version": back, "previous": left, "serving": info.get("version")}
 
-    def start_retrain(self) -> dict[str, Any]:
+    def start_retrain(self) -> JSONDict:
         reg = self._need_registry()
         capture = self.service.built.capture
         if capture is None:
@@ -159,14 +158,15 @@ class Console:
                 )
             last_id = max(r["id"] for r in rows)
             data = training_rows(rows)
-            self._job = {"state": "running", "started": time.time(), "rows": len(data), "progress": []}
+            self._job = {"state": "running", "started": time.time(), "rows": len(data)}
+            self._progress = []
         threading.Thread(target=self._retrain, args=(reg, data, last_id), daemon=True).start()
         return self.job()
 
-    def _retrain(self, reg: Registry, data: list[dict[str, Any]], last_id: int) -> None:
+    def _retrain(self, reg: Registry, data: list[TrainingRow], last_id: int) -> None:
         def say(msg: str) -> None:
             with self._job_lock:
-                self._job["progress"].append(msg)
+                self._progress.append(msg)
 
         try:
             ds = Dataset([r["text"] for r in data], [r["label"] for r in data], "the capture pool", rows_read=len(data))

@@ -14,7 +14,9 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Callable
+
+from offramp.types import JSONDict
 
 SOURCES = ("unsure", "disagreed", "rejected")
 
@@ -27,7 +29,7 @@ class ReviewItem:
     source: str
     label: str  # the small model's
     confidence: float
-    top: list[dict[str, Any]] = field(default_factory=list)
+    top: list[JSONDict] = field(default_factory=list)
     llm: str | None = None
 
 
@@ -68,7 +70,7 @@ class ReviewQueue:
         source: str | None = None,
         since: float | None = None,
         limit: int = 100,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JSONDict]:
         """Waiting items, the strongest reasons first (disagreed, rejected, then the least sure)."""
         with self._lock:
             self._expire()
