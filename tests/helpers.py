@@ -1,7 +1,9 @@
-"""Helpers the test modules share (test modules never import each other): the CLI as a
-subprocess, CSV files, and a real `offramp serve` on a free loopback port."""
+"""Helpers the test modules share (test modules never import each other): the CLI run in this
+process or as a subprocess, CSV files, and a real `offramp serve` on a free loopback port."""
 
 import csv
+import io
+import os
 import socket
 import subprocess
 import sys
@@ -20,9 +22,62 @@ def write_csv(path: Path, rows, header=("text", "label")) -> Path:
 
 
 def run_cli(*args, input: str | None = None, env=None) -> subprocess.CompletedProcess:
+    """The CLI's entry point called in this process with its own stdin, stdout, stderr and exit
+    code, as a shell would see them (bytes written to ``sys.stdout.buffer`` included). ``env``
+    replaces the environment for the call, as it would for a subprocess. A command that needs a
+    process of its own (signals, a server, Ray) goes through :func:`run_cli_process`."""
+    from offramp.cli.main import run
+
+    argv = [str(a) for a in args]
+    stdin = io.TextIOWrapper(io.BytesIO((input or "").encode("utf-8")), encoding="utf-8")
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="")
+    stderr = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="")
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_env = dict(os.environ)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    sys.stdin, sys.stdout, sys.stderr = stdin, stdout, stderr
+    code: int | str | None = 0
+    try:
+        run(argv)
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        os.environ.clear()
+        os.environ.update(saved_env)
+    if not isinstance(code, int):  # sys.exit("message") prints the message and exits with 1
+        if code is not None:
+            stderr.write(str(code) + "\n")
+        code = 0 if code is None else 1
+    out, errs = (_drain(s) for s in (stdout, stderr))
+    return subprocess.CompletedProcess(["offramp", *argv], code, out, errs)
+
+
+def _drain(stream: io.TextIOWrapper) -> str:
+    stream.flush()
+    raw = stream.buffer.getvalue()  # type: ignore[attr-defined]
+    return raw.decode("utf-8", errors="replace").replace("\r\n", "\n")
+
+
+def run_cli_process(*args, input: str | None = None, env=None) -> subprocess.CompletedProcess:
+    """The CLI as a subprocess (``python -m offramp``): for the entry point itself, and for a
+    command that owns its process (signal handlers, servers, a Ray driver)."""
     return subprocess.run(
         [sys.executable, "-m", "offramp", *args], capture_output=True, text=True, input=input, env=env, timeout=600
     )
+
+
+def until(check, seconds: float = 30.0, every: float = 0.05):
+    """Poll ``check()`` until it returns something true, and return that; after ``seconds``,
+    return its last (false) value and let the caller's assertions say what did not happen."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
 
 
 def _free_port() -> int:

@@ -128,6 +128,26 @@ def test_time_limit_skips_are_reported(inbox):
     assert report.to_dict()["skipped"] == report.skipped
 
 
+def test_a_model_trained_only_to_be_scored_skips_the_speed_figures(inbox, tmp_path):
+    from offramp import price_the_move, train
+
+    (texts, labels), (test_texts, _) = inbox
+    model, report = train(texts, labels, quality="fast", measure_speed=False, time_limit=None)
+    assert report.latency_ms["p50"] is None and report.throughput_per_s == 0.0
+    assert all(c.latency_p99_ms is None for c in report.candidates if c.status == "scored")
+    timed, timed_report = train(texts, labels, quality="fast", time_limit=None)
+    assert timed_report.latency_ms["p50"] > 0 and timed_report.throughput_per_s > 0
+    assert timed_report.winner == report.winner  # the same search, only untimed
+    assert list(model.predict(test_texts)) == list(timed.predict(test_texts))
+    model.save(tmp_path / "m")
+    assert "not measured" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    priced, _ = price_the_move(messages_per_month=1_000_000, model=tmp_path / "m")
+    assert not priced.inputs.throughput_measured
+    # a latency budget still times the candidates: it needs their figures
+    _, budgeted = train(texts, labels, quality="fast", measure_speed=False, latency_budget_ms=50, time_limit=None)
+    assert all(c.latency_p99_ms is not None for c in budgeted.candidates if c.status == "scored")
+
+
 def test_cascade_in_process(inbox):
     from offramp import Cascade, PrivacyGuard, train
     from offramp.llm.client import LLMUnavailable

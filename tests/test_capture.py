@@ -16,7 +16,7 @@ from offramp.monitoring.shadow import best_threshold, shadow_report, wilson
 from offramp.privacy.guard import PrivacyGuard
 from offramp.registry.gate import compare
 
-from helpers import Server, metric, run_cli
+from helpers import Server, metric, run_cli, until
 from misbehaving_llm import GoldLLM
 
 
@@ -185,13 +185,19 @@ def test_local_first_shadow_is_off_the_request_path(fast_model, inbox_sample, tm
         assert all(a["route"] == "local" for a in answers)
         # 40 answers came back while the LLM (0.3 s each) could have answered at most a few of them
         assert len(slow.requests) < 40 and took < 40 * 0.3
-        time.sleep(2.0)  # let the shadow worker finish what it queued
-        metrics = httpx.get(srv.url + "/metrics").text
-        dropped = metric(metrics, "offramp_shadow_dropped_total")
-        compared = sum(
-            metric(metrics, "offramp_shadow_compared_total", label=lab) or 0
-            for lab in ("SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER")
-        )
+
+        def shadow_counts():
+            metrics = httpx.get(srv.url + "/metrics").text
+            dropped = metric(metrics, "offramp_shadow_dropped_total") or 0
+            compared = sum(
+                metric(metrics, "offramp_shadow_compared_total", label=lab) or 0
+                for lab in ("SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER")
+            )
+            return dropped, compared
+
+        # the shadow worker finishes what it queued: every message is compared or dropped
+        until(lambda: sum(shadow_counts()) >= 40 and len(slow.requests) >= shadow_counts()[1])
+        dropped, compared = shadow_counts()
         assert dropped and dropped > 0 and compared > 0 and compared + dropped <= 40
         assert compared == len(slow.requests)
     finally:
@@ -212,7 +218,20 @@ def test_sampling_sends_a_share(fast_model, inbox_sample, tmp_path):
     try:
         texts = [t for t, _ in test[:160]]
         httpx.post(srv.url + "/v1/classify", json={"texts": texts}, timeout=30)
-        time.sleep(1.0)
+        seen = []
+
+        def settled():  # every request the LLM saw is compared, and no new one came in the last poll
+            text = httpx.get(srv.url + "/metrics").text
+            labels = ("SUPPORT", "GRATITUDE", "TRY_TO_HACK", "OTHER")
+            seen.append(
+                (
+                    sum(metric(text, "offramp_shadow_compared_total", label=lab) or 0 for lab in labels),
+                    len(llm.requests),
+                )
+            )
+            return len(seen) > 1 and seen[-1] == seen[-2] and seen[-1][0] == seen[-1][1] > 0
+
+        until(settled, every=0.2)
         assert 15 <= len(llm.requests) <= 70  # about a quarter of 160
     finally:
         srv.stop()

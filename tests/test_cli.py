@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from helpers import run_cli, write_csv
+from helpers import run_cli, run_cli_process, write_csv
 
 
 def assert_clean_error(r, code: int, *needles: str):
@@ -282,7 +282,7 @@ def test_demo_reruns_the_llm_column_live(tmp_path):
 
 
 def test_internal_errors_are_one_line(tmp_path):
-    r = run_cli("--help")
+    r = run_cli_process("--help")  # the real entry point, `python -m offramp`, in a process of its own
     assert r.returncode == 0 and "train" in r.stdout
     r = run_cli("no-such-command")
     assert r.returncode == 2 and "Traceback" not in r.stderr

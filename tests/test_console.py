@@ -139,8 +139,9 @@ def test_the_console_open_and_admin(setup, browser):
             page.keyboard.press("Enter")
             _until(lambda rid=rid: page.query_selector(f'[data-request-id="{rid}"]') is None)
             reviewed.append(rid)
-        page.keyboard.press("s")  # skip one
-        time.sleep(1.0)
+        skipped = page.get_attribute(".item.current", "data-request-id")
+        page.keyboard.press("s")  # skip one: the next item becomes current, nothing is saved
+        _until(lambda: page.get_attribute(".item.current", "data-request-id") != skipped)
         rows = read_rows(d / "pool.sqlite", ["feedback"])
         assert sorted(r["request_id"] for r in rows) == sorted(reviewed)
         assert all(r["label"] == "SUPPORT" for r in rows)

@@ -11,7 +11,7 @@ import pytest
 
 from offramp.errors import UsageError
 
-from helpers import Server, run_cli, write_csv
+from helpers import Server, run_cli, until, write_csv
 
 FORMULAS = ['=HYPERLINK("http://evil","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
 
@@ -327,7 +327,16 @@ class _Drip:
             def log_message(self, *a):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.hits = 0  # requests that reached the server
+
+        drip = self
+
+        class Counting(H):
+            def do_POST(self):
+                drip.hits += 1
+                super().do_POST()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Counting)
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -503,7 +512,9 @@ def test_local_answers_do_not_wait_behind_slow_egress(fast_model, tmp_path):
         ]
         for t in slow:
             t.start()
-        time.sleep(1.5)  # every slow request is now waiting on the webhook
+        # every slow request is now waiting on the webhook: its 16 egress threads are held
+        until(lambda: drip.hits >= 16, seconds=30)
+        assert drip.hits >= 16, drip.hits
         t0 = time.monotonic()
         r = httpx.post(srv.url + "/v1/classify", json={"text": "how do I reset my password?"}, timeout=60)
         took = time.monotonic() - t0

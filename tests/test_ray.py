@@ -16,7 +16,7 @@ from offramp.demo.data import demo_paths
 from offramp.errors import UsageError
 from offramp.scale.stream import predict_files
 
-from helpers import _free_port, read_pairs, run_cli, write_csv
+from helpers import _free_port, read_pairs, run_cli, run_cli_process, write_csv
 from misbehaving_llm import GoldLLM
 
 # Ray reads its authentication settings once, when first imported: set them before anything does
@@ -102,7 +102,7 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(cluster, fast_mode
 
 
 def test_cli_on_the_cluster_prints_rows_per_node(cluster, fast_model, shards, tmp_path):
-    r = run_cli(
+    r = run_cli_process(
         "predict",
         str(fast_model),
         str(shards),
@@ -120,7 +120,7 @@ def test_cli_on_the_cluster_prints_rows_per_node(cluster, fast_model, shards, tm
 
 
 def test_an_address_where_nothing_answers_is_one_line(fast_model, shards, tmp_path):
-    r = run_cli(
+    r = run_cli_process(
         "predict", str(fast_model), str(shards), "--out", str(tmp_path / "o"), "--engine", "ray",
         "--address", f"127.0.0.1:{_free_port()}",
     )  # fmt: skip
@@ -154,7 +154,7 @@ def test_label_on_the_cluster_sends_each_text_once_within_one_rate(cluster, tmp_
         args = ["label", str(data), "--llm", "gpt-4o-mini", "--base-url", llm.url + "/v1"]
         args += ["--task", str(tmp_path / "task.yaml"), "--cache", str(tmp_path / "c.sqlite"), "--no-schema"]
         args += ["--engine", "ray", "--address", cluster["address"], "--concurrency", "8", "--rate", "30"]
-        r = run_cli(*args, "--out", str(tmp_path / "a.csv"), env=cluster["env"])
+        r = run_cli_process(*args, "--out", str(tmp_path / "a.csv"), env=cluster["env"])
         assert r.returncode == 0, r.stderr
         assert len(llm.requests) == 60  # each text once
         assert [lab for _, lab in read_pairs(tmp_path / "a.csv")] == [lab for _, lab in pairs]
@@ -168,7 +168,7 @@ def test_label_on_the_cluster_sends_each_text_once_within_one_rate(cluster, tmp_
         busiest = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
         assert busiest <= 33, busiest
         assert times[-1] - times[0] >= 59 / 30 - 0.3, times[-1] - times[0]
-        r = run_cli(*args, "--out", str(tmp_path / "b.csv"), env=cluster["env"])
+        r = run_cli_process(*args, "--out", str(tmp_path / "b.csv"), env=cluster["env"])
         assert r.returncode == 0, r.stderr
         assert len(llm.requests) == 60 and "0 calls sent, 60 answered from the cache" in r.stdout
     finally:

@@ -10,7 +10,7 @@ import pytest
 from offramp.audit.log import AuditLog
 from offramp.training.train import train
 
-from helpers import Server, metric, run_cli
+from helpers import Server, metric, run_cli, until
 
 
 def _classify(url: str, text: str) -> tuple[int, str]:
@@ -42,7 +42,13 @@ def test_both_workers_answer_and_metrics_count_every_request(two_workers):
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda t: _classify(srv.url, t), texts))
     assert all(code == 200 for code, _ in answers)
-    time.sleep(1.2)  # other workers' counts arrive within half a second
+
+    def total():
+        text = httpx.get(srv.url + "/metrics", headers={"Connection": "close"}).text
+        return metric(text, "offramp_requests_total", endpoint="/v1/classify", status="200")
+
+    # other workers' counts arrive within half a second, whichever worker answers the scrape
+    until(lambda: all(total() == (before or 0) + 200 for _ in range(4)))
     for _ in range(6):  # whichever worker answers the scrape, the total is the server's
         text = httpx.get(srv.url + "/metrics", headers={"Connection": "close"}).text
         assert metric(text, "offramp_requests_total", endpoint="/v1/classify", status="200") == (before or 0) + 200
@@ -53,9 +59,9 @@ def test_one_audit_chain_from_both_workers(two_workers):
     srv, d = two_workers
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: _classify(srv.url, f"thank you so much {i}"), range(100)))
-    time.sleep(1.0)
     log = AuditLog(d / "audit.sqlite", create=False)
-    verdict = log.verify()
+    # the workers' last batches are written a moment after the answers
+    verdict = until(lambda: (v := log.verify()).records >= 100 and v) or log.verify()
     assert verdict.ok, verdict.message
     assert verdict.records >= 100
     r = run_cli("audit", "verify", str(d / "audit.sqlite"))

@@ -2,7 +2,6 @@
 
 import shutil
 import threading
-import time
 
 import httpx
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from offramp.data.io import read_dataset
 from offramp.registry.records import load
 
-from helpers import Server, run_cli
+from helpers import Server, run_cli, until
 
 KEY = "test-key-0123456789abcdef"
 
@@ -200,11 +199,12 @@ def test_hot_reload_keeps_serving(fast_model, inbox_sample, tmp_path):
 
         t = threading.Thread(target=hammer)
         t.start()
-        time.sleep(0.3)
+        until(lambda: len(codes) >= 5)  # the traffic is flowing
         r = run_cli("train", str(inbox_sample[0]), "--out", str(d), "--quality", "fast", "--seed", "5", "--quiet")
         assert r.returncode == 0, r.stderr
         rr = httpx.post(s.url + "/v1/admin/reload", json={})
-        time.sleep(0.3)
+        after = len(codes)
+        until(lambda: len(codes) >= after + 5)  # and goes on after the reload
         stop.set()
         t.join()
         assert rr.status_code == 200, rr.text

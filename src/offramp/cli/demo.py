@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
 from offramp.cli import options as o
 from offramp.cli.render import choice_line, emit, info, out, print_cascade, print_side_by_side, status, warn
-from offramp.evaluation.distill import Distillation
+
+if TYPE_CHECKING:
+    from offramp.evaluation.distill import Distillation
 
 
 def register(app: typer.Typer) -> None:

@@ -320,7 +320,7 @@ def price_the_move(
     measured = throughput is not None
     if throughput is None and model is not None:
         verify_model_dir(model)
-        throughput = read_metrics(model).get("throughput_per_s")
+        throughput = read_metrics(model).get("throughput_per_s") or None  # 0: not measured
         measured = throughput is not None
     inputs = CostInputs.from_prices(
         table,

@@ -109,7 +109,6 @@ def teacher_student(
     from offramp.training.noise import without_suspects
     from offramp.training.train import train
 
-    fit = train_fn or train
     texts, labels, seconds, model_name = read_teacher_labels(teacher_labels)
 
     def key(t: str) -> str:  # texts may have been cut by the labelling run's character limit
@@ -128,7 +127,10 @@ def teacher_student(
     t0 = time.perf_counter()
 
     def fit_and_score(x: Sequence[str], y: Sequence[str]) -> EvalReport:
-        m, _ = fit(list(x), list(y), quality=quality, time_limit=None, seed=seed)
+        if train_fn is None:  # a student is scored, never served: its speed is not measured
+            m, _ = train(list(x), list(y), quality=quality, time_limit=None, seed=seed, measure_speed=False)
+        else:
+            m, _ = train_fn(list(x), list(y), quality=quality, time_limit=None, seed=seed)
         return metrics_report(list(test.labels or []), [str(p) for p in m.predict(test.texts)])
 
     teacher = teacher_on_test.model or model_name or "LLM"

@@ -193,8 +193,15 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
         "## Speed (measured on the training machine, on training texts)",
         "",
-        f"- single message, in process: p50 {metrics['latency_ms']['p50']:.3f} ms, p99 {metrics['latency_ms']['p99']:.3f} ms",
-        f"- batch: {metrics['throughput_per_s']:,.0f} messages/s",
+        *(
+            [
+                f"- single message, in process: p50 {metrics['latency_ms']['p50']:.3f} ms, "
+                f"p99 {metrics['latency_ms']['p99']:.3f} ms",
+                f"- batch: {metrics['throughput_per_s']:,.0f} messages/s",
+            ]
+            if (metrics.get("latency_ms") or {}).get("p50") is not None
+            else ["- not measured (trained with measure_speed=False)"]
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -70,7 +70,7 @@ class TrainReport:
     ece_calibrated: float
     temperature: float
     train_seconds: float
-    latency_ms: dict[str, float]
+    latency_ms: dict[str, float | int | None]
     throughput_per_s: float
     candidates: list[CandidateResult]
     rejection: Rejection | None = None

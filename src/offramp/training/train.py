@@ -22,7 +22,7 @@ from offramp.estimators.tfidf import TfidfLinear
 from offramp.training.large import LARGE_ROWS, SEARCH_ROWS, refit_streaming, stratified_sample
 from offramp.training.report import EncoderUse, RegistryEntry, TrainReport
 from offramp.training.search import Candidate, CandidateResult, candidates_for, resolve_quality, select_model
-from offramp.training.speed import measure_latency, measure_throughput
+from offramp.training.speed import latency_summary, measure_latency, measure_throughput
 from offramp.types import Labels, Texts
 from offramp.version import __version__
 
@@ -218,6 +218,7 @@ def _train_single(
     search_rows: int | None = None,
     encoder_name: str = "auto",
     refit_with_val: bool = False,
+    measure_speed: bool = True,
 ) -> tuple[TextClassifier, TrainReport]:
     """:func:`train` for one label per message, from data in memory (see its parameters)."""
     ds = texts if isinstance(texts, Dataset) else _as_dataset((texts, labels), "<memory>")
@@ -282,6 +283,7 @@ def _train_single(
         seed=seed,
         latency_budget_ms=latency_budget_ms,
         on_progress=on_progress,
+        time_candidates=measure_speed,
     )
     warnings += sel.notes
     model = sel.model
@@ -337,11 +339,13 @@ def _train_single(
     classes, counts = np.unique(y, return_counts=True)
     # speed on (a sample of) the training texts, so `offramp cost --model-dir` has a measured figure
     sample = ds.texts[:2000]
-    if on_progress:
-        on_progress("measuring speed")
-    with model.uncached():
-        latency = measure_latency(model.predict_one, sample, n=300, max_seconds=1.5)
-        throughput = measure_throughput(model.predict, sample, min_messages=2_000, min_seconds=0.5)
+    latency, throughput = latency_summary([]), 0.0
+    if measure_speed:
+        if on_progress:
+            on_progress("measuring speed")
+        with model.uncached():
+            latency = measure_latency(model.predict_one, sample, n=300, max_seconds=1.5)
+            throughput = measure_throughput(model.predict, sample, min_messages=2_000, min_seconds=0.5)
     report = TrainReport(
         winner=sel.winner,
         quality=quality,
@@ -591,6 +595,7 @@ def train(
     gate: DataLike | tuple[Texts, Labels] | None = None,
     promote: bool | None = None,
     on_progress: Callable[[str], None] | None = None,
+    measure_speed: bool = True,
 ) -> tuple[TextClassifier, TrainReport | MultiLabelReport]:
     """Choose, calibrate and fit a classifier; return it with a report of the search.
 
@@ -631,6 +636,9 @@ def train(
         only returning it; the first version becomes current, later ones when ``promote`` is True.
         At the registry's first version a gate set is frozen: ``gate`` (labelled data) or a
         stratified 20% held out of ``data``.
+    measure_speed : False leaves the speed figures out (the winner's latency and throughput, and
+        each candidate's latency unless ``latency_budget_ms`` needs it): for a model trained only to
+        be scored, as a student in :func:`~offramp.evaluation.distill.teacher_student` is.
 
     Returns
     -------
@@ -736,6 +744,7 @@ def train(
         search_rows=search_rows,
         encoder_name=encoder_name,
         refit_with_val=refit_with_val,
+        measure_speed=measure_speed,
     )
     report.warnings[:0] = notes
     report.dropped_suspects = dropped
