@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from offramp.serving.errors import ApiError
-from offramp.serving.schemas import ClassifyRequest
+from offramp.serving.schemas import ClassifyRequest, load_json_body
 from offramp.serving.service import ClassificationService
 
 log = logging.getLogger("offramp.serving")
@@ -44,22 +44,19 @@ def _parse(raw: bytes) -> ClassifyRequest:
     try:
         return ClassifyRequest.model_validate_json(raw)
     except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        if first["type"] != "json_invalid":
-            where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-            raise ApiError(422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}") from None
+        if e.errors(include_url=False)[0]["type"] != "json_invalid":
+            raise _invalid(e) from None
     try:
-        data = json.loads(raw)
-    except ValueError as err:
-        raise ApiError(422, "invalid_request", f"the body is not valid JSON ({err})") from None
-    except RecursionError:
-        raise ApiError(422, "invalid_request", "the body is nested too deeply to read") from None
-    try:
-        return ClassifyRequest.model_validate(data)
+        return ClassifyRequest.model_validate(load_json_body(raw))
     except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise ApiError(422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}") from None
+        raise _invalid(e) from None
+
+
+def _invalid(e: ValidationError) -> ApiError:
+    """The first thing wrong with a body, and where."""
+    first = e.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    return ApiError(422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}")
 
 
 async def classify_body(

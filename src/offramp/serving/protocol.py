@@ -30,36 +30,24 @@ except ImportError:  # pragma: no cover - httptools is a dependency; without it,
     HttpToolsProtocol = H11Protocol  # type: ignore[misc,assignment]
 
 
-def _refusal(limit: int) -> bytes:
-    body = json.dumps(
-        {
-            "error": {
-                "type": "too_many_connections",
-                "message": f"this client already holds {limit} open connections; reuse them or close some",
-            }
-        }
-    ).encode()
+def _closing_answer(status: str, kind: str, message: str, extra: str = "") -> bytes:
+    """A whole JSON error response, written on the transport before the connection is closed."""
+    body = json.dumps({"error": {"type": kind, "message": message}}).encode()
     head = (
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
-        f"retry-after: 1\r\ncontent-length: {len(body)}\r\n\r\n"
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        f"{extra}content-length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
+
+
+def _refusal(limit: int) -> bytes:
+    message = f"this client already holds {limit} open connections; reuse them or close some"
+    return _closing_answer("503 Service Unavailable", "too_many_connections", message, "retry-after: 1\r\n")
 
 
 def _too_large(limit: int) -> bytes:
-    body = json.dumps(
-        {
-            "error": {
-                "type": "headers_too_large",
-                "message": f"the request line and headers are over {limit:,} bytes; send less in them",
-            }
-        }
-    ).encode()
-    head = (
-        "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+    message = f"the request line and headers are over {limit:,} bytes; send less in them"
+    return _closing_answer("431 Request Header Fields Too Large", "headers_too_large", message)
 
 
 class _CompletesResponses(Protocol):

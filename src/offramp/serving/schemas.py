@@ -82,6 +82,17 @@ def require_json(request: Request) -> None:
         )
 
 
+def load_json_body(raw: bytes) -> object:
+    """A request body read by the standard JSON parser (as FastAPI's: it accepts the lone
+    surrogates JSON escapes allow); anything unreadable is a 422 that says why."""
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise ApiError(422, "invalid_request", f"the body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ApiError(422, "invalid_request", "the body is nested too deeply to read") from None
+
+
 async def read_body(request: Request, model: type[B]) -> B:
     """The request's JSON body as ``model``; anything else is a 422 that says what is wrong.
 
@@ -98,12 +109,7 @@ async def read_body(request: Request, model: type[B]) -> B:
         raise ApiError(
             499, "client_closed_request", "the client closed the connection before its body arrived"
         ) from None
-    try:  # the standard parser (as FastAPI's): it accepts the lone surrogates JSON escapes allow
-        data = json.loads(raw)
-    except ValueError as e:
-        raise ApiError(422, "invalid_request", f"the body is not valid JSON ({e})") from None
-    except RecursionError:
-        raise ApiError(422, "invalid_request", "the body is nested too deeply to read") from None
+    data = load_json_body(raw)
     try:
         return model.model_validate(data)
     except ValidationError as e:
