@@ -21,8 +21,35 @@ class UnknownRequest(OfframpError):
     """Feedback for a request id this service does not know (never seen, or forgotten after ttl_s)."""
 
 
+class NotYourRequest(OfframpError):
+    """Feedback from an API key other than the one that made the request (and not an admin)."""
+
+
 class UnknownLabel(OfframpError):
     """Feedback naming a label the model lacks (without capture.allow_new_labels)."""
+
+
+class InvalidLabel(OfframpError):
+    """A correction whose label cannot be read: empty for a single-label model, an empty part of a set."""
+
+
+def feedback_labels(label: str, sep: str | None) -> list[str]:
+    """The labels a correction names. One label (``sep`` None): it must not be empty. Several
+    (``sep``, the model's separator): the set, sorted; ``""`` is the empty set (none of the labels),
+    and an empty part (``"A|"``, ``"|"``, ``"A||B"``) is refused rather than guessed at."""
+    if sep is None:
+        if not label.strip():
+            raise InvalidLabel("the label is empty", "send the right label for the message")
+        return [label.strip()]
+    if not label.strip():
+        return []
+    parts = [p.strip() for p in label.split(sep)]
+    if any(not p for p in parts):
+        raise InvalidLabel(
+            f"the label {label[:80]!r} has an empty part",
+            f'join labels with {sep!r} without empty parts; send "" for none of the labels',
+        )
+    return sorted(set(parts))
 
 
 class Capture:
@@ -46,7 +73,8 @@ class Capture:
         self._clock = clock
         # a multi-label model: a row's label is a set, joined by the model's separator
         self.label_sep = label_sep
-        self._recent: OrderedDict[str, tuple[float, str, str, float, str | None]] = OrderedDict()
+        # request id -> (time, masked text, local label, confidence, version, the caller's key hash)
+        self._recent: OrderedDict[str, tuple[float, str, str, float, str | None, str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -78,15 +106,15 @@ class Capture:
                 request_id=request_id,
             )
 
-    def remember(self, requests: list[tuple[str, str, str, float, str | None]]) -> None:
+    def remember(self, requests: list[tuple[str, str, str, float, str | None, str | None]]) -> None:
         """Remember a batch of requests for feedback: (request id, masked text, local label,
-        confidence, version) each, under one lock."""
+        confidence, version, the caller's key hash or None) each, under one lock."""
         if "feedback" not in self.sources or not requests:
             return
         now = self._clock()
         with self._lock:
-            for rid, masked, local_label, confidence, version in requests:
-                self._recent[rid] = (now, masked, local_label, confidence, version)
+            for rid, masked, local_label, confidence, version, caller in requests:
+                self._recent[rid] = (now, masked, local_label, confidence, version, caller)
             self._expire(now)
 
     def after(
@@ -99,12 +127,13 @@ class Capture:
         confidence: float,
         version: str | None,
         labels: list[str] | None = None,
+        caller: str | None = None,
     ) -> None:
         """Keep what one decision has to give: the LLM's answer (route ``llm``), and the request
         for feedback (its text masked here)."""
         if route == "llm":
             self.llm_answer(request_id, text, label, local_label, confidence, version, labels)
-        self.remember([(request_id, self._mask(text), local_label, confidence, version)])
+        self.remember([(request_id, self._mask(text), local_label, confidence, version, caller)])
 
     def shadow(
         self, request_id: str, text: str, local_label: str, confidence: float, llm_label: str, version: str | None
@@ -121,15 +150,16 @@ class Capture:
                 request_id=request_id,
             )
 
-    def feedback(self, request_id: str, label: str) -> None:
-        """Store a person's correction of a recent request; UnknownRequest / UnknownLabel otherwise.
-        For a multi-label model ``label`` is the corrected set joined by the model's separator (an
-        empty string: none of the labels)."""
-        if self.label_sep is not None:
-            parts = sorted({p.strip() for p in label.split(self.label_sep) if p.strip()})
-            label = self.label_sep.join(parts)
-        else:
-            parts = [label]
+    def feedback(self, request_id: str, label: str, *, caller: str | None = None, admin: bool = False) -> None:
+        """Store a person's correction of a recent request; UnknownRequest / UnknownLabel /
+        NotYourRequest otherwise. A request made with an API key is corrected only by that key
+        (``caller``) or an admin. A later correction of the same request replaces the earlier one.
+
+        For a multi-label model ``label`` is the corrected set joined by the model's separator;
+        the empty set is the empty string (none of the labels), and an empty part (``"A|"``,
+        ``"|"``) is refused."""
+        parts = feedback_labels(label, self.label_sep)
+        label = self.label_sep.join(parts) if self.label_sep is not None else parts[0]
         for part in parts:
             if part not in self.labels and not self.allow_new_labels:
                 raise UnknownLabel(
@@ -146,7 +176,12 @@ class Capture:
                 f"no recent request with id {request_id!r}",
                 f"feedback is taken for {self.ttl_s:g} s after a request",
             )
-        _, masked, local_label, confidence, version = seen
+        _, masked, local_label, confidence, version, owner = seen
+        if owner is not None and caller != owner and not admin:
+            raise NotYourRequest(
+                f"request {request_id!r} was made with another API key",
+                "send the correction with the key that made the request, or from the console as an admin",
+            )
         self.pool.add(
             "feedback",
             masked,

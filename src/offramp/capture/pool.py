@@ -6,7 +6,11 @@ answer; ``shadow``: the LLM's answer beside the small model's; ``feedback``: a p
 the small model's own label and confidence, the model version, the request id and the time.
 
 Writes are queued and committed by one background thread in batches, so the request path does not
-wait on the disk; a full queue drops the row and counts it (``dropped``).
+wait on the disk; a full queue drops the row and counts it (``dropped``). A request has at most one
+correction: a later one for the same request id replaces the earlier.
+
+``pool_meta`` also records, per registry, the last row a retrain has used (:meth:`Pool.used_through`),
+so rows are never added to a registry twice, across restarts of the service.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ CREATE TABLE IF NOT EXISTS pool (
 );
 CREATE INDEX IF NOT EXISTS pool_time ON pool (time);
 CREATE TABLE IF NOT EXISTS pool_meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE INDEX IF NOT EXISTS pool_feedback ON pool (request_id) WHERE source = 'feedback';
 """
 _FORMAT = "offramp-pool-1"
 
@@ -163,6 +168,30 @@ class Pool:
                 raise TimeoutError("the capture pool did not commit in time")
             time.sleep(0.01)
 
+    def used_through(self, registry: str) -> int:
+        """The id of the last row a retrain of ``registry`` (its resolved path) has used; 0 if none."""
+        con = sqlite3.connect(self.path, timeout=30)
+        try:
+            row = con.execute("SELECT value FROM pool_meta WHERE key = ?", (f"used_through:{registry}",)).fetchone()
+        finally:
+            con.close()
+        try:
+            return int(row[0]) if row else 0
+        except ValueError:
+            return 0
+
+    def mark_used(self, registry: str, last_id: int) -> None:
+        """Record that a retrain of ``registry`` used the rows up to ``last_id``."""
+        con = sqlite3.connect(self.path, timeout=30)
+        try:
+            with con:
+                con.execute(
+                    "INSERT INTO pool_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (f"used_through:{registry}", str(int(last_id))),
+                )
+        finally:
+            con.close()
+
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(10)
@@ -178,9 +207,21 @@ class Pool:
                 except queue.Empty:
                     break
             rows = [r for r in batch if r is not None]
+            # the latest correction of a request replaces earlier ones (in this batch and stored)
+            corrected = {r.request_id: i for i, r in enumerate(rows) if r.source == "feedback" and r.request_id}
+            rows = [
+                r
+                for i, r in enumerate(rows)
+                if not (r.source == "feedback" and r.request_id) or corrected[r.request_id] == i
+            ]
             if rows:
                 try:
                     with self._con:
+                        if corrected:
+                            self._con.executemany(
+                                "DELETE FROM pool WHERE source = 'feedback' AND request_id = ?",
+                                [(rid,) for rid in corrected],
+                            )
                         self._con.executemany(
                             "INSERT INTO pool (time, source, text, label, local_label, confidence, model_version,"
                             " request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -266,10 +307,21 @@ def training_rows(rows: list[StoredRow]) -> list[TrainingRow]:
             text=r["text"],
             label=r["label"],
             source=r["source"],
-            time=datetime.fromtimestamp(r["time"], timezone.utc).isoformat(timespec="seconds"),
+            time=_iso_time(r),
         )
         for r in kept
     ]
+
+
+def _iso_time(row: StoredRow) -> str:
+    """A row's time as an ISO date and time; a DataError naming the row when it cannot be one."""
+    try:
+        return datetime.fromtimestamp(float(row["time"]), timezone.utc).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError, TypeError):
+        raise DataError(
+            f"pool row {row['id']} has a time that is not a date ({str(row['time'])[:40]})",
+            f"correct or delete that row (DELETE FROM pool WHERE id = {row['id']})",
+        ) from None
 
 
 @dataclass

@@ -153,7 +153,8 @@ def retrain(
 ) -> None:
     """Train a candidate on the current version's data plus DATA, promote it only if the gate passes.
 
-    Exit code 0: promoted; 4: refused by the gate (the candidate stays in the registry, unpromoted).
+    Exit code 0: promoted; 4: refused by the gate, or passed while another version was made current
+    meanwhile (JSON decision current_changed); either way the candidate stays in the registry, unpromoted.
     """
     from offramp.errors import UsageError
     from offramp.training.retrain import retrain as run_retrain
@@ -192,6 +193,10 @@ def retrain(
                 f"and no label drops by more than {max_class_drop:g} ({result.seconds:.1f} s)",
                 markup=False,
             )
+        elif result.decision == "current_changed":
+            out.print(f"kept {result.candidate} unpromoted: the gate passed, but current changed:", markup=False)
+            for r in result.reasons:
+                out.print(f"  - {r}", markup=False)
         else:
             out.print(f"refused {result.candidate} ({result.current} stays current):", markup=False)
             for r in result.reasons:

@@ -78,6 +78,14 @@ def serve(
         "--ui-admin-open",
         help="Without keys, let anyone change things from the web console (a laptop demo; by default it is read-only).",
     ),
+    allowed_hosts: Optional[str] = typer.Option(
+        None,
+        "--allowed-hosts",
+        help="Host names the web console answers under besides localhost, 127.0.0.1 and ::1 (comma-separated).",
+    ),
+    behind_tls: Optional[bool] = typer.Option(
+        None, "--behind-tls", help="Reached over HTTPS through a proxy: the console's session cookie is Secure."
+    ),
     offline: Optional[bool] = typer.Option(
         None,
         "--offline/--online",
@@ -94,6 +102,7 @@ def serve(
     server's log as JSON lines on stdout.
     """
     from offramp.errors import UsageError
+    from offramp.runtime.config import host_names
     from offramp.serving.app import serve as run_server
 
     if rate_limit is not None and not rate_limit > 0:
@@ -114,6 +123,8 @@ def serve(
         "public_endpoints": public_endpoints,
         "admin_keys": admin_keys,
         "ui_admin_open": ui_admin_open,
+        "allowed_hosts": host_names(allowed_hosts) if allowed_hosts is not None else None,
+        "behind_tls": behind_tls,
     }
 
     def announce(msg: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import TypedDict, cast
 
@@ -18,6 +19,11 @@ from offramp.registry.gate import GateRecord
 
 REGISTRY_FILE = "registry.json"  # marks a registry of versions
 REGISTRY_FORMAT = "offramp-registry"
+VERSION_NAME = re.compile(r"v(\d{4,})")  # a version's name, matched whole: v0001, v0002, ...
+
+
+def is_version_name(name: object) -> bool:
+    return isinstance(name, str) and VERSION_NAME.fullmatch(name) is not None
 
 
 class GateSet(TypedDict):
@@ -92,7 +98,31 @@ def read_registry_file(path: str | os.PathLike[str]) -> RegistryRecord:
         assert isinstance(doc.get("versions"), dict) and isinstance(doc.get("stack"), list)
     except Exception:
         raise ModelDirError(f"{f} is not a valid offramp registry record", "restore it from a backup") from None
+    # a hand-edited record must not point outside the registry: every name it holds is v + digits
+    named = [*doc["versions"], *doc["stack"], *([doc["current"]] if doc.get("current") is not None else [])]
+    bad = next((n for n in named if not is_version_name(n)), None)
+    if bad is not None:
+        raise ModelDirError(
+            f"{f} names a version {str(bad)[:80]!r}, which is not a version name (v and four or more digits)",
+            "restore the record from a backup, or correct it by hand",
+        )
+    if doc.get("current") is not None and doc["current"] not in doc["versions"]:
+        raise ModelDirError(
+            f"{f} makes {doc['current']} current, which it does not list", "restore the record from a backup"
+        )
     return cast(RegistryRecord, doc)
+
+
+def version_path(registry: Path, version: str) -> Path:
+    """``registry/version``, refused when it leads outside the registry (a symbolic link, say)."""
+    path = registry / version
+    root = registry.resolve()
+    if not is_version_name(version) or not path.resolve().is_relative_to(root):
+        raise ModelDirError(
+            f"version {version} of registry {registry} leads outside the registry",
+            "a version must be a directory inside its registry; restore it from a backup",
+        )
+    return path
 
 
 def resolve_model_dir(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
@@ -109,7 +139,7 @@ def resolve_model_dir(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
         raise ModelDirError(
             f"registry {path} has no current version", "promote one with 'offramp registry promote DIR VERSION'"
         )
-    return path / str(current), str(current)
+    return version_path(path, str(current)), str(current)
 
 
 def load(path: str | os.PathLike[str]) -> TextClassifier:

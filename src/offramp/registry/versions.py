@@ -21,7 +21,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -44,11 +43,12 @@ from offramp.registry.records import (
     VersionRecord,
     VersionRow,
     is_registry,
+    is_version_name,
     load,
     read_registry_file,
+    version_path,
 )
 
-_NAME = re.compile(r"^v(\d{4,})$")
 _LOCK = ".registry.lock"
 GATE_FILE = "gate.jsonl"
 
@@ -90,6 +90,10 @@ def _read_rows(path: Path, digest: str | None) -> tuple[list[str], list[str]]:
             texts.append(str(row["text"]))
             labels.append(str(row["label"]))
     return texts, labels
+
+
+class CurrentChanged(UsageError):
+    """A promotion that expected another version to be current (someone promoted or rolled back meanwhile)."""
 
 
 def default_mask() -> Callable[[str], str]:
@@ -189,7 +193,7 @@ class Registry:
 
     def version_dir(self, version: str) -> Path:
         self.entry(version)
-        return self.path / version
+        return version_path(self.path, version)
 
     def load(self, version: str | None = None) -> TextClassifier:
         """The model of ``version`` (default: the current one)."""
@@ -279,7 +283,7 @@ class Registry:
         with _locked(self.path):
             doc = self.doc()
             self._remove_orphans(doc)
-            numbers = [int(m.group(1)) for m in map(_NAME.match, doc["versions"]) if m]
+            numbers = [int(v[1:]) for v in doc["versions"]]
             name = f"v{max(numbers, default=0) + 1:04d}"
             save_model(model, self.path / name, metrics=metrics, info=info, extra_arrays=record.get("arrays"))
             entry = VersionRecord(
@@ -302,23 +306,46 @@ class Registry:
             self._write(doc)
         return name
 
-    def record_gate(self, version: str, gate: GateRecord) -> None:
+    def record_gate(self, version: str, gate: GateRecord, *, promote_if_current: str | None = None) -> bool:
+        """Record the gate's verdict on ``version``; with ``promote_if_current``, also make
+        ``version`` current, but only if that version is still the current one (compare and swap,
+        under the lock). Returns whether ``version`` was promoted. A verdict that could not be
+        acted on because current changed is recorded with the decision ``current_changed``."""
         with _locked(self.path):
             doc = self.doc()
             if version not in doc["versions"]:
                 raise UsageError(f"registry {self.path} has no version {version!r}")
+            promoted = False
+            if promote_if_current is not None:
+                if doc.get("current") == promote_if_current:
+                    self._check_files(version)
+                    self._set_current(doc, version, "promote")
+                    promoted = True
+                else:
+                    gate = GateRecord(**{**gate, "decision": "current_changed"})
             doc["versions"][version]["gate"] = gate
             self._write(doc)
+            return promoted
 
-    def promote(self, version: str) -> str | None:
-        """Make ``version`` current; returns the version that was current before (or None)."""
+    def promote(self, version: str, *, expected_current: str | None = None) -> str | None:
+        """Make ``version`` current; returns the version that was current before (or None).
+
+        The version's files are checked against its manifest first (a damaged version is refused
+        here, not at the next load). With ``expected_current``, the promotion happens only if that
+        version is still current; :class:`CurrentChanged` otherwise."""
         with _locked(self.path):
             doc = self.doc()
             if version not in doc["versions"]:
                 known = ", ".join(sorted(doc["versions"])) or "none yet"
                 raise UsageError(f"registry {self.path} has no version {version!r} (versions: {known})")
             before = doc.get("current")
+            if expected_current is not None and before != expected_current:
+                raise CurrentChanged(
+                    f"registry {self.path}: {before} is current now, not {expected_current}; {version} was not promoted",
+                    "look at 'offramp registry list' and promote again if it is still wanted",
+                )
             if before != version:
+                self._check_files(version)
                 self._set_current(doc, version, "promote")
                 self._write(doc)
             return before
@@ -333,14 +360,25 @@ class Registry:
                     f"registry {self.path} has no earlier current version to roll back to",
                     "promote a version with 'offramp registry promote DIR VERSION'",
                 )
+            back = stack[-2]
+            self._check_files(back)
             left = stack.pop()
-            back = stack[-1]
             doc["current"] = back
             doc["history"].append({"time": _now(), "action": "rollback", "version": back, "from": left})
             self._write(doc)
             return str(back)
 
     # ------------------------------------------------------------------ internals
+    def _check_files(self, version: str) -> None:
+        from offramp.modeldir.store import verify_model_dir
+
+        try:
+            verify_model_dir(version_path(self.path, version))
+        except ModelDirError as e:
+            raise ModelDirError(
+                f"{version} cannot be made current: {e.message}", "restore the version from a backup"
+            ) from None
+
     def _set_current(self, doc: RegistryRecord, version: str, action: str) -> None:
         doc["history"].append({"time": _now(), "action": action, "version": version, "from": doc.get("current")})
         doc["current"] = version
@@ -352,7 +390,7 @@ class Registry:
     def _remove_orphans(self, doc: RegistryRecord) -> None:
         """Version directories a writer killed half-way left unlisted (called under the lock)."""
         for p in self.path.iterdir():
-            if p.is_dir() and _NAME.match(p.name) and p.name not in doc["versions"]:
+            if p.is_dir() and is_version_name(p.name) and p.name not in doc["versions"]:
                 shutil.rmtree(p, ignore_errors=True)
 
 

@@ -66,7 +66,14 @@ api_keys           —                     OFFRAMP_API_KEYS          none
 public_endpoints   —                     OFFRAMP_PUBLIC_ENDPOINTS  false
 admin_keys         —                     OFFRAMP_ADMIN_KEYS        none
 ui_admin_open      —                     OFFRAMP_UI_ADMIN_OPEN     false
+allowed_hosts      —                     OFFRAMP_ALLOWED_HOSTS     loopback names only
+behind_tls         —                     OFFRAMP_BEHIND_TLS        false
 =================  ====================  ========================  =============
+
+``allowed_hosts`` are the host names (comma-separated; ``*`` for any) the web console answers
+under besides ``localhost``, ``127.0.0.1`` and ``::1``: a page on another name is refused, so a
+DNS-rebinding page cannot drive the console. ``behind_tls``: the service is reached over HTTPS
+through a proxy, so the console's session cookie is marked ``Secure``.
 
 Paths in the YAML are relative to the YAML file; paths from flags or the environment to the
 working directory."""
@@ -257,7 +264,25 @@ _TABLE: dict[str, tuple[Callable[[PipelineSpec], Any] | None, str, Callable[[str
     "public_endpoints": (None, "OFFRAMP_PUBLIC_ENDPOINTS", env_flag, False),
     "admin_keys": (None, "OFFRAMP_ADMIN_KEYS", Path, None),
     "ui_admin_open": (None, "OFFRAMP_UI_ADMIN_OPEN", env_flag, False),
+    "allowed_hosts": (None, "OFFRAMP_ALLOWED_HOSTS", lambda v: host_names(v, "OFFRAMP_ALLOWED_HOSTS"), ()),
+    "behind_tls": (None, "OFFRAMP_BEHIND_TLS", env_flag, False),
 }
+
+
+def host_names(value: str | tuple[str, ...] | list[str] | None, source: str = "--allowed-hosts") -> tuple[str, ...]:
+    """Host names from a comma-separated list (lower case, without ports); ``*`` allows any."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    names = []
+    for item in items:
+        name = item.strip().lower()
+        if not name:
+            continue
+        if name != "*" and (any(c in name for c in "/@ \t") or name.startswith(".")):
+            raise UsageError(
+                f"{source}: {item.strip()!r} is not a host name", "give names like offramp.internal, comma-separated"
+            )
+        names.append(name.strip("[]"))
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -278,6 +303,8 @@ class Settings:
     public_endpoints: bool  # with API keys: /readyz, /metrics and the OpenAPI docs open to anyone
     admin_keys: Path | None = None  # key hashes allowed to change things from the console
     ui_admin_open: bool = False  # without keys: let anyone change things from the console (a laptop demo)
+    allowed_hosts: tuple[str, ...] = ()  # host names the console answers under, besides the loopback ones
+    behind_tls: bool = False  # reached over HTTPS through a proxy: the console's cookie is Secure
     read_timeout_s: float = 10.0  # headers, then the body, must arrive within this many seconds
     max_connections_per_client: int = 64  # open connections one client address may hold (per process)
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -326,4 +353,5 @@ class Settings:
                 values[name], sources[name] = default, "default"
         if values["audit"] is not None:
             values["audit"] = Path(values["audit"])
+        values["allowed_hosts"] = host_names(values["allowed_hosts"])
         return cls(target=target, pipeline=pipeline, sources=sources, **values)

@@ -41,14 +41,16 @@ def create_app(
     flags: Mapping[str, object] | None = None,
     env: Mapping[str, str] | None = None,
     worker_dir: str | None = None,
+    workers: int = 1,
 ) -> FastAPI:
     """The service for ``settings`` (the model is loaded now: a bad model directory fails here).
 
     ``settings`` may be resolved :class:`~offramp.runtime.config.Settings` or what to serve (a
     model directory, a registry or a pipeline file), resolved here with ``flags`` (the settings
     given explicitly, as ``offramp serve``'s options) and ``env``; a reload resolves them again
-    against the pipeline file as it is then. ``worker_dir`` makes this one of several worker
-    processes sharing metrics and reloads through that directory (see :mod:`offramp.serving.workers`).
+    against the pipeline file as it is then. ``worker_dir`` makes this one of ``workers`` worker
+    processes sharing metrics and reloads through that directory (see :mod:`offramp.serving.workers`);
+    each then allows a key ``rate_limit / workers`` requests a minute.
 
     The app can be mounted in an existing FastAPI application::
 
@@ -60,7 +62,7 @@ def create_app(
     """
     if not isinstance(settings, Settings):
         settings = Settings.resolve(settings, flags, env)
-    service = ClassificationService(settings, flags, env, worker_dir)
+    service = ClassificationService(settings, flags, env, worker_dir, workers)
     # with API keys the schema and docs are not served to anyone who asks (unless the settings open them)
     locked = settings.api_keys is not None and not settings.public_endpoints
     app = ServiceApp(
@@ -112,7 +114,7 @@ def worker_app() -> FastAPI:
     spec = json.loads(os.environ[SERVE_SPEC_ENV])
     flags = {k: Path(v) if k in PATH_FLAGS and v is not None else v for k, v in spec["flags"].items()}
     settings = Settings.resolve(Path(spec["target"]), flags)
-    app = create_app(settings, flags, worker_dir=os.environ[WORKER_DIR_ENV])
+    app = create_app(settings, flags, worker_dir=os.environ[WORKER_DIR_ENV], workers=int(spec.get("workers", 1)))
     from offramp.serving.protocol import fastest_protocol
 
     protocol = fastest_protocol()
@@ -230,7 +232,11 @@ def _serve_workers(
         del check
         for leftover in Path(run_dir).iterdir():
             leftover.unlink()
-        spec = {"target": str(target), "flags": {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}}
+        spec = {
+            "target": str(target),
+            "flags": {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()},
+            "workers": workers,
+        }
         os.environ[SERVE_SPEC_ENV] = json.dumps(spec)
         os.environ[WORKER_DIR_ENV] = run_dir
         config = uvicorn.Config(

@@ -147,12 +147,17 @@ def model_name(service: ClassificationService) -> str:
 async def feedback(request: Request) -> JSONResponse:
     """A correction: the right label for a recent answer (its ``request_id``), kept in the capture pool.
 
-    202 when kept; 404 for a request id not seen in the last ``capture.ttl_s`` seconds; 422 for a
-    label the model lacks (unless ``capture.allow_new_labels``); 409 when the pipeline keeps no feedback.
+    202 when kept (a later correction of the same request replaces it); 404 for a request id not seen
+    in the last ``capture.ttl_s`` seconds; 403 when API keys are on and the request was made with
+    another key (an admin key may correct any); 422 for a label the model lacks (unless
+    ``capture.allow_new_labels``) or an empty label (a multi-label model: ``""`` is the empty set, an
+    empty part is refused); 409 when the pipeline keeps no feedback.
     """
     service = service_of(request)
     body = await read_body(request, FeedbackRequest)
-    service.feedback(body.request_id, body.label.strip())
+    caller = principal_of(request)
+    admin = caller is not None and service.admin_hashes is not None and caller in service.admin_hashes
+    service.feedback(body.request_id, body.label.strip(), caller, admin)
     return JSONResponse({"status": "accepted", "request_id": body.request_id}, status_code=202)
 
 

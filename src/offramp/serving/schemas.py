@@ -122,8 +122,7 @@ class FeedbackRequest(BaseModel):
     request_id: str = Field(..., min_length=1, max_length=200, description="The request_id an answer carried.")
     label: str = Field(
         ...,
-        min_length=1,
         max_length=200,
         description="The right label for that message (a multi-label model: its labels joined by the model's "
-        "separator, e.g. GRATITUDE|SUPPORT).",
+        'separator, e.g. GRATITUDE|SUPPORT; "" for none of the labels; an empty part is refused).',
     )

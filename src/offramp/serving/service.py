@@ -20,7 +20,7 @@ import anyio
 import anyio.to_thread
 
 from offramp.audit.log import AuditLog, AuditWriter
-from offramp.capture.live import UnknownLabel, UnknownRequest
+from offramp.capture.live import InvalidLabel, NotYourRequest, UnknownLabel, UnknownRequest
 from offramp.costs.calculator import (
     CHARS_PER_TOKEN,
     DEFAULT_OUTPUT_TOKENS,
@@ -72,6 +72,10 @@ class Answer(TypedDict, total=False):
     unsure: list[str]
 
 
+# one message to decide: (text, request id, pseudonym scope, the caller's key hash or None)
+Item = tuple[str, str, "str | None", "str | None"]
+
+
 class ClassificationService:
     """Decides messages with the current cascade; see the module docstring."""
 
@@ -81,6 +85,7 @@ class ClassificationService:
         flags: Mapping[str, object] | None = None,
         env: Mapping[str, str] | None = None,
         worker_dir: str | None = None,
+        workers: int = 1,
     ):
         self._threads: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
         self._id_block, self._id_pos = b"", 0
@@ -88,7 +93,13 @@ class ClassificationService:
         self._flags, self._env = dict(flags or {}), env
         self.telemetry = Telemetry()
         self.metrics, self.stats = self.telemetry.metrics, self.telemetry.stats
-        self.limiter = RateLimiter(settings.rate_limit)
+        # serve --workers N: each process keeps its own buckets, so each allows a key 1/N of the rate;
+        # the server as a whole never lets a key above it (a key whose connections all reach one
+        # worker gets that worker's share)
+        self.limiter = RateLimiter(settings.rate_limit / max(1, workers))
+        self._rate_note = (
+            f" ({settings.rate_limit / workers:g} on each of {workers} worker processes)" if workers > 1 else ""
+        )
         self.key_hashes = load_key_hashes(settings.api_keys) if settings.api_keys else None
         self.admin_hashes = load_key_hashes(settings.admin_keys) if settings.admin_keys else None
         self.price = load_prices()["models"].get(settings.llm_price_model)
@@ -231,8 +242,9 @@ class ClassificationService:
             capture.shadow(r.request_id, r.text, r.local_label, r.confidence, r.llm_label, r.version)
             self.metrics.inc("offramp_capture_rows_total", source="shadow")
 
-    def feedback(self, request_id: str, label: str) -> None:
-        """A person's correction of a recent answer, into the capture pool."""
+    def feedback(self, request_id: str, label: str, caller: str | None = None, admin: bool = False) -> None:
+        """A person's correction of a recent answer, into the capture pool. With API keys it is taken
+        from the key that made the request (``caller``, its hash) or from an admin."""
         capture = self.built.capture
         if capture is None or "feedback" not in capture.sources:
             raise ApiError(
@@ -241,13 +253,19 @@ class ClassificationService:
                 "this service keeps no feedback: add capture: {pool: ..., from: [feedback]} to the pipeline",
             )
         try:
-            capture.feedback(request_id, label)
+            capture.feedback(request_id, label, caller=caller, admin=admin)
+        except NotYourRequest as e:
+            self.metrics.inc("offramp_feedback_total", outcome="forbidden")
+            raise ApiError(403, "not_your_request", str(e)) from None
         except UnknownRequest as e:
             self.metrics.inc("offramp_feedback_total", outcome="unknown_request")
             raise ApiError(404, "unknown_request", str(e)) from None
         except UnknownLabel as e:
             self.metrics.inc("offramp_feedback_total", outcome="unknown_label")
             raise ApiError(422, "unknown_label", str(e)) from None
+        except InvalidLabel as e:
+            self.metrics.inc("offramp_feedback_total", outcome="invalid_label")
+            raise ApiError(422, "invalid_label", str(e)) from None
         self.metrics.inc("offramp_feedback_total", outcome="accepted")
         self.metrics.inc("offramp_capture_rows_total", source="feedback")
         self.review.remove(request_id)
@@ -297,7 +315,7 @@ class ClassificationService:
             raise ApiError(
                 429,
                 "rate_limited",
-                f"over {self.settings.rate_limit:g} requests a minute; retry in {max(wait, 0.1):.1f} s",
+                f"over {self.settings.rate_limit:g} requests a minute{self._rate_note}; retry in {max(wait, 0.1):.1f} s",
                 {"Retry-After": str(max(1, round(wait)))},
             )
         return ident
@@ -317,20 +335,20 @@ class ClassificationService:
                 raise ApiError(422, "invalid_request", f"text {i} is empty")
 
     # ------------------------------------------------------------------ deciding
-    def decide_many(self, items: list[tuple[str, str, str | None]]) -> list[tuple[Answer, JSONDict | None]]:
-        """The answers for (text, request id, conversation) items, with their audit records (None
-        without an audit log); the small model is called once for all of them, and what the batch
-        adds to the counts, the drift window and the capture pool is added once."""
-        texts = [clean_text(t) for t, _, _ in items]  # JSON may carry lone surrogates
+    def decide_many(self, items: list[Item]) -> list[tuple[Answer, JSONDict | None]]:
+        """The answers for (text, request id, conversation, caller) items, with their audit records
+        (None without an audit log); the small model is called once for all of them, and what the
+        batch adds to the counts, the drift window and the capture pool is added once."""
+        texts = [clean_text(item[0]) for item in items]  # JSON may carry lone surrogates
         built = self.built  # one reference per batch: a reload cannot mix models
         cascade = built.cascade
-        ids = [rid for _, rid, _ in items]
-        decisions = cascade.run_many(texts, [conv or rid for _, rid, conv in items], ids)
+        ids = [item[1] for item in items]
+        decisions = cascade.run_many(texts, [item[2] or item[1] for item in items], ids)
         outcomes: list[Outcome] = []
         drift: list[tuple[float, str, bool, bool]] = []
-        remembered: list[tuple[str, str, Decision]] = []
+        remembered: list[tuple[str, str, Decision, str | None]] = []
         answers = []
-        for d, text, rid in zip(decisions, texts, ids):
+        for d, text, rid, item in zip(decisions, texts, ids, items):
             saved = self._usd_per_char * len(text) + self._usd_fixed if d.route == "local" and self.price else 0.0
             outcomes.append(Outcome(d.label, d.route, saved, d.pii, bool(d.endpoints), "internal_error" in d.flags))
             limit = cascade.threshold_for(d.local_label)
@@ -343,7 +361,7 @@ class ClassificationService:
                     limit is not None and d.local_confidence < limit,
                 )
             )
-            self._live(d, text, rid, built, remembered)
+            self._live(d, text, rid, built, remembered, item[3])
             answers.append(self._answer(d, text, rid, built))
         self.telemetry.decided(outcomes)
         if self.drift is not None:
@@ -353,8 +371,8 @@ class ClassificationService:
             version = built.info.get("version")
             built.capture.remember(
                 [
-                    (rid, self._stored(d, text, guard), d.local_label, d.local_confidence, version)
-                    for rid, text, d in remembered
+                    (rid, self._stored(d, text, guard), d.local_label, d.local_confidence, version, caller)
+                    for rid, text, d, caller in remembered
                 ]
             )
         return answers
@@ -371,7 +389,13 @@ class ClassificationService:
         return capture.mask(text)
 
     def _live(
-        self, d: Decision, text: str, rid: str, built: Built, remembered: list[tuple[str, str, Decision]]
+        self,
+        d: Decision,
+        text: str,
+        rid: str,
+        built: Built,
+        remembered: list[tuple[str, str, Decision, str | None]],
+        caller: str | None,
     ) -> None:
         """What one decision gives the live loop: shadow comparisons, capture rows, shadow
         sampling, the console's review queue. Most messages give nothing (no lock is taken)."""
@@ -388,7 +412,7 @@ class ClassificationService:
                 if d.shadow is None and "llm" in capture.sources:
                     self.metrics.inc("offramp_capture_rows_total", source="llm")
             if "feedback" in capture.sources:
-                remembered.append((rid, text, d))
+                remembered.append((rid, text, d, caller))
         if built.shadow is not None and d.route == "local":
             dropped = built.shadow.dropped
             built.shadow.offer(rid, text, d.local_label, d.local_confidence, version)
@@ -479,7 +503,7 @@ class ClassificationService:
         rid = self._new_id()
         ids = [rid] if single else [f"{rid}-{i}" for i in range(len(texts))]
         scope = f"{principal}\x1f{conversation}" if principal and conversation else f"request\x1f{rid}"
-        items: list[tuple[str, str, str | None]] = [(t, i, scope) for t, i in zip(texts, ids)]
+        items: list[Item] = [(t, i, scope, principal) for t, i in zip(texts, ids)]
         big = len(items) > 16 or sum(len(t) for t in texts) > 20_000
         if self.built.cascade.may_block or big:  # a wait on the network, or a long batch: keep the event loop free
             pairs = await anyio.to_thread.run_sync(self.decide_many, items, limiter=self._request_threads())

@@ -28,7 +28,7 @@ from offramp.types import JSONDict
 class RetrainResult:
     """What a retrain decided; ``to_dict()`` is what ``offramp registry retrain --json`` prints."""
 
-    decision: str  # "promoted" or "refused"
+    decision: str  # "promoted", "refused", or "current_changed" (passed, but current moved while it trained)
     candidate: str
     current: str
     reasons: list[str]
@@ -293,14 +293,20 @@ def _decide(
     record["per_class"] = verdict["per_class"]
     record["source"] = gate_source
     record["n"] = verdict["n"]
-    registry.record_gate(candidate, record)
-    if verdict["passed"]:
-        registry.promote(candidate)
+    reasons = list(verdict["reasons"])
+    # promoted only if current is still the version the candidate was judged against (compare and swap)
+    promoted = registry.record_gate(candidate, record, promote_if_current=current if verdict["passed"] else None)
+    if verdict["passed"] and not promoted:
+        decision = "current_changed"
+        reasons.append(
+            f"{registry.current} was made current while the candidate trained; {candidate} was judged against "
+            f"{current} and is kept unpromoted: promote it with 'offramp registry promote', or retrain again"
+        )
     return RetrainResult(
         decision=decision,
         candidate=candidate,
         current=current,
-        reasons=verdict["reasons"],
+        reasons=reasons,
         new_labels=new_labels,
         gate=verdict,
         seconds=time.perf_counter() - t0,

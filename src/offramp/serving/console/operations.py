@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from offramp.capture.pool import TrainingRow, read_rows, training_rows
+from offramp.capture.pool import Pool, TrainingRow, read_rows, training_rows
 from offramp.data.io import Dataset
 from offramp.errors import OfframpError
 from offramp.monitoring.drift import PSI_WARN
@@ -33,7 +33,6 @@ class Console:
         self._job: JSONDict = {"state": "idle"}
         self._progress: list[str] = []  # the running or last job's steps
         self._job_lock = threading.Lock()
-        self._last_pool_id = 0
         self._reports: dict[str, tuple[str, str]] = {}  # version -> (html, CSP style hash)
         self._report_lock = threading.Lock()
 
@@ -128,7 +127,10 @@ class Console:
             raise ApiError(
                 404, "unknown_version", f"the registry has no version {version} (versions: {', '.join(sorted(known))})"
             )
-        before = reg.promote(version)
+        try:
+            before = reg.promote(version)
+        except OfframpError as e:  # its files fail their manifest: the current version keeps serving
+            raise ApiError(409, "version_damaged", e.message) from None
         info = self.service.reload_all()
         return {"status": "promoted", "version": version, "previous": before, "serving": info.get("version")}
 
@@ -151,7 +153,9 @@ class Console:
             if self._job.get("state") == "running":
                 raise ApiError(409, "retrain_running", "a retrain is already running; wait for its result")
             capture.pool.flush()
-            rows = [r for r in read_rows(capture.pool.path, ["llm", "feedback"]) if r["id"] > self._last_pool_id]
+            # the rows earlier retrains used are recorded in the pool itself, so a restart never re-adds them
+            used = capture.pool.used_through(str(reg.path.resolve()))
+            rows = [r for r in read_rows(capture.pool.path, ["llm", "feedback"]) if r["id"] > used]
             if not rows:
                 raise ApiError(
                     409, "nothing_new", "the pool has no new LLM answers or corrections since the last retrain"
@@ -160,10 +164,10 @@ class Console:
             data = training_rows(rows)
             self._job = {"state": "running", "started": time.time(), "rows": len(data)}
             self._progress = []
-        threading.Thread(target=self._retrain, args=(reg, data, last_id), daemon=True).start()
+        threading.Thread(target=self._retrain, args=(reg, data, capture.pool, last_id), daemon=True).start()
         return self.job()
 
-    def _retrain(self, reg: Registry, data: list[TrainingRow], last_id: int) -> None:
+    def _retrain(self, reg: Registry, data: list[TrainingRow], pool: Pool, last_id: int) -> None:
         def say(msg: str) -> None:
             with self._job_lock:
                 self._progress.append(msg)
@@ -171,7 +175,7 @@ class Console:
         try:
             ds = Dataset([r["text"] for r in data], [r["label"] for r in data], "the capture pool", rows_read=len(data))
             result = retrain(reg, ds, on_progress=say)
-            self._last_pool_id = last_id
+            pool.mark_used(str(reg.path.resolve()), last_id)
             if result.promoted:
                 self.service.reload_all()
             with self._job_lock:

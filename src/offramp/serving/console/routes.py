@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from offramp.serving.auth import key_matches
@@ -31,7 +31,44 @@ from offramp.serving.errors import ApiError
 from offramp.serving.schemas import FeedbackRequest, read_body, require_json
 from offramp.serving.service import ClassificationService
 
-console = APIRouter(include_in_schema=False)
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(netloc: str) -> str:
+    """The host name of a ``Host`` header or an origin's netloc, lower case, without the port."""
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):  # [::1]:8000
+        return netloc[1 : netloc.find("]")] if "]" in netloc else netloc
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
+def check_origin(request: Request) -> None:
+    """Every console request: the ``Host`` must be a loopback name or one the settings allow, so
+    a page on another name that resolves here (DNS rebinding) is refused; a request that changes
+    something must not come from another origin (``Origin``, ``Sec-Fetch-Site``)."""
+    service: ClassificationService = request.app.state.service
+    allowed = service.settings.allowed_hosts
+    host = request.headers.get("host", "")
+    name = host_name(host)
+    if "*" not in allowed and name not in LOOPBACK_NAMES and name not in allowed and not name.startswith("127."):
+        raise ApiError(
+            403,
+            "host_not_allowed",
+            f"the console does not answer under the host name {name[:100]!r}; "
+            "start the service with --allowed-hosts NAME to reach it under that name",
+        )
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    origin = request.headers.get("origin")
+    if origin is not None:
+        netloc = origin.split("://", 1)[1] if "://" in origin else ""
+        if not netloc or netloc.lower() != host.strip().lower():
+            raise ApiError(403, "cross_origin", f"a request from {origin[:100]!r} cannot change anything here")
+    elif request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise ApiError(403, "cross_origin", "a request from another site cannot change anything here")
+
+
+console = APIRouter(include_in_schema=False, dependencies=[Depends(check_origin)])
 one_worker_console = APIRouter(include_in_schema=False)  # what /ui answers under serve --workers N > 1
 
 
@@ -74,8 +111,16 @@ def _secured(resp: Response, csp: str = CSP) -> Response:
     return resp
 
 
-def _set_cookie(resp: Response, session: Session) -> None:
-    resp.set_cookie(COOKIE, session.token, max_age=int(TTL_S), path="/ui", httponly=True, samesite="strict")
+def _set_cookie(resp: Response, session: Session, request: Request) -> None:
+    service: ClassificationService = request.app.state.service
+    # Secure behind TLS: said by the settings, or by a proxy on this machine (X-Forwarded-Proto)
+    local_proxy = request.client is not None and request.client.host in ("127.0.0.1", "::1")
+    secure = service.settings.behind_tls or (
+        local_proxy and request.headers.get("x-forwarded-proto", "").strip().lower() == "https"
+    )
+    resp.set_cookie(
+        COOKIE, session.token, max_age=int(TTL_S), path="/ui", httponly=True, samesite="strict", secure=secure
+    )
 
 
 def _session(request: Request, create: bool) -> tuple[Session | None, bool]:
@@ -87,6 +132,14 @@ def _session(request: Request, create: bool) -> tuple[Session | None, bool]:
         return s, False
     if create and not _keys_required(service):
         host = request.client.host if request.client else "unknown"
+        wait = sessions.creation_wait(host)
+        if wait > 0:
+            raise ApiError(
+                429,
+                "too_many_sessions",
+                f"too many new console sessions from {host}; keep the session cookie, or retry in {max(1, round(wait))} s",
+                {"Retry-After": str(max(1, round(wait)))},
+            )
         return sessions.create(service.settings.ui_admin_open, host), True
     return None, False
 
@@ -146,7 +199,7 @@ def _page(request: Request, page: str, title: str, body: str = "") -> Response:
         return _secured(RedirectResponse("/ui/login", status_code=303))
     resp = _secured(HTMLResponse(_shell(page, s, title, body)))
     if new:
-        _set_cookie(resp, s)
+        _set_cookie(resp, s, request)
     return resp
 
 
@@ -233,7 +286,7 @@ async def login(request: Request) -> Response:
         return _login_form("unknown key: check it and try again", 401)
     s = sessions.create(admin is not None, str(admin or user))
     resp = _secured(RedirectResponse("/ui", status_code=303))
-    _set_cookie(resp, s)
+    _set_cookie(resp, s, request)
     return resp
 
 
@@ -292,7 +345,7 @@ async def review(request: Request) -> Response:
             "review_expired",
             "this message is no longer in the review queue (reviewed, or its feedback window ended)",
         )
-    service.feedback(body.request_id, body.label.strip())
+    service.feedback(body.request_id, body.label.strip(), admin=True)  # _changing checked for an admin
     return _json({"status": "accepted", "request_id": body.request_id}, 202)
 
 

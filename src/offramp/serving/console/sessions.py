@@ -14,6 +14,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from offramp.serving.auth import RateLimiter
+
 COOKIE = "offramp_session"
 TTL_S = 8 * 3600
 
@@ -28,17 +30,33 @@ class Session:
 
 
 class SessionStore:
-    def __init__(self, max_sessions: int = 10_000, ttl_s: float = TTL_S):
+    """Sessions in memory, oldest first: expired ones are dropped as new ones are made, and past
+    ``max_sessions`` the oldest go. Anonymous sessions (a console without keys) are made at most
+    ``per_minute`` a minute per client address."""
+
+    def __init__(self, max_sessions: int = 1_000, ttl_s: float = TTL_S, per_minute: float = 30.0):
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
         self.max_sessions, self.ttl_s = max_sessions, ttl_s
+        self._made = RateLimiter(per_minute)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def creation_wait(self, client: str) -> float:
+        """0 when ``client`` may have a new anonymous session now, else the seconds to wait."""
+        return self._made.take(client)
 
     def create(self, admin: bool, ident: str) -> Session:
-        s = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), admin, ident, time.time() + self.ttl_s)
+        now = time.time()
+        s = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), admin, ident, now + self.ttl_s)
         with self._lock:
-            self._sessions[s.token] = s
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+            sessions = self._sessions
+            while sessions and next(iter(sessions.values())).expires < now:  # all live equally long: oldest first
+                sessions.popitem(last=False)
+            sessions[s.token] = s
+            while len(sessions) > self.max_sessions:
+                sessions.popitem(last=False)
         return s
 
     def get(self, token: str | None) -> Session | None:
