@@ -195,7 +195,13 @@ def test_the_console_refuses_other_host_names_and_origins(console_pipeline):
             csrf = _session(srv.url, c)
             # the rebinding page holds no session of ours; even with one, another Host or Origin is refused
             h = {"X-CSRF-Token": csrf, "Content-Type": "application/json"}
-            for extra in (rebound, {"Origin": "http://rebind.attacker.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            for extra in (
+                rebound,
+                {"Origin": "http://rebind.attacker.example"},
+                {"Sec-Fetch-Site": "cross-site"},
+                {"Origin": "null"},  # a sandboxed frame; a same-origin form says so in Sec-Fetch-Site too
+                {"Origin": "http://rebind.attacker.example", "Sec-Fetch-Site": "same-origin"},
+            ):
                 r = c.post(srv.url + "/ui/api/promote", headers={**h, **extra}, content=b'{"version": "v0002"}')
                 assert r.status_code == 403, (extra, r.text)
             assert Registry(console_pipeline / "reg").current == "v0001"

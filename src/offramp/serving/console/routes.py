@@ -59,13 +59,16 @@ def check_origin(request: Request) -> None:
         )
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
+    # a browser says where a request comes from in Sec-Fetch-Site (no page can set it) and Origin
+    # (``null`` for a form posted from a page with Referrer-Policy: no-referrer, as the console's are)
+    site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
-    if origin is not None:
+    if site is not None and site not in ("same-origin", "none"):
+        raise ApiError(403, "cross_origin", "a request from another site cannot change anything here")
+    if origin is not None and not (origin == "null" and site is not None):
         netloc = origin.split("://", 1)[1] if "://" in origin else ""
         if not netloc or netloc.lower() != host.strip().lower():
             raise ApiError(403, "cross_origin", f"a request from {origin[:100]!r} cannot change anything here")
-    elif request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-        raise ApiError(403, "cross_origin", "a request from another site cannot change anything here")
 
 
 console = APIRouter(include_in_schema=False, dependencies=[Depends(check_origin)])
