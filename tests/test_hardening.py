@@ -16,25 +16,29 @@ from helpers import Server, run_cli, until, write_csv
 FORMULAS = ['=HYPERLINK("http://evil","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
 
 
-def test_csv_outputs_neutralise_formulas(tmp_path, fast_model):
+def test_csv_outputs_neutralise_formulas_when_asked(tmp_path, fast_model):
+    """Files meant for a spreadsheet neutralise formulas; data files keep every byte unless asked
+    (--spreadsheet-safe); test_roundtrip.py checks the data side in full."""
     from offramp.data.io import write_records
 
     rows = [{"text": f, "n": i} for i, f in enumerate(FORMULAS)] + [{"text": "thanks - really", "n": 9}]
-    write_records(tmp_path / "a.csv", rows)
+    write_records(tmp_path / "a.csv", rows, spreadsheet_safe=True)
     got = [r["text"] for r in csv.DictReader(open(tmp_path / "a.csv", encoding="utf-8", newline=""))]
     assert got == ["'" + f for f in FORMULAS] + ["thanks - really"]
-    write_records(tmp_path / "raw.csv", rows, raw=True)  # asked for: left as it is
+    write_records(tmp_path / "raw.csv", rows)  # data: left as it is
     assert [r["text"] for r in csv.DictReader(open(tmp_path / "raw.csv", encoding="utf-8", newline=""))] == FORMULAS + [
         "thanks - really"
     ]
     # through the commands: mask and predict --output x.csv (which writes CSV, not JSON lines)
     data = write_csv(tmp_path / "d.csv", [(f, "OTHER") for f in FORMULAS[:4]])
-    r = run_cli("mask", str(data), "--out", str(tmp_path / "m.csv"))
+    r = run_cli("mask", str(data), "--out", str(tmp_path / "m.csv"), "--spreadsheet-safe")
     assert r.returncode == 0, r.stderr
     assert all(
         row["text"].startswith("'") for row in csv.DictReader(open(tmp_path / "m.csv", encoding="utf-8", newline=""))
     )
-    r = run_cli("predict", str(fast_model), str(data), "--out", str(tmp_path / "p.csv"), "--quiet")
+    r = run_cli(
+        "predict", str(fast_model), str(data), "--out", str(tmp_path / "p.csv"), "--quiet", "--spreadsheet-safe"
+    )
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8", newline="")))
     assert len(rows) == 4 and all(row["text"].startswith("'") for row in rows)
@@ -159,7 +163,7 @@ def test_readers_see_the_old_or_the_new_model_and_writers_take_turns(tmp_path):
     assert all(w.returncode == 0 for w in writers), [w.stderr.read() for w in writers]
     assert loads > 10 and errors == [], errors[:3]
     verify_model_dir(d)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no half-written copies, no lock file left
 
 
 def test_labels_with_spaces_merge_with_a_warning(tmp_path):

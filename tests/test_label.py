@@ -144,7 +144,7 @@ def test_label_errors(files, tmp_path):
         "--out",
         str(tmp_path / "x.txt"),
     )
-    assert r.returncode == 2 and "must end in .csv or .jsonl" in r.stderr
+    assert r.returncode == 2 and "must end in .csv, .tsv, .jsonl, .parquet" in r.stderr
     # server down: a clear error, and the cache keeps whatever was answered for the resume
     r = run_cli(
         "label",

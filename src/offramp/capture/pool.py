@@ -342,7 +342,7 @@ def export_pool(
     *,
     sources: Iterable[str] = SOURCES,
     since: float | str | None = None,
-    raw: bool = False,
+    spreadsheet_safe: bool = False,
 ) -> PoolExport:
     """Write the pool's rows as a training file for :func:`offramp.retrain` (text, label, source,
     time; .csv, .tsv or .jsonl): one row per request, a person's correction beating the LLM's
@@ -359,7 +359,7 @@ def export_pool(
             f"pool {pool} has no rows from {', '.join(wanted)}" + (f" since {since}" if since is not None else ""),
             "serve traffic with a capture: section first, or widen the sources or the time",
         )
-    write_records(out, rows, raw=raw)
+    write_records(out, rows, spreadsheet_safe=spreadsheet_safe)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["source"]] = counts.get(r["source"], 0) + 1

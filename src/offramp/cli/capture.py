@@ -25,14 +25,17 @@ def export_cmd(
     ),
     sources: str = typer.Option("llm,shadow,feedback", "--from", help="Which rows: any of llm, shadow, feedback."),
     since: Optional[str] = o.SINCE,
-    raw_csv: bool = o.RAW_CSV,
+    spreadsheet_safe: bool = o.SPREADSHEET_SAFE,
+    raw_csv: bool = o.hidden("--raw-csv", default=False),
     as_json: bool = o.JSON,
     quiet: bool = o.QUIET,
 ) -> None:
     """Write the pool's rows for 'offramp registry retrain' (a correction beats the LLM's answer to the same request)."""
     from offramp.capture.pool import export_pool
 
-    res = export_pool(pool, out_file, sources=sources.split(","), since=since, raw=raw_csv)
+    o.cells_as_they_are(raw_csv)
+
+    res = export_pool(pool, out_file, sources=sources.split(","), since=since, spreadsheet_safe=spreadsheet_safe)
     if as_json:
         emit(res.to_dict())
         return

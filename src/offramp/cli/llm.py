@@ -22,7 +22,7 @@ def label(
     llm: str = typer.Option(..., "--llm", help=o.LLM.help),
     base_url: str = typer.Option(..., "--base-url", help=o.BASE_URL.help),
     out_file: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Labelled file to write (.csv or .jsonl); not needed with --dry-run."
+        None, "--out", "-o", help="Labelled file to write (.csv, .tsv, .jsonl or .parquet); not needed with --dry-run."
     ),
     task: Path = typer.Option(..., "--task", help=o.TASK.help),
     text_col: str = o.TEXT_COL,
@@ -57,13 +57,16 @@ def label(
         "uncertainty sampling with a small model (re-asks are not counted).",
     ),
     seed: int = o.SEED,
-    raw_csv: bool = o.RAW_CSV,
+    spreadsheet_safe: bool = o.SPREADSHEET_SAFE,
+    raw_csv: bool = o.hidden("--raw-csv", default=False),
     as_json: bool = o.JSON,
     quiet: bool = o.QUIET,
 ) -> None:
     """Label texts with an LLM teacher: constrained answers, cached (re-runs send nothing twice), costed."""
     from offramp.errors import UsageError
     from offramp.llm.label import label as run_label
+
+    o.cells_as_they_are(raw_csv)
 
     if not dry_run and out_file is None:
         raise UsageError("--out is needed (or use --dry-run)")
@@ -94,7 +97,7 @@ def label(
             budget=budget,
             seed=seed,
             dry_run=dry_run,
-            raw=raw_csv,
+            spreadsheet_safe=spreadsheet_safe,
             on_progress=counter(progress, "labelled"),
         )
     warn(res.warnings)
@@ -142,7 +145,9 @@ def import_logs_cmd(
     log_file: Path = typer.Argument(
         ..., help="JSONL of logged chat completions (request/response, or stored completions)."
     ),
-    out_file: Path = typer.Option(..., "--out", "-o", help="Training file to write (.csv or .jsonl) with text,label."),
+    out_file: Path = typer.Option(
+        ..., "--out", "-o", help="Training file to write (.csv, .tsv, .jsonl or .parquet) with text,label."
+    ),
     role: str = typer.Option("user", "--role", help="Role of the message that is the input."),
     index: int = typer.Option(-1, "--index", help="Which message of that role (-1: the last)."),
     label_field: Optional[str] = typer.Option(
@@ -153,12 +158,15 @@ def import_logs_cmd(
     ),
     multi_label: bool = o.MULTI_LABEL,
     label_sep: str = o.LABEL_SEP,
-    raw_csv: bool = o.RAW_CSV,
+    spreadsheet_safe: bool = o.SPREADSHEET_SAFE,
+    raw_csv: bool = o.hidden("--raw-csv", default=False),
     as_json: bool = o.JSON,
     quiet: bool = o.QUIET,
 ) -> None:
     """Turn an LLM's production logs into a training file (text,label), counting what was skipped and why."""
     from offramp.llm.logs import import_logs
+
+    o.cells_as_they_are(raw_csv)
 
     label_set = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
     res = import_logs(
@@ -170,7 +178,7 @@ def import_logs_cmd(
         multi_label=multi_label,
         sep=label_sep,
         out=out_file,
-        raw=raw_csv,
+        spreadsheet_safe=spreadsheet_safe,
     )
     for reason, count in res.skipped.most_common():
         err.print(f"skipped {count} lines: {reason}", markup=False)

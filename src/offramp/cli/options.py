@@ -77,6 +77,25 @@ RAW_CSV = option(
     "spreadsheets do not run it).",
     default=False,
 )
+SPREADSHEET_SAFE = option(
+    "--spreadsheet-safe",
+    help="Put a ' before CSV/TSV cells starting with = + - @ (tab, CR) so spreadsheets do not run them as "
+    "formulas; this changes the data (by default cells are written exactly as they are).",
+    default=False,
+)
+
+
+def cells_as_they_are(raw_csv: bool) -> None:
+    """``--raw-csv`` on a data command: what it asked for is the default now (one stderr line)."""
+    if raw_csv and "--raw-csv" not in _said:
+        _said.add("--raw-csv")
+        err.print(
+            "offramp: --raw-csv is no longer needed: data files are written exactly as they are "
+            "(--spreadsheet-safe neutralises formulas)",
+            markup=False,
+        )
+
+
 SEED = option("--seed", help="Random seed: the same data and seed give the same result.", default=0)
 QUALITY = option(
     "--quality",

@@ -33,13 +33,16 @@ def mask(
         "--conversation-col",
         help="Column naming the conversation: the same value gets the same pseudonym within it.",
     ),
-    raw_csv: bool = o.RAW_CSV,
+    spreadsheet_safe: bool = o.SPREADSHEET_SAFE,
+    raw_csv: bool = o.hidden("--raw-csv", default=False),
     as_json: bool = o.JSON,
     quiet: bool = o.QUIET,
 ) -> None:
     """Mask personal data in a dataset before it is shared: e-mails, phones, cards, IBANs, IPs, IDs, and
     names and places when the NER path is installed."""
     from offramp.privacy.files import mask as mask_file
+
+    o.cells_as_they_are(raw_csv)
 
     with status("masking", quiet) as progress:
         res = mask_file(
@@ -52,7 +55,7 @@ def mask(
             ner=ner,
             vault=vault,
             conversation_col=conversation_col,
-            raw=raw_csv,
+            spreadsheet_safe=spreadsheet_safe,
             on_progress=counter(progress, "masked row"),
         )
     for note in res.notes:

@@ -69,7 +69,8 @@ def predict(
     engine: str = o.ENGINE,
     address: Optional[str] = o.ADDRESS,
     max_chars: int = o.MAX_CHARS,
-    raw_csv: bool = o.RAW_CSV,
+    spreadsheet_safe: bool = o.SPREADSHEET_SAFE,
+    raw_csv: bool = o.hidden("--raw-csv", default=False),
     as_json: bool = o.JSON,
     quiet: bool = o.QUIET,
 ) -> None:
@@ -79,6 +80,8 @@ def predict(
     in bounded memory. --json prints a summary object instead of the records (with --out only).
     """
     from offramp.data.io import read_dataset
+
+    o.cells_as_they_are(raw_csv)
     from offramp.data.text import clean_text
     from offramp.errors import UsageError
     from offramp.estimators.predict import prediction_records
@@ -100,7 +103,7 @@ def predict(
     if source is not None and out_path is not None:
         _predict_stream(
             model_dir, source, out_path, text_col, top, workers, keep_columns, resume, batch_size, max_chars,
-            raw_csv, quiet, engine, address, as_json,
+            spreadsheet_safe, quiet, engine, address, as_json,
         )  # fmt: skip
         return
     if out_path is not None and out_path.suffix.lower() not in (".jsonl", ".csv", ".tsv"):
@@ -115,7 +118,8 @@ def predict(
     elif texts:
         items = list(texts)
     elif args == ["-"] or not sys.stdin.isatty():
-        items = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        # one text a line: the line ending (\n or \r\n) is not part of it
+        items = [line.removesuffix("\n").removesuffix("\r") for line in sys.stdin if line.strip()]
     else:
         raise UsageError("nothing to classify", "pass texts as arguments, a file, or lines on stdin")
     if not items:
@@ -130,7 +134,7 @@ def predict(
 
     from offramp.data.io import RecordWriter
 
-    sink = RecordWriter(out_path, "out", raw_csv) if out_path else None
+    sink = RecordWriter(out_path, "out", spreadsheet_safe) if out_path else None
     try:
         for rec in prediction_records(model, items, top):
             if sink is None:
@@ -158,7 +162,7 @@ def _predict_stream(
     resume: bool,
     batch_size: int,
     max_chars: int,
-    raw_csv: bool,
+    spreadsheet_safe: bool,
     quiet: bool,
     engine: str,
     address: str | None,
@@ -205,7 +209,7 @@ def _predict_stream(
             top=top,
             max_chars=max_chars,
             resume=resume,
-            raw_csv=raw_csv,
+            spreadsheet_safe=spreadsheet_safe,
             on_progress=on_progress,
             engine=engine,
             address=address,

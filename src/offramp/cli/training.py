@@ -289,7 +289,7 @@ def check_labels_cmd(
     warn(res.notes)
     if out_file is not None:
         cols = ("row", "text", "given", "suggested", "score")
-        write_records(out_file, [{c: getattr(s, c) for c in cols} for s in res.suspects], raw=raw_csv)
+        write_records(out_file, [{c: getattr(s, c) for c in cols} for s in res.suspects], spreadsheet_safe=not raw_csv)
     if as_json:
         emit(res.to_dict())
         return

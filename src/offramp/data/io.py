@@ -106,10 +106,20 @@ def _records_csv(text: str, path: Path, delimiter: str) -> tuple[list[str], list
     return header, rows
 
 
+def jsonl_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of JSON Lines text: split on ``\n`` only (JSON escapes every other
+    line break, but a writer may leave U+2028, U+0085 and the like raw inside strings, which
+    ``str.splitlines`` would cut); a ``\r`` before the ``\n`` is JSON whitespace, left to the parser.
+    The one JSONL splitter of the package."""
+    for i, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            yield i, line
+
+
 def _records_jsonl(text: str, path: Path) -> tuple[list[str], list[dict]]:
     rows: list[dict] = []
     cols: dict[str, None] = {}
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in jsonl_lines(text):
         if not line.strip():
             continue
         try:
@@ -182,6 +192,17 @@ def _records_parquet(path: Path, present: list[str]) -> list[dict]:
                         "store the texts as UTF-8 strings",
                     ) from None
     return [dict(zip(present, vals)) for vals in zip(*columns.values())]
+
+
+def text_value(value) -> str | None:
+    """A text cell as it is (not stripped: data comes out as it went in); None when it is missing,
+    NaN or blank."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, ensure_ascii=False)
+    s = clean_text(str(value))
+    return s if s.strip() else None
 
 
 def cell_value(value) -> str | None:
@@ -328,7 +349,7 @@ def read_dataset(
     labels: list[str] | None = [] if has_labels else None
     empty_text, empty_label, cut, spaced = [], [], [], []
     for i, rec in enumerate(records, start=1):
-        t = cell_value(rec.get(text_col))
+        t = text_value(rec.get(text_col))
         raw_label = rec.get(label_col) if has_labels else None
         lab = cell_value(raw_label) if has_labels else None
         if isinstance(raw_label, str) and lab is not None and raw_label != lab:
@@ -370,39 +391,51 @@ def read_dataset(
     return Dataset(texts, labels, str(path), warnings, len(records), skipped)
 
 
-WRITABLE = (".csv", ".tsv", ".jsonl")
+WRITABLE = (".csv", ".tsv", ".jsonl", ".parquet")
 
 
 def write_records(
-    path: str | os.PathLike[str], rows: Sequence[Mapping[str, object]], param: str = "out", raw: bool = False
+    path: str | os.PathLike[str],
+    rows: Sequence[Mapping[str, object]],
+    param: str = "out",
+    spreadsheet_safe: bool = False,
 ) -> None:
-    """Write rows (dicts with the same keys) as CSV, TSV or JSONL, chosen by the extension.
+    """Write rows (dicts with the same keys) as CSV, TSV, JSONL or Parquet, chosen by the extension.
 
-    In CSV and TSV, lists and mappings are written as JSON, and text that a spreadsheet would run
-    as a formula is neutralised (:func:`offramp.formats.csv_safe`) unless ``raw``."""
-    with RecordWriter(path, param, raw) as w:
-        if not rows and w.kind != ".jsonl":
+    Every cell is written as it is, so offramp (or anything else) reads back exactly what was
+    written; in CSV, TSV and Parquet, lists and mappings are written as JSON. ``spreadsheet_safe`` is for
+    files meant for people: text a spreadsheet would run as a formula gets a leading apostrophe
+    (:func:`offramp.formats.csv_safe`), which changes the data."""
+    with RecordWriter(path, param, spreadsheet_safe) as w:
+        if not rows and w._f is not None and w.kind != ".jsonl":
             w._f.write("\n")
         for r in rows:
             w.write(r)
 
 
 class RecordWriter:
-    """Rows written one at a time as CSV, TSV or JSONL (by the extension): for outputs too big to
-    hold. CSV/TSV cells follow :func:`write_records`' rules (JSON for lists and mappings, formulas
-    neutralised unless ``raw``); the header comes from the first row."""
+    """Rows written one at a time as CSV, TSV, JSONL or Parquet (by the extension). CSV, TSV and
+    JSONL are written as they come, for outputs too big to hold; Parquet is written at ``close``.
+    Cells follow :func:`write_records`' rules (JSON for lists and mappings, formulas neutralised
+    only if ``spreadsheet_safe``); the header comes from the first row."""
 
-    def __init__(self, path: str | os.PathLike, param: str = "out", raw: bool = False):
+    def __init__(self, path: str | os.PathLike, param: str = "out", spreadsheet_safe: bool = False):
         self.path = Path(path)
         self.kind = self.path.suffix.lower()
         if self.kind not in WRITABLE:
             raise UsageError(f"{self.path} must end in {', '.join(WRITABLE)}", param=param)
-        self.raw = raw
+        self.spreadsheet_safe = spreadsheet_safe
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "w", newline="", encoding="utf-8")
+        self._rows: list[dict[str, object]] = []
+        self._f = open(self.path, "w", newline="", encoding="utf-8") if self.kind != ".parquet" else None
         self._csv: csv.DictWriter | None = None
 
     def write(self, row: Mapping[str, object]) -> None:
+        if self._f is None:  # Parquet
+            self._rows.append(
+                {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v for k, v in row.items()}
+            )
+            return
         if self.kind == ".jsonl":
             self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
             return
@@ -410,10 +443,17 @@ class RecordWriter:
             self._csv = csv.DictWriter(self._f, fieldnames=list(row), delimiter="\t" if self.kind == ".tsv" else ",")
             self._csv.writeheader()
         cells = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v for k, v in row.items()}
-        self._csv.writerow(cells if self.raw else {k: csv_safe(v) for k, v in cells.items()})
+        self._csv.writerow({k: csv_safe(v) for k, v in cells.items()} if self.spreadsheet_safe else cells)
 
     def close(self) -> None:
-        self._f.close()
+        if self._f is not None:
+            self._f.close()
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(self._rows), self.path)
+        self._rows = []
 
     def __enter__(self) -> RecordWriter:
         return self

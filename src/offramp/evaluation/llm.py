@@ -215,5 +215,5 @@ def evaluate_llm(
         notes.append(f"{cut} texts are longer than {send_chars} characters: the LLM saw their first {send_chars}")
     res.warnings[:0] = list(ds.warnings) + notes
     if out is not None:
-        write_records(out, rows, param="out", raw=raw)
+        write_records(out, rows, param="out", spreadsheet_safe=not raw)
     return res

@@ -553,7 +553,7 @@ def label(
     budget: int | None = None,
     seed: int = 0,
     dry_run: bool = False,
-    raw: bool = False,
+    spreadsheet_safe: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> LabelResult:
     """Label texts with an LLM teacher on any OpenAI-compatible endpoint: answers constrained to
@@ -565,7 +565,7 @@ def label(
     task : the task spec (a YAML file: labels with descriptions, instructions, examples).
     llm, base_url : the model name the endpoint serves (also its price-table row unless
         ``price_model`` names another), and the endpoint (``http://HOST:PORT/v1``).
-    out : write the rows here (.csv or .jsonl).
+    out : write the rows here (.csv, .tsv, .jsonl or .parquet).
     rate, max_cost : at most ``rate`` requests a second; at most ``max_cost`` dollars (texts past
         it get the status ``over_budget`` and are not sent).
     engine : "local" (threads here) or "ray" (the requests leave from a Ray cluster's workers,
@@ -573,7 +573,7 @@ def label(
     budget : label only this many distinct texts, chosen where they help (active learning).
     dry_run : estimate tokens and dollars, send nothing.
     """
-    from offramp.data.io import DEFAULT_MAX_CHARS, read_dataset, write_records
+    from offramp.data.io import DEFAULT_MAX_CHARS, WRITABLE, read_dataset, write_records
 
     for name, value in (("rate", rate), ("max_cost", max_cost)):
         if value is not None and not value > 0:
@@ -602,8 +602,8 @@ def label(
     est = estimate(spec, texts, price_model or llm)
     if dry_run:
         return LabelResult([], None, est, warnings=notes)
-    if out is not None and Path(out).suffix.lower() not in (".csv", ".jsonl"):
-        raise UsageError(f"{out} must end in .csv or .jsonl", param="out")
+    if out is not None and Path(out).suffix.lower() not in WRITABLE:
+        raise UsageError(f"{out} must end in {', '.join(WRITABLE)}", param="out")
     if engine not in ("local", "ray"):
         raise UsageError(f"the engine {engine!r} is not known", "use local or ray", param="engine")
     if engine == "local" and (address or workers):
@@ -662,7 +662,7 @@ def label(
         for o in run.outcomes
     ]
     if out is not None:
-        write_records(out, rows, raw=raw)
+        write_records(out, rows, spreadsheet_safe=spreadsheet_safe)
     return LabelResult(
         rows,
         run,

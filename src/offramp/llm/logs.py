@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from offramp.data.io import decode_utf8, write_records
+from offramp.data.io import WRITABLE, decode_utf8, jsonl_lines, write_records
 from offramp.data.text import clean_text
 from offramp.errors import DataError, UsageError
 from offramp.llm.prompts import parse_label
@@ -63,11 +63,11 @@ def import_logs(
     multi_label: bool = False,
     sep: str = "|",
     out: str | Path | None = None,
-    raw: bool = False,
+    spreadsheet_safe: bool = False,
 ) -> ImportResult:
     """(text, label) pairs from a chat-completions log file; with ``out``, written there as a
-    training file (.csv or .jsonl with columns text, label). A log that gives no usable row is an
-    error naming what was read and skipped.
+    training file (.csv, .tsv, .jsonl or .parquet with columns text, label), each text exactly as
+    it was logged. A log that gives no usable row is an error naming what was read and skipped.
 
     ``role``/``index``: which message of the request is the input (the last ``user`` one by default).
     ``label_field``: read the label from this key of a JSON reply (default: the whole reply).
@@ -80,15 +80,13 @@ def import_logs(
     p = Path(path)
     if not p.is_file():
         raise DataError(f"log file {p} does not exist")
-    if out is not None and Path(out).suffix.lower() not in (".csv", ".jsonl"):
-        raise UsageError(f"{out} must end in .csv or .jsonl", param="out")
+    if out is not None and Path(out).suffix.lower() not in WRITABLE:
+        raise UsageError(f"{out} must end in {', '.join(WRITABLE)}", param="out")
     text = decode_utf8(p.read_bytes(), p)
     rows: list[tuple[str, str]] = []
     skipped: Counter[str] = Counter()
     n = 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
+    for _, line in jsonl_lines(text):
         n += 1
         try:
             rec = json.loads(line)
@@ -137,7 +135,7 @@ def import_logs(
             if found_set is None:
                 skipped["reply is not a list of known labels"] += 1
                 continue
-            rows.append((clean_text(source.strip()), sep.join(found_set)))
+            rows.append((clean_text(source), sep.join(found_set)))
             continue
         if labels:
             found = parse_label(answer, labels)
@@ -148,7 +146,7 @@ def import_logs(
         if not answer:
             skipped["empty reply"] += 1
             continue
-        rows.append((clean_text(source.strip()), clean_text(answer)))
+        rows.append((clean_text(source), clean_text(answer)))
     if n == 0:
         raise DataError(f"log file {p} has no lines")
     if not rows:
@@ -158,7 +156,7 @@ def import_logs(
             "check which message is the input (role, index) and where the label is (label field)",
         )
     if out is not None:
-        write_records(out, [{"text": t, "label": lab} for t, lab in rows], raw=raw)
+        write_records(out, [{"text": t, "label": lab} for t, lab in rows], spreadsheet_safe=spreadsheet_safe)
     return ImportResult(rows, skipped, n, str(out) if out is not None else None)
 
 

@@ -202,16 +202,30 @@ def _write(
 
 @contextmanager
 def _writer_lock(path: Path) -> Iterator[None]:
-    """Serialises writers of one model directory (an advisory lock on a file beside it)."""
+    """Serialises writers of one model directory (an advisory lock on a file beside it, removed
+    when the writer is done). A writer that waited on a lock file another writer has since removed
+    takes the lock again on the file now at that path, so two writers never hold it at once."""
     import fcntl
 
     lock = path.parent / f".{path.name}.lock"
-    with open(lock, "a") as f:
+    while True:
+        f = open(lock, "a")
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            if os.stat(lock).st_ino == os.fstat(f.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        f.close()  # removed (and perhaps made again) while this writer waited
+    try:
+        yield
+    finally:
+        try:
+            lock.unlink()
+        except OSError:
+            pass
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 def _exchange(a: Path, b: Path) -> bool:

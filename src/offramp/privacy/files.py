@@ -50,7 +50,7 @@ def mask(
     ner: bool | None = None,
     vault: str | os.PathLike[str] | None = None,
     conversation_col: str | None = None,
-    raw: bool = False,
+    spreadsheet_safe: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> MaskSummary:
     """Write a copy of the file ``data`` to ``out`` with personal data in ``columns`` masked
@@ -96,6 +96,6 @@ def mask(
         vault=PseudonymVault(Path(vault)) if vault else None,
     )
     masked_rows, counts = mask_records(rows, cols, guard, conversation_col, on_progress=on_progress)
-    write_records(dst, masked_rows, raw=raw)
+    write_records(dst, masked_rows, spreadsheet_safe=spreadsheet_safe)
     changed = sum(1 for a, b in zip(rows, masked_rows) if a != b)
     return MaskSummary(str(dst), len(masked_rows), changed, dict(Counter(counts).most_common()), operator, ner, notes)

@@ -187,6 +187,6 @@ def mask_records(
                 row[c] = m.text
                 counts.update(m.counts)
         out.append(row)
-        if on_progress and i % 500 == 0:
-            on_progress(i, len(rows))
+        if on_progress and (i % 500 == 499 or i == len(rows) - 1):  # rows done so far, the last one included
+            on_progress(i + 1, len(rows))
     return out, counts

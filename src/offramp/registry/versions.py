@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from offramp.data.io import jsonl_lines
 from offramp.errors import DataError, ModelDirError, UsageError
 from offramp.estimators.base import TextClassifier
 from offramp.modeldir.store import save_model
@@ -84,11 +85,10 @@ def _read_rows(path: Path, digest: str | None) -> tuple[list[str], list[str]]:
     if digest is not None and hashlib.sha256(raw).hexdigest() != digest:
         raise ModelDirError(f"{path} was changed after it was stored (SHA-256 mismatch)", "restore it from a backup")
     texts, labels = [], []
-    for line in raw.decode("utf-8").split("\n"):  # not splitlines(): texts may hold U+2028 and the like
-        if line.strip():
-            row = json.loads(line)
-            texts.append(str(row["text"]))
-            labels.append(str(row["label"]))
+    for _, line in jsonl_lines(raw.decode("utf-8")):
+        row = json.loads(line)
+        texts.append(str(row["text"]))
+        labels.append(str(row["label"]))
     return texts, labels
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from offramp.data.io import FORMATS
+from offramp.data.text import clean_text
 from offramp.errors import DataError, UsageError
 
 SHARD_KINDS = ("parquet", "jsonl")
@@ -80,7 +81,7 @@ def _cell(value: object, where: str) -> str | None:
             value = value.decode("utf-8")
         except UnicodeDecodeError as e:
             raise DataError(f"{where} is not UTF-8 text (byte 0x{value[e.start]:02x})") from None
-    text = str(value)
+    text = clean_text(str(value))  # a JSON escape may hold a lone surrogate, which UTF-8 cannot
     return text if text.strip() else None
 
 
@@ -129,7 +130,7 @@ def _jsonl(path: Path, text_col: str, keep: list[str], batch_size: int) -> Itera
     bad: list[int] = []
     first = 1
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, encoding="utf-8-sig", newline="\n")  # as train reads it: a BOM is not data
     except OSError as e:
         raise DataError(f"{path} cannot be read ({e.strerror})") from None
     with f:

@@ -158,9 +158,9 @@ class _Pool:
 class _Writer:
     """One output: records to JSONL/CSV/TSV (the input's order) or rows to a Parquet file."""
 
-    def __init__(self, path: Path, kind: str, classes: list[str], keep: list[str], raw_csv: bool):
+    def __init__(self, path: Path, kind: str, classes: list[str], keep: list[str], spreadsheet_safe: bool):
         self.path, self.kind, self.classes, self.keep = path, kind, classes, keep
-        self._records = RecordWriter(path, "output", raw_csv) if kind != ".parquet" else None
+        self._records = RecordWriter(path, "output", spreadsheet_safe) if kind != ".parquet" else None
         self._pq: pq.ParquetWriter | None = None
 
     def write(self, texts: list[str], kept: dict[str, list[object]], result: Predicted) -> None:
@@ -234,7 +234,7 @@ def predict_files(
     top: int = 3,
     max_chars: int = 20_000,
     resume: bool = False,
-    raw_csv: bool = False,
+    spreadsheet_safe: bool = False,
     on_progress: Callable[[int, int | None], None] | None = None,
     engine: str = "local",
     address: str | None = None,
@@ -295,7 +295,7 @@ def predict_files(
                     report.predicted += _parquet_rows_of(part)
                     continue
                 tmp = partial / f".part-{i:05d}.parquet.tmp"
-                writer = _Writer(tmp, ".parquet", classes, keep, raw_csv)
+                writer = _Writer(tmp, ".parquet", classes, keep, spreadsheet_safe)
                 try:
                     run([shard], writer)
                 finally:
@@ -305,7 +305,7 @@ def predict_files(
         else:
             output.parent.mkdir(parents=True, exist_ok=True)
             tmp = output.with_name(f".{output.name}.partial{output.suffix}")
-            writer = _Writer(tmp, kind, classes, keep, raw_csv)
+            writer = _Writer(tmp, kind, classes, keep, spreadsheet_safe)
             try:
                 run(shards, writer)
             except BaseException:
