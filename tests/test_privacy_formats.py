@@ -245,3 +245,74 @@ def test_offramp_mask_catches_chinese_personal_data(tmp_path):
     assert out[1] == "我叫<PERSON>，手机<PHONE_NUMBER>，身份证号<CN_RESIDENT_ID>，请回电"
     assert out[2] == "订单号：046563414839，金额1380.00元，谢谢"  # ordinary numbers stay
     assert out[3] == "收货地址：<LOCATION>"
+
+
+# ---------------------------------------------------------------- cards in every layout
+# (brand, prefixes, lengths, how the digits are grouped when written) — the issuers' published ranges
+BRANDS = [
+    ("visa", ["4"], [13, 16, 19]),
+    ("mastercard", [str(p) for p in range(51, 56)] + ["2221", "2500", "2720"], [16]),
+    ("amex", ["34", "37"], [15]),
+    ("discover", ["6011", "644", "649", "65"], [16, 19]),
+    ("unionpay", ["62"], [16, 17, 18, 19]),
+    ("jcb", ["3528", "3589"], [16, 19]),
+    ("diners", ["36", "300", "305", "38"], [14]),
+]
+SEPARATORS = [" ", "-", ".", "_", "/", ""]
+CUES = [
+    "my card {} was declined",  # before
+    "please block {}, it is my card",  # after
+    "{} was charged twice.",  # sentence start
+    "Thanks. Card {} expired.",  # capitalised, at a sentence start
+    "Hi there. {} is the Card number",
+]
+
+
+def _groups(n: int) -> list[int]:
+    return {13: [4, 4, 5], 14: [4, 6, 4], 15: [4, 6, 5], 16: [4, 4, 4, 4], 17: [4, 4, 4, 5]}.get(
+        n, [4, 4, 4, 4, n - 16]
+    )
+
+
+def _card_number(rng: random.Random, prefix: str, length: int, valid: bool) -> str:
+    body = prefix + "".join(str(rng.randint(0, 9)) for _ in range(length - len(prefix) - 1))
+    good = next(str(c) for c in range(10) if luhn_ok(body + str(c)))
+    return body + (good if valid else str((int(good) + rng.randint(1, 9)) % 10))
+
+
+def _written(number: str, sep: str) -> str:
+    out, i = [], 0
+    for g in _groups(len(number)):
+        out.append(number[i : i + g])
+        i += g
+    return sep.join(out)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(BRANDS), st.integers(0, 10**9), st.sampled_from(SEPARATORS), st.sampled_from(CUES), st.booleans()
+)
+def test_every_brand_layout_and_cue_is_masked_and_a_bad_check_digit_is_not(brand, seed, sep, cue, valid):
+    rng = random.Random(seed)
+    _, prefixes, lengths = brand
+    number = _card_number(rng, rng.choice(prefixes), rng.choice(lengths), valid)
+    assume(len(set(number)) > 1)
+    value = _written(number, sep)
+    text = cue.format(value)
+    masked = GUARD.mask(text)
+    if valid:
+        assert value not in masked.text and masked.counts.get("CREDIT_CARD") == 1, (text, masked.text)
+    else:  # left alone: not a card, and not a phone number hiding in its tail either
+        assert masked.text == text, (text, masked.text)
+
+
+@pytest.mark.parametrize("brand", BRANDS, ids=[b[0] for b in BRANDS])
+def test_every_brand_and_layout_with_names_and_places_on(brand):
+    guard = PrivacyGuard(ner=True)
+    rng = random.Random(7)
+    _, prefixes, lengths = brand
+    for sep in SEPARATORS:
+        for cue in CUES:
+            value = _written(_card_number(rng, rng.choice(prefixes), rng.choice(lengths), True), sep)
+            masked = guard.mask(cue.format(value))
+            assert value not in masked.text and "CREDIT_CARD" in masked.counts, (cue.format(value), masked.text)

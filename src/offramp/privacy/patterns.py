@@ -313,9 +313,15 @@ RECOGNIZERS: list[Recognizer] = [
     ),
     Recognizer(
         "CREDIT_CARD",
-        re.compile(r"(?<![\d./_-])\d{4}([./_])(?:\d{4}\1\d{4}\1\d{1,7}|\d{6}\1\d{5})(?![\d./_-])"),
+        # dots, underscores or slashes, the same one throughout, in any grouping a card is written in
+        # (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4, ...): 13 to 19 digits in all
+        re.compile(r"(?<![\d./_-])\d{4}([./_])\d{4,6}(?:\1\d{1,7}){1,3}(?![\d./_-])"),
         0.9,
-        check=lambda s: luhn_ok(re.sub(r"\D", "", s)) and len(set(re.sub(r"\D", "", s))) > 1,
+        check=lambda s: (
+            13 <= len(re.sub(r"\D", "", s)) <= 19
+            and luhn_ok(re.sub(r"\D", "", s))
+            and len(set(re.sub(r"\D", "", s))) > 1
+        ),
         min_digits=13,
     ),
     Recognizer(
@@ -575,6 +581,8 @@ def _find(text: str, entities: set[str] | None, threshold: float) -> list[Span]:
                 if shrunk is None:
                     continue
                 end, raw = shrunk, text[start:shrunk]
+            if r.entity == "PHONE_NUMBER" and _card_shaped(text, start, end):
+                continue
             score = r.score
             ctx = r.context.search(text, max(0, start - CONTEXT_WINDOW), start) if r.context is not None else None
             if r.avoid is not None:
@@ -596,6 +604,28 @@ def _find(text: str, entities: set[str] | None, threshold: float) -> list[Span]:
             if score >= threshold:
                 out.append(Span(start, end, r.entity, score))
     return out
+
+
+_CARD_SHAPE = re.compile(r"\d{4}([ ./_-]?)\d{4,6}(?:\1\d{1,7}){0,3}")
+_RUN_CHARS = frozenset("0123456789 ./_-")
+
+
+def _card_shaped(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` lies in a run of digit groups written like a card number (13 to
+    19 digits, grouped by one separator): such a run that fails the card check is a card number
+    mistyped or a long reference, not a phone number hiding in its tail."""
+    lo, hi = start, end
+    while lo > 0 and text[lo - 1] in _RUN_CHARS:
+        lo -= 1
+    while hi < len(text) and text[hi] in _RUN_CHARS:
+        hi += 1
+    while lo < hi and text[lo] in " ./_-":
+        lo += 1
+    run = text[lo:hi].rstrip(" ./_-")
+    if not run or run[0] == "0" or (lo > 0 and text[lo - 1] == "+"):  # 00…, +…: an international phone number
+        return False
+    n = sum(c.isdigit() for c in run)
+    return 13 <= n <= 19 and _CARD_SHAPE.fullmatch(run) is not None
 
 
 def resolve(spans: list[Span]) -> list[Span]:
