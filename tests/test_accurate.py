@@ -405,3 +405,18 @@ def test_refit_with_val_into_a_registry_keeps_the_rows_it_was_fitted_on(inbox_sa
     assert added and counts["refit"] == counts["plain"] + added
     r = run_cli("train", str(inbox_sample[0]), "--out", str(tmp_path / "m"), *common, "--refit-with-val")
     assert r.returncode == 0 and f"then refitted with {added:,} --val rows added" in r.stdout, r.stderr
+
+
+def test_best_without_mpnet_says_what_it_would_gain_and_how_to_install_it(monkeypatch, inbox_sample):
+    from offramp.training.train import train
+
+    real = enc_mod.available
+    monkeypatch.setattr(enc_mod, "available", lambda name="minilm": name != "mpnet" and real(name))
+    data = read_dataset(inbox_sample[0])
+    texts, labels = data.texts[:60], data.labels[:60]
+    _, report = train(texts, labels, quality="best", time_limit=3, measure_speed=False)  # the note comes first
+    said = [w for w in report.warnings if "mpnet" in w]
+    assert len(said) == 1 and "setup.sh --with-mpnet" in said[0] and "0.9468" in said[0]
+    monkeypatch.setattr(enc_mod, "available", real)
+    _, report = train(texts, labels, quality="best", time_limit=3, measure_speed=False)
+    assert not any("mpnet" in w and "not installed" in w for w in report.warnings)
