@@ -78,6 +78,12 @@ def serve(
         "--ui-admin-open",
         help="Without keys, let anyone change things from the web console (a laptop demo; by default it is read-only).",
     ),
+    upstream: Optional[str] = typer.Option(
+        None,
+        "--upstream",
+        help="Proxy mode: the app's own LLM (an OpenAI-compatible base URL); requests that are not the "
+        "pipeline's task go there unchanged (beats the pipeline's proxy.upstream).",
+    ),
     allowed_hosts: Optional[str] = typer.Option(
         None,
         "--allowed-hosts",
@@ -123,6 +129,7 @@ def serve(
         "public_endpoints": public_endpoints,
         "admin_keys": admin_keys,
         "ui_admin_open": ui_admin_open,
+        "upstream": upstream,
         "allowed_hosts": host_names(allowed_hosts) if allowed_hosts is not None else None,
         "behind_tls": behind_tls,
     }

@@ -50,6 +50,7 @@ from offramp.modeldir.store import model_version, read_model_json
 from offramp.monitoring.drift import DriftReference
 from offramp.monitoring.shadow import ShadowSampler
 from offramp.privacy.guard import PrivacyGuard, build_guard, neutralise_tokens
+from offramp.proxy.task import ProxyTask, read_task
 from offramp.registry.records import load, resolve_model_dir
 from offramp.runtime.actions import Action, build_action
 from offramp.runtime.config import PipelineSpec, Settings
@@ -398,6 +399,8 @@ class Built:
     capture: Capture | None = None  # the pipeline's capture: section
     shadow: ShadowSampler | None = None  # shadow: {mode: local_first}
     reference: DriftReference | None = None  # training-time distributions, for drift
+    tasks: tuple[ProxyTask, ...] = ()  # proxy mode: how the app asks for this task (the pipeline's task files)
+    policy: EgressPolicy | None = None  # what text may leave, and masked how (the pipeline's egress policy)
 
     def close(self) -> None:
         """Release what the cascade holds open: the pseudonym vault, the LLM client's connections,
@@ -455,7 +458,10 @@ def build(settings: Settings) -> Built:
         guard: PrivacyGuard | None = PrivacyGuard()
         info = model_info(model, model_dir, registry_version=registry_version)
         reference = DriftReference.of(model)
-        return Built(Cascade(model, guard=guard), settings, model_dir, info, registry, reference=reference)
+        policy = egress_policy(settings, guard)
+        return Built(
+            Cascade(model, guard=guard), settings, model_dir, info, registry, reference=reference, policy=policy
+        )
     path, base = settings.target, settings.base
     labels = set(map(str, model.classes_)) | set(spec.llm.labels or [] if spec.llm else [])
     multi = bool(getattr(model, "multi_label", False))
@@ -578,9 +584,21 @@ def build(settings: Settings) -> Built:
         ask = ask_llm()
         shadow = ShadowSampler(ask, store_mask, spec.shadow.sample, spec.shadow.queue)
     info = model_info(model, model_dir, summary, registry_version)
+    tasks = tuple(read_task(base / t) for t in ([spec.task] if spec.task else list(spec.tasks or [])))
     if spec.shadow is not None:
         info["shadow"] = spec.shadow.mode
-    return Built(cascade, settings, model_dir, info, registry, capture, shadow, DriftReference.of(model, thresholds))
+    return Built(
+        cascade,
+        settings,
+        model_dir,
+        info,
+        registry,
+        capture,
+        shadow,
+        DriftReference.of(model, thresholds),
+        tasks=tasks,
+        policy=policy,
+    )
 
 
 def _check_multilabel_keys(spec: PipelineSpec, path: object, multi: bool, labels: set[str]) -> None:

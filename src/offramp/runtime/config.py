@@ -66,6 +66,7 @@ api_keys           —                     OFFRAMP_API_KEYS          none
 public_endpoints   —                     OFFRAMP_PUBLIC_ENDPOINTS  false
 admin_keys         —                     OFFRAMP_ADMIN_KEYS        none
 ui_admin_open      —                     OFFRAMP_UI_ADMIN_OPEN     false
+upstream           proxy.upstream        OFFRAMP_UPSTREAM          none
 allowed_hosts      —                     OFFRAMP_ALLOWED_HOSTS     loopback names only
 behind_tls         —                     OFFRAMP_BEHIND_TLS        false
 =================  ====================  ========================  =============
@@ -160,6 +161,13 @@ class ShadowSpec(_Strict):
     queue: int = Field(1000, ge=1)  # local_first: messages waiting for the LLM at most (more are dropped, counted)
 
 
+class ProxySpec(_Strict):
+    upstream: str  # the app's LLM: an OpenAI-compatible base URL (https://api.openai.com/v1)
+    api_key_env: Optional[str] = "OPENAI_API_KEY"  # the variable holding the upstream's key
+    timeout_s: float = Field(60.0, gt=0)
+    forward_authorization: bool = False  # pass the app's own Authorization header (when no key is set)
+
+
 class PipelineSpec(_Strict):
     model: str
     routing: Optional[RoutingSpec] = None
@@ -173,6 +181,9 @@ class PipelineSpec(_Strict):
     egress_guard: Optional[str] = None  # remote | always | off: where the privacy guard applies at egress
     capture: Optional[CaptureSpec] = None
     shadow: Optional[ShadowSpec] = None
+    proxy: Optional[ProxySpec] = None  # in front of the app's own LLM: what is not the task goes there
+    task: Optional[str] = None  # the task file (how the app asks, what shape it reads back)
+    tasks: Optional[List[str]] = None  # several task files
 
 
 def is_pipeline_file(path: str | Path) -> bool:
@@ -196,6 +207,8 @@ def read_pipeline(path: str | Path) -> PipelineSpec:
         raise UsageError(f"{path}: routing.fit needs exactly one of max_llm_share or local_precision")
     if spec.shadow is not None and spec.llm is None:
         raise UsageError(f"{path}: shadow: needs an llm: section (the LLM to compare with)")
+    if spec.task is not None and spec.tasks is not None:
+        raise UsageError(f"{path}: give task: or tasks:, not both")
     return spec
 
 
@@ -264,6 +277,7 @@ _TABLE: dict[str, tuple[Callable[[PipelineSpec], Any] | None, str, Callable[[str
     "public_endpoints": (None, "OFFRAMP_PUBLIC_ENDPOINTS", env_flag, False),
     "admin_keys": (None, "OFFRAMP_ADMIN_KEYS", Path, None),
     "ui_admin_open": (None, "OFFRAMP_UI_ADMIN_OPEN", env_flag, False),
+    "upstream": (lambda p: p.proxy.upstream if p.proxy else None, "OFFRAMP_UPSTREAM", str, None),
     "allowed_hosts": (None, "OFFRAMP_ALLOWED_HOSTS", lambda v: host_names(v, "OFFRAMP_ALLOWED_HOSTS"), ()),
     "behind_tls": (None, "OFFRAMP_BEHIND_TLS", env_flag, False),
 }
@@ -303,6 +317,7 @@ class Settings:
     public_endpoints: bool  # with API keys: /readyz, /metrics and the OpenAPI docs open to anyone
     admin_keys: Path | None = None  # key hashes allowed to change things from the console
     ui_admin_open: bool = False  # without keys: let anyone change things from the console (a laptop demo)
+    upstream: str | None = None  # proxy mode: the app's own LLM, where what is not the task goes
     allowed_hosts: tuple[str, ...] = ()  # host names the console answers under, besides the loopback ones
     behind_tls: bool = False  # reached over HTTPS through a proxy: the console's cookie is Secure
     read_timeout_s: float = 10.0  # headers, then the body, must arrive within this many seconds

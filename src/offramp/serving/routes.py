@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from fastapi.routing import APIRoute
 
 from offramp.costs.calculator import CHARS_PER_TOKEN
+from offramp.serving import proxy
 from offramp.serving.classify import classify_body
 from offramp.serving.errors import ApiError
 from offramp.serving.schemas import (
@@ -102,8 +103,14 @@ async def classify(request: Request) -> Response:
 
 @protected.post("/v1/chat/completions", openapi_extra=body_schema(ChatRequest))
 async def chat(request: Request) -> Response:
-    """OpenAI-compatible: the last user message is classified; the label is the assistant's reply."""
+    """OpenAI-compatible: the last user message is classified; the label is the assistant's reply.
+
+    In proxy mode (an upstream, or task files in the pipeline) a request that is the task is
+    answered in the shape the app asks for and anything else goes to the upstream (see
+    :mod:`offramp.serving.proxy`)."""
     service = service_of(request)
+    if service.upstream is not None or service.built.tasks:
+        return await proxy.chat(request, service, await _raw_body(request))
     body = await read_body(request, ChatRequest)
     text = body.last_user_text()
     rid, (r,) = await service.classify([text], body.user, True, principal_of(request))
@@ -161,10 +168,21 @@ async def feedback(request: Request) -> JSONResponse:
     return JSONResponse({"status": "accepted", "request_id": body.request_id}, status_code=202)
 
 
-@protected.get("/v1/models")
-def models(request: Request) -> JSONDict:
-    """OpenAI-compatible model list: the one model this service answers with."""
+async def _raw_body(request: Request) -> bytes:
+    timeout = getattr(request.app.state, "read_timeout_s", None)
+    try:
+        return await asyncio.wait_for(request.body(), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout:g} s") from None
+
+
+@protected.get("/v1/models", response_model=None)
+async def models(request: Request) -> JSONDict | Response:
+    """OpenAI-compatible model list: the one model this service answers with (in proxy mode, the
+    upstream's list)."""
     service = service_of(request)
+    if service.upstream is not None:
+        return await proxy.forward(request, service, b"", "not_chat")
     created = service.info.get("created") or ""
     try:
         stamp = int(datetime.fromisoformat(str(created)).timestamp())
@@ -194,6 +212,16 @@ def reload(request: Request) -> JSONDict:
         ) from None
     service.metrics.inc("offramp_model_reloads_total", outcome="ok")
     return {"status": "reloaded", **info}
+
+
+@protected.api_route("/v1/{path:path}", methods=["GET", "POST", "DELETE"], include_in_schema=False)
+async def upstream_only(request: Request, path: str) -> Response:
+    """Proxy mode: every other OpenAI-compatible endpoint (embeddings, completions, files, ...)
+    goes to the upstream unchanged; without an upstream, 404."""
+    service = service_of(request)
+    if service.upstream is None:
+        raise ApiError(404, "not_found", f"no endpoint /v1/{path[:100]} (this service is not a proxy: no upstream)")
+    return await proxy.forward(request, service, await _raw_body(request), "not_chat")
 
 
 @open_routes.get("/healthz")

@@ -33,6 +33,7 @@ from offramp.errors import UsageError
 from offramp.monitoring.drift import PSI_WARN, DriftMonitor
 from offramp.monitoring.shadow import ShadowResult
 from offramp.privacy.guard import PrivacyGuard
+from offramp.proxy.upstream import Upstream
 from offramp.registry.records import resolve_model_dir
 from offramp.runtime.cascade import Built, ModelInfo, build
 from offramp.runtime.config import Settings
@@ -123,6 +124,19 @@ class ClassificationService:
         self._stop = threading.Event()
         self.drift: DriftMonitor | None = None
         self._drift_warned: dict[str, float] = {}
+        self.upstream: Upstream | None = None
+        if settings.upstream:  # proxy mode: what is not the task goes to the app's own LLM
+            proxy = settings.pipeline.proxy if settings.pipeline is not None else None
+            self.upstream = Upstream(
+                settings.upstream,
+                api_key_env=proxy.api_key_env if proxy is not None else "OPENAI_API_KEY",
+                timeout_s=proxy.timeout_s if proxy is not None else 60.0,
+                forward_authorization=proxy.forward_authorization if proxy is not None else False,
+                policy=self.built.policy,
+                env=env,
+            )
+            if self.built.policy is not None:
+                self.built.policy.check(settings.upstream, [])  # offline mode: a remote upstream is refused now
         self.review = ReviewQueue(ttl_s=self.built.capture.ttl_s if self.built.capture else 3600.0)
         self._wire(self.built, None)
         if self.built.registry is not None:

@@ -71,6 +71,8 @@ class Metrics:
             "offramp_drift_rate_change": "don't-know and fallback rates of live traffic minus the training reference's",
             "offramp_capture_rows_total": "rows queued for the capture pool, by source",
             "offramp_feedback_total": "corrections received, by outcome",
+            "offramp_proxy_requests_total": "proxy mode: chat requests answered here (local) or forwarded to the upstream",
+            "offramp_proxy_forwarded_total": "proxy mode: requests forwarded to the upstream, by reason",
             "offramp_requests_total": "HTTP requests by endpoint and status code",
             "offramp_decisions_total": "classified messages by route (local, llm, refused)",
             "offramp_labels_total": "classified messages by final label",
