@@ -251,3 +251,32 @@ def test_a_task_file_without_one_slot_is_refused_in_one_line(fast_model, tmp_pat
     )
     r = run_cli("serve", str(tmp_path / "p.yaml"))
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_forwarded_requests_get_audit_records_and_personal_data_is_masked(fast_model, tmp_path):
+    from offramp.audit.log import AuditLog
+
+    up = UpstreamLLM()
+    (tmp_path / "bare.yaml").write_text(f"template: {json.dumps(TEMPLATE)}\n")
+    # egress_guard: always masks for a loopback upstream too (the default masks only remote hosts)
+    (tmp_path / "p.yaml").write_text(
+        f"model: {fast_model}\nproxy: {{upstream: '{up.url}/v1'}}\ntask: bare.yaml\n"
+        "egress_guard: always\naudit: audit.sqlite\n"
+    )
+    srv = Server(tmp_path / "p.yaml")
+    try:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="k", max_retries=0)
+        client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "Summarise: mail ann.lee@example.com"}]
+        )
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": _ask("thanks a lot!")}])
+        sent = up.chats()[-1]["body"]["messages"][-1]["content"]
+        assert "ann.lee@example.com" not in sent and "<EMAIL_ADDRESS>" in sent
+    finally:
+        srv.stop()
+        up.close()
+    log = AuditLog(tmp_path / "audit.sqlite", create=False)
+    assert log.verify().ok
+    bodies = [json.loads(b) for _, _, b, _ in log.records()]
+    assert [(b["route"], b["flags"]) for b in bodies] == [("forwarded", ["no_task"]), ("local", [])]
+    assert bodies[0]["endpoint"] == up.url.removeprefix("http://")

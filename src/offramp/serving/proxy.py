@@ -7,7 +7,8 @@ It only parses, calls and renders: matching is :mod:`offramp.proxy.match`, the a
 pipeline's own fallback) or ``forwarded``, and ``offramp_proxy_forwarded_total{reason}``:
 ``no_task``, ``template_changed``, ``schema_changed``, ``unfillable_field``, ``unsure`` (the small
 model said "don't know", or named a label the request's schema or the task does not allow),
-``not_chat`` (another endpoint).
+``not_chat`` (another endpoint). With an audit log, a forwarded request gets its record (route
+``forwarded``, the upstream's host, an HMAC of its messages, the reason) before it is sent.
 """
 
 from __future__ import annotations
@@ -40,13 +41,18 @@ async def forward(request: Request, service: ClassificationService, body: bytes,
         )
     service.metrics.inc("offramp_proxy_requests_total", outcome="forwarded")
     service.metrics.inc("offramp_proxy_forwarded_total", reason=reason)
-    stream = False
+    stream, text = False, ""
     if body:
         try:
             doc = json.loads(body)
-            stream = isinstance(doc, dict) and doc.get("stream") is True
         except ValueError:
-            pass
+            doc = None
+        if isinstance(doc, dict):
+            stream = doc.get("stream") is True
+            messages = doc.get("messages")
+            if isinstance(messages, list):
+                text = "\n".join(str(m.get("content")) for m in messages if isinstance(m, dict))
+    await service.record_forwarded(reason, upstream.url(request.url.path), text or body.decode("utf-8", "replace"))
     status, headers, content = await upstream.send(
         request.method,
         request.url.path,

@@ -505,6 +505,33 @@ class ClassificationService:
         self._id_pos = i + 16
         return self._id_block[i : i + 16].hex()
 
+    async def record_forwarded(self, reason: str, url: str, text: str) -> str:
+        """Proxy mode: the audit record of a request sent to the upstream (route ``forwarded``, the
+        upstream's host, an HMAC of the text it carried, the reason as a flag), committed before
+        the request goes; its request id."""
+        rid = self._new_id()
+        if self.audit is None:
+            return rid
+        log_ = self.audit.log
+        record = log_.record(
+            request_id=rid,
+            model=self.info.get("model"),
+            model_version=self.info.get("version"),
+            route="forwarded",
+            endpoint=_host(url),
+            text_hmac=log_.text_hmac(text),
+            flags=[reason],
+        )
+        try:
+            await _committed(self.audit, [record])
+        except Exception as e:
+            self.metrics.inc("offramp_audit_failures_total")
+            log.error("audit log write failed for forwarded request %s: %s", rid, e)
+            raise ApiError(
+                503, "audit_unavailable", "the audit log could not record this request; it was not forwarded"
+            ) from None
+        return rid
+
     async def classify(
         self, texts: list[str], conversation: str | None, single: bool, principal: str | None = None
     ) -> tuple[str, list[Answer]]:
