@@ -217,10 +217,14 @@ def reload(request: Request) -> JSONDict:
 @protected.api_route("/v1/{path:path}", methods=["GET", "POST", "DELETE"], include_in_schema=False)
 async def upstream_only(request: Request, path: str) -> Response:
     """Proxy mode: every other OpenAI-compatible endpoint (embeddings, completions, files, ...)
-    goes to the upstream unchanged; without an upstream, 404."""
+    goes to the upstream unchanged; without an upstream, 404 (405 for an endpoint of ours asked
+    with another method)."""
     service = service_of(request)
     if service.upstream is None:
-        raise ApiError(404, "not_found", f"no endpoint /v1/{path[:100]} (this service is not a proxy: no upstream)")
+        known = {r.path for r in protected.routes if isinstance(r, APIRoute) and r.path != "/v1/{path:path}"}
+        if f"/v1/{path}" in known:  # an endpoint of ours, asked with another method
+            raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed on /v1/{path[:100]}")
+        raise ApiError(404, "not_found", f"no endpoint /v1/{path[:100]}")
     return await proxy.forward(request, service, await _raw_body(request), "not_chat")
 
 
