@@ -74,7 +74,7 @@ def test_a_round_takes_the_least_certain_texts_of_every_predicted_label(inbox):
     assert {pred[i] for i in second} == set(predicted.tolist())
     for i in second:  # and each among the least certain of its predicted label
         same = m[predicted == pred[i]]
-        assert by[i] <= np.quantile(same, 0.25), (pred[i], by[i])
+        assert by[i] <= np.quantile(same, 1 / 3), (pred[i], by[i])  # near-duplicates skipped: not always the very least
 
 
 def test_exploration_draws_part_of_each_round_at_random(inbox):

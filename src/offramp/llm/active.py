@@ -3,13 +3,18 @@
 ``select_and_label`` asks a labeller (the LLM teacher, or anything that maps texts to labels) for
 exactly ``budget`` distinct texts:
 
-1. **a diverse warm start**: the texts nearest the centres of k-means clusters of the data
-   (k = a quarter of the budget, at least 20), so the first labels cover the data's regions
-   rather than its most frequent ones — cluster-based initial selection, as in Zhu et al. (2008),
-   "Active learning with sampling by uncertainty and density for word sense disambiguation and
-   text classification" (COLING), and Yuan et al. (2020), "Cold-start active learning through
+1. **a diverse warm start**: the data is clustered (k-means, as many clusters as the budget, up
+   to 2,000) and the texts nearest their centres come first, the biggest cluster's and then each
+   time the one farthest from those taken (a quarter of the budget, at least 20), so the first labels cover the data's regions rather than its most
+   frequent ones — cluster-based initial selection, as in Zhu et al. (2008), "Active learning
+   with sampling by uncertainty and density for word sense disambiguation and text
+   classification" (COLING), and Yuan et al. (2020), "Cold-start active learning through
    self-supervised language modeling" (EMNLP);
-2. **rounds that mix exploration and uncertainty**: each round fits a small model (word and
+2. **coverage while labels are still being found**: while at least a fifth of a round's texts
+   show a label not seen before (many labels, few labelled yet: 150 intents and a budget of 100),
+   the next round takes the next cluster centres — an uncertain model knows too few labels to be
+   uncertain about the right things yet;
+3. **then rounds that mix exploration and uncertainty**: each round fits a small model (word and
    character TF-IDF + logistic regression) on the texts labelled so far; ``explore`` of the round
    is drawn at random from the unlabelled texts, the rest are the least certain texts (margin: top
    probability minus the second), taken **class-balanced** — one per predicted label in turn,
@@ -19,7 +24,7 @@ exactly ``budget`` distinct texts:
    (2022), "Class-Balanced Active Learning for Image Classification" (WACV), describe at small
    budgets and on imbalanced data); within a round a text too similar (cosine ≥ ``diversity``) to
    one already taken is skipped;
-3. until the budget is spent. Texts the labeller cannot label still count against the budget.
+4. until the budget is spent. Texts the labeller cannot label still count against the budget.
 
 ``benchmarks/active_label.py`` checks the result against random draws on sets of different shapes.
 """
@@ -36,6 +41,8 @@ import numpy as np
 from offramp.errors import UsageError
 
 LabelFn = Callable[[list[str]], list["str | None"]]
+MAX_CLUSTERS = 2_000
+NEW_LABELS = 0.2  # a round in which at least this share of the texts showed a label not seen before
 
 
 @dataclass
@@ -74,16 +81,36 @@ def _warm_start(X, k: int, seed: int) -> list[int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         km = MiniBatchKMeans(k, random_state=seed, n_init=1, batch_size=max(1024, 3 * k)).fit(Z)
-    d = km.transform(Z)  # distance of every row to every centre
+    assigned = km.labels_
+    sizes = np.bincount(assigned, minlength=k)
+    order = np.argsort(assigned, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
     taken: list[int] = []
-    seen: set[int] = set()
-    for c in np.argsort(np.bincount(km.labels_, minlength=k))[::-1]:  # big clusters choose first
-        for r in np.argsort(d[:, c]):
-            if int(r) not in seen:
-                seen.add(int(r))
-                taken.append(int(r))
-                break
+    for c in _spread_order(km.cluster_centers_, sizes):
+        members = order[starts[c] : starts[c + 1]]
+        if len(members):
+            dist = np.linalg.norm(Z[members] - km.cluster_centers_[c], axis=1)
+            taken.append(int(members[np.argmin(dist)]))
     return taken
+
+
+def _spread_order(centres: np.ndarray, sizes: np.ndarray) -> list[int]:
+    """The clusters in the order that covers the space soonest: the biggest first, then each time
+    the one farthest from every cluster already taken (farthest-first traversal); empty ones left out."""
+    live = np.nonzero(sizes > 0)[0]
+    if len(live) == 0:
+        return []
+    first = int(live[np.argmax(sizes[live])])
+    out = [first]
+    nearest = np.linalg.norm(centres[live] - centres[first], axis=1)
+    nearest[live == first] = -1.0
+    for _ in range(len(live) - 1):
+        j = int(np.argmax(nearest))
+        out.append(int(live[j]))
+        # a taken cluster stays at -1 (distances are never negative), so it is never taken twice
+        nearest = np.minimum(nearest, np.linalg.norm(centres[live] - centres[live[j]], axis=1))
+        nearest[j] = -1.0
+    return out
 
 
 def _balanced(order_by_margin: np.ndarray, predicted: np.ndarray, counts: dict[str, int]) -> list[int]:
@@ -168,7 +195,11 @@ def select_and_label(
     warm = warm_start or max(1, min(budget, max(20, budget // 4)))
     step = round_size or max(10, budget // 10)
     X = _features([texts[i] for i in candidates])
-    first = [int(candidates[r]) for r in _warm_start(X, min(warm, budget), seed)]
+    # the texts nearest the centres of as many clusters as the budget (up to 2,000), biggest first:
+    # the warm start, and the picks of rounds that still find new labels
+    spread = [int(candidates[r]) for r in _warm_start(X, min(budget, MAX_CLUSTERS), seed)]
+    first = spread[: min(warm, budget)]
+    spread = spread[len(first) :]
     picked: list[int] = []
     answers: list[str | None] = []
     rounds: list[int] = []
@@ -183,10 +214,20 @@ def select_and_label(
 
     send(first)
     pos = {int(c): j for j, c in enumerate(candidates)}
+    seen_before: set[str] = set()
     while len(picked) < budget:
         done = set(picked)
-        pool = np.asarray([c for c in candidates if c not in done])
         k = min(step, budget - len(picked))
+        last = rounds[-1]
+        labels_now = {a for a in answers if a is not None}
+        found = {a for a in answers[-last:] if a is not None} - seen_before
+        seen_before = labels_now
+        fresh = [i for i in spread if i not in done]
+        if fresh and len(found) >= NEW_LABELS * last:  # the data still shows new labels: cover it first
+            spread = fresh[k:]
+            send(fresh[:k])
+            continue
+        pool = np.asarray([c for c in candidates if c not in done])
         shuffled = np.asarray(rng.sample(range(len(pool)), len(pool)))
         known = [(pos[i], a) for i, a in zip(picked, answers) if a is not None]
         n_random = k if len({a for _, a in known}) < 2 else int(round(k * explore))
