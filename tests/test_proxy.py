@@ -237,6 +237,11 @@ def test_an_upstream_that_is_down_is_a_502_and_the_task_still_answers(fast_model
         srv.stop()
 
 
+def test_an_upstream_that_is_not_a_url_is_refused_in_one_line(fast_model):
+    r = run_cli("serve", str(fast_model), "--upstream", "api.openai.com")
+    assert r.returncode == 2 and "is not an http(s) URL" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "template, message",
     [

@@ -126,6 +126,12 @@ class ClassificationService:
         self._drift_warned: dict[str, float] = {}
         self.upstream: Upstream | None = None
         if settings.upstream:  # proxy mode: what is not the task goes to the app's own LLM
+            parts = urlsplit(settings.upstream)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise UsageError(
+                    f"the upstream {settings.upstream[:100]!r} is not an http(s) URL",
+                    "give the app's LLM as a base URL, e.g. https://api.openai.com/v1",
+                )
             proxy = settings.pipeline.proxy if settings.pipeline is not None else None
             self.upstream = Upstream(
                 settings.upstream,
