@@ -85,11 +85,7 @@ async def classify(request: Request) -> Response:
 
     The gateway answers this path itself, before the framework runs (see
     :mod:`offramp.serving.classify`); this route documents it and answers alike."""
-    timeout = getattr(request.app.state, "read_timeout_s", None)
-    try:
-        raw = await asyncio.wait_for(request.body(), timeout)
-    except asyncio.TimeoutError:
-        raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout:g} s") from None
+    raw = await _raw_body(request)
     status, body, headers = await classify_body(
         service_of(request),
         raw,
@@ -169,6 +165,7 @@ async def feedback(request: Request) -> JSONResponse:
 
 
 async def _raw_body(request: Request) -> bytes:
+    """The request's body, which must arrive within the read timeout (408 otherwise)."""
     timeout = getattr(request.app.state, "read_timeout_s", None)
     try:
         return await asyncio.wait_for(request.body(), timeout)
