@@ -158,17 +158,35 @@ def import_logs_cmd(
     ),
     multi_label: bool = o.MULTI_LABEL,
     label_sep: str = o.LABEL_SEP,
+    task_out: Optional[Path] = typer.Option(
+        None,
+        "--task-out",
+        help="Also learn the task from the logs and write its task file (.yaml) for proxy mode: the "
+        "prompt's template (the message is what varies), the answer's shape and the labels; the "
+        "training texts are then the messages, without the template.",
+    ),
+    min_requests: int = typer.Option(
+        20, "--min-requests", min=2, help="With --task-out: the fewest requests a prompt needs to count as the task."
+    ),
     spreadsheet_safe: bool = o.SPREADSHEET_SAFE,
     raw_csv: bool = o.hidden("--raw-csv", default=False),
     as_json: bool = o.JSON,
     quiet: bool = o.QUIET,
 ) -> None:
-    """Turn an LLM's production logs into a training file (text,label), counting what was skipped and why."""
+    """Turn an LLM's production logs into a training file (text,label), counting what was skipped and why;
+    with --task-out, also the task file that puts offramp in front of the app (proxy mode)."""
     from offramp.llm.logs import import_logs
 
     o.cells_as_they_are(raw_csv)
 
     label_set = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    if task_out is not None:
+        if multi_label:
+            from offramp.errors import UsageError
+
+            raise UsageError("--task-out learns a single-label task; leave out --multi-label")
+        _learn(log_file, out_file, task_out, label_set, label_field, min_requests, spreadsheet_safe, as_json)
+        return
     res = import_logs(
         log_file,
         role=role,
@@ -189,6 +207,55 @@ def import_logs_cmd(
         f"wrote {len(res.rows)} rows to {out_file} from {res.lines} log lines ({sum(res.skipped.values())} skipped)",
         as_json,
     )
+
+
+def _learn(
+    log_file: Path,
+    out_file: Path,
+    task_out: Path,
+    labels: list[str] | None,
+    label_field: str | None,
+    min_requests: int,
+    spreadsheet_safe: bool,
+    as_json: bool,
+) -> None:
+    from offramp.proxy.learn import learn_task
+
+    res = learn_task(
+        log_file,
+        labels=labels,
+        label_field=label_field,
+        min_requests=min_requests,
+        out=out_file,
+        task_out=task_out,
+        spreadsheet_safe=spreadsheet_safe,
+    )
+    for reason, count in res.skipped.most_common():
+        err.print(f"skipped {count} lines: {reason}", markup=False)
+    if as_json:
+        emit(res.to_dict())
+        return
+    t = res.task
+    shape = (
+        "a bare label"
+        if t.shape == "label"
+        else f"JSON field '{t.key}'"
+        if t.shape == "json_field"
+        else f"tool call {t.tool}({t.key})"
+    )
+    say(
+        f"learned task '{t.name}' from {len(res.rows)} requests: template {t.template!r}, answer {shape}, "
+        f"{len(t.labels)} labels" + (f", {len(t.turns)} example turns" if t.turns else ""),
+        as_json,
+    )
+    if res.unfilled:
+        warn(
+            [
+                f"the schema also requires {', '.join(res.unfilled)}: such requests go to the LLM unless "
+                f"{task_out} gives a value for them (fill: {{{res.unfilled[0]}: ...}})"
+            ]
+        )
+    say(f"wrote {len(res.rows)} rows to {out_file} and the task file {task_out} from {res.lines} log lines", as_json)
 
 
 def llm_server(

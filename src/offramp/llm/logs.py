@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from offramp.data.io import WRITABLE, decode_utf8, jsonl_lines, write_records
 from offramp.data.text import clean_text
@@ -53,6 +53,56 @@ def _content(msg) -> str | None:
     return c if isinstance(c, str) else None
 
 
+@dataclass(frozen=True)
+class LogRecord:
+    """One logged chat completion: its line number, the request, its messages and the first choice."""
+
+    line: int
+    request: dict[str, Any]
+    messages: list[Any]
+    choice: dict[str, Any]
+
+
+def read_log(path: str | Path) -> tuple[list[LogRecord], Counter[str], int]:
+    """(the records, the lines skipped by reason, the lines read) of a chat-completions log file.
+
+    Each line is ``{"request": {...}, "response": {...}}`` or a stored completion with the request's
+    and the response's keys side by side (``messages``/``input_messages``, ``choices``/``output``).
+    Lines are split as JSON Lines are (only on ``\n``), so text holding U+2028 stays whole."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"log file {p} does not exist")
+    text = decode_utf8(p.read_bytes(), p)
+    records: list[LogRecord] = []
+    skipped: Counter[str] = Counter()
+    n = 0
+    for _, line in jsonl_lines(text):
+        n += 1
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            skipped["line is not JSON"] += 1
+            continue
+        if not isinstance(rec, dict):
+            skipped["line is not a JSON object"] += 1
+            continue
+        req, resp = rec.get("request", rec), rec.get("response", rec)
+        messages = (req.get("messages") or req.get("input_messages")) if isinstance(req, dict) else None
+        choices = (resp.get("choices") or resp.get("output")) if isinstance(resp, dict) else None
+        if not isinstance(messages, list) or not isinstance(req, dict):
+            skipped["no request messages"] += 1
+            continue
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            skipped["no response choices"] += 1
+            continue
+        first = choices[0]
+        choice = first.get("message", first)
+        records.append(LogRecord(n, req, messages, choice if isinstance(choice, dict) else {}))
+    if n == 0:
+        raise DataError(f"log file {p} has no lines")
+    return records, skipped, n
+
+
 def import_logs(
     path: str | Path,
     *,
@@ -78,33 +128,12 @@ def import_logs(
     empty set (a row with an empty label).
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"log file {p} does not exist")
     if out is not None and Path(out).suffix.lower() not in WRITABLE:
         raise UsageError(f"{out} must end in {', '.join(WRITABLE)}", param="out")
-    text = decode_utf8(p.read_bytes(), p)
+    records, skipped, n = read_log(p)
     rows: list[tuple[str, str]] = []
-    skipped: Counter[str] = Counter()
-    n = 0
-    for _, line in jsonl_lines(text):
-        n += 1
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            skipped["line is not JSON"] += 1
-            continue
-        if not isinstance(rec, dict):
-            skipped["line is not a JSON object"] += 1
-            continue
-        req, resp = rec.get("request", rec), rec.get("response", rec)
-        messages = (req.get("messages") or req.get("input_messages")) if isinstance(req, dict) else None
-        choices = (resp.get("choices") or resp.get("output")) if isinstance(resp, dict) else None
-        if not isinstance(messages, list):
-            skipped["no request messages"] += 1
-            continue
-        if not isinstance(choices, list) or not choices:
-            skipped["no response choices"] += 1
-            continue
+    for rec in records:
+        messages = rec.messages
         picked = [m for m in messages if isinstance(m, dict) and m.get("role") == role]
         try:
             source = _content(picked[index])
@@ -113,8 +142,7 @@ def import_logs(
         if not source or not source.strip():
             skipped[f"no {role} message at index {index}"] += 1
             continue
-        first = choices[0]
-        reply = _content(first.get("message", first)) if isinstance(first, dict) else None
+        reply = _content(rec.choice)
         if reply is None:
             skipped["reply has no text content"] += 1
             continue
@@ -147,8 +175,6 @@ def import_logs(
             skipped["empty reply"] += 1
             continue
         rows.append((clean_text(source), clean_text(answer)))
-    if n == 0:
-        raise DataError(f"log file {p} has no lines")
     if not rows:
         reasons = "; ".join(f"{k} ({v})" for k, v in skipped.most_common(3))
         raise DataError(

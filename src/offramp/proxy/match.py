@@ -1,7 +1,7 @@
 """Is this chat request one of the tasks, asked the way the task file says? Never a guess.
 
-A request matches a task when its system prompt is the task's (or both have none), it has no
-other turns than the system prompt and one user turn, the user turn fits the template around a
+A request matches a task when its system prompt is the task's (or both have none), its other
+turns are the task's example turns (if any) and then one user turn, that user turn fits the template around a
 non-empty text, and what it asks back is the task's shape: no ``response_format`` (or ``text``)
 for a bare label; ``json_object``, or a ``json_schema`` whose properties hold the label's field
 (other required fields only if the task fills them), for a JSON field; the task's tool among the
@@ -91,6 +91,13 @@ def _properties_fit(task: ProxyTask, schema: object) -> tuple[str | None, tuple[
     return None, tuple(str(x) for x in enum) if isinstance(enum, list) else None
 
 
+def _same_turns(sent: list[dict[str, Any]], turns: tuple[tuple[str, str], ...]) -> bool:
+    return len(sent) == len(turns) and all(
+        m.get("role") == role and _content(m) == content and not m.get("tool_calls")
+        for m, (role, content) in zip(sent, turns)
+    )
+
+
 def match(body: dict[str, Any], tasks: Sequence[ProxyTask]) -> Match | str:
     """The task ``body`` (a chat-completions request) asks, with its text; else the miss reason."""
     messages = body.get("messages")
@@ -104,7 +111,7 @@ def match(body: dict[str, Any], tasks: Sequence[ProxyTask]) -> Match | str:
     for task in tasks:
         text = task.text_of(user) if user is not None else None
         same_system = system == task.system
-        if text is None or not same_system or len(others) != 1:
+        if text is None or not same_system or not _same_turns(others[:-1], task.turns):
             if text is not None or (same_system and task.system is not None):
                 best = "template_changed" if best == "no_task" else best
             continue
