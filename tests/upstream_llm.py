@@ -1,6 +1,8 @@
 """A real local OpenAI-compatible server playing the app's own LLM behind the proxy: it answers
 every chat request with "UPSTREAM: " and the last user turn (streamed when asked), lists models,
-answers embeddings, and fails on cue. Every request is kept (path, headers, body)."""
+answers embeddings, and fails on cue. Every request is kept (path, headers, body). Given ``answer``
+(the request body -> the assistant message), it answers chat requests as that message instead, like
+an LLM that reads the app's prompt; each such exchange is kept in ``log`` as the app would log it."""
 
 import json
 import threading
@@ -9,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class UpstreamLLM:
-    def __init__(self):
+    def __init__(self, answer=None):
         self.requests: list[dict] = []
+        self.log: list[dict] = []  # {"request": body, "response": completion}, when answering
         self.fail: tuple[int, dict] | None = None  # (status, error body) for the next chat request
         outer = self
 
@@ -56,6 +59,18 @@ class UpstreamLLM:
                     return
                 text = "UPSTREAM: " + str(body["messages"][-1]["content"])
                 head = {"id": "chatcmpl-up", "created": 1, "model": body.get("model", "m")}
+                if answer is not None and not body.get("stream"):
+                    msg = answer(body)
+                    finish = "tool_calls" if msg.get("tool_calls") else "stop"
+                    done = {
+                        **head,
+                        "object": "chat.completion",
+                        "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
+                        "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55},
+                    }
+                    outer.log.append({"request": body, "response": done})
+                    self._send(200, done)
+                    return
                 if not body.get("stream"):
                     self._send(
                         200,

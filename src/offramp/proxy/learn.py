@@ -29,6 +29,7 @@ from offramp.data.text import clean_text
 from offramp.errors import DataError, UsageError
 from offramp.llm.logs import LogRecord, read_log
 from offramp.llm.prompts import parse_label
+from offramp.proxy.match import resolve
 from offramp.proxy.task import SLOT, ProxyTask, escape
 from offramp.types import JSONDict
 
@@ -182,8 +183,10 @@ def _json_key(docs: list[dict[str, Any]], schema: object, forced: str | None) ->
     if forced is not None:
         return forced
     props = schema.get("properties") if isinstance(schema, dict) else None
-    if isinstance(props, dict):
-        with_enum = [k for k, v in props.items() if isinstance(v, dict) and isinstance(v.get("enum"), list)]
+    if isinstance(schema, dict) and isinstance(props, dict):
+        with_enum = [
+            k for k, v in props.items() if isinstance(v, dict) and isinstance(resolve(schema, v).get("enum"), list)
+        ]
         if len(with_enum) == 1:
             return with_enum[0]
     counts: dict[str, set[str]] = defaultdict(set)
@@ -282,6 +285,7 @@ def learn_task(
             key = _json_key([d for d in docs if d is not None], schema, label_field)
             props = schema.get("properties") if isinstance(schema, dict) else None
             prop = props.get(key) if isinstance(props, dict) and key is not None else None
+            prop = resolve(schema, prop) if isinstance(schema, dict) and isinstance(prop, dict) else prop
             if isinstance(prop, dict) and isinstance(prop.get("enum"), list):
                 enum = [str(x) for x in prop["enum"]]
             required = schema.get("required") if isinstance(schema, dict) else None

@@ -78,7 +78,7 @@ def _properties_fit(task: ProxyTask, schema: object) -> tuple[str | None, tuple[
     props = schema.get("properties")
     if not isinstance(props, dict) or not isinstance(props.get(task.key), dict):
         return "schema_changed", None
-    prop = props[task.key]
+    prop = resolve(schema, props[task.key])
     if prop.get("type") not in (None, "string") and "enum" not in prop:
         return "schema_changed", None
     required = schema.get("required") or []
@@ -98,6 +98,18 @@ def _same_turns(sent: list[dict[str, Any]], turns: tuple[tuple[str, str], ...]) 
     )
 
 
+def resolve(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with a local ``$ref`` (``#/$defs/Category``, as Pydantic writes an Enum field)
+    replaced by what it points to; anything else as it is."""
+    ref = node.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return node
+    target: object = root
+    for part in ref[2:].split("/"):
+        target = target.get(part) if isinstance(target, dict) else None
+    return target if isinstance(target, dict) else node
+
+
 def match(body: dict[str, Any], tasks: Sequence[ProxyTask]) -> Match | str:
     """The task ``body`` (a chat-completions request) asks, with its text; else the miss reason."""
     messages = body.get("messages")
@@ -112,7 +124,9 @@ def match(body: dict[str, Any], tasks: Sequence[ProxyTask]) -> Match | str:
         text = task.text_of(user) if user is not None else None
         same_system = system == task.system
         if text is None or not same_system or not _same_turns(others[:-1], task.turns):
-            if text is not None or (same_system and task.system is not None):
+            # a near miss only when something distinctive of the task is there: its system prompt,
+            # or a template with text around the slot (a bare {text} template fits any turn)
+            if (text is not None and (task.prefix or task.suffix)) or (same_system and task.system is not None):
                 best = "template_changed" if best == "no_task" else best
             continue
         reason, enum = _schema_fit(task, body)

@@ -32,7 +32,7 @@ capture:                          # optional: keep the LLM's answers and people'
   from: [llm, shadow, feedback]   #   which answers to keep
   ttl_s: 3600                     #   how long a request id can get feedback (POST /v1/feedback)
   allow_new_labels: false         #   true: feedback may name a label the model lacks
-shadow:                           # optional (needs llm:): run the small model beside the LLM
+shadow:                           # optional (needs llm: or proxy:): run the small model beside the LLM
   mode: llm_first                 #   llm_first: the LLM answers, the small model is measured in the shadow
   sample: 1.0                     #   local_first: the small model answers, this share is also sent to the LLM
 offline: true                     # optional: refuse every host that is not loopback (as OFFRAMP_OFFLINE=1)
@@ -205,8 +205,11 @@ def read_pipeline(path: str | Path) -> PipelineSpec:
     r = spec.routing
     if r and r.fit and (r.fit.max_llm_share is None) == (r.fit.local_precision is None):
         raise UsageError(f"{path}: routing.fit needs exactly one of max_llm_share or local_precision")
-    if spec.shadow is not None and spec.llm is None:
-        raise UsageError(f"{path}: shadow: needs an llm: section (the LLM to compare with)")
+    if spec.shadow is not None and spec.llm is None and spec.proxy is None:
+        raise UsageError(
+            f"{path}: shadow: needs an llm: section or a proxy: upstream (the LLM to compare with)",
+            "in proxy mode the upstream is that LLM; otherwise add llm: {base_url: ..., model: ...}",
+        )
     if spec.task is not None and spec.tasks is not None:
         raise UsageError(f"{path}: give task: or tasks:, not both")
     return spec

@@ -7,22 +7,30 @@ It only parses, calls and renders: matching is :mod:`offramp.proxy.match`, the a
 pipeline's own fallback) or ``forwarded``, and ``offramp_proxy_forwarded_total{reason}``:
 ``no_task``, ``template_changed``, ``schema_changed``, ``unfillable_field``, ``unsure`` (the small
 model said "don't know", or named a label the request's schema or the task does not allow),
-``not_chat`` (another endpoint). With an audit log, a forwarded request gets its record (route
-``forwarded``, the upstream's host, an HMAC of its messages, the reason) before it is sent.
+``not_chat`` (another endpoint), ``shadow`` (``shadow: {mode: llm_first}``: the task's requests
+go to the upstream, the small model answers beside it). With an audit log, a forwarded request gets
+its record (route ``forwarded``, the upstream's host, an HMAC of its messages, the reason) before it
+is sent.
+
+The upstream's answer to a task request it was sent (in shadow mode, or because the small model
+was unsure) is read in the task's shape as the bytes go back to the app: in shadow mode it is
+compared with the small model's answer (shadow agreement, review queue, capture pool ``shadow``);
+an unsure answer's LLM label goes to the capture pool as ``llm``. The app's answer is not touched.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from offramp.costs.calculator import CHARS_PER_TOKEN
 from offramp.proxy.match import Match, match
-from offramp.proxy.shapes import chunks, completion
+from offramp.proxy.shapes import StreamTap, chunks, completion, label_of
 from offramp.proxy.task import ProxyTask
 from offramp.serving.errors import ApiError
 from offramp.serving.service import ClassificationService
@@ -30,8 +38,14 @@ from offramp.serving.service import ClassificationService
 BARE = ProxyTask(template="{text}", name="bare")  # no task file: the whole user turn is the text, a bare label back
 
 
-async def forward(request: Request, service: ClassificationService, body: bytes, reason: str) -> Response:
-    """The upstream's answer to ``request`` (``body`` already read), counted under ``reason``."""
+Learn = Callable[[str, dict[str, Any]], None]  # (request id, the upstream's assistant message)
+
+
+async def forward(
+    request: Request, service: ClassificationService, body: bytes, reason: str, learn: Learn | None = None
+) -> Response:
+    """The upstream's answer to ``request`` (``body`` already read), counted under ``reason``;
+    ``learn`` is given the upstream's answer (a successful one) once it is whole."""
     upstream = service.upstream
     if upstream is None:
         raise ApiError(
@@ -41,6 +55,7 @@ async def forward(request: Request, service: ClassificationService, body: bytes,
         )
     service.metrics.inc("offramp_proxy_requests_total", outcome="forwarded")
     service.metrics.inc("offramp_proxy_forwarded_total", reason=reason)
+    service.prompt_changed(reason)
     stream, text = False, ""
     if body:
         try:
@@ -52,7 +67,9 @@ async def forward(request: Request, service: ClassificationService, body: bytes,
             messages = doc.get("messages")
             if isinstance(messages, list):
                 text = "\n".join(str(m.get("content")) for m in messages if isinstance(m, dict))
-    await service.record_forwarded(reason, upstream.url(request.url.path), text or body.decode("utf-8", "replace"))
+    rid = await service.record_forwarded(
+        reason, upstream.url(request.url.path), text or body.decode("utf-8", "replace")
+    )
     status, headers, content = await upstream.send(
         request.method,
         request.url.path,
@@ -63,9 +80,33 @@ async def forward(request: Request, service: ClassificationService, body: bytes,
         service.built.policy,
     )
     if isinstance(content, bytes):
+        if learn is not None and status == 200:
+            _learn_from(content, rid, learn)
         return Response(content, status, headers=headers)
     media = headers.pop("content-type", "text/event-stream")
+    if learn is not None and status == 200:
+        content = _tapped(content, rid, learn)
     return StreamingResponse(content, status, headers=headers, media_type=media)
+
+
+def _learn_from(content: bytes, rid: str, learn: Learn) -> None:
+    try:
+        doc = json.loads(content)
+        msg = doc["choices"][0]["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return
+    if isinstance(msg, dict):
+        learn(rid, msg)
+
+
+async def _tapped(content: AsyncIterator[bytes], rid: str, learn: Learn) -> AsyncIterator[bytes]:
+    """The stream, unchanged, read on the way by a :class:`StreamTap`; learned from when it ended well."""
+    tap = StreamTap()
+    async for chunk in content:
+        tap.feed(chunk)
+        yield chunk
+    if tap.done:
+        learn(rid, tap.message())
 
 
 async def chat(request: Request, service: ClassificationService, raw: bytes) -> Response:
@@ -81,6 +122,18 @@ async def chat(request: Request, service: ClassificationService, raw: bytes) -> 
     found = match(body, service.built.tasks or (BARE,))
     if not isinstance(found, Match):
         return await forward(request, service, raw, found)
+    service.prompt_changed(None)
+    if service.upstream is not None and service.built.info.get("shadow") == "llm_first":
+        # day one: the app keeps getting its LLM's answers; the small model answers beside it
+        local, confidence = await service.local_answer(found.text)
+        task, text = found.task, found.text
+
+        def compare(rid: str, msg: dict[str, Any]) -> None:
+            llm = label_of(task, msg)
+            if llm is not None:
+                service.proxied(rid, text, local, confidence, llm, shadow=True)
+
+        return await forward(request, service, raw, "shadow", compare)
     principal = getattr(request.state, "principal", None) if service.key_hashes else None
     conversation = body.get("user") if isinstance(body.get("user"), str) else None
     rid, (r,) = await service.classify([found.text], conversation, True, principal)
@@ -90,7 +143,14 @@ async def chat(request: Request, service: ClassificationService, raw: bytes) -> 
         allowed and label not in allowed
     )
     if unsure and service.upstream is not None:
-        return await forward(request, service, raw, "unsure")
+        task, text, confidence = found.task, found.text, float(r.get("confidence") or 0.0)
+
+        def keep(rid: str, msg: dict[str, Any]) -> None:
+            llm = label_of(task, msg)
+            if llm is not None:
+                service.proxied(rid, text, label, confidence, llm, shadow=False)
+
+        return await forward(request, service, raw, "unsure", keep)
     service.metrics.inc("offramp_proxy_requests_total", outcome="local")
     prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", []) if isinstance(m, dict))
     usage = {

@@ -34,6 +34,7 @@ from offramp.monitoring.drift import PSI_WARN, DriftMonitor
 from offramp.monitoring.shadow import ShadowResult
 from offramp.privacy.guard import PrivacyGuard
 from offramp.proxy.upstream import Upstream
+from offramp.proxy.watch import PromptWatch
 from offramp.registry.records import resolve_model_dir
 from offramp.runtime.cascade import Built, ModelInfo, build
 from offramp.runtime.config import Settings
@@ -125,6 +126,8 @@ class ClassificationService:
         self.drift: DriftMonitor | None = None
         self._drift_warned: dict[str, float] = {}
         self.upstream: Upstream | None = None
+        self.prompt_watch = PromptWatch()
+        self.prompt_warning: tuple[float, str] | None = None  # the last warning of a changed prompt
         if settings.upstream:  # proxy mode: what is not the task goes to the app's own LLM
             parts = urlsplit(settings.upstream)
             if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -510,6 +513,41 @@ class ClassificationService:
         i = self._id_pos
         self._id_pos = i + 16
         return self._id_block[i : i + 16].hex()
+
+    def prompt_changed(self, reason: str | None) -> None:
+        """Proxy mode: one request matched (``reason`` None) or was forwarded for ``reason``; a
+        sudden rise of changed prompts is logged as a warning."""
+        warning = self.prompt_watch.saw(reason)
+        if warning is not None:
+            log.warning("%s", warning)
+            self.prompt_warning = (time.time(), warning)
+
+    async def local_answer(self, text: str) -> tuple[str, float]:
+        """The small model's label and confidence for ``text``, nothing else (no LLM, no action,
+        no record): what proxy mode's shadow compares with the upstream's answer."""
+        model = self.built.cascade.model
+        label, confidence, _ = await anyio.to_thread.run_sync(
+            model.predict_one, clean_text(text), limiter=self._request_threads()
+        )
+        return str(label), float(confidence)
+
+    def proxied(self, request_id: str, text: str, local: str, confidence: float, llm: str, shadow: bool) -> None:
+        """Proxy mode: the upstream's label for a task request it answered. In shadow mode it is
+        compared with the small model's (agreement, review, capture ``shadow``); otherwise (the
+        small model was unsure) it is kept in the capture pool as an LLM answer."""
+        built = self.built
+        version = built.info.get("version")
+        capture = built.capture
+        if shadow:
+            masked = capture.mask(text) if capture is not None else self._mask_for_review(text)
+            self._shadow_result(ShadowResult(request_id, masked, local, confidence, llm, version))
+        elif capture is not None and "llm" in capture.sources:
+            capture.llm_answer(request_id, text, llm, local, confidence, version)
+            self.metrics.inc("offramp_capture_rows_total", source="llm")
+
+    def _mask_for_review(self, text: str) -> str:
+        guard = self.built.cascade.guard
+        return guard.mask(text).text if guard is not None else PrivacyGuard().mask(text).text
 
     async def record_forwarded(self, reason: str, url: str, text: str) -> str:
         """Proxy mode: the audit record of a request sent to the upstream (route ``forwarded``, the

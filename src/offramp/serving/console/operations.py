@@ -78,6 +78,27 @@ class Console:
                 "psi_threshold": PSI_WARN,
             },
             "review": s.review.counts(),
+            "proxy": self._proxy(),
+        }
+
+    def _proxy(self) -> JSONDict | None:
+        """Proxy mode: where the app's requests went, and how many of the task's came with a changed prompt."""
+        s = self.service
+        if s.upstream is None and not s.built.tasks:
+            return None
+        m = s.metrics
+        reasons = ("no_task", "template_changed", "schema_changed", "unfillable_field", "unsure", "shadow", "not_chat")
+        forwarded = {r: int(m.get("offramp_proxy_forwarded_total", reason=r) or 0) for r in reasons}
+        local = int(m.get("offramp_proxy_requests_total", outcome="local") or 0)
+        total = local + sum(forwarded.values())
+        warning = s.prompt_warning
+        return {
+            "requests": total,
+            "local": local,
+            "forwarded": forwarded,
+            "forwarded_share": sum(forwarded.values()) / total if total else None,
+            "prompts": s.prompt_watch.to_dict(),
+            "warning": {"time": warning[0], "message": warning[1]} if warning else None,
         }
 
     def review_items(self, label: str | None, source: str | None, since: float | None, limit: int = 50) -> JSONDict:

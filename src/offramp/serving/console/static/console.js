@@ -158,7 +158,27 @@ async function overview() {
         : el("p", { class: "muted", id: "shadow-none" }, "No shadow comparisons yet (a pipeline's shadow: section sends them).")),
     el("section", {}, el("h2", {}, "Drift against the training reference"),
       dv ? driftTable : el("p", { class: "muted", id: "drift-waiting" }, `Waiting for ${drift.min_messages || 200} messages (${drift.messages} so far).`)),
+    ...(data.proxy ? [proxySection(data.proxy)] : []),
   );
+}
+
+function proxySection(p) {
+  // proxy mode: the app's requests answered here or sent on to its own LLM, and why
+  const why = {
+    no_task: "another prompt than the task", template_changed: "the task's template changed",
+    schema_changed: "the task's schema or tool changed", unfillable_field: "a required field the model cannot fill",
+    unsure: "the small model was unsure", shadow: "shadow mode (the LLM answers)", not_chat: "another endpoint",
+  };
+  const rows = [["answered here", p.local, p.requests ? pct(p.local / p.requests) : "—"]].concat(
+    Object.entries(p.forwarded).filter(([, n]) => n > 0)
+      .map(([r, n]) => [`sent to the LLM: ${why[r] || r}`, n, p.requests ? pct(n / p.requests) : "—"]));
+  const changed = p.prompts.changed_share;
+  return el("section", { id: "proxy" }, el("h2", {}, "In front of the app's LLM"),
+    p.warning ? el("p", { class: "alert", id: "proxy-warning" }, `${when(p.warning.time)}: ${p.warning.message}`) : "",
+    table(["requests", "count", "share"], rows, { id: "proxy-table" }),
+    el("p", { class: "muted", id: "proxy-changed" },
+      changed === null ? "No request of the task yet."
+        : `${pct(changed)} of the task's requests came with a changed prompt (${p.prompts.changed} of ${p.prompts.requests}).`));
 }
 
 // ---------------------------------------------------------------- review
