@@ -240,3 +240,56 @@ def test_logs_with_no_stable_template_are_refused_in_one_line(tmp_path, records,
     assert not (tmp_path / "task.yaml").exists()
     r = run_cli("import-logs", str(log), "--out", str(tmp_path / "t.csv"), "--task-out", str(tmp_path / "task.txt"))
     assert r.returncode == 2 and "must end in .yaml" in r.stderr
+
+
+def test_the_upstream_answer_is_read_in_the_task_shape_from_a_stream_cut_anywhere():
+    from offramp.proxy.shapes import StreamTap, label_of
+    from offramp.proxy.task import ProxyTask
+
+    tool = ProxyTask(template="{text}", shape="tool", tool="route_ticket", key="queue", labels=tuple(LABELS))
+    args = json.dumps({"queue": "TRY_TO_HACK"})
+    events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]}]
+    events.append(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "id": "c", "function": {"name": "route_", "arguments": ""}}]},
+                }
+            ]
+        }
+    )
+    events.append({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"name": "ticket"}}]}}]})
+    events += [
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args[i : i + 3]}}]}}]}
+        for i in range(0, len(args), 3)
+    ]
+    raw = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
+    for cut in (1, 7, 64, len(raw)):
+        tap = StreamTap()
+        for i in range(0, len(raw), cut):
+            tap.feed(raw[i : i + cut])
+        assert tap.done and label_of(tool, tap.message()) == "TRY_TO_HACK"
+    broken = StreamTap()
+    broken.feed(raw[:-20])  # cut before [DONE]: nothing is learned from it
+    assert not broken.done
+    field = ProxyTask(template="{text}", shape="json_field", key="category", labels=tuple(LABELS))
+    assert label_of(field, {"content": '{"category": "OTHER", "reason": "x"}'}) == "OTHER"
+    assert label_of(field, {"content": '{"category": "NEW_THING"}'}) is None  # not a label the task knows
+    assert label_of(field, {"content": "I cannot help with that"}) is None
+    bare = ProxyTask(template="{text}", labels=tuple(LABELS))
+    assert label_of(bare, {"content": "Label: gratitude."}) == "GRATITUDE"
+    assert label_of(tool, {"content": "SUPPORT"}) is None  # answered text where the app forced the tool
+
+
+def test_a_sudden_rise_of_changed_prompts_is_said_once_and_other_prompts_do_not_count():
+    from offramp.proxy.watch import PromptWatch
+
+    w = PromptWatch(window=20, rise=0.2)
+    said = [w.saw(None if i % 10 else "template_changed") for i in range(100)]  # 10% changed: usual
+    said += [w.saw("no_task") for _ in range(500)]  # summaries and the like: not the task's business
+    assert said == [None] * 600 and w.usual == pytest.approx(0.1)
+    said = [w.saw("schema_changed" if i % 2 else None) for i in range(20)]  # the app changed its schema
+    warnings = [s for s in said if s]
+    assert len(warnings) == 1 and "50% of the task's last 20 requests" in warnings[0] and "import-logs" in warnings[0]
+    assert w.to_dict()["changed"] == 20 and w.to_dict()["requests"] == 120

@@ -86,6 +86,31 @@ def route(client, text):
     return json.loads(call.function.arguments)["queue"]
 
 
+def route_streamed(client, text):
+    """The router's streaming variant: the tool call's arguments arrive in pieces."""
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "system", "content": ROUTER}, {"role": "user", "content": text}],
+        tools=[ROUTE_TOOL],
+        tool_choice={"type": "function", "function": {"name": "route_ticket"}},
+        stream=True,
+    )
+    name, args = "", ""
+    for chunk in stream:
+        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            name += call.function.name or ""
+            args += call.function.arguments or ""
+    assert name == "route_ticket"
+    return json.loads(args)["queue"]
+
+
+def ask(client, i, text):
+    """The app's classification calls: triage two times in three, the router (streamed every other time) once."""
+    if i % 3:
+        return triage(client, text)
+    return route_streamed(client, text) if i % 2 else route(client, text)
+
+
 def summarise(client, text):
     r = client.chat.completions.create(
         model="gpt-4o-mini",
@@ -136,9 +161,9 @@ def _write_log(path, records):
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
-def _serve(d, up, pipeline):
+def _serve(d, up, pipeline, *extra):
     (d / "pipeline.yaml").write_text(pipeline)
-    srv = Server(d / "pipeline.yaml", env={**os.environ, "UPSTREAM_KEY": "sk-upstream-secret"})
+    srv = Server(d / "pipeline.yaml", *extra, env={**os.environ, "UPSTREAM_KEY": "sk-upstream-secret"})
     return srv, openai.OpenAI(base_url=srv.url + "/v1", api_key="app-key", max_retries=0)
 
 
@@ -194,13 +219,15 @@ def test_the_migration_without_an_app_change(world):
     threshold = reports[1]["threshold"]["threshold"]
 
     # day 3: local first at the report's threshold; the same app code
-    srv, client = _serve(d, up, f"model: reg\n{proxy}routing: {{thresholds: {{'*': {threshold}}}}}\n")
+    srv, client = _serve(
+        d, up, f"model: reg\n{proxy}routing: {{thresholds: {{'*': {threshold}}}}}\n", "--ui-admin-open"
+    )
     try:
         day3 = traffic[600:900]
         sent = len(up.requests)
         right = 0
         for i, (text, label) in enumerate(day3):
-            right += (triage(client, text) if i % 3 else route(client, text)) == label  # the parser accepts it
+            right += ask(client, i, text) == label  # the parser accepts it
         for text, _ in day3[:20]:
             assert summarise(client, text).startswith("The customer writes")
         m = httpx.get(srv.url + "/metrics").text
@@ -210,6 +237,23 @@ def test_the_migration_without_an_app_change(world):
         assert len(up.requests) - sent == 20 + unsure  # only the summaries and the unsure went out
         assert right / len(day3) >= 0.9
         assert (metric(m, "offramp_proxy_forwarded_total", reason="template_changed") or 0) == 0
+        # a new release of the app adds an instruction to its prompt: never answered locally
+        changed = SYSTEM + " Think step by step."
+        for text, label in day3[:10]:
+            r = client.beta.chat.completions.parse(
+                model="gpt-4o-mini",
+                messages=[
+                    {"role": "system", "content": changed},
+                    {"role": "user", "content": TRIAGE.format(text=text)},
+                ],
+                response_format=Ticket,
+            )
+            assert r.choices[0].message.parsed.category.value == label and not hasattr(r, "offramp")
+        with httpx.Client() as console:  # the page first: it opens the session
+            assert console.get(srv.url + "/ui").status_code == 200
+            view = console.get(srv.url + "/ui/api/overview").json()["proxy"]
+        assert view["forwarded"]["template_changed"] == 10 and view["local"] == local
+        assert view["prompts"]["changed"] == 10 and view["prompts"]["requests"] == len(day3) + 10
     finally:
         srv.stop()
 
@@ -223,7 +267,7 @@ def _shadow_day(d, up, proxy, pool, msgs):
     try:
         sent = len(up.requests)
         for i, (text, label) in enumerate(msgs):
-            assert (triage(client, text) if i % 3 else route(client, text)) == label  # the LLM's answers
+            assert ask(client, i, text) == label  # the LLM's answers
         for text, _ in msgs[:20]:
             assert summarise(client, text).startswith("The customer writes")
         assert len(up.requests) - sent == len(msgs) + 20  # every request reached the LLM

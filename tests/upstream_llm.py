@@ -5,6 +5,7 @@ answers embeddings, and fails on cue. Every request is kept (path, headers, body
 an LLM that reads the app's prompt; each such exchange is kept in ``log`` as the app would log it."""
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,12 @@ class UpstreamLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                # headers and body go out in two writes: without this, Nagle's algorithm holds the
+                # body until the client's delayed ACK (~40 ms a request)
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def _send(self, status, payload, ctype="application/json"):
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -59,7 +66,10 @@ class UpstreamLLM:
                     return
                 text = "UPSTREAM: " + str(body["messages"][-1]["content"])
                 head = {"id": "chatcmpl-up", "created": 1, "model": body.get("model", "m")}
-                if answer is not None and not body.get("stream"):
+                if answer is not None and body.get("stream"):
+                    self._stream_message(head, answer(body))
+                    return
+                if answer is not None:
                     msg = answer(body)
                     finish = "tool_calls" if msg.get("tool_calls") else "stop"
                     done = {
@@ -104,6 +114,47 @@ class UpstreamLLM:
                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
                 }
                 self._chunk(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
+                self.wfile.write(b"0\r\n\r\n")
+
+            def _stream_message(self, head, msg):
+                """``msg`` as a stream: its text, or its tool call's arguments, a few characters a chunk."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                deltas = [{"role": "assistant", "content": None if msg.get("tool_calls") else ""}]
+                if msg.get("tool_calls"):
+                    call = msg["tool_calls"][0]
+                    args = call["function"]["arguments"]
+                    deltas.append(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": call["id"],
+                                    "type": "function",
+                                    "function": {"name": call["function"]["name"], "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
+                    deltas += [
+                        {"tool_calls": [{"index": 0, "function": {"arguments": args[i : i + 5]}}]}
+                        for i in range(0, len(args), 5)
+                    ]
+                else:
+                    deltas += [{"content": msg["content"][i : i + 5]} for i in range(0, len(msg["content"]), 5)]
+                finish = "tool_calls" if msg.get("tool_calls") else "stop"
+                for i, delta in enumerate(deltas + [{}]):
+                    chunk = {
+                        **head,
+                        "object": "chat.completion.chunk",
+                        "choices": [
+                            {"index": 0, "delta": delta, "finish_reason": finish if i == len(deltas) else None}
+                        ],
+                    }
+                    self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+                self._chunk(b"data: [DONE]\n\n")
                 self.wfile.write(b"0\r\n\r\n")
 
             def _chunk(self, data):
