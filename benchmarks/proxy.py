@@ -141,31 +141,37 @@ def serve(pipeline: Path, port: int) -> subprocess.Popen:
     raise RuntimeError(proc.stderr.read() if proc.stderr else "server did not start")
 
 
-def latencies(fn, n: int) -> tuple[float, float]:
+def latencies(fns, n: int) -> list[tuple[float, float]]:
+    """(p50, p99) in ms of each function, called in turns (one of each per round, so that a
+    machine that slows down for a while slows all of them alike)."""
     for _ in range(20):
-        fn()
-    out = []
+        for fn in fns:
+            fn()
+    out: list[list[float]] = [[] for _ in fns]
     for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return float(np.percentile(out, 50) * 1e3), float(np.percentile(out, 99) * 1e3)
+        for fn, times in zip(fns, out):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return [(float(np.percentile(t, 50) * 1e3), float(np.percentile(t, 99) * 1e3)) for t in out]
 
 
-def first_chunk(client: httpx.Client, url: str, n: int) -> float:
+def first_chunk(client: httpx.Client, urls: list[str], n: int) -> list[float]:
+    """The p50 time to the first event of a stream from each URL, asked in turns."""
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "Write a haiku."}]}
-    out = []
+    out: list[list[float]] = [[] for _ in urls]
     for _ in range(n):
-        t0 = time.perf_counter()
-        with client.stream("POST", url + "/chat/completions", json=body) as r:
-            lines = r.iter_lines()
-            for line in lines:
-                if line.startswith("data: {"):
-                    out.append(time.perf_counter() - t0)
-                    break
-            for _ in lines:  # the rest of the stream, so the connection is reused
-                pass
-    return float(np.percentile(out, 50) * 1e3)
+        for url, times in zip(urls, out):
+            t0 = time.perf_counter()
+            with client.stream("POST", url + "/chat/completions", json=body) as r:
+                lines = r.iter_lines()
+                for line in lines:
+                    if line.startswith("data: {"):
+                        times.append(time.perf_counter() - t0)
+                        break
+                for _ in lines:  # the rest of the stream, so the connection is reused
+                    pass
+    return [float(np.percentile(t, 50) * 1e3) for t in out]
 
 
 def main() -> None:
@@ -299,11 +305,16 @@ def main() -> None:
             rows.append([kind, "100", f"{local} answered locally"])
         print_table("routing: what is answered locally", ["requests", "n", "answered locally"], rows)
         fwd = {"model": "m", "messages": [{"role": "user", "content": "Summarise: the meeting moved."}]}
-        direct = latencies(lambda: http.post(up.url + "/chat/completions", json=fwd).raise_for_status(), args.n)
-        proxied = latencies(lambda: http.post(base + "/chat/completions", json=fwd).raise_for_status(), args.n)
-        s_direct, s_proxied = first_chunk(http, up.url, 100), first_chunk(http, base, 100)
+        direct, proxied = latencies(
+            [
+                lambda: http.post(up.url + "/chat/completions", json=fwd).raise_for_status(),
+                lambda: http.post(base + "/chat/completions", json=fwd).raise_for_status(),
+            ],
+            args.n,
+        )
+        s_direct, s_proxied = first_chunk(http, [up.url, base], 200)
         print_table(
-            f"overhead of forwarding ({args.n} requests one at a time, kept-alive connection)",
+            f"overhead of forwarding ({args.n} requests each, one at a time in turns, kept-alive connections)",
             ["", "p50 ms", "p99 ms", "stream: first chunk p50 ms"],
             [
                 ["upstream directly", f"{direct[0]:.2f}", f"{direct[1]:.2f}", f"{s_direct:.2f}"],

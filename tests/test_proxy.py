@@ -220,10 +220,11 @@ def test_streams_models_other_endpoints_and_errors_pass_through(proxy):
     assert e.value.status_code == 429 and "slow down" in str(e.value)
 
 
-def test_an_upstream_that_is_down_is_a_502_and_the_task_still_answers(fast_model, tmp_path):
+@pytest.mark.parametrize("shadow", ["", "shadow: {mode: llm_first}\n"])
+def test_an_upstream_that_is_down_is_a_502_and_the_task_still_answers(fast_model, tmp_path, shadow):
     (tmp_path / "bare.yaml").write_text(f"template: {json.dumps(TEMPLATE)}\n")
     (tmp_path / "p.yaml").write_text(
-        f"model: {fast_model}\nproxy: {{upstream: 'http://127.0.0.1:9/v1'}}\ntask: bare.yaml\n"
+        f"model: {fast_model}\nproxy: {{upstream: 'http://127.0.0.1:9/v1'}}\ntask: bare.yaml\n{shadow}"
     )
     srv = Server(tmp_path / "p.yaml")
     try:
@@ -233,6 +234,10 @@ def test_an_upstream_that_is_down_is_a_502_and_the_task_still_answers(fast_model
         assert e.value.status_code == 502 and e.value.body["type"] == "upstream_unavailable"
         r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": _ask("thanks a lot!")}])
         assert r.choices[0].message.content == "GRATITUDE"
+        m = httpx.get(srv.url + "/metrics").text
+        assert metric(m, "offramp_proxy_requests_total", outcome="local") == 1
+        # in the shadow the task's request was tried on the upstream first
+        assert (metric(m, "offramp_proxy_upstream_down_total") or 0) == (1 if shadow else 0)
     finally:
         srv.stop()
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,11 @@ class ProxyTask:
     turns: tuple[tuple[str, str], ...] = ()  # (role, content) of the example turns before the message
     model: str | None = None
 
-    @property
+    @cached_property
     def prefix(self) -> str:
         return _unescape(self.template[: _slot_at(self.template)])
 
-    @property
+    @cached_property
     def suffix(self) -> str:
         return _unescape(self.template[_slot_at(self.template) + len(SLOT) :])
 

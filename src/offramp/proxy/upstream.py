@@ -8,6 +8,12 @@ contents where the policy applies it). The upstream's key comes from the environ
 (``api_key_env``) and is never logged or echoed; the app's own ``Authorization`` header is
 forwarded only if the pipeline says so.
 
+It speaks HTTP/1.1 through httpcore's connection pool (kept-alive connections, no client layer
+on top: this is the path every forwarded request takes), through the proxy the environment names
+for the upstream's scheme (``HTTPS_PROXY``, ``NO_PROXY``) if any. The body comes back as the
+upstream sent it; the upstream is not asked to compress (no ``Accept-Encoding``), and if it does,
+its ``Content-Encoding`` comes back with the bytes.
+
 Failures are answers in OpenAI's error shape: the upstream unreachable → 502
 ``upstream_unavailable``, too slow → 504 ``upstream_timeout``, a stream that breaks mid-way → an
 ``error`` event before the stream ends (never a silent cut).
@@ -17,17 +23,27 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import httpcore
 
 from offramp.egress.policy import EgressPolicy, EgressRefused
 
 # request headers passed on (besides the key): what the body is, what the app accepts
 _PASSED = ("content-type", "accept", "openai-organization", "openai-project", "openai-beta")
 # response headers passed back: what the body is, and the upstream's request id and rate-limit news
-_RETURNED = ("content-type", "x-request-id", "openai-processing-ms", "retry-after")
+_RETURNED = ("content-type", "content-encoding", "x-request-id", "openai-processing-ms", "retry-after")
+# what "could not be reached" looks like at the HTTP layer (timeouts are told apart: 504)
+_UNREACHABLE = (
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ProxyError,
+    OSError,
+)
 
 
 def _error(status: int, kind: str, message: str) -> tuple[int, dict[str, str], bytes]:
@@ -52,7 +68,7 @@ class Upstream:
         self.policy = policy or EgressPolicy()
         self.forward_authorization = forward_authorization
         self.timeout_s = timeout_s
-        self._client: httpx.AsyncClient | None = None
+        self._pool: httpcore.AsyncConnectionPool | None = None
 
     def url(self, path: str) -> str:
         """The upstream URL of an incoming path (``/v1/chat/completions`` → base + ``/chat/completions``)."""
@@ -91,10 +107,15 @@ class Upstream:
             holder[key] = new
         return json.dumps(doc, ensure_ascii=False).encode("utf-8")
 
-    def _get_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s, connect=min(5.0, self.timeout_s)))
-        return self._client
+    def _get_pool(self) -> httpcore.AsyncConnectionPool:
+        if self._pool is None:
+            parts = urlsplit(self.base_url)
+            proxy = urllib.request.getproxies().get(parts.scheme)
+            if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+                self._pool = httpcore.AsyncHTTPProxy(proxy_url=proxy, max_connections=100)
+            else:
+                self._pool = httpcore.AsyncConnectionPool(max_connections=100, keepalive_expiry=30.0)
+        return self._pool
 
     async def send(
         self,
@@ -113,30 +134,48 @@ class Upstream:
             payload = self._masked(url, body, policy or self.policy)
         except EgressRefused as e:
             return _error(403, "egress_refused", e.message)
-        client = self._get_client()
-        request = client.build_request(method, url, headers=self._headers(headers), content=payload)
+        parts = urlsplit(url)
+        sent = [(b"host", parts.netloc.encode("ascii", "replace"))]
+        sent += [
+            (k.encode("latin-1", "replace"), v.encode("latin-1", "replace")) for k, v in self._headers(headers).items()
+        ]
+        if payload or method not in ("GET", "HEAD"):
+            sent.append((b"content-length", str(len(payload)).encode()))
+        t = self.timeout_s
+        request = httpcore.Request(
+            method.encode("ascii", "replace"),
+            url.encode("utf-8"),
+            headers=sent,
+            content=payload,
+            extensions={"timeout": {"connect": min(5.0, t), "read": t, "write": t, "pool": t}},
+        )
         try:
-            resp = await client.send(request, stream=stream)
-        except httpx.TimeoutException:
+            resp = await self._get_pool().handle_async_request(request)
+            back = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.headers}
+            back = {k: v for k, v in back.items() if k in _RETURNED}
+            if stream:
+                return resp.status, back, _relay(resp)
+            try:
+                content = b"".join([chunk async for chunk in resp.aiter_stream()])
+            finally:
+                await resp.aclose()
+        except httpcore.TimeoutException:
             return _error(504, "upstream_timeout", f"the upstream LLM did not answer within {self.timeout_s:g} s")
-        except httpx.HTTPError as e:
+        except _UNREACHABLE as e:
             return _error(502, "upstream_unavailable", f"the upstream LLM could not be reached ({type(e).__name__})")
-        back = {k: v for k, v in resp.headers.items() if k.lower() in _RETURNED}
-        if not stream:
-            return resp.status_code, back, resp.content
-        return resp.status_code, back, _relay(resp)
+        return resp.status, back, content
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
 
 
-async def _relay(resp: httpx.Response) -> AsyncIterator[bytes]:
+async def _relay(resp: httpcore.Response) -> AsyncIterator[bytes]:
     try:
-        async for chunk in resp.aiter_raw():
+        async for chunk in resp.aiter_stream():
             yield chunk
-    except httpx.HTTPError as e:
+    except (httpcore.TimeoutException, *_UNREACHABLE) as e:
         event = {
             "error": {
                 "message": f"the upstream stream broke off ({type(e).__name__})",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
@@ -41,11 +41,20 @@ BARE = ProxyTask(template="{text}", name="bare")  # no task file: the whole user
 Learn = Callable[[str, dict[str, Any]], None]  # (request id, the upstream's assistant message)
 
 
+_DOWN = (b'"upstream_unavailable"', b'"upstream_timeout"')
+
+
 async def forward(
-    request: Request, service: ClassificationService, body: bytes, reason: str, learn: Learn | None = None
+    request: Request,
+    service: ClassificationService,
+    body: bytes,
+    reason: str,
+    learn: Learn | None = None,
+    down: Callable[[], Awaitable[Response]] | None = None,
 ) -> Response:
     """The upstream's answer to ``request`` (``body`` already read), counted under ``reason``;
-    ``learn`` is given the upstream's answer (a successful one) once it is whole."""
+    ``learn`` is given the upstream's answer (a successful one) once it is whole; ``down`` answers
+    instead when the upstream cannot be reached or does not answer in time."""
     upstream = service.upstream
     if upstream is None:
         raise ApiError(
@@ -80,6 +89,9 @@ async def forward(
         service.built.policy,
     )
     if isinstance(content, bytes):
+        if down is not None and status in (502, 504) and any(k in content for k in _DOWN):
+            service.metrics.inc("offramp_proxy_upstream_down_total")
+            return await down()
         if learn is not None and status == 200:
             _learn_from(content, rid, learn)
         return Response(content, status, headers=headers)
@@ -133,7 +145,23 @@ async def chat(request: Request, service: ClassificationService, raw: bytes) -> 
             if llm is not None:
                 service.proxied(rid, text, local, confidence, llm, shadow=True)
 
-        return await forward(request, service, raw, "shadow", compare)
+        # the upstream down: the small model answers, as it would after the switch
+        return await forward(
+            request, service, raw, "shadow", compare, lambda: _local(request, service, raw, body, found)
+        )
+    return await _local(request, service, raw, body, found, unsure_to_upstream=True)
+
+
+async def _local(
+    request: Request,
+    service: ClassificationService,
+    raw: bytes,
+    body: dict[str, Any],
+    found: Match,
+    unsure_to_upstream: bool = False,
+) -> Response:
+    """The cascade's answer to a task request, in the task's shape (an unsure one goes to the
+    upstream when ``unsure_to_upstream``)."""
     principal = getattr(request.state, "principal", None) if service.key_hashes else None
     conversation = body.get("user") if isinstance(body.get("user"), str) else None
     rid, (r,) = await service.classify([found.text], conversation, True, principal)
@@ -142,7 +170,7 @@ async def chat(request: Request, service: ClassificationService, raw: bytes) -> 
     unsure = label == str(getattr(service.built.cascade.model, "reject_label_", None)) or (
         allowed and label not in allowed
     )
-    if unsure and service.upstream is not None:
+    if unsure and unsure_to_upstream and service.upstream is not None:
         task, text, confidence = found.task, found.text, float(r.get("confidence") or 0.0)
 
         def keep(rid: str, msg: dict[str, Any]) -> None:

@@ -73,6 +73,7 @@ class Metrics:
             "offramp_feedback_total": "corrections received, by outcome",
             "offramp_proxy_requests_total": "proxy mode: chat requests answered here (local) or forwarded to the upstream",
             "offramp_proxy_forwarded_total": "proxy mode: requests forwarded to the upstream, by reason",
+            "offramp_proxy_upstream_down_total": "proxy mode, shadow: task requests answered here because the upstream could not be reached",
             "offramp_requests_total": "HTTP requests by endpoint and status code",
             "offramp_decisions_total": "classified messages by route (local, llm, refused)",
             "offramp_labels_total": "classified messages by final label",
