@@ -290,3 +290,18 @@ def test_forwarded_requests_get_audit_records_and_personal_data_is_masked(fast_m
     bodies = [json.loads(b) for _, _, b, _ in log.records()]
     assert [(b["route"], b["flags"]) for b in bodies] == [("forwarded", ["no_task"]), ("local", [])]
     assert bodies[0]["endpoint"] == up.url.removeprefix("http://")
+
+
+def test_the_environment_proxy_is_used_for_a_remote_upstream_never_for_loopback(monkeypatch):
+    import httpcore
+
+    from offramp.proxy.upstream import Upstream
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert isinstance(Upstream("https://api.example.com/v1")._get_pool(), httpcore.AsyncHTTPProxy)
+    assert not isinstance(Upstream("http://127.0.0.1:9/v1")._get_pool(), httpcore.AsyncHTTPProxy)
+    monkeypatch.setenv("NO_PROXY", "example.com")
+    assert not isinstance(Upstream("https://api.example.com/v1")._get_pool(), httpcore.AsyncHTTPProxy)

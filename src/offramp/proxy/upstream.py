@@ -110,8 +110,10 @@ class Upstream:
     def _get_pool(self) -> httpcore.AsyncConnectionPool:
         if self._pool is None:
             parts = urlsplit(self.base_url)
-            proxy = urllib.request.getproxies().get(parts.scheme)
-            if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+            host = parts.hostname or ""
+            loopback = host == "localhost" or host == "::1" or host.startswith("127.")
+            proxy = None if loopback else urllib.request.getproxies().get(parts.scheme)
+            if proxy and not urllib.request.proxy_bypass(host):
                 self._pool = httpcore.AsyncHTTPProxy(proxy_url=proxy, max_connections=100)
             else:
                 self._pool = httpcore.AsyncConnectionPool(max_connections=100, keepalive_expiry=30.0)
