@@ -305,3 +305,33 @@ def test_the_environment_proxy_is_used_for_a_remote_upstream_never_for_loopback(
     assert not isinstance(Upstream("http://127.0.0.1:9/v1")._get_pool(), httpcore.AsyncHTTPProxy)
     monkeypatch.setenv("NO_PROXY", "example.com")
     assert not isinstance(Upstream("https://api.example.com/v1")._get_pool(), httpcore.AsyncHTTPProxy)
+
+
+def test_the_proxy_chat_path_keeps_the_key_rate_and_body_checks(fast_model, tmp_path):
+    """Proxy mode answers chat requests before the framework runs: the checks must hold there too."""
+    (tmp_path / "bare.yaml").write_text(f"template: {json.dumps(TEMPLATE)}\n")
+    (tmp_path / "p.yaml").write_text(
+        f"model: {fast_model}\nproxy: {{upstream: 'http://127.0.0.1:9/v1'}}\ntask: bare.yaml\n"
+        "limits: {max_body_bytes: 2000}\n"
+    )
+    keys = tmp_path / "keys.txt"
+    keys.write_text(run_cli("hash-key", "sk-app-key-0123456789").stdout)
+    srv = Server(tmp_path / "p.yaml", "--api-keys", str(keys), "--rate-limit", "4")
+    try:
+        url = srv.url + "/v1/chat/completions"
+        body = {"model": "m", "messages": [{"role": "user", "content": _ask("thanks a lot!")}]}
+        r = httpx.post(url, json=body)
+        assert r.status_code == 401 and "Traceback" not in r.text
+        auth = {"Authorization": "Bearer sk-app-key-0123456789"}
+        r = httpx.post(url, json=body, headers=auth)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "GRATITUDE"
+        r = httpx.post(url, content=b'{"messages": "' + b"x" * 3000 + b'"}', headers=auth)
+        assert r.status_code == 413 and r.json()["error"]["type"] == "body_too_large"
+        m = httpx.get(srv.url + "/metrics", headers=auth).text
+        assert metric(m, "offramp_requests_total", endpoint="/v1/chat/completions", status="200") == 1
+        assert metric(m, "offramp_requests_total", endpoint="/v1/chat/completions", status="401") == 1
+        assert metric(m, "offramp_requests_total", endpoint="/v1/chat/completions", status="413") == 1
+        statuses = [httpx.post(url, json=body, headers=auth).status_code for _ in range(2)]
+        assert statuses == [200, 429]  # the fifth request with the key in the minute
+    finally:
+        srv.stop()

@@ -30,6 +30,7 @@ from offramp.serving.classify import ClassifyEndpoint
 from offramp.serving.console.routes import console, one_worker_console
 from offramp.serving.errors import install_error_handlers
 from offramp.serving.gateway import Gateway
+from offramp.serving.proxy import ChatEndpoint
 from offramp.serving.routes import open_routes, protected
 from offramp.serving.service import ClassificationService
 from offramp.serving.workers import SERVE_SPEC_ENV, WORKER_DIR_ENV
@@ -88,6 +89,7 @@ def create_app(
     )
     # the one hot endpoint is answered before the framework's middleware stack (see serving.classify)
     app.fast = ClassifyEndpoint(service, settings.max_body_bytes, settings.read_timeout_s)
+    app.fast_chat = ChatEndpoint(service, settings.max_body_bytes, settings.read_timeout_s)
     app.state.service = service
     app.state.read_timeout_s = settings.read_timeout_s
     return app
@@ -98,12 +100,17 @@ class ServiceApp(FastAPI):
     request through the framework as usual."""
 
     fast: ClassifyEndpoint | None = None
+    fast_chat: ChatEndpoint | None = None  # proxy mode: every forwarded request comes this way
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fast = self.fast
-        if fast is not None and scope["type"] == "http" and scope["method"] == "POST" and fast.matches(scope):
-            await fast(scope, receive, send)
-            return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            fast, chat = self.fast, self.fast_chat
+            if fast is not None and fast.matches(scope):
+                await fast(scope, receive, send)
+                return
+            if chat is not None and chat.matches(scope):
+                await chat(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 

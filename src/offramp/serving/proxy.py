@@ -21,20 +21,24 @@ an unsure answer's LLM label goes to the capture pool as ``llm``. The app's answ
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from offramp.costs.calculator import CHARS_PER_TOKEN
 from offramp.proxy.match import Match, match
 from offramp.proxy.shapes import StreamTap, chunks, completion, label_of
 from offramp.proxy.task import ProxyTask
-from offramp.serving.errors import ApiError
+from offramp.serving.classify import read_all
+from offramp.serving.errors import ApiError, error_response
 from offramp.serving.service import ClassificationService
 
+log = logging.getLogger("offramp.serving")
 BARE = ProxyTask(template="{text}", name="bare")  # no task file: the whole user turn is the text, a bare label back
 
 
@@ -199,3 +203,76 @@ async def _local(
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+class ChatEndpoint:
+    """``POST /v1/chat/completions`` in proxy mode as an ASGI handler the app calls before its
+    framework runs (as :class:`~offramp.serving.classify.ClassifyEndpoint` does for classify):
+    every forwarded request takes this path, so it carries no more than the key and rate check,
+    the body limit and deadline, :func:`chat`, and the request counted. The answers are the
+    route's."""
+
+    PATH = "/v1/chat/completions"
+
+    def __init__(self, service: ClassificationService, limit: int, read_timeout_s: float | None):
+        self.service, self.limit, self.read_timeout_s = service, limit, read_timeout_s
+        self.telemetry = service.telemetry
+
+    def matches(self, scope: Scope) -> bool:
+        service = self.service
+        if service.upstream is None and not service.built.tasks:
+            return False
+        path, root = str(scope["path"]), str(scope.get("root_path", ""))
+        return (path[len(root) :] if root and path.startswith(root) else path) == self.PATH
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t0 = time.perf_counter()
+        status = 500
+
+        async def counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        service = self.service
+        authorization = ""
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value
+        response: Response
+        try:
+            client = scope.get("client")
+            principal = service.authorize(authorization, client[0] if client else None)
+            too_big = ApiError(
+                413, "body_too_large", f"request body is over the {self.limit:,}-byte limit; send less per request"
+            )
+            if declared is not None and declared.isdigit() and int(declared) > self.limit:
+                raise too_big
+            raw = await read_all(receive, self.limit, self.read_timeout_s)
+            if raw is None:
+                raise too_big
+            request = Request(scope, receive)
+            request.state.principal = principal
+            response = await chat(request, service, raw)
+        except ApiError as e:
+            response = error_response(e.status, e.kind, e.message, e.headers)
+        except TimeoutError:
+            response = error_response(
+                408, "request_timeout", f"the request body did not arrive within {self.read_timeout_s:g} s"
+            )
+        except ConnectionError:  # the client left before its body arrived: nobody to answer
+            self.telemetry.request(self.PATH, 499, time.perf_counter() - t0)
+            return
+        except Exception:  # a bug: logged and counted, never a traceback to the client
+            log.exception("unhandled error on POST %s", self.PATH)
+            response = error_response(
+                500, "internal_error", "the server failed to answer this request; it has been counted"
+            )
+        try:
+            await response(scope, receive, counted)
+        finally:
+            self.telemetry.request(self.PATH, status, time.perf_counter() - t0)
