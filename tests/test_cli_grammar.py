@@ -36,9 +36,10 @@ WRITERS = {
 # input given as an option instead of positionally (or another renamed spelling): never visible
 FORBIDDEN = {"--input", "--output", "--data", "--add", "--predictions", "--model-dir", "--max-text-chars"}
 # one flag, two defaults on purpose: the two servers must not listen on the same port by default
-DEFAULTS_DIFFER = {"--port"}
-# the path a command writes differs by command (a file, a directory): one meaning, its own words
-HELP_DIFFERS = {"--out"}
+DEFAULTS_DIFFER = {"--port", "--from"}
+# the path a command writes differs by command (a file, a directory): one meaning, its own words;
+# --from is the source a command reads from (the pool's row origins, the encoder a table is distilled from)
+HELP_DIFFERS = {"--out", "--from"}
 
 
 def _commands():

@@ -99,9 +99,10 @@ def cells_as_they_are(raw_csv: bool) -> None:
 SEED = option("--seed", help="Random seed: the same data and seed give the same result.", default=0)
 QUALITY = option(
     "--quality",
-    help="The model search: fast (TF-IDF), balanced or best (add sentence embeddings), or auto "
-    "(offramp chooses: balanced when the encoder is installed; fast for checking labels and for "
-    "several labels per message).",
+    help="The model search: fast (TF-IDF), balanced or best (add static and sentence embeddings; the "
+    "most accurate wins), or auto (balanced's candidates when the encoder is installed, and the "
+    "cheapest within one standard error of the best wins; fast for checking labels and for several "
+    "labels per message).",
     default="auto",
 )
 TIME_LIMIT_HELP = (

@@ -96,13 +96,15 @@ def print_cascade(cascade: dict[str, Any]) -> None:
 
 def candidates_table(report: TrainReport) -> Table:
     t = Table(title=f"candidates ({report.n_folds}-fold CV)")
-    for c in ("candidate", "CV macro-F1", "p99 ms", "seconds", "status"):
+    for c in ("candidate", "CV macro-F1", "± SE", "µs/message", "p99 ms", "seconds", "status"):
         t.add_column(c, justify="left" if c in ("candidate", "status") else "right")
     for r in report.candidates:
         mark = " ✓" if r.name == report.winner else ""
         t.add_row(
             r.name + mark,
             "—" if r.cv_macro_f1 is None else f"{r.cv_macro_f1:.4f}",
+            "—" if r.cv_macro_f1_se is None else f"{r.cv_macro_f1_se:.4f}",
+            "—" if r.cost_us is None else f"{r.cost_us:,.0f}" if r.cost_us >= 10 else f"{r.cost_us:.1f}",
             "—" if r.latency_p99_ms is None else f"{r.latency_p99_ms:.2f}",
             f"{r.seconds:.1f}",
             r.status,
@@ -112,15 +114,36 @@ def candidates_table(report: TrainReport) -> Table:
 
 def choice_line(report: TrainReport) -> str:
     """One line: which model won and why (and what the time limit left out)."""
-    tier = (
-        "accurate tier (sentence embeddings)"
-        if report.winner.startswith(("stacked", "embed"))
-        else "fast tier (TF-IDF)"
-    )
+    if report.winner.startswith("static"):
+        tier = "static tier (distilled embeddings)"
+    elif report.winner.startswith(("stacked", "embed")):
+        tier = "accurate tier (sentence embeddings)"
+    else:
+        tier = "fast tier (TF-IDF)"
     scored = [c for c in report.candidates if c.cv_macro_f1 is not None]
     others = sorted((c for c in scored if c.name != report.winner), key=lambda c: -(c.cv_macro_f1 or 0))
-    why = f"highest cross-validated macro-F1 of {len(scored)} scored ({report.cv_macro_f1:.4f}"
-    why += f" vs {others[0].cv_macro_f1:.4f} for {others[0].name})" if others else ")"
+    top = others[0] if others and (others[0].cv_macro_f1 or 0) > report.cv_macro_f1 else None
+    win = next((c for c in scored if c.name == report.winner), None)
+    if report.rule == "cheapest" and top is not None and win is not None:
+        se = f" ± {win.cv_macro_f1_se:.3f}" if win.cv_macro_f1_se is not None else ""
+        within = (
+            f"within the allowed loss of {report.max_quality_loss:g}"
+            if report.max_quality_loss is not None
+            else "within one standard error"
+        )
+        why = f"{report.cv_macro_f1:.4f}{se} vs {top.cv_macro_f1:.4f} for {top.name}"
+        if win.cost_us and top.cost_us:
+            why += f", {top.cost_us / win.cost_us:,.0f}× cheaper"
+        why += f" ({within}: the cheapest of {len(scored)} scored)"
+    else:
+        why = f"highest cross-validated macro-F1 of {len(scored)} scored ({report.cv_macro_f1:.4f}"
+        why += f" vs {others[0].cv_macro_f1:.4f} for {others[0].name})" if others else ")"
+        if report.rule == "cheapest" and win is not None and others:
+            cheaper = [
+                c for c in others if c.cost_us is not None and win.cost_us is not None and c.cost_us < win.cost_us
+            ]
+            if cheaper:
+                why += "; no cheaper candidate came within one standard error"
     line = f"chose {report.winner}, the {tier}: {why}"
     if report.skipped:
         line += f"; skipped for time: {', '.join(report.skipped)} (--time-limit none tries every candidate)"

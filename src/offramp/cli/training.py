@@ -51,6 +51,12 @@ def train(
     latency_budget_ms: Optional[float] = typer.Option(
         None, "--latency-budget-ms", help="Only candidates whose single-message p99 fits this budget can win."
     ),
+    max_quality_loss: Optional[float] = typer.Option(
+        None,
+        "--max-quality-loss",
+        help="The cheapest candidate within this much cross-validated macro-F1 of the best wins "
+        "(default with --quality auto: within one standard error).",
+    ),
     reject_target: Optional[str] = typer.Option(
         None,
         "--reject-target",
@@ -130,6 +136,7 @@ def train(
             reject_confidence=reject_confidence,
             refit_with_val=refit_with_val,
             latency_budget_ms=latency_budget_ms,
+            max_quality_loss=max_quality_loss,
             search_rows=search_rows,
             encoder_name=encoder_name,
             multi_label=multi_label,

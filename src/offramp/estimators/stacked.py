@@ -6,9 +6,11 @@ over both learns how much to trust each. Without n-grams (``word_ngrams=char_ngr
 plain embeddings + a linear classifier.
 
 The encoder is a registered plug-in (:data:`offramp.encoders.sentence.ENCODERS`, ``encoder``
-parameter: ``minilm`` for English, ``use-multilingual`` for other languages). It is not stored in
-the model directory: the directory names the encoder it was trained with (with its weights'
-SHA-256) and loading refuses a different one.
+parameter: ``minilm`` for English, ``use-multilingual`` for other languages, ``static-minilm``
+for static embeddings distilled from minilm). A transformer encoder is not stored in the model
+directory: the directory names the encoder it was trained with (with its weights' SHA-256) and
+loading refuses a different one. A static encoder's table (15.6 MB) is stored in the directory,
+with its manifest, so the model loads on a machine that never distilled it.
 
 When a "don't know" rule is fitted and nearness to the training data helps it (see
 :mod:`offramp.estimators.rejection`), the directory also keeps the sentence vectors of the in-scope
@@ -27,6 +29,7 @@ import scipy.sparse as sp
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from offramp.encoders.sentence import DEFAULT_ENCODER, ENCODERS, CachedEncoder, get_encoder
+from offramp.encoders.static import StaticEncoder
 from offramp.errors import ModelDirError
 from offramp.estimators.base import as_texts, register_family, softmax
 from offramp.estimators.features import NgramFeaturizer
@@ -230,6 +233,9 @@ class StackedLinear(TfidfLinear):
             "encoder_id": self.encoder_.encoder_id,
         }
         arrays = {"coef": self.coef_.astype(np.float16), "intercept": self.intercept_}
+        if isinstance(self.encoder_, StaticEncoder):
+            meta["static_manifest"] = self.encoder_.manifest
+            arrays.update(self.encoder_.as_arrays())
         if self.featurizer_ is not None:
             arrays.update(self.featurizer_.get_state())
         if self.uses_familiarity and self.memory_ is not None:
@@ -245,7 +251,10 @@ class StackedLinear(TfidfLinear):
                 f"this model was trained with the encoder {m.encoder!r}, which this version of offramp does not know",
                 "upgrade offramp or retrain",
             )
-        enc = m.sentence_encoder()
+        if meta.get("static_manifest"):
+            enc: CachedEncoder = StaticEncoder.from_arrays(meta["static_manifest"], arrays)
+        else:
+            enc = m.sentence_encoder()
         if enc.encoder_id != meta["encoder_id"]:
             raise ModelDirError(
                 f"this model was trained with encoder {meta['encoder_id']}, but the installed one is {enc.encoder_id}",

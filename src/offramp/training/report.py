@@ -73,6 +73,11 @@ class TrainReport:
     latency_ms: dict[str, float | int | None]
     throughput_per_s: float
     candidates: list[CandidateResult]
+    # how the winner was picked: "best" (highest CV macro-F1) or "cheapest" (the cheapest within
+    # ``tolerance`` of the best: one standard error, or the allowed quality loss)
+    rule: str = "best"
+    tolerance: float | None = None
+    max_quality_loss: float | None = None  # as asked for (None: one standard error)
     rejection: Rejection | None = None
     warnings: list[str] = field(default_factory=list)
     # more than LARGE_ROWS rows: the search's sample size and the streamed refit on every row
@@ -122,6 +127,8 @@ class TrainReport:
         return {
             "winner": self.winner,
             "quality": self.quality,
+            "rule": self.rule,
+            "tolerance": self.tolerance,
             "time_limit": self.time_limit,
             "seed": self.seed,
             "n_folds": self.n_folds,

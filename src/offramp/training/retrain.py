@@ -146,7 +146,8 @@ def retrain(
         on_progress(f"training a candidate on {len(texts)} messages ({len(added_texts)} new)")
     model, report = train(
         ds,
-        quality=str(info.get("quality") or "auto"),
+        quality="auto" if info.get("rule") == "cheapest" else str(info.get("quality") or "auto"),
+        max_quality_loss=info.get("max_quality_loss") if info.get("rule") == "cheapest" else None,
         time_limit=info.get("time_limit"),
         seed=int(info.get("seed") or 0),
         latency_budget_ms=info.get("latency_budget_ms"),

@@ -1,9 +1,16 @@
-"""Choose a model by stratified cross-validation on macro-F1, within a time limit.
+"""Choose a model by stratified cross-validation on macro-F1, within a time limit, and by cost.
 
 Candidates that share a featurizer share its features: the featurizer is fitted once on all the
 training texts (it sees no labels), and only the classifier is cross-validated. The winner's
 out-of-fold scores then fit its temperature, so its probabilities are calibrated on texts it had
 not seen, and it is refitted on all the data.
+
+Each scored candidate carries its cross-validated macro-F1 with the standard error across folds
+and its measured cost per message (a batch of held-out messages through the first fold's model).
+The rule ``"best"`` takes the highest score; ``"cheapest"`` (what ``quality="auto"`` uses) takes
+the cheapest candidate whose score is within one standard error of the best one's (or within a
+stated ``max_quality_loss``), since a difference smaller than the estimate's own error is not a
+reason to pay many times the compute for every message.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ class CandidateResult:
     seconds: float = 0.0
     latency_p99_ms: float | None = None
     size_bytes: int | None = None  # the candidate's stored arrays (uncompressed), without a shared encoder
+    cv_macro_f1_se: float | None = None  # standard error of the macro-F1 across folds
+    cost_us: float | None = None  # microseconds per message in a batch (held-out messages)
 
     def as_dict(self) -> JSONDict:
         return dict(self.__dict__)
@@ -62,6 +71,11 @@ class Selection:
     seconds: float
     notes: list[str] = field(default_factory=list)
     oof_proba: np.ndarray | None = None  # the winner's calibrated out-of-fold probabilities
+    rule: str = "best"  # "best" or "cheapest" (see the module doc)
+    tolerance: float | None = None  # with "cheapest": the score loss allowed
+
+
+RULES = ("best", "cheapest")
 
 
 def fast_candidates(n_texts: int, seed: int = 0) -> list[Candidate]:
@@ -98,6 +112,26 @@ QUALITIES = ("fast", "balanced", "best")
 
 
 _ENCODER_SHORT = {"minilm": "MiniLM", "use-multilingual": "multilingual USE", "mpnet": "mpnet"}
+STATIC_ENCODER = "static-minilm"
+
+
+def static_candidates(n_texts: int, seed: int = 0) -> list[Candidate]:
+    """The static tier: token vectors distilled from MiniLM (:mod:`offramp.encoders.static`), stacked
+    with TF-IDF or alone; n-gram speed, English (the source encoder's language)."""
+    min_df = 1 if n_texts < 2000 else 2
+    tf: dict[str, Any] = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=min_df, seed=seed)
+    return [
+        Candidate(
+            "static-stacked-w12-c14-e2-C1",
+            lambda: StackedLinear(**tf, loss="svm", C=1.0, embed_weight=2.0, encoder=STATIC_ENCODER),
+            "TF-IDF words 1-2 + chars 1-4 stacked with static embeddings distilled from MiniLM (x2), linear SVM C=1",
+        ),
+        Candidate(
+            "static-embed-logreg-C10",
+            lambda: StackedLinear(None, None, seed=seed, loss="logreg", C=10.0, encoder=STATIC_ENCODER),
+            "static embeddings distilled from MiniLM, logistic regression C=10",
+        ),
+    ]
 
 
 def mpnet_candidates(n_texts: int, seed: int = 0) -> list[Candidate]:
@@ -155,15 +189,17 @@ def accurate_candidates(n_texts: int, seed: int = 0, best: bool = False, encoder
 
 
 def candidates_for(quality: str, n_texts: int, seed: int = 0, encoder: str = "minilm") -> list[Candidate]:
-    """Search space per quality: fast = TF-IDF only; balanced and best add the accurate tier."""
+    """Search space per quality: fast = TF-IDF only; balanced and best add the static tier (English
+    data) and the accurate tier."""
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}")
     fast = fast_candidates(n_texts, seed)
     if quality == "fast":
         return fast
+    static = static_candidates(n_texts, seed) if encoder == "minilm" and available("minilm") else []
     if quality == "balanced":
-        return fast[:2] + accurate_candidates(n_texts, seed, encoder=encoder)
-    out = fast + accurate_candidates(n_texts, seed, best=True, encoder=encoder)
+        return fast[:2] + static + accurate_candidates(n_texts, seed, encoder=encoder)
+    out = fast + static + accurate_candidates(n_texts, seed, best=True, encoder=encoder)
     if encoder == "minilm" and available("mpnet"):  # English data: the larger English encoder too
         out += mpnet_candidates(n_texts, seed)
     return out
@@ -185,6 +221,8 @@ def select_model(
     latency_budget_ms: float | None = None,
     on_progress: Callable[[str], None] | None = None,
     time_candidates: bool = True,
+    rule: str = "best",
+    max_quality_loss: float | None = None,
 ) -> Selection:
     """Cross-validate ``candidates`` and return the best one, calibrated and refitted on everything.
 
@@ -194,7 +232,15 @@ def select_model(
     Each scored candidate's single-message p99 latency is measured (on the first fold's model;
     with ``time_candidates`` False only where ``latency_budget_ms`` needs it); with
     ``latency_budget_ms`` only candidates within the budget can win (if none is, the fastest).
+    ``rule`` "cheapest" takes the cheapest candidate within one standard error (or
+    ``max_quality_loss``) of the best score; "best" the best score.
     """
+    if rule not in RULES:
+        raise UsageError(f"rule must be one of {', '.join(RULES)}; got {rule!r}", param="rule")
+    if max_quality_loss is not None and not 0 <= max_quality_loss < 1:
+        raise UsageError(
+            f"max_quality_loss must be at least 0 and below 1, got {max_quality_loss}", param="max_quality_loss"
+        )
     t0 = time.perf_counter()
     texts = list(texts)
     y_str = np.asarray(labels, dtype=object).astype(str)
@@ -233,6 +279,7 @@ def select_model(
             feat, X = feature_cache[key]
             oof = np.zeros((len(y), len(classes)), dtype=np.float64)
             first_fold_model = None
+            fold_f1: list[float] = []
             for tr, te in folds:
                 m = cand.make().fit_features(feat, X[tr], y_str[tr])
                 scores = np.asarray(X[te] @ m.coef_) + m.intercept_
@@ -241,6 +288,7 @@ def select_model(
                 fill = np.full((len(te), len(classes)), -1e3)
                 fill[:, cols] = scores
                 oof[te] = fill
+                fold_f1.append(float(f1_score(y[te], fill.argmax(axis=1), average="macro")))
                 if first_fold_model is None:
                     first_fold_model = (m, te)
             pred = oof.argmax(axis=1)
@@ -252,6 +300,10 @@ def select_model(
                     sample = [texts[i] for i in te[:200]]
                     lat = measure_latency(m.predict_one, sample, n=300, warmup=10, max_seconds=2.0)
             size = int(sum(a.nbytes for a in m.get_state()[1].values()))
+            cost = None
+            if time_candidates or rule == "cheapest":
+                with m.uncached():
+                    cost = batch_cost_us(m.predict, [texts[i] for i in te[:1000]])
             res = CandidateResult(
                 cand.name,
                 cand.description,
@@ -261,6 +313,8 @@ def select_model(
                 seconds=time.perf_counter() - c0,
                 latency_p99_ms=lat["p99"],
                 size_bytes=size,
+                cv_macro_f1_se=float(np.std(fold_f1, ddof=1) / np.sqrt(len(fold_f1))) if len(fold_f1) > 1 else 0.0,
+                cost_us=cost,
             )
             oof_by_name[cand.name] = oof
         except Exception as e:  # one failing configuration should not sink the search
@@ -282,6 +336,13 @@ def select_model(
             eligible = [min(scored, key=lambda r: r.latency_p99_ms or float("inf"))]
             notes.append(f"no candidate met the {latency_budget_ms:g} ms budget; the fastest was taken")
     best = max(eligible, key=lambda r: (round(r.cv_macro_f1 or 0.0, 4), -results.index(r)))
+    tolerance = None
+    if rule == "cheapest":
+        tolerance = max_quality_loss if max_quality_loss is not None else float(best.cv_macro_f1_se or 0.0)
+        floor = (best.cv_macro_f1 or 0.0) - tolerance - 1e-12
+        near = [r for r in eligible if (r.cv_macro_f1 or 0.0) >= floor and r.cost_us is not None]
+        if near:
+            best = min(near, key=lambda r: (r.cost_us or 0.0, -(r.cv_macro_f1 or 0.0), results.index(r)))
     oof = oof_by_name[best.name]
     temperature = fit_temperature(oof, y)
     ece_before = expected_calibration_error(softmax(oof, 1.0), y)
@@ -303,7 +364,23 @@ def select_model(
         time.perf_counter() - t0,
         notes,
         softmax(oof, temperature),
+        rule,
+        tolerance,
     )
+
+
+def batch_cost_us(predict: Callable[[list[str]], object], texts: list[str], min_seconds: float = 0.2) -> float:
+    """Microseconds per message for batch prediction over ``texts`` (repeated to ``min_seconds``)."""
+    if not texts:
+        return 0.0
+    predict(texts[:50])  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while True:
+        predict(texts)
+        n += len(texts)
+        spent = time.perf_counter() - t0
+        if spent >= min_seconds:
+            return spent / n * 1e6
 
 
 def resolve_quality(quality: str | None, encoder_name: str = encoder.DEFAULT_ENCODER) -> tuple[str, list[str]]:

@@ -94,6 +94,20 @@ def _search_budget(limit: float | None, t0: float, large: bool) -> float | None:
     return left / 2 if large else left
 
 
+def choice_rule(quality: str | None, max_quality_loss: float | None = None) -> str:
+    """How the search picks among its candidates: ``best`` (highest score) for a named quality,
+    ``cheapest`` within the score's error for ``auto`` or when a quality loss is allowed."""
+    if quality == "best":
+        if max_quality_loss is not None:
+            raise UsageError(
+                "--quality best keeps the most accurate candidate; a max quality loss does not apply",
+                "leave one of them out (--quality auto takes the cheapest within the loss)",
+                param="max_quality_loss",
+            )
+        return "best"
+    return "cheapest" if quality in (None, "auto") or max_quality_loss is not None else "best"
+
+
 def resolve_time_limit(time_limit: float | str | None, quality: str) -> float | None:
     """Seconds for the search: "auto" is the quality's default, None (or "none") means no limit."""
     if time_limit is None or (isinstance(time_limit, str) and time_limit.lower() == "none"):
@@ -219,6 +233,7 @@ def _train_single(
     encoder_name: str = "auto",
     refit_with_val: bool = False,
     measure_speed: bool = True,
+    max_quality_loss: float | None = None,
 ) -> tuple[TextClassifier, TrainReport]:
     """:func:`train` for one label per message, from data in memory (see its parameters)."""
     ds = texts if isinstance(texts, Dataset) else _as_dataset((texts, labels), "<memory>")
@@ -258,6 +273,7 @@ def _train_single(
     if encoder_name != "auto" and quality != "fast" and not encoder.available(choice.name):
         named = encoder.encoder_info(choice.name)
         raise encoder.EncoderUnavailable(f"the encoder {choice.name} ({named.package}) is not installed", named.install)
+    rule = choice_rule(quality, max_quality_loss)
     quality, notes = resolve_quality(quality, choice.name)
     warnings += notes + ([choice.warning] if choice.warning and quality != "fast" else [])
     if quality == "best" and choice.name == "minilm":
@@ -293,6 +309,8 @@ def _train_single(
         latency_budget_ms=latency_budget_ms,
         on_progress=on_progress,
         time_candidates=measure_speed,
+        rule=rule,
+        max_quality_loss=max_quality_loss,
     )
     warnings += sel.notes
     model = sel.model
@@ -372,6 +390,9 @@ def _train_single(
         latency_ms=latency,
         throughput_per_s=throughput,
         candidates=sel.results,
+        rule=sel.rule,
+        tolerance=sel.tolerance,
+        max_quality_loss=max_quality_loss,
         rejection=rejection,
         warnings=warnings,
         search_rows=len(search_texts) if large else None,
@@ -416,6 +437,8 @@ def _training_record(
         "offramp_version": __version__,
         "time_limit": report.time_limit,
         "quality": report.quality,
+        "rule": report.rule,
+        "max_quality_loss": report.max_quality_loss,
         "latency_budget_ms": latency_budget_ms,
         "seed": report.seed,
         "train_seconds": report.train_seconds,
@@ -605,6 +628,7 @@ def train(
     promote: bool | None = None,
     on_progress: Callable[[str], None] | None = None,
     measure_speed: bool = True,
+    max_quality_loss: float | None = None,
 ) -> tuple[TextClassifier, TrainReport | MultiLabelReport]:
     """Choose, calibrate and fit a classifier; return it with a report of the search.
 
@@ -615,8 +639,13 @@ def train(
         file (then ``labels`` is left out and ``text_col`` / ``label_col`` name the columns; the
         file is refused before it is read if training on it would need more than ``max_memory``
         GB, default 80% of this machine's memory). ``max_chars``: longer texts are cut (20,000).
-    quality : "fast" (TF-IDF only), "balanced" or "best" (add sentence-embedding candidates), or
-        "auto": balanced when the encoder is installed, else fast (fast for ``multi_label``).
+    quality : "fast" (TF-IDF only), "balanced" or "best" (add the static tier and sentence-
+        embedding candidates; the highest cross-validated macro-F1 wins), or "auto" (the default):
+        balanced's candidates when the encoder is installed, else fast's, and the cheapest
+        candidate (measured cost per message) whose score is within one standard error of the
+        best one wins (fast for ``multi_label``).
+    max_quality_loss : with "auto" (or "balanced"/"fast"), the cheapest candidate within this much
+        cross-validated macro-F1 of the best one wins, instead of within one standard error.
     time_limit : seconds the search may take ("auto": 60 / 180 / 1,800 by quality). Candidates that
         would not fit are skipped and reported; ``None`` tries every candidate, so the same data
         and seed give the same model on any machine.
@@ -754,6 +783,7 @@ def train(
         encoder_name=encoder_name,
         refit_with_val=refit_with_val,
         measure_speed=measure_speed,
+        max_quality_loss=max_quality_loss,
     )
     report.warnings[:0] = notes
     report.dropped_suspects = dropped

@@ -1,0 +1,199 @@
+"""The static tier (token vectors distilled from MiniLM, stacked with TF-IDF) beside the fast tier
+and the MiniLM-stacked accurate tier, and what plain `offramp train` then chooses.
+
+    python benchmarks/static_tier.py                       # inbox, banking77, clinc150; 3 splits each
+    python benchmarks/static_tier.py banking77 --splits 1  # the official split only
+    python benchmarks/static_tier.py --choice              # also: train's auto choice vs the most accurate
+
+Split 0 is each set's published train/test split; split k > 0 pools train and test and draws a
+stratified test set of the same size with seed k. Every model is fitted with fixed settings (the
+search's first candidate of each tier), saved, reloaded and measured from its directory: test
+accuracy, macro-F1 (CLINC150: in-scope accuracy too; out-of-scope is one of the classes here),
+fit seconds (MiniLM's from an empty embedding cache on split 0), batch messages/s, single-message
+p50/p99 in process, directory size (MiniLM's 23 MB encoder is not in it; the static table is).
+Each table ends with the mean and the weakest split.
+
+With ``--choice`` each set's split 0 is also trained by `train` as a user would (quality auto:
+the cheapest candidate within one standard error of the best CV score) and with the same
+candidates where the most accurate wins (quality balanced), no time limit; the winner, its test
+macro-F1 and its batch speed are printed side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import f1_score
+from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import banking77, clinc150, latency_ms, print_table, throughput
+
+
+def inbox():
+    import csv
+
+    from offramp.demo.data import demo_paths
+
+    tr, te, _ = demo_paths()
+
+    def load(p):
+        with open(p, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return [r["text"] for r in rows], [r["label"] for r in rows]
+
+    return load(tr), load(te), None
+
+
+SETS = {"inbox": inbox, "banking77": banking77, "clinc150": clinc150}
+
+
+def split(data, k: int):
+    (Xtr, ytr), (Xte, yte), _ = data
+    if k == 0:
+        return Xtr, ytr, Xte, yte
+    X, y = list(Xtr) + list(Xte), list(ytr) + list(yte)
+    Xtr2, Xte2, ytr2, yte2 = train_test_split(X, y, test_size=len(Xte), stratify=y, random_state=k)
+    return Xtr2, ytr2, Xte2, yte2
+
+
+def models():
+    from offramp.estimators.stacked import StackedLinear
+    from offramp.estimators.tfidf import TfidfLinear
+
+    tf = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=2)
+    return {
+        "fast (TF-IDF)": lambda: TfidfLinear(**tf, loss="svm", C=0.5),
+        "static-stacked": lambda: StackedLinear(**tf, loss="svm", C=1.0, embed_weight=2.0, encoder="static-minilm"),
+        "MiniLM-stacked": lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.5, encoder="minilm"),
+    }
+
+
+def measure(name, make, Xtr, ytr, Xte, yte, tmp: Path) -> dict:
+    from offramp import load
+    from offramp.modeldir.store import model_bytes
+
+    t0 = time.perf_counter()
+    m = make().fit(Xtr, ytr)
+    fit_s = time.perf_counter() - t0
+    d = tmp / name.split()[0]
+    shutil.rmtree(d, ignore_errors=True)
+    m.save(d)
+    m = load(d)
+    y = np.asarray(yte)
+    with m.uncached():
+        pred = np.asarray(m.predict(Xte))
+        p50, p99 = latency_ms(lambda t: m.predict_one(t), Xte, n=2000)
+        tput = throughput(m.predict, Xte, min_n=30_000)
+    ins = y != "oos"
+    return {
+        "acc": float((pred == y).mean()),
+        "f1": float(f1_score(y, pred, average="macro")),
+        "in_scope": float((pred[ins] == y[ins]).mean()) if (~ins).any() else None,
+        "fit_s": fit_s,
+        "tput": tput,
+        "p50": p50,
+        "p99": p99,
+        "mb": model_bytes(d) / 1e6,
+    }
+
+
+def compare(names: list[str], n_splits: int) -> None:
+    os.environ["OFFRAMP_CACHE_DIR"] = tempfile.mkdtemp(prefix="offramp-bench-cache-")
+    tmp = Path(tempfile.mkdtemp(prefix="offramp-static-bench-"))
+    for set_name in names:
+        data = SETS[set_name]()
+        per: dict[str, list[dict]] = {}
+        rows = []
+        for k in range(n_splits):
+            Xtr, ytr, Xte, yte = split(data, k)
+            for mname, make in models().items():
+                r = measure(mname, make, Xtr, ytr, Xte, yte, tmp)
+                per.setdefault(mname, []).append(r)
+                rows.append(
+                    [k, mname, f"{r['acc']:.4f}", f"{r['f1']:.4f}", "—" if r["in_scope"] is None else f"{r['in_scope']:.4f}",
+                     f"{r['fit_s']:.1f}", f"{r['tput']:,.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['mb']:.1f}"]
+                )  # fmt: skip
+                print(f"  {set_name} split {k} {mname}: acc {r['acc']:.4f}", file=sys.stderr, flush=True)
+        for mname, rs in per.items():
+            acc = [r["acc"] for r in rs]
+            ins = [r["in_scope"] for r in rs if r["in_scope"] is not None]
+            rows.append(
+                ["mean", mname, f"{np.mean(acc):.4f}", f"{np.mean([r['f1'] for r in rs]):.4f}",
+                 f"{np.mean(ins):.4f}" if ins else "—", "", f"{np.mean([r['tput'] for r in rs]):,.0f}",
+                 "", f"{np.mean([r['p99'] for r in rs]):.2f}", ""]
+            )  # fmt: skip
+            rows.append(
+                ["weakest", mname, f"{min(acc):.4f}", f"{min(r['f1'] for r in rs):.4f}",
+                 f"{min(ins):.4f}" if ins else "—", "", f"{min(r['tput'] for r in rs):,.0f}",
+                 "", f"{max(r['p99'] for r in rs):.2f}", ""]
+            )  # fmt: skip
+        print_table(
+            f"{set_name}: {len(Xtr):,} train / {len(Xte):,} test, {n_splits} split(s)",
+            [
+                "split",
+                "model",
+                "accuracy",
+                "macro-F1",
+                "in-scope acc",
+                "fit s",
+                "batch msg/s",
+                "p50 ms",
+                "p99 ms",
+                "MB",
+            ],
+            rows,
+        )
+        gaps = [s["acc"] - t["acc"] for s, t in zip(per["static-stacked"], per["MiniLM-stacked"])]
+        print(
+            f"\nstatic-stacked minus MiniLM-stacked accuracy: mean {np.mean(gaps):+.4f}, weakest {min(gaps):+.4f}; "
+            f"minus fast: mean {np.mean([s['acc'] - f['acc'] for s, f in zip(per['static-stacked'], per['fast (TF-IDF)'])]):+.4f}"
+        )
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def choice(names: list[str]) -> None:
+    from offramp import train
+    from offramp.data.io import Dataset
+
+    rows = []
+    for set_name in names:
+        Xtr, ytr, Xte, yte = split(SETS[set_name](), 0)
+        y = np.asarray(yte)
+        for quality in ("auto", "balanced"):
+            t0 = time.perf_counter()
+            model, rep = train(Dataset(list(Xtr), list(ytr), set_name), quality=quality, time_limit=None)
+            secs = time.perf_counter() - t0
+            with model.uncached():
+                pred = np.asarray(model.predict(Xte))
+                tput = throughput(model.predict, Xte, min_n=20_000)
+            win = next(c for c in rep.candidates if c.name == rep.winner)
+            rows.append(
+                [set_name, "auto (cheapest within 1 SE)" if quality == "auto" else "balanced (most accurate)",
+                 rep.winner, f"{win.cv_macro_f1:.4f} ± {win.cv_macro_f1_se:.4f}",
+                 f"{f1_score(y, pred, average='macro'):.4f}", f"{tput:,.0f}", f"{secs:.0f}"]
+            )  # fmt: skip
+            print(f"  {set_name} {quality}: {rep.winner}", file=sys.stderr, flush=True)
+    print_table(
+        "what train chooses (split 0, every candidate)",
+        ["set", "rule", "winner", "CV macro-F1 ± SE", "test macro-F1", "batch msg/s", "train s"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("sets", nargs="*", default=list(SETS))
+    ap.add_argument("--splits", type=int, default=3)
+    ap.add_argument("--choice", action="store_true", help="also compare train's auto choice with the most accurate")
+    args = ap.parse_args()
+    compare(args.sets, args.splits)
+    if args.choice:
+        choice(args.sets)
