@@ -4,6 +4,7 @@ and the MiniLM-stacked accurate tier, and what plain `offramp train` then choose
     python benchmarks/static_tier.py                       # inbox, banking77, clinc150; 3 splits each
     python benchmarks/static_tier.py banking77 --splits 1  # the official split only
     python benchmarks/static_tier.py --choice              # also: train's auto choice vs the most accurate
+    python benchmarks/static_tier.py --export [--web]      # also: the ONNX export (and onnxruntime-web)
 
 Split 0 is each set's published train/test split; split k > 0 pools train and test and draws a
 stratified test set of the same size with seed k. Every model is fitted with fixed settings (the
@@ -17,6 +18,11 @@ With ``--choice`` each set's split 0 is also trained by `train` as a user would 
 the cheapest candidate within one standard error of the best CV score) and with the same
 candidates where the most accurate wins (quality balanced), no time limit; the winner, its test
 macro-F1 and its batch speed are printed side by side.
+
+With ``--export`` a model of static embeddings alone (the exportable family) is trained on split 0,
+exported as float and int8 ONNX and run by onnxruntime on the whole test set: label agreement with
+offramp, the largest probability difference, accuracy, size. ``--web`` runs the float export in
+onnxruntime-web inside headless Chromium too (needs ``npm ci --prefix tests/web`` and Chromium).
 """
 
 from __future__ import annotations
@@ -188,12 +194,93 @@ def choice(names: list[str]) -> None:
     )
 
 
+def export_check(names: list[str], web: bool) -> None:
+    import onnxruntime as ort
+
+    from offramp.estimators.stacked import StackedLinear
+    from offramp.export.onnx import encode_for_onnx, export_onnx
+
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="offramp-export-bench-"))
+    for set_name in names:
+        Xtr, ytr, Xte, yte = split(SETS[set_name](), 0)
+        y = np.asarray(yte)
+        m = StackedLinear(None, None, loss="logreg", C=10.0, encoder="static-minilm").fit(Xtr, ytr)
+        q = m.predict_proba(Xte)
+        acc = float((m.classes_[q.argmax(1)] == y).mean())
+        for int8 in (False, True):
+            res = export_onnx(m, tmp / f"{set_name}-{int(int8)}", int8=int8)
+            feed = encode_for_onnx((Path(res.path) / "tokenizer.json").read_text(encoding="utf-8"), list(Xte))
+            s = ort.InferenceSession(str(Path(res.path) / "model.onnx"), providers=["CPUExecutionProvider"])
+            runs = [("onnxruntime", s.run(None, feed)[0])]
+            if web and not int8:
+                runs.append(("onnxruntime-web", run_in_browser(Path(res.path), feed, tmp / f"site-{set_name}")))
+            for runtime, p in runs:
+                rows.append(
+                    [set_name, "int8" if int8 else "float", runtime, f"{(p.argmax(1) == q.argmax(1)).mean():.4%}",
+                     f"{np.abs(p - q).max():.1e}", f"{acc:.4f}", f"{(m.classes_[p.argmax(1)] == y).mean():.4f}",
+                     f"{res.size_bytes / 1e6:.1f}"]
+                )  # fmt: skip
+    print_table(
+        "ONNX export of static embeddings alone (split 0, whole test set)",
+        ["set", "table", "runtime", "same label", "max prob diff", "offramp acc", "export acc", "MB"],
+        rows,
+    )
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_in_browser(model_dir: Path, feed: dict, site: Path) -> np.ndarray:
+    """Run ``model_dir``'s graph on ``feed`` in onnxruntime-web inside headless Chromium."""
+    import functools
+    import http.server
+    import json
+    import threading
+
+    from playwright import sync_api
+
+    ort_web = Path(__file__).resolve().parents[1] / "tests" / "web" / "node_modules" / "onnxruntime-web" / "dist"
+    site.mkdir(parents=True)
+    shutil.copytree(ort_web, site / "ort")
+    shutil.copytree(model_dir, site / "model")
+    ids, mask = feed["input_ids"], feed["attention_mask"]
+    (site / "feed.json").write_text(
+        json.dumps(
+            {"rows": ids.shape[0], "width": ids.shape[1], "ids": ids.ravel().tolist(), "mask": mask.ravel().tolist()}
+        )
+    )
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_export import PAGE, _Quiet
+
+    (site / "index.html").write_text(PAGE, encoding="utf-8")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with sync_api.sync_playwright() as p:
+            b = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-gpu"])
+            page = b.new_page()
+            page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
+            page.wait_for_function("document.title !== ''", timeout=300_000)
+            title, text = page.title(), page.inner_text("#out")
+            b.close()
+    finally:
+        httpd.shutdown()
+    if title != "done":
+        raise RuntimeError(text)
+    return np.asarray(json.loads(text), dtype=np.float64).reshape(ids.shape[0], -1)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("sets", nargs="*", default=list(SETS))
     ap.add_argument("--splits", type=int, default=3)
     ap.add_argument("--choice", action="store_true", help="also compare train's auto choice with the most accurate")
+    ap.add_argument("--export", action="store_true", help="also check the ONNX export on each test set")
+    ap.add_argument("--web", action="store_true", help="with --export: in onnxruntime-web in Chromium too")
+    ap.add_argument("--no-compare", action="store_true", help="skip the tier comparison")
     args = ap.parse_args()
-    compare(args.sets, args.splits)
+    if not args.no_compare:
+        compare(args.sets, args.splits)
     if args.choice:
         choice(args.sets)
+    if args.export:
+        export_check(args.sets, args.web)

@@ -29,7 +29,7 @@ compile() {  # compile OUT EXTRA...
 }
 
 status=0
-for spec in "runtime.lock embeddings privacy" "dev.lock dev embeddings privacy ray llm"; do
+for spec in "runtime.lock embeddings privacy" "dev.lock dev embeddings privacy ray llm export"; do
   set -- $spec
   name=$1; shift
   if [ "$mode" = --check ]; then

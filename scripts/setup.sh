@@ -30,10 +30,17 @@ pip=(python3 -m pip install --quiet --disable-pip-version-check)
 # a constraint, so pip never resolves a version the lock does not name; `pip check` then proves the
 # set consistent.
 lock=requirements/runtime.lock extras="embeddings,privacy"
-[ "$dev" = 1 ] && lock=requirements/dev.lock extras="dev,embeddings,privacy,ray,llm"
+[ "$dev" = 1 ] && lock=requirements/dev.lock extras="dev,embeddings,privacy,ray,llm,export"
 if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get install -y -q chromium >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
+fi
+if [ "$dev" = 1 ] && ! command -v npm >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get install -y -q npm >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q npm >/dev/null; }
+fi
+if [ "$dev" = 1 ]; then  # onnxruntime-web for the export test in Chromium, at the lock's integrity hashes
+  npm ci --prefix tests/web --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null
 fi
 constraints="$(mktemp)"; trap 'rm -f "$constraints"' EXIT
 # pip refuses hashes in a constraint file beside an editable install: the constraint is the lock

@@ -20,6 +20,7 @@ from offramp.cli import (
     demo,
     encoders,
     evaluation,
+    export,
     llm,
     monitoring,
     privacy,
@@ -46,6 +47,7 @@ GROUPS = (
     training,
     encoders,
     evaluation,
+    export,
     scale,
     demo,
     serving,
@@ -94,6 +96,7 @@ PARAM_FLAGS = {
     "gpu_tokens_per_s": "--gpu-tokens-per-s",
     "cpu_usd_per_hour": "--cpu-usd-per-hour",
     "throughput": "--throughput",
+    "format": "--format",
 }
 
 

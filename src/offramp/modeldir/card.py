@@ -157,17 +157,21 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
     lines += [
         "## What was tried",
         "",
-        "| candidate | description | CV macro-F1 | CV accuracy | p99 ms (one message) | size MB | seconds | status |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| candidate | description | CV macro-F1 | ± SE | CV accuracy | µs per message (batch) "
+        "| p99 ms (one message) | size MB | seconds | status |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in info["candidates"]:
         f1 = "—" if r["cv_macro_f1"] is None else f"{r['cv_macro_f1']:.4f}"
+        se = "—" if r.get("cv_macro_f1_se") is None else f"{r['cv_macro_f1_se']:.4f}"
+        cost = "—" if r.get("cost_us") is None else f"{r['cost_us']:,.1f}"
         acc = "—" if r["cv_accuracy"] is None else f"{r['cv_accuracy']:.4f}"
         lat = "—" if r.get("latency_p99_ms") is None else f"{r['latency_p99_ms']:.2f}"
         size = "—" if r.get("size_bytes") is None else f"{r['size_bytes'] / 1e6:.2f}"
         mark = " **(chosen)**" if r["name"] == info["winner"] else ""
         lines.append(
-            f"| {r['name']}{mark} | {r['description']} | {f1} | {acc} | {lat} | {size} | {r['seconds']:.1f} | {r['status']} |"
+            f"| {r['name']}{mark} | {r['description']} | {f1} | {se} | {acc} | {cost} | {lat} | {size} "
+            f"| {r['seconds']:.1f} | {r['status']} |"
         )
     skipped = [r["name"] for r in info["candidates"] if str(r["status"]).startswith("skipped")]
     if skipped:
@@ -177,15 +181,25 @@ def render_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
             "(`time_limit=None`; on the command line `--time-limit none`) to try every candidate; the choice then "
             "depends only on the data and the seed.",
         ]
+    if info.get("rule") == "cheapest":
+        loss = info.get("max_quality_loss")
+        chosen = (
+            "Chosen: the cheapest candidate (µs per message) whose cross-validated macro-F1 is within "
+            + (f"{loss:g}" if loss is not None else "one standard error")
+            + " of the highest"
+        )
+    else:
+        chosen = "Chosen: the highest cross-validated macro-F1 (ties, to 4 decimals, go to the candidate listed first)"
     lines += [
         "",
-        "Chosen: the highest cross-validated macro-F1 (ties, to 4 decimals, go to the candidate listed first)"
+        chosen
         + (
             f" among candidates within the {info['latency_budget_ms']:g} ms latency budget"
             if info.get("latency_budget_ms")
             else ""
         )
-        + ". Accurate-tier candidates also need their shared sentence encoder (installed once, not stored here).",
+        + ". Accurate-tier candidates also need their shared sentence encoder (installed once, not stored here); "
+        "static-tier models carry their table.",
         "",
         "## Size",
         "",

@@ -36,7 +36,8 @@ def multilabel_candidates(
     quality: str, seed: int = 0, encoder: str = "minilm"
 ) -> list[tuple[str, Callable[[], TfidfMultiLabel]]]:
     """(name, factory) per candidate: the fast tier's SVMs; ``balanced``/``best`` put the stacked
-    tier (TF-IDF + sentence embeddings from ``encoder``) first."""
+    tier (TF-IDF + sentence embeddings from ``encoder``) first, and for English data the static
+    tier (TF-IDF + static embeddings distilled from MiniLM) beside it."""
     fast: list[tuple[str, Callable[[], TfidfMultiLabel]]] = [
         (f"{loss}-C{C:g}", partial(TfidfMultiLabel, loss=loss, C=C, seed=seed)) for loss, C in CANDIDATES
     ]
@@ -49,6 +50,13 @@ def multilabel_candidates(
             partial(StackedMultiLabel, loss="svm", C=0.5, seed=seed, embed_weight=1.5, encoder=encoder),
         )
     ]
+    if encoder == "minilm":
+        stacked.append(
+            (
+                "static-stacked-e2-svm-C1",
+                partial(StackedMultiLabel, loss="svm", C=1.0, seed=seed, embed_weight=2.0, encoder="static-minilm"),
+            )
+        )
     return stacked + fast[:1] if quality == "balanced" else stacked + fast
 
 
