@@ -5,19 +5,24 @@ and the MiniLM-stacked accurate tier, and what plain `offramp train` then choose
     python benchmarks/static_tier.py banking77 --splits 1  # the official split only
     python benchmarks/static_tier.py --choice              # also: train's auto choice vs the most accurate
     python benchmarks/static_tier.py --export [--web]      # also: the ONNX export (and onnxruntime-web)
+    python benchmarks/static_tier.py --wordllama           # also: wordllama's shipped table, stacked the same way
 
 Split 0 is each set's published train/test split; split k > 0 pools train and test and draws a
 stratified test set of the same size with seed k. Every model is fitted with fixed settings (the
 search's first candidate of each tier), saved, reloaded and measured from its directory: test
 accuracy, macro-F1 (CLINC150: in-scope accuracy too; out-of-scope is one of the classes here),
-fit seconds (MiniLM's from an empty embedding cache on split 0), batch messages/s, single-message
-p50/p99 in process, directory size (MiniLM's 23 MB encoder is not in it; the static table is).
+fit seconds (MiniLM's from an empty embedding cache on split 0), batch messages/s (up to 30,000
+messages or 20 s), single-message p50/p99 in process (2,000 messages or 15 s), directory size (MiniLM's 23 MB encoder is not in it; the static table is).
 Each table ends with the mean and the weakest split.
 
 With ``--choice`` each set's split 0 is also trained by `train` as a user would (quality auto:
 the cheapest candidate within one standard error of the best CV score) and with the same
 candidates where the most accurate wins (quality balanced), no time limit; the winner, its test
 macro-F1 and its batch speed are printed side by side.
+
+With ``--wordllama`` a fourth row stacks wordllama's shipped static embeddings (256 dimensions over
+Llama-2's 32,000 tokens; ``pip install --no-deps --require-hashes -r requirements/bench-data.txt``)
+the same way as offramp's table, read from the package's files.
 
 With ``--export`` a model of static embeddings alone (the exportable family) is trained on split 0,
 exported as float and int8 ONNX and run by onnxruntime on the whole test set: label agreement with
@@ -40,7 +45,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import banking77, clinc150, latency_ms, print_table, throughput
+from common import banking77, clinc150, print_table
 
 
 def inbox():
@@ -70,16 +75,79 @@ def split(data, k: int):
     return Xtr2, ytr2, Xte2, yte2
 
 
-def models():
+def register_wordllama() -> None:
+    """wordllama's table as a static encoder named ``static-wordllama`` (this process only)."""
+    import importlib.util
+
+    from offramp.encoders import sentence
+    from offramp.encoders.mpnet import read_safetensors
+    from offramp.encoders.static import FORMAT, StaticEncoder, vectors_sha256
+
+    spec = importlib.util.find_spec("wordllama")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(
+            "wordllama is not installed: pip install --no-deps --require-hashes -r requirements/bench-data.txt"
+        )
+    root = Path(list(spec.submodule_search_locations)[0])
+    vectors = next(iter(read_safetensors(root / "weights" / "l2_supercat_256.safetensors").values()))
+    vectors = np.asarray(vectors, dtype=np.float16)
+    tok = (root / "tokenizers" / "l2_supercat_tokenizer_config.json").read_text(encoding="utf-8")
+    manifest = {
+        "format": FORMAT, "name": "static-wordllama", "vocab_size": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
+        "vectors_sha256": vectors_sha256(vectors), "source": {"encoder": "wordllama l2_supercat_256"},
+    }  # fmt: skip
+    enc = StaticEncoder(manifest, vectors, tok)
+    sentence.register_encoder(
+        sentence.EncoderInfo("static-wordllama", "wordllama l2_supercat_256", "wordllama", "", enc.dim, ("en",),
+                             vectors.nbytes / 1e6, "", "MIT", "", lambda: enc, lambda: True)
+    )  # fmt: skip
+    from offramp.estimators.stacked import StackedLinear
+
+    StackedLinear._parameter_constraints["encoder"][0].options.add("static-wordllama")
+
+
+def models(wordllama: bool = False):
     from offramp.estimators.stacked import StackedLinear
     from offramp.estimators.tfidf import TfidfLinear
 
     tf = dict(word_ngrams=(1, 2), char_ngrams=(1, 4), min_df=2)
-    return {
+    out = {
         "fast (TF-IDF)": lambda: TfidfLinear(**tf, loss="svm", C=0.5),
         "static-stacked": lambda: StackedLinear(**tf, loss="svm", C=1.0, embed_weight=2.0, encoder="static-minilm"),
         "MiniLM-stacked": lambda: StackedLinear(**tf, loss="svm", C=0.5, embed_weight=1.5, encoder="minilm"),
     }
+    if wordllama:
+        out["wordllama-stacked"] = lambda: StackedLinear(
+            **tf, loss="svm", C=1.0, embed_weight=2.0, encoder="static-wordllama"
+        )
+    return out
+
+
+def latency(fn, texts, n: int = 2000, max_seconds: float = 15.0) -> tuple[float, float]:
+    """p50 and p99 ms of single messages: n of them, or fewer when that takes over max_seconds
+    (at least 300)."""
+    for t in texts[:20]:
+        fn(t)
+    out, t_end = [], time.perf_counter() + max_seconds
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(texts[i % len(texts)])
+        out.append(time.perf_counter() - t0)
+        if i >= 300 and t0 > t_end:
+            break
+    return float(np.percentile(out, 50) * 1e3), float(np.percentile(out, 99) * 1e3)
+
+
+def batch_speed(fn, texts, min_n: int = 30_000, max_seconds: float = 20.0) -> float:
+    """Messages per second of batch prediction: the test set repeated to min_n messages, or for
+    max_seconds when that comes first (whole passes of at most 2,000 messages)."""
+    chunk = list(texts[:2000])
+    fn(chunk[:200])
+    n, t0 = 0, time.perf_counter()
+    while n < min_n and time.perf_counter() - t0 < max_seconds:
+        fn(chunk)
+        n += len(chunk)
+    return n / (time.perf_counter() - t0)
 
 
 def measure(name, make, Xtr, ytr, Xte, yte, tmp: Path) -> dict:
@@ -96,8 +164,8 @@ def measure(name, make, Xtr, ytr, Xte, yte, tmp: Path) -> dict:
     y = np.asarray(yte)
     with m.uncached():
         pred = np.asarray(m.predict(Xte))
-        p50, p99 = latency_ms(lambda t: m.predict_one(t), Xte, n=2000)
-        tput = throughput(m.predict, Xte, min_n=30_000)
+        p50, p99 = latency(m.predict_one, Xte)
+        tput = batch_speed(m.predict, Xte)
     ins = y != "oos"
     return {
         "acc": float((pred == y).mean()),
@@ -111,7 +179,7 @@ def measure(name, make, Xtr, ytr, Xte, yte, tmp: Path) -> dict:
     }
 
 
-def compare(names: list[str], n_splits: int) -> None:
+def compare(names: list[str], n_splits: int, wordllama: bool = False) -> None:
     os.environ["OFFRAMP_CACHE_DIR"] = tempfile.mkdtemp(prefix="offramp-bench-cache-")
     tmp = Path(tempfile.mkdtemp(prefix="offramp-static-bench-"))
     for set_name in names:
@@ -120,7 +188,7 @@ def compare(names: list[str], n_splits: int) -> None:
         rows = []
         for k in range(n_splits):
             Xtr, ytr, Xte, yte = split(data, k)
-            for mname, make in models().items():
+            for mname, make in models(wordllama).items():
                 r = measure(mname, make, Xtr, ytr, Xte, yte, tmp)
                 per.setdefault(mname, []).append(r)
                 rows.append(
@@ -179,7 +247,7 @@ def choice(names: list[str]) -> None:
             secs = time.perf_counter() - t0
             with model.uncached():
                 pred = np.asarray(model.predict(Xte))
-                tput = throughput(model.predict, Xte, min_n=20_000)
+                tput = batch_speed(model.predict, Xte)
             win = next(c for c in rep.candidates if c.name == rep.winner)
             rows.append(
                 [set_name, "auto (cheapest within 1 SE)" if quality == "auto" else "balanced (most accurate)",
@@ -277,9 +345,12 @@ if __name__ == "__main__":
     ap.add_argument("--export", action="store_true", help="also check the ONNX export on each test set")
     ap.add_argument("--web", action="store_true", help="with --export: in onnxruntime-web in Chromium too")
     ap.add_argument("--no-compare", action="store_true", help="skip the tier comparison")
+    ap.add_argument("--wordllama", action="store_true", help="also stack wordllama's shipped table")
     args = ap.parse_args()
+    if args.wordllama:
+        register_wordllama()
     if not args.no_compare:
-        compare(args.sets, args.splits)
+        compare(args.sets, args.splits, args.wordllama)
     if args.choice:
         choice(args.sets)
     if args.export:
