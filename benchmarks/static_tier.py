@@ -33,6 +33,7 @@ onnxruntime-web inside headless Chromium too (needs ``npm ci --prefix tests/web`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -298,43 +299,15 @@ def export_check(names: list[str], web: bool) -> None:
 
 
 def run_in_browser(model_dir: Path, feed: dict, site: Path) -> np.ndarray:
-    """Run ``model_dir``'s graph on ``feed`` in onnxruntime-web inside headless Chromium."""
-    import functools
-    import http.server
-    import json
-    import threading
-
-    from playwright import sync_api
-
-    ort_web = Path(__file__).resolve().parents[1] / "tests" / "web" / "node_modules" / "onnxruntime-web" / "dist"
-    site.mkdir(parents=True)
-    shutil.copytree(ort_web, site / "ort")
-    shutil.copytree(model_dir, site / "model")
-    ids, mask = feed["input_ids"], feed["attention_mask"]
-    (site / "feed.json").write_text(
-        json.dumps(
-            {"rows": ids.shape[0], "width": ids.shape[1], "ids": ids.ravel().tolist(), "mask": mask.ravel().tolist()}
-        )
-    )
+    """Run ``model_dir``'s graph on ``feed`` in onnxruntime-web inside headless Chromium (the test
+    suite's runner, tests/test_export.py)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_export import PAGE, _Quiet
+    from test_export import run_in_chromium
 
-    (site / "index.html").write_text(PAGE, encoding="utf-8")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        with sync_api.sync_playwright() as p:
-            b = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-gpu"])
-            page = b.new_page()
-            page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
-            page.wait_for_function("document.title !== ''", timeout=300_000)
-            title, text = page.title(), page.inner_text("#out")
-            b.close()
-    finally:
-        httpd.shutdown()
+    title, text = run_in_chromium(model_dir, feed, site, timeout_ms=300_000)
     if title != "done":
         raise RuntimeError(text)
-    return np.asarray(json.loads(text), dtype=np.float64).reshape(ids.shape[0], -1)
+    return np.asarray(json.loads(text), dtype=np.float64).reshape(feed["input_ids"].shape[0], -1)
 
 
 if __name__ == "__main__":

@@ -159,15 +159,12 @@ ort.env.wasm.numThreads = 1;
 """
 
 
-def test_onnxruntime_web_in_chromium_gives_the_same_probabilities(model, exported, data, tmp_path):
-    assert ORT_WEB.is_dir(), "onnxruntime-web is not installed: npm ci --prefix tests/web (scripts/setup.sh --dev does)"
-    _, (test_texts, _) = data
-    texts = test_texts[:300]
-    site = tmp_path / "site"
-    site.mkdir()
+def run_in_chromium(model_dir: Path, feed: dict, site: Path, timeout_ms: int = 60_000) -> tuple[str, str]:
+    """Run ``model_dir``'s graph on ``feed`` in onnxruntime-web inside headless Chromium, served
+    from ``site`` on loopback: (page title, "done" or "failed"; the probabilities as JSON, or the error)."""
+    site.mkdir(parents=True)
     shutil.copytree(ORT_WEB, site / "ort")
-    shutil.copytree(exported[0].path, site / "model")
-    feed = encode_for_onnx((site / "model" / "tokenizer.json").read_text(encoding="utf-8"), texts)
+    shutil.copytree(model_dir, site / "model")
     ids, mask = feed["input_ids"], feed["attention_mask"]
     (site / "feed.json").write_text(
         json.dumps(
@@ -182,11 +179,20 @@ def test_onnxruntime_web_in_chromium_gives_the_same_probabilities(model, exporte
             b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             page = b.new_page()
             page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
-            page.wait_for_function("document.title !== ''", timeout=60_000)
+            page.wait_for_function("document.title !== ''", timeout=timeout_ms)
             title, text = page.title(), page.inner_text("#out")
             b.close()
     finally:
         httpd.shutdown()
+    return title, text
+
+
+def test_onnxruntime_web_in_chromium_gives_the_same_probabilities(model, exported, data, tmp_path):
+    assert ORT_WEB.is_dir(), "onnxruntime-web is not installed: npm ci --prefix tests/web (scripts/setup.sh --dev does)"
+    _, (test_texts, _) = data
+    texts = test_texts[:300]
+    feed = encode_for_onnx((Path(exported[0].path) / "tokenizer.json").read_text(encoding="utf-8"), texts)
+    title, text = run_in_chromium(Path(exported[0].path), feed, tmp_path / "site")
     assert title == "done", text
     web = np.asarray(json.loads(text), dtype=np.float64).reshape(len(texts), -1)
     q = model.predict_proba(texts)
