@@ -7,6 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 
@@ -50,6 +52,30 @@ def test_vectors_are_unit_length_and_carry_meaning(table):
     assert v[0] @ v[1] > v[0] @ v[2] + 0.1
     # one at a time and in a batch: the same vectors
     assert np.allclose(table.encode_uncached(["my card has not arrived yet"])[0], v[0], atol=1e-6)
+
+
+_TRICKY = [
+    "", "   ", "\t\r\n", "x" * 150, "don't __init__ ~`|{}", "hello [SEP] world", "[UNK]", "[unk] [cls",
+    "a\x0bb\x0cc\x1cd\x00e\x7f", "naïve café", "日本語 text", "a\u2028b", "Card ****1234 declined!!!",
+    "word " * 700, "PIN?!@#$%^&*()_+-=", "ÀÉÎ",
+]  # fmt: skip
+
+
+def test_the_quick_ascii_path_gives_the_tokenizers_ids(table, inbox_sample):
+    texts, _ = _rows(inbox_sample[0])
+    texts += _TRICKY
+    ref = [e.ids[: static.MAX_TOKENS] for e in table._tok.encode_batch(texts, add_special_tokens=False)]
+    assert table._ascii is not None  # MiniLM's tokenizer is one the quick path knows
+    assert table.token_ids(texts) == ref
+    assert table.token_ids(texts) == ref  # and again from the remembered words
+    assert len(table.token_ids(["word " * 700])[0]) == static.MAX_TOKENS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=60), min_size=1, max_size=8))
+def test_any_ascii_text_gets_the_tokenizers_ids(table, texts):
+    ref = [e.ids[: static.MAX_TOKENS] for e in table._tok.encode_batch(texts, add_special_tokens=False)]
+    assert table.token_ids(texts) == ref
 
 
 def test_a_changed_table_is_refused_at_load(table, tmp_path):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -89,6 +90,72 @@ class DistillSettings:
 
 
 # ---------------------------------------------------------------------------- the encoder
+_ASCII_WORD = re.compile(r"[a-z0-9]+|[^a-z0-9\s]")
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # dropped by the normaliser: the tokenizer's business
+_WORD_CACHE_MAX = 200_000  # distinct words remembered (a few tens of MB at most); then it starts afresh
+
+
+class _AsciiWordPieces:
+    """Token ids of plain-ASCII messages without the tokenizer's per-message machinery.
+
+    For a lower-casing BERT tokenizer (BERT normaliser, BERT pre-tokenizer, WordPiece) an ASCII
+    message's tokens are its runs of letters and digits and each other visible character, lower
+    case, each cut into word pieces independently of its neighbours. So the pieces of each word are
+    asked of the tokenizer once and remembered, and a message is split with one regular
+    expression. Anything else -- non-ASCII text, control characters, a literal special token such
+    as ``[SEP]`` -- goes to the tokenizer itself. Same ids as the tokenizer, a few times faster.
+    """
+
+    def __init__(self, tokenizer: Any, tokenizer_json: str):
+        self._tok = tokenizer
+        spec = json.loads(tokenizer_json)
+        specials = [str(t["content"]) for t in spec.get("added_tokens") or []]
+        self._special = re.compile("|".join(re.escape(s) for s in specials)) if specials else None
+        self._words: dict[str, list[int]] = {}
+
+    @staticmethod
+    def applies(tokenizer_json: str) -> bool:
+        spec = json.loads(tokenizer_json)
+        norm, pre, model = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}, spec.get("model") or {}
+        return (
+            norm.get("type") == "BertNormalizer"
+            and norm.get("lowercase") is True
+            and norm.get("clean_text") is True
+            and pre.get("type") == "BertPreTokenizer"
+            and model.get("type") == "WordPiece"
+        )
+
+    def _plain(self, text: str) -> bool:
+        return (
+            text.isascii()
+            and _ASCII_CONTROL.search(text) is None
+            and not ("[" in text and self._special is not None and self._special.search(text) is not None)
+        )
+
+    def ids(self, texts: Sequence[str], batch: Callable[..., Any]) -> list[list[int]]:
+        words, tok = self._words, self._tok
+        if len(words) > _WORD_CACHE_MAX:
+            words.clear()
+        out: list[list[int]] = []
+        rest: list[int] = []
+        for i, text in enumerate(texts):
+            if not self._plain(text):
+                out.append([])
+                rest.append(i)
+                continue
+            ids: list[int] = []
+            for w in _ASCII_WORD.findall(text.lower()):
+                p = words.get(w)
+                if p is None:
+                    p = words[w] = tok.encode(w, add_special_tokens=False).ids
+                ids += p
+            out.append(ids[:MAX_TOKENS])
+        if rest:
+            for i, e in zip(rest, batch([texts[i] for i in rest], add_special_tokens=False)):
+                out[i] = e.ids
+        return out
+
+
 class StaticEncoder(CachedEncoder):
     """Message vectors from a distilled token table (see the module doc); no on-disk cache (computing
     a vector costs less than looking one up)."""
@@ -112,6 +179,7 @@ class StaticEncoder(CachedEncoder):
         self._tok.enable_truncation(max_length=MAX_TOKENS)
         # without character offsets where this tokenizers version can (half the time)
         self._encode_batch = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+        self._ascii = _AsciiWordPieces(self._tok, tokenizer_json) if _AsciiWordPieces.applies(tokenizer_json) else None
         self._cache = None
 
     @classmethod
@@ -128,10 +196,17 @@ class StaticEncoder(CachedEncoder):
             raise ModelDirError(f"{path}: unreadable static encoder ({e})", "distill it again") from None
         return cls(manifest, vectors, (path / "tokenizer.json").read_text(encoding="utf-8"))
 
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each message's token ids (no start or end marker, at most ``MAX_TOKENS``), as the
+        tokenizer gives them."""
+        if self._ascii is not None:
+            return self._ascii.ids(texts, self._encode_batch)
+        return [e.ids for e in self._encode_batch(list(texts), add_special_tokens=False)]
+
     def _run(self, texts: Sequence[str]) -> np.ndarray:
-        encs = self._encode_batch(list(texts), add_special_tokens=False)
-        lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-        ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int64, count=int(lengths.sum()))
+        per = self.token_ids(texts)
+        lengths = np.fromiter((len(t) for t in per), dtype=np.int64, count=len(per))
+        ids = np.fromiter((i for t in per for i in t), dtype=np.int64, count=int(lengths.sum()))
         indptr = np.concatenate([[0], np.cumsum(lengths)])
         weights = np.repeat(1.0 / np.maximum(lengths, 1), lengths).astype(np.float32)
         mean = sp.csr_matrix((weights, ids, indptr), shape=(len(texts), len(self._table)))
