@@ -6,6 +6,7 @@ and the MiniLM-stacked accurate tier, and what plain `offramp train` then choose
     python benchmarks/static_tier.py --choice              # also: train's auto choice vs the most accurate
     python benchmarks/static_tier.py --export [--web]      # also: the ONNX export (and onnxruntime-web)
     python benchmarks/static_tier.py --wordllama           # also: wordllama's shipped table, stacked the same way
+    python benchmarks/static_tier.py --tiers fast,static   # only these rows (speed after a change to one tier)
 
 Split 0 is each set's published train/test split; split k > 0 pools train and test and draws a
 stratified test set of the same size with seed k. Every model is fitted with fixed settings (the
@@ -107,7 +108,7 @@ def register_wordllama() -> None:
     StackedLinear._parameter_constraints["encoder"][0].options.add("static-wordllama")
 
 
-def models(wordllama: bool = False):
+def models(wordllama: bool = False, tiers: list[str] | None = None):
     from offramp.estimators.stacked import StackedLinear
     from offramp.estimators.tfidf import TfidfLinear
 
@@ -121,6 +122,8 @@ def models(wordllama: bool = False):
         out["wordllama-stacked"] = lambda: StackedLinear(
             **tf, loss="svm", C=1.0, embed_weight=2.0, encoder="static-wordllama"
         )
+    if tiers:
+        out = {k: v for k, v in out.items() if any(k.lower().startswith(t.lower()) for t in tiers)}
     return out
 
 
@@ -180,7 +183,7 @@ def measure(name, make, Xtr, ytr, Xte, yte, tmp: Path) -> dict:
     }
 
 
-def compare(names: list[str], n_splits: int, wordllama: bool = False) -> None:
+def compare(names: list[str], n_splits: int, wordllama: bool = False, tiers: list[str] | None = None) -> None:
     os.environ["OFFRAMP_CACHE_DIR"] = tempfile.mkdtemp(prefix="offramp-bench-cache-")
     tmp = Path(tempfile.mkdtemp(prefix="offramp-static-bench-"))
     for set_name in names:
@@ -189,7 +192,7 @@ def compare(names: list[str], n_splits: int, wordllama: bool = False) -> None:
         rows = []
         for k in range(n_splits):
             Xtr, ytr, Xte, yte = split(data, k)
-            for mname, make in models(wordllama).items():
+            for mname, make in models(wordllama, tiers).items():
                 r = measure(mname, make, Xtr, ytr, Xte, yte, tmp)
                 per.setdefault(mname, []).append(r)
                 rows.append(
@@ -226,6 +229,8 @@ def compare(names: list[str], n_splits: int, wordllama: bool = False) -> None:
             ],
             rows,
         )
+        if not {"static-stacked", "MiniLM-stacked", "fast (TF-IDF)"} <= set(per):
+            continue
         gaps = [s["acc"] - t["acc"] for s, t in zip(per["static-stacked"], per["MiniLM-stacked"])]
         print(
             f"\nstatic-stacked minus MiniLM-stacked accuracy: mean {np.mean(gaps):+.4f}, weakest {min(gaps):+.4f}; "
@@ -319,11 +324,12 @@ if __name__ == "__main__":
     ap.add_argument("--web", action="store_true", help="with --export: in onnxruntime-web in Chromium too")
     ap.add_argument("--no-compare", action="store_true", help="skip the tier comparison")
     ap.add_argument("--wordllama", action="store_true", help="also stack wordllama's shipped table")
+    ap.add_argument("--tiers", help="comma-separated rows to run (fast, static, minilm, wordllama); default all")
     args = ap.parse_args()
     if args.wordllama:
         register_wordllama()
     if not args.no_compare:
-        compare(args.sets, args.splits, args.wordllama)
+        compare(args.sets, args.splits, args.wordllama, args.tiers.split(",") if args.tiers else None)
     if args.choice:
         choice(args.sets)
     if args.export:

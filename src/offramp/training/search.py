@@ -298,7 +298,7 @@ def select_model(
             if time_candidates or latency_budget_ms is not None:
                 with m.uncached():
                     sample = [texts[i] for i in te[:200]]
-                    lat = measure_latency(m.predict_one, sample, n=300, warmup=10, max_seconds=2.0)
+                    lat = measure_latency(m.predict_one, sample, n=300, warmup=5, max_seconds=1.0, min_n=30)
             size = int(sum(a.nbytes for a in m.get_state()[1].values()))
             cost = None
             if time_candidates or rule == "cheapest":
@@ -370,10 +370,16 @@ def select_model(
 
 
 def batch_cost_us(predict: Callable[[list[str]], object], texts: list[str], min_seconds: float = 0.2) -> float:
-    """Microseconds per message for batch prediction over ``texts`` (repeated to ``min_seconds``)."""
+    """Microseconds per message for batch prediction over ``texts`` (repeated to ``min_seconds``).
+
+    A slow model (a sentence encoder) is timed on as many of the texts as fill ``min_seconds``
+    once, judged from the warm-up, so its cost is known in a fraction of a second too."""
     if not texts:
         return 0.0
-    predict(texts[:50])  # warm-up
+    w0 = time.perf_counter()
+    predict(texts[:8])  # warm-up, and a first estimate
+    per = (time.perf_counter() - w0) / min(8, len(texts))
+    texts = texts[: max(8, min(len(texts), int(min_seconds / max(per, 1e-9))))]
     n, t0 = 0, time.perf_counter()
     while True:
         predict(texts)

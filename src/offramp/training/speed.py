@@ -22,11 +22,16 @@ def latency_summary(ms: Sequence[float] | np.ndarray) -> dict[str, float | int |
 
 
 def measure_latency(
-    predict_one, texts: Sequence[str], n: int = 1000, warmup: int = 20, max_seconds: float = 2.0
+    predict_one,
+    texts: Sequence[str],
+    n: int = 1000,
+    warmup: int = 20,
+    max_seconds: float = 2.0,
+    min_n: int = 100,
 ) -> dict:
     """Milliseconds per single message, one at a time, in process: p50, p95, p99.
 
-    Stops after ``n`` messages or ``max_seconds`` (with at least 100 measured), whichever is first.
+    Stops after ``n`` messages or ``max_seconds`` (with at least ``min_n`` measured), whichever is first.
     """
     if not texts:
         return latency_summary([])
@@ -39,7 +44,7 @@ def measure_latency(
         t0 = time.perf_counter()
         predict_one(t)
         times.append(time.perf_counter() - t0)
-        if len(times) >= 100 and t0 - start > max_seconds:
+        if len(times) >= min_n and t0 - start > max_seconds:
             break
     return latency_summary(np.asarray(times) * 1e3)
 
