@@ -106,7 +106,10 @@ def test_distill_refuses_bad_input_in_one_line_before_work(tmp_path):
 def test_distill_json_and_the_encoder_list(table):
     r = run_cli("encoders", "distill", "--json", "-q")  # already in place: checked, not redone
     assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
     doc = json.loads(r.stdout)
+    r = run_cli("encoders", "distill", "--json")  # the progress line goes to stderr, the object alone to stdout
+    assert json.loads(r.stdout) == doc and "already holds it" in r.stderr
     assert doc["name"] == "static-minilm" and doc["vectors_sha256"] == table.manifest["vectors_sha256"]
     assert doc["used_by_training"] is True
     r = run_cli("encoders", "--json")

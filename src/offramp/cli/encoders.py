@@ -51,8 +51,8 @@ def distill_cmd(
         None,
         "--out",
         "-o",
-        help="Directory to write (must not exist). Default: where training looks for it (the cache, or "
-        "with --install this environment's share/offramp).",
+        help="Directory to write (must not exist). Default: where training looks for it (this "
+        "environment's share/offramp when it is there or with --install, else the cache).",
     ),
     install: bool = typer.Option(
         False, "--install", help="Write it into this Python environment, where every user and run finds it."
@@ -71,10 +71,13 @@ def distill_cmd(
     if out_dir is not None and install:
         raise UsageError("give --out DIR or --install, not both")
     default = out_dir is None and dims == static.DEFAULT_DIMS
-    target = out_dir or (static.install_dir(settings) if install else static.cached_dir(settings))
+    target = out_dir or static.install_dir(settings)
+    if out_dir is None and not install and not (target / "manifest.json").is_file():
+        target = static.cached_dir(settings)  # where training looks after this environment
     if out_dir is None and (target / "manifest.json").is_file():
         enc = static.StaticEncoder.from_dir(target)
-        say(f"{target} already holds it (checked against its manifest)", quiet)
+        if not quiet:
+            say(f"{target} already holds it (checked against its manifest)", as_json)
     else:
         if out_dir is None and target.exists():
             raise UsageError(f"{target} exists but is not a static encoder", f"remove it: rm -r {target}")
@@ -82,7 +85,8 @@ def distill_cmd(
             enc = static.distill(
                 settings, target, on_progress=lambda done, total: progress(f"tokens {done:,} of {total:,}")
             )
-        say(f"wrote {target} in {enc.distill_seconds:.1f} s", quiet)
+        if not quiet:
+            say(f"wrote {target} in {enc.distill_seconds:.1f} s", as_json)
     info = {**static.describe(enc), "path": str(target), "used_by_training": default}
     if as_json:
         emit(info)
