@@ -279,6 +279,7 @@ def _check_single(
         seed=seed,
         n_folds=k,
         on_progress=on_progress,
+        time_candidates=False,  # only the out-of-fold probabilities are wanted here
     )
     assert sel.oof_proba is not None
     y = np.searchsorted(classes, y_str)
