@@ -105,7 +105,7 @@ class Server:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
-                time.sleep(0.2)
+                time.sleep(0.05)
         raise RuntimeError("server did not start")
 
     def stop(self):
@@ -127,7 +127,7 @@ def wait_for_llm(url: str, proc: subprocess.Popen, log: Path, seconds: float = 1
             if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
-            time.sleep(0.5)
+            time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"the LLM server at {url} did not start within {seconds:g} s")
 

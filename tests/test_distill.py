@@ -53,6 +53,23 @@ def test_a_student_of_a_noisy_teacher_beats_it_and_the_rows_say_so(split, tmp_pa
     assert head[:4] == ["", "trained on", "macro-F1", "accuracy"] and len(body) == 4
 
 
+def test_rows_can_refit_one_configuration_instead_of_searching(split, tmp_path):
+    from offramp.estimators.tfidf import TfidfLinear
+
+    train, test = split
+    path = tmp_path / "teacher.jsonl"
+    taught = _noisy(train.labels[:300], 0.2, 0)
+    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(train.texts[:300], taught)))
+    like = TfidfLinear(word_ngrams=(1, 1), char_ngrams=None, C=0.3)
+    d = teacher_student(train, test, path, metrics_report(test.labels, test.labels), like=like,
+                        like_name="svm-w1-C0.3")  # fmt: skip
+    assert d.trained_like == "svm-w1-C0.3" and "refits the main model's configuration (svm-w1-C0.3)" in d.caption()
+    # the student row is exactly a refit of that configuration on the teacher's labels
+    m = TfidfLinear(word_ngrams=(1, 1), char_ngrams=None, C=0.3).fit(train.texts[:300], taught)
+    want = metrics_report(test.labels, [str(p) for p in m.predict(test.texts)])
+    assert d.rows[1].macro_f1 == pytest.approx(want.macro_f1) and not hasattr(like, "coef_")
+
+
 def test_teacher_labels_of_texts_outside_the_training_split_are_refused(split, tmp_path):
     train, test = split
     path = tmp_path / "t.jsonl"

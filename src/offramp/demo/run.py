@@ -114,8 +114,9 @@ def run_demo(
             return []
         say("training a student on the teacher's labels")
         d = teacher_student(
-            ds, test, teacher_labels, small.llm, quality=quality, full_gold=small, on_progress=on_progress
-        )
+            ds, test, teacher_labels, small.llm, quality=quality, full_gold=small, on_progress=on_progress,
+            like=model, like_name=rep.winner,
+        )  # fmt: skip
         distilled.append(d)
         return [ReportSection("The student and its teacher", d.caption(), *d.table())]
 

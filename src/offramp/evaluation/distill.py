@@ -8,6 +8,10 @@ Rows, all scored on the gold test split:
 * the student trained without the rows ``check-labels`` ranks as mislabelled;
 * the same training texts with their gold labels (what the teacher's mistakes cost);
 * optionally, a model trained on every gold training label (the ceiling).
+
+Each row's model is chosen by its own search, or, given ``like``, is that model's configuration
+refitted on the row's texts and labels (no search: the rows then differ in their labels only, and
+cost one fit each).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Distillation:
     labelling_seconds: float | None  # the teacher's time for those texts, as it reported it
     suspects_dropped: int
     notes: list[str] = field(default_factory=list)
+    trained_like: str | None = None  # every row refits this configuration (None: a search per row)
 
     def to_dict(self) -> JSONDict:
         return asdict(self)
@@ -65,6 +70,12 @@ class Distillation:
             f"{self.teacher} labelled {self.texts_labelled} training texts (no gold label used; its labels agree "
             f"with gold on {self.teacher_train_accuracy:.1%} of them{t}). Every row is scored on the same gold "
             f"test split; check-labels left out {self.suspects_dropped} of the teacher's labels for the third row."
+            + (
+                f" Every row refits the main model's configuration ({self.trained_like}), so the rows differ in "
+                "their labels only."
+                if self.trained_like
+                else ""
+            )
         )
 
 
@@ -104,8 +115,13 @@ def teacher_student(
     full_gold: EvalReport | None = None,
     on_progress: Callable[[str], None] | None = None,
     train_fn: Callable[..., Any] | None = None,
+    like: Any = None,
+    like_name: str | None = None,
 ) -> Distillation:
-    """Train the student on the teacher's labels and score everything on ``test`` (see the module)."""
+    """Train the student on the teacher's labels and score everything on ``test`` (see the module).
+
+    ``like``: an estimator whose configuration every row refits (scikit-learn's ``clone``) in place
+    of a model search per row; ``like_name`` names it in the caption."""
     from offramp.training.noise import without_suspects
     from offramp.training.train import train
 
@@ -127,7 +143,11 @@ def teacher_student(
     t0 = time.perf_counter()
 
     def fit_and_score(x: Sequence[str], y: Sequence[str]) -> EvalReport:
-        if train_fn is None:  # a student is scored, never served: its speed is not measured
+        if like is not None:
+            from sklearn.base import clone
+
+            m = clone(like).fit(list(x), list(y))
+        elif train_fn is None:  # a student is scored, never served: its speed is not measured
             m, _ = train(list(x), list(y), quality=quality, time_limit=None, seed=seed, measure_speed=False)
         else:
             m, _ = train_fn(list(x), list(y), quality=quality, time_limit=None, seed=seed)
@@ -154,4 +174,5 @@ def teacher_student(
     if full_gold is not None:
         rows.append(_row("all gold labels", f"{len(train_set.texts)} gold labels", full_gold, len(train_set.texts)))
     notes = [f"teacher/student rows trained in {time.perf_counter() - t0:.0f} s"]
-    return Distillation(rows, teacher, len(texts), agree, seconds, len(check.suspects), notes)
+    trained_like = (like_name or type(like).__name__) if like is not None else None
+    return Distillation(rows, teacher, len(texts), agree, seconds, len(check.suspects), notes, trained_like)
