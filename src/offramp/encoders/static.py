@@ -106,16 +106,15 @@ class _AsciiWordPieces:
     as ``[SEP]`` -- goes to the tokenizer itself. Same ids as the tokenizer, a few times faster.
     """
 
-    def __init__(self, tokenizer: Any, tokenizer_json: str):
+    def __init__(self, tokenizer: Any, spec: dict[str, Any]):
         self._tok = tokenizer
-        spec = json.loads(tokenizer_json)
         specials = [str(t["content"]) for t in spec.get("added_tokens") or []]
         self._special = re.compile("|".join(re.escape(s) for s in specials)) if specials else None
         self._words: dict[str, list[int]] = {}
 
     @staticmethod
-    def applies(tokenizer_json: str) -> bool:
-        spec = json.loads(tokenizer_json)
+    def applies(spec: dict[str, Any]) -> bool:
+        """Whether ``spec`` (a parsed tokenizer.json) is a tokenizer this path reproduces."""
         norm, pre, model = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}, spec.get("model") or {}
         return (
             norm.get("type") == "BertNormalizer"
@@ -179,7 +178,8 @@ class StaticEncoder(CachedEncoder):
         self._tok.enable_truncation(max_length=MAX_TOKENS)
         # without character offsets where this tokenizers version can (half the time)
         self._encode_batch = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
-        self._ascii = _AsciiWordPieces(self._tok, tokenizer_json) if _AsciiWordPieces.applies(tokenizer_json) else None
+        spec = json.loads(tokenizer_json)
+        self._ascii = _AsciiWordPieces(self._tok, spec) if _AsciiWordPieces.applies(spec) else None
         self._cache = None
 
     @classmethod
