@@ -93,6 +93,7 @@ class DistillSettings:
 _ASCII_WORD = re.compile(r"[a-z0-9]+|[^a-z0-9\s]")
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # dropped by the normaliser: the tokenizer's business
 _WORD_CACHE_MAX = 200_000  # distinct words remembered (a few tens of MB at most); then it starts afresh
+_WORD_MAX_CHARS = 100  # WordPiece's own limit: a longer word is one [UNK]
 
 
 class _AsciiWordPieces:
@@ -146,7 +147,9 @@ class _AsciiWordPieces:
             for w in _ASCII_WORD.findall(text.lower()):
                 p = words.get(w)
                 if p is None:
-                    p = words[w] = tok.encode(w, add_special_tokens=False).ids
+                    p = tok.encode(w, add_special_tokens=False).ids
+                    if len(w) <= _WORD_MAX_CHARS:  # longer ones are rare ([UNK]): not kept, so memory stays bounded
+                        words[w] = p
                 ids += p
             out.append(ids[:MAX_TOKENS])
         if rest:
