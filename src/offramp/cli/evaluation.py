@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_cmd(
-    model_dir: Path = typer.Argument(..., help="Model directory written by 'offramp train' (or a registry)."),
+    model_dir: Path = typer.Argument(
+        ..., help="Model directory written by 'offramp train' (or a registry), or a chain's pipeline file."
+    ),
     data: Path = typer.Argument(..., help="Labelled test file."),
     text_col: str = o.TEXT_COL,
     label_col: str = o.LABEL_COL,
@@ -38,12 +40,17 @@ def eval_cmd(
     as_json: bool = o.JSON,
     quiet: bool = o.QUIET,
 ) -> None:
-    """Evaluate a model on a labelled file: quality, calibration, latency, throughput, size, cost."""
+    """Evaluate a model on a labelled file: quality, calibration, latency, throughput, size, cost.
+    A chain's pipeline file is scored end to end and per stage, beside its flat model when there is one."""
     from offramp.data.io import read_dataset
     from offramp.estimators.multilabel import TfidfMultiLabel
     from offramp.evaluation.evaluate import evaluate
     from offramp.registry.records import load
+    from offramp.runtime.config import is_pipeline_file
 
+    if is_pipeline_file(model_dir):
+        _eval_chain(model_dir, data, text_col, label_col, max_chars, as_json, quiet)
+        return
     model = load(model_dir)
     if isinstance(model, TfidfMultiLabel):
         from offramp.evaluation.multilabel import evaluate_multilabel_file
@@ -64,6 +71,62 @@ def eval_cmd(
         emit(rep.to_dict())
         return
     print_side_by_side(rep, None)
+
+
+def _eval_chain(
+    pipeline: Path, data: Path, text_col: str, label_col: str, max_chars: int, as_json: bool, quiet: bool
+) -> None:
+    from offramp.chain.run import Chain
+    from offramp.data.io import read_dataset
+    from offramp.errors import UsageError
+    from offramp.evaluation.chain import evaluate_chain, per_stage_rows
+    from offramp.registry.records import load
+
+    try:
+        chain = Chain.from_pipeline(pipeline, llm=False)
+    except UsageError as e:
+        if "has no stages" in str(e):
+            raise UsageError(
+                f"{pipeline} serves one model: evaluate its model directory", "offramp eval MODEL_DIR TEST_FILE"
+            ) from None
+        raise
+    ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
+    flat_dir = pipeline.parent / "flat"
+    flat = load(flat_dir) if flat_dir.is_dir() else None
+    with status("evaluating the chain", quiet):
+        ev = evaluate_chain(chain, ds, flat=flat, flat_name=str(flat_dir), pipeline=str(pipeline))
+    chain.close()
+    warn(ev.warnings)
+    if as_json:
+        emit(ev.to_dict())
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{pipeline} on {data} ({ev.n:,} messages)")
+    for col in ("", "accuracy", "macro-F1", "p50 ms", "p99 ms", "msg/s (batch)"):
+        t.add_column(col)
+
+    def ms(lat: dict, key: str) -> str:
+        v = lat.get(key)
+        return "—" if v is None else f"{v:.2f}"
+
+    t.add_row(
+        "chain", f"{ev.accuracy:.4f}", f"{ev.macro_f1:.4f}", ms(ev.latency_ms, "p50"), ms(ev.latency_ms, "p99"),
+        f"{ev.throughput_per_s:,.0f}",
+    )  # fmt: skip
+    if ev.flat is not None:
+        f = ev.flat
+        t.add_row(
+            "flat model", f"{f.accuracy:.4f}", f"{f.macro_f1:.4f}", ms(f.latency_ms, "p50"), ms(f.latency_ms, "p99"),
+            f"{f.throughput_per_s:,.0f}",
+        )  # fmt: skip
+    out.print(t)
+    s = Table(title="per stage (each judged on the messages that reached it by a right path)")
+    for col in ("stage", "version", "reached", "judged", "accuracy", "macro-F1"):
+        s.add_column(col)
+    for row in per_stage_rows(ev):
+        s.add_row(*row)
+    out.print(s)
 
 
 def _print_multilabel(res: MultiLabelEvaluation) -> None:

@@ -107,6 +107,18 @@ def train(
         "--drop-suspects",
         help="Leave out the rows 'offramp check-labels' ranks as mislabelled (a fast-tier check first, same seed).",
     ),
+    hierarchy: Optional[str] = typer.Option(
+        None,
+        "--hierarchy",
+        help='Labels are written parent SEP child (e.g. "/" for support/card_arrival): train a router and one '
+        "model per parent, each in its own registry, and the chain's pipeline file, all under --out DIR.",
+    ),
+    parent_col: Optional[str] = typer.Option(
+        None,
+        "--parent-col",
+        help="As --hierarchy, with each row's parent in this column and its child in --label-col "
+        '(the full label joins them with --hierarchy, default "/").',
+    ),
     max_chars: int = o.MAX_CHARS,
     as_json: bool = o.JSON,
     quiet: bool = o.QUIET,
@@ -116,6 +128,29 @@ def train(
     from offramp.modeldir.store import check_output_dir, read_metrics
     from offramp.training.train import train as train_model
 
+    if hierarchy is not None or parent_col is not None:
+        others = {
+            "--registry": registry is not None,
+            "--gate": gate is not None,
+            "--multi-label": multi_label,
+            "--reject-target": reject_target is not None,
+            "--val": val is not None,
+            "--drop-suspects": drop_suspects,
+            "--promote": promote,
+        }
+        given = [k for k, v in others.items() if v]
+        if given:
+            raise UsageError(
+                f"{given[0]} does not go with --hierarchy / --parent-col",
+                "a chain's stages each get a registry under --out DIR",
+            )
+        if out_dir is None:
+            raise UsageError("--hierarchy needs --out DIR", "the chain's registries and pipeline file go there")
+        _train_hierarchy(
+            data, out_dir, hierarchy or "/", parent_col, text_col, label_col, max_chars, quality, time_limit, seed,
+            as_json, quiet,
+        )  # fmt: skip
+        return
     if (out_dir is None) == (registry is None):
         raise UsageError("give exactly one of --out DIR or --registry DIR")
     if out_dir is not None:
@@ -174,6 +209,59 @@ def train(
         r = rep.registry
         state = "current" if r.promoted else f"not promoted; current is {r.current}"
         out.print(f"{r.version} added to registry {r.path} ({state})", markup=False)
+
+
+def _train_hierarchy(
+    data: Path,
+    out_dir: Path,
+    sep: str,
+    parent_col: Optional[str],
+    text_col: str,
+    label_col: str,
+    max_chars: int,
+    quality: str,
+    time_limit: Optional[str],
+    seed: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    from offramp.chain.hierarchy import train_hierarchy
+
+    with status("training the chain", quiet) as progress:
+        rep = train_hierarchy(
+            data,
+            out_dir,
+            sep=sep,
+            parent_col=parent_col,
+            text_col=text_col,
+            label_col=label_col,
+            max_chars=max_chars,
+            quality=quality,
+            time_limit=time_limit or "auto",
+            seed=seed,
+            on_progress=progress,
+        )
+    warn(rep.warnings)
+    if as_json:
+        emit(rep.to_dict())
+        return
+    from rich.table import Table
+
+    t = Table(title=f"chain: {len(rep.parents)} parents, {sum(len(c) for c in rep.parents.values())} full labels")
+    for col in ("stage", "decides", "labels", "rows", "chosen", "CV macro-F1", "registry", "version"):
+        t.add_column(col)
+    for s in rep.stages + ([rep.flat] if rep.flat else []):
+        decides = "parent" if s.stage == "router" else ("full label" if s.stage == "flat" else f"{s.parent}{sep}…")
+        t.add_row(
+            s.stage, decides, str(len(s.labels)), f"{s.rows:,}", s.winner, f"{s.cv_macro_f1:.4f}", s.registry, s.version
+        )
+    out.print(t)
+    out.print(
+        f"pipeline written to {rep.pipeline} in {rep.seconds:.1f} s ({rep.rows:,} training rows; {rep.gate_rows:,} "
+        f"held out as the gate sets); the flat model beside it is for comparison; measure both with: "
+        f"offramp eval {rep.pipeline} TEST_FILE",
+        markup=False,
+    )
 
 
 def _print_single(rep: Any, written: Path, size: int, quiet: bool) -> None:

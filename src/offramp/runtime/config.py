@@ -169,7 +169,9 @@ class ProxySpec(_Strict):
 
 
 class PipelineSpec(_Strict):
-    model: str
+    model: Optional[str] = None  # one small model; or stages: (see offramp.chain.spec), not both
+    stages: Optional[List[Any]] = None  # a chain of stages, read by offramp.chain
+    label_sep: Optional[str] = Field(None, min_length=1)  # stages: the full label joins the stages' labels with this
     routing: Optional[RoutingSpec] = None
     llm: Optional[LLMSpec] = None
     actions: Dict[str, Dict[str, Any]] = {}
@@ -202,6 +204,25 @@ def read_pipeline(path: str | Path) -> PipelineSpec:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise UsageError(f"{path}: {where}: {first['msg']}") from None
+    if (spec.model is None) == (spec.stages is None):
+        raise UsageError(
+            f"{path}: give model: (one small model) or stages: (a chain of them)"
+            + (", not both" if spec.model is not None else ""),
+            "for example model: model/",
+        )
+    if spec.stages is not None:
+        shared = [
+            k
+            for k in ("routing", "actions", "action_order", "capture", "shadow", "proxy", "task", "tasks")
+            if getattr(spec, k)
+        ]
+        if shared:
+            raise UsageError(
+                f"{path}: {shared[0]}: goes with model:, and this file has stages:",
+                "a chain's thresholds and actions belong to its stages",
+            )
+    elif spec.label_sep is not None:
+        raise UsageError(f"{path}: label_sep: goes with stages:", "a single model's labels are its own")
     r = spec.routing
     if r and r.fit and (r.fit.max_llm_share is None) == (r.fit.local_precision is None):
         raise UsageError(f"{path}: routing.fit needs exactly one of max_llm_share or local_precision")
@@ -334,7 +355,19 @@ class Settings:
 
     @property
     def model_dir(self) -> Path:
-        return self.base / self.pipeline.model if self.pipeline is not None else self.target
+        if self.pipeline is None:
+            return self.target
+        if self.pipeline.model is None:
+            raise UsageError(
+                f"{self.target} is a chain of stages, not one model",
+                "measure it with 'offramp eval PIPELINE TEST_FILE' or load it with offramp.chain.Chain.from_pipeline; "
+                "serving a chain over HTTP is not available in this version",
+            )
+        return self.base / self.pipeline.model
+
+    @property
+    def is_chain(self) -> bool:
+        return self.pipeline is not None and self.pipeline.stages is not None
 
     @classmethod
     def resolve(

@@ -113,5 +113,6 @@ class Decision:
     scores: dict[str, float] | None = None  # a multi-label model: every label's probability
     label_sep: str = "|"
     unsure: list[str] | None = None  # a multi-label model: labels whose probability fell in their unsure band
+    path: list[dict[str, object]] | None = None  # a chain: each stage's label, confidence, route and version
     spans: Sequence[Span] = field(default_factory=tuple, repr=False)
     masked: str | None = field(default=None, repr=False)  # the text as masked for egress, once masked

@@ -1,0 +1,483 @@
+"""A chain of stages answering one message or a batch: guard → classify … → action.
+
+Each classify stage is a :class:`~offramp.runtime.cascade.Cascade` of its own (its model, its
+thresholds, and — when the pipeline has an ``llm:`` section — a fallback that asks that stage's
+question with that stage's labels), so routing, the fallback's breaker and its failure flags work
+exactly as in a single-model pipeline. The chain adds what lies between the stages: which stage
+runs for which message (``when:``), the full label (the labelling stages' labels joined by
+``label_sep``), and the path taken — each stage's label, confidence, route and version — on the
+:class:`~offramp.runtime.decision.Decision`.
+
+A batch goes through the chain stage by stage: each model is called once for the messages that
+reach it, so a chain of *k* models costs a batch about *k* model calls, never one per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from offramp.chain.spec import Clause, StageSpec, parse_when, read_stages
+from offramp.egress.pool import EgressBusy, EgressDeadline, EgressPool, run
+from offramp.errors import UsageError
+from offramp.llm.client import ChatClient, LLMConfig
+from offramp.modeldir.store import model_version
+from offramp.privacy.guard import PrivacyGuard, build_guard
+from offramp.registry.records import load, resolve_model_dir
+from offramp.runtime.actions import Action, build_action
+from offramp.runtime.cascade import Cascade, egress_policy
+from offramp.runtime.config import Settings
+from offramp.runtime.decision import ActionResult, Decision
+from offramp.runtime.fallback import LLMFallback
+
+log = logging.getLogger("offramp.chain")
+
+
+@dataclass
+class Stage:
+    """One stage, wired: a classify stage holds its own cascade and the version it serves."""
+
+    spec: StageSpec
+    clauses: list[Clause] = field(default_factory=list)
+    cascade: Cascade | None = None  # classify
+    version: str | None = None  # classify: the registry version, else the model directory's manifest hash
+    model_dir: Path | None = None  # classify: the directory loaded (a registry's current version)
+    registry: Path | None = None  # classify: the registry served, if any
+    actions: dict[str, Action] = field(default_factory=dict)  # action
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def labels(self) -> list[str]:
+        """A classify stage's labels (with its "don't know" answer, when it has one)."""
+        if self.cascade is None:
+            return []
+        model = self.cascade.model
+        out = [str(c) for c in model.classes_]
+        reject = model.reject_label_
+        return out + ([str(reject)] if reject is not None and str(reject) not in out else [])
+
+
+@dataclass
+class _Message:
+    text: str
+    conversation: str | None
+    request_id: str | None
+    steps: dict[str, Decision] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    pii: dict[str, int] = field(default_factory=dict)
+    spans: Sequence[object] = ()
+    stopped: bool = False
+    masked: str | None = None
+    flags: list[str] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)
+    action: ActionResult | None = None
+
+
+class Chain:
+    """Stages run in order on each message; see :mod:`offramp.chain.spec` for the file.
+
+    Example
+    -------
+    ``Chain.from_pipeline("hier/pipeline.yaml").run("my card has not arrived").label`` →
+    ``'banking/card_arrival'``, with ``.path`` listing each stage's answer.
+    """
+
+    def __init__(
+        self,
+        stages: list[Stage],
+        label_sep: str = "/",
+        guard: PrivacyGuard | None = None,
+        action_pool: EgressPool | None = None,
+        action_deadline_s: float = 10.0,
+        llm_pool: EgressPool | None = None,
+    ) -> None:
+        self.stages, self.label_sep, self.guard = stages, label_sep, guard
+        self.action_pool, self.action_deadline_s, self.llm_pool = action_pool, action_deadline_s, llm_pool
+        self._scans = any(s.kind == "guard" for s in stages) and guard is not None
+        self._errors = 0
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------- building
+
+    @classmethod
+    def from_pipeline(cls, path: str | os.PathLike[str], *, llm: bool = True, **settings: object) -> Chain:
+        """The chain a pipeline file with ``stages:`` describes. ``llm=False`` leaves the LLM out
+        (every stage answers locally: what ``offramp eval`` measures)."""
+        s = Settings.resolve(path, settings)
+        if not s.is_chain:
+            raise UsageError(f"{path} has no stages:", "a chain's pipeline file lists its stages under stages:")
+        return build_chain(s, llm=llm)
+
+    @property
+    def errors(self) -> int:
+        return self._errors + sum(s.cascade.errors for s in self.stages if s.cascade is not None)
+
+    @property
+    def classify_stages(self) -> list[Stage]:
+        return [s for s in self.stages if s.cascade is not None]
+
+    @property
+    def may_block(self) -> bool:
+        return any(s.cascade.may_block for s in self.classify_stages if s.cascade is not None) or any(
+            getattr(a, "egress", False) for s in self.stages for a in s.actions.values()
+        )
+
+    def versions(self) -> dict[str, str | None]:
+        """Each classify stage's version (the registry's, else the manifest hash)."""
+        return {s.name: s.version for s in self.classify_stages}
+
+    def close(self) -> None:
+        for pool in (self.action_pool, self.llm_pool):
+            if pool is not None:
+                pool.close()
+        clients = {
+            id(c): c for s in self.classify_stages for c in [getattr(s.cascade and s.cascade.fallback, "client", None)]
+        }
+        for c in clients.values():
+            if c is not None:
+                c.close()
+        vault = getattr(self.guard, "vault", None)
+        if vault is not None:
+            vault.close()
+
+    # ----------------------------------------------------------------------------- answering
+
+    def run(self, text: str, conversation: str | None = None, request_id: str | None = None) -> Decision:
+        return self.run_many([text], [conversation], [request_id])[0]
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        """The full label of each text."""
+        return [d.label for d in self.run_many(list(texts))]
+
+    def run_many(
+        self,
+        texts: Sequence[str],
+        conversations: Sequence[str | None] | None = None,
+        request_ids: Sequence[str | None] | None = None,
+    ) -> list[Decision]:
+        """Every message through the chain; each stage's model is called once for the messages
+        that reach it."""
+        convs = list(conversations) if conversations is not None else [None] * len(texts)
+        ids = list(request_ids) if request_ids is not None else [None] * len(texts)
+        msgs = [_Message(t, c, r) for t, c, r in zip(texts, convs, ids)]
+        for stage in self.stages:
+            # a stopped message skips the later models, not the actions on its answer
+            active = [m for m in msgs if (not m.stopped or stage.kind == "action") and self._holds(stage, m)]
+            if not active:
+                continue
+            if stage.kind == "guard":
+                self._guard(active)
+            elif stage.kind == "classify":
+                self._classify(stage, active)
+            else:
+                for m in active:
+                    self._act(stage, m)
+        return [self._decision(m) for m in msgs]
+
+    @staticmethod
+    def _holds(stage: Stage, m: _Message) -> bool:
+        for c in stage.clauses:
+            step = m.steps.get(c.stage)
+            if step is None or not c.holds(step.label, step.confidence):
+                return False
+        return True
+
+    def _guard(self, msgs: list[_Message]) -> None:
+        guard = self.guard
+        if guard is None or guard.ner:  # the NER path finds personal data when text is about to leave
+            return
+        for m in msgs:
+            m.spans = guard.find(m.text)
+            for span in m.spans:
+                entity = str(getattr(span, "entity", "PII"))
+                m.pii[entity] = m.pii.get(entity, 0) + 1
+
+    def _classify(self, stage: Stage, msgs: list[_Message]) -> None:
+        cascade = stage.cascade
+        assert cascade is not None
+        if len(msgs) == 1:
+            m = msgs[0]
+            answers = [cascade.run(m.text, m.conversation, m.request_id)]
+        else:
+            answers = cascade.run_many(
+                [m.text for m in msgs], [m.conversation for m in msgs], [m.request_id for m in msgs]
+            )
+        stop = set(stage.spec.stop)
+        for m, d in zip(msgs, answers):
+            m.steps[stage.name] = d
+            m.order.append(stage.name)
+            if d.route == "refused" or d.label in stop:
+                m.stopped = True
+
+    def full_label(self, m: _Message, local: bool = False) -> tuple[str, float]:
+        """The message's full label and its confidence (the product of its parts' confidences)."""
+        parts: list[str] = []
+        conf = 1.0
+        pending: str | None = None
+        last: tuple[str, float] | None = None
+        specs = {s.name: s.spec for s in self.stages}
+        for name in m.order:
+            d = m.steps[name]
+            label, c = (d.local_label, d.local_confidence) if local else (d.label, d.confidence)
+            last = (label, c)
+            if not specs[name].label:
+                continue
+            parts.append(label)
+            conf *= c
+            pending = specs[name].suffix.get(label)
+        if pending:
+            parts.append(pending)
+        if m.stopped and m.order and not specs[m.order[-1]].label and last is not None:
+            return last  # ended at a stage outside the full label (a detector): its label is the answer
+        return self.label_sep.join(parts), conf
+
+    def _outgoing(self, m: _Message) -> str:
+        if m.masked is None:
+            guard = self.guard
+            m.masked = m.text if guard is None else guard.mask(m.text, m.conversation, spans=m.spans or None).text
+        return m.masked
+
+    def _act(self, stage: Stage, m: _Message) -> None:
+        label, _ = self.full_label(m)
+        act = stage.actions.get(label)
+        if act is None:
+            return
+        try:
+            if act.egress:
+                out = self._outgoing(m)
+                deadline = float(getattr(act, "timeout_s", self.action_deadline_s))
+                kind = str(getattr(act, "kind", "action"))
+                try:
+                    result = run(self.action_pool, lambda: act(out, label), deadline)
+                except EgressBusy:
+                    result = ActionResult(kind, sent=False, error="egress busy")
+                    m.flags.append("egress_busy")
+                except EgressDeadline:
+                    result = ActionResult(kind, error=f"no answer within {deadline:g} s")
+                    m.flags.append("action_deadline")
+                if result.sent is not False:
+                    m.endpoints.append(str(getattr(act, "endpoint", "webhook")))
+                if self.guard is not None and result.text:
+                    result.text = self.guard.reveal(result.text, m.conversation)
+            else:
+                result = act(m.text, label)
+            result.label = label
+            m.action = result
+        except Exception:
+            log.exception("chain stage %s failed for request %s", stage.name, m.request_id or "-")
+            with self._lock:
+                self._errors += 1
+            m.flags.append("internal_error")
+
+    def _decision(self, m: _Message) -> Decision:
+        label, conf = self.full_label(m)
+        local_label, local_conf = self.full_label(m, local=True)
+        steps = [m.steps[n] for n in m.order]
+        versions = {s.name: s.version for s in self.stages}
+        route = (
+            "refused"
+            if any(d.route == "refused" for d in steps)
+            else "llm"
+            if any(d.route == "llm" for d in steps)
+            else "local"
+        )
+        flags: list[str] = []
+        endpoints: list[str] = []
+        pii = dict(m.pii)
+        for d in steps:
+            flags += [f for f in d.flags if f not in flags]
+            endpoints += [e for e in d.endpoints if e not in endpoints]
+            for k, v in d.pii.items():
+                pii[k] = max(pii.get(k, 0), v)
+        flags += [f for f in m.flags if f not in flags]
+        endpoints += [e for e in m.endpoints if e not in endpoints]
+        return Decision(
+            label,
+            round(conf, 6),
+            route,
+            flags=flags,
+            action=m.action,
+            top=steps[-1].top if steps else [],
+            pii=pii,
+            endpoints=endpoints,
+            local_label=local_label,
+            local_confidence=round(local_conf, 6),
+            label_sep=self.label_sep,
+            path=[
+                {
+                    "stage": n,
+                    "label": d.label,
+                    "confidence": round(d.confidence, 6),
+                    "route": d.route,
+                    "version": versions.get(n),
+                }
+                for n, d in zip(m.order, steps)
+            ],
+        )
+
+
+# --------------------------------------------------------------------------------- wiring
+
+
+def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
+    """Load every stage's model and wire the chain a pipeline file with ``stages:`` describes;
+    anything that does not fit (a ``when:`` on a label the model lacks, an action for a full
+    label the chain cannot answer, a missing model) is refused naming the stage and the key."""
+    spec = settings.pipeline
+    assert spec is not None and spec.stages is not None
+    path, base = settings.target, settings.base
+    specs = read_stages(spec.stages, path)
+    guard = build_guard(spec.privacy.model_dump(), base) if spec.privacy is not None else PrivacyGuard()
+    policy = egress_policy(settings, guard)
+    client = None
+    if llm and spec.llm is not None:
+        c = spec.llm
+        client = ChatClient(
+            LLMConfig(
+                base_url=c.base_url,
+                model=c.model,
+                api_key_env=c.api_key_env,
+                timeout_s=c.timeout_s,
+                max_retries=c.max_retries,
+            ),
+            policy=policy,
+        )
+    llm_pool = EgressPool("llm") if client is not None else None
+    stages: list[Stage] = []
+    by_name: dict[str, Stage] = {}
+    for st in specs:
+        where = f"{path}: stage {st.name}"
+        stage = Stage(st, parse_when(st.when, f"{where}: when") if st.when else [])
+        for clause in stage.clauses:
+            known = by_name[clause.stage].labels
+            lacking = [lab for lab in clause.labels() if lab not in known]
+            if lacking:
+                raise UsageError(
+                    f"{where}: when: {clause.stage} has no label {lacking[0]}",
+                    f"its labels are: {', '.join(sorted(known))}",
+                )
+        if st.kind == "classify":
+            assert st.model is not None
+            target = base / st.model
+            if not target.exists():
+                raise UsageError(
+                    f"{where}: model: {target} does not exist", "give a model directory or a registry (train one first)"
+                )
+            model_dir, version = resolve_model_dir(target)
+            model = load(model_dir)
+            labels = {str(c) for c in model.classes_} | (
+                {str(model.reject_label_)} if model.reject_label_ is not None else set()
+            )
+            for key, names in (
+                ("stop", st.stop),
+                ("suffix", list(st.suffix)),
+                ("thresholds", list(st.thresholds or {})),
+            ):
+                lacking = [lab for lab in names if lab != "*" and lab not in labels]
+                if lacking:
+                    raise UsageError(
+                        f"{where}: {key}: the model has no label {lacking[0]}",
+                        f"its labels are: {', '.join(sorted(labels))}",
+                    )
+            fallback = None
+            if client is not None and spec.llm is not None and st.thresholds:
+                fallback = LLMFallback(
+                    client,
+                    [str(c) for c in model.classes_],
+                    spec.llm.descriptions,
+                    spec.llm.failure_threshold,
+                    spec.llm.reset_after_s,
+                )
+            stage.cascade = Cascade(
+                model,
+                fallback=fallback,
+                thresholds=dict(st.thresholds or {}),
+                guard=guard if fallback is not None else None,
+                llm_pool=llm_pool if fallback is not None else None,
+                llm_deadline_s=spec.llm.timeout_s if spec.llm is not None else 5.0,
+            )
+            stage.model_dir = model_dir
+            stage.registry = target if version is not None else None
+            stage.version = version or model_version(model_dir)
+        elif st.kind == "action":
+            for key, a in st.actions.items():
+                act = build_action(a, base, client, policy)
+                if act is not None:
+                    stage.actions[key] = act
+        stages.append(stage)
+        by_name[st.name] = stage
+    chain = Chain(
+        stages,
+        label_sep=spec.label_sep or "/",
+        guard=guard,
+        llm_pool=llm_pool,
+        action_pool=EgressPool("actions")
+        if any(getattr(a, "egress", False) for s in stages for a in s.actions.values())
+        else None,
+    )
+    answers = set(possible_labels(chain))
+    for s in stages:
+        unknown = sorted(k for k in s.actions if k not in answers)
+        if unknown:
+            raise UsageError(
+                f"{path}: stage {s.name}: actions: the chain never answers {unknown[0]}",
+                f"it answers: {', '.join(sorted(answers)[:12])}" + (" ..." if len(answers) > 12 else ""),
+            )
+    return chain
+
+
+def possible_labels(chain: Chain) -> list[str]:
+    """Every full label the chain can answer (stage labels combined along the ``when:`` conditions
+    on labels; conditions on confidence are taken as able to hold either way)."""
+    paths: list[list[tuple[str, str]]] = [[]]  # each: (stage, label) taken so far
+    out: set[str] = set()
+    for stage in chain.stages:
+        if stage.cascade is None:
+            continue
+        grown: list[list[tuple[str, str]]] = []
+        for p in paths:
+            taken = dict(p)
+            if any(taken.get(c.stage) is None and c.field == "label" for c in stage.clauses) or not all(
+                c.field != "label" or c.holds(taken[c.stage], 1.0) for c in stage.clauses if c.stage in taken
+            ):
+                grown.append(p)
+                continue
+            if any(c.field == "confidence" for c in stage.clauses):  # it may run or not
+                grown.append(p)
+            for lab in stage.labels:
+                q = p + [(stage.name, lab)]
+                if lab in stage.spec.stop or lab == stage.cascade.model.reject_label_:
+                    out.add(_join(chain, q, stopped=True))
+                else:
+                    grown.append(q)
+        paths = grown
+    for p in paths:
+        if p:
+            out.add(_join(chain, p, stopped=False))
+    return sorted(out)
+
+
+def _join(chain: Chain, path: list[tuple[str, str]], stopped: bool) -> str:
+    specs = {s.name: s.spec for s in chain.stages}
+    if stopped and not specs[path[-1][0]].label:
+        return path[-1][1]
+    parts: list[str] = []
+    pending = None
+    for name, lab in path:
+        if specs[name].label:
+            parts.append(lab)
+            pending = specs[name].suffix.get(lab)
+    if pending:
+        parts.append(pending)
+    return chain.label_sep.join(parts)

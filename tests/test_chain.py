@@ -1,0 +1,251 @@
+"""Chains of stages: hierarchies trained in one call, the chain's answers and path, its checks at
+load, and eval on a chain — on a slice of CLINC150 (domains as parents, intents as children)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from offramp.chain.hierarchy import split_labels, train_hierarchy
+from offramp.chain.run import Chain, possible_labels
+from offramp.errors import DataError, UsageError
+
+from helpers import run_cli, write_csv
+
+CLINC = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "clinc150"
+# two domains with three intents each, and one with a single intent (no child model needed)
+PICK = {"banking": 3, "travel": 3, "meta": 1}
+
+
+def _rows(split: str, every: int = 1) -> list[tuple[str, str]]:
+    data = json.loads((CLINC / "data_full.json").read_text())
+    domains = json.loads((CLINC / "domains.json").read_text())
+    parent = {i: d for d, intents in domains.items() for i in sorted(intents)[: PICK.get(d, 0)]}
+    return [(t, f"{parent[i]}/{i}") for t, i in data[split][::every] if i in parent]
+
+
+@pytest.fixture(scope="module")
+def hier(tmp_path_factory):
+    d = tmp_path_factory.mktemp("chain")
+    train = write_csv(d / "train.csv", _rows("train", 2))
+    test = write_csv(d / "test.csv", _rows("test"))
+    rep = train_hierarchy(train, d / "hier", sep="/", quality="fast", time_limit=None)
+    return d, rep, test
+
+
+def test_a_hierarchy_trains_a_chain_that_answers_full_labels(hier):
+    d, rep, test = hier
+    assert [s.stage for s in rep.stages] == ["router", "banking", "travel"]
+    assert rep.single_child == {"meta": "cancel"} and rep.flat is not None
+    assert all(s.version == "v0001" for s in rep.stages)
+    chain = Chain.from_pipeline(rep.pipeline)
+    assert chain.versions() == {"router": "v0001", "banking": "v0001", "travel": "v0001"}
+    dec = chain.run("how much money is in my checking account")
+    assert dec.label == "banking/balance", dec
+    assert [p["stage"] for p in dec.path or []] == ["router", "banking"]
+    assert all(p["version"] == "v0001" and 0 < float(p["confidence"]) <= 1 for p in dec.path or [])
+    assert dec.confidence == pytest.approx(float(dec.path[0]["confidence"]) * float(dec.path[1]["confidence"]), 1e-4)
+    # a parent with one child: the router completes the label, no second stage runs
+    bot = chain.run("never mind, cancel that request")
+    assert bot.label == "meta/cancel" and [p["stage"] for p in bot.path or []] == ["router"]
+    assert "meta/cancel" in possible_labels(chain) and len(possible_labels(chain)) == 7
+    # a batch answers as one message at a time does
+    texts = [r[0] for r in _rows("test")][:60]
+    assert [d.label for d in chain.run_many(texts)] == [chain.run(t).label for t in texts]
+    # every model trained on the same rows; the gate sets are frozen in the registries
+    doc = yaml.safe_load(Path(rep.pipeline).read_text())
+    assert doc["label_sep"] == "/" and doc["stages"][2]["when"] == 'router.label == "banking"'
+    assert (Path(rep.out_dir) / "flat" / "registry.json").is_file()
+
+
+def test_eval_on_a_chain_scores_full_labels_per_stage_and_beside_the_flat_model(hier):
+    d, rep, test = hier
+    r = run_cli("eval", rep.pipeline, str(test), "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    assert ev["n"] == len(_rows("test"))
+    assert ev["macro_f1"] >= 0.9 and ev["flat"]["macro_f1"] >= 0.9
+    assert abs(ev["macro_f1"] - ev["flat"]["macro_f1"]) < 0.05
+    stages = {s["stage"]: s for s in ev["stages"]}
+    assert stages["router"]["share"] == 1.0 and stages["router"]["accuracy"] >= 0.95
+    assert 0 < stages["banking"]["share"] < 0.5 and stages["banking"]["judged"] > 0
+    assert ev["latency_ms"]["p99"] > 0 and ev["throughput_per_s"] > 0
+    r = run_cli("eval", rep.pipeline, str(test), "-q")
+    assert r.returncode == 0 and "per stage" in r.stdout and "flat model" in r.stdout
+
+
+def test_train_hierarchy_on_the_command_line(tmp_path):
+    rows = _rows("train", 4)
+    data = write_csv(tmp_path / "d.csv", [(t, lab.replace("/", " > ")) for t, lab in rows])
+    r = run_cli(
+        "train", str(data), "--hierarchy", " > ", "--out", str(tmp_path / "h"), "--quality", "fast", "--json", "-q"
+    )
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["separator"] == " > " and [s["stage"] for s in rep["stages"]] == ["router", "banking", "travel"]
+    assert (
+        Chain.from_pipeline(tmp_path / "h" / "pipeline.yaml")
+        .run("book me a flight to paris")
+        .label.startswith("travel > ")
+    )
+    # the parent in its own column
+    data = write_csv(
+        tmp_path / "p.csv", [(t, lab.split("/")[1], lab.split("/")[0]) for t, lab in rows], ("text", "label", "domain")
+    )
+    r = run_cli("train", str(data), "--parent-col", "domain", "--out", str(tmp_path / "p"), "--quality", "fast", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "pipeline written to" in r.stdout and "have one child only" in r.stderr
+    r = run_cli("train", str(data), "--parent-col", "domain", "--registry", str(tmp_path / "r"))
+    assert r.returncode == 2 and "--registry does not go with --hierarchy" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "labels, needle",
+    [
+        (["a/x", "b"], "row 2: label 'b' has no '/'"),
+        (["a/x", "/y"], "row 2: label '/y' has an empty parent"),
+        (["a/x", "b/ "], "has an empty child"),
+        (["a", "b"], "the separator '/' never appears in a label"),
+    ],
+)
+def test_hierarchy_labels_that_do_not_fit_are_refused_by_row(labels, needle):
+    with pytest.raises((UsageError, DataError), match=None) as e:
+        split_labels(labels, "/")
+    assert needle in str(e.value)
+
+
+def _pipeline(tmp: Path, stages: list, **extra) -> Path:
+    p = tmp / "pipe.yaml"
+    p.write_text(yaml.safe_dump({"stages": stages, **extra}))
+    return p
+
+
+def test_stage_files_are_checked_at_load_naming_the_stage_and_key(hier, tmp_path):
+    d, rep, test = hier
+    router = str(Path(rep.out_dir) / "stages" / "router")
+    banking = str(Path(rep.out_dir) / "stages" / "banking")
+    ok = [{"name": "router", "kind": "classify", "model": router}]
+    cases = [
+        (
+            ok + [{"name": "b", "kind": "classify", "model": banking, "when": "nobody.label == x"}],
+            "stage b: when: nobody is not a stage",
+        ),
+        (
+            [{"name": "b", "kind": "classify", "model": banking, "when": "router.label == banking"}] + ok,
+            "stage b: when: router is a later stage (the chain would go back: a cycle)",
+        ),
+        (
+            ok + [{"name": "b", "kind": "classify", "model": banking, "when": "router.label == shopping"}],
+            "stage b: when: router has no label shopping",
+        ),
+        (ok + [{"name": "b", "kind": "classify", "model": str(tmp_path / "gone")}], "stage b: model:"),
+        (
+            ok + [{"name": "router", "kind": "action", "actions": {"x": {"type": "reply"}}}],
+            "stage router: name: another stage",
+        ),
+        (
+            ok
+            + [
+                {"name": "a1", "kind": "action", "actions": {"banking": {"type": "reply", "text": "1"}}},
+                {"name": "a2", "kind": "action", "actions": {"banking": {"type": "reply", "text": "2"}}},
+            ],
+            "stage a2: actions: banking is also written by stage a1",
+        ),
+        (
+            ok + [{"name": "a", "kind": "action", "actions": {"nowhere": {"type": "reply"}}}],
+            "stage a: actions: the chain never answers nowhere",
+        ),
+        (ok + [{"name": "g", "kind": "llm"}], "stage g: kind: llm stages are not available"),
+        (
+            ok + [{"name": "b", "kind": "classify", "model": banking, "when": "router.label >= 2"}],
+            "a label is compared with",
+        ),
+        (
+            ok + [{"name": "r2", "kind": "classify", "model": router, "stop": ["nope"]}],
+            "stage r2: stop: the model has no label nope",
+        ),
+    ]
+    for stages, needle in cases:
+        with pytest.raises(UsageError) as e:
+            Chain.from_pipeline(_pipeline(tmp_path, stages))
+        assert needle in str(e.value), (needle, str(e.value))
+    with pytest.raises(UsageError, match="give model:"):
+        Chain.from_pipeline(_pipeline(tmp_path, ok, model=router))
+    with pytest.raises(UsageError, match="actions: goes with model:"):
+        Chain.from_pipeline(_pipeline(tmp_path, ok, actions={"x": {"type": "reply"}}))
+    from offramp.runtime.cascade import Cascade
+
+    with pytest.raises(UsageError, match="is a chain of stages, not one model"):
+        Cascade.from_pipeline(_pipeline(tmp_path, ok))
+
+
+def test_a_detector_stage_stops_the_chain_and_an_action_stage_acts_on_full_labels(hier, tmp_path):
+    d, rep, test = hier
+    base = Path(rep.out_dir)
+    stages = [
+        {"name": "guard", "kind": "guard"},
+        # the router as a stand-in detector: "meta" messages stop here, its label is the answer
+        {
+            "name": "detector",
+            "kind": "classify",
+            "model": str(base / "stages" / "router"),
+            "label": False,
+            "stop": ["meta"],
+        },
+        {"name": "router", "kind": "classify", "model": str(base / "stages" / "router")},
+        {
+            "name": "banking",
+            "kind": "classify",
+            "model": str(base / "stages" / "banking"),
+            "when": "router.label == banking",
+        },
+        {
+            "name": "act",
+            "kind": "action",
+            "actions": {"banking/balance": {"type": "reply", "text": "see the app"}, "meta": {"type": "refuse"}},
+        },
+    ]
+    chain = Chain.from_pipeline(_pipeline(tmp_path, stages, label_sep="/"))
+    dec = chain.run("what's the balance on my checking account? mail me at ann@example.com")
+    assert dec.label == "banking/balance" and dec.action is not None and dec.action.text == "see the app"
+    assert [p["stage"] for p in dec.path or []] == ["detector", "router", "banking"]
+    assert dec.pii.get("EMAIL_ADDRESS") == 1
+    bot = chain.run("never mind, cancel that request")
+    assert bot.label == "meta" and [p["stage"] for p in bot.path or []] == ["detector"]
+    assert bot.action is not None and bot.action.type == "refuse"
+    # travel has no child stage here: the router's label is the full label
+    assert chain.run("book a flight to rome for me").label == "travel"
+
+
+def test_retraining_one_stage_leaves_every_other_stage_bit_identical(hier, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from offramp.data.io import Dataset
+    from offramp.registry.versions import Registry
+    from offramp.training.retrain import retrain
+
+    d, rep, test = hier
+    copy = tmp_path / "hier"
+    shutil.copytree(rep.out_dir, copy)
+    texts = [r[0] for r in _rows("test")]
+    before = Chain.from_pipeline(copy / "pipeline.yaml")
+    old = before.run_many(texts)
+    router_p = before.stages[1].cascade.model.predict_proba(texts)
+    travel_p = before.stages[3].cascade.model.predict_proba(texts)
+    added = [(t, lab.split("/")[1]) for t, lab in _rows("val") if lab.startswith("banking/")]
+    res = retrain(copy / "stages" / "banking", Dataset([t for t, _ in added], [lab for _, lab in added], "val"))
+    if not res.promoted:  # the gate's verdict is the registry's business; promote it to see the chain pick it up
+        Registry(copy / "stages" / "banking").promote(res.candidate)
+    after = Chain.from_pipeline(copy / "pipeline.yaml")
+    assert after.versions() == {"router": "v0001", "banking": "v0002", "travel": "v0001"}
+    assert np.array_equal(after.stages[1].cascade.model.predict_proba(texts), router_p)
+    assert np.array_equal(after.stages[3].cascade.model.predict_proba(texts), travel_p)
+    new = after.run_many(texts)
+    for a, b in zip(old, new):
+        assert a.path[0] == b.path[0]  # the router's answer, confidence and version, unchanged
+        if not a.label.startswith("banking/"):
+            assert a.label == b.label and a.path == b.path
+    assert any(p["version"] == "v0002" for dec in new for p in dec.path or [] if p["stage"] == "banking")
