@@ -249,3 +249,34 @@ def test_retraining_one_stage_leaves_every_other_stage_bit_identical(hier, tmp_p
         if not a.label.startswith("banking/"):
             assert a.label == b.label and a.path == b.path
     assert any(p["version"] == "v0002" for dec in new for p in dec.path or [] if p["stage"] == "banking")
+
+
+def test_the_end_to_end_gate_refuses_a_stage_that_helps_its_own_gate_but_hurts_the_chain(hier, tmp_path):
+    import shutil
+
+    from offramp.data.io import Dataset
+    from offramp.training.retrain import retrain
+
+    d, rep, test = hier
+    alone, copy = tmp_path / "alone", tmp_path / "hier"
+    shutil.copytree(rep.out_dir, alone)
+    shutil.copytree(rep.out_dir, copy)
+    # rows that teach the banking model to call every balance question a bill balance, judged on a
+    # stage gate drawn from the same (wrong) source: the stage's own gate welcomes it
+    swapped = [(t, "bill_balance") for t, lab in _rows("val") if lab == "banking/balance"]
+    own_gate = [(t, "bill_balance" if lab == "banking/balance" else lab.split("/")[1]) for t, lab in _rows("test")]
+    own_gate = [r for r in own_gate if r[1] == "bill_balance"]
+    gate = Dataset([t for t, _ in own_gate], [lab for _, lab in own_gate], "own-gate")
+    added = Dataset([t for t, _ in swapped] * 5, [lab for _, lab in swapped] * 5, "swapped")
+    stage_only = retrain(alone / "stages" / "banking", added, gate=gate)
+    assert stage_only.promoted, stage_only.reasons
+    # the same candidate judged by the chain's full labels on its end-to-end gate is refused
+    r = run_cli(
+        "registry", "retrain", str(copy / "stages" / "banking"), str(write_csv(tmp_path / "a.csv", swapped * 5)),
+        "--gate", str(write_csv(tmp_path / "g.csv", own_gate)), "--chain", str(copy / "pipeline.yaml"), "--json", "-q",
+    )  # fmt: skip
+    assert r.returncode == 4, r.stderr
+    res = json.loads(r.stdout)
+    assert res["decision"] == "refused" and any(x.startswith("end to end:") for x in res["reasons"])
+    assert not res["gate"]["also"]["passed"] and res["gate"]["also"]["n"] > 0
+    assert Chain.from_pipeline(copy / "pipeline.yaml").versions()["banking"] == "v0001"  # kept serving

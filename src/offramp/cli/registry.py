@@ -145,6 +145,18 @@ def retrain(
     max_class_drop: float = typer.Option(
         0.02, "--max-class-drop", min=0.0, max=1.0, help="Refuse if any label's F1 drops by more than this."
     ),
+    chain: Optional[Path] = typer.Option(
+        None,
+        "--chain",
+        help="REGISTRY is a stage of this chain (its pipeline file): the candidate must also pass the chain's "
+        "end-to-end gate (the chain's full labels with the candidate in the stage's place).",
+    ),
+    chain_gate_file: Optional[Path] = typer.Option(
+        None,
+        "--chain-gate",
+        help="With --chain: labelled file of full labels to judge the chain on (default: the frozen gate set of "
+        "the flat model that 'train --hierarchy' writes beside the pipeline).",
+    ),
     text_col: str = o.TEXT_COL,
     label_col: str = o.LABEL_COL,
     max_chars: int = o.MAX_CHARS,
@@ -166,6 +178,13 @@ def retrain(
         data = add
     if data is None:
         raise UsageError("give the new labelled rows as DATA", "for example: offramp registry retrain reg/ new.csv")
+    if chain_gate_file is not None and chain is None:
+        raise UsageError("--chain-gate goes with --chain PIPELINE")
+    also = None
+    if chain is not None:
+        from offramp.chain.gate import chain_gate
+
+        also = chain_gate(chain, registry, chain_gate_file, max_class_drop=max_class_drop)
     with status("retraining", quiet) as progress:
         result = run_retrain(
             registry,
@@ -176,12 +195,21 @@ def retrain(
             label_col=label_col,
             max_chars=max_chars,
             on_progress=progress,
+            also=also,
         )
     warn(result.warnings)
     if as_json:
         emit(result.to_dict())
     else:
         out.print(gate_table(result))
+        second = result.gate.get("also")
+        if second is not None:
+            m = second["macro_f1"]
+            out.print(
+                f"end to end ({second['n']:,} messages of {second.get('source', 'the chain gate')}): macro-F1 "
+                f"{m['candidate']:.4f} vs {m['current']:.4f} — {'passed' if second['passed'] else 'refused'}",
+                markup=False,
+            )
         if result.new_labels:
             out.print(f"new labels: {', '.join(result.new_labels)}", markup=False)
         if result.promoted:
@@ -223,4 +251,6 @@ def retrain_alias(
         from offramp.errors import UsageError
 
         raise UsageError("give the new rows once: as DATA or as --add, not both")
-    retrain(registry, data or add, None, gate, max_class_drop, text_col, label_col, max_chars, as_json, quiet)
+    retrain(
+        registry, data or add, None, gate, max_class_drop, None, None, text_col, label_col, max_chars, as_json, quiet
+    )

@@ -43,6 +43,8 @@ class Verdict(TypedDict, total=False):
     per_class: dict[str, LabelChange]
     n: int
     max_class_drop: float
+    also: Verdict  # a second gate's verdict (a chain's end to end), which had to pass as well
+    source: str  # what the gate set was
 
 
 class GateRecord(TypedDict, total=False):
@@ -56,6 +58,7 @@ class GateRecord(TypedDict, total=False):
     per_class: dict[str, LabelChange]
     source: str
     n: int
+    also: Verdict  # the second gate's verdict (a chain's end to end)
 
 
 def _f1_per_label(y: np.ndarray, p: np.ndarray, n_labels: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 
 from offramp.data.io import Dataset
 from offramp.errors import DataError, UsageError
+from offramp.estimators.base import TextClassifier
 from offramp.estimators.rejection import RejectTarget
 from offramp.registry.gate import GateRecord, Verdict, compare, compare_sets
 from offramp.registry.versions import Registry
@@ -55,6 +56,7 @@ class RetrainResult:
                 "macro_f1": self.gate["macro_f1"],
                 "per_class": self.gate["per_class"],
                 "n": self.gate["n"],
+                **({"also": self.gate["also"]} if "also" in self.gate else {}),
             },
             "seconds": round(self.seconds, 3),
             "n_train": self.n_train,
@@ -74,6 +76,7 @@ def retrain(
     label_col: str = "label",
     max_chars: int | None = None,
     on_progress: Callable[[str], None] | None = None,
+    also: Callable[[TextClassifier], Verdict] | None = None,
 ) -> RetrainResult:
     """Train a candidate on the current version's rows plus ``added``; promote it if it passes the gate.
 
@@ -81,7 +84,9 @@ def retrain(
     new labelled rows (a Dataset or a file, e.g. from :func:`~offramp.capture.pool.export_pool`);
     for a multi-label registry an empty label cell is the empty set, a row to keep. ``gate``:
     labelled messages to judge on (default: the registry's frozen gate set). The result says
-    whether the candidate was promoted, and why not when it was not.
+    whether the candidate was promoted, and why not when it was not. ``also``: a second gate the
+    candidate must pass as well, given the candidate model (a chain's end-to-end gate, see
+    :func:`offramp.chain.gate.chain_gate`); its verdict is kept under the verdict's ``also``.
     """
     t0 = time.perf_counter()
     if not isinstance(registry, Registry):
@@ -168,6 +173,14 @@ def retrain(
         max_class_drop=max_class_drop,
         n_boot=n_boot,
     )
+    if also is not None:
+        if on_progress:
+            on_progress(f"judging {candidate} on the second gate")
+        second = also(model)
+        verdict["also"] = second
+        if not second["passed"]:
+            verdict["passed"] = False
+            verdict["reasons"] = list(verdict["reasons"]) + [f"end to end: {r}" for r in second["reasons"]]
     return _decide(
         registry, candidate, current, verdict, gate_source, new_labels, t0, len(texts), len(added_texts), warnings
     )
@@ -294,6 +307,8 @@ def _decide(
     record["per_class"] = verdict["per_class"]
     record["source"] = gate_source
     record["n"] = verdict["n"]
+    if "also" in verdict:
+        record["also"] = verdict["also"]
     reasons = list(verdict["reasons"])
     # promoted only if current is still the version the candidate was judged against (compare and swap)
     promoted = registry.record_gate(candidate, record, promote_if_current=current if verdict["passed"] else None)
