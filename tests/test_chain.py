@@ -280,3 +280,39 @@ def test_the_end_to_end_gate_refuses_a_stage_that_helps_its_own_gate_but_hurts_t
     assert res["decision"] == "refused" and any(x.startswith("end to end:") for x in res["reasons"])
     assert not res["gate"]["also"]["passed"] and res["gate"]["also"]["n"] > 0
     assert Chain.from_pipeline(copy / "pipeline.yaml").versions()["banking"] == "v0001"  # kept serving
+
+
+def test_a_chain_is_served_with_its_path_in_the_answer_the_audit_log_and_the_metrics(hier, tmp_path):
+    import httpx
+
+    from offramp.audit.log import AuditLog
+
+    from helpers import Server, metric
+
+    d, rep, test = hier
+    audit = tmp_path / "audit.sqlite"
+    s = Server(rep.pipeline, "--audit", str(audit))
+    try:
+        ready = httpx.get(s.url + "/readyz").json()
+        assert ready["model"] == "chain" and ready["version"] == "router=v0001,banking=v0001,travel=v0001"
+        assert [(x["stage"], x["version"]) for x in ready["stages"]][1:] == [
+            ("router", "v0001"),
+            ("banking", "v0001"),
+            ("travel", "v0001"),
+        ]
+        assert "banking/balance" in ready["labels"]
+        one = httpx.post(s.url + "/v1/classify", json={"text": "what is the balance in my checking account"}).json()
+        assert one["label"] == "banking/balance" and [p["stage"] for p in one["path"]] == ["router", "banking"]
+        texts = ["book me a flight to paris", "never mind, cancel that", "is my account blocked?"]
+        many = httpx.post(s.url + "/v1/classify", json={"texts": texts}).json()
+        labels = [a["label"] for a in many["results"]]
+        assert labels == [Chain.from_pipeline(rep.pipeline).run(t).label for t in texts]
+        text = httpx.get(s.url + "/metrics").text
+        assert metric(text, "offramp_stage_decisions_total", route="local", stage="router") == 4
+        assert metric(text, "offramp_stage_decisions_total", route="local", stage="banking") == 2
+    finally:
+        s.stop()
+    records = [json.loads(body) for _, _, body, _ in AuditLog(audit).records()]
+    assert len(records) == 4 and all(r["path"] and r["path"][0]["stage"] == "router" for r in records)
+    assert records[0]["decision"] == "banking/balance" and records[0]["path"][1]["version"] == "v0001"
+    assert AuditLog(audit).verify().ok

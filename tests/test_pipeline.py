@@ -33,7 +33,8 @@ def build_cascade(path):
     [
         ("model: [unclosed", "not valid YAML"),
         ("- just\n- a list\n", "must be a YAML mapping"),
-        ("modle: m\n", "model: Field required"),
+        ("modle: m\n", "modle: Extra inputs are not permitted"),
+        ("routing: {}\n", r"give model: \(one small model\) or stages: \(a chain of them\)"),
         ("model: m\nrouting: {treshold: 3}\n", "routing.treshold: Extra inputs are not permitted"),
         ("model: m\nrouting: {fit: {val: v.csv, max_llm_share: 0.1, local_precision: 0.9}}\n", "exactly one of"),
     ],

@@ -52,6 +52,7 @@ FIELDS = (
     "flags",
     "action",
 )
+OPTIONAL_FIELDS = ("path",)  # a chain: the stages a message went through (stage, label, confidence, route, version)
 
 
 def _retry_locked(fn: Callable[[], T], tries: int = 50) -> T:
@@ -152,12 +153,15 @@ class AuditLog:
                 )
             _retry_locked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
             self._db.execute("PRAGMA synchronous=FULL")
+            # both tables in one transaction: a process opening the log meanwhile sees none or both
             _retry_locked(
                 lambda: self._db.executescript("""
+                BEGIN IMMEDIATE;
                 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, prev TEXT NOT NULL,
                                                     body TEXT NOT NULL, mac TEXT NOT NULL);
                 CREATE TABLE IF NOT EXISTS head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER,
                                                  mac TEXT, seal TEXT);
+                COMMIT;
             """)
             )
         except sqlite3.DatabaseError as e:
@@ -226,10 +230,13 @@ class AuditLog:
 
     def record(self, **fields) -> dict:
         """A record body with the time filled in and unknown fields refused."""
-        unknown = set(fields) - set(FIELDS)
+        unknown = set(fields) - set(FIELDS) - set(OPTIONAL_FIELDS)
         if unknown:
             raise ValueError(f"unknown audit field(s): {', '.join(sorted(unknown))}")
         body = {k: fields.get(k) for k in FIELDS}
+        for k in OPTIONAL_FIELDS:  # kept only when set, so other records stay as they were
+            if fields.get(k) is not None:
+                body[k] = fields[k]
         if body["time"] is None:
             body["time"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         return body

@@ -29,7 +29,7 @@ from offramp.modeldir.store import model_version
 from offramp.privacy.guard import PrivacyGuard, build_guard
 from offramp.registry.records import load, resolve_model_dir
 from offramp.runtime.actions import Action, build_action
-from offramp.runtime.cascade import Cascade, egress_policy
+from offramp.runtime.cascade import Built, Cascade, egress_policy, model_info
 from offramp.runtime.config import Settings
 from offramp.runtime.decision import ActionResult, Decision
 from offramp.runtime.fallback import LLMFallback
@@ -132,6 +132,10 @@ class Chain:
         return any(s.cascade.may_block for s in self.classify_stages if s.cascade is not None) or any(
             getattr(a, "egress", False) for s in self.stages for a in s.actions.values()
         )
+
+    def threshold_for(self, label: str) -> float | None:
+        """No single threshold covers a full label (each stage has its own): None."""
+        return None
 
     def versions(self) -> dict[str, str | None]:
         """Each classify stage's version (the registry's, else the manifest hash)."""
@@ -435,6 +439,38 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
                 f"it answers: {', '.join(sorted(answers)[:12])}" + (" ..." if len(answers) > 12 else ""),
             )
     return chain
+
+
+def build_chain_service(settings: Settings) -> Built:
+    """The chain a pipeline file with ``stages:`` describes, as the service serves it: ``/readyz``
+    lists each stage's version, ``version`` joins them (``router=v0002,support=v0001``)."""
+    chain = build_chain(settings)
+    first = chain.classify_stages[0]
+    assert first.cascade is not None and first.model_dir is not None
+    info = model_info(first.cascade.model, first.model_dir)
+    stages: list[dict[str, str | None]] = [
+        {
+            "stage": s.name,
+            "kind": s.kind,
+            "version": s.version,
+            "model": str(s.registry or s.model_dir) if s.model_dir is not None else None,
+        }
+        for s in chain.stages
+    ]
+    info["model"] = info["family"] = "chain"
+    info["version"] = ",".join(f"{s.name}={s.version}" for s in chain.classify_stages)
+    info["registry_version"] = None
+    info["labels"] = possible_labels(chain)
+    info["stages"] = stages
+    return Built(
+        first.cascade,
+        settings,
+        first.model_dir,
+        info,
+        policy=egress_policy(settings, chain.guard),
+        chain=chain,
+        closers=(chain.close,),
+    )
 
 
 def possible_labels(chain: Chain) -> list[str]:

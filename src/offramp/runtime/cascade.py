@@ -32,7 +32,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, TypedDict
+from typing import Callable, Protocol, Sequence, TypedDict
 
 import numpy as np
 
@@ -373,6 +373,35 @@ class Cascade:
 # ------------------------------------------------------------------------------- wiring
 
 
+class Answerer(Protocol):
+    """What the service needs of what it serves: a :class:`Cascade`, or a chain of them
+    (:class:`offramp.chain.run.Chain`)."""
+
+    @property
+    def guard(self) -> Guard | None: ...
+
+    @property
+    def llm_pool(self) -> EgressPool | None: ...
+
+    @property
+    def action_pool(self) -> EgressPool | None: ...
+
+    @property
+    def may_block(self) -> bool: ...
+
+    @property
+    def errors(self) -> int: ...
+
+    def threshold_for(self, label: str) -> float | None: ...
+
+    def run_many(
+        self,
+        texts: Sequence[str],
+        conversations: Sequence[str | None],
+        request_ids: Sequence[str | None] | None = None,
+    ) -> list[Decision]: ...
+
+
 class ModelInfo(TypedDict, total=False):
     """What the service reports about the model it serves (``/readyz``)."""
 
@@ -385,6 +414,7 @@ class ModelInfo(TypedDict, total=False):
     labels: list[str]
     routing: Fitted | None  # the fitted routing's summary (see offramp.runtime.routing)
     shadow: str
+    stages: list[dict[str, str | None]]  # a chain: each stage's name, kind, version and model
 
 
 @dataclass
@@ -401,10 +431,19 @@ class Built:
     reference: DriftReference | None = None  # training-time distributions, for drift
     tasks: tuple[ProxyTask, ...] = ()  # proxy mode: how the app asks for this task (the pipeline's task files)
     policy: EgressPolicy | None = None  # what text may leave, and masked how (the pipeline's egress policy)
+    chain: Answerer | None = None  # a chain of stages: what answers (``cascade`` is then its first model's)
+    closers: tuple[Callable[[], None], ...] = ()  # more to release on close (a chain's pools and clients)
+
+    @property
+    def answers(self) -> Answerer:
+        """What decides messages: the chain when there is one, else the cascade."""
+        return self.chain if self.chain is not None else self.cascade
 
     def close(self) -> None:
         """Release what the cascade holds open: the pseudonym vault, the LLM client's connections,
         the capture pool and the shadow worker."""
+        for closer in self.closers:
+            closer()
         if self.shadow is not None:
             self.shadow.close()
         if self.capture is not None:

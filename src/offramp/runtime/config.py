@@ -360,8 +360,8 @@ class Settings:
         if self.pipeline.model is None:
             raise UsageError(
                 f"{self.target} is a chain of stages, not one model",
-                "measure it with 'offramp eval PIPELINE TEST_FILE' or load it with offramp.chain.Chain.from_pipeline; "
-                "serving a chain over HTTP is not available in this version",
+                "serve it with 'offramp serve PIPELINE', measure it with 'offramp eval PIPELINE TEST_FILE', "
+                "or load it with offramp.chain.Chain.from_pipeline",
             )
         return self.base / self.pipeline.model
 

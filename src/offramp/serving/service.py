@@ -72,6 +72,7 @@ class Answer(TypedDict, total=False):
     scores: dict[str, float] | None
     label_sep: str
     unsure: list[str]
+    path: list[dict[str, object]]  # a chain: each stage's label, confidence, route and version
 
 
 # one message to decide: (text, request id, pseudonym scope, the caller's key hash or None)
@@ -114,7 +115,7 @@ class ClassificationService:
         self._default_guard = PrivacyGuard()  # what stored or shown text is masked with when the pipeline has none
         self._lock = threading.Lock()
         self._reloading = threading.Lock()  # one reload at a time (the admin endpoint, the registry watcher)
-        self.built: Built = build(settings)
+        self.built: Built = _build(settings)
         self._retired: Built | None = None  # the version before: closed at the next reload
         self.audit = None
         if settings.audit is not None:
@@ -173,7 +174,7 @@ class ClassificationService:
         """
         with self._reloading:
             settings = Settings.resolve(self.settings.target, self._flags, self._env)
-            built = build(settings)
+            built = _build(settings)
             self._wire(built, self.built)
             with self._lock:
                 retired, self._retired = self._retired, self.built
@@ -364,7 +365,7 @@ class ClassificationService:
         batch adds to the counts, the drift window and the capture pool is added once."""
         texts = [clean_text(item[0]) for item in items]  # JSON may carry lone surrogates
         built = self.built  # one reference per batch: a reload cannot mix models
-        cascade = built.cascade
+        cascade = built.answers
         ids = [item[1] for item in items]
         decisions = cascade.run_many(texts, [item[2] or item[1] for item in items], ids)
         outcomes: list[Outcome] = []
@@ -373,7 +374,10 @@ class ClassificationService:
         answers = []
         for d, text, rid, item in zip(decisions, texts, ids, items):
             saved = self._usd_per_char * len(text) + self._usd_fixed if d.route == "local" and self.price else 0.0
-            outcomes.append(Outcome(d.label, d.route, saved, d.pii, bool(d.endpoints), "internal_error" in d.flags))
+            stages = tuple((str(p["stage"]), str(p["route"])) for p in d.path) if d.path else ()
+            outcomes.append(
+                Outcome(d.label, d.route, saved, d.pii, bool(d.endpoints), "internal_error" in d.flags, stages)
+            )
             limit = cascade.threshold_for(d.local_label)
             # would go to the LLM (llm_first: does anyway)
             drift.append(
@@ -461,6 +465,7 @@ class ClassificationService:
                 pii=d.pii,
                 flags=d.flags,
                 action=d.action.type if d.action is not None else None,
+                path=d.path,
             )
         answer: Answer = {
             "label": d.label,
@@ -473,6 +478,8 @@ class ClassificationService:
         if d.labels is not None:
             answer["labels"], answer["scores"] = d.labels, d.scores
             answer["label_sep"], answer["unsure"] = d.label_sep, d.unsure or []
+        if d.path is not None:
+            answer["path"] = d.path
         answer["request_id"] = request_id
         return answer, record
 
@@ -483,11 +490,11 @@ class ClassificationService:
         elif d.route == "refused":
             source, llm = "rejected", None
         else:
-            limit = built.cascade.threshold_for(d.local_label)
+            limit = built.answers.threshold_for(d.local_label)
             if d.local_confidence >= (limit if limit is not None else UNSURE_BELOW):
                 return
             source, llm = "unsure", (d.label if d.route == "llm" else None)
-        guard = built.cascade.guard
+        guard = built.answers.guard
         masked = guard.mask(text, spans=d.spans).text if guard is not None else self._default_guard.mask(text).text
         self.review.offer(
             ReviewItem(request_id, time.time(), masked, source, d.local_label, round(d.local_confidence, 6), d.top, llm)
@@ -497,7 +504,7 @@ class ClassificationService:
         """The threads requests that may wait on the network run on: more than every egress pool
         lets in at once, so however many calls a slow webhook or LLM holds (each up to its
         deadline), LOCAL_THREADS are left for requests whose answer is local."""
-        cascade = self.built.cascade
+        cascade = self.built.answers
         need = LOCAL_THREADS + sum(p.capacity for p in (cascade.llm_pool, cascade.action_pool) if p is not None)
         if self._threads is None:
             self._threads = anyio.CapacityLimiter(need)
@@ -546,7 +553,7 @@ class ClassificationService:
             self.metrics.inc("offramp_capture_rows_total", source="llm")
 
     def _mask_for_review(self, text: str) -> str:
-        guard = self.built.cascade.guard
+        guard = self.built.answers.guard
         return guard.mask(text).text if guard is not None else PrivacyGuard().mask(text).text
 
     async def record_forwarded(self, reason: str, url: str, text: str) -> str:
@@ -590,7 +597,7 @@ class ClassificationService:
         scope = f"{principal}\x1f{conversation}" if principal and conversation else f"request\x1f{rid}"
         items: list[Item] = [(t, i, scope, principal) for t, i in zip(texts, ids)]
         big = len(items) > 16 or sum(len(t) for t in texts) > 20_000
-        if self.built.cascade.may_block or big:  # a wait on the network, or a long batch: keep the event loop free
+        if self.built.answers.may_block or big:  # a wait on the network, or a long batch: keep the event loop free
             pairs = await anyio.to_thread.run_sync(self.decide_many, items, limiter=self._request_threads())
         else:  # messages of requests that arrive together share one model call
             pairs = (
@@ -611,6 +618,15 @@ class ClassificationService:
                     f"({type(e).__name__}); no answer is given without its record",
                 ) from None
         return rid, [a for a, _ in pairs]
+
+
+def _build(settings: Settings) -> Built:
+    """The cascade (or the chain of stages) the settings' target describes, wired."""
+    if settings.is_chain:
+        from offramp.chain.run import build_chain_service
+
+        return build_chain_service(settings)
+    return build(settings)
 
 
 async def _committed(writer: AuditWriter, records: list[JSONDict]) -> None:

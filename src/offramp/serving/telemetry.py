@@ -80,6 +80,7 @@ class Metrics:
             "offramp_estimated_usd_saved_total": "estimated dollars not spent on the configured LLM",
             "offramp_model_reloads_total": "model reloads by outcome",
             "offramp_model_calls_total": "calls to the small model (messages that arrive together share one)",
+            "offramp_stage_decisions_total": "a chain: messages each stage answered, by stage and route",
         }
 
     def inc(self, name: str, value: float = 1.0, **labels: object) -> None:
@@ -266,6 +267,7 @@ class Outcome:
     pii: dict[str, int]
     egress: bool
     internal_error: bool
+    stages: tuple[tuple[str, str], ...] = ()  # a chain: (stage, route) for each stage that answered
 
 
 class Telemetry:
@@ -329,6 +331,8 @@ class Telemetry:
                     c[("offramp_pii_found_total", (("entity", kind),))] += n
                 if o.egress:
                     c[("offramp_egress_total", ())] += 1
+                for stage, route in o.stages:
+                    c[("offramp_stage_decisions_total", (("route", route), ("stage", stage)))] += 1
         self.stats.messages([(o.label, o.route, o.usd_saved) for o in outcomes])
 
     def render(self) -> str:
