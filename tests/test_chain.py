@@ -316,3 +316,64 @@ def test_a_chain_is_served_with_its_path_in_the_answer_the_audit_log_and_the_met
     assert len(records) == 4 and all(r["path"] and r["path"][0]["stage"] == "router" for r in records)
     assert records[0]["decision"] == "banking/balance" and records[0]["path"][1]["version"] == "v0001"
     assert AuditLog(audit).verify().ok
+
+
+def test_validate_stages_check_the_reply_with_the_guard_or_a_model(hier, tmp_path):
+    d, rep, test = hier
+    base = Path(rep.out_dir) / "stages"
+    stages = [
+        {"name": "router", "kind": "classify", "model": str(base / "router")},
+        {"name": "banking", "kind": "classify", "model": str(base / "banking"), "when": "router.label == banking"},
+        {
+            "name": "act",
+            "kind": "action",
+            "actions": {
+                "banking/balance": {"type": "reply", "text": "Your adviser, ann@example.com, can tell you."},
+                "banking/account_blocked": {"type": "reply", "text": "Book a flight and a hotel in Paris instead."},
+            },
+        },
+        {"name": "no_pii", "kind": "validate", "check": "guard"},
+        # the router as a stand-in topic checker: a reply about travel is not sent
+        {
+            "name": "on_topic",
+            "kind": "validate",
+            "model": str(base / "router"),
+            "block": ["travel"],
+            "text": "withheld",
+        },
+    ]
+    chain = Chain.from_pipeline(_pipeline(tmp_path, stages, label_sep="/"))
+    dec = chain.run("how much money is in my checking account")
+    assert dec.label == "banking/balance" and "ann@example.com" not in (dec.action.text or "")
+    assert "<EMAIL_ADDRESS>" in (dec.action.text or "") and "reply_masked" in dec.flags
+    assert [(p["stage"], p["label"]) for p in dec.path or []][2:] == [("no_pii", "masked"), ("on_topic", "pass")]
+    blocked = chain.run("why is my bank account blocked")
+    assert blocked.label == "banking/account_blocked" and blocked.action.text == "withheld"
+    assert "reply_blocked" in blocked.flags and blocked.path[-1]["label"] == "blocked"
+    assert blocked.path[-1]["version"] == "v0001"
+    # no reply, nothing to check: the validate stages do not appear
+    assert [p["stage"] for p in chain.run("book a hotel in rome").path or []] == ["router", "travel"][:1]
+    router = str(base / "router")
+    bad = [
+        (
+            {"name": "v", "kind": "validate"},
+            "stage v: a validate stage checks the reply with check: guard or with a model:",
+        ),
+        ({"name": "v", "kind": "validate", "model": router}, "stage v: block: name the model's labels"),
+        (
+            {"name": "v", "kind": "validate", "model": router, "block": ["nope"]},
+            "stage v: block: the model has no label nope",
+        ),
+        (
+            {"name": "v", "kind": "validate", "model": router, "block": ["travel"], "on_fail": "replace"},
+            "on_fail: replace masks the personal data",
+        ),
+        (
+            {"name": "v", "kind": "action", "actions": {"banking/balance": {"type": "refuse"}}, "check": "guard"},
+            "stage v: check: goes with a validate stage",
+        ),
+    ]
+    for stage, needle in bad:
+        with pytest.raises(UsageError) as e:
+            Chain.from_pipeline(_pipeline(tmp_path, stages[:2] + [stage]))
+        assert needle in str(e.value), (needle, str(e.value))

@@ -24,6 +24,7 @@ from typing import Sequence
 from offramp.chain.spec import Clause, StageSpec, parse_when, read_stages
 from offramp.egress.pool import EgressBusy, EgressDeadline, EgressPool, run
 from offramp.errors import UsageError
+from offramp.estimators.base import TextClassifier
 from offramp.llm.client import ChatClient, LLMConfig
 from offramp.modeldir.store import model_version
 from offramp.privacy.guard import PrivacyGuard, build_guard
@@ -48,6 +49,7 @@ class Stage:
     model_dir: Path | None = None  # classify: the directory loaded (a registry's current version)
     registry: Path | None = None  # classify: the registry served, if any
     actions: dict[str, Action] = field(default_factory=dict)  # action
+    checker: TextClassifier | None = None  # validate: the model that judges replies
 
     @property
     def name(self) -> str:
@@ -184,6 +186,8 @@ class Chain:
                 self._guard(active)
             elif stage.kind == "classify":
                 self._classify(stage, active)
+            elif stage.kind == "validate":
+                self._validate(stage, active)
             else:
                 for m in active:
                     self._act(stage, m)
@@ -224,6 +228,45 @@ class Chain:
             if d.route == "refused" or d.label in stop:
                 m.stopped = True
 
+    def _validate(self, stage: Stage, msgs: list[_Message]) -> None:
+        """Check the reply produced so far (an action's text, an LLM's reply): pass it, mask the
+        personal data in it, block it, or hold it for review."""
+        todo = [m for m in msgs if m.action is not None and m.action.text]
+        if not todo:
+            return
+        spec = stage.spec
+        replies = [str(m.action.text) for m in todo if m.action is not None]
+        guard = self.guard if self.guard is not None else PrivacyGuard()
+        found: list[Sequence[object]]
+        if spec.check == "guard":
+            found = [guard.find(r) for r in replies]
+            failed = [bool(spans) for spans in found]
+            conf = [1.0] * len(todo)
+        else:
+            assert stage.checker is not None
+            labels, proba = stage.checker.predict_and_proba(replies)
+            found = [() for _ in todo]
+            block = set(spec.block)
+            failed = [str(lab) in block for lab in labels]
+            conf = [float(p) for p in proba.max(axis=1)]
+        on_fail = spec.on_fail or ("replace" if spec.check == "guard" else "block")
+        for m, reply, spans, bad, c in zip(todo, replies, found, failed, conf):
+            assert m.action is not None
+            outcome = "pass"
+            if bad:
+                if on_fail == "replace":
+                    m.action.text = guard.mask(reply, m.conversation, spans=spans).text
+                    outcome, flag = "masked", "reply_masked"
+                elif on_fail == "block":
+                    m.action.text = spec.text if spec.text is not None else "Sorry, I can't send that reply."
+                    outcome, flag = "blocked", "reply_blocked"
+                else:
+                    m.action.text = None
+                    outcome, flag = "review", "reply_held_for_review"
+                m.flags.append(flag)
+            m.steps[stage.name] = Decision(outcome, c, "local", local_label=outcome, local_confidence=c)
+            m.order.append(stage.name)
+
     def full_label(self, m: _Message, local: bool = False) -> tuple[str, float]:
         """The message's full label and its confidence (the product of its parts' confidences)."""
         parts: list[str] = []
@@ -233,6 +276,8 @@ class Chain:
         specs = {s.name: s.spec for s in self.stages}
         for name in m.order:
             d = m.steps[name]
+            if specs[name].kind != "classify":
+                continue
             label, c = (d.local_label, d.local_confidence) if local else (d.label, d.confidence)
             last = (label, c)
             if not specs[name].label:
@@ -242,7 +287,8 @@ class Chain:
             pending = specs[name].suffix.get(label)
         if pending:
             parts.append(pending)
-        if m.stopped and m.order and not specs[m.order[-1]].label and last is not None:
+        classified = [n for n in m.order if specs[n].kind == "classify"]
+        if m.stopped and classified and not specs[classified[-1]].label and last is not None:
             return last  # ended at a stage outside the full label (a detector): its label is the answer
         return self.label_sep.join(parts), conf
 
@@ -312,7 +358,7 @@ class Chain:
             route,
             flags=flags,
             action=m.action,
-            top=steps[-1].top if steps else [],
+            top=next((d.top for d in reversed(steps) if d.top), []),
             pii=pii,
             endpoints=endpoints,
             local_label=local_label,
@@ -413,6 +459,21 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
             )
             stage.model_dir = model_dir
             stage.registry = target if version is not None else None
+            stage.version = version or model_version(model_dir)
+        elif st.kind == "validate" and st.model is not None:
+            target = base / st.model
+            if not target.exists():
+                raise UsageError(f"{where}: model: {target} does not exist", "give a model directory or a registry")
+            model_dir, version = resolve_model_dir(target)
+            stage.checker = load(model_dir)
+            checks = {str(c) for c in stage.checker.classes_}
+            missing = [lab for lab in st.block if lab not in checks]
+            if missing:
+                raise UsageError(
+                    f"{where}: block: the model has no label {missing[0]}",
+                    f"its labels are: {', '.join(sorted(checks))}",
+                )
+            stage.model_dir, stage.registry = model_dir, target if version is not None else None
             stage.version = version or model_version(model_dir)
         elif st.kind == "action":
             for key, a in st.actions.items():

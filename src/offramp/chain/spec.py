@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from offramp.errors import UsageError
 
-KINDS = ("guard", "classify", "action")
+KINDS = ("guard", "classify", "action", "validate")
 STAGE_NAME = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 
 
@@ -56,6 +56,10 @@ class StageSpec(BaseModel):
     stop: List[str] = []  # classify: on these labels no later classify stage runs (actions still do)
     suffix: Dict[str, str] = {}  # classify: label -> the part that follows it (a parent with one child)
     actions: Dict[str, Dict[str, Any]] = {}  # action: what to do, per full label
+    check: Optional[Literal["guard"]] = None  # validate: the privacy guard on the reply (or model:)
+    block: List[str] = []  # validate with a model: the labels that fail the reply
+    on_fail: Optional[Literal["block", "replace", "review"]] = None  # validate: what a failed reply gets
+    text: Optional[str] = None  # validate, on_fail block: what is said instead
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,26 @@ def parse_when(text: str, where: str) -> list[Clause]:
     return clauses
 
 
+def _check_validate(st: StageSpec, where: str) -> None:
+    if (st.check is None) == (st.model is None):
+        raise UsageError(
+            f"{where}: a validate stage checks the reply with check: guard or with a model:, one of them",
+            "check: guard refuses personal data in the reply; a model: with block: [LABELS] refuses those labels",
+        )
+    if st.model is not None and not st.block:
+        raise UsageError(f"{where}: block: name the model's labels that fail a reply", "for example block: [UNSAFE]")
+    if st.check is not None and st.block:
+        raise UsageError(f"{where}: block: goes with a model:, and this stage checks with the guard")
+    if st.on_fail == "replace" and st.check is None:
+        raise UsageError(
+            f"{where}: on_fail: replace masks the personal data in the reply, which needs check: guard",
+            "a model's verdict can block the reply or send it to review",
+        )
+    extra = [k for k in ("thresholds", "stop", "suffix") if getattr(st, k)]
+    if extra:
+        raise UsageError(f"{where}: {extra[0]}: goes with a classify stage, and this is a validate stage")
+
+
 def read_stages(raw: Sequence[Any], path: object) -> list[StageSpec]:
     """The stages of a pipeline file, each checked on its own and against the ones before it (the
     checks that need the models' labels are made when the chain is built)."""
@@ -162,12 +186,17 @@ def read_stages(raw: Sequence[Any], path: object) -> list[StageSpec]:
         if st.kind not in KINDS:
             raise UsageError(
                 f"{where}: kind: {st.kind} stages are not available in this version",
-                "the kinds are guard, classify and action; the pipeline's llm: section answers what a "
-                "classify stage is unsure of",
+                "the kinds are guard, classify, action and validate; the pipeline's llm: section answers "
+                "what a classify stage is unsure of",
             )
         if st.kind == "classify" and not st.model:
             raise UsageError(f"{where}: model: a classify stage needs a model directory or a registry")
-        if st.kind != "classify":
+        if st.kind == "validate":
+            _check_validate(st, where)
+        elif any((st.check, st.block, st.on_fail, st.text)):
+            key = next(k for k in ("check", "block", "on_fail", "text") if getattr(st, k))
+            raise UsageError(f"{where}: {key}: goes with a validate stage, and this is a {st.kind} stage")
+        if st.kind not in ("classify", "validate"):
             extra = [k for k in ("model", "thresholds") if getattr(st, k)] + [
                 k for k in ("stop", "suffix") if getattr(st, k)
             ]

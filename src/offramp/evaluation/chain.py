@@ -94,9 +94,13 @@ def evaluate_chain(
             if not stage.spec.label:
                 continue
             # the part of the full label this stage decides, and whether the parts before it were right
-            k = sum(1 for n in names[: names.index(stage.name)] if specs[n].label)
+            k = sum(1 for n in names[: names.index(stage.name)] if specs[n].kind == "classify" and specs[n].label)
             true_parts = t.split(sep)
-            got = [str(p["label"]) for p in path if specs[str(p["stage"])].label]
+            got = [
+                str(p["label"])
+                for p in path
+                if specs[str(p["stage"])].kind == "classify" and specs[str(p["stage"])].label
+            ]
             local_part = str(path[names.index(stage.name)]["label"])
             if k < len(true_parts) and got[:k] == true_parts[:k]:
                 judged_truth.append(true_parts[k])
