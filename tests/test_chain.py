@@ -377,3 +377,39 @@ def test_validate_stages_check_the_reply_with_the_guard_or_a_model(hier, tmp_pat
         with pytest.raises(UsageError) as e:
             Chain.from_pipeline(_pipeline(tmp_path, stages[:2] + [stage]))
         assert needle in str(e.value), (needle, str(e.value))
+
+
+def test_a_stage_can_be_another_offramp_service_and_its_outage_stays_in_that_stage(hier, tmp_path):
+    from helpers import Server
+
+    d, rep, test = hier
+    base = Path(rep.out_dir) / "stages"
+    router = {"name": "router", "kind": "classify", "model": str(base / "router"), "suffix": {"meta": "cancel"}}
+    travel = {"name": "travel", "kind": "classify", "model": str(base / "travel"), "when": "router.label == travel"}
+    texts = [r[0] for r in _rows("test")][::3]
+    in_process = Chain.from_pipeline(rep.pipeline).run_many(texts)
+    server = Server(base / "banking")
+    try:
+        banking = {"name": "banking", "kind": "classify", "remote": server.url, "when": "router.label == banking"}
+        chain = Chain.from_pipeline(_pipeline(tmp_path, [router, banking, travel], label_sep="/"))
+        assert chain.versions()["banking"] == "remote:v0001"
+        answers = chain.run_many(texts)
+        assert [a.label for a in answers] == [b.label for b in in_process]
+        assert chain.run(texts[0]).label == in_process[0].label
+    finally:
+        server.stop()
+    down = chain.run_many(texts)
+    assert any(b.label.startswith("banking/") for b in in_process)
+    for a, b in zip(down, in_process):
+        if b.label.startswith("banking/"):
+            assert a.label == "banking" and "stage_unavailable" in a.flags and a.path[-1]["route"] == "unavailable"
+        else:
+            assert a.label == b.label and "stage_unavailable" not in a.flags
+    # a chain can start while its remote stage is down only if it knows the stage's labels
+    gone = dict(banking, remote=server.url)
+    with pytest.raises(UsageError, match="does not answer /readyz"):
+        Chain.from_pipeline(_pipeline(tmp_path, [router, gone]))
+    labelled = dict(gone, labels=["account_blocked", "balance", "bill_balance"])
+    assert Chain.from_pipeline(_pipeline(tmp_path, [router, labelled])).run("is my account blocked").flags == [
+        "stage_unavailable"
+    ]

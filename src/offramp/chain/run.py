@@ -14,13 +14,15 @@ reach it, so a chain of *k* models costs a batch about *k* model calls, never on
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
+from offramp.chain.remote import RemoteStage, StageUnavailable
 from offramp.chain.spec import Clause, StageSpec, parse_when, read_stages
 from offramp.egress.pool import EgressBusy, EgressDeadline, EgressPool, run
 from offramp.errors import UsageError
@@ -30,7 +32,7 @@ from offramp.modeldir.store import model_version
 from offramp.privacy.guard import PrivacyGuard, build_guard
 from offramp.registry.records import load, resolve_model_dir
 from offramp.runtime.actions import Action, build_action
-from offramp.runtime.cascade import Built, Cascade, egress_policy, model_info
+from offramp.runtime.cascade import Built, Cascade, ModelInfo, egress_policy, model_info
 from offramp.runtime.config import Settings
 from offramp.runtime.decision import ActionResult, Decision
 from offramp.runtime.fallback import LLMFallback
@@ -50,6 +52,7 @@ class Stage:
     registry: Path | None = None  # classify: the registry served, if any
     actions: dict[str, Action] = field(default_factory=dict)  # action
     checker: TextClassifier | None = None  # validate: the model that judges replies
+    remote: RemoteStage | None = None  # classify: the other service answering this stage
 
     @property
     def name(self) -> str:
@@ -153,6 +156,9 @@ class Chain:
         for c in clients.values():
             if c is not None:
                 c.close()
+        for s in self.stages:
+            if s.remote is not None:
+                s.remote.close()
         vault = getattr(self.guard, "vault", None)
         if vault is not None:
             vault.close()
@@ -214,18 +220,42 @@ class Chain:
     def _classify(self, stage: Stage, msgs: list[_Message]) -> None:
         cascade = stage.cascade
         assert cascade is not None
-        if len(msgs) == 1:
-            m = msgs[0]
-            answers = [cascade.run(m.text, m.conversation, m.request_id)]
-        else:
-            answers = cascade.run_many(
-                [m.text for m in msgs], [m.conversation for m in msgs], [m.request_id for m in msgs]
-            )
+        try:
+            if len(msgs) == 1:
+                m = msgs[0]
+                answers = [cascade.run(m.text, m.conversation, m.request_id)]
+            else:
+                answers = cascade.run_many(
+                    [m.text for m in msgs], [m.conversation for m in msgs], [m.request_id for m in msgs]
+                )
+        except StageUnavailable:
+            self._unavailable(stage, msgs)
+            return
         stop = set(stage.spec.stop)
         for m, d in zip(msgs, answers):
             m.steps[stage.name] = d
             m.order.append(stage.name)
             if d.route == "refused" or d.label in stop:
+                m.stopped = True
+
+    def _unavailable(self, stage: Stage, msgs: list[_Message]) -> None:
+        """A remote stage that did not answer: its question goes to the LLM when the stage has one;
+        otherwise its messages end here, flagged ``stage_unavailable`` (the stages before it answered)."""
+        assert stage.cascade is not None
+        fallback = stage.cascade.fallback
+        for m in msgs:
+            m.flags.append("stage_unavailable")
+            d = Decision("", 0.0, "unavailable", local_label="", local_confidence=0.0)
+            if fallback is not None:
+                ask = functools.partial(fallback, self._outgoing(m))
+                try:
+                    label = run(self.llm_pool, ask, stage.cascade.llm_deadline_s)
+                    d = Decision(label, 0.0, "llm", local_label="", local_confidence=0.0, endpoints=[fallback.endpoint])
+                except Exception:  # the LLM failed too: the message ends here, flagged
+                    m.flags.append("fallback_failed")
+            m.steps[stage.name] = d
+            m.order.append(stage.name)
+            if d.route == "unavailable":
                 m.stopped = True
 
     def _validate(self, stage: Stage, msgs: list[_Message]) -> None:
@@ -276,9 +306,11 @@ class Chain:
         specs = {s.name: s.spec for s in self.stages}
         for name in m.order:
             d = m.steps[name]
-            if specs[name].kind != "classify":
+            if specs[name].kind != "classify" or d.route == "unavailable":
                 continue
             label, c = (d.local_label, d.local_confidence) if local else (d.label, d.confidence)
+            if not label:  # a remote stage that did not answer, asked of the LLM: only the LLM's answer counts
+                continue
             last = (label, c)
             if not specs[name].label:
                 continue
@@ -418,14 +450,25 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
                     f"its labels are: {', '.join(sorted(known))}",
                 )
         if st.kind == "classify":
-            assert st.model is not None
-            target = base / st.model
-            if not target.exists():
-                raise UsageError(
-                    f"{where}: model: {target} does not exist", "give a model directory or a registry (train one first)"
+            model_dir: Path | None = None
+            version: str | None = None
+            model: TextClassifier
+            if st.remote is not None:
+                key = os.environ.get(st.api_key_env) if st.api_key_env else None
+                stage.remote = RemoteStage(
+                    st.remote, policy, timeout_s=st.timeout_s, labels=st.labels, api_key=key, where=where
                 )
-            model_dir, version = resolve_model_dir(target)
-            model = load(model_dir)
+                model = cast(TextClassifier, stage.remote)
+            else:
+                assert st.model is not None
+                target = base / st.model
+                if not target.exists():
+                    raise UsageError(
+                        f"{where}: model: {target} does not exist",
+                        "give a model directory or a registry (train one first)",
+                    )
+                model_dir, version = resolve_model_dir(target)
+                model = load(model_dir)
             labels = {str(c) for c in model.classes_} | (
                 {str(model.reject_label_)} if model.reject_label_ is not None else set()
             )
@@ -458,8 +501,12 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
                 llm_deadline_s=spec.llm.timeout_s if spec.llm is not None else 5.0,
             )
             stage.model_dir = model_dir
-            stage.registry = target if version is not None else None
-            stage.version = version or model_version(model_dir)
+            if stage.remote is not None:
+                stage.version = f"remote:{stage.remote.version or '?'}"
+            else:
+                assert model_dir is not None and st.model is not None
+                stage.registry = base / st.model if version is not None else None
+                stage.version = version or model_version(model_dir)
         elif st.kind == "validate" and st.model is not None:
             target = base / st.model
             if not target.exists():
@@ -507,8 +554,12 @@ def build_chain_service(settings: Settings) -> Built:
     lists each stage's version, ``version`` joins them (``router=v0002,support=v0001``)."""
     chain = build_chain(settings)
     first = chain.classify_stages[0]
-    assert first.cascade is not None and first.model_dir is not None
-    info = model_info(first.cascade.model, first.model_dir)
+    assert first.cascade is not None
+    local = next((s for s in chain.classify_stages if s.model_dir is not None), None)
+    if local is not None and local.cascade is not None and local.model_dir is not None:
+        info = model_info(local.cascade.model, local.model_dir)
+    else:  # every stage is remote
+        info = ModelInfo(model="chain", created=None, manifest="", routing=None)
     stages: list[dict[str, str | None]] = [
         {
             "stage": s.name,
@@ -526,7 +577,7 @@ def build_chain_service(settings: Settings) -> Built:
     return Built(
         first.cascade,
         settings,
-        first.model_dir,
+        local.model_dir if local is not None and local.model_dir is not None else settings.base,
         info,
         policy=egress_policy(settings, chain.guard),
         chain=chain,

@@ -50,6 +50,10 @@ class StageSpec(BaseModel):
     name: Annotated[str, Field(pattern=STAGE_NAME, max_length=64)]
     kind: Literal["guard", "classify", "action", "llm", "validate"]
     model: Optional[str] = None  # classify: a model directory or a registry
+    remote: Optional[str] = None  # classify: another offramp service answering this stage (instead of model:)
+    labels: Optional[List[str]] = None  # remote: its labels, so the chain can start while it is down
+    timeout_s: float = Field(2.0, gt=0, le=600)  # remote: the deadline of one call
+    api_key_env: Optional[str] = None  # remote: the variable holding its API key
     when: Optional[str] = None
     thresholds: Optional[Dict[str, Annotated[float, Field(ge=0, le=1.01)]]] = None
     label: bool = True  # classify: its label is a part of the full label
@@ -189,8 +193,14 @@ def read_stages(raw: Sequence[Any], path: object) -> list[StageSpec]:
                 "the kinds are guard, classify, action and validate; the pipeline's llm: section answers "
                 "what a classify stage is unsure of",
             )
-        if st.kind == "classify" and not st.model:
-            raise UsageError(f"{where}: model: a classify stage needs a model directory or a registry")
+        if st.kind == "classify" and (st.model is None) == (st.remote is None):
+            raise UsageError(
+                f"{where}: model: a classify stage needs a model directory or a registry (model:), or another "
+                "offramp service (remote:), one of them"
+            )
+        if st.kind != "classify" and (st.remote or st.labels or st.api_key_env):
+            key = next(k for k in ("remote", "labels", "api_key_env") if getattr(st, k))
+            raise UsageError(f"{where}: {key}: goes with a classify stage, and this is a {st.kind} stage")
         if st.kind == "validate":
             _check_validate(st, where)
         elif any((st.check, st.block, st.on_fail, st.text)):
