@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, cast
 
+import numpy as np
+
 from offramp.chain.remote import RemoteStage, StageUnavailable
 from offramp.chain.spec import Clause, StageSpec, parse_when, read_stages
 from offramp.egress.pool import EgressBusy, EgressDeadline, EgressPool, run
@@ -73,12 +75,37 @@ class Stage:
         return out + ([str(reject)] if reject is not None and str(reject) not in out else [])
 
 
+class _Step:
+    """A stage's answer for one message when nothing but its model was asked (no LLM, no flags):
+    lighter than a Decision, with its top labels worked out only if it is the last one."""
+
+    __slots__ = ("label", "confidence", "route", "cascade", "row")
+    flags: tuple[str, ...] = ()
+    endpoints: tuple[str, ...] = ()
+    pii: dict[str, int] = {}
+
+    def __init__(self, label: str, confidence: float, route: str, cascade: Cascade, row: np.ndarray) -> None:
+        self.label, self.confidence, self.route, self.cascade, self.row = label, confidence, route, cascade, row
+
+    @property
+    def local_label(self) -> str:
+        return self.label
+
+    @property
+    def local_confidence(self) -> float:
+        return self.confidence
+
+    @property
+    def top(self) -> list[dict[str, object]]:
+        return self.cascade.top_labels(self.row)
+
+
 @dataclass
 class _Message:
     text: str
     conversation: str | None
     request_id: str | None
-    steps: dict[str, Decision] = field(default_factory=dict)
+    steps: dict[str, Decision | _Step] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     pii: dict[str, int] = field(default_factory=dict)
     spans: Sequence[object] = ()
@@ -110,6 +137,8 @@ class Chain:
         self.stages, self.label_sep, self.guard = stages, label_sep, guard
         self.action_pool, self.action_deadline_s, self.llm_pool = action_pool, action_deadline_s, llm_pool
         self._scans = any(s.kind == "guard" for s in stages) and guard is not None
+        self._specs = {s.name: s.spec for s in stages}
+        self._versions = {s.name: s.version for s in stages}
         self._errors = 0
         self._lock = threading.Lock()
 
@@ -183,9 +212,23 @@ class Chain:
         convs = list(conversations) if conversations is not None else [None] * len(texts)
         ids = list(request_ids) if request_ids is not None else [None] * len(texts)
         msgs = [_Message(t, c, r) for t, c, r in zip(texts, convs, ids)]
+        groups: dict[str, dict[str, list[_Message]]] = {}  # stage -> its label -> the messages that got it
         for stage in self.stages:
             # a stopped message skips the later models, not the actions on its answer
-            active = [m for m in msgs if (not m.stopped or stage.kind == "action") and self._holds(stage, m)]
+            keep_stopped = stage.kind == "action"
+            c = stage.clauses[0] if len(stage.clauses) == 1 else None
+            if c is not None and c.field == "label" and c.op == "==":  # the usual case: one parent's messages
+                if c.stage not in groups:
+                    by: dict[str, list[_Message]] = {}
+                    for m in msgs:
+                        step = m.steps.get(c.stage)
+                        if step is not None:
+                            by.setdefault(step.label, []).append(m)
+                    groups[c.stage] = by
+                picked = groups[c.stage].get(str(c.value), [])
+                active = [m for m in picked if keep_stopped or not m.stopped]
+            else:
+                active = [m for m in msgs if (keep_stopped or not m.stopped) and self._holds(stage, m)]
             if not active:
                 continue
             if stage.kind == "guard":
@@ -220,6 +263,9 @@ class Chain:
     def _classify(self, stage: Stage, msgs: list[_Message]) -> None:
         cascade = stage.cascade
         assert cascade is not None
+        if cascade.fallback is None and not cascade.thresholds and stage.remote is None:
+            self._classify_locally(stage, cascade, msgs)
+            return
         try:
             if len(msgs) == 1:
                 m = msgs[0]
@@ -236,6 +282,25 @@ class Chain:
             m.steps[stage.name] = d
             m.order.append(stage.name)
             if d.route == "refused" or d.label in stop:
+                m.stopped = True
+
+    def _classify_locally(self, stage: Stage, cascade: Cascade, msgs: list[_Message]) -> None:
+        """A stage with no LLM behind it: its model's answers, without a Decision each."""
+        model = cascade.model
+        if len(msgs) == 1:
+            label, conf, row = model.predict_one(msgs[0].text)
+            answers: Sequence[tuple[str, float, np.ndarray]] = [(str(label), float(conf), row)]
+        else:
+            labels, proba = model.predict_and_proba([m.text for m in msgs])
+            answers = list(zip([str(x) for x in labels], proba.max(axis=1).tolist(), proba))
+        refusal = cascade.refusal_label
+        stop = set(stage.spec.stop)
+        name = stage.name
+        for m, (label, conf, row) in zip(msgs, answers):
+            refused = label == refusal
+            m.steps[name] = _Step(label, conf, "refused" if refused else "local", cascade, row)
+            m.order.append(name)
+            if refused or label in stop:
                 m.stopped = True
 
     def _unavailable(self, stage: Stage, msgs: list[_Message]) -> None:
@@ -303,7 +368,7 @@ class Chain:
         conf = 1.0
         pending: str | None = None
         last: tuple[str, float] | None = None
-        specs = {s.name: s.spec for s in self.stages}
+        specs = self._specs
         for name in m.order:
             d = m.steps[name]
             if specs[name].kind != "classify" or d.route == "unavailable":
@@ -362,18 +427,23 @@ class Chain:
                 self._errors += 1
             m.flags.append("internal_error")
 
+    @staticmethod
+    def _last_top(steps: Sequence[Decision | _Step]) -> list[dict[str, object]]:
+        """The top labels of the last stage that has them (worked out once)."""
+        for d in reversed(steps):
+            top = d.top
+            if top:
+                return top
+        return []
+
     def _decision(self, m: _Message) -> Decision:
         label, conf = self.full_label(m)
-        local_label, local_conf = self.full_label(m, local=True)
         steps = [m.steps[n] for n in m.order]
-        versions = {s.name: s.version for s in self.stages}
-        route = (
-            "refused"
-            if any(d.route == "refused" for d in steps)
-            else "llm"
-            if any(d.route == "llm" for d in steps)
-            else "local"
-        )
+        routes = {d.route for d in steps}
+        # the local answer differs only where a stage's question went to the LLM
+        local_label, local_conf = self.full_label(m, local=True) if "llm" in routes else (label, conf)
+        versions = self._versions
+        route = "refused" if "refused" in routes else "llm" if "llm" in routes else "local"
         flags: list[str] = []
         endpoints: list[str] = []
         pii = dict(m.pii)
@@ -390,7 +460,7 @@ class Chain:
             route,
             flags=flags,
             action=m.action,
-            top=next((d.top for d in reversed(steps) if d.top), []),
+            top=self._last_top(steps),
             pii=pii,
             endpoints=endpoints,
             local_label=local_label,
