@@ -35,12 +35,22 @@ def demo(
     concurrency: int = o.CONCURRENCY,
     send_chars: int = o.SEND_CHARS,
     old_send_chars: Optional[int] = o.hidden("--max-chars", min=1),
+    chain: bool = typer.Option(
+        False,
+        "--chain",
+        help="The support bot as a chain of small models instead (privacy guard, abuse detector, router, "
+        "Banking77's intents, actions, a check on the reply), written to OUT/chain; measured end to end and per stage.",
+    ),
     as_json: bool = o.JSON,
     quiet: bool = o.QUIET,
 ) -> None:
     """The whole story on the bundled support-inbox data: train, evaluate, compare, report."""
     from offramp.demo.run import run_demo
     from offramp.training.train import resolve_time_limit
+
+    if chain:
+        _chain_demo(out_dir / "chain", quality, time_limit, as_json, quiet)
+        return
 
     send_chars = o.pick(send_chars, old_send_chars, "demo --max-chars", "--send-chars", default=20_000)
     if time_limit is not None:
@@ -80,6 +90,48 @@ def demo(
     out.print(
         f"serve it: offramp serve {res.pipeline}   (then open the console: http://127.0.0.1:8000/ui)", markup=False
     )
+
+
+def _chain_demo(out_dir: Path, quality: str, time_limit: Optional[str], as_json: bool, quiet: bool) -> None:
+    from offramp.demo.chain import run_chain_demo
+
+    with status("training the chain", quiet) as progress:
+        res = run_chain_demo(
+            out_dir,
+            quality="fast" if quality == "auto" else quality,
+            time_limit=time_limit or "auto",
+            on_progress=progress,
+        )
+    if as_json:
+        emit(res.to_dict())
+        return
+    for n in res.notes:
+        info(n, quiet)
+    t = Table(title="The chain, stage by stage (each judged on its own question)", title_justify="left")
+    for i, h in enumerate(
+        ("stage", "kind", "version", "labels", "reached", "accuracy", "macro-F1", "p50 ms", "p99 ms")
+    ):
+        t.add_column(h, justify="left" if i < 3 else "right")
+
+    def num(v: object, fmt: str) -> str:
+        return "—" if v is None else format(v, fmt)
+
+    for s in res.stages:
+        t.add_row(
+            s.stage, s.kind, str(s.version or "—")[:12], str(s.labels or "—"), num(s.reached, ".1%"),
+            num(s.accuracy, ".4f"), num(s.macro_f1, ".4f"), num(s.p50_ms, ".3f"), num(s.p99_ms, ".3f"),
+        )  # fmt: skip
+    out.print(t)
+    ev = res.evaluation
+    out.print(
+        f"end to end on {ev.n:,} messages: accuracy {ev.accuracy:.4f}, macro-F1 {ev.macro_f1:.4f}; "
+        f"{res.local_share:.1%} answered with every stage at confidence ≥ {res.llm_threshold:g} (the rest would go "
+        f"to the LLM); p50 {ev.latency_ms.get('p50', 0):.3f} ms, p99 {ev.latency_ms.get('p99', 0):.3f} ms, "
+        f"{ev.throughput_per_s:,.0f} messages/s in batches; trained in {res.train_seconds:.1f} s, "
+        f"whole demo {res.seconds:.1f} s",
+        markup=False,
+    )
+    out.print(f"serve it: offramp serve {res.pipeline}", markup=False)
 
 
 def print_distillation(d: Distillation) -> None:

@@ -147,14 +147,14 @@ def retrain(
     ),
     chain: Optional[Path] = typer.Option(
         None,
-        "--chain",
+        "--in-chain",
         help="REGISTRY is a stage of this chain (its pipeline file): the candidate must also pass the chain's "
         "end-to-end gate (the chain's full labels with the candidate in the stage's place).",
     ),
     chain_gate_file: Optional[Path] = typer.Option(
         None,
         "--chain-gate",
-        help="With --chain: labelled file of full labels to judge the chain on (default: the frozen gate set of "
+        help="With --in-chain: labelled file of full labels to judge the chain on (default: the frozen gate set of "
         "the flat model that 'train --hierarchy' writes beside the pipeline).",
     ),
     text_col: str = o.TEXT_COL,
@@ -179,7 +179,7 @@ def retrain(
     if data is None:
         raise UsageError("give the new labelled rows as DATA", "for example: offramp registry retrain reg/ new.csv")
     if chain_gate_file is not None and chain is None:
-        raise UsageError("--chain-gate goes with --chain PIPELINE")
+        raise UsageError("--chain-gate goes with --in-chain PIPELINE")
     also = None
     if chain is not None:
         from offramp.chain.gate import chain_gate

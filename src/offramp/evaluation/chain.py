@@ -91,7 +91,15 @@ def evaluate_chain(
             if stage.name not in names:
                 continue
             reached += 1
-            if not stage.spec.label:
+            at = names.index(stage.name)
+            # a detector before it that let the message through was right only if it is not what it stops
+            if any(t in specs[n].stop for n in names[:at] if specs[n].kind == "classify" and not specs[n].label):
+                continue
+            local_part = str(path[at]["label"])
+            if not stage.spec.label:  # a detector: judged on its decision to stop the message or not
+                if stage.spec.stop:
+                    judged_truth.append(t if t in stage.spec.stop else "(passed on)")
+                    judged_pred.append(local_part if local_part in stage.spec.stop else "(passed on)")
                 continue
             # the part of the full label this stage decides, and whether the parts before it were right
             k = sum(1 for n in names[: names.index(stage.name)] if specs[n].kind == "classify" and specs[n].label)
@@ -101,7 +109,6 @@ def evaluate_chain(
                 for p in path
                 if specs[str(p["stage"])].kind == "classify" and specs[str(p["stage"])].label
             ]
-            local_part = str(path[names.index(stage.name)]["label"])
             if k < len(true_parts) and got[:k] == true_parts[:k]:
                 judged_truth.append(true_parts[k])
                 judged_pred.append(local_part)
