@@ -56,6 +56,8 @@ _LAZY = {
     "compute_costs": "offramp.costs.calculator",
     # serving it
     "Cascade": "offramp.runtime.cascade",
+    "Chain": "offramp.chain.run",
+    "train_hierarchy": "offramp.chain.hierarchy",
     "Decision": "offramp.runtime.decision",
     "ActionResult": "offramp.runtime.decision",
     "Settings": "offramp.runtime.config",
@@ -110,6 +112,8 @@ __all__ = [
     "CostReport",
     "compute_costs",
     "Cascade",
+    "Chain",
+    "train_hierarchy",
     "Decision",
     "ActionResult",
     "Settings",
@@ -155,6 +159,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from offramp.audit.log import AuditLog
     from offramp.capture.pool import export_pool
+    from offramp.chain.hierarchy import train_hierarchy
+    from offramp.chain.run import Chain
     from offramp.costs.calculator import CostInputs, CostReport, compute_costs, price_the_move
     from offramp.data.io import Dataset, read_dataset
     from offramp.egress.policy import EgressPolicy, EgressRefused
