@@ -453,3 +453,16 @@ def test_demo_chain_builds_the_reference_architecture_and_serves_it(tmp_path):
         assert ready["version"] == "abuse=v0001,router=v0001,banking=v0001"
     finally:
         s.stop()
+
+
+def test_serve_engine_flags_are_checked_before_anything_starts(hier, tmp_path):
+    d, rep, test = hier
+    router = str(Path(rep.out_dir) / "stages" / "router")
+    r = run_cli("serve", router, "--engine", "ray", "--port", "1")
+    assert r.returncode == 2 and "serves a chain's stages as Ray Serve deployments" in r.stderr
+    r = run_cli("serve", rep.pipeline, "--address", "127.0.0.1:1", "--port", "1")
+    assert r.returncode == 2 and "--address goes with --engine ray" in r.stderr
+    r = run_cli("serve", rep.pipeline, "--engine", "spark", "--port", "1")
+    assert r.returncode == 2 and "'spark' is not an engine" in r.stderr
+    r = run_cli("serve", rep.pipeline, "--engine", "ray", "--workers", "2", "--port", "1")
+    assert r.returncode == 2 and "not --workers" in r.stderr

@@ -188,3 +188,56 @@ def test_bad_inputs_are_refused_before_ray_starts(fast_model, shards, tmp_path):
         assert r.returncode == 2 and r.stderr.count("\n") == 1, (args, r.stderr)
         assert message in r.stderr, r.stderr
         assert not (tmp_path / "o").exists()
+
+
+def _clinc_hierarchy(tmp_path):
+    """A small chain (router + one model per domain) on three CLINC150 domains."""
+    import json
+    from pathlib import Path
+
+    from offramp.chain.hierarchy import train_hierarchy
+
+    base = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "clinc150"
+    data = json.loads((base / "data_full.json").read_text())
+    domains = json.loads((base / "domains.json").read_text())
+    keep = {i: d for d in ("banking", "travel", "work") for i in sorted(domains[d])[:5]}
+    rows = [(t, f"{keep[i]}/{i}") for t, i in data["train"] if i in keep]
+    rep = train_hierarchy(write_csv(tmp_path / "h.csv", rows), tmp_path / "h", quality="fast", flat=False)
+    texts = [t for t, _ in data["test"]] + [t for t, _ in data["val"]]
+    return Path(rep.pipeline), texts[:2000]
+
+
+def test_a_chain_on_ray_serve_answers_as_in_process_with_a_stage_on_both_nodes(cluster, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import yaml
+
+    from offramp.chain.ray_serve import replica_counts
+    from offramp.chain.run import Chain
+
+    pipeline, texts = _clinc_hierarchy(tmp_path)
+    doc = yaml.safe_load(pipeline.read_text())
+    for stage in doc["stages"]:
+        if stage["name"] == "banking":
+            stage["replicas"] = 2  # the stage that gets the most traffic here gets two replicas
+    pipeline.write_text(yaml.safe_dump(doc))
+    expected = [d.label for d in Chain.from_pipeline(pipeline, llm=False).run_many(texts)]
+    chain = Chain.from_pipeline(pipeline, llm=False, engine="ray", ray_address=cluster["address"])
+    try:
+        chunks = [texts[i : i + 50] for i in range(0, len(texts), 50)]
+        with ThreadPoolExecutor(4) as pool:  # batches in flight together, as a busy service sends them
+            got = [d.label for batch in pool.map(chain.run_many, chunks) for d in batch]
+        assert got == expected
+        assert chain.run(texts[0]).label == expected[0]
+        counts = replica_counts(chain)
+        assert set(counts) == {"router", "banking", "travel", "work"}
+        banking = counts["banking"]
+        assert len(banking) == 2 and all(n > 0 for n in banking.values())  # both replicas answered
+        assert len({where.split("/")[0] for where in banking}) == 2  # ... on the two nodes
+        assert sum(counts["router"].values()) == len(texts) + 1
+    finally:
+        chain.close()
+    with pytest.raises(UsageError, match="serves a chain's stages"):
+        from offramp.runtime.cascade import Cascade
+
+        Cascade.from_pipeline(tmp_path / "h" / "stages" / "router", engine="ray")

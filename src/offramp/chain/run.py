@@ -141,13 +141,15 @@ class Chain:
         self._versions = {s.name: s.version for s in stages}
         self._errors = 0
         self._lock = threading.Lock()
+        self.ray_apps: list[str] = []  # engine ray: the Serve applications holding the stages' models
 
     # ----------------------------------------------------------------------------- building
 
     @classmethod
     def from_pipeline(cls, path: str | os.PathLike[str], *, llm: bool = True, **settings: object) -> Chain:
         """The chain a pipeline file with ``stages:`` describes. ``llm=False`` leaves the LLM out
-        (every stage answers locally: what ``offramp eval`` measures)."""
+        (every stage answers locally: what ``offramp eval`` measures). ``engine="ray"`` (with
+        ``ray_address``) serves each stage's model as a Ray Serve deployment with its ``replicas``."""
         s = Settings.resolve(path, settings)
         if not s.is_chain:
             raise UsageError(f"{path} has no stages:", "a chain's pipeline file lists its stages under stages:")
@@ -188,6 +190,11 @@ class Chain:
         for s in self.stages:
             if s.remote is not None:
                 s.remote.close()
+        if self.ray_apps:
+            from offramp.chain.ray_serve import undeploy
+
+            undeploy(self.ray_apps)
+            self.ray_apps = []
         vault = getattr(self.guard, "vault", None)
         if vault is not None:
             vault.close()
@@ -616,6 +623,10 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
                 f"{path}: stage {s.name}: actions: the chain never answers {unknown[0]}",
                 f"it answers: {', '.join(sorted(answers)[:12])}" + (" ..." if len(answers) > 12 else ""),
             )
+    if settings.engine == "ray":  # last: nothing is deployed for a file that is refused
+        from offramp.chain.ray_serve import deploy
+
+        chain.ray_apps = deploy(chain, settings.ray_address)
     return chain
 
 

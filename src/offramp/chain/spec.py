@@ -54,6 +54,7 @@ class StageSpec(BaseModel):
     labels: Optional[List[str]] = None  # remote: its labels, so the chain can start while it is down
     timeout_s: float = Field(2.0, gt=0, le=600)  # remote: the deadline of one call
     api_key_env: Optional[str] = None  # remote: the variable holding its API key
+    replicas: int = Field(1, ge=1, le=64)  # classify, served with --engine ray: the stage's Ray Serve replicas
     when: Optional[str] = None
     thresholds: Optional[Dict[str, Annotated[float, Field(ge=0, le=1.01)]]] = None
     label: bool = True  # classify: its label is a part of the full label

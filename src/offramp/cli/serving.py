@@ -98,6 +98,8 @@ def serve(
         help="Refuse every host that is not loopback (beats the pipeline's 'offline:' and OFFRAMP_OFFLINE).",
     ),
     workers: Optional[int] = o.WORKERS,
+    engine: str = o.ENGINE,
+    address: Optional[str] = o.ADDRESS,
     as_json: bool = o.JSON,
     quiet: bool = o.QUIET,
 ) -> None:
@@ -108,9 +110,16 @@ def serve(
     server's log as JSON lines on stdout.
     """
     from offramp.errors import UsageError
-    from offramp.runtime.config import host_names
+    from offramp.runtime.config import engine_name, host_names
     from offramp.serving.app import serve as run_server
 
+    engine_name(engine)
+    if engine != "local" and (workers or 1) > 1:
+        raise UsageError(
+            "--engine ray scales a chain's stages with their replicas:, not --workers", "leave --workers out"
+        )
+    if address is not None and engine != "ray":
+        raise UsageError("--address goes with --engine ray")
     if rate_limit is not None and not rate_limit > 0:
         raise UsageError(f"--rate-limit must be greater than zero, got {rate_limit}")
     flags = {
@@ -132,6 +141,8 @@ def serve(
         "upstream": upstream,
         "allowed_hosts": host_names(allowed_hosts) if allowed_hosts is not None else None,
         "behind_tls": behind_tls,
+        "engine": engine,
+        "ray_address": address,
     }
 
     def announce(msg: str) -> None:

@@ -499,6 +499,11 @@ def model_info(
 
 def build(settings: Settings) -> Built:
     """Load the model and wire guard, routing, fallback and actions as ``settings`` say."""
+    if settings.engine != "local":
+        raise UsageError(
+            f"--engine {settings.engine} serves a chain's stages as Ray Serve deployments, and {settings.target} is one model",
+            "serve it without --engine, or write a pipeline file with stages:",
+        )
     model_dir, registry_version = resolve_model_dir(settings.model_dir)
     registry = settings.model_dir if registry_version is not None else None
     model = load(model_dir)

@@ -304,7 +304,16 @@ _TABLE: dict[str, tuple[Callable[[PipelineSpec], Any] | None, str, Callable[[str
     "upstream": (lambda p: p.proxy.upstream if p.proxy else None, "OFFRAMP_UPSTREAM", str, None),
     "allowed_hosts": (None, "OFFRAMP_ALLOWED_HOSTS", lambda v: host_names(v, "OFFRAMP_ALLOWED_HOSTS"), ()),
     "behind_tls": (None, "OFFRAMP_BEHIND_TLS", env_flag, False),
+    # a chain's stages: in this process (local), or as Ray Serve deployments (ray) on the cluster at ray_address
+    "engine": (None, "OFFRAMP_ENGINE", lambda v: engine_name(v, "OFFRAMP_ENGINE"), "local"),
+    "ray_address": (None, "OFFRAMP_RAY_ADDRESS", str, None),
 }
+
+
+def engine_name(value: str, source: str = "--engine") -> str:
+    if value not in ("local", "ray"):
+        raise UsageError(f"{source}: {value!r} is not an engine", "use local or ray")
+    return value
 
 
 def host_names(value: str | tuple[str, ...] | list[str] | None, source: str = "--allowed-hosts") -> tuple[str, ...]:
@@ -346,6 +355,8 @@ class Settings:
     behind_tls: bool = False  # reached over HTTPS through a proxy: the console's cookie is Secure
     read_timeout_s: float = 10.0  # headers, then the body, must arrive within this many seconds
     max_connections_per_client: int = 64  # open connections one client address may hold (per process)
+    engine: str = "local"  # a chain's stages: here, or as Ray Serve deployments ("ray")
+    ray_address: str | None = None  # engine ray: the cluster (None: a Ray started here)
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -1,0 +1,122 @@
+"""A chain's stages as Ray Serve deployments, each with its own number of replicas.
+
+``offramp serve PIPELINE --engine ray [--address A]`` (or ``Chain.from_pipeline(path, engine="ray")``)
+keeps the chain's logic — conditions, full labels, actions, validation, the HTTP service — in this
+process and moves each classify stage's model into a Ray Serve deployment with ``replicas:`` of its
+own (a heavy stage gets more than a light one); Ray spreads the replicas over the cluster's nodes.
+A stage's model directory travels as its files' bytes through Ray's object store; each replica
+writes them to a private directory, checks them against the manifest's hashes and loads the model
+(no pickled model anywhere). The answers are the ones the in-process chain gives: the same model
+files answer, only elsewhere. Remote stages (``remote:``) stay what they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+from collections import Counter
+from typing import Any, Sequence, cast
+
+import numpy as np
+
+from offramp.chain.run import Chain, Stage
+from offramp.errors import UsageError
+from offramp.estimators.base import TextClassifier
+from offramp.modeldir.store import model_version
+from offramp.scale.ray_engine import Predictor, connect, pack_model_dir
+
+CALL_TIMEOUT_S = 60.0
+
+
+class StageReplica(Predictor):
+    """One replica of a stage: the model unpacked on its node and verified, answering batches."""
+
+    def __call__(self, texts: list[str]) -> tuple[list[str], list[list[float]], str, int]:
+        import os
+
+        labels, proba = self.model.predict_and_proba(texts)
+        return [str(x) for x in labels], proba.tolist(), str(self.node), os.getpid()
+
+
+class RayStage:
+    """The part of a model's interface a stage calls, answered by the stage's Ray Serve deployment;
+    it counts the messages each replica (node, process) answered."""
+
+    multi_label = False
+
+    def __init__(self, handle: Any, local: TextClassifier, name: str) -> None:
+        self.handle, self.name = handle, name
+        self.classes_ = local.classes_
+        self.reject_label_ = local.reject_label_
+        self.counts: Counter[tuple[str, int]] = Counter()
+        self._lock = threading.Lock()
+
+    def predict_and_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        labels, proba, node, pid = self.handle.remote(list(texts)).result(timeout_s=CALL_TIMEOUT_S)
+        with self._lock:
+            self.counts[(node, pid)] += len(texts)
+        return np.array(labels, dtype=object), np.asarray(proba, dtype=np.float64)
+
+    def predict_one(self, text: str) -> tuple[str, float, np.ndarray]:
+        labels, proba = self.predict_and_proba([text])
+        return str(labels[0]), float(proba[0].max()), proba[0]
+
+
+def deploy(chain: Chain, address: str | None = None) -> list[str]:
+    """Move each local classify stage's model into a Ray Serve deployment with its ``replicas``;
+    returns the names of the Serve applications started (:func:`undeploy` removes them)."""
+    connect(address, None)
+    import ray
+    from ray import serve
+
+    serve.start(proxy_location="Disabled")  # the chain's own service answers HTTP; Serve only hosts the models
+    replica = cast(Any, serve.deployment)(StageReplica)
+    run_id = uuid.uuid4().hex[:8]
+    apps: list[str] = []
+    for stage in chain.classify_stages:
+        if stage.remote is not None or stage.model_dir is None or stage.cascade is None:
+            continue
+        files = pack_model_dir(stage.model_dir)
+        app = replica.options(
+            name=f"stage-{stage.name}",
+            num_replicas=stage.spec.replicas,
+            ray_actor_options={"num_cpus": 0.01},
+        ).bind([ray.put(files)], model_version(stage.model_dir))
+        name = f"offramp-{run_id}-{stage.name}"
+        try:
+            handle = serve.run(app, name=name, route_prefix=None)
+        except Exception as e:  # a replica that cannot start (a broken model directory, no resources)
+            undeploy(apps)
+            raise UsageError(
+                f"stage {stage.name}: its Ray Serve deployment did not start ({type(e).__name__})",
+                "check 'ray status' and the model directory",
+            ) from None
+        apps.append(name)
+        _swap(stage, RayStage(handle, stage.cascade.model, stage.name))
+    return apps
+
+
+def _swap(stage: Stage, model: RayStage) -> None:
+    assert stage.cascade is not None
+    stage.cascade = dataclasses.replace(stage.cascade, model=cast(TextClassifier, model))
+
+
+def replica_counts(chain: Chain) -> dict[str, dict[str, int]]:
+    """Per stage served by Ray: messages answered by each replica (``node/pid``)."""
+    out: dict[str, dict[str, int]] = {}
+    for s in chain.classify_stages:
+        model = s.cascade.model if s.cascade is not None else None
+        if isinstance(model, RayStage):
+            out[s.name] = {f"{node}/{pid}": n for (node, pid), n in sorted(model.counts.items())}
+    return out
+
+
+def undeploy(apps: list[str]) -> None:
+    from ray import serve
+
+    for name in apps:
+        try:
+            serve.delete(name)
+        except Exception:  # already gone with the cluster
+            pass
