@@ -310,6 +310,9 @@ def test_a_chain_is_served_with_its_path_in_the_answer_the_audit_log_and_the_met
         text = httpx.get(s.url + "/metrics").text
         assert metric(text, "offramp_stage_decisions_total", route="local", stage="router") == 4
         assert metric(text, "offramp_stage_decisions_total", route="local", stage="banking") == 2
+        assert metric(text, "offramp_stage_messages_total", stage="banking") == 2
+        assert metric(text, "offramp_stage_messages_total", stage="guard") == 4
+        assert 0 < metric(text, "offramp_stage_seconds_total", stage="router") < 5
     finally:
         s.stop()
     records = [json.loads(body) for _, _, body, _ in AuditLog(audit).records()]

@@ -18,9 +18,10 @@ import functools
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, cast
+from typing import Callable, Sequence, cast
 
 import numpy as np
 
@@ -142,6 +143,8 @@ class Chain:
         self._errors = 0
         self._lock = threading.Lock()
         self.ray_apps: list[str] = []  # engine ray: the Serve applications holding the stages' models
+        # told, once per stage per batch, the stage's name, its seconds and its messages (the service counts them)
+        self.on_stage: Callable[[str, float, int], None] | None = None
 
     # ----------------------------------------------------------------------------- building
 
@@ -238,6 +241,7 @@ class Chain:
                 active = [m for m in msgs if (keep_stopped or not m.stopped) and self._holds(stage, m)]
             if not active:
                 continue
+            started = time.perf_counter()
             if stage.kind == "guard":
                 self._guard(active)
             elif stage.kind == "classify":
@@ -247,6 +251,8 @@ class Chain:
             else:
                 for m in active:
                     self._act(stage, m)
+            if self.on_stage is not None:
+                self.on_stage(stage.name, time.perf_counter() - started, len(active))
         return [self._decision(m) for m in msgs]
 
     @staticmethod

@@ -21,6 +21,7 @@ import anyio.to_thread
 
 from offramp.audit.log import AuditLog, AuditWriter
 from offramp.capture.live import InvalidLabel, NotYourRequest, UnknownLabel, UnknownRequest
+from offramp.chain.run import Chain
 from offramp.costs.calculator import (
     CHARS_PER_TOKEN,
     DEFAULT_OUTPUT_TOKENS,
@@ -216,12 +217,19 @@ class ClassificationService:
             built.capture.adopt(before.capture)  # feedback for requests made before the reload still counts
         if built.capture is not None and hasattr(self, "review"):
             self.review.ttl_s = built.capture.ttl_s
+        if isinstance(built.chain, Chain):
+            built.chain.on_stage = self._stage_timed
         old = getattr(self, "drift", None)
         if old is not None:
             old.close()
         self.drift = (
             DriftMonitor(built.reference, on_refresh=self._drift_refresh, background=True) if built.reference else None
         )
+
+    def _stage_timed(self, stage: str, seconds: float, messages: int) -> None:
+        """A chain's stage finished a batch: its time and messages, counted by stage."""
+        self.metrics.inc("offramp_stage_seconds_total", seconds, stage=stage)
+        self.metrics.inc("offramp_stage_messages_total", messages, stage=stage)
 
     def _drift_refresh(self, values: dict[str, float]) -> None:
         m = self.metrics

@@ -81,6 +81,8 @@ class Metrics:
             "offramp_model_reloads_total": "model reloads by outcome",
             "offramp_model_calls_total": "calls to the small model (messages that arrive together share one)",
             "offramp_stage_decisions_total": "a chain: messages each stage answered, by stage and route",
+            "offramp_stage_seconds_total": "a chain: seconds each stage spent on its batches (divide by messages for the mean)",
+            "offramp_stage_messages_total": "a chain: messages each stage worked on (guard, actions and checks included)",
         }
 
     def inc(self, name: str, value: float = 1.0, **labels: object) -> None:
