@@ -212,7 +212,6 @@ def test_a_chain_on_ray_serve_answers_as_in_process_with_a_stage_on_both_nodes(c
 
     import yaml
 
-    from offramp.chain.ray_serve import replica_counts
     from offramp.chain.run import Chain
 
     pipeline, texts = _clinc_hierarchy(tmp_path)
@@ -229,7 +228,7 @@ def test_a_chain_on_ray_serve_answers_as_in_process_with_a_stage_on_both_nodes(c
             got = [d.label for batch in pool.map(chain.run_many, chunks) for d in batch]
         assert got == expected
         assert chain.run(texts[0]).label == expected[0]
-        counts = replica_counts(chain)
+        counts = chain.replica_counts()
         assert set(counts) == {"router", "banking", "travel", "work"}
         banking = counts["banking"]
         assert len(banking) == 2 and all(n > 0 for n in banking.values())  # both replicas answered

@@ -12,15 +12,14 @@ files answer, only elsewhere. Remote stages (``remote:``) stay what they are.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any, Sequence, cast
 
 import numpy as np
 
-from offramp.chain.run import Chain, Stage
 from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier
 from offramp.modeldir.store import model_version
@@ -63,9 +62,12 @@ class RayStage:
         return str(labels[0]), float(proba[0].max()), proba[0]
 
 
-def deploy(chain: Chain, address: str | None = None) -> list[str]:
-    """Move each local classify stage's model into a Ray Serve deployment with its ``replicas``;
-    returns the names of the Serve applications started (:func:`undeploy` removes them)."""
+def deploy(
+    stages: Sequence[tuple[str, Path, int, TextClassifier]], address: str | None = None
+) -> tuple[list[str], dict[str, RayStage]]:
+    """Start a Ray Serve deployment for each (stage name, model directory, replicas, the model as
+    loaded here); returns the Serve applications started (:func:`undeploy` removes them) and each
+    stage's stand-in model, which asks its deployment."""
     connect(address, None)
     import ray
     from ray import serve
@@ -74,42 +76,23 @@ def deploy(chain: Chain, address: str | None = None) -> list[str]:
     replica = cast(Any, serve.deployment)(StageReplica)
     run_id = uuid.uuid4().hex[:8]
     apps: list[str] = []
-    for stage in chain.classify_stages:
-        if stage.remote is not None or stage.model_dir is None or stage.cascade is None:
-            continue
-        files = pack_model_dir(stage.model_dir)
-        app = replica.options(
-            name=f"stage-{stage.name}",
-            num_replicas=stage.spec.replicas,
-            ray_actor_options={"num_cpus": 0.01},
-        ).bind([ray.put(files)], model_version(stage.model_dir))
-        name = f"offramp-{run_id}-{stage.name}"
+    models: dict[str, RayStage] = {}
+    for stage, model_dir, replicas, local in stages:
+        app = replica.options(name=f"stage-{stage}", num_replicas=replicas, ray_actor_options={"num_cpus": 0.01}).bind(
+            [ray.put(pack_model_dir(model_dir))], model_version(model_dir)
+        )
+        name = f"offramp-{run_id}-{stage}"
         try:
             handle = serve.run(app, name=name, route_prefix=None)
         except Exception as e:  # a replica that cannot start (a broken model directory, no resources)
             undeploy(apps)
             raise UsageError(
-                f"stage {stage.name}: its Ray Serve deployment did not start ({type(e).__name__})",
+                f"stage {stage}: its Ray Serve deployment did not start ({type(e).__name__})",
                 "check 'ray status' and the model directory",
             ) from None
         apps.append(name)
-        _swap(stage, RayStage(handle, stage.cascade.model, stage.name))
-    return apps
-
-
-def _swap(stage: Stage, model: RayStage) -> None:
-    assert stage.cascade is not None
-    stage.cascade = dataclasses.replace(stage.cascade, model=cast(TextClassifier, model))
-
-
-def replica_counts(chain: Chain) -> dict[str, dict[str, int]]:
-    """Per stage served by Ray: messages answered by each replica (``node/pid``)."""
-    out: dict[str, dict[str, int]] = {}
-    for s in chain.classify_stages:
-        model = s.cascade.model if s.cascade is not None else None
-        if isinstance(model, RayStage):
-            out[s.name] = {f"{node}/{pid}": n for (node, pid), n in sorted(model.counts.items())}
-    return out
+        models[stage] = RayStage(handle, local, stage)
+    return apps, models
 
 
 def undeploy(apps: list[str]) -> None:

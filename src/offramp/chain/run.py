@@ -14,6 +14,7 @@ reach it, so a chain of *k* models costs a batch about *k* model calls, never on
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -175,6 +176,15 @@ class Chain:
     def threshold_for(self, label: str) -> float | None:
         """No single threshold covers a full label (each stage has its own): None."""
         return None
+
+    def replica_counts(self) -> dict[str, dict[str, int]]:
+        """Per stage served by Ray Serve: the messages each replica (``node/pid``) answered."""
+        out: dict[str, dict[str, int]] = {}
+        for s in self.classify_stages:
+            counts = getattr(s.cascade.model if s.cascade is not None else None, "counts", None)
+            if counts is not None:
+                out[s.name] = {f"{node}/{pid}": n for (node, pid), n in sorted(counts.items())}
+        return out
 
     def versions(self) -> dict[str, str | None]:
         """Each classify stage's version (the registry's, else the manifest hash)."""
@@ -632,7 +642,15 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
     if settings.engine == "ray":  # last: nothing is deployed for a file that is refused
         from offramp.chain.ray_serve import deploy
 
-        chain.ray_apps = deploy(chain, settings.ray_address)
+        local = [
+            (s.name, s.model_dir, s.spec.replicas, s.cascade.model)
+            for s in chain.classify_stages
+            if s.remote is None and s.model_dir is not None and s.cascade is not None
+        ]
+        chain.ray_apps, served = deploy(local, settings.ray_address)
+        for s in chain.classify_stages:
+            if s.name in served and s.cascade is not None:
+                s.cascade = dataclasses.replace(s.cascade, model=cast(TextClassifier, served[s.name]))
     return chain
 
 
