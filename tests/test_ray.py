@@ -22,7 +22,7 @@ from misbehaving_llm import GoldLLM
 # Ray reads its authentication settings once, when first imported: set them before anything does
 AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
 os.environ.update(AUTH)
-import ray  # noqa: E402, F401  (after the settings above; a missing Ray extra fails, never skips)
+import ray  # noqa: E402  (after the settings above; a missing Ray extra fails, never skips)
 
 
 def _ray(*args: str, env: dict) -> None:
@@ -236,6 +236,7 @@ def test_a_chain_on_ray_serve_answers_as_in_process_with_a_stage_on_both_nodes(c
         assert sum(counts["router"].values()) == len(texts) + 1
     finally:
         chain.close()
+    assert not ray.is_initialized()  # it joined the cluster for the chain and left with it
     with pytest.raises(UsageError, match="serves a chain's stages"):
         from offramp.runtime.cascade import Cascade
 

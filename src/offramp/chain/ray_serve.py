@@ -64,11 +64,11 @@ class RayStage:
 
 def deploy(
     stages: Sequence[tuple[str, Path, int, TextClassifier]], address: str | None = None
-) -> tuple[list[str], dict[str, RayStage]]:
+) -> tuple[list[str], dict[str, RayStage], bool]:
     """Start a Ray Serve deployment for each (stage name, model directory, replicas, the model as
-    loaded here); returns the Serve applications started (:func:`undeploy` removes them) and each
-    stage's stand-in model, which asks its deployment."""
-    connect(address, None)
+    loaded here); returns the Serve applications started, each stage's stand-in model (which asks
+    its deployment) and whether this call connected to Ray (:func:`undeploy` undoes both)."""
+    started = connect(address, None)
     import ray
     from ray import serve
 
@@ -85,17 +85,20 @@ def deploy(
         try:
             handle = serve.run(app, name=name, route_prefix=None)
         except Exception as e:  # a replica that cannot start (a broken model directory, no resources)
-            undeploy(apps)
+            undeploy(apps, started)
             raise UsageError(
                 f"stage {stage}: its Ray Serve deployment did not start ({type(e).__name__})",
                 "check 'ray status' and the model directory",
             ) from None
         apps.append(name)
         models[stage] = RayStage(handle, local, stage)
-    return apps, models
+    return apps, models, started
 
 
-def undeploy(apps: list[str]) -> None:
+def undeploy(apps: list[str], disconnect: bool) -> None:
+    """Delete the Serve applications; ``disconnect``: leave Ray too (this process joined it for
+    them), so the process does not outlive a cluster that stops later."""
+    import ray
     from ray import serve
 
     for name in apps:
@@ -103,3 +106,5 @@ def undeploy(apps: list[str]) -> None:
             serve.delete(name)
         except Exception:  # already gone with the cluster
             pass
+    if disconnect and ray.is_initialized():
+        ray.shutdown()

@@ -144,6 +144,7 @@ class Chain:
         self._errors = 0
         self._lock = threading.Lock()
         self.ray_apps: list[str] = []  # engine ray: the Serve applications holding the stages' models
+        self.ray_joined = False  # engine ray: this chain connected this process to Ray (and leaves on close)
         # told, once per stage per batch, the stage's name, its seconds and its messages (the service counts them)
         self.on_stage: Callable[[str, float, int], None] | None = None
 
@@ -206,8 +207,8 @@ class Chain:
         if self.ray_apps:
             from offramp.chain.ray_serve import undeploy
 
-            undeploy(self.ray_apps)
-            self.ray_apps = []
+            undeploy(self.ray_apps, self.ray_joined)
+            self.ray_apps, self.ray_joined = [], False
         vault = getattr(self.guard, "vault", None)
         if vault is not None:
             vault.close()
@@ -647,7 +648,7 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
             for s in chain.classify_stages
             if s.remote is None and s.model_dir is not None and s.cascade is not None
         ]
-        chain.ray_apps, served = deploy(local, settings.ray_address)
+        chain.ray_apps, served, chain.ray_joined = deploy(local, settings.ray_address)
         for s in chain.classify_stages:
             if s.name in served and s.cascade is not None:
                 s.cascade = dataclasses.replace(s.cascade, model=cast(TextClassifier, served[s.name]))
