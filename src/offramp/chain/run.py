@@ -28,7 +28,7 @@ import numpy as np
 
 from offramp.chain.remote import RemoteStage, StageUnavailable
 from offramp.chain.spec import Clause, StageSpec, parse_when, read_stages
-from offramp.egress.pool import EgressBusy, EgressDeadline, EgressPool, run
+from offramp.egress.pool import EgressPool, run
 from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier
 from offramp.llm.client import ChatClient, LLMConfig
@@ -36,7 +36,7 @@ from offramp.modeldir.store import model_version
 from offramp.privacy.guard import PrivacyGuard, build_guard
 from offramp.registry.records import load, resolve_model_dir
 from offramp.runtime.actions import Action, build_action
-from offramp.runtime.cascade import Built, Cascade, ModelInfo, egress_policy, model_info
+from offramp.runtime.cascade import Built, Cascade, ModelInfo, egress_policy, model_info, send_action
 from offramp.runtime.config import Settings
 from offramp.runtime.decision import ActionResult, Decision
 from offramp.runtime.fallback import LLMFallback
@@ -427,20 +427,10 @@ class Chain:
         try:
             if act.egress:
                 out = self._outgoing(m)
-                deadline = float(getattr(act, "timeout_s", self.action_deadline_s))
-                kind = str(getattr(act, "kind", "action"))
-                try:
-                    result = run(self.action_pool, lambda: act(out, label), deadline)
-                except EgressBusy:
-                    result = ActionResult(kind, sent=False, error="egress busy")
-                    m.flags.append("egress_busy")
-                except EgressDeadline:
-                    result = ActionResult(kind, error=f"no answer within {deadline:g} s")
-                    m.flags.append("action_deadline")
-                if result.sent is not False:
-                    m.endpoints.append(str(getattr(act, "endpoint", "webhook")))
-                if self.guard is not None and result.text:
-                    result.text = self.guard.reveal(result.text, m.conversation)
+                result = send_action(
+                    act, out, label, self.action_pool, self.action_deadline_s, self.guard, m.conversation, m.flags,
+                    m.endpoints,
+                )  # fmt: skip
             else:
                 result = act(m.text, label)
             result.label = label

@@ -355,29 +355,55 @@ class Cascade:
         request_id: str | None,
     ) -> ActionResult | None:
         """One action's result (None if it failed unexpectedly, which is logged and flagged)."""
-        guard = self.guard
         try:
             if act.egress:
                 out = self._outgoing(d, text, conversation)
-                deadline = float(getattr(act, "timeout_s", self.action_deadline_s))
-                kind = str(getattr(act, "kind", "action"))
-                try:
-                    result = run(self.action_pool, lambda: act(out, label), deadline)
-                except EgressBusy:
-                    result = ActionResult(kind, sent=False, error="egress busy")
-                    d.flags.append("egress_busy")
-                except EgressDeadline:
-                    result = ActionResult(kind, error=f"no answer within {deadline:g} s")
-                    d.flags.append("action_deadline")
-                if result.sent is not False:
-                    d.endpoints.append(str(getattr(act, "endpoint", "webhook")))
-                if guard is not None and result.text:
-                    result.text = guard.reveal(result.text, conversation)
-                return result
+                return send_action(
+                    act,
+                    out,
+                    label,
+                    self.action_pool,
+                    self.action_deadline_s,
+                    self.guard,
+                    conversation,
+                    d.flags,
+                    d.endpoints,
+                )
             return act(text, label)
         except Exception:
             self._unexpected(d, "action", request_id)
             return None
+
+
+def send_action(
+    act: Action,
+    out: str,
+    label: str,
+    pool: EgressPool | None,
+    deadline_s: float,
+    guard: Guard | None,
+    conversation: str | None,
+    flags: list[str],
+    endpoints: list[str],
+) -> ActionResult:
+    """Run an action that sends ``out`` (the text as masked for egress) off the machine, in its pool
+    under its deadline: a busy pool or a missed deadline is a result with an error, flagged in
+    ``flags``; where the text went is added to ``endpoints``; pseudonyms in the reply are turned back."""
+    deadline = float(getattr(act, "timeout_s", deadline_s))
+    kind = str(getattr(act, "kind", "action"))
+    try:
+        result = run(pool, lambda: act(out, label), deadline)
+    except EgressBusy:
+        result = ActionResult(kind, sent=False, error="egress busy")
+        flags.append("egress_busy")
+    except EgressDeadline:
+        result = ActionResult(kind, error=f"no answer within {deadline:g} s")
+        flags.append("action_deadline")
+    if result.sent is not False:
+        endpoints.append(str(getattr(act, "endpoint", "webhook")))
+    if guard is not None and result.text:
+        result.text = guard.reveal(result.text, conversation)
+    return result
 
 
 # ------------------------------------------------------------------------------- wiring
