@@ -31,12 +31,20 @@ from offramp.chain.spec import Clause, StageSpec, parse_when, read_stages
 from offramp.egress.pool import EgressPool, run
 from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier
-from offramp.llm.client import ChatClient, LLMConfig
 from offramp.modeldir.store import model_version
-from offramp.privacy.guard import PrivacyGuard, build_guard
+from offramp.privacy.guard import PrivacyGuard
 from offramp.registry.records import load, resolve_model_dir
 from offramp.runtime.actions import Action, build_action
-from offramp.runtime.cascade import Built, Cascade, ModelInfo, egress_policy, model_info, send_action
+from offramp.runtime.cascade import (
+    Built,
+    Cascade,
+    ModelInfo,
+    egress_policy,
+    llm_client,
+    model_info,
+    pipeline_guard,
+    send_action,
+)
 from offramp.runtime.config import Settings
 from offramp.runtime.decision import ActionResult, Decision
 from offramp.runtime.fallback import LLMFallback
@@ -504,21 +512,9 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
     assert spec is not None and spec.stages is not None
     path, base = settings.target, settings.base
     specs = read_stages(spec.stages, path)
-    guard = build_guard(spec.privacy.model_dump(), base) if spec.privacy is not None else PrivacyGuard()
+    guard = pipeline_guard(spec, base)
     policy = egress_policy(settings, guard)
-    client = None
-    if llm and spec.llm is not None:
-        c = spec.llm
-        client = ChatClient(
-            LLMConfig(
-                base_url=c.base_url,
-                model=c.model,
-                api_key_env=c.api_key_env,
-                timeout_s=c.timeout_s,
-                max_retries=c.max_retries,
-            ),
-            policy=policy,
-        )
+    client = llm_client(spec.llm, policy) if llm and spec.llm is not None else None
     llm_pool = EgressPool("llm") if client is not None else None
     stages: list[Stage] = []
     by_name: dict[str, Stage] = {}

@@ -53,7 +53,7 @@ from offramp.privacy.guard import PrivacyGuard, build_guard, neutralise_tokens
 from offramp.proxy.task import ProxyTask, read_task
 from offramp.registry.records import load, resolve_model_dir
 from offramp.runtime.actions import Action, build_action
-from offramp.runtime.config import PipelineSpec, Settings
+from offramp.runtime.config import LLMSpec, PipelineSpec, Settings
 from offramp.runtime.decision import ActionResult, Decision, Fallback, Guard
 from offramp.runtime.fallback import CircuitOpen, LLMFallback
 from offramp.runtime.routing import Fitted, fit_bands, fit_thresholds
@@ -523,6 +523,26 @@ def model_info(
     }
 
 
+def pipeline_guard(spec: PipelineSpec, base: Path) -> PrivacyGuard | None:
+    """The pipeline's privacy guard: its ``privacy:`` section, else the default guard (None when
+    the section turns it off)."""
+    return build_guard(spec.privacy.model_dump(), base) if spec.privacy is not None else PrivacyGuard()
+
+
+def llm_client(c: LLMSpec, policy: EgressPolicy) -> ChatClient:
+    """The client of the pipeline's ``llm:`` section, sending under ``policy``."""
+    return ChatClient(
+        LLMConfig(
+            base_url=c.base_url,
+            model=c.model,
+            api_key_env=c.api_key_env,
+            timeout_s=c.timeout_s,
+            max_retries=c.max_retries,
+        ),
+        policy=policy,
+    )
+
+
 def build(settings: Settings) -> Built:
     """Load the model and wire guard, routing, fallback and actions as ``settings`` say."""
     if settings.engine != "local":
@@ -555,21 +575,9 @@ def build(settings: Settings) -> Built:
         )
     # no privacy: section means the default guard (pattern fast path, typed placeholders);
     # privacy: {enabled: false} turns it off, at egress too
-    guard = build_guard(spec.privacy.model_dump(), base) if spec.privacy is not None else PrivacyGuard()
+    guard = pipeline_guard(spec, base)
     policy = egress_policy(settings, guard)
-    client = None
-    if spec.llm is not None:
-        c = spec.llm
-        client = ChatClient(
-            LLMConfig(
-                base_url=c.base_url,
-                model=c.model,
-                api_key_env=c.api_key_env,
-                timeout_s=c.timeout_s,
-                max_retries=c.max_retries,
-            ),
-            policy=policy,
-        )
+    client = llm_client(spec.llm, policy) if spec.llm is not None else None
     actions: dict[str, Action] = {}
     for label, a in spec.actions.items():
         act = build_action(a, base, client, policy)
