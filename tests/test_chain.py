@@ -75,6 +75,40 @@ def test_eval_on_a_chain_scores_full_labels_per_stage_and_beside_the_flat_model(
     assert r.returncode == 0 and "per stage" in r.stdout and "flat model" in r.stdout
 
 
+def test_report_on_a_chain_sets_it_beside_the_flat_model_and_the_llm_per_stage_and_per_label(hier, tmp_path):
+    d, rep, test = hier
+    rows = _rows("test")
+    # an LLM that gets every fifth message wrong, and skips the last ten
+    wrong = {"travel/book_hotel": "banking/balance"}
+    llm = [
+        (t, wrong.get(lab, "travel/book_hotel") if i % 5 == 0 else lab, "big-llm")
+        for i, (t, lab) in enumerate(rows[:-10])
+    ]
+    preds = write_csv(tmp_path / "llm.csv", llm, ("text", "prediction", "model"))
+    r = run_cli(
+        "report", rep.pipeline, str(test), "--llm-predictions", str(preds), "-o", str(tmp_path / "r"), "--json", "-q"
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["report"].endswith("r.html") and out["n"] == len(rows)
+    n = len(rows) - 10
+    assert out["llm"]["n"] == n and out["llm"]["model"] == "big-llm"
+    assert out["llm"]["accuracy"] == pytest.approx(1 - len(range(0, n, 5)) / n)
+    assert 0.9 <= out["llm"]["chain_macro_f1"] <= 1 and out["flat"]["per_class"]
+    assert set(out["per_class"]) == {lab for _, lab in rows}
+    page = Path(out["report"]).read_text()
+    md = Path(out["report_md"]).read_text()
+    for needle in ("End to end", "Beside the LLM", "Per stage", "Per full label", "banking/balance", "<svg"):
+        assert needle in page, needle
+    assert "| router | v0001 | 100.0% |" in md and "| flat model |" in md
+    assert "10 of" in md  # the LLM's missing messages are a warning, in the report too
+    # a single-model pipeline file is pointed at its model directory
+    one = tmp_path / "one.yaml"
+    one.write_text(f"model: {Path(rep.out_dir) / 'flat'}\n")
+    r = run_cli("report", str(one), str(test), "-o", str(tmp_path / "x.html"))
+    assert r.returncode == 2 and "serves one model: give its model directory" in r.stderr, r.stderr
+
+
 def test_train_hierarchy_on_the_command_line(tmp_path):
     rows = _rows("train", 4)
     data = write_csv(tmp_path / "d.csv", [(t, lab.replace("/", " > ")) for t, lab in rows])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import typer
 
 if TYPE_CHECKING:
+    from offramp.evaluation.chain import ChainEvaluation
     from offramp.evaluation.results import MultiLabelEvaluation
 
 from offramp.cli import options as o
@@ -78,18 +80,11 @@ def _eval_chain(
 ) -> None:
     from offramp.chain.run import Chain
     from offramp.data.io import read_dataset
-    from offramp.errors import UsageError
-    from offramp.evaluation.chain import evaluate_chain, per_stage_rows
+    from offramp.evaluation.chain import evaluate_chain
     from offramp.registry.records import load
 
-    try:
+    with _one_model_hint(pipeline, "eval"):
         chain = Chain.from_pipeline(pipeline, llm=False)
-    except UsageError as e:
-        if "has no stages" in str(e):
-            raise UsageError(
-                f"{pipeline} serves one model: evaluate its model directory", "offramp eval MODEL_DIR TEST_FILE"
-            ) from None
-        raise
     ds = read_dataset(data, text_col=text_col, label_col=label_col, max_chars=max_chars)
     flat_dir = pipeline.parent / "flat"
     flat = load(flat_dir) if flat_dir.is_dir() else None
@@ -100,27 +95,42 @@ def _eval_chain(
     if as_json:
         emit(ev.to_dict())
         return
+    _print_chain(ev, f"{pipeline} on {data} ({ev.n:,} messages)")
+
+
+@contextmanager
+def _one_model_hint(pipeline: Path, command: str) -> Iterator[None]:
+    """A pipeline file without stages serves one model: point at its model directory."""
+    from offramp.errors import UsageError
+
+    try:
+        yield
+    except UsageError as e:
+        if "has no stages" in str(e):
+            raise UsageError(
+                f"{pipeline} serves one model: give its model directory", f"offramp {command} MODEL_DIR TEST_FILE"
+            ) from None
+        raise
+
+
+def _print_chain(ev: ChainEvaluation, title: str) -> None:
     from rich.table import Table
 
-    t = Table(title=f"{pipeline} on {data} ({ev.n:,} messages)")
+    from offramp.evaluation.chain import overall_rows, per_stage_rows
+
+    t = Table(title=title)
     for col in ("", "accuracy", "macro-F1", "p50 ms", "p99 ms", "msg/s (batch)"):
         t.add_column(col)
-
-    def ms(lat: dict, key: str) -> str:
-        v = lat.get(key)
-        return "—" if v is None else f"{v:.2f}"
-
-    t.add_row(
-        "chain", f"{ev.accuracy:.4f}", f"{ev.macro_f1:.4f}", ms(ev.latency_ms, "p50"), ms(ev.latency_ms, "p99"),
-        f"{ev.throughput_per_s:,.0f}",
-    )  # fmt: skip
-    if ev.flat is not None:
-        f = ev.flat
-        t.add_row(
-            "flat model", f"{f.accuracy:.4f}", f"{f.macro_f1:.4f}", ms(f.latency_ms, "p50"), ms(f.latency_ms, "p99"),
-            f"{f.throughput_per_s:,.0f}",
-        )  # fmt: skip
+    for row in overall_rows(ev):
+        t.add_row(*row)
     out.print(t)
+    if ev.llm is not None:
+        g = ev.llm
+        out.print(
+            f"on the {g.n:,} messages the LLM answered: macro-F1 chain {g.chain_macro_f1:.4f}, "
+            f"LLM ({g.model}) {g.macro_f1:.4f}",
+            markup=False,
+        )
     s = Table(title="per stage (each judged on the messages that reached it by a right path)")
     for col in ("stage", "version", "reached", "judged", "accuracy", "macro-F1"):
         s.add_column(col)
@@ -144,7 +154,9 @@ def _print_multilabel(res: MultiLabelEvaluation) -> None:
 
 
 def report(
-    model_dir: Path = typer.Argument(..., help="Model directory written by 'offramp train' (or a registry)."),
+    model_dir: Path = typer.Argument(
+        ..., help="Model directory written by 'offramp train' (or a registry), or a chain's pipeline file."
+    ),
     data: Path = typer.Argument(..., help="Labelled test file."),
     llm_predictions: Optional[Path] = typer.Option(
         None, "--llm-predictions", help="The LLM's predictions on the same texts (columns text, prediction)."
@@ -172,12 +184,30 @@ def report(
     as_json: bool = o.JSON,
     quiet: bool = o.QUIET,
 ) -> None:
-    """Write the side-by-side report (HTML + Markdown): small model vs LLM, the cascade of both, charts, cost."""
+    """Write the side-by-side report (HTML + Markdown): small model vs LLM, the cascade of both, charts, cost.
+    A chain's pipeline file is reported end to end beside its flat model (and the LLM), per stage and per label."""
     from offramp.costs.calculator import DEFAULT_MESSAGES_PER_DAY
     from offramp.estimators.multilabel import TfidfMultiLabel
     from offramp.evaluation.report import build_report
     from offramp.registry.records import load
+    from offramp.runtime.config import is_pipeline_file
 
+    if is_pipeline_file(model_dir):
+        from offramp.evaluation.chain import build_chain_report
+
+        if route_threshold is not None:
+            warn(["--route-threshold: a chain sends each stage's unsure band to the LLM itself; not used here"])
+        with _one_model_hint(model_dir, "report"), status("evaluating the chain", quiet):
+            html_path, md_path, ev = build_chain_report(
+                model_dir, data, out_file, llm_predictions=llm_predictions, text_col=text_col, label_col=label_col
+            )
+        warn(ev.warnings)
+        if as_json:
+            emit({"report": str(html_path), "report_md": str(md_path), **ev.to_dict()})
+            return
+        _print_chain(ev, f"{model_dir} on {data} ({ev.n:,} messages)")
+        say(f"report written to {html_path} and {md_path}", as_json)
+        return
     model = load(model_dir)
     if isinstance(model, TfidfMultiLabel):
         from offramp.evaluation.multilabel import build_multilabel_report

@@ -261,7 +261,7 @@ def _per_class_rows(small: EvalReport, llm: EvalReport | None) -> list[list[str]
     return rows
 
 
-def _report_paths(out: str | Path) -> tuple[Path, Path]:
+def report_paths(out: str | Path) -> tuple[Path, Path]:
     """The HTML file (``.html`` added if needed, its directory created) and the Markdown beside it."""
     html_path = Path(out)
     if html_path.suffix.lower() not in (".html", ".htm"):
@@ -289,7 +289,7 @@ def write_report(
     sections: Sequence[ReportSection] = (),
 ) -> tuple[Path, Path]:
     """Write ``out`` (HTML) and the same content as Markdown beside it; return both paths."""
-    out, md_path = _report_paths(out)
+    out, md_path = report_paths(out)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     llm_name = (llm.model or "LLM") if llm else None
     sbs = side_by_side_rows(small, llm)
@@ -564,7 +564,7 @@ def write_multilabel_report(
     come together in training and the most confused pairs; with ``llm`` (see
     :func:`offramp.evaluation.multilabel.compare_with_llm`) the LLM's figures beside the model's on
     the messages both answered; HTML and Markdown."""
-    out, md_path = _report_paths(out)
+    out, md_path = report_paths(out)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     scores: Mapping[str, object] = res
     overall = [
