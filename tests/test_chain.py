@@ -355,6 +355,101 @@ def test_a_chain_is_served_with_its_path_in_the_answer_the_audit_log_and_the_met
     assert AuditLog(audit).verify().ok
 
 
+def test_a_chain_in_shadow_compares_each_stage_with_the_llm_and_the_console_shows_each_stage(hier, tmp_path):
+    """shadow: local_first on a chain: a sample of each stage's local answers is asked the stage's
+    own question (with its labels) off the request path; /metrics and the console count agreement by
+    stage, beside each stage's version, traffic and time; a real Chromium renders the table."""
+    import shutil
+
+    import httpx
+    from playwright import sync_api
+
+    from helpers import Server, metric, until
+    from misbehaving_llm import ScriptedLLM, completion
+
+    d, rep, test = hier
+
+    def answer(body):
+        system = body["messages"][0]["content"]
+        # each stage's question lists its own labels: the domains, or one domain's intents
+        lab = "book_flight" if "book_flight" in system else "travel" if "travel" in system else "balance"
+        return completion(json.dumps({"label": lab}) if "response_format" in body else lab)
+
+    llm = ScriptedLLM(default=(200, {}, answer, 0))
+    doc = yaml.safe_load(Path(rep.pipeline).read_text())
+    doc["llm"] = {"base_url": llm.url + "/v1", "model": "gold", "max_retries": 0}
+    doc["shadow"] = {"mode": "local_first", "sample": 1.0}
+    pipe = Path(rep.pipeline).with_name("shadow.yaml")
+    pipe.write_text(yaml.safe_dump(doc))
+    texts = [t for t, _ in _rows("test")][::7]
+    local = Chain.from_pipeline(rep.pipeline).run_many(texts)
+    by_stage: dict[str, list[str]] = {}
+    for dec in local:
+        for p in dec.path or []:
+            by_stage.setdefault(str(p["stage"]), []).append(str(p["label"]))
+    s = Server(pipe)
+    try:
+        r = httpx.post(s.url + "/v1/classify", json={"texts": texts}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert [a["label"] for a in r.json()["results"]] == [x.label for x in local]  # the LLM did not answer them
+
+        def compared(stage):
+            text = httpx.get(s.url + "/metrics").text
+            return sum(
+                metric(text, "offramp_stage_shadow_compared_total", stage=stage, label=lab) or 0
+                for lab in set(by_stage[stage])
+            )
+
+        assert until(lambda: all(compared(st) == len(by_stage[st]) for st in by_stage)), {
+            st: compared(st) for st in by_stage
+        }
+        text = httpx.get(s.url + "/metrics").text
+        assert metric(text, "offramp_stage_shadow_agreed_total", stage="router", label="travel") == by_stage[
+            "router"
+        ].count("travel")
+        assert metric(text, "offramp_stage_shadow_agreed_total", stage="router", label="banking") is None
+        assert metric(text, "offramp_stage_shadow_agreed_total", stage="banking", label="balance") == by_stage[
+            "banking"
+        ].count("balance")
+        # the single-model counts stay apart
+        assert metric(text, "offramp_shadow_compared_total", label="travel") is None
+        with httpx.Client() as c:
+            assert c.get(s.url + "/ui").status_code == 200
+            over = c.get(s.url + "/ui/api/overview").json()
+        stages = {x["stage"]: x for x in over["stages"]}
+        assert list(stages) == ["guard", "router", "banking", "travel"] and over["shadow_mode"] == "local_first"
+        assert stages["guard"]["messages"] == len(texts) and stages["guard"]["shadow"] is None
+        router = stages["router"]
+        assert router["version"] == "v0001" and router["messages"] == len(texts)
+        assert router["routes"] == {"local": len(texts)} and router["llm_share"] == 0 and router["ms_per_message"] > 0
+        sh = router["shadow"]
+        assert sh["compared"] == len(texts) and sh["agreed"] == by_stage["router"].count("travel")
+        assert (
+            sh["agreement"] == pytest.approx(sh["agreed"] / sh["compared"])
+            and sh["ci95"][0] <= sh["agreement"] <= sh["ci95"][1]
+        )
+        assert sh["sent"] == len(texts) and sh["dropped"] == 0
+        assert stages["banking"]["messages"] == len(by_stage["banking"])
+        assert stages["travel"]["shadow"]["agreed"] == by_stage["travel"].count("book_flight")
+        chromium = shutil.which("chromium") or "/usr/bin/chromium"
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(s.url + "/ui")
+            page.wait_for_selector("#stages-table")
+            table = page.inner_text("#stages-table")
+            browser.close()
+        assert "router" in table and "banking" in table and "v0001" in table and f"of {len(texts)}" in table
+    finally:
+        s.stop()
+        llm.close()
+    # a chain's stages answer first: llm_first is refused, naming the fix
+    doc["shadow"] = {"mode": "llm_first"}
+    pipe.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UsageError, match="shadow.mode: a chain's stages answer first"):
+        Chain.from_pipeline(pipe)
+
+
 def test_validate_stages_check_the_reply_with_the_guard_or_a_model(hier, tmp_path):
     d, rep, test = hier
     base = Path(rep.out_dir) / "stages"

@@ -32,6 +32,7 @@ from offramp.egress.pool import EgressPool, run
 from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier
 from offramp.modeldir.store import model_version
+from offramp.monitoring.shadow import ShadowResult, ShadowSampler
 from offramp.privacy.guard import PrivacyGuard
 from offramp.registry.records import load, resolve_model_dir
 from offramp.runtime.actions import Action, build_action
@@ -65,6 +66,7 @@ class Stage:
     actions: dict[str, Action] = field(default_factory=dict)  # action
     checker: TextClassifier | None = None  # validate: the model that judges replies
     remote: RemoteStage | None = None  # classify: the other service answering this stage
+    shadow: ShadowSampler | None = None  # classify, with shadow: local_first: the LLM asked this stage's question
 
     @property
     def name(self) -> str:
@@ -155,6 +157,11 @@ class Chain:
         self.ray_joined = False  # engine ray: this chain connected this process to Ray (and leaves on close)
         # told, once per stage per batch, the stage's name, its seconds and its messages (the service counts them)
         self.on_stage: Callable[[str, float, int], None] | None = None
+        # shadow: local_first: told, off the request path, a stage's name and the LLM's answer to its question
+        self.on_shadow: Callable[[str, ShadowResult], None] | None = None
+        for s in stages:
+            if s.shadow is not None:
+                s.shadow.on_result = functools.partial(self._shadowed, s.name)
 
     # ----------------------------------------------------------------------------- building
 
@@ -199,7 +206,23 @@ class Chain:
         """Each classify stage's version (the registry's, else the manifest hash)."""
         return {s.name: s.version for s in self.classify_stages}
 
+    def _shadowed(self, stage: str, result: ShadowResult) -> None:
+        if self.on_shadow is not None:
+            self.on_shadow(stage, result)
+
+    def shadow_counts(self) -> dict[str, dict[str, int]]:
+        """Per stage in shadow: the sampled messages the LLM answered, failed on, or that were dropped
+        (its queue full)."""
+        return {
+            s.name: {"sent": s.shadow.sent, "failed": s.shadow.failed, "dropped": s.shadow.dropped}
+            for s in self.stages
+            if s.shadow is not None
+        }
+
     def close(self) -> None:
+        for s in self.stages:
+            if s.shadow is not None:
+                s.shadow.close()
         for pool in (self.action_pool, self.llm_pool):
             if pool is not None:
                 pool.close()
@@ -315,6 +338,20 @@ class Chain:
             m.order.append(stage.name)
             if d.route == "refused" or d.label in stop:
                 m.stopped = True
+        if stage.shadow is not None:
+            self._offer_shadow(stage, msgs)
+
+    @staticmethod
+    def _offer_shadow(stage: Stage, msgs: list[_Message]) -> None:
+        """shadow: local_first: a sample of the stage's local answers, queued for the LLM (the
+        sampler masks the text; its thread asks, off the request path)."""
+        sampler = stage.shadow
+        assert sampler is not None
+        name = stage.name
+        for m in msgs:
+            step = m.steps[name]
+            if step.route == "local":
+                sampler.offer(m.request_id or "", m.text, step.label, step.confidence, stage.version)
 
     def _classify_locally(self, stage: Stage, cascade: Cascade, msgs: list[_Message]) -> None:
         """A stage with no LLM behind it: its model's answers, without a Decision each."""
@@ -334,6 +371,8 @@ class Chain:
             m.order.append(name)
             if refused or label in stop:
                 m.stopped = True
+        if stage.shadow is not None:
+            self._offer_shadow(stage, msgs)
 
     def _unavailable(self, stage: Stage, msgs: list[_Message]) -> None:
         """A remote stage that did not answer: its question goes to the LLM when the stage has one;
@@ -572,6 +611,17 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
                     spec.llm.failure_threshold,
                     spec.llm.reset_after_s,
                 )
+            if client is not None and spec.llm is not None and spec.shadow is not None and stage.remote is None:
+                # its own breaker: a slow shadow LLM must not open the fallback's circuit
+                ask = LLMFallback(
+                    client,
+                    [str(c) for c in model.classes_],
+                    spec.llm.descriptions,
+                    spec.llm.failure_threshold,
+                    spec.llm.reset_after_s,
+                )
+                mask = guard if guard is not None else PrivacyGuard()
+                stage.shadow = ShadowSampler(ask, mask, spec.shadow.sample, spec.shadow.queue)
             stage.cascade = Cascade(
                 model,
                 fallback=fallback,
@@ -666,6 +716,9 @@ def build_chain_service(settings: Settings) -> Built:
     info["registry_version"] = None
     info["labels"] = possible_labels(chain)
     info["stages"] = stages
+    spec = settings.pipeline
+    if spec is not None and spec.shadow is not None and any(s.shadow is not None for s in chain.stages):
+        info["shadow"] = spec.shadow.mode
     return Built(
         first.cascade,
         settings,

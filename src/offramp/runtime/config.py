@@ -212,14 +212,18 @@ def read_pipeline(path: str | Path) -> PipelineSpec:
         )
     if spec.stages is not None:
         shared = [
-            k
-            for k in ("routing", "actions", "action_order", "capture", "shadow", "proxy", "task", "tasks")
-            if getattr(spec, k)
+            k for k in ("routing", "actions", "action_order", "capture", "proxy", "task", "tasks") if getattr(spec, k)
         ]
         if shared:
             raise UsageError(
                 f"{path}: {shared[0]}: goes with model:, and this file has stages:",
                 "a chain's thresholds and actions belong to its stages",
+            )
+        if spec.shadow is not None and spec.shadow.mode != "local_first":
+            raise UsageError(
+                f"{path}: shadow.mode: a chain's stages answer first; {spec.shadow.mode} goes with model:",
+                "use shadow: {mode: local_first, sample: 0.1}: each stage's local answers are compared with the "
+                "LLM's answer to that stage's question",
             )
     elif spec.label_sep is not None:
         raise UsageError(f"{path}: label_sep: goes with stages:", "a single model's labels are its own")

@@ -219,6 +219,7 @@ class ClassificationService:
             self.review.ttl_s = built.capture.ttl_s
         if isinstance(built.chain, Chain):
             built.chain.on_stage = self._stage_timed
+            built.chain.on_shadow = self._stage_shadow_result
         old = getattr(self, "drift", None)
         if old is not None:
             old.close()
@@ -230,6 +231,14 @@ class ClassificationService:
         """A chain's stage finished a batch: its time and messages, counted by stage."""
         self.metrics.inc("offramp_stage_seconds_total", seconds, stage=stage)
         self.metrics.inc("offramp_stage_messages_total", messages, stage=stage)
+
+    def _stage_shadow_result(self, stage: str, r: ShadowResult) -> None:
+        """A chain in shadow (local_first): the LLM's answer to one stage's question for a sampled
+        message came back (off the request path); counted by stage and by the stage's local label."""
+        m = self.metrics
+        m.inc("offramp_stage_shadow_compared_total", stage=stage, label=r.local_label)
+        if r.local_label == r.llm_label:
+            m.inc("offramp_stage_shadow_agreed_total", stage=stage, label=r.local_label)
 
     def _drift_refresh(self, values: dict[str, float]) -> None:
         m = self.metrics

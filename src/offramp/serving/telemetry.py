@@ -83,6 +83,8 @@ class Metrics:
             "offramp_stage_decisions_total": "a chain: messages each stage answered, by stage and route",
             "offramp_stage_seconds_total": "a chain: seconds each stage spent on its batches (divide by messages for the mean)",
             "offramp_stage_messages_total": "a chain: messages each stage worked on (guard, actions and checks included)",
+            "offramp_stage_shadow_compared_total": "a chain in shadow: a stage's local answers the LLM also answered, by stage and local label",
+            "offramp_stage_shadow_agreed_total": "a chain in shadow: of them, those where the LLM gave the same label",
         }
 
     def inc(self, name: str, value: float = 1.0, **labels: object) -> None:
@@ -98,6 +100,13 @@ class Metrics:
         key = (name, tuple(sorted(labels.items())))
         with self._lock:
             return self._gauges.get(key, self._counters.get(key))
+
+    def series(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """Every counter of ``name``: its labels and its value."""
+        with self._lock:
+            return [
+                ({str(k): str(v) for k, v in pairs}, value) for (n, pairs), value in self._counters.items() if n == name
+            ]
 
     def observe(self, seconds: float) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from offramp.capture.pool import Pool, TrainingRow, read_rows, training_rows
+from offramp.chain.run import Chain
 from offramp.data.io import Dataset
 from offramp.errors import OfframpError
 from offramp.monitoring.drift import PSI_WARN
@@ -79,7 +80,58 @@ class Console:
             },
             "review": s.review.counts(),
             "proxy": self._proxy(),
+            "stages": self._stages(),
         }
+
+    def _stages(self) -> list[JSONDict] | None:
+        """A chain: each stage's version, traffic, time per message, LLM share, shadow agreement
+        (local_first) and, on Ray Serve, the messages each replica answered."""
+        chain = self.service.built.chain
+        if not isinstance(chain, Chain):
+            return None
+        m = self.service.metrics
+        routes: dict[str, dict[str, int]] = {}
+        for labels, value in m.series("offramp_stage_decisions_total"):
+            by = routes.setdefault(labels.get("stage", ""), {})
+            by[labels.get("route", "")] = by.get(labels.get("route", ""), 0) + int(value)
+        compared: dict[str, list[int]] = {}
+        for name in ("offramp_stage_shadow_compared_total", "offramp_stage_shadow_agreed_total"):
+            for labels, value in m.series(name):
+                pair = compared.setdefault(labels.get("stage", ""), [0, 0])
+                pair[0 if name.endswith("compared_total") else 1] += int(value)
+        replicas = chain.replica_counts()
+        sampled = chain.shadow_counts()
+        out: list[JSONDict] = []
+        for st in chain.stages:
+            messages = int(m.get("offramp_stage_messages_total", stage=st.name) or 0)
+            seconds = float(m.get("offramp_stage_seconds_total", stage=st.name) or 0.0)
+            by_route = routes.get(st.name, {})
+            answered = sum(by_route.values())
+            n, k = compared.get(st.name, [0, 0])
+            shadow: JSONDict | None = None
+            if st.name in sampled:
+                lo, hi = wilson(k, n)
+                shadow = {
+                    "compared": n,
+                    "agreed": k,
+                    "agreement": k / n if n else None,
+                    "ci95": [lo, hi],
+                    **sampled[st.name],
+                }
+            out.append(
+                {
+                    "stage": st.name,
+                    "kind": st.kind,
+                    "version": st.version,
+                    "messages": messages,
+                    "ms_per_message": 1000 * seconds / messages if messages else None,
+                    "routes": by_route,
+                    "llm_share": by_route.get("llm", 0) / answered if answered and st.kind == "classify" else None,
+                    "shadow": shadow,
+                    "replicas": replicas.get(st.name),
+                }
+            )
+        return out
 
     def _proxy(self) -> JSONDict | None:
         """Proxy mode: where the app's requests went, and how many of the task's came with a changed prompt."""

@@ -159,7 +159,24 @@ async function overview() {
     el("section", {}, el("h2", {}, "Drift against the training reference"),
       dv ? driftTable : el("p", { class: "muted", id: "drift-waiting" }, `Waiting for ${drift.min_messages || 200} messages (${drift.messages} so far).`)),
     ...(data.proxy ? [proxySection(data.proxy)] : []),
+    ...(data.stages ? [stagesSection(data.stages)] : []),
   );
+}
+
+function stagesSection(stages) {
+  // a chain: each stage's own version, traffic, time, LLM share and shadow agreement
+  const rows = stages.map((s) => {
+    const r = s.routes || {};
+    const sh = s.shadow;
+    const agreement = !sh ? "—" : sh.compared ? `${num(sh.agreement)} [${num(sh.ci95[0])}, ${num(sh.ci95[1])}] of ${sh.compared}` : "none compared yet";
+    const replicas = s.replicas ? Object.entries(s.replicas).map(([k, n]) => `${k}: ${n}`).join(", ") : "";
+    return [s.stage, s.kind, s.version || "", s.messages, s.ms_per_message === null ? "—" : num(s.ms_per_message, 3),
+      r.local || 0, r.llm || 0, (r.refused || 0) + (r.unavailable || 0), s.llm_share === null ? "—" : pct(s.llm_share),
+      agreement, replicas];
+  });
+  return el("section", { id: "stages" }, el("h2", {}, "Stages of the chain"),
+    table(["stage", "kind", "version", "messages", "ms per message", "local", "LLM", "refused / unavailable", "LLM share",
+      "shadow agreement [95% interval]", "replicas"], rows, { id: "stages-table" }));
 }
 
 function proxySection(p) {
