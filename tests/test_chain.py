@@ -190,7 +190,16 @@ def test_stage_files_are_checked_at_load_naming_the_stage_and_key(hier, tmp_path
             ok + [{"name": "a", "kind": "action", "actions": {"nowhere": {"type": "reply"}}}],
             "stage a: actions: the chain never answers nowhere",
         ),
-        (ok + [{"name": "g", "kind": "llm"}], "stage g: kind: llm stages are not available"),
+        (
+            ok + [{"name": "g", "kind": "llm"}],
+            "stage g: an llm stage asks the pipeline's LLM, and this file has no llm: section",
+        ),
+        (
+            ok + [{"name": "g", "kind": "llm"}, {"name": "b", "kind": "classify", "model": banking}],
+            "stage g: an llm stage answers the full label, and classify stage b comes after it",
+        ),
+        (ok + [{"name": "r2", "kind": "classify", "model": router, "below": 0.5}], "stage r2: below: goes with an llm"),
+        (ok + [{"name": "g", "kind": "llm", "reply": True, "labels": ["x"]}], "stage g: labels: a reply stage"),
         (
             ok + [{"name": "b", "kind": "classify", "model": banking, "when": "router.label >= 2"}],
             "a label is compared with",
@@ -448,6 +457,71 @@ def test_a_chain_in_shadow_compares_each_stage_with_the_llm_and_the_console_show
     pipe.write_text(yaml.safe_dump(doc))
     with pytest.raises(UsageError, match="shadow.mode: a chain's stages answer first"):
         Chain.from_pipeline(pipe)
+
+
+def test_an_llm_stage_answers_what_no_stage_is_sure_of_and_can_write_the_reply(hier, tmp_path):
+    from misbehaving_llm import ScriptedLLM, completion
+
+    d, rep, test = hier
+    base = Path(rep.out_dir) / "stages"
+    WRITER = "You write short replies."
+
+    def answer(body):
+        system = body["messages"][0]["content"]
+        if system == WRITER:  # the reply stage: a reply with personal data in it, for the check after it
+            return completion("Write to ann@example.com and we will book it.")
+        lab = "travel/book_flight"
+        return completion(json.dumps({"label": lab}) if "response_format" in body else lab)
+
+    llm = ScriptedLLM(default=(200, {}, answer, 0))
+    stages = [
+        {"name": "router", "kind": "classify", "model": str(base / "router"), "suffix": {"meta": "cancel"}},
+        {"name": "banking", "kind": "classify", "model": str(base / "banking"), "when": "router.label == banking"},
+        {"name": "travel", "kind": "classify", "model": str(base / "travel"), "when": "router.label == travel"},
+        {"name": "ask", "kind": "llm", "below": 0.9},
+        {"name": "write", "kind": "llm", "reply": True, "system": WRITER, "when": "router.label == travel"},
+        {"name": "no_pii", "kind": "validate", "check": "guard"},
+    ]
+    llm_section = {"base_url": llm.url + "/v1", "model": "gold", "max_retries": 0, "timeout_s": 5}
+    pipe = _pipeline(tmp_path, stages, label_sep="/", llm=llm_section)
+    texts = [t for t, _ in _rows("test")][::5]
+    local = Chain.from_pipeline(rep.pipeline).run_many(texts)
+    chain = Chain.from_pipeline(pipe)
+    try:
+        got = chain.run_many(texts)
+        assert chain.versions() == {"router": "v0001", "banking": "v0001", "travel": "v0001"}
+        unsure = [i for i, x in enumerate(local) if x.confidence < 0.9]
+        assert unsure and len(unsure) < len(texts)
+        for i, (a, b) in enumerate(zip(got, local)):
+            names = [p["stage"] for p in a.path or []]
+            if i in unsure:  # the LLM picked the full label, the local answer is kept beside it
+                assert a.label == "travel/book_flight" and a.route == "llm" and a.local_label == b.label
+                step = a.path[names.index("ask")]
+                assert step["route"] == "llm" and step["version"] == "llm:gold" and step["label"] == a.label
+            else:
+                assert a.label == b.label and "ask" not in names and a.route == "local"
+            if a.path[0]["label"] == "travel":  # the generator wrote the reply, the guard masked it
+                assert "write" in names and "ann@example.com" not in (a.action.text or "")
+                assert "<EMAIL_ADDRESS>" in (a.action.text or "") and "reply_masked" in a.flags
+            else:
+                assert "write" not in names and a.action is None
+        # the LLM was asked the full label among every full label the chain answers
+        systems = [r["body"]["messages"][0]["content"] for r in llm.requests]
+        systems = [x for x in systems if x != WRITER]
+        assert systems and all("banking/balance" in x and "meta/cancel" in x for x in systems)
+        # eval leaves the LLM out: the llm stages answer nothing
+        offline = Chain.from_pipeline(pipe, llm=False).run_many(texts)
+        assert [x.label for x in offline] == [x.label for x in local]
+    finally:
+        llm.close()
+    # the LLM is down: the local answer stands, flagged; the reply is not written
+    down = chain.run_many([texts[i] for i in unsure])
+    for a, i in zip(down, unsure):
+        assert a.label == local[i].label and a.route == "local"
+        assert a.path[[p["stage"] for p in a.path].index("ask")]["route"] == "failed"
+        assert set(a.flags) & {"fallback_failed", "llm_deadline", "llm_circuit_open"}, a.flags
+        assert a.action is None or (not a.action.answered and not a.action.text)
+    chain.close()
 
 
 def test_validate_stages_check_the_reply_with_the_guard_or_a_model(hier, tmp_path):

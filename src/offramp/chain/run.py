@@ -28,19 +28,23 @@ import numpy as np
 
 from offramp.chain.remote import RemoteStage, StageUnavailable
 from offramp.chain.spec import Clause, StageSpec, parse_when, read_stages
-from offramp.egress.pool import EgressPool, run
+from offramp.egress.policy import EgressRefused
+from offramp.egress.pool import EgressBusy, EgressDeadline, EgressPool, run
 from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier
+from offramp.llm.client import LLMError
 from offramp.modeldir.store import model_version
 from offramp.monitoring.shadow import ShadowResult, ShadowSampler
 from offramp.privacy.guard import PrivacyGuard
 from offramp.registry.records import load, resolve_model_dir
 from offramp.runtime.actions import Action, build_action
 from offramp.runtime.cascade import (
+    NOT_SENT,
     Built,
     Cascade,
     ModelInfo,
     egress_policy,
+    failure_flag,
     llm_client,
     model_info,
     pipeline_guard,
@@ -67,6 +71,7 @@ class Stage:
     checker: TextClassifier | None = None  # validate: the model that judges replies
     remote: RemoteStage | None = None  # classify: the other service answering this stage
     shadow: ShadowSampler | None = None  # classify, with shadow: local_first: the LLM asked this stage's question
+    asker: LLMFallback | None = None  # llm (labelling): the pipeline's LLM, asked the full label
 
     @property
     def name(self) -> str:
@@ -145,8 +150,10 @@ class Chain:
         action_pool: EgressPool | None = None,
         action_deadline_s: float = 10.0,
         llm_pool: EgressPool | None = None,
+        llm_deadline_s: float = 5.0,
     ) -> None:
         self.stages, self.label_sep, self.guard = stages, label_sep, guard
+        self._llm_deadline_s = llm_deadline_s
         self.action_pool, self.action_deadline_s, self.llm_pool = action_pool, action_deadline_s, llm_pool
         self._scans = any(s.kind == "guard" for s in stages) and guard is not None
         self._specs = {s.name: s.spec for s in stages}
@@ -290,6 +297,8 @@ class Chain:
                 self._classify(stage, active)
             elif stage.kind == "validate":
                 self._validate(stage, active)
+            elif stage.kind == "llm":
+                self._ask(stage, active)
             else:
                 for m in active:
                     self._act(stage, m)
@@ -394,6 +403,50 @@ class Chain:
             if d.route == "unavailable":
                 m.stopped = True
 
+    def _ask(self, stage: Stage, msgs: list[_Message]) -> None:
+        """An llm stage: the pipeline's LLM picks the full label (or writes a reply) for the messages
+        that reach it (with ``below:``, those whose confidence so far is under it). Without an LLM
+        (``offramp eval``) the stage answers nothing; when the LLM fails, the local answer stands,
+        flagged."""
+        spec, name = stage.spec, stage.name
+        for m in msgs:
+            label, conf = self.full_label(m)
+            if spec.below is not None and conf >= spec.below:
+                continue
+            if spec.reply:
+                if "*" not in stage.actions:
+                    continue
+                before = m.action
+                self._act(stage, m)
+                answered = m.action is not before and m.action is not None and bool(m.action.answered)
+                step = Decision(
+                    "reply", conf, "llm" if answered else "failed", local_label=label, local_confidence=conf
+                )
+            else:
+                asker = stage.asker
+                if asker is None:
+                    continue
+                out = self._outgoing(m)
+                try:
+                    answer = run(self.llm_pool, functools.partial(asker, out), self._llm_deadline_s)
+                    step = Decision(answer, conf, "llm", local_label=label, local_confidence=conf)
+                except (LLMError, EgressRefused, EgressBusy, EgressDeadline) as e:  # down, slow, busy or refusing
+                    flag = failure_flag(e)
+                    step = Decision(label, conf, "failed", local_label=label, local_confidence=conf, flags=[flag])
+                    if isinstance(e, EgressDeadline):
+                        asker.record_failure()
+                except Exception:  # a bug, not a known failure: logged and counted
+                    log.exception("chain stage %s failed for request %s", name, m.request_id or "-")
+                    with self._lock:
+                        self._errors += 1
+                    step = Decision(
+                        label, conf, "failed", local_label=label, local_confidence=conf, flags=["internal_error"]
+                    )
+                if not set(step.flags) & NOT_SENT:
+                    step.endpoints.append(asker.endpoint)
+            m.steps[name] = step
+            m.order.append(name)
+
     def _validate(self, stage: Stage, msgs: list[_Message]) -> None:
         """Check the reply produced so far (an action's text, an LLM's reply): pass it, mask the
         personal data in it, block it, or hold it for review."""
@@ -439,9 +492,12 @@ class Chain:
         conf = 1.0
         pending: str | None = None
         last: tuple[str, float] | None = None
+        asked: tuple[str, float] | None = None  # an llm stage's answer: the whole label
         specs = self._specs
         for name in m.order:
             d = m.steps[name]
+            if specs[name].kind == "llm" and not local and d.route == "llm" and not specs[name].reply:
+                asked = (d.label, d.confidence)
             if specs[name].kind != "classify" or d.route == "unavailable":
                 continue
             label, c = (d.local_label, d.local_confidence) if local else (d.label, d.confidence)
@@ -455,6 +511,8 @@ class Chain:
             pending = specs[name].suffix.get(label)
         if pending:
             parts.append(pending)
+        if asked is not None:
+            return asked
         classified = [n for n in m.order if specs[n].kind == "classify"]
         if m.stopped and classified and not specs[classified[-1]].label and last is not None:
             return last  # ended at a stage outside the full label (a detector): its label is the answer
@@ -468,7 +526,7 @@ class Chain:
 
     def _act(self, stage: Stage, m: _Message) -> None:
         label, _ = self.full_label(m)
-        act = stage.actions.get(label)
+        act = stage.actions.get(label) or stage.actions.get("*")  # "*": an llm stage's reply, for any label
         if act is None:
             return
         try:
@@ -500,7 +558,9 @@ class Chain:
     def _decision(self, m: _Message) -> Decision:
         label, conf = self.full_label(m)
         steps = [m.steps[n] for n in m.order]
-        routes = {d.route for d in steps}
+        specs = self._specs
+        # who gave the label (a reply the LLM wrote does not make the label the LLM's)
+        routes = {d.route for n, d in zip(m.order, steps) if not specs[n].reply}
         # the local answer differs only where a stage's question went to the LLM
         local_label, local_conf = self.full_label(m, local=True) if "llm" in routes else (label, conf)
         versions = self._versions
@@ -657,6 +717,20 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
                 act = build_action(a, base, client, policy)
                 if act is not None:
                     stage.actions[key] = act
+        elif st.kind == "llm":
+            if spec.llm is None:
+                raise UsageError(
+                    f"{where}: an llm stage asks the pipeline's LLM, and this file has no llm: section",
+                    "add llm: {base_url: ..., model: ...}",
+                )
+            stage.version = f"llm:{spec.llm.model}"
+            if client is not None and st.reply:
+                reply: dict[str, object] = {"type": "llm", "max_tokens": st.max_tokens}
+                if st.system is not None:
+                    reply["system"] = st.system
+                act = build_action(reply, base, client, policy)
+                if act is not None:
+                    stage.actions["*"] = act
         stages.append(stage)
         by_name[st.name] = stage
     chain = Chain(
@@ -664,13 +738,24 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
         label_sep=spec.label_sep or "/",
         guard=guard,
         llm_pool=llm_pool,
+        llm_deadline_s=spec.llm.timeout_s if spec.llm is not None else 5.0,
         action_pool=EgressPool("actions")
         if any(getattr(a, "egress", False) for s in stages for a in s.actions.values())
         else None,
     )
     answers = set(possible_labels(chain))
     for s in stages:
-        unknown = sorted(k for k in s.actions if k not in answers)
+        if s.kind == "llm" and not s.spec.reply and client is not None and spec.llm is not None:
+            # its own breaker; by default it chooses among every full label the stages can give
+            s.asker = LLMFallback(
+                client,
+                s.spec.labels or sorted(answers),
+                spec.llm.descriptions,
+                spec.llm.failure_threshold,
+                spec.llm.reset_after_s,
+            )
+    for s in stages:
+        unknown = sorted(k for k in s.actions if k not in answers and s.kind == "action")
         if unknown:
             raise UsageError(
                 f"{path}: stage {s.name}: actions: the chain never answers {unknown[0]}",
@@ -758,6 +843,9 @@ def possible_labels(chain: Chain) -> list[str]:
     for p in paths:
         if p:
             out.add(_join(chain, p, stopped=False))
+    for stage in chain.stages:  # an llm stage told its labels may answer others
+        if stage.kind == "llm" and not stage.spec.reply:
+            out.update(stage.spec.labels or ())
     return sorted(out)
 
 

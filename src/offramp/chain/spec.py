@@ -18,6 +18,9 @@ stages:
     model: support/
     when: router.label == SUPPORT   # clauses joined by "and": STAGE.label ==, !=, in [..], not in [..];
                                     # STAGE.confidence <, <=, >, >= a number
+  - name: ask
+    kind: llm                   # the pipeline's llm: picks the full label ...
+    below: 0.5                  # ... of the messages whose confidence so far is below this
   - name: act
     kind: action
     actions:                    # keyed by the full label, as in a single model's pipeline
@@ -40,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from offramp.errors import UsageError
 
-KINDS = ("guard", "classify", "action", "validate")
+KINDS = ("guard", "classify", "llm", "action", "validate")
 STAGE_NAME = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 
 
@@ -65,6 +68,10 @@ class StageSpec(BaseModel):
     block: List[str] = []  # validate with a model: the labels that fail the reply
     on_fail: Optional[Literal["block", "replace", "review"]] = None  # validate: what a failed reply gets
     text: Optional[str] = None  # validate, on_fail block: what is said instead
+    below: Optional[float] = Field(None, ge=0, le=1)  # llm: only the messages whose confidence so far is below this
+    reply: bool = False  # llm: write a reply to the message (a generator) instead of picking its full label
+    system: Optional[str] = None  # llm, reply: the system prompt of the reply
+    max_tokens: int = Field(256, ge=1, le=8192)  # llm, reply: the reply's length at most
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,28 @@ def _check_validate(st: StageSpec, where: str) -> None:
         raise UsageError(f"{where}: {extra[0]}: goes with a classify stage, and this is a validate stage")
 
 
+def _check_llm(st: StageSpec, where: str, later: Sequence[Any]) -> None:
+    if st.reply and st.labels:
+        raise UsageError(f"{where}: labels: a reply stage writes text; labels: go with an llm stage that labels")
+    if not st.reply:
+        if st.system is not None:
+            raise UsageError(f"{where}: system: is the prompt of a reply (reply: true)")
+        # the LLM gives the whole label: a classify stage after it would add a part to an answer already given
+        after = next(
+            (
+                d.get("name")
+                for d in later
+                if isinstance(d, dict) and d.get("kind") == "classify" and d.get("label", True) is not False
+            ),
+            None,
+        )
+        if after is not None:
+            raise UsageError(
+                f"{where}: an llm stage answers the full label, and classify stage {after} comes after it",
+                "list the llm stage after every classify stage that adds a part of the label",
+            )
+
+
 def read_stages(raw: Sequence[Any], path: object) -> list[StageSpec]:
     """The stages of a pipeline file, each checked on its own and against the ones before it (the
     checks that need the models' labels are made when the chain is built)."""
@@ -188,20 +217,19 @@ def read_stages(raw: Sequence[Any], path: object) -> list[StageSpec]:
         where = f"{path}: stage {st.name}"
         if st.name in seen:
             raise UsageError(f"{where}: name: another stage has this name", "give each stage its own name")
-        if st.kind not in KINDS:
-            raise UsageError(
-                f"{where}: kind: {st.kind} stages are not available in this version",
-                "the kinds are guard, classify, action and validate; the pipeline's llm: section answers "
-                "what a classify stage is unsure of",
-            )
         if st.kind == "classify" and (st.model is None) == (st.remote is None):
             raise UsageError(
                 f"{where}: model: a classify stage needs a model directory or a registry (model:), or another "
                 "offramp service (remote:), one of them"
             )
-        if st.kind != "classify" and (st.remote or st.labels or st.api_key_env):
+        if st.kind != "classify" and (st.remote or (st.labels and st.kind != "llm") or st.api_key_env):
             key = next(k for k in ("remote", "labels", "api_key_env") if getattr(st, k))
             raise UsageError(f"{where}: {key}: goes with a classify stage, and this is a {st.kind} stage")
+        if st.kind == "llm":
+            _check_llm(st, where, raw[i + 1 :])
+        elif st.below is not None or st.reply or st.system is not None or "max_tokens" in doc:
+            key = next(k for k in ("below", "reply", "system", "max_tokens") if doc.get(k) not in (None, False))
+            raise UsageError(f"{where}: {key}: goes with an llm stage, and this is a {st.kind} stage")
         if st.kind == "validate":
             _check_validate(st, where)
         elif any((st.check, st.block, st.on_fail, st.text)):

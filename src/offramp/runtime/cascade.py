@@ -61,7 +61,7 @@ from offramp.runtime.routing import Fitted, fit_bands, fit_thresholds
 log = logging.getLogger("offramp.cascade")
 
 
-def _failure_flag(e: Exception) -> str:
+def failure_flag(e: Exception) -> str:
     """The flag a failed fallback leaves on the decision, by the failure's type."""
     if isinstance(e, CircuitOpen):
         return "llm_circuit_open"
@@ -74,7 +74,7 @@ def _failure_flag(e: Exception) -> str:
     return "fallback_failed"
 
 
-_NOT_SENT = {"llm_circuit_open", "egress_refused", "egress_busy", "internal_error"}
+NOT_SENT = {"llm_circuit_open", "egress_refused", "egress_busy", "internal_error"}
 
 
 @dataclass
@@ -320,12 +320,12 @@ class Cascade:
                         if self.llm_first:
                             d.shadow = {"local": label, "llm": d.label}
                 except (LLMError, EgressRefused, EgressBusy, EgressDeadline) as e:  # down, slow, busy or refusing
-                    d.flags.append(_failure_flag(e))
+                    d.flags.append(failure_flag(e))
                     if isinstance(e, EgressDeadline) and hasattr(fallback, "record_failure"):
                         fallback.record_failure()  # a call past its deadline counts toward the breaker
                 except Exception:  # a bug, not a known failure: logged and counted
                     self._unexpected(d, "fallback", request_id)
-                if not set(d.flags) & _NOT_SENT:  # the request went out (even if no answer came back)
+                if not set(d.flags) & NOT_SENT:  # the request went out (even if no answer came back)
                     d.endpoints.append(fallback.endpoint)
         if not self.actions:
             return d
