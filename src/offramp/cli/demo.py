@@ -28,7 +28,11 @@ def demo(
     ),
     quality: str = o.QUALITY,
     llm: Optional[str] = typer.Option(
-        None, "--llm", help=o.LLM.help + " Reruns the LLM column live (else the recorded answers are shown)."
+        None,
+        "--llm",
+        help=o.LLM.help
+        + " Reruns the LLM column live (else the recorded answers are shown); with --chain, it answers what no "
+        "stage is sure of and writes the replies to OTHER.",
     ),
     base_url: Optional[str] = o.BASE_URL,
     api_key_env: str = o.API_KEY_ENV,
@@ -49,7 +53,7 @@ def demo(
     from offramp.training.train import resolve_time_limit
 
     if chain:
-        _chain_demo(out_dir / "chain", quality, time_limit, as_json, quiet)
+        _chain_demo(out_dir / "chain", quality, time_limit, as_json, quiet, llm, base_url, api_key_env)
         return
 
     send_chars = o.pick(send_chars, old_send_chars, "demo --max-chars", "--send-chars", default=20_000)
@@ -92,7 +96,16 @@ def demo(
     )
 
 
-def _chain_demo(out_dir: Path, quality: str, time_limit: Optional[str], as_json: bool, quiet: bool) -> None:
+def _chain_demo(
+    out_dir: Path,
+    quality: str,
+    time_limit: Optional[str],
+    as_json: bool,
+    quiet: bool,
+    llm: Optional[str],
+    base_url: Optional[str],
+    api_key_env: str,
+) -> None:
     from offramp.demo.chain import run_chain_demo
 
     with status("training the chain", quiet) as progress:
@@ -100,6 +113,9 @@ def _chain_demo(out_dir: Path, quality: str, time_limit: Optional[str], as_json:
             out_dir,
             quality="fast" if quality == "auto" else quality,
             time_limit=time_limit or "auto",
+            llm=llm,
+            base_url=base_url,
+            api_key_env=api_key_env,
             on_progress=progress,
         )
     if as_json:
@@ -131,6 +147,17 @@ def _chain_demo(out_dir: Path, quality: str, time_limit: Optional[str], as_json:
         f"whole demo {res.seconds:.1f} s",
         markup=False,
     )
+    live = res.live
+    if live is not None:
+        out.print(
+            f"live with {live.llm} on {live.n} sampled test messages: accuracy {live.accuracy:.4f}, macro-F1 "
+            f"{live.macro_f1:.4f} (the stages alone {live.stages_accuracy:.4f}, {live.stages_macro_f1:.4f}); the LLM "
+            f"gave {live.asked} labels ({live.failed} calls failed) and wrote {live.replies} replies, of which the "
+            f"checks masked {live.replies_masked} and blocked {live.replies_blocked}; {live.seconds:.1f} s",
+            markup=False,
+        )
+    else:
+        info("add --llm M --base-url URL to let an LLM answer what no stage is sure of and write replies", quiet)
     out.print(f"serve it: offramp serve {res.pipeline}", markup=False)
 
 

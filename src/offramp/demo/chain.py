@@ -2,7 +2,11 @@
 
 privacy guard → abuse detector (its own model: jailbreaks and off-purpose requests stop here) →
 router (SUPPORT / GRATITUDE / OTHER) → for SUPPORT, a banking-intent model (Banking77's 77
-intents) → an action per answer → a validator on the reply (no personal data goes back out).
+intents) → an action per answer → validators on the reply: the privacy guard (no personal data
+goes back out) and the abuse detector reading the reply (no jailbreak or attack text goes back
+out). With an LLM (``llm=``, ``base_url=``), it answers what no stage is sure of (an ``llm`` stage
+below ``llm_threshold``) and writes the replies to OTHER, which the validators check; the demo
+then runs a sample of the test messages through it live.
 
 Each model is trained into a registry of its own under ``OUT/stages/``, so each is retrained,
 gated and promoted alone. The end-to-end test set is the inbox's test messages that are not
@@ -37,8 +41,12 @@ from offramp.training.train import train
 
 HEADER = (
     "# The support bot as a chain of small models: privacy guard -> abuse detector -> router ->\n"
-    "# banking intents -> an action per answer -> a check that no personal data goes back out.\n"
-    "# Add an llm: section and thresholds: on a stage to send what it is unsure of to an LLM.\n"
+    "# banking intents -> an action per answer -> checks that no personal data and no attack text goes back out.\n"
+    "# With an llm: section, the LLM answers what no stage is sure of and writes the replies to OTHER.\n"
+)
+WRITER = (
+    "You are the support assistant of a bank. Answer the customer's message in at most two short sentences. "
+    "Never ask for passwords, PINs or card numbers."
 )
 INTENT_REPLIES = {
     "card_arrival": "New cards arrive within 5 working days; you can follow the delivery in the app under Cards.",
@@ -74,6 +82,24 @@ class StageRow:
 
 
 @dataclass
+class LiveFigures:
+    """A sample of the test messages through the chain with its LLM, live."""
+
+    llm: str
+    n: int
+    accuracy: float  # with the LLM
+    macro_f1: float
+    stages_accuracy: float  # the stages alone, on the same messages
+    stages_macro_f1: float
+    asked: int  # messages whose label the LLM gave
+    failed: int  # messages whose LLM call failed (the stages' answer stood)
+    replies: int  # replies the LLM wrote
+    replies_masked: int  # ... with personal data masked by the guard
+    replies_blocked: int  # ... blocked by the abuse detector reading them
+    seconds: float
+
+
+@dataclass
 class ChainDemoResult:
     out_dir: str
     pipeline: str
@@ -84,6 +110,7 @@ class ChainDemoResult:
     train_seconds: float
     seconds: float
     notes: list[str] = field(default_factory=list)
+    live: LiveFigures | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,9 +133,17 @@ def run_chain_demo(
     per_intent: int = 60,
     seed: int = 0,
     llm_threshold: float = 0.5,
+    llm: str | None = None,
+    base_url: str | None = None,
+    api_key_env: str | None = "OPENAI_API_KEY",
+    live_sample: int = 300,
     on_progress: Callable[[str], None] | None = None,
 ) -> ChainDemoResult:
-    """Train the chain's models, write its pipeline file and measure it end to end and per stage."""
+    """Train the chain's models, write its pipeline file and measure it end to end and per stage;
+    with ``llm`` and ``base_url`` (any OpenAI-compatible server), the pipeline asks that LLM and a
+    sample of ``live_sample`` test messages goes through it live."""
+    if (llm is None) != (base_url is None):
+        raise UsageError("--llm and --base-url go together", "give both, or neither for the chain without an LLM")
     started = time.perf_counter()
     say = on_progress or (lambda _m: None)
     out = Path(out_dir)
@@ -146,19 +181,33 @@ def run_chain_demo(
         "GRATITUDE": {"type": "reply", "text": "👍"},
         **{f"SUPPORT/{k}": {"type": "reply", "text": v} for k, v in INTENT_REPLIES.items()},
     }
-    doc = {
-        "label_sep": "/",
-        "privacy": {"operator": "placeholder"},
-        "audit": "audit.sqlite",
-        "stages": [
-            {"name": "privacy", "kind": "guard"},
-            {"name": "abuse", "kind": "classify", "model": "stages/abuse", "label": False, "stop": ["TRY_TO_HACK"]},
-            {"name": "router", "kind": "classify", "model": "stages/router"},
-            {"name": "banking", "kind": "classify", "model": "stages/banking", "when": "router.label == SUPPORT"},
-            {"name": "act", "kind": "action", "actions": actions},
-            {"name": "reply_check", "kind": "validate", "check": "guard"},
-        ],
-    }
+    stage_list: list[dict[str, Any]] = [
+        {"name": "privacy", "kind": "guard"},
+        {"name": "abuse", "kind": "classify", "model": "stages/abuse", "label": False, "stop": ["TRY_TO_HACK"]},
+        {"name": "router", "kind": "classify", "model": "stages/router"},
+        {"name": "banking", "kind": "classify", "model": "stages/banking", "when": "router.label == SUPPORT"},
+    ]
+    if llm is not None:
+        stage_list.append({"name": "ask", "kind": "llm", "below": llm_threshold})
+    stage_list.append({"name": "act", "kind": "action", "actions": actions})
+    if llm is not None:
+        stage_list.append(
+            {"name": "write", "kind": "llm", "reply": True, "system": WRITER, "when": "router.label == OTHER"}
+        )
+    stage_list += [
+        {"name": "reply_check", "kind": "validate", "check": "guard"},
+        {
+            "name": "reply_safety",  # the abuse detector reads the reply too: no attack text goes back out
+            "kind": "validate",
+            "model": "stages/abuse",
+            "block": ["TRY_TO_HACK"],
+            "text": "Sorry, I can't send that reply; a colleague will answer you.",
+        },
+    ]
+    doc: dict[str, Any] = {"label_sep": "/", "privacy": {"operator": "placeholder"}, "audit": "audit.sqlite"}
+    if llm is not None:
+        doc["llm"] = {"base_url": base_url, "model": llm, "api_key_env": api_key_env, "timeout_s": 30}
+    doc["stages"] = stage_list
     pipeline = out / "pipeline.yaml"
     pipeline.write_text(HEADER + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     say("measuring the chain")
@@ -193,6 +242,10 @@ def run_chain_demo(
         f"Banking77's training file sampled to {per_intent} messages an intent (seed {seed}); "
         f"{len(truth):,} test messages"
     ]
+    live = None
+    if llm is not None:
+        say(f"asking {llm} live on {min(live_sample, len(truth))} test messages")
+        live = _live(pipeline, truth, llm, live_sample, seed)
     return ChainDemoResult(
         str(out),
         str(pipeline),
@@ -203,4 +256,41 @@ def run_chain_demo(
         round(train_seconds, 2),
         round(time.perf_counter() - started, 2),
         notes,
+        live,
+    )
+
+
+def _live(pipeline: Path, truth: list[tuple[str, str]], llm: str, n: int, seed: int) -> LiveFigures:
+    """A sample of the test messages through the chain with its LLM: quality beside the stages
+    alone, the LLM's answers and replies, and what the validators did to the replies."""
+    from offramp.evaluation.metrics import classification_metrics
+
+    sample = random.Random(seed).sample(truth, min(n, len(truth)))
+    texts, gold = [t for t, _ in sample], [lab for _, lab in sample]
+    chain = Chain.from_pipeline(pipeline)
+    t0 = time.perf_counter()
+    try:
+        decisions = chain.run_many(texts)
+    finally:
+        chain.close()
+    seconds = time.perf_counter() - t0
+    with_llm = classification_metrics(gold, [d.label for d in decisions])
+    alone = classification_metrics(gold, [d.local_label for d in decisions])
+
+    def step(d: Any, name: str) -> str | None:
+        return next((str(p["route"]) for p in d.path or [] if p["stage"] == name), None)
+
+    return LiveFigures(
+        llm,
+        len(texts),
+        with_llm["accuracy"],
+        with_llm["macro_f1"],
+        alone["accuracy"],
+        alone["macro_f1"],
+        sum(step(d, "ask") == "llm" for d in decisions),
+        sum(step(d, "ask") == "failed" for d in decisions),
+        sum(step(d, "write") == "llm" for d in decisions),
+        sum("reply_masked" in d.flags and step(d, "write") == "llm" for d in decisions),
+        sum("reply_blocked" in d.flags and step(d, "write") == "llm" for d in decisions),
+        round(seconds, 2),
     )
