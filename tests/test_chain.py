@@ -524,6 +524,46 @@ def test_an_llm_stage_answers_what_no_stage_is_sure_of_and_can_write_the_reply(h
     chain.close()
 
 
+def test_a_served_chain_picks_up_a_stage_promoted_in_its_registry_and_keeps_the_others(hier, tmp_path):
+    import shutil
+
+    import httpx
+
+    from offramp.registry.versions import Registry
+    from offramp.training.train import train
+
+    from helpers import Server, until
+
+    d, rep, test = hier
+    copy = tmp_path / "hier"
+    shutil.copytree(rep.out_dir, copy)
+    rows = _rows("train", 3)
+    banking = [(t, lab.split("/")[1]) for t, lab in rows if lab.startswith("banking/")]
+    train([t for t, _ in banking], [lab for _, lab in banking], registry=copy / "stages" / "banking", quality="fast",
+          time_limit=None, promote=False)  # fmt: skip
+    texts = [t for t, _ in _rows("test")][::4]
+    s = Server(copy / "pipeline.yaml")
+    try:
+        before = httpx.post(s.url + "/v1/classify", json={"texts": texts}).json()["results"]
+        assert httpx.get(s.url + "/readyz").json()["version"] == "router=v0001,banking=v0001,travel=v0001"
+        Registry(copy / "stages" / "banking").promote("v0002")
+        ready = until(
+            lambda: httpx.get(s.url + "/readyz").json()["version"] == "router=v0001,banking=v0002,travel=v0001"
+        )
+        assert ready, httpx.get(s.url + "/readyz").json()["version"]
+        after = httpx.post(s.url + "/v1/classify", json={"texts": texts}).json()["results"]
+        assert any(b["label"].startswith("banking/") for b in before) and len(after) == len(before)
+        for a, b in zip(after, before):
+            assert a["path"][0] == b["path"][0]  # the router: same label, confidence and version
+            if not b["label"].startswith("banking/"):
+                # the stages not promoted answer bit for bit as before
+                assert {**a, "request_id": ""} == {**b, "request_id": ""}
+            else:
+                assert a["path"][1]["version"] == "v0002"
+    finally:
+        s.stop()
+
+
 def test_validate_stages_check_the_reply_with_the_guard_or_a_model(hier, tmp_path):
     d, rep, test = hier
     base = Path(rep.out_dir) / "stages"

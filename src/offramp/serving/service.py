@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TypedDict
 from urllib.parse import urlsplit
 
@@ -150,7 +151,7 @@ class ClassificationService:
                 self.built.policy.check(settings.upstream, [])  # offline mode: a remote upstream is refused now
         self.review = ReviewQueue(ttl_s=self.built.capture.ttl_s if self.built.capture else 3600.0)
         self._wire(self.built, None)
-        if self.built.registry is not None:
+        if _watched(self.built):
             threading.Thread(target=self._watch_registry, name="offramp-registry-watch", daemon=True).start()
         self.workers: WorkerSync | None = None
         if worker_dir is not None:  # one of several serve --workers processes
@@ -312,23 +313,30 @@ class ClassificationService:
         self.review.remove(request_id)
 
     def _watch_registry(self, interval_s: float = 1.0) -> None:
-        """Serving a registry: pick up a promote or rollback (a new current version) within seconds."""
+        """Serving a registry (or a chain whose stages are registries): pick up a promote or
+        rollback (a new current version) within seconds; a chain's other stages keep their versions."""
         failed: str | None = None
         while not self._stop.wait(interval_s):
-            registry = self.built.registry
-            if registry is None:
+            watched = _watched(self.built)
+            if not watched:
                 continue
+            changed: list[tuple[Path, str]] = []
             try:
-                _, current = resolve_model_dir(registry)
+                for path, served in watched:
+                    _, now = resolve_model_dir(path)
+                    if now != served:
+                        changed.append((path, str(now)))
             except Exception as e:  # the record is being replaced, or was damaged: keep serving
                 log.debug("registry watch: %s", e)
                 continue
-            if current == self.built.info.get("registry_version") or current == failed:
+            current = ",".join(v for _, v in changed)
+            registry = ", ".join(str(p) for p, _ in changed)
+            if not changed or f"{registry}:{current}" == failed:
                 continue
             try:
                 info = self.reload()
             except Exception as e:  # the old version keeps serving; tried again when current changes
-                failed = current
+                failed = f"{registry}:{current}"
                 self.metrics.inc("offramp_model_reloads_total", outcome="failed")
                 log.warning("registry %s: version %s was not loaded: %s", registry, current, getattr(e, "message", e))
                 continue
@@ -668,3 +676,13 @@ def _settle(fut: asyncio.Future[object], result: object) -> None:
         fut.set_exception(result)
     else:
         fut.set_result(result)
+
+
+def _watched(built: Built) -> list[tuple[Path, str | None]]:
+    """The registries a built service serves, each with the version it serves: the model's, or
+    each stage's of a chain."""
+    if isinstance(built.chain, Chain):
+        return [(s.registry, s.version) for s in built.chain.stages if s.registry is not None]
+    if built.registry is not None:
+        return [(built.registry, built.info.get("registry_version"))]
+    return []
