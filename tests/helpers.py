@@ -87,7 +87,7 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, model_dir, *extra, env=None):
+    def __init__(self, model_dir, *extra, env=None, start_s: float = 60):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -97,7 +97,7 @@ class Server:
             env=env,
             text=True,
         )
-        deadline = time.time() + 60
+        deadline = time.time() + start_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(self.proc.stderr.read())

@@ -237,6 +237,31 @@ def test_a_chain_on_ray_serve_answers_as_in_process_with_a_stage_on_both_nodes(c
     finally:
         chain.close()
     assert not ray.is_initialized()  # it joined the cluster for the chain and left with it
+    # the same chain served over HTTP by the command line, its stages on the cluster
+    import httpx
+
+    from helpers import Server
+
+    s = Server(pipeline, "--engine", "ray", "--address", cluster["address"], start_s=240)
+    try:
+        ready = httpx.get(s.url + "/readyz", timeout=30).json()
+        assert [x["stage"] for x in ready["stages"]] == ["guard", "router", "banking", "travel", "work"]
+        r = httpx.post(s.url + "/v1/classify", json={"texts": texts[:250]}, timeout=120)
+        assert r.status_code == 200, r.text
+        assert [a["label"] for a in r.json()["results"]] == expected[:250]
+    finally:
+        out, err = s.stop()
+    # stopped by SIGTERM: uvicorn shuts down (the chain's Serve applications are deleted) and then
+    # passes the signal on, which Ray's handler turns into exit code 15
+    assert s.proc.returncode in (0, 15, -15), err[-2000:]
+    from ray import serve
+
+    ray.init(address=cluster["address"], logging_level="ERROR")
+    try:
+        left = [name for name in serve.status().applications if name.startswith("offramp-")]
+    finally:
+        ray.shutdown()
+    assert left == [], left
     with pytest.raises(UsageError, match="serves a chain's stages"):
         from offramp.runtime.cascade import Cascade
 

@@ -13,6 +13,7 @@ files answer, only elsewhere. Remote stages (``remote:``) stay what they are.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -101,10 +102,20 @@ def undeploy(apps: list[str], disconnect: bool) -> None:
     import ray
     from ray import serve
 
-    for name in apps:
+    asked = []
+    for name in apps:  # asked all at once, then waited for together (one at a time takes ~3 s each)
         try:
-            serve.delete(name)
+            serve.delete(name, _blocking=False)
+            asked.append(name)
         except Exception:  # already gone with the cluster
             pass
+    deadline = time.monotonic() + 30
+    while asked and time.monotonic() < deadline:
+        try:
+            if not set(asked) & set(serve.status().applications):
+                break
+        except Exception:  # the cluster went away: nothing left to wait for
+            break
+        time.sleep(0.2)
     if disconnect and ray.is_initialized():
         ray.shutdown()

@@ -17,10 +17,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable
 
+import anyio.to_thread
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
@@ -64,6 +66,13 @@ def create_app(
     if not isinstance(settings, Settings):
         settings = Settings.resolve(settings, flags, env)
     service = ClassificationService(settings, flags, env, worker_dir, workers)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # shutting down: release the model's resources (a chain on Ray Serve leaves the cluster clean)
+        await anyio.to_thread.run_sync(service.close)
+
     # with API keys the schema and docs are not served to anyone who asks (unless the settings open them)
     locked = settings.api_keys is not None and not settings.public_endpoints
     app = ServiceApp(
@@ -71,6 +80,7 @@ def create_app(
         redoc_url=None if locked else "/redoc",
         openapi_url=None if locked else "/openapi.json",
         title="offramp",
+        lifespan=lifespan,
         version=__version__,
         description="A small local model in place of an LLM, for one text-classification task.",
     )

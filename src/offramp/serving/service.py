@@ -186,9 +186,22 @@ class ClassificationService:
             return built.info
 
     def close(self) -> None:
+        """Stop the background work and release what the served cascade or chain holds (a chain on
+        Ray Serve deletes its applications from the cluster); the service answers no more after this."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self.workers is not None:
             self.workers.close()
+        if self.drift is not None:
+            self.drift.close()
+        with self._reloading:
+            for built in (self._retired, self.built):
+                if built is not None:
+                    try:
+                        built.close()
+                    except Exception:  # one part failing to close must not keep the others open
+                        log.exception("closing the served model failed")
 
     def reload_all(self) -> ModelInfo:
         """Reload here and, with several workers, in every other worker too."""
