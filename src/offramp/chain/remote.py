@@ -12,13 +12,12 @@ the other stages keep answering.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any, Sequence
 
 import httpx
 import numpy as np
 
+from offramp.egress.breaker import Breaker
 from offramp.egress.policy import EgressPolicy, EgressRefused
 from offramp.errors import UsageError
 
@@ -49,9 +48,7 @@ class RemoteStage:
         if not self.url.startswith(("http://", "https://")):
             raise UsageError(f"{where}: remote: {url!r} is not an http(s) URL", "give the service's base URL")
         self.policy, self.timeout_s = policy, timeout_s
-        self.failure_threshold, self.reset_after_s = failure_threshold, reset_after_s
-        self._failures, self._open_until = 0, 0.0
-        self._lock = threading.Lock()
+        self.breaker = Breaker(failure_threshold, reset_after_s)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(timeout=timeout_s, headers=self._headers)
         self.version: str | None = None
@@ -75,16 +72,9 @@ class RemoteStage:
     def close(self) -> None:
         self._client.close()
 
-    def _failed(self) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._failures >= self.failure_threshold:
-                self._open_until = time.monotonic() + self.reset_after_s
-                self._failures = 0
-
     def predict_and_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Labels and a probability row per text (the remote's top labels; the rest 0)."""
-        if time.monotonic() < self._open_until:
+        if self.breaker.is_open:
             raise StageUnavailable(f"{self.url} failed repeatedly; skipped for now")
         try:
             sent = self.policy.check(self.url, list(texts))
@@ -95,10 +85,9 @@ class RemoteStage:
                 r.raise_for_status()
                 results += r.json()["results"]
         except (httpx.HTTPError, ValueError, KeyError, EgressRefused) as e:
-            self._failed()
+            self.breaker.failed()
             raise StageUnavailable(f"{self.url}: {type(e).__name__}") from None
-        with self._lock:
-            self._failures = 0
+        self.breaker.succeeded()
         proba = np.zeros((len(results), len(self.classes_)), dtype=np.float64)
         labels = []
         for row, res in zip(proba, results):

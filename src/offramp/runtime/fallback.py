@@ -10,12 +10,12 @@ LLM costs one timeout, not one per message; the next call after that tries again
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Callable, Sequence
 
 import numpy as np
 
+from offramp.egress.breaker import Breaker
 from offramp.llm.client import ChatClient, LLMBadResponse, LLMError
 from offramp.llm.label import TaskSpec, read_labels
 from offramp.llm.prompts import label_prompt, parse_label
@@ -44,9 +44,7 @@ class LLMFallback:
             self.system = spec.system_prompt()
         else:
             self.system = label_prompt(self.labels, descriptions)
-        self.failure_threshold, self.reset_after_s, self.clock = failure_threshold, reset_after_s, clock
-        self._failures, self._open_until = 0, 0.0
-        self._lock = threading.Lock()
+        self.breaker = Breaker(failure_threshold, reset_after_s, clock)
 
     @property
     def endpoint(self) -> str:
@@ -54,15 +52,11 @@ class LLMFallback:
 
     @property
     def is_open(self) -> bool:
-        return bool(self.clock() < self._open_until)
+        return self.breaker.is_open
 
     def record_failure(self) -> None:
         """A failure seen by the caller (a call past its deadline): counts toward opening the breaker."""
-        with self._lock:
-            self._failures += 1
-            if self._failures >= self.failure_threshold:
-                self._open_until = self.clock() + self.reset_after_s
-                self._failures = 0
+        self.breaker.failed()
 
     def __call__(self, text: str) -> str:
         if self.is_open:
@@ -80,12 +74,7 @@ class LLMFallback:
             if label is None:
                 raise LLMBadResponse(f"the LLM answered outside the label set: {r.content[:80]!r}")
         except LLMError:
-            with self._lock:
-                self._failures += 1
-                if self._failures >= self.failure_threshold:
-                    self._open_until = self.clock() + self.reset_after_s
-                    self._failures = 0
+            self.breaker.failed()
             raise
-        with self._lock:
-            self._failures = 0
+        self.breaker.succeeded()
         return label
