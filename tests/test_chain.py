@@ -323,6 +323,13 @@ def test_the_end_to_end_gate_refuses_a_stage_that_helps_its_own_gate_but_hurts_t
     assert res["decision"] == "refused" and any(x.startswith("end to end:") for x in res["reasons"])
     assert not res["gate"]["also"]["passed"] and res["gate"]["also"]["n"] > 0
     assert Chain.from_pipeline(copy / "pipeline.yaml").versions()["banking"] == "v0001"  # kept serving
+    # the former spelling takes the chain too (one stderr line says so)
+    r = run_cli(
+        "retrain", str(copy / "stages" / "banking"), str(tmp_path / "a.csv"), "--gate", str(tmp_path / "g.csv"),
+        "--in-chain", str(copy / "pipeline.yaml"), "--json", "-q",
+    )  # fmt: skip
+    assert r.returncode == 4 and json.loads(r.stdout)["decision"] == "refused", r.stderr
+    assert "registry retrain" in r.stderr
 
 
 def test_a_chain_is_served_with_its_path_in_the_answer_the_audit_log_and_the_metrics(hier, tmp_path):

@@ -239,6 +239,8 @@ def retrain_alias(
     add: Optional[Path] = o.hidden("--add"),
     gate: Optional[Path] = typer.Option(None, "--gate", help="Labelled file to judge on."),
     max_class_drop: float = typer.Option(0.02, "--max-class-drop", min=0.0, max=1.0, help="Per-label F1 drop limit."),
+    chain: Optional[Path] = typer.Option(None, "--in-chain", help="REGISTRY is a stage of this chain."),
+    chain_gate_file: Optional[Path] = typer.Option(None, "--chain-gate", help="The chain's end-to-end gate file."),
     text_col: str = o.TEXT_COL,
     label_col: str = o.LABEL_COL,
     max_chars: int = o.MAX_CHARS,
@@ -252,5 +254,6 @@ def retrain_alias(
 
         raise UsageError("give the new rows once: as DATA or as --add, not both")
     retrain(
-        registry, data or add, None, gate, max_class_drop, None, None, text_col, label_col, max_chars, as_json, quiet
-    )
+        registry, data or add, None, gate, max_class_drop, chain, chain_gate_file, text_col, label_col, max_chars,
+        as_json, quiet,
+    )  # fmt: skip
