@@ -96,13 +96,22 @@ class _Step:
     """A stage's answer for one message when nothing but its model was asked (no LLM, no flags):
     lighter than a Decision, with its top labels worked out only if it is the last one."""
 
-    __slots__ = ("label", "confidence", "route", "cascade", "row")
+    __slots__ = ("label", "confidence", "route", "cascade", "row", "order")
     flags: tuple[str, ...] = ()
     endpoints: tuple[str, ...] = ()
     pii: dict[str, int] = {}
 
-    def __init__(self, label: str, confidence: float, route: str, cascade: Cascade, row: np.ndarray) -> None:
+    def __init__(
+        self,
+        label: str,
+        confidence: float,
+        route: str,
+        cascade: Cascade,
+        row: np.ndarray,
+        order: np.ndarray | None = None,  # the top labels' indices, best first (sorted for the whole batch)
+    ) -> None:
         self.label, self.confidence, self.route, self.cascade, self.row = label, confidence, route, cascade, row
+        self.order = order
 
     @property
     def local_label(self) -> str:
@@ -114,7 +123,7 @@ class _Step:
 
     @property
     def top(self) -> list[dict[str, object]]:
-        return self.cascade.top_labels(self.row)
+        return self.cascade.top_labels(self.row, self.order)
 
 
 @dataclass
@@ -156,7 +165,12 @@ class Chain:
         self._llm_deadline_s = llm_deadline_s
         self.action_pool, self.action_deadline_s, self.llm_pool = action_pool, action_deadline_s, llm_pool
         self._scans = any(s.kind == "guard" for s in stages) and guard is not None
-        self._specs = {s.name: s.spec for s in stages}
+        # read per message: plain dicts and sets, not the specs' attributes
+        self._kinds = {s.name: s.kind for s in stages}
+        self._labelled = {s.name: s.spec.label for s in stages}
+        self._suffixes = {s.name: s.spec.suffix for s in stages}
+        self._asks = frozenset(s.name for s in stages if s.kind == "llm" and not s.spec.reply)
+        self._replies = frozenset(s.name for s in stages if s.spec.reply)
         self._versions = {s.name: s.version for s in stages}
         self._errors = 0
         self._lock = threading.Lock()
@@ -365,18 +379,22 @@ class Chain:
     def _classify_locally(self, stage: Stage, cascade: Cascade, msgs: list[_Message]) -> None:
         """A stage with no LLM behind it: its model's answers, without a Decision each."""
         model = cascade.model
+        orders: Sequence[np.ndarray | None]
         if len(msgs) == 1:
             label, conf, row = model.predict_one(msgs[0].text)
             answers: Sequence[tuple[str, float, np.ndarray]] = [(str(label), float(conf), row)]
+            orders = [None]
         else:
             labels, proba = model.predict_and_proba([m.text for m in msgs])
             answers = list(zip([str(x) for x in labels], proba.max(axis=1).tolist(), proba))
+            # the top labels of every row in one sort (a sort per message costs more than the model)
+            orders = list(np.argsort(-proba, axis=1, kind="stable")[:, : cascade.top_k])
         refusal = cascade.refusal_label
         stop = set(stage.spec.stop)
         name = stage.name
-        for m, (label, conf, row) in zip(msgs, answers):
+        for m, (label, conf, row), order in zip(msgs, answers, orders):
             refused = label == refusal
-            m.steps[name] = _Step(label, conf, "refused" if refused else "local", cascade, row)
+            m.steps[name] = _Step(label, conf, "refused" if refused else "local", cascade, row, order)
             m.order.append(name)
             if refused or label in stop:
                 m.stopped = True
@@ -493,28 +511,31 @@ class Chain:
         pending: str | None = None
         last: tuple[str, float] | None = None
         asked: tuple[str, float] | None = None  # an llm stage's answer: the whole label
-        specs = self._specs
+        last_stage: str | None = None  # the last classify stage
+        kinds, labelled = self._kinds, self._labelled
         for name in m.order:
             d = m.steps[name]
-            if specs[name].kind == "llm" and not local and d.route == "llm" and not specs[name].reply:
-                asked = (d.label, d.confidence)
-            if specs[name].kind != "classify" or d.route == "unavailable":
+            if kinds[name] != "classify":
+                if name in self._asks and not local and d.route == "llm":
+                    asked = (d.label, d.confidence)
+                continue
+            last_stage = name
+            if d.route == "unavailable":
                 continue
             label, c = (d.local_label, d.local_confidence) if local else (d.label, d.confidence)
             if not label:  # a remote stage that did not answer, asked of the LLM: only the LLM's answer counts
                 continue
             last = (label, c)
-            if not specs[name].label:
+            if not labelled[name]:
                 continue
             parts.append(label)
             conf *= c
-            pending = specs[name].suffix.get(label)
+            pending = self._suffixes[name].get(label)
         if pending:
             parts.append(pending)
         if asked is not None:
             return asked
-        classified = [n for n in m.order if specs[n].kind == "classify"]
-        if m.stopped and classified and not specs[classified[-1]].label and last is not None:
+        if m.stopped and last_stage is not None and not labelled[last_stage] and last is not None:
             return last  # ended at a stage outside the full label (a detector): its label is the answer
         return self.label_sep.join(parts), conf
 
@@ -558,9 +579,9 @@ class Chain:
     def _decision(self, m: _Message) -> Decision:
         label, conf = self.full_label(m)
         steps = [m.steps[n] for n in m.order]
-        specs = self._specs
         # who gave the label (a reply the LLM wrote does not make the label the LLM's)
-        routes = {d.route for n, d in zip(m.order, steps) if not specs[n].reply}
+        replies = self._replies
+        routes = {d.route for n, d in zip(m.order, steps) if n not in replies} if replies else {d.route for d in steps}
         # the local answer differs only where a stage's question went to the LLM
         local_label, local_conf = self.full_label(m, local=True) if "llm" in routes else (label, conf)
         versions = self._versions
