@@ -32,7 +32,7 @@ from offramp.egress.policy import EgressRefused
 from offramp.egress.pool import EgressBusy, EgressDeadline, EgressPool, run
 from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier
-from offramp.llm.client import LLMError
+from offramp.llm.client import ChatClient, LLMError
 from offramp.modeldir.store import model_version
 from offramp.monitoring.shadow import ShadowResult, ShadowSampler
 from offramp.privacy.guard import PrivacyGuard
@@ -160,8 +160,10 @@ class Chain:
         action_deadline_s: float = 10.0,
         llm_pool: EgressPool | None = None,
         llm_deadline_s: float = 5.0,
+        client: ChatClient | None = None,
     ) -> None:
         self.stages, self.label_sep, self.guard = stages, label_sep, guard
+        self.client = client
         self._llm_deadline_s = llm_deadline_s
         self.action_pool, self.action_deadline_s, self.llm_pool = action_pool, action_deadline_s, llm_pool
         self._scans = any(s.kind == "guard" for s in stages) and guard is not None
@@ -250,6 +252,8 @@ class Chain:
         clients = {
             id(c): c for s in self.classify_stages for c in [getattr(s.cascade and s.cascade.fallback, "client", None)]
         }
+        if self.client is not None:  # the one the llm stages, the shadow and the llm actions share
+            clients[id(self.client)] = self.client
         for c in clients.values():
             if c is not None:
                 c.close()
@@ -760,6 +764,7 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
         guard=guard,
         llm_pool=llm_pool,
         llm_deadline_s=spec.llm.timeout_s if spec.llm is not None else 5.0,
+        client=client,
         action_pool=EgressPool("actions")
         if any(getattr(a, "egress", False) for s in stages for a in s.actions.values())
         else None,
