@@ -50,7 +50,7 @@ from offramp.runtime.cascade import (
     pipeline_guard,
     send_action,
 )
-from offramp.runtime.config import Settings
+from offramp.runtime.config import LLMSpec, Settings
 from offramp.runtime.decision import ActionResult, Decision
 from offramp.runtime.fallback import LLMFallback
 
@@ -689,22 +689,10 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
                     )
             fallback = None
             if client is not None and spec.llm is not None and st.thresholds:
-                fallback = LLMFallback(
-                    client,
-                    [str(c) for c in model.classes_],
-                    spec.llm.descriptions,
-                    spec.llm.failure_threshold,
-                    spec.llm.reset_after_s,
-                )
+                fallback = _asker(client, model.classes_, spec.llm)
             if client is not None and spec.llm is not None and spec.shadow is not None and stage.remote is None:
                 # its own breaker: a slow shadow LLM must not open the fallback's circuit
-                ask = LLMFallback(
-                    client,
-                    [str(c) for c in model.classes_],
-                    spec.llm.descriptions,
-                    spec.llm.failure_threshold,
-                    spec.llm.reset_after_s,
-                )
+                ask = _asker(client, model.classes_, spec.llm)
                 mask = guard if guard is not None else PrivacyGuard()
                 stage.shadow = ShadowSampler(ask, mask, spec.shadow.sample, spec.shadow.queue)
             stage.cascade = Cascade(
@@ -773,13 +761,7 @@ def build_chain(settings: Settings, *, llm: bool = True) -> Chain:
     for s in stages:
         if s.kind == "llm" and not s.spec.reply and client is not None and spec.llm is not None:
             # its own breaker; by default it chooses among every full label the stages can give
-            s.asker = LLMFallback(
-                client,
-                s.spec.labels or sorted(answers),
-                spec.llm.descriptions,
-                spec.llm.failure_threshold,
-                spec.llm.reset_after_s,
-            )
+            s.asker = _asker(client, s.spec.labels or sorted(answers), spec.llm)
     for s in stages:
         unknown = sorted(k for k in s.actions if k not in answers and s.kind == "action")
         if unknown:
@@ -839,6 +821,11 @@ def build_chain_service(settings: Settings) -> Built:
         chain=chain,
         closers=(chain.close,),
     )
+
+
+def _asker(client: ChatClient, labels: Sequence[object] | np.ndarray, llm: LLMSpec) -> LLMFallback:
+    """The pipeline's LLM asked to choose among ``labels``, behind a circuit breaker of its own."""
+    return LLMFallback(client, [str(x) for x in labels], llm.descriptions, llm.failure_threshold, llm.reset_after_s)
 
 
 def possible_labels(chain: Chain) -> list[str]:

@@ -23,7 +23,7 @@ from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier
 from offramp.evaluation.llm import score_llm_predictions
 from offramp.evaluation.metrics import classification_metrics
-from offramp.evaluation.report import report_paths, svg_grouped_bars
+from offramp.evaluation.report import html_page, report_paths, svg_grouped_bars
 from offramp.formats import markdown_cell
 from offramp.registry.records import load
 from offramp.training.speed import measure_latency, measure_throughput
@@ -339,19 +339,7 @@ def write_chain_report(
         body += f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
     if ev.warnings:
         body += "<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in ev.warnings) + "</ul>"
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
-<style>
-body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#111;padding:0 1rem}}
-table{{border-collapse:collapse;margin:1rem 0}} th,td{{border:1px solid #ddd;padding:4px 10px;text-align:right}}
-th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}} .muted{{color:#555}}
-</style></head><body>
-<h1>{e(title)}</h1>
-<p class="muted">{e(intro)}</p>
-{charts}
-{body}
-</body></html>
-"""
+    page = html_page(title, e(intro), f"{charts}\n{body}")
     html_path.write_text(page, encoding="utf-8")
     return html_path, md_path
 

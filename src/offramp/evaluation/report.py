@@ -250,6 +250,24 @@ def svg_rejection_curve(rejection: Rejection, title: str) -> str:
 
 
 # ---------------------------------------------------------------- documents
+def html_page(title: str, intro_html: str, body_html: str) -> str:
+    """A report page: self-contained (its style inline, no script), the title, an intro line and
+    the body; ``intro_html`` and ``body_html`` are HTML already escaped by the caller."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<style>
+body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#111;padding:0 1rem}}
+table{{border-collapse:collapse;margin:1rem 0}} th,td{{border:1px solid #ddd;padding:4px 10px;text-align:right}}
+th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
+.charts{{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}} .muted{{color:#555}}
+</style></head><body>
+<h1>{_e(title)}</h1>
+<p class="muted">{intro_html}</p>
+{body_html}
+</body></html>
+"""
+
+
 def _per_class_rows(small: EvalReport, llm: EvalReport | None) -> list[list[str]]:
     rows = []
     for lab, m in small.per_class.items():
@@ -438,18 +456,11 @@ def write_report(
             ["true", "predicted", "messages"], [[t, p, str(n)] for t, p, n in small.confusion["pairs"][:100]]
         )
     warn_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>") if warnings else ""
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
-<style>
-body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#111;padding:0 1rem}}
-table{{border-collapse:collapse;margin:1rem 0}} th,td{{border:1px solid #ddd;padding:4px 10px;text-align:right}}
-th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
-.charts{{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}} .muted{{color:#555}}
-</style></head><body>
-<h1>{_e(title)}</h1>
-<p class="muted">Model <code>{_e(small.model_dir or "")}</code> ({_e(small.model)}) on <code>{_e(small.data or "")}</code>
-({small.n} messages). Written {_e(created)}.</p>
-<h2>Side by side</h2>
+    intro = (
+        f"Model <code>{_e(small.model_dir or '')}</code> ({_e(small.model)}) on <code>{_e(small.data or '')}</code>\n"
+        f"({small.n} messages). Written {_e(created)}."
+    )
+    body = f"""<h2>Side by side</h2>
 {table(head, [[r[0], r[1]] + ([r[2] or ""] if llm else []) for r in sbs])}
 {cascade_html}
 {sections_html}
@@ -457,9 +468,8 @@ th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}}
 {table(ph, pcr)}
 <div class="charts">{"".join(charts)}</div>
 {cost_html}
-{warn_html}
-</body></html>
-"""
+{warn_html}"""
+    page = html_page(title, intro, body)
     out.write_text(page, encoding="utf-8")
     return out, md_path
 
@@ -654,18 +664,10 @@ def write_multilabel_report(
             "Per label F1: small model vs LLM",
         )
     body = "".join(f"<h2>{_e(name)}</h2>" + table(head, rows) for name, head, rows in sections)
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
-<style>
-body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#111;padding:0 1rem}}
-table{{border-collapse:collapse;margin:1rem 0}} th,td{{border:1px solid #ddd;padding:4px 10px;text-align:right}}
-th:first-child,td:first-child{{text-align:left}} thead{{background:#f1f5f9}} .muted{{color:#555}}
-</style></head><body>
-<h1>{_e(title)}</h1>
-<p class="muted">Multi-label model <code>{_e(model_dir)}</code> on <code>{_e(data)}</code> ({res["n"]} messages). Written {_e(created)}.</p>
-{bars}
-{body}
-</body></html>
-"""
+    intro = (
+        f"Multi-label model <code>{_e(model_dir)}</code> on <code>{_e(data)}</code> ({res['n']} messages). "
+        f"Written {_e(created)}."
+    )
+    page = html_page(title, intro, f"{bars}\n{body}")
     out.write_text(page, encoding="utf-8")
     return out, md_path
