@@ -199,6 +199,8 @@ def test_stage_files_are_checked_at_load_naming_the_stage_and_key(hier, tmp_path
             "stage g: an llm stage answers the full label, and classify stage b comes after it",
         ),
         (ok + [{"name": "r2", "kind": "classify", "model": router, "below": 0.5}], "stage r2: below: goes with an llm"),
+        (ok + [{"name": "r2", "kind": "classify", "model": router, "below": 0}], "stage r2: below: goes with an llm"),
+        (ok + [{"name": "a", "kind": "action", "actions": {}, "max_tokens": 0}], "stage a: max_tokens:"),
         (ok + [{"name": "g", "kind": "llm", "reply": True, "labels": ["x"]}], "stage g: labels: a reply stage"),
         (
             ok + [{"name": "b", "kind": "classify", "model": banking, "when": "router.label >= 2"}],

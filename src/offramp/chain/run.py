@@ -28,11 +28,10 @@ import numpy as np
 
 from offramp.chain.remote import RemoteStage, StageUnavailable
 from offramp.chain.spec import Clause, StageSpec, parse_when, read_stages
-from offramp.egress.policy import EgressRefused
-from offramp.egress.pool import EgressBusy, EgressDeadline, EgressPool, run
+from offramp.egress.pool import EgressPool, run
 from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier
-from offramp.llm.client import ChatClient, LLMError
+from offramp.llm.client import ChatClient
 from offramp.modeldir.store import model_version
 from offramp.monitoring.shadow import ShadowResult, ShadowSampler
 from offramp.privacy.guard import PrivacyGuard
@@ -43,8 +42,8 @@ from offramp.runtime.cascade import (
     Built,
     Cascade,
     ModelInfo,
+    ask_fallback,
     egress_policy,
-    failure_flag,
     llm_client,
     model_info,
     pipeline_guard,
@@ -450,13 +449,13 @@ class Chain:
                     continue
                 out = self._outgoing(m)
                 try:
-                    answer = run(self.llm_pool, functools.partial(asker, out), self._llm_deadline_s)
-                    step = Decision(answer, conf, "llm", local_label=label, local_confidence=conf)
-                except (LLMError, EgressRefused, EgressBusy, EgressDeadline) as e:  # down, slow, busy or refusing
-                    flag = failure_flag(e)
-                    step = Decision(label, conf, "failed", local_label=label, local_confidence=conf, flags=[flag])
-                    if isinstance(e, EgressDeadline):
-                        asker.record_failure()
+                    answer, failed = ask_fallback(asker, out, self.llm_pool, self._llm_deadline_s)
+                    if answer is not None:
+                        step = Decision(answer, conf, "llm", local_label=label, local_confidence=conf)
+                    else:  # down, slow, busy or refusing: the stages' answer stands
+                        step = Decision(
+                            label, conf, "failed", local_label=label, local_confidence=conf, flags=[str(failed)]
+                        )
                 except Exception:  # a bug, not a known failure: logged and counted
                     log.exception("chain stage %s failed for request %s", name, m.request_id or "-")
                     with self._lock:

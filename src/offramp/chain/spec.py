@@ -227,9 +227,12 @@ def read_stages(raw: Sequence[Any], path: object) -> list[StageSpec]:
             raise UsageError(f"{where}: {key}: goes with a classify stage, and this is a {st.kind} stage")
         if st.kind == "llm":
             _check_llm(st, where, raw[i + 1 :])
-        elif st.below is not None or st.reply or st.system is not None or "max_tokens" in doc:
-            key = next(k for k in ("below", "reply", "system", "max_tokens") if doc.get(k) not in (None, False))
-            raise UsageError(f"{where}: {key}: goes with an llm stage, and this is a {st.kind} stage")
+        else:
+            given = {"below": st.below is not None, "reply": st.reply, "system": st.system is not None}
+            given["max_tokens"] = "max_tokens" in doc
+            misplaced = next((k for k, v in given.items() if v), None)
+            if misplaced is not None:
+                raise UsageError(f"{where}: {misplaced}: goes with an llm stage, and this is a {st.kind} stage")
         if st.kind == "validate":
             _check_validate(st, where)
         elif any((st.check, st.block, st.on_fail, st.text)):

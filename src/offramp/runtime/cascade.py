@@ -77,6 +77,20 @@ def failure_flag(e: Exception) -> str:
 NOT_SENT = {"llm_circuit_open", "egress_refused", "egress_busy", "internal_error"}
 
 
+def ask_fallback(
+    fallback: Fallback, text: str, pool: EgressPool | None, deadline_s: float
+) -> tuple[str | None, str | None]:
+    """(the LLM's answer for ``text``, already masked, None) — or (None, the failure's flag) when
+    the LLM is down, slow, busy or refusing; a call past its deadline counts toward the breaker.
+    A bug is not caught."""
+    try:
+        return run(pool, lambda: fallback(text), deadline_s), None
+    except (LLMError, EgressRefused, EgressBusy, EgressDeadline) as e:
+        if isinstance(e, EgressDeadline) and hasattr(fallback, "record_failure"):
+            fallback.record_failure()
+        return None, failure_flag(e)
+
+
 @dataclass
 class Cascade:
     """The small model, optionally backed by an LLM for low-confidence messages.
@@ -305,8 +319,10 @@ class Cascade:
             else:
                 out = self._outgoing(d, text, conversation)
                 try:
-                    answer = run(self.llm_pool, lambda: fallback(out), self.llm_deadline_s)
-                    if d.labels is not None:  # the LLM names the whole label set
+                    answer, failed = ask_fallback(fallback, out, self.llm_pool, self.llm_deadline_s)
+                    if answer is None:
+                        d.flags.append(str(failed))
+                    elif d.labels is not None:  # the LLM names the whole label set
                         local = d.label_sep.join(d.labels)
                         d.labels = [x for x in answer.split(d.label_sep) if x]
                         scores = d.scores or {}
@@ -319,10 +335,6 @@ class Cascade:
                         d.label, d.route = answer, "llm"
                         if self.llm_first:
                             d.shadow = {"local": label, "llm": d.label}
-                except (LLMError, EgressRefused, EgressBusy, EgressDeadline) as e:  # down, slow, busy or refusing
-                    d.flags.append(failure_flag(e))
-                    if isinstance(e, EgressDeadline) and hasattr(fallback, "record_failure"):
-                        fallback.record_failure()  # a call past its deadline counts toward the breaker
                 except Exception:  # a bug, not a known failure: logged and counted
                     self._unexpected(d, "fallback", request_id)
                 if not set(d.flags) & NOT_SENT:  # the request went out (even if no answer came back)
