@@ -116,8 +116,8 @@ def test_a_flag_means_one_thing_everywhere():
 
 
 def _run(argv, capsys):
-    """The CLI in this process: (exit code, stdout, stderr)."""
-    o._said.clear()
+    """The CLI in this process: (exit code, stdout, stderr); each run names its deprecated spellings
+    again, whatever ran before it in the process."""
     with pytest.raises(SystemExit) as e:
         run(argv)
     got = capsys.readouterr()

@@ -29,6 +29,7 @@ from offramp.cli import (
     serving,
     training,
 )
+from offramp.cli.options import new_invocation
 from offramp.cli.render import err
 from offramp.errors import OfframpError
 
@@ -113,6 +114,7 @@ def error_line(e: OfframpError) -> str:
 
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: maps every failure to a one-line message and an exit code."""
+    new_invocation()
     try:
         app(args=argv)  # usage errors are the CLI framework's: it prints them and exits with 2
     except KeyboardInterrupt:

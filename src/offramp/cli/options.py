@@ -30,7 +30,12 @@ def hidden(*names: str, default: Any = None, **kw: Any) -> Any:
     return typer.Option(default, *names, hidden=True, **kw)
 
 
-_said: set[str] = set()
+_said: set[str] = set()  # the deprecated spellings already named in this invocation
+
+
+def new_invocation() -> None:
+    """Start one command's run: every deprecated spelling it uses is named again."""
+    _said.clear()
 
 
 def deprecated(old: str, new: str) -> None:
