@@ -22,7 +22,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, cast
+from types import MappingProxyType
+from typing import Callable, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -91,26 +92,36 @@ class Stage:
         return out + ([str(reject)] if reject is not None and str(reject) not in out else [])
 
 
+class _Answers:
+    """One stage's model answers for a batch: the probabilities, and the top labels' order sorted
+    for the whole batch the first time a message asks for its top labels (one sort per batch, and
+    none for a stage that is never the last one)."""
+
+    __slots__ = ("cascade", "proba", "_order")
+
+    def __init__(self, cascade: Cascade, proba: np.ndarray) -> None:
+        self.cascade, self.proba = cascade, proba
+        self._order: np.ndarray | None = None
+
+    def top(self, i: int) -> list[dict[str, object]]:
+        if len(self.proba) == 1:
+            return self.cascade.top_labels(self.proba[0])
+        if self._order is None:
+            self._order = np.argsort(-self.proba, axis=1, kind="stable")[:, : self.cascade.top_k]
+        return self.cascade.top_labels(self.proba[i], self._order[i])
+
+
 class _Step:
     """A stage's answer for one message when nothing but its model was asked (no LLM, no flags):
     lighter than a Decision, with its top labels worked out only if it is the last one."""
 
-    __slots__ = ("label", "confidence", "route", "cascade", "row", "order")
+    __slots__ = ("label", "confidence", "route", "answers", "i")
     flags: tuple[str, ...] = ()
     endpoints: tuple[str, ...] = ()
     pii: dict[str, int] = {}
 
-    def __init__(
-        self,
-        label: str,
-        confidence: float,
-        route: str,
-        cascade: Cascade,
-        row: np.ndarray,
-        order: np.ndarray | None = None,  # the top labels' indices, best first (sorted for the whole batch)
-    ) -> None:
-        self.label, self.confidence, self.route, self.cascade, self.row = label, confidence, route, cascade, row
-        self.order = order
+    def __init__(self, label: str, confidence: float, route: str, answers: _Answers, i: int) -> None:
+        self.label, self.confidence, self.route, self.answers, self.i = label, confidence, route, answers, i
 
     @property
     def local_label(self) -> str:
@@ -122,23 +133,38 @@ class _Step:
 
     @property
     def top(self) -> list[dict[str, object]]:
-        return self.cascade.top_labels(self.row, self.order)
+        return self.answers.top(self.i)
 
 
-@dataclass
+_EMPTY: Mapping[str, int] = MappingProxyType({})
+
+
 class _Message:
-    text: str
-    conversation: str | None
-    request_id: str | None
-    steps: dict[str, Decision | _Step] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
-    pii: dict[str, int] = field(default_factory=dict)
-    spans: Sequence[object] = ()
-    stopped: bool = False
-    masked: str | None = None
-    flags: list[str] = field(default_factory=list)
-    endpoints: list[str] = field(default_factory=list)
-    action: ActionResult | None = None
+    """One message on its way through the chain: each stage's answer (``steps``, in the order given) and
+    what the stages added (personal data found, flags, the action's result)."""
+
+    __slots__ = (
+        "text", "conversation", "request_id", "steps", "pii", "spans", "stopped", "masked", "flags", "endpoints",
+        "action", "full_at", "full_label", "full_confidence",
+    )  # fmt: skip
+
+    def __init__(self, text: str, conversation: str | None, request_id: str | None) -> None:
+        self.text, self.conversation, self.request_id = text, conversation, request_id
+        self.steps: dict[str, Decision | _Step] = {}  # by stage, in the order the stages answered
+        # what most messages never get is shared and empty until they do (a batch's per-message
+        # objects are what the garbage collector walks)
+        self.pii: Mapping[str, int] = _EMPTY
+        self.spans: Sequence[object] = ()
+        self.stopped = False
+        self.masked: str | None = None
+        self.flags: Sequence[str] = ()
+        self.endpoints: Sequence[str] = ()
+        self.action: ActionResult | None = None
+        # the full label as last worked out, with how many stages had answered then
+        self.full_at, self.full_label, self.full_confidence = -1, "", 0.0
+
+    def flag(self, flag: str) -> None:
+        self.flags = [*self.flags, flag]
 
 
 class Chain:
@@ -336,10 +362,13 @@ class Chain:
         if guard is None or guard.ner:  # the NER path finds personal data when text is about to leave
             return
         for m in msgs:
-            m.spans = guard.find(m.text)
-            for span in m.spans:
-                entity = str(getattr(span, "entity", "PII"))
-                m.pii[entity] = m.pii.get(entity, 0) + 1
+            m.spans = spans = guard.find(m.text)
+            if spans:
+                pii: dict[str, int] = {}
+                for span in spans:
+                    entity = str(getattr(span, "entity", "PII"))
+                    pii[entity] = pii.get(entity, 0) + 1
+                m.pii = pii
 
     def _classify(self, stage: Stage, msgs: list[_Message]) -> None:
         cascade = stage.cascade
@@ -361,7 +390,6 @@ class Chain:
         stop = set(stage.spec.stop)
         for m, d in zip(msgs, answers):
             m.steps[stage.name] = d
-            m.order.append(stage.name)
             if d.route == "refused" or d.label in stop:
                 m.stopped = True
         if stage.shadow is not None:
@@ -382,23 +410,23 @@ class Chain:
     def _classify_locally(self, stage: Stage, cascade: Cascade, msgs: list[_Message]) -> None:
         """A stage with no LLM behind it: its model's answers, without a Decision each."""
         model = cascade.model
-        orders: Sequence[np.ndarray | None]
+        labels: list[str]
+        confs: list[float]
         if len(msgs) == 1:
-            label, conf, row = model.predict_one(msgs[0].text)
-            answers: Sequence[tuple[str, float, np.ndarray]] = [(str(label), float(conf), row)]
-            orders = [None]
+            one, c, row = model.predict_one(msgs[0].text)
+            labels, confs = [str(one)], [float(c)]
+            answers = _Answers(cascade, row[None, :])
         else:
-            labels, proba = model.predict_and_proba([m.text for m in msgs])
-            answers = list(zip([str(x) for x in labels], proba.max(axis=1).tolist(), proba))
-            # the top labels of every row in one sort (a sort per message costs more than the model)
-            orders = list(np.argsort(-proba, axis=1, kind="stable")[:, : cascade.top_k])
+            predicted, proba = model.predict_and_proba([m.text for m in msgs])
+            labels = [str(x) for x in np.asarray(predicted).tolist()]
+            confs = proba.max(axis=1).tolist()
+            answers = _Answers(cascade, proba)
         refusal = cascade.refusal_label
         stop = set(stage.spec.stop)
         name = stage.name
-        for m, (label, conf, row), order in zip(msgs, answers, orders):
+        for i, (m, label, conf) in enumerate(zip(msgs, labels, confs)):
             refused = label == refusal
-            m.steps[name] = _Step(label, conf, "refused" if refused else "local", cascade, row, order)
-            m.order.append(name)
+            m.steps[name] = _Step(label, conf, "refused" if refused else "local", answers, i)
             if refused or label in stop:
                 m.stopped = True
         if stage.shadow is not None:
@@ -410,7 +438,7 @@ class Chain:
         assert stage.cascade is not None
         fallback = stage.cascade.fallback
         for m in msgs:
-            m.flags.append("stage_unavailable")
+            m.flag("stage_unavailable")
             d = Decision("", 0.0, "unavailable", local_label="", local_confidence=0.0)
             if fallback is not None:
                 ask = functools.partial(fallback, self._outgoing(m))
@@ -418,9 +446,8 @@ class Chain:
                     label = run(self.llm_pool, ask, stage.cascade.llm_deadline_s)
                     d = Decision(label, 0.0, "llm", local_label="", local_confidence=0.0, endpoints=[fallback.endpoint])
                 except Exception:  # the LLM failed too: the message ends here, flagged
-                    m.flags.append("fallback_failed")
+                    m.flag("fallback_failed")
             m.steps[stage.name] = d
-            m.order.append(stage.name)
             if d.route == "unavailable":
                 m.stopped = True
 
@@ -466,7 +493,6 @@ class Chain:
                 if not set(step.flags) & NOT_SENT:
                     step.endpoints.append(asker.endpoint)
             m.steps[name] = step
-            m.order.append(name)
 
     def _validate(self, stage: Stage, msgs: list[_Message]) -> None:
         """Check the reply produced so far (an action's text, an LLM's reply): pass it, mask the
@@ -503,12 +529,20 @@ class Chain:
                 else:
                     m.action.text = None
                     outcome, flag = "review", "reply_held_for_review"
-                m.flags.append(flag)
+                m.flag(flag)
             m.steps[stage.name] = Decision(outcome, c, "local", local_label=outcome, local_confidence=c)
-            m.order.append(stage.name)
 
     def full_label(self, m: _Message, local: bool = False) -> tuple[str, float]:
         """The message's full label and its confidence (the product of its parts' confidences)."""
+        if local:
+            return self._full_label(m, True)
+        if m.full_at == len(m.steps):  # no stage has answered since
+            return m.full_label, m.full_confidence
+        label, conf = self._full_label(m, False)
+        m.full_at, m.full_label, m.full_confidence = len(m.steps), label, conf
+        return label, conf
+
+    def _full_label(self, m: _Message, local: bool) -> tuple[str, float]:
         parts: list[str] = []
         conf = 1.0
         pending: str | None = None
@@ -516,7 +550,7 @@ class Chain:
         asked: tuple[str, float] | None = None  # an llm stage's answer: the whole label
         last_stage: str | None = None  # the last classify stage
         kinds, labelled = self._kinds, self._labelled
-        for name in m.order:
+        for name in m.steps:
             d = m.steps[name]
             if kinds[name] != "classify":
                 if name in self._asks and not local and d.route == "llm":
@@ -556,10 +590,12 @@ class Chain:
         try:
             if act.egress:
                 out = self._outgoing(m)
+                flags, endpoints = list(m.flags), list(m.endpoints)
                 result = send_action(
-                    act, out, label, self.action_pool, self.action_deadline_s, self.guard, m.conversation, m.flags,
-                    m.endpoints,
+                    act, out, label, self.action_pool, self.action_deadline_s, self.guard, m.conversation, flags,
+                    endpoints,
                 )  # fmt: skip
+                m.flags, m.endpoints = flags, endpoints
             else:
                 result = act(m.text, label)
             result.label = label
@@ -568,7 +604,7 @@ class Chain:
             log.exception("chain stage %s failed for request %s", stage.name, m.request_id or "-")
             with self._lock:
                 self._errors += 1
-            m.flags.append("internal_error")
+            m.flag("internal_error")
 
     @staticmethod
     def _last_top(steps: Sequence[Decision | _Step]) -> list[dict[str, object]]:
@@ -581,10 +617,10 @@ class Chain:
 
     def _decision(self, m: _Message) -> Decision:
         label, conf = self.full_label(m)
-        steps = [m.steps[n] for n in m.order]
+        steps = list(m.steps.values())
         # who gave the label (a reply the LLM wrote does not make the label the LLM's)
         replies = self._replies
-        routes = {d.route for n, d in zip(m.order, steps) if n not in replies} if replies else {d.route for d in steps}
+        routes = {d.route for n, d in m.steps.items() if n not in replies} if replies else {d.route for d in steps}
         # the local answer differs only where a stage's question went to the LLM
         local_label, local_conf = self.full_label(m, local=True) if "llm" in routes else (label, conf)
         versions = self._versions
@@ -619,7 +655,7 @@ class Chain:
                     "route": d.route,
                     "version": versions.get(n),
                 }
-                for n, d in zip(m.order, steps)
+                for n, d in m.steps.items()
             ],
         )
 
