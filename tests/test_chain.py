@@ -1,6 +1,7 @@
 """Chains of stages: hierarchies trained in one call, the chain's answers and path, its checks at
 load, and eval on a chain — on a slice of CLINC150 (domains as parents, intents as children)."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import yaml
 from offramp.chain.hierarchy import split_labels, train_hierarchy
 from offramp.chain.run import Chain, possible_labels
 from offramp.errors import DataError, UsageError
+from offramp.estimators.tfidf import TfidfLinear
+from offramp.registry.records import load
 
 from helpers import run_cli, write_csv
 
@@ -57,6 +60,41 @@ def test_a_hierarchy_trains_a_chain_that_answers_full_labels(hier):
     doc = yaml.safe_load(Path(rep.pipeline).read_text())
     assert doc["label_sep"] == "/" and doc["stages"][2]["when"] == 'router.label == "banking"'
     assert (Path(rep.out_dir) / "flat" / "registry.json").is_file()
+
+
+def test_child_models_are_built_on_their_routers_ngrams_and_a_batch_featurizes_each_message_once(hier, monkeypatch):
+    d, rep, test = hier
+    router = load(d / "hier" / "stages" / "router")
+    children = {s.stage: load(d / "hier" / "stages" / s.stage) for s in rep.stages if s.parent is not None}
+    assert isinstance(router, TfidfLinear)
+    shared = [
+        n
+        for n, m in children.items()
+        if isinstance(m, TfidfLinear) and m.featurizer_.get_config() == router.featurizer_.get_config()
+    ]
+    assert shared, "no child model uses the router's kind of n-grams"
+    for name in shared:  # the same n-grams: the router's vocabulary and weights, not a copy fitted again
+        assert children[name].featurizer_.fingerprint() == router.featurizer_.fingerprint(), name
+    with open(test, newline="", encoding="utf-8") as f:
+        texts = [r["text"] for r in csv.DictReader(f)]
+    chain = Chain.from_pipeline(rep.pipeline)
+    alone = [chain.run(t) for t in texts]  # one message at a time: each model featurizes on its own
+    featurized: list[int] = []
+    features = TfidfLinear.features
+    monkeypatch.setattr(TfidfLinear, "features", lambda self, t: featurized.append(len(t)) or features(self, t))
+    batch = chain.run_many(texts)
+    assert featurized == [len(texts)]  # the batch's n-grams once, for the router and its children
+    assert [b.label for b in batch] == [a.label for a in alone]
+    # every stage answers as its model does alone
+    r_proba = router.predict_proba(texts).max(axis=1)
+    for b, p in zip(batch, r_proba):
+        assert b.path[0]["confidence"] == pytest.approx(float(p), abs=2e-6)
+    for name in shared:
+        rows = [i for i, b in enumerate(batch) if len(b.path) > 1 and b.path[1]["stage"] == name]
+        assert rows
+        c_proba = children[name].predict_proba([texts[i] for i in rows]).max(axis=1)
+        for i, p in zip(rows, c_proba):
+            assert batch[i].path[1]["confidence"] == pytest.approx(float(p), abs=2e-6)
 
 
 def test_eval_on_a_chain_scores_full_labels_per_stage_and_beside_the_flat_model(hier):

@@ -26,6 +26,8 @@ import yaml
 
 from offramp.data.io import Dataset, read_dataset
 from offramp.errors import DataError, UsageError
+from offramp.estimators.features import NgramFeaturizer
+from offramp.estimators.tfidf import TfidfLinear
 from offramp.registry.versions import gate_split
 from offramp.training.train import train
 
@@ -195,18 +197,24 @@ def train_hierarchy(
     stages_dir.mkdir(parents=True, exist_ok=True)
     trained: list[StageTrained] = []
 
+    shared: list[NgramFeaturizer] = []  # the router's n-gram features, once it has them
+
     def fit(
         name: str, rows: list[int], gate: list[int], labels: Sequence[str], where: Path, parent: str | None
     ) -> StageTrained:
         say(f"training {name} ({len(rows):,} rows, {len(set(labels[i] for i in rows))} labels)")
         t0 = time.perf_counter()
-        _, rep = train(
+        model, rep = train(
             [texts[i] for i in rows],
             [labels[i] for i in rows],
             registry=where,
             gate=([texts[i] for i in gate], [labels[i] for i in gate]),
+            # a child model built on its router's n-grams: the chain computes a message's features once
+            featurizer=shared[0] if shared and parent is not None else None,
             **common,
         )
+        if parent is None and name == "router" and type(model) is TfidfLinear:
+            shared.append(model.featurizer_)
         assert rep.registry is not None
         return StageTrained(
             name,

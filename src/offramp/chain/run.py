@@ -26,12 +26,14 @@ from types import MappingProxyType
 from typing import Callable, Mapping, Sequence, cast
 
 import numpy as np
+import scipy.sparse as sp
 
 from offramp.chain.remote import RemoteStage, StageUnavailable
 from offramp.chain.spec import Clause, StageSpec, parse_when, read_stages
 from offramp.egress.pool import EgressPool, run
 from offramp.errors import UsageError
-from offramp.estimators.base import TextClassifier
+from offramp.estimators.base import TextClassifier, softmax
+from offramp.estimators.tfidf import TfidfLinear
 from offramp.llm.client import ChatClient
 from offramp.modeldir.store import model_version
 from offramp.monitoring.shadow import ShadowResult, ShadowSampler
@@ -139,17 +141,41 @@ class _Step:
 _EMPTY: Mapping[str, int] = MappingProxyType({})
 
 
+class _Features:
+    """A batch's n-gram features, computed once for every stage whose model computes the same ones
+    (same :meth:`~offramp.estimators.features.NgramFeaturizer.fingerprint`): the child models of a
+    trained hierarchy are built on their router's n-grams, so a message is featurized once, not at
+    every level. Each stage still applies its own weights: its answers are the ones it gives alone."""
+
+    def __init__(self, texts: list[str], shared: set[str]) -> None:
+        self.texts, self.shared = texts, shared
+        self._memo: dict[str, sp.csr_matrix] = {}
+
+    def scores(self, model: object, idx: np.ndarray) -> np.ndarray | None:
+        """The model's scores for the batch's messages ``idx``, or None if it shares no features."""
+        if type(model) is not TfidfLinear:
+            return None
+        key = model.featurizer_.fingerprint()
+        if key not in self.shared:
+            return None
+        x = self._memo.get(key)
+        if x is None:
+            x = self._memo[key] = model.features(self.texts)
+        return model.scores_of(x if idx.size == x.shape[0] else x[idx])
+
+
 class _Message:
     """One message on its way through the chain: each stage's answer (``steps``, in the order given) and
     what the stages added (personal data found, flags, the action's result)."""
 
     __slots__ = (
         "text", "conversation", "request_id", "steps", "pii", "spans", "stopped", "masked", "flags", "endpoints",
-        "action", "full_at", "full_label", "full_confidence",
+        "action", "full_at", "full_label", "full_confidence", "i",
     )  # fmt: skip
 
-    def __init__(self, text: str, conversation: str | None, request_id: str | None) -> None:
+    def __init__(self, text: str, conversation: str | None, request_id: str | None, i: int = 0) -> None:
         self.text, self.conversation, self.request_id = text, conversation, request_id
+        self.i = i  # its place in the batch
         self.steps: dict[str, Decision | _Step] = {}  # by stage, in the order the stages answered
         # what most messages never get is shared and empty until they do (a batch's per-message
         # objects are what the garbage collector walks)
@@ -313,7 +339,8 @@ class Chain:
         that reach it."""
         convs = list(conversations) if conversations is not None else [None] * len(texts)
         ids = list(request_ids) if request_ids is not None else [None] * len(texts)
-        msgs = [_Message(t, c, r) for t, c, r in zip(texts, convs, ids)]
+        msgs = [_Message(t, c, r, i) for i, (t, c, r) in enumerate(zip(texts, convs, ids))]
+        features = self._shared_features(msgs)
         groups: dict[str, dict[str, list[_Message]]] = {}  # stage -> its label -> the messages that got it
         for stage in self.stages:
             # a stopped message skips the later models, not the actions on its answer
@@ -337,7 +364,7 @@ class Chain:
             if stage.kind == "guard":
                 self._guard(active)
             elif stage.kind == "classify":
-                self._classify(stage, active)
+                self._classify(stage, active, features)
             elif stage.kind == "validate":
                 self._validate(stage, active)
             elif stage.kind == "llm":
@@ -370,11 +397,30 @@ class Chain:
                     pii[entity] = pii.get(entity, 0) + 1
                 m.pii = pii
 
-    def _classify(self, stage: Stage, msgs: list[_Message]) -> None:
+    def _shared_features(self, msgs: list[_Message]) -> _Features | None:
+        """For a batch: the features that two local stages or more compute alike, to compute once."""
+        if len(msgs) < 2:
+            return None
+        seen: set[str] = set()
+        shared: set[str] = set()
+        for s in self.stages:
+            c = s.cascade
+            if s.kind == "classify" and c is not None and self._local(s) and type(c.model) is TfidfLinear:
+                key = c.model.featurizer_.fingerprint()
+                (shared if key in seen else seen).add(key)
+        return _Features([m.text for m in msgs], shared) if shared else None
+
+    @staticmethod
+    def _local(stage: Stage) -> bool:
+        """A stage answered by its model alone (no LLM behind it, no unsure band, not remote)."""
+        c = stage.cascade
+        return c is not None and c.fallback is None and not c.thresholds and stage.remote is None
+
+    def _classify(self, stage: Stage, msgs: list[_Message], features: _Features | None = None) -> None:
         cascade = stage.cascade
         assert cascade is not None
-        if cascade.fallback is None and not cascade.thresholds and stage.remote is None:
-            self._classify_locally(stage, cascade, msgs)
+        if self._local(stage):
+            self._classify_locally(stage, cascade, msgs, features)
             return
         try:
             if len(msgs) == 1:
@@ -407,12 +453,22 @@ class Chain:
             if step.route == "local":
                 sampler.offer(m.request_id or "", m.text, step.label, step.confidence, stage.version)
 
-    def _classify_locally(self, stage: Stage, cascade: Cascade, msgs: list[_Message]) -> None:
+    def _classify_locally(
+        self, stage: Stage, cascade: Cascade, msgs: list[_Message], features: _Features | None = None
+    ) -> None:
         """A stage with no LLM behind it: its model's answers, without a Decision each."""
         model = cascade.model
         labels: list[str]
         confs: list[float]
-        if len(msgs) == 1:
+        scores = None
+        if features is not None and len(msgs) > 1:
+            scores = features.scores(model, np.fromiter((m.i for m in msgs), dtype=np.int64, count=len(msgs)))
+        if scores is not None:
+            proba = softmax(scores, model.temperature_)
+            labels = [str(x) for x in model.labels_from_proba(proba).tolist()]
+            confs = proba.max(axis=1).tolist()
+            answers = _Answers(cascade, proba)
+        elif len(msgs) == 1:
             one, c, row = model.predict_one(msgs[0].text)
             labels, confs = [str(one)], [float(c)]
             answers = _Answers(cascade, row[None, :])
@@ -616,47 +672,56 @@ class Chain:
         return []
 
     def _decision(self, m: _Message) -> Decision:
+        """The message's answer: its full label, who gave it, and the path taken (one pass over the
+        stages' answers: this runs once per message)."""
         label, conf = self.full_label(m)
-        steps = list(m.steps.values())
-        # who gave the label (a reply the LLM wrote does not make the label the LLM's)
-        replies = self._replies
-        routes = {d.route for n, d in m.steps.items() if n not in replies} if replies else {d.route for d in steps}
-        # the local answer differs only where a stage's question went to the LLM
-        local_label, local_conf = self.full_label(m, local=True) if "llm" in routes else (label, conf)
-        versions = self._versions
-        route = "refused" if "refused" in routes else "llm" if "llm" in routes else "local"
+        replies, versions = self._replies, self._versions
+        routes: set[str] = set()
         flags: list[str] = []
         endpoints: list[str] = []
         pii = dict(m.pii)
-        for d in steps:
-            flags += [f for f in d.flags if f not in flags]
-            endpoints += [e for e in d.endpoints if e not in endpoints]
+        path: list[dict[str, object]] = []
+        steps = m.steps
+        for n, d in steps.items():
+            r = d.route
+            if n not in replies:  # who gave the label (a reply the LLM wrote does not make the label the LLM's)
+                routes.add(r)
+            if d.flags:
+                flags += [f for f in d.flags if f not in flags]
+            if d.endpoints:
+                endpoints += [e for e in d.endpoints if e not in endpoints]
             for k, v in d.pii.items():
                 pii[k] = max(pii.get(k, 0), v)
-        flags += [f for f in m.flags if f not in flags]
-        endpoints += [e for e in m.endpoints if e not in endpoints]
-        return Decision(
-            label,
-            round(conf, 6),
-            route,
-            flags=flags,
-            action=m.action,
-            top=self._last_top(steps),
-            pii=pii,
-            endpoints=endpoints,
-            local_label=local_label,
-            local_confidence=round(local_conf, 6),
-            label_sep=self.label_sep,
-            path=[
+            path.append(
                 {
                     "stage": n,
                     "label": d.label,
                     "confidence": round(d.confidence, 6),
-                    "route": d.route,
+                    "route": r,
                     "version": versions.get(n),
                 }
-                for n, d in m.steps.items()
-            ],
+            )
+        if m.flags:
+            flags += [f for f in m.flags if f not in flags]
+        if m.endpoints:
+            endpoints += [e for e in m.endpoints if e not in endpoints]
+        # the local answer differs only where a stage's question went to the LLM
+        local_label, local_conf = self.full_label(m, local=True) if "llm" in routes else (label, conf)
+        route = "refused" if "refused" in routes else "llm" if "llm" in routes else "local"
+        rounded = round(conf, 6)
+        return Decision(
+            label,
+            rounded,
+            route,
+            flags=flags,
+            action=m.action,
+            top=self._last_top(list(steps.values())),
+            pii=pii,
+            endpoints=endpoints,
+            local_label=local_label,
+            local_confidence=rounded if local_conf == conf else round(local_conf, 6),
+            label_sep=self.label_sep,
+            path=path,
         )
 
 

@@ -14,6 +14,7 @@ Everything learned is plain integer and float arrays, so a model directory store
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from typing import Sequence
 
@@ -133,6 +134,7 @@ class NgramFeaturizer:
     word_idf_: np.ndarray
     char_idf_: np.ndarray
     _plan: np.ndarray | None
+    _fingerprint: str | None = None
 
     def __init__(self, word_ngrams=(1, 2), char_ngrams=(1, 4), min_df: int = 2, hash_bits: int = 21, fold: bool = True):
         self.word_ngrams = tuple(word_ngrams) if word_ngrams else None
@@ -166,7 +168,19 @@ class NgramFeaturizer:
         self._build_lookup()
         return self
 
+    def fingerprint(self) -> str:
+        """A digest of what this featurizer computes (its settings and everything it learned): two
+        featurizers with the same fingerprint give every text the same features."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(repr(self.get_config()).encode())
+            for name, arr in sorted(self.get_state().items()):
+                digest.update(name.encode())
+                digest.update(np.ascontiguousarray(arr).tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
     def _build_lookup(self) -> None:
+        self._fingerprint = None
         self.n_word_ = len(self.word_buckets_)
         self._plan = None  # see _char_plan
         self.n_features_ = self.n_word_ + len(self.char_buckets_)

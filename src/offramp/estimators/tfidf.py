@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,6 +29,20 @@ if TYPE_CHECKING:  # the solvers are imported when a model is fitted, not when o
 SMALL_BATCH = 32  # up to this many texts, scores are summed with numpy: cheaper than building a scipy sparse matrix
 
 LOSSES = ("svm", "logreg")
+T = TypeVar("T")
+
+
+def _in_parallel(work: Callable[[Sequence[str]], T], texts: Sequence[str], join: Callable[[list[T]], T]) -> T:
+    """``work(texts)``, in chunks on a few threads for a large batch (the numpy work releases the
+    GIL); the micro-batches of a service run as they are (no thread pool, nor a look at the cores)."""
+    n = len(texts)
+    workers = min(os.cpu_count() or 1, 4) if n >= 8192 else 1
+    if workers < 2:
+        return work(texts)
+    step = -(-n // (workers * 4))
+    chunks = [texts[i : i + step] for i in range(0, n, step)]
+    with ThreadPoolExecutor(workers) as pool:
+        return join(list(pool.map(work, chunks)))
 
 
 def check_ngram_range(name: str, value: object) -> None:
@@ -169,17 +183,21 @@ class TfidfLinear(TextClassifier):
 
     def decision_function(self, X: Texts) -> np.ndarray:
         self._check_fitted()
-        texts = as_texts(X)
-        n = len(texts)
-        if n < 8192:  # the micro-batches of a service: no thread pool (nor a look at the cores)
-            return self._scores(texts)
-        workers = min(os.cpu_count() or 1, 4)
-        if workers < 2:
-            return self._scores(texts)
-        step = -(-n // (workers * 4))
-        chunks = [texts[i : i + step] for i in range(0, n, step)]
-        with ThreadPoolExecutor(workers) as pool:
-            return np.vstack(list(pool.map(self._scores, chunks)))
+        return _in_parallel(self._scores, as_texts(X), np.vstack)
+
+    def features(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """The n-gram features of ``texts`` (what :meth:`scores_of` takes); a model whose featurizer
+        has the same :meth:`~NgramFeaturizer.fingerprint` gives the same matrix."""
+        self._check_fitted()
+
+        def part(chunk: Sequence[str]) -> sp.csr_matrix:
+            return self.featurizer_.transform(chunk)
+
+        return _in_parallel(part, list(texts), lambda parts: sp.vstack(parts, format="csr"))
+
+    def scores_of(self, features: sp.csr_matrix) -> np.ndarray:
+        """:meth:`decision_function` from the texts' :meth:`features`."""
+        return np.asarray(features @ self.coef_) + self.intercept_
 
     def decision_one(self, text: str) -> np.ndarray:
         cols, w = self.featurizer_.transform_one(text)

@@ -28,6 +28,7 @@ from offramp.encoders.sentence import available
 from offramp.errors import UsageError
 from offramp.estimators.base import softmax
 from offramp.estimators.calibration import expected_calibration_error, fit_temperature
+from offramp.estimators.features import NgramFeaturizer
 from offramp.estimators.stacked import StackedLinear
 from offramp.estimators.tfidf import TfidfLinear
 from offramp.training.speed import measure_latency
@@ -223,6 +224,7 @@ def select_model(
     time_candidates: bool = True,
     rule: str = "best",
     max_quality_loss: float | None = None,
+    featurizer: NgramFeaturizer | None = None,
 ) -> Selection:
     """Cross-validate ``candidates`` and return the best one, calibrated and refitted on everything.
 
@@ -233,7 +235,10 @@ def select_model(
     with ``time_candidates`` False only where ``latency_budget_ms`` needs it); with
     ``latency_budget_ms`` only candidates within the budget can win (if none is, the fastest).
     ``rule`` "cheapest" takes the cheapest candidate within one standard error (or
-    ``max_quality_loss``) of the best score; "best" the best score.
+    ``max_quality_loss``) of the best score; "best" the best score. ``featurizer``: an n-gram
+    featurizer fitted already (a hierarchy's router's): the n-gram candidates that build the same
+    n-grams use it as it is, so their model's features are the router's, computed once per message
+    when the two run in a chain.
     """
     if rule not in RULES:
         raise UsageError(f"rule must be one of {', '.join(RULES)}; got {rule!r}", param="rule")
@@ -275,7 +280,10 @@ def select_model(
         c0 = time.perf_counter()
         try:
             if key not in feature_cache:
-                feature_cache[key] = proto.build_features(texts)
+                if featurizer is not None and type(proto) is TfidfLinear and key == repr(featurizer.get_config()):
+                    feature_cache[key] = (featurizer, featurizer.transform(texts))
+                else:
+                    feature_cache[key] = proto.build_features(texts)
             feat, X = feature_cache[key]
             oof = np.zeros((len(y), len(classes)), dtype=np.float64)
             first_fold_model = None

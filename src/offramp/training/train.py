@@ -16,6 +16,7 @@ from offramp.encoders import sentence as encoder
 from offramp.errors import UsageError
 from offramp.estimators.base import TextClassifier, as_labels, as_texts
 from offramp.estimators.centroid import MANY_LABELS, train_many_labels
+from offramp.estimators.features import NgramFeaturizer
 from offramp.estimators.rejection import Rejection, RejectTarget, fit_rejection
 from offramp.estimators.stacked import MAX_MEMORY, StackedLinear, nearest_similarity
 from offramp.estimators.tfidf import TfidfLinear
@@ -234,6 +235,7 @@ def _train_single(
     refit_with_val: bool = False,
     measure_speed: bool = True,
     max_quality_loss: float | None = None,
+    featurizer: NgramFeaturizer | None = None,
 ) -> tuple[TextClassifier, TrainReport]:
     """:func:`train` for one label per message, from data in memory (see its parameters)."""
     ds = texts if isinstance(texts, Dataset) else _as_dataset((texts, labels), "<memory>")
@@ -311,6 +313,7 @@ def _train_single(
         time_candidates=measure_speed,
         rule=rule,
         max_quality_loss=max_quality_loss,
+        featurizer=featurizer,
     )
     warnings += sel.notes
     model = sel.model
@@ -629,6 +632,7 @@ def train(
     on_progress: Callable[[str], None] | None = None,
     measure_speed: bool = True,
     max_quality_loss: float | None = None,
+    featurizer: NgramFeaturizer | None = None,
 ) -> tuple[TextClassifier, TrainReport | MultiLabelReport]:
     """Choose, calibrate and fit a classifier; return it with a report of the search.
 
@@ -677,6 +681,9 @@ def train(
     measure_speed : False leaves the speed figures out (the winner's latency and throughput, and
         each candidate's latency unless ``latency_budget_ms`` needs it): for a model trained only to
         be scored, as a student in :func:`~offramp.evaluation.distill.teacher_student` is.
+    featurizer : an n-gram featurizer fitted already, which the n-gram candidates that build the same
+        n-grams use as it is (a hierarchy's child models use their router's: a chain then computes
+        a message's features once for both).
 
     Returns
     -------
@@ -784,6 +791,7 @@ def train(
         refit_with_val=refit_with_val,
         measure_speed=measure_speed,
         max_quality_loss=max_quality_loss,
+        featurizer=featurizer,
     )
     report.warnings[:0] = notes
     report.dropped_suspects = dropped
