@@ -196,7 +196,10 @@ class TfidfLinear(TextClassifier):
         return _in_parallel(part, list(texts), lambda parts: sp.vstack(parts, format="csr"))
 
     def scores_of(self, features: sp.csr_matrix) -> np.ndarray:
-        """:meth:`decision_function` from the texts' :meth:`features`."""
+        """:meth:`decision_function` from the texts' :meth:`features` (a model that scores with more
+        than its n-grams, as the stacked and centroid ones do, has no such shortcut)."""
+        if type(self).decision_function is not TfidfLinear.decision_function:
+            raise NotImplementedError(f"{type(self).__name__} scores with more than its n-gram features")
         return np.asarray(features @ self.coef_) + self.intercept_
 
     def decision_one(self, text: str) -> np.ndarray:
