@@ -11,8 +11,10 @@ import yaml
 from offramp.chain.hierarchy import split_labels, train_hierarchy
 from offramp.chain.run import Chain, possible_labels
 from offramp.errors import DataError, UsageError
+from offramp.estimators.features import NgramFeaturizer
 from offramp.estimators.tfidf import TfidfLinear
 from offramp.registry.records import load
+from offramp.training.train import train
 
 from helpers import run_cli, write_csv
 
@@ -95,6 +97,12 @@ def test_child_models_are_built_on_their_routers_ngrams_and_a_batch_featurizes_e
         c_proba = children[name].predict_proba([texts[i] for i in rows]).max(axis=1)
         for i, p in zip(rows, c_proba):
             assert batch[i].path[1]["confidence"] == pytest.approx(float(p), abs=2e-6)
+
+
+@pytest.mark.parametrize("bad", [object(), NgramFeaturizer()])
+def test_a_featurizer_that_is_not_a_fitted_ngram_featurizer_is_refused(bad):
+    with pytest.raises(UsageError, match="fitted NgramFeaturizer"):
+        train(["reset my pin", "thanks a lot"] * 5, ["a", "b"] * 5, featurizer=bad, quality="fast")
 
 
 def test_eval_on_a_chain_scores_full_labels_per_stage_and_beside_the_flat_model(hier):

@@ -189,11 +189,7 @@ class TfidfLinear(TextClassifier):
         """The n-gram features of ``texts`` (what :meth:`scores_of` takes); a model whose featurizer
         has the same :meth:`~NgramFeaturizer.fingerprint` gives the same matrix."""
         self._check_fitted()
-
-        def part(chunk: Sequence[str]) -> sp.csr_matrix:
-            return self.featurizer_.transform(chunk)
-
-        return _in_parallel(part, list(texts), lambda parts: sp.vstack(parts, format="csr"))
+        return _in_parallel(self.featurizer_.transform, list(texts), lambda parts: sp.vstack(parts, format="csr"))
 
     def scores_of(self, features: sp.csr_matrix) -> np.ndarray:
         """:meth:`decision_function` from the texts' :meth:`features` (a model that scores with more

@@ -702,6 +702,15 @@ def train(
     from offramp.data.io import DEFAULT_MAX_CHARS
 
     max_chars = DEFAULT_MAX_CHARS if max_chars is None else max_chars
+    if featurizer is not None:
+        if not isinstance(featurizer, NgramFeaturizer) or getattr(featurizer, "idf_", None) is None:
+            raise UsageError(
+                f"featurizer must be a fitted NgramFeaturizer, got {type(featurizer).__name__}",
+                "pass a trained n-gram model's featurizer_, or leave it out",
+                param="featurizer",
+            )
+        if multi_label:
+            raise UsageError("a shared featurizer is for one label per message", param="featurizer")
     if multi_label or label_precision is not None:
         if not multi_label:
             raise UsageError("a label precision goes with several labels per message", param="label_precision")
